@@ -1,0 +1,75 @@
+# Linux-on-Linux: plain Makefile. `make`, `make check`, `make install`, `make asan`, `make fuzz`.
+CC ?= cc
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -MMD -MP
+LDFLAGS ?=
+LDLIBS += -lpthread
+PREFIX ?= /usr/local
+BUILD ?= build
+VERSION := 0.1.0
+
+# Optional libraries, each used only when its -dev package is installed (README lists why).
+HAVE_LIBURING := $(shell pkg-config --exists liburing 2>/dev/null && echo 1)
+ifeq ($(HAVE_LIBURING),1)
+CFLAGS += -DHAVE_LIBURING
+LDLIBS += -luring
+endif
+HAVE_LIBSLIRP := $(shell pkg-config --exists slirp 2>/dev/null && echo 1)
+ifeq ($(HAVE_LIBSLIRP),1)
+CFLAGS += -DHAVE_LIBSLIRP $(shell pkg-config --cflags slirp)
+LDLIBS += $(shell pkg-config --libs slirp)
+endif
+CFLAGS += -DVMM_VERSION='"$(VERSION)"'
+
+SRCS := $(wildcard src/*.c src/*/*.c src/*/*/*.c)
+LIB_SRCS := $(filter-out src/main.c,$(SRCS))
+OBJS := $(SRCS:%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+
+all: $(BUILD)/vmm selftest
+
+$(BUILD)/vmm: $(BUILD)/src/main.o $(BUILD)/libvmm.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	ln -sf $(BUILD)/vmm vmm
+
+$(BUILD)/libvmm.a: $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libvmm.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libvmm.a $(LDLIBS)
+
+# The self-test guest: a freestanding kernel built with the host compiler (guest/selftest/Makefile).
+selftest:
+	$(MAKE) -C guest/selftest
+
+unit: $(UNIT_BINS)
+
+check: all unit
+	tests/run
+
+# The default Linux guest, from Debian's packages only (guest/linux/build).
+guest:
+	guest/linux/build
+
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+		LDFLAGS="-fsanitize=address,undefined" build-asan/vmm
+
+install: $(BUILD)/vmm
+	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
+	install -D -m 0644 docs/vmm.1 $(DESTDIR)$(PREFIX)/share/man/man1/vmm.1
+
+clean:
+	rm -rf $(BUILD) build-asan vmm
+	$(MAKE) -C guest/selftest clean
+
+.PHONY: all selftest unit check guest asan install clean
+-include $(OBJS:.o=.d) $(UNIT_BINS:=.d)

@@ -1,0 +1,197 @@
+/* Command-line parsing: pure, so it is unit-tested (tests/unit/test_config.c). */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_DEFAULT_MEM (256ull << 20)
+#define CONFIG_MAX_CPUS 64
+
+int config_parse_size(const char *text, uint64_t *out)
+{
+	if (!text || !*text || *text == '-')
+		return -EINVAL;
+	char *end;
+	errno = 0;
+	unsigned long long value = strtoull(text, &end, 10);
+	if (errno || end == text)
+		return errno == ERANGE ? -ERANGE : -EINVAL;
+	unsigned shift = 0;
+	switch (*end) {
+	case '\0': break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: return -EINVAL;
+	}
+	if (*end == 'i' && shift) /* accept "MiB"-style too */
+		end++;
+	if ((*end == 'B' || *end == 'b') && shift)
+		end++;
+	if (*end != '\0')
+		return -EINVAL;
+	if (shift && value > (~0ull >> shift))
+		return -ERANGE;
+	*out = value << shift;
+	return 0;
+}
+
+static int append_cmdline(struct vm_config *cfg, const char *arg, char *err, unsigned err_len)
+{
+	size_t used = strlen(cfg->cmdline), len = strlen(arg);
+	if (used + len + 2 > sizeof(cfg->cmdline)) {
+		snprintf(err, err_len, "kernel arguments: longer than %d bytes (shorten them)",
+			 CONFIG_MAX_CMDLINE - 1);
+		return -1;
+	}
+	if (used)
+		cfg->cmdline[used++] = ' ';
+	memcpy(cfg->cmdline + used, arg, len + 1);
+	return 0;
+}
+
+/* The seed's "vmm vmlinux maxcpus=2": maxcpus= also sets the vCPU count unless -c was given. */
+static int apply_maxcpus(struct vm_config *cfg, const char *arg, char *err, unsigned err_len)
+{
+	if (strncmp(arg, "maxcpus=", 8) != 0 || cfg->cpus_given)
+		return 0;
+	char *end;
+	long n = strtol(arg + 8, &end, 10);
+	if (*end || end == arg + 8 || n < 1 || n > CONFIG_MAX_CPUS) {
+		snprintf(err, err_len, "%s: not a vCPU count (use maxcpus=1..%d)", arg,
+			 CONFIG_MAX_CPUS);
+		return -1;
+	}
+	cfg->nr_cpus = (unsigned)n;
+	return 0;
+}
+
+static int parse_cpus(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
+{
+	char *end;
+	long n = strtol(text, &end, 10);
+	if (*end || end == text || n < 1 || n > CONFIG_MAX_CPUS) {
+		snprintf(err, err_len, "--cpus %s: not a vCPU count (use 1 to %d)", text,
+			 CONFIG_MAX_CPUS);
+		return -1;
+	}
+	cfg->nr_cpus = (unsigned)n;
+	cfg->cpus_given = true;
+	return 0;
+}
+
+static int parse_memory(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
+{
+	uint64_t size;
+	if (config_parse_size(text, &size) < 0) {
+		snprintf(err, err_len, "--memory %s: not a size (use e.g. 256M or 2G)", text);
+		return -1;
+	}
+	cfg->mem_size = size;
+	return 0;
+}
+
+static int parse_accel(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
+{
+	if (!strcmp(text, "auto"))
+		cfg->accel = ACCEL_AUTO;
+	else if (!strcmp(text, "kvm"))
+		cfg->accel = ACCEL_KVM;
+	else if (!strcmp(text, "emu"))
+		cfg->accel = ACCEL_EMU;
+	else {
+		snprintf(err, err_len, "--accel %s: unknown accelerator (use kvm, emu or auto)", text);
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_reboot(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
+{
+	if (!strcmp(text, "exit"))
+		cfg->reboot = REBOOT_EXIT;
+	else if (!strcmp(text, "restart"))
+		cfg->reboot = REBOOT_RESTART;
+	else {
+		snprintf(err, err_len, "--reboot=%s: unknown action (use exit or restart)", text);
+		return -1;
+	}
+	return 0;
+}
+
+enum { OPT_ACCEL = 256, OPT_REBOOT, OPT_VERSION };
+
+static const struct option config_options[] = {
+	{ "memory", required_argument, NULL, 'm' },
+	{ "cpus", required_argument, NULL, 'c' },
+	{ "initrd", required_argument, NULL, 'i' },
+	{ "keep", no_argument, NULL, 'k' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "accel", required_argument, NULL, OPT_ACCEL },
+	{ "reboot", required_argument, NULL, OPT_REBOOT },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int parse_option(struct vm_config *cfg, int opt, const char *arg, int bad_opt,
+			const char *bad_word, char *err, unsigned err_len)
+{
+	switch (opt) {
+	case 'm': return parse_memory(cfg, arg, err, err_len);
+	case 'c': return parse_cpus(cfg, arg, err, err_len);
+	case 'i': cfg->initrd_path = arg; return 0;
+	case 'k': cfg->keep = true; return 0;
+	case 'h': cfg->show_help = true; return 0;
+	case OPT_ACCEL: return parse_accel(cfg, arg, err, err_len);
+	case OPT_REBOOT: return parse_reboot(cfg, arg, err, err_len);
+	case OPT_VERSION: cfg->show_version = true; return 0;
+	case ':':
+		snprintf(err, err_len, "%s: needs a value (see vmm --help)", bad_word);
+		return -1;
+	default:
+		if (bad_opt && bad_opt != '?')
+			snprintf(err, err_len, "-%c: unknown option (see vmm --help)", bad_opt);
+		else
+			snprintf(err, err_len, "%s: unknown option (see vmm --help)", bad_word);
+		return -1;
+	}
+}
+
+int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, unsigned err_len)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->mem_size = CONFIG_DEFAULT_MEM;
+	cfg->nr_cpus = 1;
+	err[0] = '\0';
+
+	/* getopt wants argv[0]; "+" stops at the kernel path so kernel arguments pass untouched. */
+	char *args[argc + 2];
+	args[0] = "vmm";
+	memcpy(args + 1, argv, sizeof(char *) * (size_t)argc);
+	args[argc + 1] = NULL;
+	optind = 0;
+	opterr = 0;
+	int opt;
+	while ((opt = getopt_long(argc + 1, args, "+:m:c:i:kh", config_options, NULL)) != -1) {
+		const char *word = args[optind - 1];
+		if (parse_option(cfg, opt, optarg, optopt, word, err, err_len) < 0)
+			return -1;
+	}
+	if (cfg->show_help || cfg->show_version)
+		return 0;
+	if (optind > argc) {
+		snprintf(err, err_len, "no kernel given (usage: vmm run [OPTIONS] KERNEL [ARGS...])");
+		return -1;
+	}
+	cfg->kernel_path = args[optind];
+	for (int i = optind + 1; i <= argc; i++) {
+		if (append_cmdline(cfg, args[i], err, err_len) < 0 ||
+		    apply_maxcpus(cfg, args[i], err, err_len) < 0)
+			return -1;
+	}
+	return 0;
+}

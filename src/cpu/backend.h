@@ -1,0 +1,75 @@
+/* The vCPU backend interface: the only part of the monitor that knows how guest code runs.
+ *
+ * Two implementations: KVM (src/cpu/kvm.c) and the software x86-64 CPU (src/cpu/emu/). Both turn
+ * guest execution into the same exits, delivered to the same run loop (src/vcpu.c) and devices.
+ * Interrupts leave devices as a GSI level or an MSI address/data pair; the backend routes them to
+ * its interrupt controllers (KVM's in-kernel irqchip, or the software CPU's own LAPIC/IOAPIC). */
+#ifndef VMM_CPU_BACKEND_H
+#define VMM_CPU_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cpu/state.h"
+
+struct vm;
+struct vcpu;
+
+enum vcpu_exit_reason {
+	VCPU_EXIT_NONE, /* returned early (kicked): the run loop checks for stop/pause and re-enters */
+	VCPU_EXIT_IO, /* port I/O */
+	VCPU_EXIT_MMIO, /* access to guest-physical memory that is not RAM */
+	VCPU_EXIT_HLT, /* halted with interrupts off or no interrupt controller to wake it */
+	VCPU_EXIT_SHUTDOWN, /* triple fault */
+	VCPU_EXIT_RESET, /* the platform asked for a reset */
+	VCPU_EXIT_POWEROFF, /* the platform asked to power off */
+	VCPU_EXIT_INTERNAL, /* the backend cannot continue: detail says why */
+	VCPU_EXIT_DEBUG, /* breakpoint or single step (gdb stub) */
+};
+
+struct vcpu_exit {
+	enum vcpu_exit_reason reason;
+	union {
+		struct {
+			uint16_t port;
+			uint8_t size; /* 1, 2 or 4 */
+			bool is_write;
+			uint32_t count; /* string I/O: repeat count, data holds count * size bytes */
+			uint8_t *data;
+		} io;
+		struct {
+			uint64_t gpa;
+			uint8_t size; /* 1..8 */
+			bool is_write;
+			uint8_t *data;
+		} mmio;
+	};
+	char detail[160]; /* human-readable reason for VCPU_EXIT_INTERNAL */
+};
+
+struct cpu_backend {
+	const char *name; /* "kvm" or "emu" */
+
+	/* VM-wide set-up once memory exists: memslots, interrupt controllers, timers. */
+	int (*vm_init)(struct vm *vm);
+	void (*vm_destroy)(struct vm *vm);
+
+	int (*vcpu_init)(struct vcpu *vcpu);
+	void (*vcpu_destroy)(struct vcpu *vcpu);
+	int (*vcpu_get_state)(struct vcpu *vcpu, struct cpu_state *state);
+	int (*vcpu_set_state)(struct vcpu *vcpu, const struct cpu_state *state);
+	/* Run until the next exit the monitor must handle. The data of an IO/MMIO read exit is filled
+	 * in by the run loop before the next vcpu_run(), which completes the instruction. */
+	int (*vcpu_run)(struct vcpu *vcpu, struct vcpu_exit *exit);
+	/* Make a running vcpu_run() return soon (any thread). */
+	void (*vcpu_kick)(struct vcpu *vcpu);
+
+	/* Interrupts from devices (any thread). */
+	int (*irq_line)(struct vm *vm, unsigned gsi, bool level);
+	int (*irq_msi)(struct vm *vm, uint64_t address, uint32_t data);
+};
+
+extern const struct cpu_backend cpu_backend_kvm;
+extern const struct cpu_backend cpu_backend_emu;
+
+#endif

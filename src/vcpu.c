@@ -1,0 +1,116 @@
+/* vCPU threads. Each runs the backend until an exit, dispatches it to the PIO or MMIO bus and
+ * goes back in; the loop names no device. */
+#include "vcpu.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static void vcpu_dump_registers(struct vcpu *vcpu)
+{
+	struct cpu_state st;
+	if (vcpu->vm->backend->vcpu_get_state(vcpu, &st) < 0)
+		return;
+	static const char *const names[CPU_NR_GPRS] = { "rax", "rcx", "rdx", "rbx", "rsp", "rbp",
+							 "rsi", "rdi", "r8",  "r9",  "r10", "r11",
+							 "r12", "r13", "r14", "r15" };
+	fprintf(stderr, "vmm: vCPU %u registers:\n", vcpu->index);
+	for (int i = 0; i < CPU_NR_GPRS; i++)
+		fprintf(stderr, "  %-3s %016llx%s", names[i], (unsigned long long)st.gpr[i],
+			i % 4 == 3 ? "\n" : "");
+	fprintf(stderr, "  rip %016llx  rflags %08llx  cs %04x  ss %04x\n",
+		(unsigned long long)st.rip, (unsigned long long)st.rflags,
+		st.seg[SEG_CS].selector, st.seg[SEG_SS].selector);
+	fprintf(stderr, "  cr0 %08llx  cr2 %016llx  cr3 %016llx  cr4 %08llx  efer %llx\n",
+		(unsigned long long)st.cr0, (unsigned long long)st.cr2, (unsigned long long)st.cr3,
+		(unsigned long long)st.cr4, (unsigned long long)st.efer);
+	fprintf(stderr, "  gdt %016llx/%04x  idt %016llx/%04x\n", (unsigned long long)st.gdt.base,
+		st.gdt.limit, (unsigned long long)st.idt.base, st.idt.limit);
+}
+
+bool vcpu_handle_exit(struct vcpu *vcpu, struct vcpu_exit *exit)
+{
+	struct vm *vm = vcpu->vm;
+	vcpu->exits_total++;
+	switch (exit->reason) {
+	case VCPU_EXIT_NONE:
+		return true;
+	case VCPU_EXIT_IO:
+		vcpu->exits_io++;
+		for (uint32_t i = 0; i < exit->io.count; i++)
+			bus_access(&vm->pio, exit->io.port, exit->io.data + i * exit->io.size,
+				   exit->io.size, exit->io.is_write);
+		return true;
+	case VCPU_EXIT_MMIO:
+		vcpu->exits_mmio++;
+		bus_access(&vm->mmio, exit->mmio.gpa, exit->mmio.data, exit->mmio.size,
+			   exit->mmio.is_write);
+		return true;
+	case VCPU_EXIT_HLT:
+		/* Only without an interrupt controller that can wake it: nothing ever will. */
+		fprintf(stderr, "vmm: vCPU %u halted with nothing to wake it\n", vcpu->index);
+		vm_request_stop(vm, VM_STATUS_INTERNAL);
+		return false;
+	case VCPU_EXIT_SHUTDOWN:
+		fprintf(stderr, "vmm: vCPU %u: triple fault\n", vcpu->index);
+		vcpu_dump_registers(vcpu);
+		vm_request_stop(vm, VM_STATUS_TRIPLE_FAULT);
+		return false;
+	case VCPU_EXIT_RESET:
+		vm_request_stop(vm, VM_STATUS_REBOOT);
+		return false;
+	case VCPU_EXIT_POWEROFF:
+		vm_request_stop(vm, VM_STATUS_POWEROFF);
+		return false;
+	case VCPU_EXIT_DEBUG:
+		return true;
+	case VCPU_EXIT_INTERNAL:
+	default:
+		fprintf(stderr, "vmm: vCPU %u: %s\n", vcpu->index, exit->detail);
+		vcpu_dump_registers(vcpu);
+		vm_request_stop(vm, VM_STATUS_INTERNAL);
+		return false;
+	}
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *vcpu = arg;
+	struct vm *vm = vcpu->vm;
+	char name[16];
+	snprintf(name, sizeof(name), "vcpu%u", vcpu->index);
+	pthread_setname_np(pthread_self(), name);
+	/* Only the kick signal reaches a vCPU thread; every other signal goes to the main loop. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	while (!atomic_load(&vm->stopping)) {
+		struct vcpu_exit exit = { .reason = VCPU_EXIT_NONE };
+		if (vm->backend->vcpu_run(vcpu, &exit) < 0) {
+			vm_request_stop(vm, VM_STATUS_INTERNAL);
+			break;
+		}
+		if (!vcpu_handle_exit(vcpu, &exit))
+			break;
+	}
+	return NULL;
+}
+
+int vcpu_start(struct vcpu *vcpu)
+{
+	int ret = pthread_create(&vcpu->thread, NULL, vcpu_thread, vcpu);
+	if (ret)
+		return -ret;
+	vcpu->thread_started = true;
+	return 0;
+}
+
+void vcpu_join(struct vcpu *vcpu)
+{
+	if (vcpu->thread_started) {
+		pthread_join(vcpu->thread, NULL);
+		vcpu->thread_started = false;
+	}
+}

@@ -1,0 +1,151 @@
+/* VM lifecycle: create (memory, backend, devices, firmware tables, kernel, vCPUs), run, destroy. */
+#include "vm.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "acpi/acpi.h"
+#include "boot/boot.h"
+#include "devices/devices.h"
+#include "vcpu.h"
+
+void vm_request_stop(struct vm *vm, enum vm_status status)
+{
+	bool expected = false;
+	if (!atomic_compare_exchange_strong(&vm->stopping, &expected, true))
+		return; /* the first reason to stop wins */
+	atomic_store(&vm->status, (int)status);
+	uint64_t one = 1;
+	if (write(vm->stop_fd, &one, sizeof(one)) < 0) {
+		/* cannot fail for an eventfd below its maximum */
+	}
+}
+
+int vm_irq_line(struct vm *vm, unsigned gsi, bool level)
+{
+	return vm->backend->irq_line(vm, gsi, level);
+}
+
+int vm_irq_pulse(struct vm *vm, unsigned gsi)
+{
+	int ret = vm_irq_line(vm, gsi, true);
+	return ret < 0 ? ret : vm_irq_line(vm, gsi, false);
+}
+
+static int vm_build_acpi(struct vm *vm, uint64_t *rsdp)
+{
+	const size_t area = 0x100000 - BOOT_ACPI_ADDR;
+	uint8_t *buf = memory_gpa_to_host(&vm->mem, BOOT_ACPI_ADDR, area);
+	struct acpi_config cfg = { .nr_cpus = vm->nr_vcpus, .ioapic_id = (uint8_t)vm->nr_vcpus };
+	if (!buf || acpi_build(buf, area, BOOT_ACPI_ADDR, &cfg) < 0) {
+		fprintf(stderr, "vmm: ACPI tables do not fit below 1 MiB\n");
+		return -ENOSPC;
+	}
+	*rsdp = BOOT_ACPI_ADDR;
+	return 0;
+}
+
+static int vm_load_kernel(struct vm *vm, const struct vm_images *img)
+{
+	uint64_t rsdp;
+	int ret = vm_build_acpi(vm, &rsdp);
+	if (ret < 0)
+		return ret;
+	char cmdline[CONFIG_MAX_CMDLINE + 64];
+	snprintf(cmdline, sizeof(cmdline), "console=ttyS0%s%s", vm->cfg.cmdline[0] ? " " : "",
+		 vm->cfg.cmdline);
+	struct boot_params_in in = { .kernel = img->kernel, .kernel_size = img->kernel_size,
+				     .initrd = img->initrd, .initrd_size = img->initrd_size,
+				     .cmdline = cmdline, .rsdp_addr = rsdp };
+	char err[256];
+	if (boot_load(&vm->mem, &in, &vm->boot_state, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vmm: %s: %s\n", vm->cfg.kernel_path, err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int vm_create_vcpus(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		v->vm = vm;
+		v->index = i;
+		int ret = vm->backend->vcpu_init(v);
+		if (ret < 0)
+			return ret;
+	}
+	/* Only the boot CPU starts at the kernel entry; the others wait for INIT/SIPI. */
+	return vm->backend->vcpu_set_state(&vm->vcpus[0], &vm->boot_state);
+}
+
+struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *backend,
+		     const struct vm_images *img, int console_out_fd)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return NULL;
+	vm->cfg = *cfg;
+	vm->backend = backend;
+	vm->nr_vcpus = cfg->nr_cpus;
+	vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->mem.fd = -1;
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+	int ret = vm->stop_fd < 0 ? -errno : memory_init(&vm->mem, cfg->mem_size);
+	if (ret < 0) {
+		fprintf(stderr, "vmm: guest memory (%llu MiB): %s (use a smaller -m)\n",
+			(unsigned long long)(cfg->mem_size >> 20), strerror(-ret));
+		goto fail;
+	}
+	if ((ret = backend->vm_init(vm)) < 0 || (ret = devices_init(vm, console_out_fd)) < 0 ||
+	    (ret = vm_load_kernel(vm, img)) < 0 || (ret = vm_create_vcpus(vm)) < 0)
+		goto fail;
+	return vm;
+fail:
+	vm_destroy(vm);
+	return NULL;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		if (vm->vcpus[i].vm && vm->backend->vcpu_destroy)
+			vm->backend->vcpu_destroy(&vm->vcpus[i]);
+	devices_destroy(vm);
+	if (vm->backend)
+		vm->backend->vm_destroy(vm);
+	memory_destroy(&vm->mem);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	if (vm->stop_fd >= 0)
+		close(vm->stop_fd);
+	free(vm);
+}
+
+int vm_start_vcpus(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		int ret = vcpu_start(&vm->vcpus[i]);
+		if (ret < 0) {
+			fprintf(stderr, "vmm: starting vCPU %u: %s\n", i, strerror(-ret));
+			vm_request_stop(vm, VM_STATUS_ERROR);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+void vm_stop_vcpus(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vm->backend->vcpu_kick(&vm->vcpus[i]);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_join(&vm->vcpus[i]);
+}

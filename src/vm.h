@@ -1,0 +1,79 @@
+/* The VM object: everything one `vmm` process runs. No other global state exists. */
+#ifndef VMM_VM_H
+#define VMM_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "config.h"
+#include "cpu/backend.h"
+#include "memory.h"
+
+#define VM_MAX_VCPUS 64
+
+/* Exit statuses of the `vmm` process (documented in README.md and docs/vmm.1). */
+enum vm_status {
+	VM_STATUS_POWEROFF = 0,
+	VM_STATUS_ERROR = 1, /* monitor set-up or runtime error */
+	VM_STATUS_USAGE = 2, /* bad command line */
+	VM_STATUS_REBOOT = 3,
+	VM_STATUS_PANIC = 4,
+	VM_STATUS_TRIPLE_FAULT = 5,
+	VM_STATUS_INTERNAL = 6,
+	VM_STATUS_USER_QUIT = 7, /* Ctrl-A x on the console */
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned index; /* also the APIC id */
+	pthread_t thread;
+	bool thread_started;
+	void *backend_data; /* owned by the backend */
+	uint64_t exits_io, exits_mmio, exits_total;
+};
+
+struct vm {
+	struct vm_config cfg;
+	const struct cpu_backend *backend;
+	void *backend_data;
+	struct guest_memory mem;
+	struct bus pio, mmio;
+
+	unsigned nr_vcpus;
+	struct vcpu vcpus[VM_MAX_VCPUS];
+	struct cpu_state boot_state; /* vCPU 0's state at the kernel entry */
+
+	/* Stop request: the first status set wins; the main loop is woken through stop_fd. */
+	atomic_bool stopping;
+	atomic_int status;
+	int stop_fd; /* eventfd */
+
+	struct devices *devices; /* the platform devices (devices/platform.c) */
+};
+
+/* The kernel and initrd files, read once (a restart after reboot loads them again from here). */
+struct vm_images {
+	uint8_t *kernel, *initrd;
+	size_t kernel_size, initrd_size;
+};
+
+/* Build the whole machine; NULL after printing one line that says why. */
+struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *backend,
+		     const struct vm_images *img, int console_out_fd);
+void vm_destroy(struct vm *vm);
+/* Start every vCPU thread / kick and join them all. */
+int vm_start_vcpus(struct vm *vm);
+void vm_stop_vcpus(struct vm *vm);
+
+/* Ask every thread to stop; the process will exit with `status` (first caller wins). Any thread. */
+void vm_request_stop(struct vm *vm, enum vm_status status);
+/* Raise/lower a GSI or send an MSI through the backend. Any thread. */
+int vm_irq_line(struct vm *vm, unsigned gsi, bool level);
+/* Edge interrupt: raise then lower. */
+int vm_irq_pulse(struct vm *vm, unsigned gsi);
+
+#endif
