@@ -127,80 +127,79 @@ static int check_memory_size(const struct vm_config *cfg)
 	return 0;
 }
 
-struct event_loop {
-	int epoll_fd, signal_fd;
+/* What the main thread watches besides the devices' own fds. */
+struct main_loop {
+	struct event_loop events;
+	int signal_fd;
 	struct console console;
-	bool input_polled;
+	struct vm *vm; /* the VM running now */
+	bool file_input; /* stdin is a regular file: epoll cannot watch it, read it on a timer */
 };
 
-static int event_loop_add(struct event_loop *l, int fd, uint32_t events)
+static void on_signal(void *opaque, int fd, uint32_t events)
 {
-	struct epoll_event ev = { .events = events, .data.fd = fd };
-	return epoll_ctl(l->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static void event_loop_poll_input(struct event_loop *l, bool on)
-{
-	if (l->console.eof || on == l->input_polled)
-		return;
-	struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.fd = l->console.in_fd };
-	epoll_ctl(l->epoll_fd, EPOLL_CTL_MOD, l->console.in_fd, &ev);
-	l->input_polled = on;
-}
-
-static void event_loop_signal(struct event_loop *l, struct vm *vm)
-{
+	struct main_loop *m = opaque;
 	struct signalfd_siginfo si;
-	if (read(l->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+	(void)events;
+	if (read(fd, &si, sizeof(si)) == sizeof(si)) {
 		fprintf(stderr, "\r\nvmm: %s: stopping the VM\n", strsignal((int)si.ssi_signo));
-		vm_request_stop(vm, (enum vm_status)(128 + si.ssi_signo));
+		vm_request_stop(m->vm, (enum vm_status)(128 + si.ssi_signo));
 	}
 }
 
-/* The main thread's loop: console input, signals, and the stop request. */
-static void event_loop_run(struct event_loop *l, struct vm *vm)
+static void on_stop(void *opaque, int fd, uint32_t events)
 {
-	int wait_fd = serial_rx_wait_fd(vm->devices->com1);
-	event_loop_add(l, vm->stop_fd, EPOLLIN);
-	event_loop_add(l, wait_fd, EPOLLIN);
-	event_loop_add(l, l->signal_fd, EPOLLIN);
-	/* Regular files cannot be polled (EPERM): they are read in the loop until EOF. */
-	bool file_input = false;
-	if (!l->console.eof) {
-		if (event_loop_add(l, l->console.in_fd, EPOLLIN) == 0)
-			l->input_polled = true;
-		else if (errno == EPERM)
-			file_input = true;
-		else
-			l->console.eof = true;
+	uint64_t v;
+	(void)opaque;
+	(void)events;
+	if (read(fd, &v, sizeof(v)) < 0) {
+		/* the stop flag, not the counter, is what the loop checks */
+	}
+}
+
+static void on_console_input(void *opaque, int fd, uint32_t events)
+{
+	struct main_loop *m = opaque;
+	(void)events;
+	if (!console_handle_input(&m->console, m->vm))
+		event_loop_modify(&m->events, fd, 0); /* the UART is full: wait for on_uart_space */
+	if (m->console.eof)
+		event_loop_remove(&m->events, fd);
+}
+
+static void on_uart_space(void *opaque, int fd, uint32_t events)
+{
+	struct main_loop *m = opaque;
+	uint64_t v;
+	(void)events;
+	if (read(fd, &v, sizeof(v)) > 0 && !m->console.eof && !m->file_input)
+		event_loop_modify(&m->events, m->console.in_fd, EPOLLIN);
+}
+
+/* The main thread's part of one run of the VM: events until a stop is requested. */
+static void main_loop_run(struct main_loop *m, struct vm *vm)
+{
+	int space_fd = serial_rx_wait_fd(vm->devices->com1);
+	m->vm = vm;
+	event_loop_add(&m->events, vm->stop_fd, EPOLLIN, on_stop, m);
+	event_loop_add(&m->events, space_fd, EPOLLIN, on_uart_space, m);
+	event_loop_add(&m->events, m->signal_fd, EPOLLIN, on_signal, m);
+	if (!m->console.eof) {
+		int ret = event_loop_add(&m->events, m->console.in_fd, EPOLLIN, on_console_input, m);
+		m->file_input = ret == -EPERM;
+		if (ret < 0 && !m->file_input)
+			m->console.eof = true;
 	}
 	while (!atomic_load(&vm->stopping)) {
-		struct epoll_event ev[8];
-		int n = epoll_wait(l->epoll_fd, ev, 8, file_input && !l->console.eof ? 10 : -1);
-		if (file_input && !l->console.eof)
-			console_handle_input(&l->console, vm);
-		for (int i = 0; i < n; i++) {
-			int fd = ev[i].data.fd;
-			uint64_t v;
-			if (fd == l->signal_fd) {
-				event_loop_signal(l, vm);
-			} else if (fd == wait_fd) {
-				if (read(wait_fd, &v, sizeof(v)) > 0)
-					event_loop_poll_input(l, true);
-			} else if (fd == l->console.in_fd) {
-				if (!console_handle_input(&l->console, vm))
-					event_loop_poll_input(l, false);
-				if (l->console.eof)
-					epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
-			}
-		}
+		bool poll_file = m->file_input && !m->console.eof;
+		event_loop_run_once(&m->events, poll_file ? 10 : -1);
+		if (poll_file)
+			console_handle_input(&m->console, vm);
 	}
-	epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, vm->stop_fd, NULL);
-	epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, wait_fd, NULL);
-	epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, l->signal_fd, NULL);
-	if (l->input_polled)
-		epoll_ctl(l->epoll_fd, EPOLL_CTL_DEL, l->console.in_fd, NULL);
-	l->input_polled = false;
+	event_loop_remove(&m->events, vm->stop_fd);
+	event_loop_remove(&m->events, space_fd);
+	event_loop_remove(&m->events, m->signal_fd);
+	event_loop_remove(&m->events, m->console.in_fd);
 }
 
 static void noop_signal(int sig)
@@ -228,14 +227,14 @@ static int setup_signals(void)
 }
 
 static int run_machine(const struct vm_config *cfg, const struct cpu_backend *backend,
-		       const struct vm_images *img, struct event_loop *loop)
+		       const struct vm_images *img, struct main_loop *m)
 {
 	for (;;) {
-		struct vm *vm = vm_create(cfg, backend, img, STDOUT_FILENO);
+		struct vm *vm = vm_create(cfg, backend, img, &m->events, STDOUT_FILENO);
 		if (!vm)
 			return VM_STATUS_ERROR;
 		if (vm_start_vcpus(vm) == 0)
-			event_loop_run(loop, vm);
+			main_loop_run(m, vm);
 		vm_stop_vcpus(vm);
 		int status = atomic_load(&vm->status);
 		vm_destroy(vm);
@@ -278,15 +277,15 @@ int main(int argc, char **argv)
 	if (!backend)
 		return VM_STATUS_ERROR;
 
-	struct event_loop loop = { .signal_fd = setup_signals() };
-	loop.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (loop.signal_fd < 0 || loop.epoll_fd < 0) {
+	struct main_loop m = { .signal_fd = setup_signals() };
+	if (m.signal_fd < 0 || event_loop_init(&m.events) < 0) {
 		fprintf(stderr, "vmm: event loop: %s\n", strerror(errno));
 		return VM_STATUS_ERROR;
 	}
-	console_init(&loop.console, STDIN_FILENO);
-	int status = run_machine(&cfg, backend, &img, &loop);
+	console_init(&m.console, STDIN_FILENO);
+	int status = run_machine(&cfg, backend, &img, &m);
 	console_restore();
+	event_loop_destroy(&m.events);
 	free(img.kernel);
 	free(img.initrd);
 	return status;

@@ -84,12 +84,13 @@ static int vm_create_vcpus(struct vm *vm)
 }
 
 struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *backend,
-		     const struct vm_images *img, int console_out_fd)
+		     const struct vm_images *img, struct event_loop *loop, int console_out_fd)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 	if (!vm)
 		return NULL;
 	vm->cfg = *cfg;
+	vm->loop = loop;
 	vm->backend = backend;
 	vm->nr_vcpus = cfg->nr_cpus;
 	vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

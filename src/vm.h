@@ -10,6 +10,7 @@
 
 #include "bus.h"
 #include "config.h"
+#include "event_loop.h"
 #include "cpu/backend.h"
 #include "memory.h"
 
@@ -53,6 +54,7 @@ struct vm {
 	int stop_fd; /* eventfd */
 
 	struct devices *devices; /* the platform devices (devices/platform.c) */
+	struct event_loop *loop; /* the main thread's loop; outlives the VM across restarts */
 };
 
 /* The kernel and initrd files, read once (a restart after reboot loads them again from here). */
@@ -63,7 +65,7 @@ struct vm_images {
 
 /* Build the whole machine; NULL after printing one line that says why. */
 struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *backend,
-		     const struct vm_images *img, int console_out_fd);
+		     const struct vm_images *img, struct event_loop *loop, int console_out_fd);
 void vm_destroy(struct vm *vm);
 /* Start every vCPU thread / kick and join them all. */
 int vm_start_vcpus(struct vm *vm);
