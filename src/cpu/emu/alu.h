@@ -1,0 +1,47 @@
+/* Integer arithmetic with x86 flag semantics (alu.c), used by the executor. */
+#ifndef VMM_CPU_EMU_ALU_H
+#define VMM_CPU_EMU_ALU_H
+
+#include <stdint.h>
+
+#include "cpu/emu/emu.h"
+
+/* Group-1 operation numbers: the ModRM.reg of 80-83 and bits 5:3 of opcodes 00-3F. */
+enum emu_alu_op { ALU_ADD, ALU_OR, ALU_ADC, ALU_SBB, ALU_AND, ALU_SUB, ALU_XOR, ALU_CMP };
+/* Group-2 operation numbers: the ModRM.reg of C0/C1/D0-D3 (/6 is an alias of SHL). */
+enum emu_shift_op { SHIFT_ROL, SHIFT_ROR, SHIFT_RCL, SHIFT_RCR, SHIFT_SHL, SHIFT_SHR, SHIFT_SAL,
+		    SHIFT_SAR };
+
+static inline uint64_t emu_size_mask(unsigned size)
+{
+	return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1;
+}
+
+static inline uint64_t emu_sign_bit(unsigned size)
+{
+	return 1ull << (8 * size - 1);
+}
+
+/* Sign-extend the low `size` bytes of v. */
+static inline uint64_t emu_sext(uint64_t v, unsigned size)
+{
+	unsigned shift = 64 - 8 * size;
+
+	return (uint64_t)((int64_t)(v << shift) >> shift);
+}
+
+/* Replace the status flags in `mask` with `value` (everything else is kept). */
+void emu_flags_set(struct emu_cpu *cpu, uint64_t mask, uint64_t value);
+/* SF, ZF and PF of a result, as most instructions set them. */
+uint64_t emu_flags_szp(uint64_t result, unsigned size);
+
+uint64_t emu_alu(struct emu_cpu *cpu, enum emu_alu_op op, unsigned size, uint64_t a, uint64_t b);
+uint64_t emu_inc_dec(struct emu_cpu *cpu, bool dec, unsigned size, uint64_t a);
+/* Shifts and rotates; count is the unmasked count operand. */
+uint64_t emu_shift(struct emu_cpu *cpu, enum emu_shift_op op, unsigned size, uint64_t a,
+		   unsigned count);
+/* SHLD (right = false) and SHRD (right = true). */
+uint64_t emu_shift_double(struct emu_cpu *cpu, bool right, unsigned size, uint64_t dst,
+			  uint64_t src, unsigned count);
+
+#endif

@@ -1,0 +1,165 @@
+/* The software x86-64 CPU (`--accel emu`): CPU state, memory interface and the step function.
+ *
+ * The architectural state is a struct cpu_state (cpu/state.h), the same register file the KVM
+ * backend converts to and from, plus lazily evaluated arithmetic flags. Memory is reached only
+ * through struct emu_memory_ops, so the system layer (paging, software TLB, MMIO exits) plugs in
+ * without the instruction code knowing about it; unit tests plug in a flat memory (flatmem.c). */
+#ifndef VMM_CPU_EMU_EMU_H
+#define VMM_CPU_EMU_EMU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/state.h"
+
+/* RFLAGS bits (SDM Vol. 1 §3.4.3). */
+#define EMU_FLAG_CF (1ull << 0)
+#define EMU_FLAG_FIXED1 (1ull << 1) /* always reads as 1 */
+#define EMU_FLAG_PF (1ull << 2)
+#define EMU_FLAG_AF (1ull << 4)
+#define EMU_FLAG_ZF (1ull << 6)
+#define EMU_FLAG_SF (1ull << 7)
+#define EMU_FLAG_TF (1ull << 8)
+#define EMU_FLAG_IF (1ull << 9)
+#define EMU_FLAG_DF (1ull << 10)
+#define EMU_FLAG_OF (1ull << 11)
+#define EMU_FLAG_IOPL (3ull << 12)
+#define EMU_FLAG_NT (1ull << 14)
+#define EMU_FLAG_RF (1ull << 16)
+#define EMU_FLAG_VM (1ull << 17)
+#define EMU_FLAG_AC (1ull << 18)
+#define EMU_FLAG_VIF (1ull << 19)
+#define EMU_FLAG_VIP (1ull << 20)
+#define EMU_FLAG_ID (1ull << 21)
+/* The six status flags produced by arithmetic. */
+#define EMU_FLAGS_ARITH                                                                            \
+	(EMU_FLAG_CF | EMU_FLAG_PF | EMU_FLAG_AF | EMU_FLAG_ZF | EMU_FLAG_SF | EMU_FLAG_OF)
+
+/* Exception vectors (SDM Vol. 3 §6.3.1). */
+enum emu_vector {
+	EMU_VEC_DE = 0,
+	EMU_VEC_DB = 1,
+	EMU_VEC_BP = 3,
+	EMU_VEC_OF = 4,
+	EMU_VEC_BR = 5,
+	EMU_VEC_UD = 6,
+	EMU_VEC_NM = 7,
+	EMU_VEC_DF = 8,
+	EMU_VEC_TS = 10,
+	EMU_VEC_NP = 11,
+	EMU_VEC_SS = 12,
+	EMU_VEC_GP = 13,
+	EMU_VEC_PF = 14,
+	EMU_VEC_MF = 16,
+	EMU_VEC_AC = 17,
+	EMU_VEC_MC = 18,
+	EMU_VEC_XM = 19,
+};
+
+/* What one emu_step() did. */
+enum emu_status {
+	EMU_OK = 0, /* the instruction retired */
+	EMU_EXCEPTION, /* it faulted: cpu->exc describes the exception, state is as before it */
+	EMU_HALT, /* HLT retired */
+	EMU_STOP, /* a memory callback asked to leave (MMIO exit); the instruction will restart */
+};
+
+struct emu_exception {
+	uint8_t vector;
+	bool has_error_code;
+	uint32_t error_code;
+	uint64_t cr2; /* faulting linear address for #PF */
+};
+
+enum emu_access {
+	EMU_ACCESS_READ,
+	EMU_ACCESS_WRITE,
+	EMU_ACCESS_FETCH,
+};
+
+struct emu_cpu;
+
+/* The CPU's only way to memory. Addresses are linear (segmentation already applied); the system
+ * layer translates them (paging, TLB) and routes RAM, MMIO and faults. An access is 1..16 bytes
+ * and may cross a page boundary. Each callback returns EMU_OK, EMU_EXCEPTION after filling
+ * cpu->exc (e.g. with emu_raise()), or EMU_STOP to leave the step (the instruction restarts). */
+struct emu_memory_ops {
+	int (*read)(struct emu_cpu *cpu, uint64_t linear, void *dst, unsigned len,
+		    enum emu_access access);
+	int (*write)(struct emu_cpu *cpu, uint64_t linear, const void *src, unsigned len);
+};
+
+/* Lazily evaluated arithmetic flags: the last flag-producing operation is recorded and the six
+ * status flags computed only when something reads them (emu_flags_sync()). */
+enum emu_cc_op {
+	EMU_CC_NONE, /* rflags holds the flags */
+	EMU_CC_ADD,
+	EMU_CC_ADC,
+	EMU_CC_SUB,
+	EMU_CC_SBB,
+	EMU_CC_LOGIC,
+	EMU_CC_INC,
+	EMU_CC_DEC,
+};
+
+struct emu_lazy_flags {
+	uint8_t op; /* enum emu_cc_op */
+	uint8_t size; /* operand size in bytes */
+	uint8_t carry; /* carry in (ADC/SBB) or the preserved CF (INC/DEC) */
+	uint64_t res, src1, src2;
+};
+
+enum emu_mode {
+	EMU_MODE_16, /* real mode or a 16-bit code segment */
+	EMU_MODE_32, /* a 32-bit code segment (protected or compatibility mode) */
+	EMU_MODE_64, /* 64-bit mode (EFER.LMA and CS.L) */
+};
+
+struct emu_cpu {
+	struct cpu_state s; /* the arithmetic flags in s.rflags are stale while cc.op != NONE */
+	struct emu_lazy_flags cc;
+	enum emu_mode mode; /* derived from CR0/EFER/CS by emu_update_mode() */
+	unsigned cpl;
+	const struct emu_memory_ops *mem;
+	void *mem_opaque; /* for the memory callbacks */
+	struct emu_exception exc;
+	uint64_t instructions; /* retired */
+};
+
+/* Set up `cpu` from an architectural state; the memory callbacks are set by the caller. */
+void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state);
+/* Copy the architectural state out (flags made exact). */
+void emu_cpu_get_state(struct emu_cpu *cpu, struct cpu_state *state);
+/* Recompute mode and CPL after CR0/EFER/CS changed. */
+void emu_update_mode(struct emu_cpu *cpu);
+
+/* Fetch, decode and execute one instruction at CS:RIP. */
+int emu_step(struct emu_cpu *cpu);
+
+/* Record an exception for the caller of emu_step(); returns EMU_EXCEPTION. */
+int emu_raise(struct emu_cpu *cpu, unsigned vector, bool has_error_code, uint32_t error_code);
+
+/* Flags (alu.c). */
+void emu_flags_sync(struct emu_cpu *cpu);
+uint64_t emu_flags_get(struct emu_cpu *cpu);
+bool emu_condition(struct emu_cpu *cpu, unsigned cc); /* the 4-bit condition code of Jcc */
+
+/* A flat memory for tests and simple users (flatmem.c): a few windows of host memory at chosen
+ * linear addresses; anything else raises #PF (or #GP for non-canonical addresses). */
+#define EMU_FLAT_MAX_WINDOWS 4
+struct emu_flat_window {
+	uint64_t linear;
+	uint8_t *host;
+	size_t size;
+	bool writable;
+};
+struct emu_flat_memory {
+	unsigned nr_windows;
+	struct emu_flat_window windows[EMU_FLAT_MAX_WINDOWS];
+};
+extern const struct emu_memory_ops emu_flat_memory_ops; /* mem_opaque = struct emu_flat_memory * */
+int emu_flat_add(struct emu_flat_memory *mem, uint64_t linear, void *host, size_t size,
+		 bool writable);
+
+#endif

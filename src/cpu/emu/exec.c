@@ -1,0 +1,1222 @@
+/* The executor: one decoded instruction at a time (SDM Vol. 2 for each instruction).
+ *
+ * Every handler returns an enum emu_status. Faulting instructions leave the architectural state
+ * as it was before them: memory is read before anything is written, and registers are written
+ * after memory. REP string instructions may stop between iterations (RIP stays on them). */
+#include "cpu/emu/alu.h"
+#include "cpu/emu/decode.h"
+#include "cpu/emu/emu.h"
+
+#include <string.h>
+
+/* A REP string instruction yields after this many iterations so interrupts can be taken. */
+#define EXEC_REP_BATCH 4096
+
+struct exec {
+	struct emu_cpu *cpu;
+	const struct emu_insn *insn;
+	uint64_t next_rip; /* RIP after this instruction; branches change it */
+	uint64_t la; /* linear address of the ModRM memory operand, if any */
+	bool partial; /* a REP string instruction completed iterations: keep them on a fault */
+};
+
+/* ---- registers ---- */
+
+static uint64_t reg_get(const struct exec *x, unsigned reg, unsigned size)
+{
+	/* Without REX, byte registers 4-7 are AH, CH, DH, BH. */
+	if (size == 1 && reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX))
+		return (x->cpu->s.gpr[reg - 4] >> 8) & 0xff;
+	return x->cpu->s.gpr[reg] & emu_size_mask(size);
+}
+
+/* 32-bit results zero-extend to 64 bits; 8- and 16-bit results merge (SDM Vol. 1 §3.4.1.1). */
+static void reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
+{
+	uint64_t *r = &x->cpu->s.gpr[reg];
+
+	switch (size) {
+	case 1:
+		if (reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX)) {
+			r = &x->cpu->s.gpr[reg - 4];
+			*r = (*r & ~0xff00ull) | ((v & 0xff) << 8);
+		} else {
+			*r = (*r & ~0xffull) | (v & 0xff);
+		}
+		break;
+	case 2:
+		*r = (*r & ~0xffffull) | (v & 0xffff);
+		break;
+	case 4:
+		*r = v & 0xffffffffull;
+		break;
+	default:
+		*r = v;
+		break;
+	}
+}
+
+/* ---- memory ---- */
+
+static uint64_t seg_linear(const struct exec *x, unsigned seg, uint64_t offset)
+{
+	const struct emu_cpu *cpu = x->cpu;
+
+	/* 64-bit mode: only FS and GS have a base (SDM Vol. 1 §3.3.7.1). Limits: not checked yet. */
+	if (cpu->mode == EMU_MODE_64)
+		return (seg == SEG_FS || seg == SEG_GS) ? offset + cpu->s.seg[seg].base : offset;
+	return (offset + cpu->s.seg[seg].base) & 0xffffffffull;
+}
+
+static uint64_t addr_mask(const struct exec *x)
+{
+	return emu_size_mask(x->insn->adsize);
+}
+
+static uint64_t effective_address(const struct exec *x)
+{
+	const struct emu_insn *insn = x->insn;
+	uint64_t ea = (uint64_t)insn->disp;
+
+	if (insn->base == EMU_REG_RIP)
+		ea += x->next_rip;
+	else if (insn->base != EMU_REG_NONE)
+		ea += x->cpu->s.gpr[insn->base];
+	if (insn->index != EMU_REG_NONE)
+		ea += x->cpu->s.gpr[insn->index] * insn->scale;
+	return ea & addr_mask(x);
+}
+
+static int mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v)
+{
+	*v = 0;
+	return x->cpu->mem->read(x->cpu, la, v, size, EMU_ACCESS_READ);
+}
+
+static int mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v)
+{
+	return x->cpu->mem->write(x->cpu, la, &v, size);
+}
+
+/* The ModRM r/m operand. */
+static int rm_read(struct exec *x, unsigned size, uint64_t *v)
+{
+	if (x->insn->mod == 3) {
+		*v = reg_get(x, x->insn->rm, size);
+		return EMU_OK;
+	}
+	return mem_read(x, x->la, size, v);
+}
+
+static int rm_write(struct exec *x, unsigned size, uint64_t v)
+{
+	if (x->insn->mod == 3) {
+		reg_set(x, x->insn->rm, size, v);
+		return EMU_OK;
+	}
+	return mem_write(x, x->la, size, v);
+}
+
+/* ---- stack (SDM Vol. 1 §6.2) ---- */
+
+static unsigned stack_size(const struct exec *x)
+{
+	if (x->cpu->mode == EMU_MODE_64)
+		return 8;
+	return x->cpu->s.seg[SEG_SS].db ? 4 : 2;
+}
+
+static uint64_t rsp_adjust(const struct exec *x, int64_t delta)
+{
+	unsigned ss = stack_size(x);
+	uint64_t rsp = x->cpu->s.gpr[CPU_RSP];
+	uint64_t mask = emu_size_mask(ss);
+
+	return (rsp & ~mask) | ((rsp + (uint64_t)delta) & mask);
+}
+
+static int push(struct exec *x, unsigned size, uint64_t v)
+{
+	uint64_t rsp = rsp_adjust(x, -(int64_t)size);
+	int rc = mem_write(x, seg_linear(x, SEG_SS, rsp & emu_size_mask(stack_size(x))), size, v);
+
+	if (rc == EMU_OK)
+		x->cpu->s.gpr[CPU_RSP] = rsp;
+	return rc;
+}
+
+/* Read the top of the stack without popping. */
+static int stack_peek(struct exec *x, unsigned size, uint64_t offset, uint64_t *v)
+{
+	uint64_t sp = (x->cpu->s.gpr[CPU_RSP] + offset) & emu_size_mask(stack_size(x));
+
+	return mem_read(x, seg_linear(x, SEG_SS, sp), size, v);
+}
+
+static int pop(struct exec *x, unsigned size, uint64_t *v)
+{
+	int rc = stack_peek(x, size, 0, v);
+
+	if (rc == EMU_OK)
+		x->cpu->s.gpr[CPU_RSP] = rsp_adjust(x, size);
+	return rc;
+}
+
+/* ---- branches ---- */
+
+static void jump_to(struct exec *x, uint64_t target)
+{
+	/* Outside 64-bit mode the new IP is truncated to the operand size. */
+	x->next_rip = x->cpu->mode == EMU_MODE_64 ? target : target & emu_size_mask(x->insn->opsize);
+}
+
+static void jump_relative(struct exec *x)
+{
+	jump_to(x, x->next_rip + x->insn->imm);
+}
+
+/* ---- instruction groups ---- */
+
+/* 00-3F: op Eb,Gb / Ev,Gv / Gb,Eb / Gv,Ev / AL,Ib / rAX,Iz */
+static int exec_alu(struct exec *x)
+{
+	const struct emu_insn *insn = x->insn;
+	enum emu_alu_op op = (insn->opcode >> 3) & 7;
+	unsigned size = insn->opsize, form = insn->opcode & 7;
+	uint64_t a, b, r;
+	int rc;
+
+	switch (form) {
+	case 0:
+	case 1:
+		if ((rc = rm_read(x, size, &a)))
+			return rc;
+		b = reg_get(x, insn->reg, size);
+		r = emu_alu(x->cpu, op, size, a, b);
+		return op == ALU_CMP ? EMU_OK : rm_write(x, size, r);
+	case 2:
+	case 3:
+		if ((rc = rm_read(x, size, &b)))
+			return rc;
+		a = reg_get(x, insn->reg, size);
+		r = emu_alu(x->cpu, op, size, a, b);
+		if (op != ALU_CMP)
+			reg_set(x, insn->reg, size, r);
+		return EMU_OK;
+	default: /* 4, 5: accumulator, immediate */
+		a = reg_get(x, CPU_RAX, size);
+		r = emu_alu(x->cpu, op, size, a, insn->imm);
+		if (op != ALU_CMP)
+			reg_set(x, CPU_RAX, size, r);
+		return EMU_OK;
+	}
+}
+
+/* 80-83: group 1, op Ev,imm */
+static int exec_group1(struct exec *x)
+{
+	enum emu_alu_op op = (x->insn->modrm >> 3) & 7;
+	unsigned size = x->insn->opsize;
+	uint64_t a, r;
+	int rc;
+
+	if ((rc = rm_read(x, size, &a)))
+		return rc;
+	r = emu_alu(x->cpu, op, size, a, x->insn->imm);
+	return op == ALU_CMP ? EMU_OK : rm_write(x, size, r);
+}
+
+/* C0/C1/D0-D3: group 2 shifts and rotates */
+static int exec_group2(struct exec *x)
+{
+	const struct emu_insn *insn = x->insn;
+	unsigned size = insn->opsize, count;
+	uint64_t a, r;
+	int rc;
+
+	if (insn->opcode <= 0xC1)
+		count = (unsigned)insn->imm & 0xff;
+	else if (insn->opcode <= 0xD1)
+		count = 1;
+	else
+		count = x->cpu->s.gpr[CPU_RCX] & 0xff;
+	if ((rc = rm_read(x, size, &a)))
+		return rc;
+	r = emu_shift(x->cpu, (insn->modrm >> 3) & 7, size, a, count);
+	/* A count that masks to 0 is still a write of the unchanged value (memory included). */
+	return rm_write(x, size, r);
+}
+
+static int divide_error(struct exec *x)
+{
+	return emu_raise(x->cpu, EMU_VEC_DE, false, 0);
+}
+
+/* F6/F7 /4../7: MUL, IMUL, DIV, IDIV with the accumulator pair. */
+static int exec_muldiv(struct exec *x, unsigned op, uint64_t src)
+{
+	unsigned size = x->insn->opsize, bits = 8 * size;
+	uint64_t mask = emu_size_mask(size);
+	uint64_t lo_in = x->cpu->s.gpr[CPU_RAX] & mask, hi_in;
+	unsigned __int128 wide, q, rem;
+	uint64_t lo, hi;
+	bool overflow;
+
+	/* 8-bit forms use AX as the pair; the others rDX:rAX. */
+	if (size == 1)
+		hi_in = (x->cpu->s.gpr[CPU_RAX] >> 8) & 0xff;
+	else
+		hi_in = x->cpu->s.gpr[CPU_RDX] & mask;
+	switch (op) {
+	case 4: /* MUL */
+		wide = (unsigned __int128)lo_in * src;
+		lo = (uint64_t)wide & mask;
+		hi = (uint64_t)(wide >> bits) & mask;
+		overflow = hi != 0;
+		break;
+	case 5: { /* IMUL */
+		__int128 sw = (__int128)(int64_t)emu_sext(lo_in, size) * (int64_t)emu_sext(src, size);
+
+		lo = (uint64_t)sw & mask;
+		hi = (uint64_t)(sw >> bits) & mask;
+		overflow = sw != (__int128)(int64_t)emu_sext(lo, size);
+		break;
+	}
+	case 6: /* DIV */
+		if (!src)
+			return divide_error(x);
+		wide = ((unsigned __int128)hi_in << bits) | lo_in;
+		q = wide / src;
+		rem = wide % src;
+		if (q > mask)
+			return divide_error(x);
+		lo = (uint64_t)q;
+		hi = (uint64_t)rem;
+		overflow = false;
+		break;
+	default: { /* IDIV */
+		__int128 n = (__int128)(((unsigned __int128)hi_in << bits) | lo_in);
+		__int128 d = (int64_t)emu_sext(src, size), sq, sr;
+
+		/* Sign-extend the 2*bits-wide dividend. */
+		n = (__int128)((unsigned __int128)n << (128 - 2 * bits)) >> (128 - 2 * bits);
+		if (!d)
+			return divide_error(x);
+		/* The only overflowing 128/64 case, -2^127 / -1, cannot occur: bits <= 64. */
+		sq = n / d;
+		sr = n % d;
+		if (sq != (__int128)(int64_t)emu_sext((uint64_t)sq, size))
+			return divide_error(x);
+		lo = (uint64_t)sq & mask;
+		hi = (uint64_t)sr & mask;
+		overflow = false;
+		break;
+	}
+	}
+	if (size == 1) {
+		reg_set(x, CPU_RAX, 2, lo | (hi << 8));
+	} else {
+		reg_set(x, CPU_RAX, size, lo);
+		reg_set(x, CPU_RDX, size, hi);
+	}
+	if (op <= 5) /* CF = OF = upper half significant; SF ZF AF PF undefined: from the low half */
+		emu_flags_set(x->cpu, EMU_FLAGS_ARITH,
+			      emu_flags_szp(lo, size) | (overflow ? EMU_FLAG_CF | EMU_FLAG_OF : 0));
+	/* DIV/IDIV: all six flags undefined; left unchanged. */
+	return EMU_OK;
+}
+
+/* F6/F7: group 3 */
+static int exec_group3(struct exec *x)
+{
+	unsigned op = (x->insn->modrm >> 3) & 7, size = x->insn->opsize;
+	uint64_t a;
+	int rc;
+
+	if ((rc = rm_read(x, size, &a)))
+		return rc;
+	switch (op) {
+	case 0:
+	case 1: /* TEST Ev, imm (/1 is an alias) */
+		emu_alu(x->cpu, ALU_AND, size, a, x->insn->imm);
+		return EMU_OK;
+	case 2: /* NOT: no flags */
+		return rm_write(x, size, ~a);
+	case 3: /* NEG = 0 - a: CF = (a != 0) falls out of SUB */
+		return rm_write(x, size, emu_alu(x->cpu, ALU_SUB, size, 0, a));
+	default:
+		return exec_muldiv(x, op, a);
+	}
+}
+
+/* IMUL Gv,Ev[,imm] (0F AF, 69, 6B) */
+static int exec_imul_reg(struct exec *x, bool has_imm)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t a, b, lo;
+	__int128 p;
+	int rc;
+
+	if ((rc = rm_read(x, size, &a)))
+		return rc;
+	b = has_imm ? x->insn->imm : reg_get(x, x->insn->reg, size);
+	p = (__int128)(int64_t)emu_sext(a, size) * (int64_t)emu_sext(b, size);
+	lo = (uint64_t)p & emu_size_mask(size);
+	reg_set(x, x->insn->reg, size, lo);
+	emu_flags_set(x->cpu, EMU_FLAGS_ARITH,
+		      emu_flags_szp(lo, size) |
+			      (p != (__int128)(int64_t)emu_sext(lo, size) ? EMU_FLAG_CF | EMU_FLAG_OF
+									  : 0));
+	return EMU_OK;
+}
+
+/* FE/FF: INC, DEC, CALL, JMP, PUSH */
+static int exec_group45(struct exec *x)
+{
+	const struct emu_insn *insn = x->insn;
+	unsigned op = (insn->modrm >> 3) & 7, size = insn->opsize;
+	uint64_t a;
+	int rc;
+
+	if (insn->opcode == 0xFE && op > 1)
+		return emu_raise(x->cpu, EMU_VEC_UD, false, 0);
+	switch (op) {
+	case 0:
+	case 1:
+		if ((rc = rm_read(x, size, &a)))
+			return rc;
+		return rm_write(x, size, emu_inc_dec(x->cpu, op == 1, size, a));
+	case 2: /* CALL near, absolute indirect */
+	case 4: /* JMP near, absolute indirect */
+		if (x->cpu->mode == EMU_MODE_64)
+			size = 8; /* the operand size is forced to 64 bits (Intel) */
+		if ((rc = rm_read(x, size, &a)))
+			return rc;
+		if (op == 2 && (rc = push(x, size, x->next_rip)))
+			return rc;
+		x->next_rip = a & emu_size_mask(size);
+		return EMU_OK;
+	case 6: /* PUSH Ev: 64-bit default in 64-bit mode */
+		if (x->cpu->mode == EMU_MODE_64 && size == 4)
+			size = 8;
+		if ((rc = rm_read(x, size, &a)))
+			return rc;
+		return push(x, size, a);
+	default: /* 3, 5: far CALL/JMP (system layer, later); 7: reserved */
+		return emu_raise(x->cpu, EMU_VEC_UD, false, 0);
+	}
+}
+
+/* Size of PUSH/POP operands: 66 gives 16 bits, otherwise 64 in 64-bit mode (D64). */
+static unsigned stack_op_size(const struct exec *x)
+{
+	return x->insn->opsize;
+}
+
+static int exec_pop_rm(struct exec *x)
+{
+	unsigned size = stack_op_size(x);
+	uint64_t v, old_rsp = x->cpu->s.gpr[CPU_RSP];
+	int rc;
+
+	if ((x->insn->modrm >> 3) & 7)
+		return emu_raise(x->cpu, EMU_VEC_UD, false, 0); /* 8F /1-7: XOP on AMD */
+	if ((rc = stack_peek(x, size, 0, &v)))
+		return rc;
+	/* The address is computed with RSP already incremented (SDM: POP). */
+	x->cpu->s.gpr[CPU_RSP] = rsp_adjust(x, size);
+	if (x->insn->mod != 3)
+		x->la = seg_linear(x, x->insn->seg, effective_address(x));
+	if ((rc = rm_write(x, size, v)))
+		x->cpu->s.gpr[CPU_RSP] = old_rsp;
+	return rc;
+}
+
+static int exec_xchg(struct exec *x, unsigned reg)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t a, b = reg_get(x, reg, size);
+	int rc;
+
+	if ((rc = rm_read(x, size, &a)) || (rc = rm_write(x, size, b)))
+		return rc;
+	reg_set(x, reg, size, a);
+	return EMU_OK;
+}
+
+/* 0F 40-4F: CMOVcc. The source is read (and may fault) whatever the condition; a 32-bit
+ * destination is zero-extended even when nothing moves (SDM: CMOVcc, 64-bit mode). */
+static int exec_cmov(struct exec *x)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t v;
+	int rc;
+
+	if ((rc = rm_read(x, size, &v)))
+		return rc;
+	if (emu_condition(x->cpu, x->insn->opcode & 15))
+		reg_set(x, x->insn->reg, size, v);
+	else if (size == 4)
+		reg_set(x, x->insn->reg, 4, reg_get(x, x->insn->reg, 4));
+	return EMU_OK;
+}
+
+/* 0F A3/AB/B3/BB and 0F BA: BT, BTS, BTR, BTC. op: 0 BT, 1 BTS, 2 BTR, 3 BTC. */
+static int exec_bit_test(struct exec *x, unsigned op, uint64_t offset, bool imm)
+{
+	unsigned size = x->insn->opsize, bits = 8 * size;
+	uint64_t v, bit, la = x->la;
+	int rc;
+
+	if (imm || x->insn->mod == 3) {
+		offset &= bits - 1;
+	} else {
+		/* A register offset addresses memory beyond the operand: signed, in units of the
+		 * operand size (SDM: BT, "bit base"). */
+		int64_t soff = (int64_t)emu_sext(offset, size);
+
+		la = seg_linear(x, x->insn->seg,
+				(effective_address(x) + (uint64_t)((soff >> (size == 8 ? 6 : size == 4 ? 5 : 4)) * size)) &
+					addr_mask(x));
+		offset = (uint64_t)soff & (bits - 1);
+	}
+	if (x->insn->mod == 3)
+		v = reg_get(x, x->insn->rm, size);
+	else if ((rc = mem_read(x, la, size, &v)))
+		return rc;
+	bit = (v >> offset) & 1;
+	/* CF = the bit; OF SF AF PF undefined (left unchanged); ZF unaffected. */
+	emu_flags_set(x->cpu, EMU_FLAG_CF, bit);
+	if (op == 0)
+		return EMU_OK;
+	if (op == 1)
+		v |= 1ull << offset;
+	else if (op == 2)
+		v &= ~(1ull << offset);
+	else
+		v ^= 1ull << offset;
+	if (x->insn->mod == 3) {
+		reg_set(x, x->insn->rm, size, v);
+		return EMU_OK;
+	}
+	return mem_write(x, la, size, v);
+}
+
+/* 0F BC/BD: BSF, BSR. A zero source sets ZF and leaves the destination unchanged (as AMD
+ * documents and Intel CPUs do); CF OF SF AF PF are undefined: we clear them. */
+static int exec_bit_scan(struct exec *x, bool reverse)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t v;
+	int rc;
+
+	if ((rc = rm_read(x, size, &v)))
+		return rc;
+	if (!v) {
+		emu_flags_set(x->cpu, EMU_FLAGS_ARITH, EMU_FLAG_ZF);
+		return EMU_OK;
+	}
+	emu_flags_set(x->cpu, EMU_FLAGS_ARITH, 0);
+	reg_set(x, x->insn->reg, size, reverse ? 63u - (unsigned)__builtin_clzll(v)
+					       : (unsigned)__builtin_ctzll(v));
+	return EMU_OK;
+}
+
+/* F3 0F B8: POPCNT. ZF = (source == 0), the other five flags cleared. */
+static int exec_popcnt(struct exec *x)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t v;
+	int rc;
+
+	if ((rc = rm_read(x, size, &v)))
+		return rc;
+	reg_set(x, x->insn->reg, size, (uint64_t)__builtin_popcountll(v));
+	emu_flags_set(x->cpu, EMU_FLAGS_ARITH, v ? 0 : EMU_FLAG_ZF);
+	return EMU_OK;
+}
+
+/* 0F B0/B1: CMPXCHG. The destination is always written (memory gets its old value back on
+ * failure, SDM: CMPXCHG); a register destination is only written on success. */
+static int exec_cmpxchg(struct exec *x)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t dst, acc = reg_get(x, CPU_RAX, size);
+	int rc;
+
+	if ((rc = rm_read(x, size, &dst)))
+		return rc;
+	emu_alu(x->cpu, ALU_CMP, size, acc, dst);
+	if (acc == dst)
+		return rm_write(x, size, reg_get(x, x->insn->reg, size));
+	if (x->insn->mod != 3 && (rc = rm_write(x, size, dst)))
+		return rc;
+	reg_set(x, CPU_RAX, size, dst);
+	return EMU_OK;
+}
+
+/* 0F C0/C1: XADD */
+static int exec_xadd(struct exec *x)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t dst, src = reg_get(x, x->insn->reg, size), sum;
+	int rc;
+
+	if ((rc = rm_read(x, size, &dst)))
+		return rc;
+	sum = emu_alu(x->cpu, ALU_ADD, size, dst, src);
+	/* SDM: TEMP ← SRC + DEST; SRC ← DEST; DEST ← TEMP: with reg == rm the sum wins. */
+	if (x->insn->mod == 3) {
+		reg_set(x, x->insn->reg, size, dst);
+		reg_set(x, x->insn->rm, size, sum);
+		return EMU_OK;
+	}
+	if ((rc = mem_write(x, x->la, size, sum)))
+		return rc;
+	reg_set(x, x->insn->reg, size, dst);
+	return EMU_OK;
+}
+
+/* 0F A4/A5/AC/AD: SHLD/SHRD Ev,Gv,Ib/CL */
+static int exec_shift_double(struct exec *x)
+{
+	unsigned size = x->insn->opsize, op = x->insn->opcode;
+	unsigned count = (op & 1) ? x->cpu->s.gpr[CPU_RCX] & 0xff : (unsigned)x->insn->imm & 0xff;
+	uint64_t dst, r;
+	int rc;
+
+	if ((rc = rm_read(x, size, &dst)))
+		return rc;
+	r = emu_shift_double(x->cpu, op >= 0xAC, size, dst, reg_get(x, x->insn->reg, size), count);
+	return rm_write(x, size, r);
+}
+
+static uint64_t bswap(uint64_t v, unsigned size)
+{
+	if (size == 8)
+		return __builtin_bswap64(v);
+	if (size == 4)
+		return __builtin_bswap32((uint32_t)v);
+	return 0; /* 16-bit BSWAP is undefined; current CPUs give 0 */
+}
+
+/* ---- string instructions (SDM Vol. 1 §7.3.9) ---- */
+
+enum string_op { STR_MOVS, STR_CMPS, STR_STOS, STR_LODS, STR_SCAS };
+
+static int string_once(struct exec *x, enum string_op op, unsigned size)
+{
+	struct emu_cpu *cpu = x->cpu;
+	uint64_t amask = addr_mask(x);
+	uint64_t si = cpu->s.gpr[CPU_RSI] & amask, di = cpu->s.gpr[CPU_RDI] & amask;
+	uint64_t src_la = seg_linear(x, x->insn->seg, si), dst_la = seg_linear(x, SEG_ES, di);
+	int64_t step = (cpu->s.rflags & EMU_FLAG_DF) ? -(int64_t)size : (int64_t)size;
+	uint64_t a, b;
+	int rc = EMU_OK;
+	bool uses_si = false, uses_di = false;
+
+	switch (op) {
+	case STR_MOVS:
+		if ((rc = mem_read(x, src_la, size, &a)) || (rc = mem_write(x, dst_la, size, a)))
+			return rc;
+		uses_si = uses_di = true;
+		break;
+	case STR_CMPS:
+		if ((rc = mem_read(x, src_la, size, &a)) || (rc = mem_read(x, dst_la, size, &b)))
+			return rc;
+		emu_alu(cpu, ALU_CMP, size, a, b);
+		uses_si = uses_di = true;
+		break;
+	case STR_STOS:
+		if ((rc = mem_write(x, dst_la, size, reg_get(x, CPU_RAX, size))))
+			return rc;
+		uses_di = true;
+		break;
+	case STR_LODS:
+		if ((rc = mem_read(x, src_la, size, &a)))
+			return rc;
+		reg_set(x, CPU_RAX, size, a);
+		uses_si = true;
+		break;
+	case STR_SCAS:
+		if ((rc = mem_read(x, dst_la, size, &b)))
+			return rc;
+		emu_alu(cpu, ALU_CMP, size, reg_get(x, CPU_RAX, size), b);
+		uses_di = true;
+		break;
+	}
+	/* Only the address-size part of rSI/rDI moves (32-bit addresses zero-extend in 64-bit). */
+	if (uses_si)
+		reg_set(x, CPU_RSI, x->insn->adsize, si + (uint64_t)step);
+	if (uses_di)
+		reg_set(x, CPU_RDI, x->insn->adsize, di + (uint64_t)step);
+	return EMU_OK;
+}
+
+static int exec_string(struct exec *x, enum string_op op)
+{
+	const struct emu_insn *insn = x->insn;
+	unsigned size = insn->opsize, as = insn->adsize;
+	bool rep = insn->prefix & (EMU_PFX_REP | EMU_PFX_REPNE);
+	bool cond = op == STR_CMPS || op == STR_SCAS;
+	int rc;
+
+	if (!rep)
+		return string_once(x, op, size);
+	for (unsigned n = 0; n < EXEC_REP_BATCH; n++) {
+		uint64_t count = x->cpu->s.gpr[CPU_RCX] & emu_size_mask(as);
+
+		if (!count)
+			return EMU_OK;
+		if ((rc = string_once(x, op, size)))
+			goto interrupted;
+		x->partial = true;
+		reg_set(x, CPU_RCX, as, count - 1);
+		/* REPE (F3) stops on ZF = 0, REPNE (F2) on ZF = 1; the last of F2/F3 counts. */
+		if (cond && emu_condition(x->cpu, 4) != (insn->last_rep == 0xF3))
+			return EMU_OK;
+	}
+	if (!(x->cpu->s.gpr[CPU_RCX] & emu_size_mask(as)))
+		return EMU_OK;
+	rc = EMU_OK;
+interrupted:
+	/* Not finished (batch done, or a fault): execute this instruction again. Iterations
+	 * already done stay done; that is what the CPU does on an interrupt or fault. */
+	x->next_rip = x->cpu->s.rip;
+	return rc;
+}
+
+/* ---- flags instructions ---- */
+
+static int exec_pushf(struct exec *x)
+{
+	/* VM and RF are pushed as 0 (SDM: PUSHF). */
+	uint64_t f = emu_flags_get(x->cpu) & ~(EMU_FLAG_VM | EMU_FLAG_RF);
+
+	return push(x, stack_op_size(x), f);
+}
+
+static int exec_popf(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+	unsigned size = stack_op_size(x);
+	uint64_t v, old = emu_flags_get(cpu), writable;
+	unsigned iopl = (unsigned)((old & EMU_FLAG_IOPL) >> 12);
+	int rc;
+
+	if ((rc = pop(x, size, &v)))
+		return rc;
+	/* SDM: POPF. Protected/long mode: IOPL only at CPL 0, IF only at CPL <= IOPL; VM, VIF,
+	 * VIP and RF are never changed this way. Virtual-8086 mode is not supported. */
+	writable = EMU_FLAGS_ARITH | EMU_FLAG_TF | EMU_FLAG_DF | EMU_FLAG_NT | EMU_FLAG_AC |
+		   EMU_FLAG_ID;
+	if (cpu->cpl == 0)
+		writable |= EMU_FLAG_IOPL;
+	if (cpu->cpl <= iopl)
+		writable |= EMU_FLAG_IF;
+	writable &= emu_size_mask(size);
+	cpu->s.rflags = (old & ~writable) | (v & writable) | EMU_FLAG_FIXED1;
+	return EMU_OK;
+}
+
+static int exec_flag_op(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+
+	switch (x->insn->opcode) {
+	case 0xF5: /* CMC */
+		emu_flags_set(cpu, EMU_FLAG_CF, ~emu_flags_get(cpu));
+		break;
+	case 0xF8: /* CLC */
+		emu_flags_set(cpu, EMU_FLAG_CF, 0);
+		break;
+	case 0xF9: /* STC */
+		emu_flags_set(cpu, EMU_FLAG_CF, EMU_FLAG_CF);
+		break;
+	case 0xFA: /* CLI */
+	case 0xFB: /* STI: the one-instruction interrupt shadow comes with interrupt delivery */
+		if (cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12))
+			return emu_raise(cpu, EMU_VEC_GP, true, 0);
+		if (x->insn->opcode == 0xFA)
+			cpu->s.rflags &= ~EMU_FLAG_IF;
+		else
+			cpu->s.rflags |= EMU_FLAG_IF;
+		break;
+	case 0xFC: /* CLD */
+		cpu->s.rflags &= ~EMU_FLAG_DF;
+		break;
+	case 0xFD: /* STD */
+		cpu->s.rflags |= EMU_FLAG_DF;
+		break;
+	}
+	return EMU_OK;
+}
+
+/* ---- dispatch ---- */
+
+static int ud(struct exec *x)
+{
+	return emu_raise(x->cpu, EMU_VEC_UD, false, 0);
+}
+
+static int exec_mov_imm_group(struct exec *x)
+{
+	if ((x->insn->modrm >> 3) & 7)
+		return ud(x); /* C6 F8 XABORT / C7 F8 XBEGIN: no RTM */
+	return rm_write(x, x->insn->opsize, x->insn->imm);
+}
+
+static int exec_enter(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+	unsigned size = x->insn->opsize, level = (unsigned)x->insn->imm2 & 31;
+	uint64_t old_rsp = cpu->s.gpr[CPU_RSP], old_rbp = cpu->s.gpr[CPU_RBP], frame, v;
+	int rc;
+
+	/* SDM: ENTER. Nested levels copy the enclosing frame pointers. */
+	if ((rc = push(x, size, old_rbp)))
+		return rc;
+	frame = cpu->s.gpr[CPU_RSP];
+	for (unsigned i = 1; i < level; i++) {
+		uint64_t bp = (old_rbp - (uint64_t)i * size) & emu_size_mask(stack_size(x));
+
+		if ((rc = mem_read(x, seg_linear(x, SEG_SS, bp), size, &v)) ||
+		    (rc = push(x, size, v)))
+			goto fail;
+	}
+	if (level && (rc = push(x, size, frame)))
+		goto fail;
+	/* A fault on the final RSP adjustment cannot happen here: no access is made. */
+	reg_set(x, CPU_RBP, size, frame);
+	cpu->s.gpr[CPU_RSP] = rsp_adjust(x, -(int64_t)(x->insn->imm & 0xffff));
+	return EMU_OK;
+fail:
+	cpu->s.gpr[CPU_RSP] = old_rsp;
+	return rc;
+}
+
+static int exec_leave(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+	unsigned size = x->insn->opsize, ss = stack_size(x);
+	uint64_t old_rsp = cpu->s.gpr[CPU_RSP], v;
+	int rc;
+
+	/* rSP ← rBP (stack-address size), then POP rBP (operand size). */
+	cpu->s.gpr[CPU_RSP] = (old_rsp & ~emu_size_mask(ss)) | (cpu->s.gpr[CPU_RBP] & emu_size_mask(ss));
+	if ((rc = pop(x, size, &v))) {
+		cpu->s.gpr[CPU_RSP] = old_rsp;
+		return rc;
+	}
+	reg_set(x, CPU_RBP, size, v);
+	return EMU_OK;
+}
+
+static int exec_ret(struct exec *x)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t target;
+	int rc;
+
+	if ((rc = stack_peek(x, size, 0, &target)))
+		return rc;
+	x->cpu->s.gpr[CPU_RSP] = rsp_adjust(x, size + (x->insn->opcode == 0xC2 ? x->insn->imm : 0));
+	x->next_rip = target;
+	return EMU_OK;
+}
+
+static int exec_loop(struct exec *x)
+{
+	unsigned as = x->insn->adsize, op = x->insn->opcode;
+	uint64_t count = x->cpu->s.gpr[CPU_RCX] & emu_size_mask(as);
+	bool taken;
+
+	if (op == 0xE3) { /* JrCXZ */
+		taken = count == 0;
+	} else {
+		count = (count - 1) & emu_size_mask(as);
+		reg_set(x, CPU_RCX, as, count);
+		taken = count != 0;
+		if (op == 0xE1) /* LOOPE */
+			taken = taken && emu_condition(x->cpu, 4);
+		else if (op == 0xE0) /* LOOPNE */
+			taken = taken && !emu_condition(x->cpu, 4);
+	}
+	if (taken)
+		jump_relative(x);
+	return EMU_OK;
+}
+
+static int exec_sign_extend_acc(struct exec *x)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t a = reg_get(x, CPU_RAX, size / 2);
+
+	if (x->insn->opcode == 0x98) { /* CBW/CWDE/CDQE */
+		reg_set(x, CPU_RAX, size, emu_sext(a, size / 2));
+	} else { /* CWD/CDQ/CQO */
+		a = reg_get(x, CPU_RAX, size);
+		reg_set(x, CPU_RDX, size, (a & emu_sign_bit(size)) ? ~0ull : 0);
+	}
+	return EMU_OK;
+}
+
+static int exec_moffs(struct exec *x)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t la = seg_linear(x, x->insn->seg, x->insn->imm & addr_mask(x)), v;
+	int rc;
+
+	if (x->insn->opcode <= 0xA1) {
+		if ((rc = mem_read(x, la, size, &v)))
+			return rc;
+		reg_set(x, CPU_RAX, size, v);
+		return EMU_OK;
+	}
+	return mem_write(x, la, size, reg_get(x, CPU_RAX, size));
+}
+
+static int exec_xlat(struct exec *x)
+{
+	uint64_t off = (x->cpu->s.gpr[CPU_RBX] + (x->cpu->s.gpr[CPU_RAX] & 0xff)) & addr_mask(x);
+	uint64_t v;
+	int rc;
+
+	if ((rc = mem_read(x, seg_linear(x, x->insn->seg, off), 1, &v)))
+		return rc;
+	reg_set(x, CPU_RAX, 1, v);
+	return EMU_OK;
+}
+
+static int exec_lahf_sahf(struct exec *x)
+{
+	if (x->insn->opcode == 0x9F) { /* LAHF: AH ← SF:ZF:0:AF:0:PF:1:CF */
+		x->cpu->s.gpr[CPU_RAX] = (x->cpu->s.gpr[CPU_RAX] & ~0xff00ull) |
+					 ((emu_flags_get(x->cpu) & 0xd5) | 2) << 8;
+	} else { /* SAHF */
+		uint64_t mask = EMU_FLAG_SF | EMU_FLAG_ZF | EMU_FLAG_AF | EMU_FLAG_PF | EMU_FLAG_CF;
+
+		emu_flags_set(x->cpu, mask, x->cpu->s.gpr[CPU_RAX] >> 8);
+	}
+	return EMU_OK;
+}
+
+static int exec_map1(struct exec *x)
+{
+	const struct emu_insn *insn = x->insn;
+	struct emu_cpu *cpu = x->cpu;
+	unsigned op = insn->opcode, size = insn->opsize;
+	uint64_t v;
+	int rc;
+
+	if (op < 0x40 && (op & 7) < 6)
+		return exec_alu(x);
+	switch (op) {
+	case 0x40 ... 0x4F: /* INC/DEC r (not 64-bit mode: REX there) */
+		reg_set(x, op & 7, size, emu_inc_dec(cpu, op >= 0x48, size, reg_get(x, op & 7, size)));
+		return EMU_OK;
+	case 0x50 ... 0x57:
+		return push(x, stack_op_size(x), reg_get(x, (op & 7) | ((insn->rex & 1) << 3), size));
+	case 0x58 ... 0x5F:
+		if ((rc = pop(x, stack_op_size(x), &v)))
+			return rc;
+		reg_set(x, (op & 7) | ((insn->rex & 1) << 3), size, v); /* POP rSP: the popped value */
+		return EMU_OK;
+	case 0x63: /* MOVSXD (64-bit mode; ARPL elsewhere is not supported) */
+		if (cpu->mode != EMU_MODE_64)
+			return ud(x);
+		if ((rc = rm_read(x, size == 8 ? 4 : size, &v)))
+			return rc;
+		reg_set(x, insn->reg, size, size == 8 ? emu_sext(v, 4) : v);
+		return EMU_OK;
+	case 0x68:
+	case 0x6A:
+		return push(x, stack_op_size(x), insn->imm);
+	case 0x69:
+	case 0x6B:
+		return exec_imul_reg(x, true);
+	case 0x70 ... 0x7F:
+		if (emu_condition(cpu, op & 15))
+			jump_relative(x);
+		return EMU_OK;
+	case 0x80 ... 0x83:
+		return exec_group1(x);
+	case 0x84:
+	case 0x85: /* TEST Ev,Gv */
+		if ((rc = rm_read(x, size, &v)))
+			return rc;
+		emu_alu(cpu, ALU_AND, size, v, reg_get(x, insn->reg, size));
+		return EMU_OK;
+	case 0x86:
+	case 0x87:
+		return exec_xchg(x, insn->reg);
+	case 0x88:
+	case 0x89:
+		return rm_write(x, size, reg_get(x, insn->reg, size));
+	case 0x8A:
+	case 0x8B:
+		if ((rc = rm_read(x, size, &v)))
+			return rc;
+		reg_set(x, insn->reg, size, v);
+		return EMU_OK;
+	case 0x8C: /* MOV Ev,Sreg: 16 bits to memory, zero-extended to a register */
+		if ((insn->reg & 7) >= 6)
+			return ud(x);
+		v = cpu->s.seg[insn->reg & 7].selector; /* Sreg encoding = enum cpu_seg order */
+		return rm_write(x, insn->mod == 3 ? size : 2, v);
+	case 0x8D: /* LEA */
+		if (insn->mod == 3)
+			return ud(x);
+		reg_set(x, insn->reg, size, effective_address(x));
+		return EMU_OK;
+	case 0x8F:
+		return exec_pop_rm(x);
+	case 0x90 ... 0x97: {
+		unsigned reg = (op & 7) | ((insn->rex & 1) << 3);
+
+		if (reg == CPU_RAX) /* NOP, PAUSE (F3 90); XCHG eAX,eAX does not zero-extend */
+			return EMU_OK;
+		v = reg_get(x, reg, size);
+		reg_set(x, reg, size, reg_get(x, CPU_RAX, size));
+		reg_set(x, CPU_RAX, size, v);
+		return EMU_OK;
+	}
+	case 0x98:
+	case 0x99:
+		return exec_sign_extend_acc(x);
+	case 0x9C:
+		return exec_pushf(x);
+	case 0x9D:
+		return exec_popf(x);
+	case 0x9E:
+	case 0x9F:
+		return exec_lahf_sahf(x);
+	case 0xA0 ... 0xA3:
+		return exec_moffs(x);
+	case 0xA4:
+	case 0xA5:
+		return exec_string(x, STR_MOVS);
+	case 0xA6:
+	case 0xA7:
+		return exec_string(x, STR_CMPS);
+	case 0xA8:
+	case 0xA9:
+		emu_alu(cpu, ALU_AND, size, reg_get(x, CPU_RAX, size), insn->imm);
+		return EMU_OK;
+	case 0xAA:
+	case 0xAB:
+		return exec_string(x, STR_STOS);
+	case 0xAC:
+	case 0xAD:
+		return exec_string(x, STR_LODS);
+	case 0xAE:
+	case 0xAF:
+		return exec_string(x, STR_SCAS);
+	case 0xB0 ... 0xBF:
+		reg_set(x, (op & 7) | ((insn->rex & 1) << 3), size, insn->imm);
+		return EMU_OK;
+	case 0xC0:
+	case 0xC1:
+	case 0xD0 ... 0xD3:
+		return exec_group2(x);
+	case 0xC2:
+	case 0xC3:
+		return exec_ret(x);
+	case 0xC6:
+	case 0xC7:
+		return exec_mov_imm_group(x);
+	case 0xC8:
+		return exec_enter(x);
+	case 0xC9:
+		return exec_leave(x);
+	case 0xD7:
+		return exec_xlat(x);
+	case 0xE0 ... 0xE3:
+		return exec_loop(x);
+	case 0xE8:
+		if ((rc = push(x, size, x->next_rip)))
+			return rc;
+		jump_relative(x);
+		return EMU_OK;
+	case 0xE9:
+	case 0xEB:
+		jump_relative(x);
+		return EMU_OK;
+	case 0xF4: /* HLT */
+		if (cpu->cpl)
+			return emu_raise(cpu, EMU_VEC_GP, true, 0);
+		return EMU_HALT;
+	case 0xF5:
+	case 0xF8 ... 0xFD:
+		return exec_flag_op(x);
+	case 0xF6:
+	case 0xF7:
+		return exec_group3(x);
+	case 0xFE:
+	case 0xFF:
+		return exec_group45(x);
+	default:
+		return ud(x);
+	}
+}
+
+static int exec_map0f(struct exec *x)
+{
+	const struct emu_insn *insn = x->insn;
+	struct emu_cpu *cpu = x->cpu;
+	unsigned op = insn->opcode, size = insn->opsize;
+	uint64_t v;
+	int rc;
+
+	switch (op) {
+	case 0x0D: /* PREFETCH/PREFETCHW: hints */
+	case 0x18 ... 0x1F: /* hint NOPs: PREFETCHh, NOP Ev, ENDBR32/64 (F3 0F 1E FA/FB) */
+		return EMU_OK;
+	case 0x0B: /* UD2 */
+		return ud(x);
+	case 0x40 ... 0x4F:
+		return exec_cmov(x);
+	case 0x80 ... 0x8F:
+		if (emu_condition(cpu, op & 15))
+			jump_relative(x);
+		return EMU_OK;
+	case 0x90 ... 0x9F: /* SETcc Eb */
+		return rm_write(x, 1, emu_condition(cpu, op & 15));
+	case 0xA3:
+		return exec_bit_test(x, 0, reg_get(x, insn->reg, size), false);
+	case 0xAB:
+		return exec_bit_test(x, 1, reg_get(x, insn->reg, size), false);
+	case 0xB3:
+		return exec_bit_test(x, 2, reg_get(x, insn->reg, size), false);
+	case 0xBB:
+		return exec_bit_test(x, 3, reg_get(x, insn->reg, size), false);
+	case 0xBA:
+		if (((insn->modrm >> 3) & 7) < 4)
+			return ud(x);
+		return exec_bit_test(x, (insn->modrm >> 3) & 3, insn->imm & 0xff, true);
+	case 0xA4:
+	case 0xA5:
+	case 0xAC:
+	case 0xAD:
+		return exec_shift_double(x);
+	case 0xAF:
+		return exec_imul_reg(x, false);
+	case 0xB0:
+	case 0xB1:
+		return exec_cmpxchg(x);
+	case 0xB6:
+	case 0xB7:
+	case 0xBE:
+	case 0xBF: { /* MOVZX/MOVSX Gv, Eb/Ew */
+		unsigned from = (op & 1) ? 2 : 1;
+
+		if ((rc = rm_read(x, from, &v)))
+			return rc;
+		reg_set(x, insn->reg, size, op >= 0xBE ? emu_sext(v, from) : v);
+		return EMU_OK;
+	}
+	case 0xB8: /* POPCNT needs F3; without it, JMPE (IA-64) */
+		if (insn->last_rep != 0xF3)
+			return ud(x);
+		return exec_popcnt(x);
+	case 0xBC:
+	case 0xBD:
+		/* F3 0F BC/BD are TZCNT/LZCNT only with BMI1/LZCNT advertised; we advertise
+		 * neither, so the F3 prefix is ignored as on CPUs without them. */
+		return exec_bit_scan(x, op == 0xBD);
+	case 0xC0:
+	case 0xC1:
+		return exec_xadd(x);
+	case 0xC8 ... 0xCF: {
+		unsigned reg = (op & 7) | ((insn->rex & 1) << 3);
+
+		reg_set(x, reg, size, bswap(reg_get(x, reg, size), size));
+		return EMU_OK;
+	}
+	default:
+		return ud(x);
+	}
+}
+
+/* LOCK is allowed only on read-modify-write instructions with a memory destination
+ * (SDM Vol. 2, LOCK); anything else raises #UD. */
+static bool lock_allowed(const struct emu_insn *insn)
+{
+	unsigned op = insn->opcode, reg = (insn->modrm >> 3) & 7;
+
+	if (!emu_insn_has_mem(insn))
+		return false;
+	if (insn->map == EMU_MAP_1) {
+		if (op < 0x40)
+			return (op & 7) < 2 && (op >> 3) != ALU_CMP;
+		switch (op) {
+		case 0x80 ... 0x83:
+			return reg != ALU_CMP;
+		case 0x86:
+		case 0x87:
+			return true;
+		case 0xF6:
+		case 0xF7:
+			return reg == 2 || reg == 3;
+		case 0xFE:
+		case 0xFF:
+			return reg < 2;
+		}
+		return false;
+	}
+	if (insn->map == EMU_MAP_0F) {
+		switch (op) {
+		case 0xAB:
+		case 0xB3:
+		case 0xBB:
+		case 0xB0:
+		case 0xB1:
+		case 0xC0:
+		case 0xC1:
+			return true;
+		case 0xBA:
+			return reg >= 5;
+		case 0xC7:
+			return reg == 1;
+		}
+	}
+	return false;
+}
+
+/* Execute one decoded instruction whose bytes were fetched at cpu->s.rip. */
+int emu_execute(struct emu_cpu *cpu, const struct emu_insn *insn)
+{
+	struct exec x = { .cpu = cpu, .insn = insn };
+	struct emu_lazy_flags saved_cc = cpu->cc;
+	uint64_t saved_rflags = cpu->s.rflags;
+	int rc;
+
+	x.next_rip = cpu->s.rip + insn->len;
+	if (cpu->mode != EMU_MODE_64)
+		x.next_rip &= cpu->mode == EMU_MODE_32 ? 0xffffffffull : 0xffffull;
+	if ((insn->prefix & EMU_PFX_LOCK) && !lock_allowed(insn))
+		return emu_raise(cpu, EMU_VEC_UD, false, 0);
+	if (emu_insn_has_mem(insn))
+		x.la = seg_linear(&x, insn->seg, effective_address(&x));
+	switch (insn->map) {
+	case EMU_MAP_1:
+		rc = exec_map1(&x);
+		break;
+	case EMU_MAP_0F:
+		rc = exec_map0f(&x);
+		break;
+	default:
+		rc = ud(&x);
+		break;
+	}
+	if (rc == EMU_OK || rc == EMU_HALT) {
+		cpu->s.rip = x.next_rip;
+		cpu->instructions++;
+	} else if (!x.partial) {
+		/* A fault after flags were computed (e.g. on the write of a read-modify-write)
+		 * must not leave them changed. REP string instructions keep partial progress. */
+		cpu->cc = saved_cc;
+		cpu->s.rflags = saved_rflags;
+	}
+	return rc;
+}

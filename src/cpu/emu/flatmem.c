@@ -1,0 +1,69 @@
+/* A flat memory for unit tests and simple users: windows of host memory at linear addresses.
+ * An access outside every window raises #PF with the faulting address in exc.cr2, like a
+ * not-present page; a write to a read-only window raises #PF with the W bit. */
+#include "cpu/emu/emu.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define PF_ERR_PRESENT (1u << 0)
+#define PF_ERR_WRITE (1u << 1)
+#define PF_ERR_FETCH (1u << 4)
+
+int emu_flat_add(struct emu_flat_memory *mem, uint64_t linear, void *host, size_t size,
+		 bool writable)
+{
+	if (mem->nr_windows >= EMU_FLAT_MAX_WINDOWS)
+		return -ENOSPC;
+	mem->windows[mem->nr_windows++] = (struct emu_flat_window){
+		.linear = linear, .host = host, .size = size, .writable = writable
+	};
+	return 0;
+}
+
+static struct emu_flat_window *flat_find(struct emu_flat_memory *mem, uint64_t linear,
+					 unsigned len)
+{
+	for (unsigned i = 0; i < mem->nr_windows; i++) {
+		struct emu_flat_window *w = &mem->windows[i];
+
+		if (linear >= w->linear && linear - w->linear <= w->size &&
+		    w->size - (linear - w->linear) >= len)
+			return w;
+	}
+	return NULL;
+}
+
+static int flat_fault(struct emu_cpu *cpu, uint64_t linear, uint32_t error_code)
+{
+	cpu->exc.cr2 = linear;
+	return emu_raise(cpu, EMU_VEC_PF, true, error_code);
+}
+
+static int flat_read(struct emu_cpu *cpu, uint64_t linear, void *dst, unsigned len,
+		     enum emu_access access)
+{
+	struct emu_flat_window *w = flat_find(cpu->mem_opaque, linear, len);
+
+	if (!w)
+		return flat_fault(cpu, linear, access == EMU_ACCESS_FETCH ? PF_ERR_FETCH : 0);
+	memcpy(dst, w->host + (linear - w->linear), len);
+	return EMU_OK;
+}
+
+static int flat_write(struct emu_cpu *cpu, uint64_t linear, const void *src, unsigned len)
+{
+	struct emu_flat_window *w = flat_find(cpu->mem_opaque, linear, len);
+
+	if (!w)
+		return flat_fault(cpu, linear, PF_ERR_WRITE);
+	if (!w->writable)
+		return flat_fault(cpu, linear, PF_ERR_WRITE | PF_ERR_PRESENT);
+	memcpy(w->host + (linear - w->linear), src, len);
+	return EMU_OK;
+}
+
+const struct emu_memory_ops emu_flat_memory_ops = {
+	.read = flat_read,
+	.write = flat_write,
+};

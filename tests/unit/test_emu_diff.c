@@ -1,0 +1,922 @@
+/* Differential test of the software CPU against the host CPU.
+ *
+ * Every case is one instruction with random and edge-value inputs. It runs natively, in a code
+ * page between a stub that loads all 16 GPRs and RFLAGS from a context block and one that stores
+ * them back, and in the emulator from the same state (same addresses: the emulator's flat memory
+ * maps the native page's addresses onto a copy of the scratch buffer). GPRs, the defined flags,
+ * RIP (taken or not) and the scratch memory must match.
+ *
+ * Flags the SDM leaves undefined are not compared. Table of what is masked, per instruction:
+ *   AND OR XOR TEST                  AF
+ *   SHL/SAL SHR SAR (count&mask > 1) OF, AF; (count == 1) AF; CF too when count >= width (8/16)
+ *   ROL ROR RCL RCR (count&mask != 1) OF
+ *   SHLD SHRD                        AF; OF unless count == 1
+ *   MUL IMUL (all forms)             SF ZF AF PF
+ *   DIV IDIV                         all six
+ *   BSF BSR                          CF OF SF AF PF
+ *   BT BTS BTR BTC                   OF SF AF PF
+ *   POPCNT, the rest                 nothing
+ * Results the SDM leaves undefined are not generated: SHLD/SHRD of a 16-bit operand by 17..31,
+ * BSWAP of a 16-bit register. BSF/BSR of 0 leave the destination unchanged (AMD documents it,
+ * Intel does it) and that is compared.
+ *
+ * EMU_DIFF_ITERS sets the cases per instruction form (default 64), EMU_DIFF_SEED the seed. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "cpu/emu/alu.h"
+#include "cpu/emu/decode.h"
+#include "cpu/emu/emu.h"
+#include "test.h"
+
+/* ---- the native page ---- */
+
+#define PAGE_SIZE_TOTAL 0x2000
+#define CTX_OFF 0x0
+#define CODE_OFF 0x100
+#define INSN_OFF 0x200
+#define SCRATCH_OFF 0x1000
+#define SCRATCH_SIZE 0x400
+#define DATA_SIZE 0x300 /* memory operands land in [0, DATA_SIZE) of the scratch */
+#define STACK_TOP 0x3c0 /* default RSP offset in the scratch */
+#define BRANCH_DISTANCE 16 /* from the fall-through to the taken target */
+
+struct native_ctx {
+	uint64_t gpr[16];
+	uint64_t rflags;
+	uint64_t host_rsp;
+	uint64_t branch_taken;
+};
+
+static uint8_t *page; /* MAP_32BIT: every address fits in a disp32 */
+static struct native_ctx *ctx;
+static uint8_t emu_scratch[SCRATCH_SIZE];
+
+#define COMPARED_FLAGS (EMU_FLAGS_ARITH | EMU_FLAG_DF)
+
+/* ---- random numbers ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545f4914f6cdd1dull;
+}
+
+static unsigned rnd_below(unsigned n)
+{
+	return (unsigned)(rnd() % n);
+}
+
+/* A value with a good chance of being an edge case for an operand of `size` bytes. */
+static uint64_t rnd_value(unsigned size)
+{
+	static const uint64_t edges[] = { 0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff,
+					  0x7fffffff, 0x80000000, 0xffffffff, 0x100000000ull,
+					  0x7fffffffffffffffull, 0x8000000000000000ull, ~0ull,
+					  ~0ull - 1 };
+	uint64_t sign = 1ull << (8 * size - 1);
+
+	switch (rnd_below(8)) {
+	case 0:
+		return edges[rnd_below(sizeof(edges) / sizeof(edges[0]))] ^
+		       (rnd_below(2) ? 0 : rnd() << (8 * (size & 7)));
+	case 1:
+		return sign + rnd_below(3) - 1 + (rnd() << 1 << (8 * size - 1));
+	case 2:
+		return rnd() >> rnd_below(64);
+	case 3:
+		return rnd_below(2) ? -(uint64_t)rnd_below(4) : rnd_below(4);
+	default:
+		return rnd();
+	}
+}
+
+/* ---- one test case ---- */
+
+struct tcase {
+	uint8_t code[16];
+	unsigned len;
+	uint64_t gpr[16];
+	uint64_t rflags;
+	uint8_t scratch[SCRATCH_SIZE];
+	uint64_t flags_undef; /* flags not compared */
+	unsigned used; /* registers with a role (not free for address registers) */
+	unsigned max_steps; /* emulator steps allowed (REP string instructions) */
+};
+
+static const char *group_name;
+static unsigned group_cases, group_failures;
+static unsigned long total_cases;
+
+static void case_init(struct tcase *c)
+{
+	memset(c, 0, sizeof(*c));
+	for (unsigned i = 0; i < 16; i++)
+		c->gpr[i] = rnd_value(8);
+	c->gpr[CPU_RSP] = (uint64_t)(uintptr_t)page + SCRATCH_OFF + STACK_TOP - 8 * rnd_below(4);
+	c->used = 1u << CPU_RSP;
+	c->rflags = (rnd() & EMU_FLAGS_ARITH) | EMU_FLAG_FIXED1;
+	for (unsigned i = 0; i < SCRATCH_SIZE; i += 8) {
+		uint64_t v = rnd_value(8);
+
+		memcpy(c->scratch + i, &v, 8);
+	}
+	c->max_steps = 1;
+}
+
+static uint64_t scratch_addr(unsigned off)
+{
+	return (uint64_t)(uintptr_t)page + SCRATCH_OFF + off;
+}
+
+/* ---- building the native stub ---- */
+
+static uint8_t *emit_bytes(uint8_t *p, const void *bytes, unsigned n)
+{
+	memcpy(p, bytes, n);
+	return p + n;
+}
+
+static uint8_t *emit_rip_rel(uint8_t *p, uint8_t rex, uint8_t op, unsigned reg, void *target,
+			     unsigned trailing)
+{
+	int32_t disp;
+
+	if (rex)
+		*p++ = rex;
+	*p++ = op;
+	*p++ = (uint8_t)(((reg & 7) << 3) | 5);
+	disp = (int32_t)((uint8_t *)target - (p + 4 + trailing));
+	memcpy(p, &disp, 4);
+	return p + 4;
+}
+
+static void build_prologue(void)
+{
+	static const uint8_t save[] = { 0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57 };
+	uint8_t buf[256], *p = buf;
+
+	p = emit_bytes(p, save, sizeof(save));
+	p = emit_rip_rel(p, 0x48, 0x89, CPU_RSP, &ctx->host_rsp, 0); /* mov [host_rsp], rsp */
+	p = emit_rip_rel(p, 0, 0xFF, 6, &ctx->rflags, 0); /* push qword [rflags] */
+	*p++ = 0x9D; /* popfq */
+	for (unsigned r = 0; r < 16; r++) /* mov rN, [gpr + 8N] */
+		p = emit_rip_rel(p, 0x48 | (r >= 8 ? 4 : 0), 0x8B, r, &ctx->gpr[r], 0);
+	/* Place it so it ends at INSN_OFF (the emit_rip_rel displacements were computed for buf:
+	 * rebuild in place). */
+	unsigned len = (unsigned)(p - buf);
+	uint8_t *start = page + INSN_OFF - len;
+
+	p = start;
+	p = emit_bytes(p, save, sizeof(save));
+	p = emit_rip_rel(p, 0x48, 0x89, CPU_RSP, &ctx->host_rsp, 0);
+	p = emit_rip_rel(p, 0, 0xFF, 6, &ctx->rflags, 0);
+	*p++ = 0x9D;
+	for (unsigned r = 0; r < 16; r++)
+		p = emit_rip_rel(p, 0x48 | (r >= 8 ? 4 : 0), 0x8B, r, &ctx->gpr[r], 0);
+	memset(page + CODE_OFF, 0xCC, (size_t)(start - (page + CODE_OFF)));
+}
+
+static void *stub_entry(void)
+{
+	uint8_t *p = page + CODE_OFF;
+
+	while (*p == 0xCC)
+		p++;
+	return p;
+}
+
+/* After the instruction: the fall-through block, the branch target block, then the stores. */
+static void build_epilogue(unsigned insn_len)
+{
+	static const uint8_t restore[] = { 0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D, 0x41, 0x5C, 0x5D, 0x5B,
+					   0xC3 };
+	uint8_t *fall = page + INSN_OFF + insn_len, *p = fall, *target, *store;
+	int32_t rel;
+
+	p = emit_rip_rel(p, 0x48, 0xC7, 0, &ctx->branch_taken, 4); /* mov qword [taken], 0 */
+	memset(p, 0, 4);
+	p += 4;
+	target = fall + BRANCH_DISTANCE;
+	store = target + 11;
+	*p++ = 0xE9; /* jmp store */
+	rel = (int32_t)(store - (p + 4));
+	memcpy(p, &rel, 4);
+	p = target;
+	p = emit_rip_rel(p, 0x48, 0xC7, 0, &ctx->branch_taken, 4); /* mov qword [taken], 1 */
+	rel = 1;
+	memcpy(p, &rel, 4);
+	p += 4;
+	for (unsigned r = 0; r < 16; r++) /* mov [gpr + 8N], rN */
+		p = emit_rip_rel(p, 0x48 | (r >= 8 ? 4 : 0), 0x89, r, &ctx->gpr[r], 0);
+	p = emit_rip_rel(p, 0x48, 0x8B, CPU_RSP, &ctx->host_rsp, 0); /* mov rsp, [host_rsp] */
+	*p++ = 0x9C; /* pushfq */
+	p = emit_rip_rel(p, 0, 0x8F, 0, &ctx->rflags, 0); /* pop qword [rflags] */
+	*p++ = 0xFC; /* cld */
+	emit_bytes(p, restore, sizeof(restore));
+}
+
+static uint64_t fallthrough_addr(const struct tcase *c)
+{
+	return (uint64_t)(uintptr_t)page + INSN_OFF + c->len;
+}
+
+static uint64_t target_addr(const struct tcase *c)
+{
+	return fallthrough_addr(c) + BRANCH_DISTANCE;
+}
+
+/* ---- running it ---- */
+
+static sigjmp_buf native_jmp;
+
+static void native_signal(int sig)
+{
+	siglongjmp(native_jmp, sig);
+}
+
+/* Returns 0, or the signal the instruction raised. */
+static int run_native(const struct tcase *c)
+{
+	void (*stub)(void) = (void (*)(void))stub_entry();
+	volatile int sig;
+
+	memcpy(page + INSN_OFF, c->code, c->len);
+	build_epilogue(c->len);
+	memcpy(ctx->gpr, c->gpr, sizeof(ctx->gpr));
+	ctx->rflags = c->rflags;
+	ctx->branch_taken = 0;
+	memcpy(page + SCRATCH_OFF, c->scratch, SCRATCH_SIZE);
+	sig = sigsetjmp(native_jmp, 1);
+	if (sig == 0)
+		stub();
+	return sig;
+}
+
+struct emu_result {
+	int status;
+	struct emu_cpu cpu;
+};
+
+static void run_emulator(const struct tcase *c, struct emu_result *r)
+{
+	static struct emu_flat_memory mem;
+	struct cpu_state s;
+
+	memset(&s, 0, sizeof(s));
+	memcpy(s.gpr, c->gpr, sizeof(s.gpr));
+	s.rip = (uint64_t)(uintptr_t)page + INSN_OFF;
+	s.rflags = c->rflags | EMU_FLAG_IF;
+	s.cr0 = CR0_PE | CR0_PG;
+	s.cr4 = CR4_PAE;
+	s.efer = EFER_LME | EFER_LMA;
+	s.seg[SEG_CS] = (struct cpu_segment){ .selector = 0x33, .type = 11, .present = 1, .dpl = 3,
+					      .s = 1, .l = 1, .g = 1, .limit = 0xffffffff };
+	s.seg[SEG_SS] = (struct cpu_segment){ .selector = 0x2b, .type = 3, .present = 1, .dpl = 3,
+					      .s = 1, .db = 1, .g = 1, .limit = 0xffffffff };
+	memset(&mem, 0, sizeof(mem));
+	memcpy(emu_scratch, c->scratch, SCRATCH_SIZE);
+	emu_flat_add(&mem, (uint64_t)(uintptr_t)page, page, SCRATCH_OFF, false);
+	emu_flat_add(&mem, scratch_addr(0), emu_scratch, SCRATCH_SIZE, true);
+	r->cpu.mem = &emu_flat_memory_ops;
+	r->cpu.mem_opaque = &mem;
+	emu_cpu_init(&r->cpu, &s);
+	for (unsigned i = 0; i < c->max_steps; i++) {
+		r->status = emu_step(&r->cpu);
+		if (r->status != EMU_OK || r->cpu.s.rip != s.rip)
+			break;
+	}
+	emu_flags_sync(&r->cpu);
+}
+
+static const char *reg_names[16] = { "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+				     "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15" };
+
+static void report(const struct tcase *c, const char *what)
+{
+	group_failures++;
+	test_failed_checks++;
+	if (group_failures > 5)
+		return;
+	printf("FAIL - %s: %s; bytes", group_name, what);
+	for (unsigned i = 0; i < c->len; i++)
+		printf(" %02x", c->code[i]);
+	printf("; rflags in %#llx;", (unsigned long long)c->rflags);
+	for (unsigned i = 0; i < 16; i++)
+		printf(" %s=%#llx", reg_names[i], (unsigned long long)c->gpr[i]);
+	printf("\n");
+}
+
+/* Run one case both ways and compare. */
+static void check_case(struct tcase *c)
+{
+	static struct emu_result r;
+	uint64_t mask = COMPARED_FLAGS & ~c->flags_undef;
+	uint64_t expect_rip;
+	char what[256];
+	int sig;
+
+	group_cases++;
+	total_cases++;
+	sig = run_native(c);
+	run_emulator(c, &r);
+	if (sig) {
+		if (sig == SIGFPE && r.status == EMU_EXCEPTION && r.cpu.exc.vector == EMU_VEC_DE &&
+		    r.cpu.s.rip == (uint64_t)(uintptr_t)page + INSN_OFF)
+			return;
+		snprintf(what, sizeof(what), "native signal %d, emulator status %d vector %u", sig,
+			 r.status, r.cpu.exc.vector);
+		report(c, what);
+		return;
+	}
+	if (r.status != EMU_OK) {
+		snprintf(what, sizeof(what), "emulator status %d vector %u (native ran)", r.status,
+			 r.cpu.exc.vector);
+		report(c, what);
+		return;
+	}
+	for (unsigned i = 0; i < 16; i++) {
+		if (ctx->gpr[i] != r.cpu.s.gpr[i]) {
+			snprintf(what, sizeof(what), "%s native %#llx emulator %#llx", reg_names[i],
+				 (unsigned long long)ctx->gpr[i],
+				 (unsigned long long)r.cpu.s.gpr[i]);
+			report(c, what);
+			return;
+		}
+	}
+	if ((ctx->rflags ^ r.cpu.s.rflags) & mask) {
+		snprintf(what, sizeof(what), "rflags native %#llx emulator %#llx (compared %#llx)",
+			 (unsigned long long)ctx->rflags, (unsigned long long)r.cpu.s.rflags,
+			 (unsigned long long)mask);
+		report(c, what);
+		return;
+	}
+	expect_rip = ctx->branch_taken ? target_addr(c) : fallthrough_addr(c);
+	if (r.cpu.s.rip != expect_rip) {
+		snprintf(what, sizeof(what), "rip native %#llx emulator %#llx",
+			 (unsigned long long)expect_rip, (unsigned long long)r.cpu.s.rip);
+		report(c, what);
+		return;
+	}
+	for (unsigned i = 0; i < SCRATCH_SIZE; i++) {
+		if (page[SCRATCH_OFF + i] != emu_scratch[i]) {
+			snprintf(what, sizeof(what), "scratch[%#x] native %#x emulator %#x", i,
+				 page[SCRATCH_OFF + i], emu_scratch[i]);
+			report(c, what);
+			return;
+		}
+	}
+}
+
+/* ---- encoding instructions ---- */
+
+struct operand {
+	bool mem;
+	unsigned reg; /* register operand, 0..15 */
+	unsigned size; /* memory operand size (for placing it inside the scratch) */
+	uint64_t value; /* initial memory value */
+	bool rip_rel_ok; /* may use RIP-relative addressing */
+	unsigned adsize; /* 8, or 4 with a 67 prefix */
+	unsigned max_off; /* keep the operand below this scratch offset (0: DATA_SIZE) */
+};
+
+struct insn_spec {
+	uint8_t prefix[4];
+	unsigned nr_prefix;
+	uint8_t rex; /* REX bits beyond R/X/B (W, or 0x40 alone to force one) */
+	uint8_t op[3];
+	unsigned nr_op;
+	bool modrm;
+	unsigned reg; /* ModRM.reg: register 0..15 or an opcode extension */
+	struct operand rm;
+	unsigned imm_size;
+	uint64_t imm;
+};
+
+static unsigned pick_free_reg(struct tcase *c)
+{
+	unsigned r;
+
+	do
+		r = rnd_below(16);
+	while (c->used & (1u << r));
+	c->used |= 1u << r;
+	return r;
+}
+
+/* Encode `s` into c->code, choosing address registers and their values for a memory operand
+ * so that it lands in the scratch buffer. */
+static void encode(struct tcase *c, struct insn_spec *s)
+{
+	uint8_t *p = c->code, rex = s->rex;
+	uint8_t modrm = 0, sib = 0;
+	bool has_sib = false, rip_rel = false;
+	unsigned disp_size = 0, base = 0, index = 4, scale = 0;
+	int64_t disp = 0;
+	uint64_t target = 0;
+	uint8_t *disp_at;
+
+	if (s->rm.adsize == 4) {
+		s->prefix[s->nr_prefix++] = 0x67;
+	}
+	p = emit_bytes(p, s->prefix, s->nr_prefix);
+	if (s->modrm) {
+		if (s->reg & 8)
+			rex |= 0x44;
+		if (!s->rm.mem) {
+			modrm = (uint8_t)(0xC0 | ((s->reg & 7) << 3) | (s->rm.reg & 7));
+			if (s->rm.reg & 8)
+				rex |= 0x41;
+		} else {
+			unsigned max = s->rm.max_off ? s->rm.max_off : DATA_SIZE;
+			unsigned off = rnd_below(max - s->rm.size + 1);
+			unsigned kind = rnd_below(s->rm.rip_rel_ok ? 6 : 5);
+			uint64_t idx_val = 0;
+
+			target = scratch_addr(off);
+			memcpy(c->scratch + off, &s->rm.value, s->rm.size);
+			disp = (int64_t)rnd_below(3) == 0 ? 0 : (int64_t)rnd_below(256) - 128;
+			if (rnd_below(4) == 0)
+				disp = (int64_t)(int32_t)rnd() >> rnd_below(20);
+			if (kind == 5) { /* RIP-relative */
+				rip_rel = true;
+				modrm = (uint8_t)(((s->reg & 7) << 3) | 5);
+				disp_size = 4;
+			} else if (kind == 4) { /* absolute disp32, SIB without base or index */
+				modrm = (uint8_t)(((s->reg & 7) << 3) | 4);
+				sib = 0x25;
+				has_sib = true;
+				disp = (int64_t)target;
+				disp_size = 4;
+			} else {
+				base = pick_free_reg(c);
+				if (kind >= 2) { /* with an index */
+					index = pick_free_reg(c);
+					scale = rnd_below(4);
+					idx_val = rnd_below(64);
+					c->gpr[index] = idx_val;
+					if (s->rm.adsize == 4) /* upper bits are ignored */
+						c->gpr[index] |= rnd() << 32;
+				}
+				c->gpr[base] = target - disp - (idx_val << scale);
+				if (s->rm.adsize == 4)
+					c->gpr[base] = (c->gpr[base] & 0xffffffff) | (rnd() << 32);
+				if (base & 8)
+					rex |= 0x41;
+				if (index != 4 && (index & 8))
+					rex |= 0x42;
+				if (disp == 0 && (base & 7) != 5)
+					disp_size = 0;
+				else if (disp >= -128 && disp < 128)
+					disp_size = 1;
+				else
+					disp_size = 4;
+				modrm = (uint8_t)((disp_size == 0 ? 0 : disp_size == 1 ? 0x40 : 0x80) |
+						  ((s->reg & 7) << 3));
+				if (index != 4 || (base & 7) == 4) {
+					has_sib = true;
+					modrm |= 4;
+					sib = (uint8_t)((scale << 6) | ((index & 7) << 3) | (base & 7));
+				} else {
+					modrm |= base & 7;
+				}
+			}
+		}
+	}
+	if (rex)
+		*p++ = rex | 0x40;
+	p = emit_bytes(p, s->op, s->nr_op);
+	if (s->modrm) {
+		*p++ = modrm;
+		if (has_sib)
+			*p++ = sib;
+	}
+	disp_at = p;
+	p += disp_size;
+	for (unsigned i = 0; i < s->imm_size; i++)
+		*p++ = (uint8_t)(s->imm >> (8 * i));
+	c->len = (unsigned)(p - c->code);
+	if (rip_rel)
+		disp = (int64_t)(target - (uint64_t)(uintptr_t)(page + INSN_OFF + c->len));
+	for (unsigned i = 0; i < disp_size; i++)
+		disp_at[i] = (uint8_t)((uint64_t)disp >> (8 * i));
+}
+
+/* A ModRM r/m operand: a register (value set) or memory (placed in the scratch). */
+static struct operand rm_operand(struct tcase *c, bool mem, unsigned size, unsigned *reg_out)
+{
+	struct operand o = { .mem = mem, .size = size, .value = rnd_value(size),
+			     .rip_rel_ok = true, .adsize = 8 };
+
+	if (!mem) {
+		o.reg = rnd_below(16);
+		if (o.reg == CPU_RSP && rnd_below(2))
+			o.reg = CPU_RBX;
+		*reg_out = o.reg;
+		c->used |= 1u << o.reg;
+	} else if (rnd_below(8) == 0) {
+		o.adsize = 4;
+	}
+	return o;
+}
+
+static void spec_init(struct insn_spec *s, unsigned size)
+{
+	memset(s, 0, sizeof(*s));
+	if (size == 2)
+		s->prefix[s->nr_prefix++] = 0x66;
+	if (size == 8)
+		s->rex = 0x48;
+	if (size == 1 && rnd_below(4) == 0)
+		s->rex = 0x40; /* SPL/BPL/SIL/DIL instead of AH..BH */
+}
+
+static void spec_op(struct insn_spec *s, unsigned a, int b)
+{
+	s->op[s->nr_op++] = (uint8_t)a;
+	if (b >= 0)
+		s->op[s->nr_op++] = (uint8_t)b;
+}
+
+/* Opcode + ModRM with reg = register or /digit, r/m = register or memory of `size`. */
+static void build_modrm(struct tcase *c, struct insn_spec *s, bool mem, unsigned size,
+			unsigned reg)
+{
+	unsigned rmreg;
+
+	s->modrm = true;
+	s->reg = reg;
+	s->rm = rm_operand(c, mem, size, &rmreg);
+}
+
+static unsigned imm_bytes_z(unsigned size)
+{
+	return size == 1 ? 1 : size == 2 ? 2 : 4;
+}
+
+static const unsigned sizes[4] = { 1, 2, 4, 8 };
+
+static void group_begin(const char *name)
+{
+	group_name = name;
+	group_cases = group_failures = 0;
+	test_failed_checks = 0;
+}
+
+static void group_end(void)
+{
+	if (group_failures)
+		printf("FAIL - %s: %u of %u cases differ\n", group_name, group_failures, group_cases);
+	else
+		printf("ok - %s (%u cases)\n", group_name, group_cases);
+	if (group_failures)
+		test_total_failed++;
+}
+
+static unsigned iters = 64;
+
+/* ---- instruction groups ---- */
+
+static const char *alu_names[8] = { "add", "or", "adc", "sbb", "and", "sub", "xor", "cmp" };
+
+static uint64_t logic_undef(unsigned op)
+{
+	return (op == 1 || op == 4 || op == 6) ? EMU_FLAG_AF : 0;
+}
+
+static void test_alu(void)
+{
+	char name[64];
+
+	for (unsigned op = 0; op < 8; op++) {
+		snprintf(name, sizeof(name), "%s (00-3F, 80-83 forms)", alu_names[op]);
+		group_begin(name);
+		for (unsigned n = 0; n < iters; n++) {
+			for (unsigned si = 0; si < 4; si++) {
+				unsigned size = sizes[si];
+
+				/* form 0-3: Eb,Gb Ev,Gv Gb,Eb Gv,Ev; 4/5 acc,imm; 80/81/83 */
+				for (unsigned form = 0; form < 8; form++) {
+					struct tcase c;
+					struct insn_spec s;
+					bool mem = rnd_below(2);
+
+					case_init(&c);
+					spec_init(&s, size);
+					if (form < 4) {
+						unsigned reg = pick_free_reg(&c);
+
+						c.gpr[reg] = rnd_value(8);
+						spec_op(&s, op * 8 + (form & 2) + (size > 1), -1);
+						build_modrm(&c, &s, mem, size, reg);
+					} else if (form == 4) {
+						spec_op(&s, op * 8 + 4 + (size > 1), -1);
+						s.imm_size = imm_bytes_z(size);
+						s.imm = rnd_value(8);
+					} else if (form == 5) {
+						spec_op(&s, 0x80 + (size > 1), -1);
+						build_modrm(&c, &s, mem, size, op);
+						s.imm_size = imm_bytes_z(size);
+						s.imm = rnd_value(8);
+					} else if (form == 6 && size > 1) {
+						spec_op(&s, 0x83, -1);
+						build_modrm(&c, &s, mem, size, op);
+						s.imm_size = 1;
+						s.imm = rnd_value(1);
+					} else {
+						continue;
+					}
+					if (rnd_below(8) == 0 && s.rm.mem && op != 7 && form != 2 &&
+					    form != 3)
+						s.prefix[s.nr_prefix++] = 0xF0; /* LOCK */
+					encode(&c, &s);
+					c.flags_undef = logic_undef(op);
+					check_case(&c);
+				}
+			}
+		}
+		group_end();
+	}
+}
+
+/* TEST (84/85, A8/A9, F6/F7 /0), NOT, NEG, INC, DEC */
+static void test_unary(void)
+{
+	static const struct {
+		const char *name;
+		unsigned kind;
+	} forms[] = { { "test", 0 }, { "not (F6/F7 /2)", 1 }, { "neg (F6/F7 /3)", 2 },
+		      { "inc (FE/FF /0)", 3 }, { "dec (FE/FF /1)", 4 } };
+
+	for (unsigned f = 0; f < 5; f++) {
+		group_begin(forms[f].name);
+		for (unsigned n = 0; n < iters * 4; n++) {
+			unsigned size = sizes[n & 3];
+			struct tcase c;
+			struct insn_spec s;
+			bool mem = rnd_below(2);
+
+			case_init(&c);
+			spec_init(&s, size);
+			switch (forms[f].kind) {
+			case 0:
+				switch (rnd_below(3)) {
+				case 0: {
+					unsigned reg = pick_free_reg(&c);
+
+					spec_op(&s, 0x84 + (size > 1), -1);
+					build_modrm(&c, &s, mem, size, reg);
+					break;
+				}
+				case 1:
+					spec_op(&s, 0xA8 + (size > 1), -1);
+					s.imm_size = imm_bytes_z(size);
+					s.imm = rnd_value(8);
+					break;
+				default:
+					spec_op(&s, 0xF6 + (size > 1), -1);
+					build_modrm(&c, &s, mem, size, rnd_below(2));
+					s.imm_size = imm_bytes_z(size);
+					s.imm = rnd_value(8);
+					break;
+				}
+				c.flags_undef = EMU_FLAG_AF;
+				break;
+			case 1:
+			case 2:
+				spec_op(&s, 0xF6 + (size > 1), -1);
+				build_modrm(&c, &s, mem, size, forms[f].kind + 1);
+				break;
+			default:
+				spec_op(&s, 0xFE + (size > 1), -1);
+				build_modrm(&c, &s, mem, size, forms[f].kind - 3);
+				break;
+			}
+			if (forms[f].kind && mem && rnd_below(8) == 0)
+				s.prefix[s.nr_prefix++] = 0xF0;
+			encode(&c, &s);
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
+static unsigned rnd_count(unsigned size)
+{
+	static const unsigned edges[] = { 0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255 };
+
+	(void)size;
+	if (rnd_below(2))
+		return edges[rnd_below(16)];
+	return (unsigned)rnd() & 0xff;
+}
+
+static const char *shift_names[8] = { "rol", "ror", "rcl", "rcr", "shl", "shr", "sal (/6)",
+				      "sar" };
+
+static void test_shifts(void)
+{
+	char name[64];
+
+	for (unsigned op = 0; op < 8; op++) {
+		snprintf(name, sizeof(name), "%s (C0/C1/D0-D3)", shift_names[op]);
+		group_begin(name);
+		for (unsigned n = 0; n < iters * 6; n++) {
+			unsigned size = sizes[n & 3], bits = 8 * size, form = rnd_below(3), count;
+			unsigned masked;
+			struct tcase c;
+			struct insn_spec s;
+			bool mem = rnd_below(2);
+
+			case_init(&c);
+			spec_init(&s, size);
+			c.used |= 1u << CPU_RCX;
+			count = rnd_count(size);
+			if (form == 0) { /* C0/C1 ib */
+				spec_op(&s, 0xC0 + (size > 1), -1);
+				s.imm_size = 1;
+				s.imm = count;
+			} else if (form == 1) { /* D0/D1: by 1 */
+				spec_op(&s, 0xD0 + (size > 1), -1);
+				count = 1;
+			} else { /* D2/D3: by CL */
+				spec_op(&s, 0xD2 + (size > 1), -1);
+				c.gpr[CPU_RCX] = (rnd() & ~0xffull) | count;
+			}
+			build_modrm(&c, &s, mem, size, op);
+			if (!mem && s.rm.reg == CPU_RCX) /* keep CL the count */
+				s.rm.reg = CPU_RDX;
+			encode(&c, &s);
+			masked = count & (size == 8 ? 63 : 31);
+			if (op <= 3) {
+				if (masked != 1)
+					c.flags_undef = EMU_FLAG_OF;
+			} else {
+				c.flags_undef = EMU_FLAG_AF;
+				if (masked != 1)
+					c.flags_undef |= EMU_FLAG_OF;
+				if (masked >= bits && op != 7)
+					c.flags_undef |= EMU_FLAG_CF;
+			}
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
+static void test_shift_double(void)
+{
+	group_begin("shld/shrd (0F A4/A5/AC/AD)");
+	for (unsigned n = 0; n < iters * 16; n++) {
+		unsigned size = sizes[1 + n % 3], op = 0xA4 + (rnd_below(2) ? 8 : 0) + rnd_below(2);
+		unsigned count, masked, reg;
+		struct tcase c;
+		struct insn_spec s;
+		bool mem = rnd_below(2);
+
+		case_init(&c);
+		spec_init(&s, size);
+		c.used |= 1u << CPU_RCX;
+		count = rnd_count(size);
+		masked = count & (size == 8 ? 63 : 31);
+		if (size == 2 && masked > 16)
+			count = masked = 16; /* result undefined above the operand size */
+		reg = pick_free_reg(&c);
+		spec_op(&s, 0x0F, (int)op);
+		build_modrm(&c, &s, mem, size, reg);
+		if (!mem && s.rm.reg == CPU_RCX)
+			s.rm.reg = CPU_RDX;
+		if (op & 1) {
+			c.gpr[CPU_RCX] = (rnd() & ~0xffull) | count;
+		} else {
+			s.imm_size = 1;
+			s.imm = count;
+		}
+		encode(&c, &s);
+		c.flags_undef = EMU_FLAG_AF | (masked != 1 ? EMU_FLAG_OF : 0);
+		check_case(&c);
+	}
+	group_end();
+}
+
+static void test_muldiv(void)
+{
+	static const char *names[4] = { "mul (F6/F7 /4)", "imul (F6/F7 /5)", "div (F6/F7 /6)",
+					"idiv (F6/F7 /7)" };
+
+	for (unsigned op = 4; op < 8; op++) {
+		group_begin(names[op - 4]);
+		for (unsigned n = 0; n < iters * 8; n++) {
+			unsigned size = sizes[n & 3];
+			struct tcase c;
+			struct insn_spec s;
+			bool mem = rnd_below(2);
+
+			case_init(&c);
+			spec_init(&s, size);
+			c.used |= (1u << CPU_RAX) | (1u << CPU_RDX);
+			if (op >= 6 && rnd_below(2)) {
+				/* Mostly avoid #DE: a small high half. */
+				c.gpr[CPU_RDX] = rnd_below(2) ? 0 : (rnd() & ~emu_size_mask(size));
+				if (size == 1)
+					c.gpr[CPU_RAX] &= ~0xff00ull;
+				if (op == 7 && rnd_below(2)) { /* sign-extended dividend */
+					uint64_t lo = c.gpr[CPU_RAX];
+					bool neg = lo & emu_sign_bit(size);
+
+					if (size == 1)
+						c.gpr[CPU_RAX] = (lo & ~0xff00ull) | (neg ? 0xff00 : 0);
+					else
+						c.gpr[CPU_RDX] = neg ? ~0ull : 0;
+				}
+			}
+			spec_op(&s, 0xF6 + (size > 1), -1);
+			build_modrm(&c, &s, mem, size, op);
+			if (!mem && (s.rm.reg == CPU_RAX || s.rm.reg == CPU_RDX) && rnd_below(2))
+				s.rm.reg = CPU_RBX;
+			encode(&c, &s);
+			c.flags_undef = op <= 5 ? EMU_FLAG_SF | EMU_FLAG_ZF | EMU_FLAG_AF | EMU_FLAG_PF
+						: EMU_FLAGS_ARITH;
+			check_case(&c);
+		}
+		group_end();
+	}
+	group_begin("imul (0F AF, 69, 6B)");
+	for (unsigned n = 0; n < iters * 12; n++) {
+		unsigned size = sizes[1 + n % 3], form = rnd_below(3);
+		struct tcase c;
+		struct insn_spec s;
+		unsigned reg;
+
+		case_init(&c);
+		spec_init(&s, size);
+		reg = pick_free_reg(&c);
+		if (form == 0)
+			spec_op(&s, 0x0F, 0xAF);
+		else
+			spec_op(&s, form == 1 ? 0x69 : 0x6B, -1);
+		build_modrm(&c, &s, rnd_below(2), size, reg);
+		if (form) {
+			s.imm_size = form == 1 ? imm_bytes_z(size) : 1;
+			s.imm = rnd_value(8);
+		}
+		encode(&c, &s);
+		c.flags_undef = EMU_FLAG_SF | EMU_FLAG_ZF | EMU_FLAG_AF | EMU_FLAG_PF;
+		check_case(&c);
+	}
+	group_end();
+}
+
+int main(void)
+{
+	struct sigaction sa;
+	stack_t ss;
+	const char *env;
+	struct timespec t0, t1;
+
+	if ((env = getenv("EMU_DIFF_ITERS")))
+		iters = (unsigned)strtoul(env, NULL, 0);
+	if ((env = getenv("EMU_DIFF_SEED")))
+		rng_state = strtoull(env, NULL, 0) | 1;
+	page = mmap(NULL, PAGE_SIZE_TOTAL, PROT_READ | PROT_WRITE | PROT_EXEC,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+	if (page == MAP_FAILED) {
+		printf("FAIL - mmap of an executable page\n");
+		return 1;
+	}
+	ctx = (struct native_ctx *)(page + CTX_OFF);
+	build_prologue();
+
+	ss.ss_sp = malloc(1 << 16);
+	ss.ss_size = 1 << 16;
+	ss.ss_flags = 0;
+	sigaltstack(&ss, NULL);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = native_signal;
+	sa.sa_flags = SA_ONSTACK | SA_NODEFER;
+	sigaction(SIGFPE, &sa, NULL);
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGBUS, &sa, NULL);
+	sigaction(SIGILL, &sa, NULL);
+	sigaction(SIGTRAP, &sa, NULL);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	test_alu();
+	test_unary();
+	test_shifts();
+	test_shift_double();
+	test_muldiv();
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	printf("# %lu cases in %.2f s\n", total_cases,
+	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	return TEST_EXIT();
+}
