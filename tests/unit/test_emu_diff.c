@@ -111,6 +111,7 @@ struct tcase {
 	uint64_t flags_undef; /* flags not compared */
 	unsigned used; /* registers with a role (not free for address registers) */
 	unsigned max_steps; /* emulator steps allowed (REP string instructions) */
+	unsigned mem_off; /* scratch offset of the ModRM memory operand */
 };
 
 static const char *group_name;
@@ -330,9 +331,17 @@ static void check_case(struct tcase *c)
 	sig = run_native(c);
 	run_emulator(c, &r);
 	if (sig) {
-		if (sig == SIGFPE && r.status == EMU_EXCEPTION && r.cpu.exc.vector == EMU_VEC_DE &&
-		    r.cpu.s.rip == (uint64_t)(uintptr_t)page + INSN_OFF)
+		unsigned vector = sig == SIGFPE ? EMU_VEC_DE : sig == SIGILL ? EMU_VEC_UD : 255;
+
+		if (r.status == EMU_EXCEPTION && r.cpu.exc.vector == vector &&
+		    r.cpu.s.rip == (uint64_t)(uintptr_t)page + INSN_OFF) {
+			/* A fault leaves the state as it was before the instruction. */
+			if (memcmp(r.cpu.s.gpr, c->gpr, sizeof(c->gpr)) ||
+			    ((r.cpu.s.rflags ^ c->rflags) & COMPARED_FLAGS) ||
+			    memcmp(emu_scratch, c->scratch, SCRATCH_SIZE))
+				report(c, "emulator changed state on a fault");
 			return;
+		}
 		snprintf(what, sizeof(what), "native signal %d, emulator status %d vector %u", sig,
 			 r.status, r.cpu.exc.vector);
 		report(c, what);
@@ -386,7 +395,7 @@ struct operand {
 	uint64_t value; /* initial memory value */
 	bool rip_rel_ok; /* may use RIP-relative addressing */
 	unsigned adsize; /* 8, or 4 with a 67 prefix */
-	unsigned max_off; /* keep the operand below this scratch offset (0: DATA_SIZE) */
+	unsigned min_off, max_off; /* keep the operand in [min_off, max_off) (0: DATA_SIZE) */
 };
 
 struct insn_spec {
@@ -438,11 +447,12 @@ static void encode(struct tcase *c, struct insn_spec *s)
 				rex |= 0x41;
 		} else {
 			unsigned max = s->rm.max_off ? s->rm.max_off : DATA_SIZE;
-			unsigned off = rnd_below(max - s->rm.size + 1);
+			unsigned off = s->rm.min_off + rnd_below(max - s->rm.min_off - s->rm.size + 1);
 			unsigned kind = rnd_below(s->rm.rip_rel_ok ? 6 : 5);
 			uint64_t idx_val = 0;
 
 			target = scratch_addr(off);
+			c->mem_off = off;
 			memcpy(c->scratch + off, &s->rm.value, s->rm.size);
 			disp = (int64_t)rnd_below(3) == 0 ? 0 : (int64_t)rnd_below(256) - 128;
 			if (rnd_below(4) == 0)
@@ -876,6 +886,580 @@ static void test_muldiv(void)
 	group_end();
 }
 
+/* MOV 88-8B, B0-BF, C6/C7, A0-A3, 8C */
+static void test_mov(void)
+{
+	group_begin("mov (88-8C, A0-A3, B0-BF, C6/C7)");
+	for (unsigned n = 0; n < iters * 16; n++) {
+		unsigned size = sizes[n & 3], form = rnd_below(6), reg;
+		struct tcase c;
+		struct insn_spec s;
+
+		case_init(&c);
+		spec_init(&s, size);
+		switch (form) {
+		case 0: /* 88/89/8A/8B */
+			reg = pick_free_reg(&c);
+			spec_op(&s, 0x88 + 2 * rnd_below(2) + (size > 1), -1);
+			build_modrm(&c, &s, rnd_below(2), size, reg);
+			break;
+		case 1: /* B0+r / B8+r */
+			reg = rnd_below(16);
+			if (reg & 8)
+				s.rex |= 0x41;
+			spec_op(&s, (size == 1 ? 0xB0 : 0xB8) + (reg & 7), -1);
+			s.imm_size = size;
+			s.imm = rnd_value(8);
+			break;
+		case 2: /* C6/C7 /0 */
+			spec_op(&s, 0xC6 + (size > 1), -1);
+			build_modrm(&c, &s, rnd_below(2), size, 0);
+			s.imm_size = imm_bytes_z(size);
+			s.imm = rnd_value(8);
+			break;
+		case 3: { /* A0-A3 moffs */
+			unsigned off = rnd_below(DATA_SIZE - 8), asz = rnd_below(4) ? 8 : 4;
+
+			if (asz == 4)
+				s.prefix[s.nr_prefix++] = 0x67;
+			spec_op(&s, 0xA0 + 2 * rnd_below(2) + (size > 1), -1);
+			s.imm_size = asz;
+			s.imm = scratch_addr(off);
+			break;
+		}
+		case 4: /* 8C: MOV r/m, Sreg */
+			if (size == 1)
+				size = 2, s.rex &= ~0x40;
+			spec_op(&s, 0x8C, -1);
+			build_modrm(&c, &s, rnd_below(2), size, rnd_below(6));
+			if (s.rm.mem && s.nr_prefix && s.prefix[0] == 0x66 && rnd_below(2))
+				s.nr_prefix = 0;
+			break;
+		default: /* LEA */
+			if (size == 1)
+				break;
+			reg = pick_free_reg(&c);
+			spec_op(&s, 0x8D, -1);
+			build_modrm(&c, &s, true, size, reg);
+			break;
+		}
+		if (form == 5 && size == 1)
+			continue;
+		encode(&c, &s);
+		check_case(&c);
+	}
+	group_end();
+}
+
+/* MOVZX/MOVSX 0F B6/B7/BE/BF, MOVSXD 63, CBW..CQO 98/99, BSWAP, XLAT */
+static void test_extend(void)
+{
+	group_begin("movzx/movsx/movsxd/cbw/cwd/bswap/xlat");
+	for (unsigned n = 0; n < iters * 16; n++) {
+		unsigned size = sizes[1 + n % 3], form = rnd_below(6), reg;
+		struct tcase c;
+		struct insn_spec s;
+
+		case_init(&c);
+		spec_init(&s, size);
+		switch (form) {
+		case 0: { /* MOVZX/MOVSX */
+			unsigned op = (rnd_below(2) ? 0xB6 : 0xBE) + rnd_below(2);
+
+			reg = pick_free_reg(&c);
+			spec_op(&s, 0x0F, (int)op);
+			if (!(op & 1) && rnd_below(3) == 0)
+				s.rex |= 0x40;
+			build_modrm(&c, &s, rnd_below(2), (op & 1) ? 2 : 1, reg);
+			break;
+		}
+		case 1: /* MOVSXD */
+			reg = pick_free_reg(&c);
+			spec_op(&s, 0x63, -1);
+			build_modrm(&c, &s, rnd_below(2), size == 8 ? 4 : size, reg);
+			break;
+		case 2:
+			spec_op(&s, 0x98 + rnd_below(2), -1);
+			break;
+		case 3: /* BSWAP r32/r64 (16-bit is undefined) */
+			if (size == 2) {
+				s.nr_prefix = 0;
+				size = 4;
+			}
+			reg = rnd_below(16);
+			if (reg & 8)
+				s.rex |= 0x41;
+			spec_op(&s, 0x0F, 0xC8 + (int)(reg & 7));
+			break;
+		case 4: { /* XLAT */
+			unsigned off = rnd_below(DATA_SIZE - 256);
+
+			s.nr_prefix = 0;
+			c.used |= (1u << CPU_RBX) | (1u << CPU_RAX);
+			c.gpr[CPU_RBX] = scratch_addr(off);
+			spec_op(&s, 0xD7, -1);
+			break;
+		}
+		default: /* XCHG with rAX, 90+r */
+			reg = rnd_below(16);
+			if (reg & 8)
+				s.rex |= 0x41;
+			spec_op(&s, 0x90 + (reg & 7), -1);
+			break;
+		}
+		encode(&c, &s);
+		check_case(&c);
+	}
+	group_end();
+}
+
+/* XCHG 86/87, CMPXCHG 0F B0/B1, XADD 0F C0/C1 */
+static void test_exchange(void)
+{
+	static const char *names[3] = { "xchg (86/87)", "cmpxchg (0F B0/B1)", "xadd (0F C0/C1)" };
+
+	for (unsigned g = 0; g < 3; g++) {
+		group_begin(names[g]);
+		for (unsigned n = 0; n < iters * 8; n++) {
+			unsigned size = sizes[n & 3], reg;
+			struct tcase c;
+			struct insn_spec s;
+			bool mem = rnd_below(2);
+
+			case_init(&c);
+			spec_init(&s, size);
+			if (g == 1)
+				c.used |= 1u << CPU_RAX;
+			reg = pick_free_reg(&c);
+			if (g == 0)
+				spec_op(&s, 0x86 + (size > 1), -1);
+			else
+				spec_op(&s, 0x0F, (g == 1 ? 0xB0 : 0xC0) + (size > 1));
+			build_modrm(&c, &s, mem, size, reg);
+			if (g == 1 && rnd_below(2)) { /* make the comparison succeed */
+				if (mem)
+					c.gpr[CPU_RAX] = (c.gpr[CPU_RAX] & ~emu_size_mask(size)) |
+							 (s.rm.value & emu_size_mask(size));
+				else
+					c.gpr[CPU_RAX] = c.gpr[s.rm.reg];
+			}
+			if (mem && rnd_below(4) == 0)
+				s.prefix[s.nr_prefix++] = 0xF0;
+			encode(&c, &s);
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
+/* BT/BTS/BTR/BTC with a register offset and with imm8 */
+static void test_bit_test(void)
+{
+	static const char *names[4] = { "bt (0F A3, 0F BA /4)", "bts (0F AB, 0F BA /5)",
+					"btr (0F B3, 0F BA /6)", "btc (0F BB, 0F BA /7)" };
+
+	for (unsigned op = 0; op < 4; op++) {
+		group_begin(names[op]);
+		for (unsigned n = 0; n < iters * 8; n++) {
+			unsigned size = sizes[1 + n % 3], reg;
+			struct tcase c;
+			struct insn_spec s;
+			bool mem = rnd_below(2);
+
+			case_init(&c);
+			spec_init(&s, size);
+			if (rnd_below(2)) {
+				reg = pick_free_reg(&c);
+				spec_op(&s, 0x0F, 0xA3 + 8 * (int)op);
+				/* Memory: a bit offset within ±256 bits of the operand. */
+				if (mem)
+					c.gpr[reg] = (uint64_t)((int64_t)rnd_below(512) - 256) ^
+						     (rnd_below(2) ? (rnd() << 16 & ~emu_size_mask(size)) : 0);
+				build_modrm(&c, &s, mem, size, reg);
+				s.rm.min_off = 64;
+				s.rm.max_off = DATA_SIZE - 64;
+			} else {
+				spec_op(&s, 0x0F, 0xBA);
+				build_modrm(&c, &s, mem, size, 4 + op);
+				s.imm_size = 1;
+				s.imm = rnd();
+			}
+			if (op && mem && rnd_below(4) == 0)
+				s.prefix[s.nr_prefix++] = 0xF0;
+			encode(&c, &s);
+			c.flags_undef = EMU_FLAG_OF | EMU_FLAG_SF | EMU_FLAG_AF | EMU_FLAG_PF;
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
+/* BSF/BSR 0F BC/BD, POPCNT F3 0F B8 */
+static void test_bit_scan(void)
+{
+	static const char *names[3] = { "bsf (0F BC)", "bsr (0F BD)", "popcnt (F3 0F B8)" };
+
+	for (unsigned g = 0; g < 3; g++) {
+		group_begin(names[g]);
+		for (unsigned n = 0; n < iters * 8; n++) {
+			unsigned size = sizes[1 + n % 3], reg;
+			struct tcase c;
+			struct insn_spec s;
+
+			case_init(&c);
+			spec_init(&s, size);
+			if (g == 2) {
+				memmove(s.prefix + 1, s.prefix, s.nr_prefix);
+				s.prefix[0] = 0xF3; /* 66 F3 or F3 alone; REX stays last */
+				s.nr_prefix++;
+			}
+			reg = pick_free_reg(&c);
+			spec_op(&s, 0x0F, g == 2 ? 0xB8 : 0xBC + (int)g);
+			build_modrm(&c, &s, rnd_below(2), size, reg);
+			if (rnd_below(4) == 0) { /* a zero source */
+				s.rm.value &= ~emu_size_mask(size);
+				if (!s.rm.mem)
+					c.gpr[s.rm.reg] &= ~emu_size_mask(size);
+			}
+			encode(&c, &s);
+			if (g < 2)
+				c.flags_undef = EMU_FLAG_CF | EMU_FLAG_OF | EMU_FLAG_SF | EMU_FLAG_AF |
+						EMU_FLAG_PF;
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
+/* SETcc, CMOVcc: all 16 conditions with random flags */
+static void test_conditional(void)
+{
+	group_begin("setcc (0F 90-9F)");
+	for (unsigned n = 0; n < iters * 16; n++) {
+		struct tcase c;
+		struct insn_spec s;
+
+		case_init(&c);
+		spec_init(&s, 1);
+		spec_op(&s, 0x0F, 0x90 + (int)(n & 15));
+		build_modrm(&c, &s, rnd_below(2), 1, rnd_below(8));
+		encode(&c, &s);
+		check_case(&c);
+	}
+	group_end();
+	group_begin("cmovcc (0F 40-4F)");
+	for (unsigned n = 0; n < iters * 16; n++) {
+		unsigned size = sizes[1 + n % 3], reg;
+		struct tcase c;
+		struct insn_spec s;
+
+		case_init(&c);
+		spec_init(&s, size);
+		reg = pick_free_reg(&c);
+		spec_op(&s, 0x0F, 0x40 + (int)(rnd() & 15));
+		build_modrm(&c, &s, rnd_below(2), size, reg);
+		encode(&c, &s);
+		check_case(&c);
+	}
+	group_end();
+}
+
+/* Jcc, JMP, CALL, RET, indirect JMP/CALL, LOOP/JrCXZ: targets are the fall-through or the
+ * block BRANCH_DISTANCE bytes after it. */
+static void test_branches(void)
+{
+	group_begin("jcc/jmp/call/ret/loop (70-7F, 0F 80-8F, E0-E3, E8, E9, EB, C2, C3, FF /2 /4)");
+	for (unsigned n = 0; n < iters * 32; n++) {
+		unsigned form = rnd_below(9);
+		struct tcase c;
+		struct insn_spec s;
+
+		case_init(&c);
+		spec_init(&s, 4);
+		switch (form) {
+		case 0: /* Jcc rel8 */
+			spec_op(&s, 0x70 + (int)(rnd() & 15), -1);
+			s.imm_size = 1;
+			s.imm = BRANCH_DISTANCE;
+			break;
+		case 1: /* Jcc rel32 */
+			spec_op(&s, 0x0F, 0x80 + (int)(rnd() & 15));
+			s.imm_size = 4;
+			s.imm = BRANCH_DISTANCE;
+			break;
+		case 2: /* JMP rel8/rel32, CALL rel32 */
+			switch (rnd_below(3)) {
+			case 0:
+				spec_op(&s, 0xEB, -1);
+				s.imm_size = 1;
+				break;
+			case 1:
+				spec_op(&s, 0xE9, -1);
+				s.imm_size = 4;
+				break;
+			default:
+				spec_op(&s, 0xE8, -1);
+				s.imm_size = 4;
+				break;
+			}
+			s.imm = BRANCH_DISTANCE;
+			break;
+		case 3:
+		case 4: { /* RET / RET imm16: the return address is on the stack */
+			bool imm = form == 4;
+
+			spec_op(&s, imm ? 0xC2 : 0xC3, -1);
+			if (imm) {
+				s.imm_size = 2;
+				s.imm = rnd_below(3) ? rnd_below(64) : rnd() & 0xffff;
+				if (s.imm > 0x200)
+					s.imm &= 0x1ff;
+			}
+			break;
+		}
+		case 5:
+		case 6: { /* JMP/CALL indirect through a register or memory */
+			unsigned ext = form == 5 ? 4 : 2;
+
+			spec_init(&s, 8);
+			s.rex = rnd_below(2) ? 0x48 : 0;
+			spec_op(&s, 0xFF, -1);
+			build_modrm(&c, &s, rnd_below(2), 8, ext);
+			break;
+		}
+		default: { /* LOOP/LOOPE/LOOPNE/JrCXZ */
+			static const uint64_t counts[] = { 0, 1, 2, 0x100000000ull, 0x100000001ull };
+
+			c.used |= 1u << CPU_RCX;
+			c.gpr[CPU_RCX] = rnd_below(2) ? counts[rnd_below(5)] : rnd_value(8);
+			if (rnd_below(3) == 0)
+				s.prefix[s.nr_prefix++] = 0x67;
+			spec_op(&s, 0xE0 + (int)rnd_below(4), -1);
+			s.imm_size = 1;
+			s.imm = BRANCH_DISTANCE;
+			break;
+		}
+		}
+		encode(&c, &s);
+		/* Now the addresses are known: put the targets where the instruction reads them. */
+		{
+			uint64_t where = rnd_below(2) ? target_addr(&c) : fallthrough_addr(&c);
+			unsigned sp = (unsigned)(c.gpr[CPU_RSP] - scratch_addr(0));
+
+			if (form == 3 || form == 4)
+				memcpy(c.scratch + sp, &where, 8);
+			if (form == 5 || form == 6) {
+				if (s.rm.mem) {
+					memcpy(c.scratch + c.mem_off, &where, 8);
+				} else {
+					c.gpr[s.rm.reg] = where;
+				}
+			}
+		}
+		if ((form == 5 || form == 6) && !s.rm.mem && s.rm.reg == CPU_RSP)
+			continue; /* would run the native stub on a code-address stack */
+		check_case(&c);
+	}
+	group_end();
+}
+
+/* PUSH/POP in all forms, PUSHF/POPF, LEAVE, ENTER */
+static void test_stack(void)
+{
+	group_begin("push/pop/pushf/popf/leave/enter (50-5F, 68, 6A, 8F, 9C, 9D, C8, C9, FF /6)");
+	for (unsigned n = 0; n < iters * 32; n++) {
+		unsigned form = rnd_below(8), reg;
+		struct tcase c;
+		struct insn_spec s;
+		bool o16 = rnd_below(4) == 0;
+
+		case_init(&c);
+		spec_init(&s, o16 ? 2 : 4);
+		switch (form) {
+		case 0: /* PUSH r / POP r */
+			reg = rnd_below(16);
+			if (reg & 8)
+				s.rex |= 0x41;
+			spec_op(&s, (rnd_below(2) ? 0x50 : 0x58) + (reg & 7), -1);
+			break;
+		case 1: /* PUSH imm */
+			if (rnd_below(2)) {
+				spec_op(&s, 0x68, -1);
+				s.imm_size = o16 ? 2 : 4;
+			} else {
+				spec_op(&s, 0x6A, -1);
+				s.imm_size = 1;
+			}
+			s.imm = rnd_value(8);
+			break;
+		case 2: /* PUSH r/m (FF /6), POP r/m (8F /0) */
+			if (rnd_below(2)) {
+				spec_op(&s, 0xFF, -1);
+				build_modrm(&c, &s, rnd_below(2), o16 ? 2 : 8, 6);
+			} else {
+				spec_op(&s, 0x8F, -1);
+				build_modrm(&c, &s, rnd_below(2), o16 ? 2 : 8, 0);
+			}
+			break;
+		case 3: /* PUSHF */
+			spec_op(&s, 0x9C, -1);
+			break;
+		case 4: { /* POPF: arithmetic flags, DF, and IF/IOPL that CPL 3 cannot change */
+			uint64_t v = (rnd() & (EMU_FLAGS_ARITH | EMU_FLAG_DF | EMU_FLAG_IF |
+					       EMU_FLAG_IOPL)) | EMU_FLAG_FIXED1;
+			unsigned sp = (unsigned)(c.gpr[CPU_RSP] - scratch_addr(0));
+
+			spec_op(&s, 0x9D, -1);
+			memcpy(c.scratch + sp, &v, 8);
+			break;
+		}
+		case 5: /* LEAVE */
+		case 6: /* ENTER */
+			c.used |= 1u << CPU_RBP;
+			c.gpr[CPU_RBP] = (c.gpr[CPU_RBP] & ~0xffffull & (o16 ? ~0ull : 0)) |
+					 (scratch_addr(0x100 + 8 * rnd_below(48)) & (o16 ? 0xffff : ~0ull));
+			if (o16) /* 16-bit LEAVE/ENTER: RBP's upper bits must still address scratch */
+				c.gpr[CPU_RBP] = scratch_addr(0x100 + 8 * rnd_below(48));
+			if (form == 5) {
+				spec_op(&s, 0xC9, -1);
+			} else {
+				spec_op(&s, 0xC8, -1);
+				s.imm_size = 3;
+				s.imm = rnd_below(64) | ((uint64_t)rnd_below(4) << 16);
+				if (rnd_below(8) == 0)
+					s.imm = rnd_below(0x80) | ((uint64_t)(rnd() & 0xff) << 16);
+			}
+			break;
+		default: /* LAHF/SAHF, CLC/STC/CMC/CLD/STD */
+			s.nr_prefix = 0;
+			spec_op(&s, ((const uint8_t[]){ 0x9E, 0x9F, 0xF8, 0xF9, 0xF5, 0xFC, 0xFD })
+					    [rnd_below(7)],
+				-1);
+			c.rflags |= rnd() & EMU_FLAG_DF;
+			break;
+		}
+		encode(&c, &s);
+		if (form == 2 && s.rm.mem && s.op[0] == 0x8F)
+			c.max_steps = 1;
+		check_case(&c);
+	}
+	group_end();
+}
+
+/* MOVS/CMPS/STOS/LODS/SCAS with and without REP/REPE/REPNE, both directions, 64- and 32-bit
+ * addresses. */
+static void test_strings(void)
+{
+	static const char *names[5] = { "movs (A4/A5)", "cmps (A6/A7)", "stos (AA/AB)",
+					"lods (AC/AD)", "scas (AE/AF)" };
+	static const uint8_t ops[5] = { 0xA4, 0xA6, 0xAA, 0xAC, 0xAE };
+
+	for (unsigned g = 0; g < 5; g++) {
+		group_begin(names[g]);
+		for (unsigned n = 0; n < iters * 8; n++) {
+			unsigned size = sizes[n & 3], rep = rnd_below(3), count = rnd_below(20);
+			unsigned si = 160 + rnd_below(DATA_SIZE - 320), di = 160 + rnd_below(DATA_SIZE - 320);
+			struct tcase c;
+			struct insn_spec s;
+			bool a32 = rnd_below(4) == 0;
+
+			case_init(&c);
+			spec_init(&s, size);
+			if (rep)
+				s.prefix[s.nr_prefix++] = rep == 1 ? 0xF3 : 0xF2;
+			if (a32)
+				s.prefix[s.nr_prefix++] = 0x67;
+			spec_op(&s, ops[g] + (size > 1), -1);
+			encode(&c, &s);
+			c.rflags |= rnd() & EMU_FLAG_DF;
+			c.gpr[CPU_RSI] = scratch_addr(si) | (a32 ? rnd() << 32 : 0);
+			c.gpr[CPU_RDI] = scratch_addr(di) | (a32 ? rnd() << 32 : 0);
+			c.gpr[CPU_RCX] = (rnd_below(4) == 0 ? 0 : count) | (rnd() << 32);
+			if (!a32)
+				c.gpr[CPU_RCX] &= 0xffffffff;
+			if (rnd_below(2)) { /* equal data, so REPE/REPNE run on */
+				memcpy(c.scratch + di - 128, c.scratch + si - 128, 256);
+				if (rnd_below(2))
+					memset(c.scratch + di - 128, (int)(c.gpr[CPU_RAX] & 0xff), 256);
+				if (g == 4 && size > 1)
+					for (unsigned i = 0; i < 256; i += size)
+						memcpy(c.scratch + di - 128 + i, &c.gpr[CPU_RAX], size);
+				c.scratch[di + rnd_below(128) - 64] ^= (uint8_t)(1 + rnd_below(255));
+			}
+			c.max_steps = 100;
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
+/* NOPs: 90, 66 90, F3 90 (PAUSE), 0F 1F /0, ENDBR64, 0F 18 /0-3 */
+static void test_nops(void)
+{
+	static const uint8_t forms[][12] = {
+		{ 1, 0x90 },
+		{ 2, 0x66, 0x90 },
+		{ 2, 0xF3, 0x90 },
+		{ 4, 0xF3, 0x0F, 0x1E, 0xFA },
+		{ 3, 0x0F, 0x1F, 0x00 },
+		{ 4, 0x0F, 0x1F, 0x40, 0x00 },
+		{ 5, 0x0F, 0x1F, 0x44, 0x00, 0x00 },
+		{ 6, 0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00 },
+		{ 7, 0x0F, 0x1F, 0x80, 0x00, 0x00, 0x00, 0x00 },
+		{ 8, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00 },
+		{ 9, 0x66, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00 },
+		{ 11, 0x66, 0x66, 0x2E, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00 },
+		{ 3, 0x0F, 0x18, 0x08 },
+		{ 4, 0x48, 0x0F, 0x1F, 0xC0 },
+	};
+
+	group_begin("nop, multi-byte nop, endbr64, pause, prefetch");
+	for (unsigned n = 0; n < iters * 4; n++) {
+		const uint8_t *f = forms[n % (sizeof(forms) / sizeof(forms[0]))];
+		struct tcase c;
+
+		case_init(&c);
+		memcpy(c.code, f + 1, f[0]);
+		c.len = f[0];
+		/* Memory forms use RAX: let it point at the scratch (a prefetch touches it). */
+		c.gpr[CPU_RAX] = scratch_addr(rnd_below(DATA_SIZE - 16));
+		check_case(&c);
+	}
+	group_end();
+}
+
+/* Encodings the host rejects with #UD must raise #UD in the emulator too. */
+static void test_invalid(void)
+{
+	static const uint8_t forms[][6] = {
+		{ 2, 0x0F, 0x0B }, /* UD2 */
+		{ 1, 0x06 }, /* PUSH ES: invalid in 64-bit mode */
+		{ 1, 0x27 }, /* DAA */
+		{ 1, 0xD6 }, /* SALC */
+		{ 3, 0xF0, 0x01, 0xC0 }, /* LOCK on a register destination */
+		{ 3, 0xF0, 0x39, 0x00 }, /* LOCK CMP */
+		{ 3, 0xF0, 0x8B, 0x00 }, /* LOCK MOV */
+		{ 2, 0x8D, 0xC0 }, /* LEA with a register operand */
+		{ 2, 0xFE, 0xD0 }, /* FE /2 */
+		{ 2, 0xFF, 0xF8 }, /* FF /7 */
+		{ 3, 0x0F, 0xBA, 0xC0 }, /* 0F BA /0 */
+	};
+
+	group_begin("invalid opcodes raise #UD");
+	for (unsigned n = 0; n < sizeof(forms) / sizeof(forms[0]); n++) {
+		struct tcase c;
+
+		case_init(&c);
+		memcpy(c.code, forms[n] + 1, forms[n][0]);
+		c.len = forms[n][0];
+		if (c.code[0] == 0x0F && c.code[1] == 0xBA)
+			c.code[c.len++] = 3; /* its imm8 */
+		c.gpr[CPU_RAX] = scratch_addr(0);
+		check_case(&c);
+	}
+	group_end();
+}
+
 int main(void)
 {
 	struct sigaction sa;
@@ -915,6 +1499,17 @@ int main(void)
 	test_shifts();
 	test_shift_double();
 	test_muldiv();
+	test_mov();
+	test_extend();
+	test_exchange();
+	test_bit_test();
+	test_bit_scan();
+	test_conditional();
+	test_branches();
+	test_stack();
+	test_strings();
+	test_nops();
+	test_invalid();
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("# %lu cases in %.2f s\n", total_cases,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
