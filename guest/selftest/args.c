@@ -1,0 +1,78 @@
+/* Parses "selftest.key=value" words; other words belong to someone else and are ignored. */
+#include "args.h"
+#include "lib.h"
+
+#define PREFIX "selftest."
+
+static bool args_flag(const char *value, size_t len, bool *flag)
+{
+	uint64_t v;
+
+	if (!parse_uint(value, len, &v) || v > 1)
+		return false;
+	*flag = v == 1;
+	return true;
+}
+
+static bool args_apply(struct selftest_args *args, const char *key, size_t key_len,
+		       const char *value, size_t value_len)
+{
+	uint64_t v;
+
+#define KEY_IS(name) (key_len == sizeof(name) - 1 && !memcmp(key, name, key_len))
+	if (KEY_IS("mem"))
+		return parse_size(value, value_len, &args->mem) && args->mem > 0;
+	if (KEY_IS("cpus")) {
+		if (!parse_uint(value, value_len, &v) || v == 0 || v > 4096)
+			return false;
+		args->cpus = (uint32_t)v;
+		return true;
+	}
+	if (KEY_IS("panic"))
+		return args_flag(value, value_len, &args->panic);
+	if (KEY_IS("triple"))
+		return args_flag(value, value_len, &args->triple);
+	if (KEY_IS("reboot"))
+		return args_flag(value, value_len, &args->reboot);
+	if (KEY_IS("quick"))
+		return args_flag(value, value_len, &args->quick);
+#undef KEY_IS
+	return false;
+}
+
+static void args_word(struct selftest_args *args, const char *word, size_t len)
+{
+	const size_t prefix_len = sizeof(PREFIX) - 1;
+	size_t eq = prefix_len;
+
+	if (len <= prefix_len || !str_starts_with(word, PREFIX))
+		return;
+	while (eq < len && word[eq] != '=')
+		eq++;
+	if (eq < len && args_apply(args, word + prefix_len, eq - prefix_len, word + eq + 1,
+				   len - eq - 1))
+		return;
+	if (!args->error[0]) {
+		char copy[64];
+
+		str_copy_bounded(copy, sizeof(copy), word, len);
+		format(args->error, sizeof(args->error), "bad argument '%s'", copy);
+	}
+}
+
+void args_parse(struct selftest_args *args, const char *cmdline)
+{
+	memset(args, 0, sizeof(*args));
+	while (*cmdline) {
+		size_t len = 0;
+
+		while (*cmdline == ' ' || *cmdline == '\t' || *cmdline == '\n')
+			cmdline++;
+		while (cmdline[len] && cmdline[len] != ' ' && cmdline[len] != '\t' &&
+		       cmdline[len] != '\n')
+			len++;
+		if (len)
+			args_word(args, cmdline, len);
+		cmdline += len;
+	}
+}

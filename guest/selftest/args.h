@@ -1,0 +1,20 @@
+/* The selftest.* command-line arguments: what the integration test tells us to expect. */
+#ifndef SELFTEST_ARGS_H
+#define SELFTEST_ARGS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct selftest_args {
+	uint64_t mem;      /* selftest.mem=SIZE: total E820 RAM; 0 = not given */
+	uint32_t cpus;     /* selftest.cpus=N; 0 = not given */
+	bool panic;        /* selftest.panic=1: end with a pvpanic write */
+	bool triple;       /* selftest.triple=1: end with a triple fault */
+	bool reboot;       /* selftest.reboot=1: end with a reset */
+	bool quick;        /* selftest.quick=1: skip the slow checks */
+	char error[96];    /* first argument we could not understand; "" if none */
+};
+
+void args_parse(struct selftest_args *args, const char *cmdline);
+
+#endif

@@ -1,0 +1,47 @@
+/* Result reporting and the state the checks share. */
+#ifndef SELFTEST_CHECK_H
+#define SELFTEST_CHECK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "acpi.h"
+#include "args.h"
+#include "bootinfo.h"
+
+struct selftest {
+	struct boot_info boot;
+	struct selftest_args args;
+	struct acpi_info acpi;
+	uint32_t bsp_apic_id;
+};
+
+/* "selftest: ok - NAME" */
+void check_ok(const char *name);
+/* "selftest: FAIL - NAME: detail" */
+void check_fail(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "selftest: # text": diagnostics for humans; test scripts ignore these lines. */
+void check_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "selftest: N passed, N failed" */
+void check_summary(void);
+
+/* Unexpected exception: report it as a failure, print the summary and end the run. */
+void selftest_abort(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* The checks, in the order main.c runs them (each prints its own result lines). */
+void check_bootinfo(struct selftest *t);
+void check_e820(struct selftest *t);
+void check_highmem(struct selftest *t);
+void check_acpi(struct selftest *t);
+void check_acpi_madt(struct selftest *t);
+void check_acpi_s5(struct selftest *t);
+void check_cpuid(struct selftest *t);
+void check_bsp_apic_id(struct selftest *t);
+void check_uart(struct selftest *t);
+void check_pmtimer(struct selftest *t);
+void check_lapic_timer(struct selftest *t);
+void check_ioapic(struct selftest *t);
+void check_smp(struct selftest *t);
+void check_rtc(struct selftest *t);
+
+#endif
