@@ -29,6 +29,7 @@ linux_entry64:
 	cld
 	movq	%rsi, %rbx
 	movl	$BOOT_KIND_LINUX64, %esi
+	movq	$boot_stack_top, %rsp	/* the protocol gives us no stack; lretq needs one */
 	/* Our tables map the same identity range as the loader's, so the switch is seamless. */
 	lgdt	gdt_descriptor(%rip)
 	movq	$pml4, %rax
