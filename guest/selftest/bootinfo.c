@@ -86,6 +86,7 @@ static void bootinfo_from_pvh(struct boot_info *info, const struct hvm_start_inf
 		return;
 	}
 	const struct hvm_memmap_entry *map = (const void *)start->memmap_paddr;
+	/* One entry past E820_MAX is read so that an oversized map is reported, not truncated. */
 	for (uint32_t i = 0; i < start->memmap_entries && i <= E820_MAX; i++)
 		bootinfo_add_e820(info, map[i].addr, map[i].size, map[i].type);
 }
