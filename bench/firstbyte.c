@@ -10,9 +10,10 @@
  *   -e FILE     send the command's standard error to FILE (default: /dev/null)
  *
  * Output (standard output, one line, times in microseconds from just before execve):
- *   first_byte_us=N exit_us=N maxrss_kb=N status=N bytes=N timed_out=0|1
- * first_byte_us is -1 when the command printed nothing; status is the exit status, or 128 + the
- * signal number that ended it. firstbyte exits 0 when it could run the command, 2 otherwise.
+ *   first_byte_us=N last_byte_us=N exit_us=N maxrss_kb=N status=N bytes=N timed_out=0|1
+ * first_byte_us and last_byte_us are -1 when the command printed nothing; status is the exit
+ * status, or 128 + the signal number that ended it. firstbyte exits 0 when it could run the
+ * command, 2 otherwise.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -139,7 +140,7 @@ int main(int argc, char **argv)
 
 	int64_t start = *exec_time;
 	int64_t deadline = start + (int64_t)(timeout_s * 1e6);
-	int64_t first_byte = -1;
+	int64_t first_byte = -1, last_byte = -1;
 	long long bytes = 0;
 	int timed_out = 0;
 	char buf[65536];
@@ -168,8 +169,9 @@ int main(int argc, char **argv)
 			continue;
 		if (n <= 0)
 			break; /* end of output: the command exited or closed its stdout */
+		last_byte = monotonic_us();
 		if (first_byte < 0)
-			first_byte = monotonic_us();
+			first_byte = last_byte;
 		bytes += n;
 		if (copy_fd >= 0 && write_all(copy_fd, buf, (size_t)n) < 0) {
 			close(copy_fd);
@@ -200,8 +202,10 @@ int main(int argc, char **argv)
 	int64_t exited = monotonic_us();
 	int status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
 
-	printf("first_byte_us=%lld exit_us=%lld maxrss_kb=%ld status=%d bytes=%lld timed_out=%d\n",
-	       first_byte < 0 ? -1LL : (long long)(first_byte - start), (long long)(exited - start),
+	printf("first_byte_us=%lld last_byte_us=%lld exit_us=%lld maxrss_kb=%ld status=%d bytes=%lld "
+	       "timed_out=%d\n",
+	       first_byte < 0 ? -1LL : (long long)(first_byte - start),
+	       last_byte < 0 ? -1LL : (long long)(last_byte - start), (long long)(exited - start),
 	       usage.ru_maxrss, status, bytes, timed_out);
 	return 0;
 }
