@@ -12,6 +12,7 @@
 #include "boot/boot.h"
 #include "devices/devices.h"
 #include "vcpu.h"
+#include "virtio/devices.h"
 
 void vm_request_stop(struct vm *vm, enum vm_status status)
 {
@@ -40,7 +41,8 @@ static int vm_build_acpi(struct vm *vm, uint64_t *rsdp)
 {
 	const size_t area = 0x100000 - BOOT_ACPI_ADDR;
 	uint8_t *buf = memory_gpa_to_host(&vm->mem, BOOT_ACPI_ADDR, area);
-	struct acpi_config cfg = { .nr_cpus = vm->nr_vcpus, .ioapic_id = (uint8_t)vm->nr_vcpus };
+	struct acpi_config cfg = { .nr_cpus = vm->nr_vcpus, .ioapic_id = (uint8_t)vm->nr_vcpus,
+				   .pci = virtio_devices_acpi(vm) };
 	if (!buf || acpi_build(buf, area, BOOT_ACPI_ADDR, &cfg) < 0) {
 		fprintf(stderr, "vmm: ACPI tables do not fit below 1 MiB\n");
 		return -ENOSPC;
@@ -104,7 +106,8 @@ struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *back
 		goto fail;
 	}
 	if ((ret = backend->vm_init(vm)) < 0 || (ret = devices_init(vm, console_out_fd)) < 0 ||
-	    (ret = vm_load_kernel(vm, img)) < 0 || (ret = vm_create_vcpus(vm)) < 0)
+	    (ret = virtio_devices_init(vm)) < 0 || (ret = vm_load_kernel(vm, img)) < 0 ||
+	    (ret = vm_create_vcpus(vm)) < 0)
 		goto fail;
 	return vm;
 fail:
@@ -119,6 +122,7 @@ void vm_destroy(struct vm *vm)
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		if (vm->vcpus[i].vm && vm->backend->vcpu_destroy)
 			vm->backend->vcpu_destroy(&vm->vcpus[i]);
+	virtio_devices_destroy(vm);
 	devices_destroy(vm);
 	if (vm->backend)
 		vm->backend->vm_destroy(vm);

@@ -54,6 +54,7 @@ struct vm {
 	int stop_fd; /* eventfd */
 
 	struct devices *devices; /* the platform devices (devices/platform.c) */
+	struct virtio_devices *virtio; /* PCI host bridge and virtio devices (virtio/devices.c) */
 	struct event_loop *loop; /* the main thread's loop; outlives the VM across restarts */
 };
 

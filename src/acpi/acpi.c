@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "acpi/aml.h"
+#include "pci/pci_acpi.h"
 
 #define ACPI_OEM_ID "VMMLOL"
 #define ACPI_OEM_TABLE "VMMPLAT0"
@@ -73,9 +74,9 @@ static void acpi_gas_io(uint8_t *p, uint16_t port, uint8_t bits)
 	put64(p + 4, port);
 }
 
-static uint8_t *acpi_build_dsdt(struct acpi_writer *w)
+static uint8_t *acpi_build_dsdt(struct acpi_writer *w, const struct acpi_config *cfg)
 {
-	uint8_t aml_buf[512];
+	uint8_t aml_buf[1024];
 	struct aml a;
 	aml_init(&a, aml_buf, sizeof(aml_buf));
 	/* Name (_S5, Package () { 5, 5, 0, 0 }): SLP_TYPa/b for soft-off (§7.4.2). */
@@ -107,6 +108,8 @@ static uint8_t *acpi_build_dsdt(struct acpi_writer *w)
 	aml_close(&a, buf);
 	aml_close(&a, dev);
 	aml_close(&a, scope);
+	if (cfg->pci)
+		pci_acpi_write_dsdt(&a, cfg->pci);
 	if (a.overflow)
 		return NULL;
 	uint8_t *t = acpi_alloc(w, ACPI_HDR_LEN + a.len, 16);
@@ -199,9 +202,10 @@ long acpi_build(uint8_t *buf, size_t cap, uint64_t gpa, const struct acpi_config
 {
 	struct acpi_writer w = { buf, cap, 0, gpa };
 	uint8_t *rsdp = acpi_alloc(&w, 36, 16);
-	uint8_t *xsdt = acpi_alloc(&w, ACPI_HDR_LEN + 2 * 8, 16);
+	const uint32_t nr_tables = cfg->pci ? 3 : 2;
+	uint8_t *xsdt = acpi_alloc(&w, ACPI_HDR_LEN + nr_tables * 8, 16);
 	uint8_t *facs = acpi_alloc(&w, 64, 64);
-	uint8_t *dsdt = acpi_build_dsdt(&w);
+	uint8_t *dsdt = acpi_build_dsdt(&w, cfg);
 	if (!rsdp || !xsdt || !facs || !dsdt)
 		return -1;
 	memcpy(facs, "FACS", 4);
@@ -211,9 +215,18 @@ long acpi_build(uint8_t *buf, size_t cap, uint64_t gpa, const struct acpi_config
 	uint8_t *madt = acpi_build_madt(&w, cfg);
 	if (!fadt || !madt)
 		return -1;
-	acpi_header(xsdt, "XSDT", ACPI_HDR_LEN + 2 * 8, 1);
+	acpi_header(xsdt, "XSDT", ACPI_HDR_LEN + nr_tables * 8, 1);
 	put64(xsdt + ACPI_HDR_LEN, acpi_gpa(&w, fadt));
 	put64(xsdt + ACPI_HDR_LEN + 8, acpi_gpa(&w, madt));
+	if (cfg->pci) { /* MCFG: where the PCIe ECAM window is */
+		uint8_t *mcfg = acpi_alloc(&w, ACPI_HDR_LEN + PCI_ACPI_MCFG_BODY, 16);
+		if (!mcfg)
+			return -1;
+		acpi_header(mcfg, "MCFG", ACPI_HDR_LEN + PCI_ACPI_MCFG_BODY, 1);
+		pci_acpi_mcfg_body(mcfg + ACPI_HDR_LEN, cfg->pci);
+		acpi_seal(mcfg);
+		put64(xsdt + ACPI_HDR_LEN + 16, acpi_gpa(&w, mcfg));
+	}
 	acpi_seal(xsdt);
 	/* RSDP (§5.2.5.3), revision 2: the first 20 bytes and all 36 each sum to zero. */
 	memcpy(rsdp, "RSD PTR ", 8);

@@ -16,9 +16,12 @@
 #define ACPI_IOAPIC_ADDR 0xFEC00000u
 #define ACPI_LAPIC_ADDR 0xFEE00000u
 
+struct pci_acpi_info;
+
 struct acpi_config {
 	unsigned nr_cpus;
 	uint8_t ioapic_id;
+	const struct pci_acpi_info *pci; /* NULL: no PCI host bridge (no MCFG, no PCI0) */
 };
 
 /* Write the tables into buf, which the guest sees at guest-physical address gpa. The RSDP comes

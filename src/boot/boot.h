@@ -21,6 +21,8 @@
 #define BOOT_EBDA_START 0x9FC00ull
 #define BOOT_HIGH_START 0x100000ull /* 1 MiB: where kernels load */
 #define BOOT_ACPI_ADDR 0xE0000ull
+#define BOOT_ECAM_START 0xE0000000ull /* = PCI_ECAM_BASE */
+#define BOOT_ECAM_SIZE 0x10000000ull
 
 #define E820_RAM 1
 #define E820_RESERVED 2

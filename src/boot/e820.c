@@ -17,6 +17,8 @@ unsigned e820_build(const struct guest_memory *mem, struct e820_entry *out, unsi
 	n = e820_add(out, n, max, BOOT_EBDA_START, BOOT_HIGH_START - BOOT_EBDA_START,
 		     E820_RESERVED);
 	n = e820_add(out, n, max, BOOT_HIGH_START, low_end - BOOT_HIGH_START, E820_RAM);
+	/* The PCIe ECAM window (MCFG): reserved, so kernels trust it early (docs/platform.md). */
+	n = e820_add(out, n, max, BOOT_ECAM_START, BOOT_ECAM_SIZE, E820_RESERVED);
 	for (unsigned i = 1; i < mem->nr_regions; i++)
 		n = e820_add(out, n, max, mem->regions[i].gpa, mem->regions[i].size, E820_RAM);
 	return n;

@@ -160,17 +160,18 @@ static void e820_describes_ram_around_the_hole(void)
 	struct e820_entry map[E820_MAX_ENTRIES];
 	CHECK(memory_init(&mem, 256ull << 20) == 0);
 	unsigned n = e820_build(&mem, map, E820_MAX_ENTRIES);
-	CHECK_EQ(n, 3);
+	CHECK_EQ(n, 4);
 	CHECK(map[0].addr == 0 && map[0].size == 0x9FC00 && map[0].type == E820_RAM);
 	CHECK(map[1].addr == 0x9FC00 && map[1].type == E820_RESERVED);
 	CHECK(map[2].addr == 0x100000 && map[2].addr + map[2].size == 256ull << 20);
+	CHECK(map[3].addr == 0xE0000000 && map[3].size == 0x10000000 && map[3].type == E820_RESERVED);
 	memory_destroy(&mem);
 
 	CHECK(memory_init(&mem, 5ull << 30) == 0);
 	n = e820_build(&mem, map, E820_MAX_ENTRIES);
-	CHECK_EQ(n, 4);
+	CHECK_EQ(n, 5);
 	CHECK_EQ(map[2].addr + map[2].size, MEMORY_LOW_LIMIT);
-	CHECK(map[3].addr == 1ull << 32 && map[3].size == (5ull << 30) - MEMORY_LOW_LIMIT);
+	CHECK(map[4].addr == 1ull << 32 && map[4].size == (5ull << 30) - MEMORY_LOW_LIMIT);
 	uint64_t ram = 0;
 	for (unsigned i = 0; i < n; i++)
 		ram += map[i].type == E820_RAM ? map[i].size : 0;
@@ -215,7 +216,7 @@ static void bzimage_load_fills_boot_params(void)
 	CHECK_EQ(get32(zp + 0x228), BOOT_CMDLINE_ADDR);
 	CHECK(!strcmp((char *)memory_gpa_to_host(&mem, BOOT_CMDLINE_ADDR, 1), "console=ttyS0 quiet"));
 	CHECK_EQ(get64(zp + 0x070), 0xE0000);
-	CHECK_EQ(zp[0x1E8], 3);
+	CHECK_EQ(zp[0x1E8], 4); /* with the ECAM reservation */
 	uint32_t rd = get32(zp + 0x218);
 	CHECK(rd % 4096 == 0 && rd + sizeof(initrd) <= (128u << 20) && rd >= 0x100000 + 0x200000);
 	CHECK_EQ(get32(zp + 0x21C), sizeof(initrd));
@@ -286,7 +287,7 @@ static void pvh_load_fills_start_info(void)
 	CHECK_EQ(get32(si + 12), 1); /* one module: the initrd */
 	CHECK_EQ(get64(si + 24), BOOT_CMDLINE_ADDR);
 	CHECK_EQ(get64(si + 32), 0xE0000);
-	CHECK_EQ(get32(si + 48), 3);
+	CHECK_EQ(get32(si + 48), 4);
 	CHECK_EQ(st.rip, 0x100040);
 	CHECK_EQ(st.gpr[CPU_RBX], BOOT_PVH_INFO_ADDR);
 	CHECK(!(st.cr0 & CR0_PG) && (st.cr0 & CR0_PE));

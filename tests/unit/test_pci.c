@@ -2,7 +2,9 @@
 #include <errno.h>
 #include <string.h>
 
+#include "acpi/acpi.h"
 #include "pci/pci.h"
+#include "pci/pci_acpi.h"
 #include "test.h"
 
 struct fake {
@@ -230,6 +232,64 @@ static void test_pci_msix_mask_pending_and_delivery(void)
 	fake_destroy(&f);
 }
 
+static const uint8_t *acpi_find(const uint8_t *buf, uint64_t gpa, const char *sig)
+{
+	const uint8_t *rsdp = buf;
+	uint64_t xsdt_gpa = 0;
+	memcpy(&xsdt_gpa, rsdp + 24, 8);
+	const uint8_t *xsdt = buf + (xsdt_gpa - gpa);
+	uint32_t len;
+	memcpy(&len, xsdt + 4, 4);
+	for (uint32_t off = 36; off + 8 <= len; off += 8) {
+		uint64_t t;
+		memcpy(&t, xsdt + off, 8);
+		if (!memcmp(buf + (t - gpa), sig, 4))
+			return buf + (t - gpa);
+	}
+	return NULL;
+}
+
+static void test_pci_acpi_mcfg_and_host_bridge_device(void)
+{
+	static uint8_t buf[0x20000];
+	struct pci_acpi_info info = { .ecam_base = PCI_ECAM_BASE, .bus_end = 255,
+				      .mmio32_base = PCI_MMIO32_BASE, .mmio32_size = PCI_MMIO32_SIZE,
+				      .mmio64_base = 1ull << 34, .mmio64_size = PCI_MMIO64_SIZE };
+	struct acpi_config cfg = { .nr_cpus = 2, .ioapic_id = 2, .pci = &info };
+	CHECK(acpi_build(buf, sizeof(buf), 0xE0000, &cfg) > 0);
+	const uint8_t *mcfg = acpi_find(buf, 0xE0000, "MCFG");
+	CHECK(mcfg != NULL);
+	if (mcfg) {
+		uint32_t len;
+		uint64_t base;
+		memcpy(&len, mcfg + 4, 4);
+		memcpy(&base, mcfg + 44, 8);
+		CHECK_EQ(len, 60);
+		CHECK_EQ(acpi_checksum(mcfg, len), 0);
+		CHECK_EQ(base, PCI_ECAM_BASE);
+		CHECK_EQ(mcfg[55], 255); /* end bus */
+	}
+	const uint8_t *fadt = acpi_find(buf, 0xE0000, "FACP");
+	CHECK(fadt != NULL);
+	if (fadt) {
+		uint64_t dsdt_gpa;
+		uint32_t len;
+		memcpy(&dsdt_gpa, fadt + 140, 8);
+		const uint8_t *dsdt = buf + (dsdt_gpa - 0xE0000);
+		memcpy(&len, dsdt + 4, 4);
+		CHECK_EQ(acpi_checksum(dsdt, len), 0);
+		CHECK(memmem(dsdt, len, "PCI0", 4) != NULL);
+		CHECK(memmem(dsdt, len, "\x41\xD0\x0A\x08", 4) != NULL); /* EISAID PNP0A08 */
+		CHECK(memmem(dsdt, len, "\x41\xD0\x0C\x02", 4) != NULL); /* PNP0C02 for ECAM */
+		const uint8_t dword_mem[] = { 0x87, 23, 0, 0, 0x0C, 0x01 };
+		CHECK(memmem(dsdt, len, dword_mem, sizeof(dword_mem)) != NULL);
+	}
+	/* Without PCI: no MCFG. */
+	cfg.pci = NULL;
+	CHECK(acpi_build(buf, sizeof(buf), 0xE0000, &cfg) > 0);
+	CHECK(acpi_find(buf, 0xE0000, "MCFG") == NULL);
+}
+
 int main(void)
 {
 	RUN_TEST(test_pci_host_bridge_seen_through_cf8_and_ecam);
@@ -237,5 +297,6 @@ int main(void)
 	RUN_TEST(test_pci_device_identity_and_capabilities);
 	RUN_TEST(test_pci_bar_sizing_and_placement);
 	RUN_TEST(test_pci_msix_mask_pending_and_delivery);
+	RUN_TEST(test_pci_acpi_mcfg_and_host_bridge_device);
 	return TEST_EXIT();
 }

@@ -1,0 +1,16 @@
+/* The VM's PCI host bridge and the virtio devices on it, created from the configuration. */
+#ifndef VMM_VIRTIO_DEVICES_H
+#define VMM_VIRTIO_DEVICES_H
+
+struct vm;
+struct pci_acpi_info;
+
+/* Create the host bridge and every configured device; prints one line and returns a negative
+ * errno on failure (e.g. a disk image that cannot be used). Main thread. */
+int virtio_devices_init(struct vm *vm);
+/* After every vCPU has stopped. */
+void virtio_devices_destroy(struct vm *vm);
+/* What ACPI must describe (MCFG, PCI0), or NULL without PCI. */
+const struct pci_acpi_info *virtio_devices_acpi(struct vm *vm);
+
+#endif
