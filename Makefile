@@ -52,7 +52,14 @@ selftest:
 
 unit: $(UNIT_BINS)
 
-check: all unit
+# Tiny guests for the integration tests, laid out byte for byte in assembly.
+FIXTURES := $(BUILD)/tests/fixtures/echo.bzImage
+$(BUILD)/tests/fixtures/%.bzImage: tests/fixtures/%_kernel.S
+	@mkdir -p $(dir $@)
+	$(CC) -c -o $(@:.bzImage=.o) $<
+	objcopy -O binary -j .text $(@:.bzImage=.o) $@
+
+check: all unit $(FIXTURES)
 	tests/run
 
 # The default Linux guest, from Debian's packages only (guest/linux/build).
@@ -63,13 +70,22 @@ asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		LDFLAGS="-fsanitize=address,undefined" build-asan/vmm
 
+# libFuzzer target for the virtqueue code under ASan/UBSan (needs clang). Run it with e.g.
+# build-fuzz/fuzz_virtq -max_total_time=60
+FUZZ_SRCS := tests/fuzz/fuzz_virtq.c src/virtio/virtq.c src/memory.c
+fuzz: build-fuzz/fuzz_virtq
+build-fuzz/fuzz_virtq: $(FUZZ_SRCS) src/virtio/virtq.h src/memory.h
+	@mkdir -p build-fuzz
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Isrc -o $@ $(FUZZ_SRCS)
+
 install: $(BUILD)/vmm
 	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
 	install -D -m 0644 docs/vmm.1 $(DESTDIR)$(PREFIX)/share/man/man1/vmm.1
 
 clean:
-	rm -rf $(BUILD) build-asan vmm
+	rm -rf $(BUILD) build-asan build-fuzz vmm
 	$(MAKE) -C guest/selftest clean
 
-.PHONY: all selftest unit check guest asan install clean
+.PHONY: all selftest unit check guest asan fuzz install clean
 -include $(OBJS:.o=.d) $(UNIT_BINS:=.d)
