@@ -67,6 +67,11 @@ struct cpu_backend {
 	/* Interrupts from devices (any thread). */
 	int (*irq_line)(struct vm *vm, unsigned gsi, bool level);
 	int (*irq_msi)(struct vm *vm, uint64_t address, uint32_t data);
+
+	/* Optional (NULL: not supported, the write arrives as an ordinary MMIO exit instead).
+	 * Writes of any size to MMIO address addr signal the eventfd fd without leaving the guest
+	 * (assign), or no longer do (!assign). 0 or a negative errno. */
+	int (*ioeventfd)(struct vm *vm, uint64_t addr, int fd, bool assign);
 };
 
 extern const struct cpu_backend cpu_backend_kvm;

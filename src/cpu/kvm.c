@@ -345,6 +345,15 @@ static int kvm_irq_msi(struct vm *vm, uint64_t address, uint32_t data)
 	return ioctl(k->vm_fd, KVM_SIGNAL_MSI, &msi) < 0 ? -errno : 0;
 }
 
+/* KVM_IOEVENTFD with length 0: a write of any size matches (KVM_CAP_IOEVENTFD_ANY_LENGTH). */
+static int kvm_ioeventfd(struct vm *vm, uint64_t addr, int fd, bool assign)
+{
+	struct kvm_vm_data *k = vm->backend_data;
+	struct kvm_ioeventfd io = { .addr = addr, .len = 0, .fd = fd,
+				    .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN };
+	return ioctl(k->vm_fd, KVM_IOEVENTFD, &io) < 0 ? -errno : 0;
+}
+
 const struct cpu_backend cpu_backend_kvm = {
 	.name = "kvm",
 	.vm_init = kvm_vm_init,
@@ -357,4 +366,5 @@ const struct cpu_backend cpu_backend_kvm = {
 	.vcpu_kick = kvm_vcpu_kick,
 	.irq_line = kvm_irq_line,
 	.irq_msi = kvm_irq_msi,
+	.ioeventfd = kvm_ioeventfd,
 };
