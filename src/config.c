@@ -123,12 +123,58 @@ static int parse_reboot(struct vm_config *cfg, const char *text, char *err, unsi
 	return 0;
 }
 
+int config_parse_disk(struct disk_config *d, const char *text, char *err, unsigned err_len)
+{
+	memset(d, 0, sizeof(*d));
+	const char *comma = strchr(text, ',');
+	size_t len = comma ? (size_t)(comma - text) : strlen(text);
+	if (len == 0 || len >= sizeof(d->path)) {
+		snprintf(err, err_len, "--disk %s: %s (use -d FILE[,ro][,serial=ID][,cache=none])",
+			 text, len ? "path too long" : "no file given");
+		return -1;
+	}
+	memcpy(d->path, text, len);
+	while (comma) {
+		const char *opt = comma + 1;
+		comma = strchr(opt, ',');
+		size_t n = comma ? (size_t)(comma - opt) : strlen(opt);
+		if (n == 2 && !strncmp(opt, "ro", 2)) {
+			d->ro = true;
+		} else if (n > 7 && !strncmp(opt, "serial=", 7) && n - 7 <= 20) {
+			memcpy(d->serial, opt + 7, n - 7);
+		} else if (n == 10 && !strncmp(opt, "cache=none", 10)) {
+			d->cache = DISK_CACHE_NONE;
+		} else if (n == 15 && !strncmp(opt, "cache=writeback", 15)) {
+			d->cache = DISK_CACHE_WRITEBACK;
+		} else {
+			snprintf(err, err_len, "--disk %s: unknown option '%.*s' (use ro, serial=ID of at most 20 characters, cache=none or cache=writeback)",
+				 text, (int)n, opt);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int parse_disk(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
+{
+	if (cfg->nr_disks == CONFIG_MAX_DISKS) {
+		snprintf(err, err_len, "--disk %s: more than %d disks (attach fewer)", text,
+			 CONFIG_MAX_DISKS);
+		return -1;
+	}
+	if (config_parse_disk(&cfg->disks[cfg->nr_disks], text, err, err_len) < 0)
+		return -1;
+	cfg->nr_disks++;
+	return 0;
+}
+
 enum { OPT_ACCEL = 256, OPT_REBOOT, OPT_VERSION };
 
 static const struct option config_options[] = {
 	{ "memory", required_argument, NULL, 'm' },
 	{ "cpus", required_argument, NULL, 'c' },
 	{ "initrd", required_argument, NULL, 'i' },
+	{ "disk", required_argument, NULL, 'd' },
 	{ "keep", no_argument, NULL, 'k' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "accel", required_argument, NULL, OPT_ACCEL },
@@ -144,6 +190,7 @@ static int parse_option(struct vm_config *cfg, int opt, const char *arg, int bad
 	case 'm': return parse_memory(cfg, arg, err, err_len);
 	case 'c': return parse_cpus(cfg, arg, err, err_len);
 	case 'i': cfg->initrd_path = arg; return 0;
+	case 'd': return parse_disk(cfg, arg, err, err_len);
 	case 'k': cfg->keep = true; return 0;
 	case 'h': cfg->show_help = true; return 0;
 	case OPT_ACCEL: return parse_accel(cfg, arg, err, err_len);
@@ -176,7 +223,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 	optind = 0;
 	opterr = 0;
 	int opt;
-	while ((opt = getopt_long(argc + 1, args, "+:m:c:i:kh", config_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc + 1, args, "+:m:c:i:d:kh", config_options, NULL)) != -1) {
 		const char *word = args[optind - 1];
 		if (parse_option(cfg, opt, optarg, optopt, word, err, err_len) < 0)
 			return -1;
@@ -189,6 +236,12 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 	}
 	cfg->kernel_path = args[optind];
 	for (int i = optind + 1; i <= argc; i++) {
+		/* The seed's simscsi=PREFIX is the monitor's, not the kernel's (virtio/devices.c). */
+		if (!strncmp(args[i], "simscsi=", 8) &&
+		    strlen(args[i] + 8) + 2 <= sizeof(cfg->simscsi_prefix)) {
+			strcpy(cfg->simscsi_prefix, args[i] + 8);
+			continue;
+		}
 		if (append_cmdline(cfg, args[i], err, err_len) < 0 ||
 		    apply_maxcpus(cfg, args[i], err, err_len) < 0)
 			return -1;

@@ -9,6 +9,18 @@ enum accel_kind { ACCEL_AUTO, ACCEL_KVM, ACCEL_EMU };
 enum reboot_action { REBOOT_EXIT, REBOOT_RESTART };
 
 #define CONFIG_MAX_CMDLINE 4096
+#define CONFIG_MAX_DISKS 16
+#define CONFIG_MAX_PATH 1024
+
+enum disk_cache { DISK_CACHE_WRITEBACK, DISK_CACHE_NONE };
+
+/* -d FILE[,ro][,serial=ID][,cache=none|writeback] */
+struct disk_config {
+	char path[CONFIG_MAX_PATH];
+	bool ro;
+	char serial[21]; /* virtio-blk GET_ID: up to 20 bytes */
+	enum disk_cache cache;
+};
 
 struct vm_config {
 	const char *kernel_path;
@@ -21,7 +33,13 @@ struct vm_config {
 	enum reboot_action reboot;
 	bool keep;
 	bool show_help, show_version;
+	struct disk_config disks[CONFIG_MAX_DISKS]; /* -d, in order: vda, vdb, ... */
+	unsigned nr_disks;
+	char simscsi_prefix[CONFIG_MAX_PATH]; /* simscsi=PREFIX: attach PREFIXa, PREFIXb... */
 };
+
+/* Parse one -d value into d. 0, or -1 with one line in err. */
+int config_parse_disk(struct disk_config *d, const char *text, char *err, unsigned err_len);
 
 /* Parse "256M", "1G", "65536K", "1073741824" (bytes). 0 or -EINVAL / -ERANGE. */
 int config_parse_size(const char *text, uint64_t *out);
