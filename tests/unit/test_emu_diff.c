@@ -396,6 +396,7 @@ struct operand {
 	bool rip_rel_ok; /* may use RIP-relative addressing */
 	unsigned adsize; /* 8, or 4 with a 67 prefix */
 	unsigned min_off, max_off; /* keep the operand in [min_off, max_off) (0: DATA_SIZE) */
+	unsigned align; /* alignment of the operand's address (0: any) */
 };
 
 struct insn_spec {
@@ -448,6 +449,9 @@ static void encode(struct tcase *c, struct insn_spec *s)
 		} else {
 			unsigned max = s->rm.max_off ? s->rm.max_off : DATA_SIZE;
 			unsigned off = s->rm.min_off + rnd_below(max - s->rm.min_off - s->rm.size + 1);
+
+			if (s->rm.align)
+				off &= ~(s->rm.align - 1);
 			unsigned kind = rnd_below(s->rm.rip_rel_ok ? 6 : 5);
 			uint64_t idx_val = 0;
 
@@ -1052,6 +1056,33 @@ static void test_exchange(void)
 	}
 }
 
+/* CMPXCHG8B/CMPXCHG16B (0F C7 /1) */
+static void test_cmpxchg_wide(void)
+{
+	group_begin("cmpxchg8b/cmpxchg16b (0F C7 /1)");
+	for (unsigned n = 0; n < iters * 8; n++) {
+		bool wide = n & 1;
+		struct tcase c;
+		struct insn_spec s;
+
+		case_init(&c);
+		spec_init(&s, wide ? 8 : 4);
+		c.used |= (1u << CPU_RAX) | (1u << CPU_RDX) | (1u << CPU_RBX) | (1u << CPU_RCX);
+		spec_op(&s, 0x0F, 0xC7);
+		build_modrm(&c, &s, true, 16, 1);
+		s.rm.align = wide ? 16 : 1;
+		if (rnd_below(4))
+			s.prefix[s.nr_prefix++] = 0xF0;
+		encode(&c, &s);
+		if (rnd_below(2)) { /* make it succeed */
+			memcpy(&c.gpr[CPU_RAX], c.scratch + c.mem_off, wide ? 8 : 4);
+			memcpy(&c.gpr[CPU_RDX], c.scratch + c.mem_off + (wide ? 8 : 4), wide ? 8 : 4);
+		}
+		check_case(&c);
+	}
+	group_end();
+}
+
 /* BT/BTS/BTR/BTC with a register offset and with imm8 */
 static void test_bit_test(void)
 {
@@ -1411,6 +1442,10 @@ static void test_nops(void)
 		{ 11, 0x66, 0x66, 0x2E, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00 },
 		{ 3, 0x0F, 0x18, 0x08 },
 		{ 4, 0x48, 0x0F, 0x1F, 0xC0 },
+		{ 3, 0x0F, 0xAE, 0xE8 }, /* lfence */
+		{ 3, 0x0F, 0xAE, 0xF0 }, /* mfence */
+		{ 3, 0x0F, 0xAE, 0xF8 }, /* sfence */
+		{ 3, 0x0F, 0xAE, 0x38 }, /* clflush [rax] */
 	};
 
 	group_begin("nop, multi-byte nop, endbr64, pause, prefetch");
@@ -1502,6 +1537,7 @@ int main(void)
 	test_mov();
 	test_extend();
 	test_exchange();
+	test_cmpxchg_wide();
 	test_bit_test();
 	test_bit_scan();
 	test_conditional();

@@ -9,11 +9,15 @@
 void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 {
 	const struct emu_memory_ops *mem = cpu->mem;
-	void *opaque = cpu->mem_opaque;
+	const struct emu_phys_ops *phys = cpu->phys;
+	void *mem_opaque = cpu->mem_opaque, *phys_opaque = cpu->phys_opaque;
 
 	memset(cpu, 0, sizeof(*cpu));
 	cpu->mem = mem;
-	cpu->mem_opaque = opaque;
+	cpu->mem_opaque = mem_opaque;
+	cpu->phys = phys;
+	cpu->phys_opaque = phys_opaque;
+	cpu->msr.pat = 0x0007040600070406ull; /* the reset value (SDM Vol. 3 §11.12.4) */
 	cpu->s = *state;
 	cpu->s.rflags |= EMU_FLAG_FIXED1;
 	cpu->cc.op = EMU_CC_NONE;

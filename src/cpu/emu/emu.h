@@ -62,7 +62,9 @@ enum emu_status {
 	EMU_OK = 0, /* the instruction retired */
 	EMU_EXCEPTION, /* it faulted: cpu->exc describes the exception, state is as before it */
 	EMU_HALT, /* HLT retired */
-	EMU_STOP, /* a memory callback asked to leave (MMIO exit); the instruction will restart */
+	EMU_STOP, /* a memory or I/O callback asked to leave (MMIO/PIO exit); the instruction
+		   * restarts when emu_step() is called again */
+	EMU_SHUTDOWN, /* triple fault */
 };
 
 struct emu_exception {
@@ -76,6 +78,7 @@ enum emu_access {
 	EMU_ACCESS_READ,
 	EMU_ACCESS_WRITE,
 	EMU_ACCESS_FETCH,
+	EMU_ACCESS_SYS_READ, /* implicit supervisor read (GDT, IDT, TSS) whatever the CPL */
 };
 
 struct emu_cpu;
@@ -110,6 +113,38 @@ struct emu_lazy_flags {
 	uint64_t res, src1, src2;
 };
 
+/* Guest-physical memory as the paging layer (mmu.c) sees it. */
+struct emu_phys_ops {
+	/* Host address of the 4 KiB guest-physical page at `gpa` (page-aligned) if it is RAM,
+	 * else NULL (MMIO or nothing). */
+	uint8_t *(*ram_page)(void *opaque, uint64_t gpa);
+	/* An access to a non-RAM address: EMU_OK when done (read data filled in), EMU_STOP
+	 * when the monitor must complete it (the instruction is restarted afterwards). */
+	int (*mmio)(struct emu_cpu *cpu, uint64_t gpa, void *data, unsigned len, bool is_write);
+	/* Port I/O of 1, 2 or 4 bytes, same contract as mmio. */
+	int (*pio)(struct emu_cpu *cpu, uint16_t port, void *data, unsigned len, bool is_write);
+};
+
+/* Software TLB (mmu.c): direct-mapped, one array per access kind. The tag is the linear page
+ * with bit 0 = user access and bit 1 = valid, so a lookup is one index and one compare. */
+#define EMU_TLB_SIZE 256
+struct emu_tlb_entry {
+	uint64_t tag;
+	uint8_t *host; /* host address of the page, NULL for MMIO */
+	uint64_t gpa; /* guest-physical page */
+	bool global;
+};
+struct emu_tlb {
+	struct emu_tlb_entry read[EMU_TLB_SIZE], write[EMU_TLB_SIZE], fetch[EMU_TLB_SIZE];
+};
+
+/* MSRs the software CPU implements beyond struct cpu_state (system.c). */
+struct emu_msrs {
+	uint64_t star, lstar, cstar, sfmask, kernel_gs_base;
+	uint64_t sysenter_cs, sysenter_esp, sysenter_eip;
+	uint64_t pat, misc_enable, tsc_aux, tsc_offset;
+};
+
 enum emu_mode {
 	EMU_MODE_16, /* real mode or a 16-bit code segment */
 	EMU_MODE_32, /* a 32-bit code segment (protected or compatibility mode) */
@@ -120,14 +155,21 @@ struct emu_cpu {
 	struct cpu_state s; /* the arithmetic flags in s.rflags are stale while cc.op != NONE */
 	struct emu_lazy_flags cc;
 	enum emu_mode mode; /* derived from CR0/EFER/CS by emu_update_mode() */
+	unsigned apic_id; /* reported by CPUID */
 	unsigned cpl;
 	const struct emu_memory_ops *mem;
 	void *mem_opaque; /* for the memory callbacks */
+	const struct emu_phys_ops *phys; /* for emu_paged_memory_ops */
+	void *phys_opaque;
 	struct emu_exception exc;
 	uint64_t instructions; /* retired */
+	struct emu_msrs msr;
+	uint64_t dr[8]; /* debug registers: stored, breakpoints not implemented */
+	struct emu_tlb tlb;
 };
 
-/* Set up `cpu` from an architectural state; the memory callbacks are set by the caller. */
+/* Set up `cpu` from an architectural state; the memory callbacks (mem, phys and their opaque
+ * pointers) are set by the caller, before or after, and kept. */
 void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state);
 /* Copy the architectural state out (flags made exact). */
 void emu_cpu_get_state(struct emu_cpu *cpu, struct cpu_state *state);
@@ -140,10 +182,40 @@ int emu_step(struct emu_cpu *cpu);
 /* Record an exception for the caller of emu_step(); returns EMU_EXCEPTION. */
 int emu_raise(struct emu_cpu *cpu, unsigned vector, bool has_error_code, uint32_t error_code);
 
+/* Events delivered through the IDT (system.c). */
+enum emu_event_kind {
+	EMU_EVENT_EXCEPTION, /* a fault or trap raised by the CPU */
+	EMU_EVENT_SOFTWARE, /* INT n, INT3, INTO: the gate's DPL is checked against CPL */
+	EMU_EVENT_EXTERNAL, /* an interrupt from the LAPIC/PIC */
+};
+/* Deliver an event: push the frame, load CS:RIP from the gate, with double-fault and
+ * triple-fault handling. `rip` is what the frame holds (the faulting instruction, or the next
+ * one for traps and interrupts). Returns EMU_OK, or EMU_SHUTDOWN on a triple fault. */
+int emu_deliver_event(struct emu_cpu *cpu, unsigned vector, enum emu_event_kind kind,
+		      bool has_error_code, uint32_t error_code, uint64_t rip);
+/* Deliver the exception emu_step() reported in cpu->exc (a fault: RIP is the instruction). */
+int emu_deliver_exception(struct emu_cpu *cpu);
+
+/* CPUID as the guest sees it (cpuid.c); leaves describe exactly what is implemented. */
+void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint32_t out[4]);
+/* The virtual TSC (system.c). */
+uint64_t emu_read_tsc(const struct emu_cpu *cpu);
+
 /* Flags (alu.c). */
 void emu_flags_sync(struct emu_cpu *cpu);
 uint64_t emu_flags_get(struct emu_cpu *cpu);
 bool emu_condition(struct emu_cpu *cpu, unsigned cc); /* the 4-bit condition code of Jcc */
+
+/* Linear memory through paging (mmu.c): CR0.PG/CR4/EFER decide the translation, the software
+ * TLB caches it, guest-physical accesses go through cpu->phys. */
+extern const struct emu_memory_ops emu_paged_memory_ops;
+/* Translate one linear address for an access (used by instructions such as INVLPG's users and
+ * by tests); returns EMU_OK with *gpa, or EMU_EXCEPTION (#PF/#GP in cpu->exc). */
+int emu_mmu_translate(struct emu_cpu *cpu, uint64_t linear, enum emu_access access,
+		      uint64_t *gpa);
+/* Forget cached translations: all, all but global pages (CR3 writes), or one page (INVLPG). */
+void emu_tlb_flush(struct emu_cpu *cpu, bool include_global);
+void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear);
 
 /* A flat memory for tests and simple users (flatmem.c): a few windows of host memory at chosen
  * linear addresses; anything else raises #PF (or #GP for non-canonical addresses). */

@@ -6,23 +6,17 @@
 #include "cpu/emu/alu.h"
 #include "cpu/emu/decode.h"
 #include "cpu/emu/emu.h"
+#include "cpu/emu/exec.h"
 
 #include <string.h>
 
 /* A REP string instruction yields after this many iterations so interrupts can be taken. */
 #define EXEC_REP_BATCH 4096
 
-struct exec {
-	struct emu_cpu *cpu;
-	const struct emu_insn *insn;
-	uint64_t next_rip; /* RIP after this instruction; branches change it */
-	uint64_t la; /* linear address of the ModRM memory operand, if any */
-	bool partial; /* a REP string instruction completed iterations: keep them on a fault */
-};
 
 /* ---- registers ---- */
 
-static uint64_t reg_get(const struct exec *x, unsigned reg, unsigned size)
+uint64_t exec_reg_get(const struct exec *x, unsigned reg, unsigned size)
 {
 	/* Without REX, byte registers 4-7 are AH, CH, DH, BH. */
 	if (size == 1 && reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX))
@@ -31,7 +25,7 @@ static uint64_t reg_get(const struct exec *x, unsigned reg, unsigned size)
 }
 
 /* 32-bit results zero-extend to 64 bits; 8- and 16-bit results merge (SDM Vol. 1 §3.4.1.1). */
-static void reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
+void exec_reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
 {
 	uint64_t *r = &x->cpu->s.gpr[reg];
 
@@ -58,7 +52,7 @@ static void reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
 
 /* ---- memory ---- */
 
-static uint64_t seg_linear(const struct exec *x, unsigned seg, uint64_t offset)
+uint64_t exec_seg_linear(const struct exec *x, unsigned seg, uint64_t offset)
 {
 	const struct emu_cpu *cpu = x->cpu;
 
@@ -68,12 +62,12 @@ static uint64_t seg_linear(const struct exec *x, unsigned seg, uint64_t offset)
 	return (offset + cpu->s.seg[seg].base) & 0xffffffffull;
 }
 
-static uint64_t addr_mask(const struct exec *x)
+uint64_t exec_addr_mask(const struct exec *x)
 {
 	return emu_size_mask(x->insn->adsize);
 }
 
-static uint64_t effective_address(const struct exec *x)
+uint64_t exec_effective_address(const struct exec *x)
 {
 	const struct emu_insn *insn = x->insn;
 	uint64_t ea = (uint64_t)insn->disp;
@@ -84,61 +78,61 @@ static uint64_t effective_address(const struct exec *x)
 		ea += x->cpu->s.gpr[insn->base];
 	if (insn->index != EMU_REG_NONE)
 		ea += x->cpu->s.gpr[insn->index] * insn->scale;
-	return ea & addr_mask(x);
+	return ea & exec_addr_mask(x);
 }
 
-static int mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v)
+int exec_mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v)
 {
 	*v = 0;
 	return x->cpu->mem->read(x->cpu, la, v, size, EMU_ACCESS_READ);
 }
 
-static int mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v)
+int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v)
 {
 	return x->cpu->mem->write(x->cpu, la, &v, size);
 }
 
 /* The ModRM r/m operand. */
-static int rm_read(struct exec *x, unsigned size, uint64_t *v)
+int exec_rm_read(struct exec *x, unsigned size, uint64_t *v)
 {
 	if (x->insn->mod == 3) {
-		*v = reg_get(x, x->insn->rm, size);
+		*v = exec_reg_get(x, x->insn->rm, size);
 		return EMU_OK;
 	}
-	return mem_read(x, x->la, size, v);
+	return exec_mem_read(x, x->la, size, v);
 }
 
-static int rm_write(struct exec *x, unsigned size, uint64_t v)
+int exec_rm_write(struct exec *x, unsigned size, uint64_t v)
 {
 	if (x->insn->mod == 3) {
-		reg_set(x, x->insn->rm, size, v);
+		exec_reg_set(x, x->insn->rm, size, v);
 		return EMU_OK;
 	}
-	return mem_write(x, x->la, size, v);
+	return exec_mem_write(x, x->la, size, v);
 }
 
 /* ---- stack (SDM Vol. 1 §6.2) ---- */
 
-static unsigned stack_size(const struct exec *x)
+unsigned exec_stack_size(const struct exec *x)
 {
 	if (x->cpu->mode == EMU_MODE_64)
 		return 8;
 	return x->cpu->s.seg[SEG_SS].db ? 4 : 2;
 }
 
-static uint64_t rsp_adjust(const struct exec *x, int64_t delta)
+uint64_t exec_rsp_adjust(const struct exec *x, int64_t delta)
 {
-	unsigned ss = stack_size(x);
+	unsigned ss = exec_stack_size(x);
 	uint64_t rsp = x->cpu->s.gpr[CPU_RSP];
 	uint64_t mask = emu_size_mask(ss);
 
 	return (rsp & ~mask) | ((rsp + (uint64_t)delta) & mask);
 }
 
-static int push(struct exec *x, unsigned size, uint64_t v)
+int exec_push(struct exec *x, unsigned size, uint64_t v)
 {
-	uint64_t rsp = rsp_adjust(x, -(int64_t)size);
-	int rc = mem_write(x, seg_linear(x, SEG_SS, rsp & emu_size_mask(stack_size(x))), size, v);
+	uint64_t rsp = exec_rsp_adjust(x, -(int64_t)size);
+	int rc = exec_mem_write(x, exec_seg_linear(x, SEG_SS, rsp & emu_size_mask(exec_stack_size(x))), size, v);
 
 	if (rc == EMU_OK)
 		x->cpu->s.gpr[CPU_RSP] = rsp;
@@ -146,33 +140,33 @@ static int push(struct exec *x, unsigned size, uint64_t v)
 }
 
 /* Read the top of the stack without popping. */
-static int stack_peek(struct exec *x, unsigned size, uint64_t offset, uint64_t *v)
+int exec_stack_peek(struct exec *x, unsigned size, uint64_t offset, uint64_t *v)
 {
-	uint64_t sp = (x->cpu->s.gpr[CPU_RSP] + offset) & emu_size_mask(stack_size(x));
+	uint64_t sp = (x->cpu->s.gpr[CPU_RSP] + offset) & emu_size_mask(exec_stack_size(x));
 
-	return mem_read(x, seg_linear(x, SEG_SS, sp), size, v);
+	return exec_mem_read(x, exec_seg_linear(x, SEG_SS, sp), size, v);
 }
 
-static int pop(struct exec *x, unsigned size, uint64_t *v)
+int exec_pop(struct exec *x, unsigned size, uint64_t *v)
 {
-	int rc = stack_peek(x, size, 0, v);
+	int rc = exec_stack_peek(x, size, 0, v);
 
 	if (rc == EMU_OK)
-		x->cpu->s.gpr[CPU_RSP] = rsp_adjust(x, size);
+		x->cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, size);
 	return rc;
 }
 
 /* ---- branches ---- */
 
-static void jump_to(struct exec *x, uint64_t target)
+void exec_jump_to(struct exec *x, uint64_t target)
 {
 	/* Outside 64-bit mode the new IP is truncated to the operand size. */
 	x->next_rip = x->cpu->mode == EMU_MODE_64 ? target : target & emu_size_mask(x->insn->opsize);
 }
 
-static void jump_relative(struct exec *x)
+void exec_jump_relative(struct exec *x)
 {
-	jump_to(x, x->next_rip + x->insn->imm);
+	exec_jump_to(x, x->next_rip + x->insn->imm);
 }
 
 /* ---- instruction groups ---- */
@@ -189,25 +183,25 @@ static int exec_alu(struct exec *x)
 	switch (form) {
 	case 0:
 	case 1:
-		if ((rc = rm_read(x, size, &a)))
+		if ((rc = exec_rm_read(x, size, &a)))
 			return rc;
-		b = reg_get(x, insn->reg, size);
+		b = exec_reg_get(x, insn->reg, size);
 		r = emu_alu(x->cpu, op, size, a, b);
-		return op == ALU_CMP ? EMU_OK : rm_write(x, size, r);
+		return op == ALU_CMP ? EMU_OK : exec_rm_write(x, size, r);
 	case 2:
 	case 3:
-		if ((rc = rm_read(x, size, &b)))
+		if ((rc = exec_rm_read(x, size, &b)))
 			return rc;
-		a = reg_get(x, insn->reg, size);
+		a = exec_reg_get(x, insn->reg, size);
 		r = emu_alu(x->cpu, op, size, a, b);
 		if (op != ALU_CMP)
-			reg_set(x, insn->reg, size, r);
+			exec_reg_set(x, insn->reg, size, r);
 		return EMU_OK;
 	default: /* 4, 5: accumulator, immediate */
-		a = reg_get(x, CPU_RAX, size);
+		a = exec_reg_get(x, CPU_RAX, size);
 		r = emu_alu(x->cpu, op, size, a, insn->imm);
 		if (op != ALU_CMP)
-			reg_set(x, CPU_RAX, size, r);
+			exec_reg_set(x, CPU_RAX, size, r);
 		return EMU_OK;
 	}
 }
@@ -220,10 +214,10 @@ static int exec_group1(struct exec *x)
 	uint64_t a, r;
 	int rc;
 
-	if ((rc = rm_read(x, size, &a)))
+	if ((rc = exec_rm_read(x, size, &a)))
 		return rc;
 	r = emu_alu(x->cpu, op, size, a, x->insn->imm);
-	return op == ALU_CMP ? EMU_OK : rm_write(x, size, r);
+	return op == ALU_CMP ? EMU_OK : exec_rm_write(x, size, r);
 }
 
 /* C0/C1/D0-D3: group 2 shifts and rotates */
@@ -240,11 +234,11 @@ static int exec_group2(struct exec *x)
 		count = 1;
 	else
 		count = x->cpu->s.gpr[CPU_RCX] & 0xff;
-	if ((rc = rm_read(x, size, &a)))
+	if ((rc = exec_rm_read(x, size, &a)))
 		return rc;
 	r = emu_shift(x->cpu, (insn->modrm >> 3) & 7, size, a, count);
 	/* A count that masks to 0 is still a write of the unchanged value (memory included). */
-	return rm_write(x, size, r);
+	return exec_rm_write(x, size, r);
 }
 
 static int divide_error(struct exec *x)
@@ -314,10 +308,10 @@ static int exec_muldiv(struct exec *x, unsigned op, uint64_t src)
 	}
 	}
 	if (size == 1) {
-		reg_set(x, CPU_RAX, 2, lo | (hi << 8));
+		exec_reg_set(x, CPU_RAX, 2, lo | (hi << 8));
 	} else {
-		reg_set(x, CPU_RAX, size, lo);
-		reg_set(x, CPU_RDX, size, hi);
+		exec_reg_set(x, CPU_RAX, size, lo);
+		exec_reg_set(x, CPU_RDX, size, hi);
 	}
 	if (op <= 5) /* CF = OF = upper half significant; SF ZF AF PF undefined: from the low half */
 		emu_flags_set(x->cpu, EMU_FLAGS_ARITH,
@@ -333,7 +327,7 @@ static int exec_group3(struct exec *x)
 	uint64_t a;
 	int rc;
 
-	if ((rc = rm_read(x, size, &a)))
+	if ((rc = exec_rm_read(x, size, &a)))
 		return rc;
 	switch (op) {
 	case 0:
@@ -341,9 +335,9 @@ static int exec_group3(struct exec *x)
 		emu_alu(x->cpu, ALU_AND, size, a, x->insn->imm);
 		return EMU_OK;
 	case 2: /* NOT: no flags */
-		return rm_write(x, size, ~a);
+		return exec_rm_write(x, size, ~a);
 	case 3: /* NEG = 0 - a: CF = (a != 0) falls out of SUB */
-		return rm_write(x, size, emu_alu(x->cpu, ALU_SUB, size, 0, a));
+		return exec_rm_write(x, size, emu_alu(x->cpu, ALU_SUB, size, 0, a));
 	default:
 		return exec_muldiv(x, op, a);
 	}
@@ -357,12 +351,12 @@ static int exec_imul_reg(struct exec *x, bool has_imm)
 	__int128 p;
 	int rc;
 
-	if ((rc = rm_read(x, size, &a)))
+	if ((rc = exec_rm_read(x, size, &a)))
 		return rc;
-	b = has_imm ? x->insn->imm : reg_get(x, x->insn->reg, size);
+	b = has_imm ? x->insn->imm : exec_reg_get(x, x->insn->reg, size);
 	p = (__int128)(int64_t)emu_sext(a, size) * (int64_t)emu_sext(b, size);
 	lo = (uint64_t)p & emu_size_mask(size);
-	reg_set(x, x->insn->reg, size, lo);
+	exec_reg_set(x, x->insn->reg, size, lo);
 	emu_flags_set(x->cpu, EMU_FLAGS_ARITH,
 		      emu_flags_szp(lo, size) |
 			      (p != (__int128)(int64_t)emu_sext(lo, size) ? EMU_FLAG_CF | EMU_FLAG_OF
@@ -383,26 +377,29 @@ static int exec_group45(struct exec *x)
 	switch (op) {
 	case 0:
 	case 1:
-		if ((rc = rm_read(x, size, &a)))
+		if ((rc = exec_rm_read(x, size, &a)))
 			return rc;
-		return rm_write(x, size, emu_inc_dec(x->cpu, op == 1, size, a));
+		return exec_rm_write(x, size, emu_inc_dec(x->cpu, op == 1, size, a));
 	case 2: /* CALL near, absolute indirect */
 	case 4: /* JMP near, absolute indirect */
 		if (x->cpu->mode == EMU_MODE_64)
 			size = 8; /* the operand size is forced to 64 bits (Intel) */
-		if ((rc = rm_read(x, size, &a)))
+		if ((rc = exec_rm_read(x, size, &a)))
 			return rc;
-		if (op == 2 && (rc = push(x, size, x->next_rip)))
+		if (op == 2 && (rc = exec_push(x, size, x->next_rip)))
 			return rc;
 		x->next_rip = a & emu_size_mask(size);
 		return EMU_OK;
 	case 6: /* PUSH Ev: 64-bit default in 64-bit mode */
 		if (x->cpu->mode == EMU_MODE_64 && size == 4)
 			size = 8;
-		if ((rc = rm_read(x, size, &a)))
+		if ((rc = exec_rm_read(x, size, &a)))
 			return rc;
-		return push(x, size, a);
-	default: /* 3, 5: far CALL/JMP (system layer, later); 7: reserved */
+		return exec_push(x, size, a);
+	case 3: /* CALL far */
+	case 5: /* JMP far */
+		return exec_system_map1(x);
+	default: /* 7: reserved */
 		return emu_raise(x->cpu, EMU_VEC_UD, false, 0);
 	}
 }
@@ -421,13 +418,13 @@ static int exec_pop_rm(struct exec *x)
 
 	if ((x->insn->modrm >> 3) & 7)
 		return emu_raise(x->cpu, EMU_VEC_UD, false, 0); /* 8F /1-7: XOP on AMD */
-	if ((rc = stack_peek(x, size, 0, &v)))
+	if ((rc = exec_stack_peek(x, size, 0, &v)))
 		return rc;
 	/* The address is computed with RSP already incremented (SDM: POP). */
-	x->cpu->s.gpr[CPU_RSP] = rsp_adjust(x, size);
+	x->cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, size);
 	if (x->insn->mod != 3)
-		x->la = seg_linear(x, x->insn->seg, effective_address(x));
-	if ((rc = rm_write(x, size, v)))
+		x->la = exec_seg_linear(x, x->insn->seg, exec_effective_address(x));
+	if ((rc = exec_rm_write(x, size, v)))
 		x->cpu->s.gpr[CPU_RSP] = old_rsp;
 	return rc;
 }
@@ -435,12 +432,12 @@ static int exec_pop_rm(struct exec *x)
 static int exec_xchg(struct exec *x, unsigned reg)
 {
 	unsigned size = x->insn->opsize;
-	uint64_t a, b = reg_get(x, reg, size);
+	uint64_t a, b = exec_reg_get(x, reg, size);
 	int rc;
 
-	if ((rc = rm_read(x, size, &a)) || (rc = rm_write(x, size, b)))
+	if ((rc = exec_rm_read(x, size, &a)) || (rc = exec_rm_write(x, size, b)))
 		return rc;
-	reg_set(x, reg, size, a);
+	exec_reg_set(x, reg, size, a);
 	return EMU_OK;
 }
 
@@ -452,12 +449,12 @@ static int exec_cmov(struct exec *x)
 	uint64_t v;
 	int rc;
 
-	if ((rc = rm_read(x, size, &v)))
+	if ((rc = exec_rm_read(x, size, &v)))
 		return rc;
 	if (emu_condition(x->cpu, x->insn->opcode & 15))
-		reg_set(x, x->insn->reg, size, v);
+		exec_reg_set(x, x->insn->reg, size, v);
 	else if (size == 4)
-		reg_set(x, x->insn->reg, 4, reg_get(x, x->insn->reg, 4));
+		exec_reg_set(x, x->insn->reg, 4, exec_reg_get(x, x->insn->reg, 4));
 	return EMU_OK;
 }
 
@@ -475,14 +472,14 @@ static int exec_bit_test(struct exec *x, unsigned op, uint64_t offset, bool imm)
 		 * operand size (SDM: BT, "bit base"). */
 		int64_t soff = (int64_t)emu_sext(offset, size);
 
-		la = seg_linear(x, x->insn->seg,
-				(effective_address(x) + (uint64_t)((soff >> (size == 8 ? 6 : size == 4 ? 5 : 4)) * size)) &
-					addr_mask(x));
+		la = exec_seg_linear(x, x->insn->seg,
+				(exec_effective_address(x) + (uint64_t)((soff >> (size == 8 ? 6 : size == 4 ? 5 : 4)) * size)) &
+					exec_addr_mask(x));
 		offset = (uint64_t)soff & (bits - 1);
 	}
 	if (x->insn->mod == 3)
-		v = reg_get(x, x->insn->rm, size);
-	else if ((rc = mem_read(x, la, size, &v)))
+		v = exec_reg_get(x, x->insn->rm, size);
+	else if ((rc = exec_mem_read(x, la, size, &v)))
 		return rc;
 	bit = (v >> offset) & 1;
 	/* CF = the bit; OF SF AF PF undefined (left unchanged); ZF unaffected. */
@@ -496,10 +493,10 @@ static int exec_bit_test(struct exec *x, unsigned op, uint64_t offset, bool imm)
 	else
 		v ^= 1ull << offset;
 	if (x->insn->mod == 3) {
-		reg_set(x, x->insn->rm, size, v);
+		exec_reg_set(x, x->insn->rm, size, v);
 		return EMU_OK;
 	}
-	return mem_write(x, la, size, v);
+	return exec_mem_write(x, la, size, v);
 }
 
 /* 0F BC/BD: BSF, BSR. A zero source sets ZF and leaves the destination unchanged (as AMD
@@ -510,14 +507,14 @@ static int exec_bit_scan(struct exec *x, bool reverse)
 	uint64_t v;
 	int rc;
 
-	if ((rc = rm_read(x, size, &v)))
+	if ((rc = exec_rm_read(x, size, &v)))
 		return rc;
 	if (!v) {
 		emu_flags_set(x->cpu, EMU_FLAGS_ARITH, EMU_FLAG_ZF);
 		return EMU_OK;
 	}
 	emu_flags_set(x->cpu, EMU_FLAGS_ARITH, 0);
-	reg_set(x, x->insn->reg, size, reverse ? 63u - (unsigned)__builtin_clzll(v)
+	exec_reg_set(x, x->insn->reg, size, reverse ? 63u - (unsigned)__builtin_clzll(v)
 					       : (unsigned)__builtin_ctzll(v));
 	return EMU_OK;
 }
@@ -529,9 +526,9 @@ static int exec_popcnt(struct exec *x)
 	uint64_t v;
 	int rc;
 
-	if ((rc = rm_read(x, size, &v)))
+	if ((rc = exec_rm_read(x, size, &v)))
 		return rc;
-	reg_set(x, x->insn->reg, size, (uint64_t)__builtin_popcountll(v));
+	exec_reg_set(x, x->insn->reg, size, (uint64_t)__builtin_popcountll(v));
 	emu_flags_set(x->cpu, EMU_FLAGS_ARITH, v ? 0 : EMU_FLAG_ZF);
 	return EMU_OK;
 }
@@ -541,17 +538,17 @@ static int exec_popcnt(struct exec *x)
 static int exec_cmpxchg(struct exec *x)
 {
 	unsigned size = x->insn->opsize;
-	uint64_t dst, acc = reg_get(x, CPU_RAX, size);
+	uint64_t dst, acc = exec_reg_get(x, CPU_RAX, size);
 	int rc;
 
-	if ((rc = rm_read(x, size, &dst)))
+	if ((rc = exec_rm_read(x, size, &dst)))
 		return rc;
 	emu_alu(x->cpu, ALU_CMP, size, acc, dst);
 	if (acc == dst)
-		return rm_write(x, size, reg_get(x, x->insn->reg, size));
-	if (x->insn->mod != 3 && (rc = rm_write(x, size, dst)))
+		return exec_rm_write(x, size, exec_reg_get(x, x->insn->reg, size));
+	if (x->insn->mod != 3 && (rc = exec_rm_write(x, size, dst)))
 		return rc;
-	reg_set(x, CPU_RAX, size, dst);
+	exec_reg_set(x, CPU_RAX, size, dst);
 	return EMU_OK;
 }
 
@@ -559,21 +556,21 @@ static int exec_cmpxchg(struct exec *x)
 static int exec_xadd(struct exec *x)
 {
 	unsigned size = x->insn->opsize;
-	uint64_t dst, src = reg_get(x, x->insn->reg, size), sum;
+	uint64_t dst, src = exec_reg_get(x, x->insn->reg, size), sum;
 	int rc;
 
-	if ((rc = rm_read(x, size, &dst)))
+	if ((rc = exec_rm_read(x, size, &dst)))
 		return rc;
 	sum = emu_alu(x->cpu, ALU_ADD, size, dst, src);
 	/* SDM: TEMP ← SRC + DEST; SRC ← DEST; DEST ← TEMP: with reg == rm the sum wins. */
 	if (x->insn->mod == 3) {
-		reg_set(x, x->insn->reg, size, dst);
-		reg_set(x, x->insn->rm, size, sum);
+		exec_reg_set(x, x->insn->reg, size, dst);
+		exec_reg_set(x, x->insn->rm, size, sum);
 		return EMU_OK;
 	}
-	if ((rc = mem_write(x, x->la, size, sum)))
+	if ((rc = exec_mem_write(x, x->la, size, sum)))
 		return rc;
-	reg_set(x, x->insn->reg, size, dst);
+	exec_reg_set(x, x->insn->reg, size, dst);
 	return EMU_OK;
 }
 
@@ -585,10 +582,10 @@ static int exec_shift_double(struct exec *x)
 	uint64_t dst, r;
 	int rc;
 
-	if ((rc = rm_read(x, size, &dst)))
+	if ((rc = exec_rm_read(x, size, &dst)))
 		return rc;
-	r = emu_shift_double(x->cpu, op >= 0xAC, size, dst, reg_get(x, x->insn->reg, size), count);
-	return rm_write(x, size, r);
+	r = emu_shift_double(x->cpu, op >= 0xAC, size, dst, exec_reg_get(x, x->insn->reg, size), count);
+	return exec_rm_write(x, size, r);
 }
 
 static uint64_t bswap(uint64_t v, unsigned size)
@@ -607,9 +604,9 @@ enum string_op { STR_MOVS, STR_CMPS, STR_STOS, STR_LODS, STR_SCAS };
 static int string_once(struct exec *x, enum string_op op, unsigned size)
 {
 	struct emu_cpu *cpu = x->cpu;
-	uint64_t amask = addr_mask(x);
+	uint64_t amask = exec_addr_mask(x);
 	uint64_t si = cpu->s.gpr[CPU_RSI] & amask, di = cpu->s.gpr[CPU_RDI] & amask;
-	uint64_t src_la = seg_linear(x, x->insn->seg, si), dst_la = seg_linear(x, SEG_ES, di);
+	uint64_t src_la = exec_seg_linear(x, x->insn->seg, si), dst_la = exec_seg_linear(x, SEG_ES, di);
 	int64_t step = (cpu->s.rflags & EMU_FLAG_DF) ? -(int64_t)size : (int64_t)size;
 	uint64_t a, b;
 	int rc = EMU_OK;
@@ -617,39 +614,39 @@ static int string_once(struct exec *x, enum string_op op, unsigned size)
 
 	switch (op) {
 	case STR_MOVS:
-		if ((rc = mem_read(x, src_la, size, &a)) || (rc = mem_write(x, dst_la, size, a)))
+		if ((rc = exec_mem_read(x, src_la, size, &a)) || (rc = exec_mem_write(x, dst_la, size, a)))
 			return rc;
 		uses_si = uses_di = true;
 		break;
 	case STR_CMPS:
-		if ((rc = mem_read(x, src_la, size, &a)) || (rc = mem_read(x, dst_la, size, &b)))
+		if ((rc = exec_mem_read(x, src_la, size, &a)) || (rc = exec_mem_read(x, dst_la, size, &b)))
 			return rc;
 		emu_alu(cpu, ALU_CMP, size, a, b);
 		uses_si = uses_di = true;
 		break;
 	case STR_STOS:
-		if ((rc = mem_write(x, dst_la, size, reg_get(x, CPU_RAX, size))))
+		if ((rc = exec_mem_write(x, dst_la, size, exec_reg_get(x, CPU_RAX, size))))
 			return rc;
 		uses_di = true;
 		break;
 	case STR_LODS:
-		if ((rc = mem_read(x, src_la, size, &a)))
+		if ((rc = exec_mem_read(x, src_la, size, &a)))
 			return rc;
-		reg_set(x, CPU_RAX, size, a);
+		exec_reg_set(x, CPU_RAX, size, a);
 		uses_si = true;
 		break;
 	case STR_SCAS:
-		if ((rc = mem_read(x, dst_la, size, &b)))
+		if ((rc = exec_mem_read(x, dst_la, size, &b)))
 			return rc;
-		emu_alu(cpu, ALU_CMP, size, reg_get(x, CPU_RAX, size), b);
+		emu_alu(cpu, ALU_CMP, size, exec_reg_get(x, CPU_RAX, size), b);
 		uses_di = true;
 		break;
 	}
 	/* Only the address-size part of rSI/rDI moves (32-bit addresses zero-extend in 64-bit). */
 	if (uses_si)
-		reg_set(x, CPU_RSI, x->insn->adsize, si + (uint64_t)step);
+		exec_reg_set(x, CPU_RSI, x->insn->adsize, si + (uint64_t)step);
 	if (uses_di)
-		reg_set(x, CPU_RDI, x->insn->adsize, di + (uint64_t)step);
+		exec_reg_set(x, CPU_RDI, x->insn->adsize, di + (uint64_t)step);
 	return EMU_OK;
 }
 
@@ -671,7 +668,7 @@ static int exec_string(struct exec *x, enum string_op op)
 		if ((rc = string_once(x, op, size)))
 			goto interrupted;
 		x->partial = true;
-		reg_set(x, CPU_RCX, as, count - 1);
+		exec_reg_set(x, CPU_RCX, as, count - 1);
 		/* REPE (F3) stops on ZF = 0, REPNE (F2) on ZF = 1; the last of F2/F3 counts. */
 		if (cond && emu_condition(x->cpu, 4) != (insn->last_rep == 0xF3))
 			return EMU_OK;
@@ -693,7 +690,7 @@ static int exec_pushf(struct exec *x)
 	/* VM and RF are pushed as 0 (SDM: PUSHF). */
 	uint64_t f = emu_flags_get(x->cpu) & ~(EMU_FLAG_VM | EMU_FLAG_RF);
 
-	return push(x, stack_op_size(x), f);
+	return exec_push(x, stack_op_size(x), f);
 }
 
 static int exec_popf(struct exec *x)
@@ -704,7 +701,7 @@ static int exec_popf(struct exec *x)
 	unsigned iopl = (unsigned)((old & EMU_FLAG_IOPL) >> 12);
 	int rc;
 
-	if ((rc = pop(x, size, &v)))
+	if ((rc = exec_pop(x, size, &v)))
 		return rc;
 	/* SDM: POPF. Protected/long mode: IOPL only at CPL 0, IF only at CPL <= IOPL; VM, VIF,
 	 * VIP and RF are never changed this way. Virtual-8086 mode is not supported. */
@@ -754,7 +751,7 @@ static int exec_flag_op(struct exec *x)
 
 /* ---- dispatch ---- */
 
-static int ud(struct exec *x)
+int exec_ud(struct exec *x)
 {
 	return emu_raise(x->cpu, EMU_VEC_UD, false, 0);
 }
@@ -762,8 +759,8 @@ static int ud(struct exec *x)
 static int exec_mov_imm_group(struct exec *x)
 {
 	if ((x->insn->modrm >> 3) & 7)
-		return ud(x); /* C6 F8 XABORT / C7 F8 XBEGIN: no RTM */
-	return rm_write(x, x->insn->opsize, x->insn->imm);
+		return exec_ud(x); /* C6 F8 XABORT / C7 F8 XBEGIN: no RTM */
+	return exec_rm_write(x, x->insn->opsize, x->insn->imm);
 }
 
 static int exec_enter(struct exec *x)
@@ -774,21 +771,21 @@ static int exec_enter(struct exec *x)
 	int rc;
 
 	/* SDM: ENTER. Nested levels copy the enclosing frame pointers. */
-	if ((rc = push(x, size, old_rbp)))
+	if ((rc = exec_push(x, size, old_rbp)))
 		return rc;
 	frame = cpu->s.gpr[CPU_RSP];
 	for (unsigned i = 1; i < level; i++) {
-		uint64_t bp = (old_rbp - (uint64_t)i * size) & emu_size_mask(stack_size(x));
+		uint64_t bp = (old_rbp - (uint64_t)i * size) & emu_size_mask(exec_stack_size(x));
 
-		if ((rc = mem_read(x, seg_linear(x, SEG_SS, bp), size, &v)) ||
-		    (rc = push(x, size, v)))
+		if ((rc = exec_mem_read(x, exec_seg_linear(x, SEG_SS, bp), size, &v)) ||
+		    (rc = exec_push(x, size, v)))
 			goto fail;
 	}
-	if (level && (rc = push(x, size, frame)))
+	if (level && (rc = exec_push(x, size, frame)))
 		goto fail;
 	/* A fault on the final RSP adjustment cannot happen here: no access is made. */
-	reg_set(x, CPU_RBP, size, frame);
-	cpu->s.gpr[CPU_RSP] = rsp_adjust(x, -(int64_t)(x->insn->imm & 0xffff));
+	exec_reg_set(x, CPU_RBP, size, frame);
+	cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, -(int64_t)(x->insn->imm & 0xffff));
 	return EMU_OK;
 fail:
 	cpu->s.gpr[CPU_RSP] = old_rsp;
@@ -798,17 +795,17 @@ fail:
 static int exec_leave(struct exec *x)
 {
 	struct emu_cpu *cpu = x->cpu;
-	unsigned size = x->insn->opsize, ss = stack_size(x);
+	unsigned size = x->insn->opsize, ss = exec_stack_size(x);
 	uint64_t old_rsp = cpu->s.gpr[CPU_RSP], v;
 	int rc;
 
 	/* rSP ← rBP (stack-address size), then POP rBP (operand size). */
 	cpu->s.gpr[CPU_RSP] = (old_rsp & ~emu_size_mask(ss)) | (cpu->s.gpr[CPU_RBP] & emu_size_mask(ss));
-	if ((rc = pop(x, size, &v))) {
+	if ((rc = exec_pop(x, size, &v))) {
 		cpu->s.gpr[CPU_RSP] = old_rsp;
 		return rc;
 	}
-	reg_set(x, CPU_RBP, size, v);
+	exec_reg_set(x, CPU_RBP, size, v);
 	return EMU_OK;
 }
 
@@ -818,9 +815,9 @@ static int exec_ret(struct exec *x)
 	uint64_t target;
 	int rc;
 
-	if ((rc = stack_peek(x, size, 0, &target)))
+	if ((rc = exec_stack_peek(x, size, 0, &target)))
 		return rc;
-	x->cpu->s.gpr[CPU_RSP] = rsp_adjust(x, size + (x->insn->opcode == 0xC2 ? x->insn->imm : 0));
+	x->cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, size + (x->insn->opcode == 0xC2 ? x->insn->imm : 0));
 	x->next_rip = target;
 	return EMU_OK;
 }
@@ -835,7 +832,7 @@ static int exec_loop(struct exec *x)
 		taken = count == 0;
 	} else {
 		count = (count - 1) & emu_size_mask(as);
-		reg_set(x, CPU_RCX, as, count);
+		exec_reg_set(x, CPU_RCX, as, count);
 		taken = count != 0;
 		if (op == 0xE1) /* LOOPE */
 			taken = taken && emu_condition(x->cpu, 4);
@@ -843,20 +840,20 @@ static int exec_loop(struct exec *x)
 			taken = taken && !emu_condition(x->cpu, 4);
 	}
 	if (taken)
-		jump_relative(x);
+		exec_jump_relative(x);
 	return EMU_OK;
 }
 
 static int exec_sign_extend_acc(struct exec *x)
 {
 	unsigned size = x->insn->opsize;
-	uint64_t a = reg_get(x, CPU_RAX, size / 2);
+	uint64_t a = exec_reg_get(x, CPU_RAX, size / 2);
 
 	if (x->insn->opcode == 0x98) { /* CBW/CWDE/CDQE */
-		reg_set(x, CPU_RAX, size, emu_sext(a, size / 2));
+		exec_reg_set(x, CPU_RAX, size, emu_sext(a, size / 2));
 	} else { /* CWD/CDQ/CQO */
-		a = reg_get(x, CPU_RAX, size);
-		reg_set(x, CPU_RDX, size, (a & emu_sign_bit(size)) ? ~0ull : 0);
+		a = exec_reg_get(x, CPU_RAX, size);
+		exec_reg_set(x, CPU_RDX, size, (a & emu_sign_bit(size)) ? ~0ull : 0);
 	}
 	return EMU_OK;
 }
@@ -864,27 +861,27 @@ static int exec_sign_extend_acc(struct exec *x)
 static int exec_moffs(struct exec *x)
 {
 	unsigned size = x->insn->opsize;
-	uint64_t la = seg_linear(x, x->insn->seg, x->insn->imm & addr_mask(x)), v;
+	uint64_t la = exec_seg_linear(x, x->insn->seg, x->insn->imm & exec_addr_mask(x)), v;
 	int rc;
 
 	if (x->insn->opcode <= 0xA1) {
-		if ((rc = mem_read(x, la, size, &v)))
+		if ((rc = exec_mem_read(x, la, size, &v)))
 			return rc;
-		reg_set(x, CPU_RAX, size, v);
+		exec_reg_set(x, CPU_RAX, size, v);
 		return EMU_OK;
 	}
-	return mem_write(x, la, size, reg_get(x, CPU_RAX, size));
+	return exec_mem_write(x, la, size, exec_reg_get(x, CPU_RAX, size));
 }
 
 static int exec_xlat(struct exec *x)
 {
-	uint64_t off = (x->cpu->s.gpr[CPU_RBX] + (x->cpu->s.gpr[CPU_RAX] & 0xff)) & addr_mask(x);
+	uint64_t off = (x->cpu->s.gpr[CPU_RBX] + (x->cpu->s.gpr[CPU_RAX] & 0xff)) & exec_addr_mask(x);
 	uint64_t v;
 	int rc;
 
-	if ((rc = mem_read(x, seg_linear(x, x->insn->seg, off), 1, &v)))
+	if ((rc = exec_mem_read(x, exec_seg_linear(x, x->insn->seg, off), 1, &v)))
 		return rc;
-	reg_set(x, CPU_RAX, 1, v);
+	exec_reg_set(x, CPU_RAX, 1, v);
 	return EMU_OK;
 }
 
@@ -913,61 +910,61 @@ static int exec_map1(struct exec *x)
 		return exec_alu(x);
 	switch (op) {
 	case 0x40 ... 0x4F: /* INC/DEC r (not 64-bit mode: REX there) */
-		reg_set(x, op & 7, size, emu_inc_dec(cpu, op >= 0x48, size, reg_get(x, op & 7, size)));
+		exec_reg_set(x, op & 7, size, emu_inc_dec(cpu, op >= 0x48, size, exec_reg_get(x, op & 7, size)));
 		return EMU_OK;
 	case 0x50 ... 0x57:
-		return push(x, stack_op_size(x), reg_get(x, (op & 7) | ((insn->rex & 1) << 3), size));
+		return exec_push(x, stack_op_size(x), exec_reg_get(x, (op & 7) | ((insn->rex & 1) << 3), size));
 	case 0x58 ... 0x5F:
-		if ((rc = pop(x, stack_op_size(x), &v)))
+		if ((rc = exec_pop(x, stack_op_size(x), &v)))
 			return rc;
-		reg_set(x, (op & 7) | ((insn->rex & 1) << 3), size, v); /* POP rSP: the popped value */
+		exec_reg_set(x, (op & 7) | ((insn->rex & 1) << 3), size, v); /* POP rSP: the popped value */
 		return EMU_OK;
 	case 0x63: /* MOVSXD (64-bit mode; ARPL elsewhere is not supported) */
 		if (cpu->mode != EMU_MODE_64)
-			return ud(x);
-		if ((rc = rm_read(x, size == 8 ? 4 : size, &v)))
+			return exec_ud(x);
+		if ((rc = exec_rm_read(x, size == 8 ? 4 : size, &v)))
 			return rc;
-		reg_set(x, insn->reg, size, size == 8 ? emu_sext(v, 4) : v);
+		exec_reg_set(x, insn->reg, size, size == 8 ? emu_sext(v, 4) : v);
 		return EMU_OK;
 	case 0x68:
 	case 0x6A:
-		return push(x, stack_op_size(x), insn->imm);
+		return exec_push(x, stack_op_size(x), insn->imm);
 	case 0x69:
 	case 0x6B:
 		return exec_imul_reg(x, true);
 	case 0x70 ... 0x7F:
 		if (emu_condition(cpu, op & 15))
-			jump_relative(x);
+			exec_jump_relative(x);
 		return EMU_OK;
 	case 0x80 ... 0x83:
 		return exec_group1(x);
 	case 0x84:
 	case 0x85: /* TEST Ev,Gv */
-		if ((rc = rm_read(x, size, &v)))
+		if ((rc = exec_rm_read(x, size, &v)))
 			return rc;
-		emu_alu(cpu, ALU_AND, size, v, reg_get(x, insn->reg, size));
+		emu_alu(cpu, ALU_AND, size, v, exec_reg_get(x, insn->reg, size));
 		return EMU_OK;
 	case 0x86:
 	case 0x87:
 		return exec_xchg(x, insn->reg);
 	case 0x88:
 	case 0x89:
-		return rm_write(x, size, reg_get(x, insn->reg, size));
+		return exec_rm_write(x, size, exec_reg_get(x, insn->reg, size));
 	case 0x8A:
 	case 0x8B:
-		if ((rc = rm_read(x, size, &v)))
+		if ((rc = exec_rm_read(x, size, &v)))
 			return rc;
-		reg_set(x, insn->reg, size, v);
+		exec_reg_set(x, insn->reg, size, v);
 		return EMU_OK;
 	case 0x8C: /* MOV Ev,Sreg: 16 bits to memory, zero-extended to a register */
 		if ((insn->reg & 7) >= 6)
-			return ud(x);
+			return exec_ud(x);
 		v = cpu->s.seg[insn->reg & 7].selector; /* Sreg encoding = enum cpu_seg order */
-		return rm_write(x, insn->mod == 3 ? size : 2, v);
+		return exec_rm_write(x, insn->mod == 3 ? size : 2, v);
 	case 0x8D: /* LEA */
 		if (insn->mod == 3)
-			return ud(x);
-		reg_set(x, insn->reg, size, effective_address(x));
+			return exec_ud(x);
+		exec_reg_set(x, insn->reg, size, exec_effective_address(x));
 		return EMU_OK;
 	case 0x8F:
 		return exec_pop_rm(x);
@@ -976,9 +973,9 @@ static int exec_map1(struct exec *x)
 
 		if (reg == CPU_RAX) /* NOP, PAUSE (F3 90); XCHG eAX,eAX does not zero-extend */
 			return EMU_OK;
-		v = reg_get(x, reg, size);
-		reg_set(x, reg, size, reg_get(x, CPU_RAX, size));
-		reg_set(x, CPU_RAX, size, v);
+		v = exec_reg_get(x, reg, size);
+		exec_reg_set(x, reg, size, exec_reg_get(x, CPU_RAX, size));
+		exec_reg_set(x, CPU_RAX, size, v);
 		return EMU_OK;
 	}
 	case 0x98:
@@ -1001,7 +998,7 @@ static int exec_map1(struct exec *x)
 		return exec_string(x, STR_CMPS);
 	case 0xA8:
 	case 0xA9:
-		emu_alu(cpu, ALU_AND, size, reg_get(x, CPU_RAX, size), insn->imm);
+		emu_alu(cpu, ALU_AND, size, exec_reg_get(x, CPU_RAX, size), insn->imm);
 		return EMU_OK;
 	case 0xAA:
 	case 0xAB:
@@ -1013,7 +1010,7 @@ static int exec_map1(struct exec *x)
 	case 0xAF:
 		return exec_string(x, STR_SCAS);
 	case 0xB0 ... 0xBF:
-		reg_set(x, (op & 7) | ((insn->rex & 1) << 3), size, insn->imm);
+		exec_reg_set(x, (op & 7) | ((insn->rex & 1) << 3), size, insn->imm);
 		return EMU_OK;
 	case 0xC0:
 	case 0xC1:
@@ -1034,13 +1031,13 @@ static int exec_map1(struct exec *x)
 	case 0xE0 ... 0xE3:
 		return exec_loop(x);
 	case 0xE8:
-		if ((rc = push(x, size, x->next_rip)))
+		if ((rc = exec_push(x, size, x->next_rip)))
 			return rc;
-		jump_relative(x);
+		exec_jump_relative(x);
 		return EMU_OK;
 	case 0xE9:
 	case 0xEB:
-		jump_relative(x);
+		exec_jump_relative(x);
 		return EMU_OK;
 	case 0xF4: /* HLT */
 		if (cpu->cpl)
@@ -1056,7 +1053,7 @@ static int exec_map1(struct exec *x)
 	case 0xFF:
 		return exec_group45(x);
 	default:
-		return ud(x);
+		return exec_system_map1(x);
 	}
 }
 
@@ -1073,26 +1070,26 @@ static int exec_map0f(struct exec *x)
 	case 0x18 ... 0x1F: /* hint NOPs: PREFETCHh, NOP Ev, ENDBR32/64 (F3 0F 1E FA/FB) */
 		return EMU_OK;
 	case 0x0B: /* UD2 */
-		return ud(x);
+		return exec_ud(x);
 	case 0x40 ... 0x4F:
 		return exec_cmov(x);
 	case 0x80 ... 0x8F:
 		if (emu_condition(cpu, op & 15))
-			jump_relative(x);
+			exec_jump_relative(x);
 		return EMU_OK;
 	case 0x90 ... 0x9F: /* SETcc Eb */
-		return rm_write(x, 1, emu_condition(cpu, op & 15));
+		return exec_rm_write(x, 1, emu_condition(cpu, op & 15));
 	case 0xA3:
-		return exec_bit_test(x, 0, reg_get(x, insn->reg, size), false);
+		return exec_bit_test(x, 0, exec_reg_get(x, insn->reg, size), false);
 	case 0xAB:
-		return exec_bit_test(x, 1, reg_get(x, insn->reg, size), false);
+		return exec_bit_test(x, 1, exec_reg_get(x, insn->reg, size), false);
 	case 0xB3:
-		return exec_bit_test(x, 2, reg_get(x, insn->reg, size), false);
+		return exec_bit_test(x, 2, exec_reg_get(x, insn->reg, size), false);
 	case 0xBB:
-		return exec_bit_test(x, 3, reg_get(x, insn->reg, size), false);
+		return exec_bit_test(x, 3, exec_reg_get(x, insn->reg, size), false);
 	case 0xBA:
 		if (((insn->modrm >> 3) & 7) < 4)
-			return ud(x);
+			return exec_ud(x);
 		return exec_bit_test(x, (insn->modrm >> 3) & 3, insn->imm & 0xff, true);
 	case 0xA4:
 	case 0xA5:
@@ -1110,14 +1107,14 @@ static int exec_map0f(struct exec *x)
 	case 0xBF: { /* MOVZX/MOVSX Gv, Eb/Ew */
 		unsigned from = (op & 1) ? 2 : 1;
 
-		if ((rc = rm_read(x, from, &v)))
+		if ((rc = exec_rm_read(x, from, &v)))
 			return rc;
-		reg_set(x, insn->reg, size, op >= 0xBE ? emu_sext(v, from) : v);
+		exec_reg_set(x, insn->reg, size, op >= 0xBE ? emu_sext(v, from) : v);
 		return EMU_OK;
 	}
 	case 0xB8: /* POPCNT needs F3; without it, JMPE (IA-64) */
 		if (insn->last_rep != 0xF3)
-			return ud(x);
+			return exec_ud(x);
 		return exec_popcnt(x);
 	case 0xBC:
 	case 0xBD:
@@ -1130,11 +1127,11 @@ static int exec_map0f(struct exec *x)
 	case 0xC8 ... 0xCF: {
 		unsigned reg = (op & 7) | ((insn->rex & 1) << 3);
 
-		reg_set(x, reg, size, bswap(reg_get(x, reg, size), size));
+		exec_reg_set(x, reg, size, bswap(exec_reg_get(x, reg, size), size));
 		return EMU_OK;
 	}
 	default:
-		return ud(x);
+		return exec_system_map0f(x);
 	}
 }
 
@@ -1197,7 +1194,7 @@ int emu_execute(struct emu_cpu *cpu, const struct emu_insn *insn)
 	if ((insn->prefix & EMU_PFX_LOCK) && !lock_allowed(insn))
 		return emu_raise(cpu, EMU_VEC_UD, false, 0);
 	if (emu_insn_has_mem(insn))
-		x.la = seg_linear(&x, insn->seg, effective_address(&x));
+		x.la = exec_seg_linear(&x, insn->seg, exec_effective_address(&x));
 	switch (insn->map) {
 	case EMU_MAP_1:
 		rc = exec_map1(&x);
@@ -1206,7 +1203,7 @@ int emu_execute(struct emu_cpu *cpu, const struct emu_insn *insn)
 		rc = exec_map0f(&x);
 		break;
 	default:
-		rc = ud(&x);
+		rc = exec_ud(&x);
 		break;
 	}
 	if (rc == EMU_OK || rc == EMU_HALT) {

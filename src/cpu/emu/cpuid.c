@@ -1,0 +1,83 @@
+/* CPUID of the software CPU: every bit set here is implemented and tested; a feature is added
+ * to this table in the same change as its instructions (emu-notes.md: Linux and glibc choose
+ * code paths by CPUID, so an advertised but broken feature corrupts silently).
+ *
+ * Not advertised yet, because not implemented: FPU/MMX/FXSR/SSE/SSE2 (step 4; a 64-bit Linux
+ * refuses to boot without them), APIC and x2APIC (step 3), SYSENTER, MTRR, MCE/MCA, XSAVE,
+ * BMI1/LZCNT (so F3 0F BC/BD are BSF/BSR), SMEP/SMAP, RDRAND, MONITOR/MWAIT. */
+#include "cpu/emu/emu.h"
+
+#include <string.h>
+
+/* CPUID.1:EDX */
+#define F1_EDX_PSE (1u << 3) /* 2 MiB/1 GiB pages of long mode; legacy paging raises #GP */
+#define F1_EDX_TSC (1u << 4)
+#define F1_EDX_MSR (1u << 5)
+#define F1_EDX_PAE (1u << 6)
+#define F1_EDX_CX8 (1u << 8)
+#define F1_EDX_PGE (1u << 13)
+#define F1_EDX_CMOV (1u << 15)
+#define F1_EDX_PAT (1u << 16)
+#define F1_EDX_CLFSH (1u << 19)
+/* CPUID.1:ECX */
+#define F1_ECX_CX16 (1u << 13)
+#define F1_ECX_POPCNT (1u << 23)
+#define F1_ECX_HYPERVISOR (1u << 31)
+/* CPUID.80000001 */
+#define X1_ECX_LAHF (1u << 0)
+#define X1_EDX_SYSCALL (1u << 11)
+#define X1_EDX_NX (1u << 20)
+#define X1_EDX_PAGE1GB (1u << 26)
+#define X1_EDX_RDTSCP (1u << 27)
+#define X1_EDX_LM (1u << 29)
+/* CPUID.80000007:EDX */
+#define X7_EDX_INVARIANT_TSC (1u << 8)
+
+void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
+{
+	static const char brand[48] = "vmm software x86-64 CPU";
+
+	(void)subleaf;
+	memset(out, 0, 4 * sizeof(out[0]));
+	switch (leaf) {
+	case 0:
+		out[0] = 7;
+		memcpy(&out[1], "Genu", 4); /* EBX, EDX, ECX spell GenuineIntel */
+		memcpy(&out[3], "ineI", 4);
+		memcpy(&out[2], "ntel", 4);
+		break;
+	case 1:
+		/* Family 15, model 6, stepping 1: the generic model QEMU calls kvm64. */
+		out[0] = (0xf << 8) | (6 << 4) | 1;
+		out[1] = (8 << 8) /* CLFLUSH: 64 bytes */ | (1 << 16) | (cpu->apic_id << 24);
+		out[2] = F1_ECX_CX16 | F1_ECX_POPCNT | F1_ECX_HYPERVISOR;
+		out[3] = F1_EDX_PSE | F1_EDX_TSC | F1_EDX_MSR | F1_EDX_PAE | F1_EDX_CX8 |
+			 F1_EDX_PGE | F1_EDX_CMOV | F1_EDX_PAT | F1_EDX_CLFSH;
+		break;
+	case 0x40000000:
+		/* The KVM signature (docs/platform.md); its PV features come with kvmclock. */
+		out[0] = 0x40000001;
+		memcpy(&out[1], "KVMKVMKVM\0\0\0", 12); /* EBX, ECX, EDX */
+		break;
+	case 0x80000000:
+		out[0] = 0x80000008;
+		break;
+	case 0x80000001:
+		out[2] = X1_ECX_LAHF;
+		out[3] = X1_EDX_SYSCALL | X1_EDX_NX | X1_EDX_PAGE1GB | X1_EDX_RDTSCP | X1_EDX_LM;
+		break;
+	case 0x80000002:
+	case 0x80000003:
+	case 0x80000004:
+		memcpy(out, brand + 16 * (leaf - 0x80000002), 16);
+		break;
+	case 0x80000007:
+		out[3] = X7_EDX_INVARIANT_TSC;
+		break;
+	case 0x80000008:
+		out[0] = 46 | (48 << 8); /* physical and linear address bits (mmu.c) */
+		break;
+	default:
+		break; /* leaves 2-7 and unknown leaves: all zero */
+	}
+}

@@ -1,0 +1,51 @@
+/* Shared by the executor's files (exec.c: integer instructions, system.c: system instructions,
+ * interrupts and exceptions). Not for use outside src/cpu/emu/. */
+#ifndef VMM_CPU_EMU_EXEC_H
+#define VMM_CPU_EMU_EXEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cpu/emu/decode.h"
+#include "cpu/emu/emu.h"
+
+/* One instruction being executed. */
+struct exec {
+	struct emu_cpu *cpu;
+	const struct emu_insn *insn;
+	uint64_t next_rip; /* RIP after this instruction; branches change it */
+	uint64_t la; /* linear address of the ModRM memory operand, if any */
+	bool partial; /* a REP string instruction completed iterations: keep them on a fault */
+};
+
+/* Registers by number and size (byte registers 4-7 are AH..BH without REX). */
+uint64_t exec_reg_get(const struct exec *x, unsigned reg, unsigned size);
+void exec_reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v);
+
+/* Addresses: segment base applied (64-bit mode: FS/GS only), address-size masking. */
+uint64_t exec_seg_linear(const struct exec *x, unsigned seg, uint64_t offset);
+uint64_t exec_addr_mask(const struct exec *x);
+uint64_t exec_effective_address(const struct exec *x);
+
+/* Memory and the ModRM r/m operand; each returns an enum emu_status. */
+int exec_mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v);
+int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v);
+int exec_rm_read(struct exec *x, unsigned size, uint64_t *v);
+int exec_rm_write(struct exec *x, unsigned size, uint64_t v);
+
+/* The stack (SS:rSP with the stack-address size). */
+unsigned exec_stack_size(const struct exec *x);
+uint64_t exec_rsp_adjust(const struct exec *x, int64_t delta);
+int exec_push(struct exec *x, unsigned size, uint64_t v);
+int exec_pop(struct exec *x, unsigned size, uint64_t *v);
+int exec_stack_peek(struct exec *x, unsigned size, uint64_t offset, uint64_t *v);
+
+void exec_jump_to(struct exec *x, uint64_t target);
+void exec_jump_relative(struct exec *x);
+int exec_ud(struct exec *x);
+
+/* system.c: system instructions of the one-byte and 0F maps; EMU_VEC_UD if not one. */
+int exec_system_map1(struct exec *x);
+int exec_system_map0f(struct exec *x);
+
+#endif

@@ -1,0 +1,302 @@
+/* Linear → physical translation: 4-level paging (SDM Vol. 3 §4.5), access rights (§4.6),
+ * #PF error codes (§4.7), accessed/dirty bits (§4.8) and a software TLB (§4.10).
+ *
+ * Not implemented yet: 32-bit and PAE paging outside long mode (an access with CR0.PG set but
+ * EFER.LMA clear raises #GP, never a wrong translation), 5-level paging, protection keys, SMAP.
+ * Page-table entries must live in RAM: an entry in MMIO space reads as not present. */
+#include "cpu/emu/emu.h"
+
+#include <string.h>
+
+#define PAGE_SIZE 4096ull
+#define PAGE_MASK (~(PAGE_SIZE - 1))
+
+#define PTE_P (1ull << 0)
+#define PTE_W (1ull << 1)
+#define PTE_U (1ull << 2)
+#define PTE_A (1ull << 5)
+#define PTE_D (1ull << 6)
+#define PTE_PS (1ull << 7)
+#define PTE_G (1ull << 8)
+#define PTE_NX (1ull << 63)
+
+/* The physical-address width the CPUID table reports (leaf 0x80000008). */
+#define EMU_PHYS_BITS 46
+#define PHYS_ADDR_MASK (((1ull << EMU_PHYS_BITS) - 1) & PAGE_MASK)
+
+#define PF_ERR_P (1u << 0)
+#define PF_ERR_W (1u << 1)
+#define PF_ERR_U (1u << 2)
+#define PF_ERR_RSVD (1u << 3)
+#define PF_ERR_I (1u << 4)
+
+#define CR0_WP (1ull << 16)
+#define CR4_PSE (1ull << 4)
+#define CR4_PGE (1ull << 7)
+#define CR4_SMEP (1ull << 20)
+#define EFER_NXE (1ull << 11)
+
+#define TLB_VALID 2ull
+#define TLB_USER 1ull
+
+struct walk {
+	uint64_t gpa; /* of the byte, not the page */
+	uint64_t *entries[4]; /* host pointers of the entries used, for A/D updates */
+	unsigned nr_entries;
+	bool writable, user, executable, global;
+};
+
+static bool is_user_access(const struct emu_cpu *cpu, enum emu_access access)
+{
+	return cpu->cpl == 3 && access != EMU_ACCESS_SYS_READ;
+}
+
+static int page_fault(struct emu_cpu *cpu, uint64_t linear, uint32_t error_code)
+{
+	cpu->exc.cr2 = linear;
+	return emu_raise(cpu, EMU_VEC_PF, true, error_code);
+}
+
+/* Bits that must be 0 in an entry at `level` (4 = PML4E .. 1 = PTE), SDM Vol. 3 table 4-20. */
+static uint64_t reserved_bits(const struct emu_cpu *cpu, unsigned level, uint64_t pte)
+{
+	uint64_t rsvd = ~((1ull << EMU_PHYS_BITS) - 1) & ~PTE_NX & ((1ull << 52) - 1);
+
+	/* Bits 62:52 are ignored (available to software) and protection keys are off. */
+	if (!(cpu->s.efer & EFER_NXE))
+		rsvd |= PTE_NX;
+	if (level == 4)
+		rsvd |= PTE_PS; /* and bit 8 (G) is ignored */
+	else if (level == 3 && (pte & PTE_PS))
+		rsvd |= 0x3fffe000ull; /* 1 GiB page: bits 29:13 */
+	else if (level == 2 && (pte & PTE_PS))
+		rsvd |= 0x1fe000ull; /* 2 MiB page: bits 20:13 */
+	return rsvd;
+}
+
+static int walk_long_mode(struct emu_cpu *cpu, uint64_t linear, enum emu_access access,
+			  struct walk *w)
+{
+	uint64_t table = cpu->s.cr3 & PHYS_ADDR_MASK;
+	bool user = is_user_access(cpu, access);
+	uint32_t err = (access == EMU_ACCESS_WRITE ? PF_ERR_W : 0) | (user ? PF_ERR_U : 0);
+	bool nx_enabled = cpu->s.efer & EFER_NXE;
+
+	if (access == EMU_ACCESS_FETCH && (nx_enabled || (cpu->s.cr4 & CR4_SMEP)))
+		err |= PF_ERR_I;
+	w->writable = w->user = w->executable = true;
+	w->nr_entries = 0;
+	for (unsigned level = 4; level >= 1; level--) {
+		unsigned shift = 12 + 9 * (level - 1);
+		uint64_t pte_gpa = table + (((linear >> shift) & 511) << 3);
+		uint8_t *page = cpu->phys->ram_page(cpu->phys_opaque, pte_gpa & PAGE_MASK);
+		uint64_t *entry, pte;
+
+		if (!page)
+			return page_fault(cpu, linear, err);
+		entry = (uint64_t *)(page + (pte_gpa & ~PAGE_MASK));
+		pte = __atomic_load_n(entry, __ATOMIC_RELAXED);
+		if (!(pte & PTE_P))
+			return page_fault(cpu, linear, err);
+		if (pte & reserved_bits(cpu, level, pte))
+			return page_fault(cpu, linear, err | PF_ERR_P | PF_ERR_RSVD);
+		w->entries[w->nr_entries++] = entry;
+		w->writable &= !!(pte & PTE_W);
+		w->user &= !!(pte & PTE_U);
+		if (nx_enabled && (pte & PTE_NX))
+			w->executable = false;
+		if (level == 1 || (pte & PTE_PS)) {
+			uint64_t size_mask = (1ull << shift) - 1;
+
+			w->gpa = ((pte & PHYS_ADDR_MASK) & ~size_mask) | (linear & size_mask);
+			w->global = (pte & PTE_G) && (cpu->s.cr4 & CR4_PGE);
+			break;
+		}
+		table = pte & PHYS_ADDR_MASK;
+	}
+	/* Access rights (SDM Vol. 3 §4.6.1). */
+	if (user) {
+		if (!w->user || (access == EMU_ACCESS_WRITE && !w->writable))
+			return page_fault(cpu, linear, err | PF_ERR_P);
+	} else {
+		if (access == EMU_ACCESS_WRITE && !w->writable && (cpu->s.cr0 & CR0_WP))
+			return page_fault(cpu, linear, err | PF_ERR_P);
+		if (access == EMU_ACCESS_FETCH && w->user && (cpu->s.cr4 & CR4_SMEP))
+			return page_fault(cpu, linear, err | PF_ERR_P);
+	}
+	if (access == EMU_ACCESS_FETCH && !w->executable)
+		return page_fault(cpu, linear, err | PF_ERR_P);
+	/* Accessed on every level, dirty on the leaf for writes; atomically, as other vCPUs
+	 * and the guest may update the same entries. */
+	for (unsigned i = 0; i < w->nr_entries; i++) {
+		uint64_t bits = PTE_A;
+
+		if (i == w->nr_entries - 1 && access == EMU_ACCESS_WRITE)
+			bits |= PTE_D;
+		if ((__atomic_load_n(w->entries[i], __ATOMIC_RELAXED) & bits) != bits)
+			__atomic_fetch_or(w->entries[i], bits, __ATOMIC_RELAXED);
+	}
+	return EMU_OK;
+}
+
+static bool canonical(uint64_t linear)
+{
+	return (uint64_t)((int64_t)(linear << 16) >> 16) == linear;
+}
+
+static int walk(struct emu_cpu *cpu, uint64_t linear, enum emu_access access, struct walk *w)
+{
+	if (!(cpu->s.cr0 & CR0_PG)) {
+		w->gpa = cpu->s.efer & EFER_LMA ? linear : linear & 0xffffffffull;
+		w->writable = w->user = w->executable = true;
+		w->global = false;
+		return EMU_OK;
+	}
+	if (!(cpu->s.efer & EFER_LMA))
+		return emu_raise(cpu, EMU_VEC_GP, true, 0); /* legacy paging: not yet */
+	if (!canonical(linear)) /* #SS for stack accesses is not distinguished yet */
+		return emu_raise(cpu, EMU_VEC_GP, true, 0);
+	return walk_long_mode(cpu, linear, access, w);
+}
+
+int emu_mmu_translate(struct emu_cpu *cpu, uint64_t linear, enum emu_access access,
+		      uint64_t *gpa)
+{
+	struct walk w;
+	int rc = walk(cpu, linear, access, &w);
+
+	if (rc == EMU_OK)
+		*gpa = w.gpa;
+	return rc;
+}
+
+/* ---- TLB ---- */
+
+static struct emu_tlb_entry *tlb_array(struct emu_cpu *cpu, enum emu_access access)
+{
+	switch (access) {
+	case EMU_ACCESS_WRITE:
+		return cpu->tlb.write;
+	case EMU_ACCESS_FETCH:
+		return cpu->tlb.fetch;
+	default:
+		return cpu->tlb.read;
+	}
+}
+
+static uint64_t tlb_tag(uint64_t linear, bool user)
+{
+	return (linear & PAGE_MASK) | (user ? TLB_USER : 0) | TLB_VALID;
+}
+
+void emu_tlb_flush(struct emu_cpu *cpu, bool include_global)
+{
+	struct emu_tlb_entry *arrays[3] = { cpu->tlb.read, cpu->tlb.write, cpu->tlb.fetch };
+
+	for (unsigned a = 0; a < 3; a++)
+		for (unsigned i = 0; i < EMU_TLB_SIZE; i++)
+			if (include_global || !arrays[a][i].global)
+				arrays[a][i].tag = 0;
+}
+
+void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear)
+{
+	unsigned i = (unsigned)(linear >> 12) & (EMU_TLB_SIZE - 1);
+
+	/* Large pages are cached per 4 KiB page, so flushing the one page is enough. */
+	cpu->tlb.read[i].tag = cpu->tlb.write[i].tag = cpu->tlb.fetch[i].tag = 0;
+}
+
+/* The TLB entry for the page of `linear`, walking the page tables on a miss. */
+static int tlb_lookup(struct emu_cpu *cpu, uint64_t linear, enum emu_access access,
+		      struct emu_tlb_entry **out)
+{
+	bool user = is_user_access(cpu, access);
+	struct emu_tlb_entry *e = &tlb_array(cpu, access)[(linear >> 12) & (EMU_TLB_SIZE - 1)];
+	uint64_t tag = tlb_tag(linear, user);
+	struct walk w;
+	int rc;
+
+	if (e->tag != tag) {
+		if ((rc = walk(cpu, linear, access, &w)))
+			return rc;
+		e->tag = tag;
+		e->gpa = w.gpa & PAGE_MASK;
+		e->host = cpu->phys->ram_page(cpu->phys_opaque, e->gpa);
+		e->global = w.global;
+	}
+	*out = e;
+	return EMU_OK;
+}
+
+/* ---- memory ops ---- */
+
+static int page_read(struct emu_cpu *cpu, struct emu_tlb_entry *e, uint64_t linear, void *dst,
+		     unsigned len)
+{
+	unsigned off = (unsigned)(linear & ~PAGE_MASK);
+
+	if (e->host) {
+		memcpy(dst, e->host + off, len);
+		return EMU_OK;
+	}
+	return cpu->phys->mmio(cpu, e->gpa + off, dst, len, false);
+}
+
+static int page_write(struct emu_cpu *cpu, struct emu_tlb_entry *e, uint64_t linear,
+		      const void *src, unsigned len)
+{
+	unsigned off = (unsigned)(linear & ~PAGE_MASK);
+
+	if (e->host) {
+		memcpy(e->host + off, src, len);
+		return EMU_OK;
+	}
+	return cpu->phys->mmio(cpu, e->gpa + off, (void *)src, len, true);
+}
+
+static int paged_read(struct emu_cpu *cpu, uint64_t linear, void *dst, unsigned len,
+		      enum emu_access access)
+{
+	unsigned first = (unsigned)(PAGE_SIZE - (linear & ~PAGE_MASK));
+	struct emu_tlb_entry *a, *b;
+	int rc;
+
+	if ((rc = tlb_lookup(cpu, linear, access, &a)))
+		return rc;
+	if (len <= first)
+		return page_read(cpu, a, linear, dst, len);
+	/* Crossing a page: translate both before touching either. The second lookup may evict
+	 * the first entry (same index), so keep a copy. */
+	struct emu_tlb_entry first_entry = *a;
+
+	if ((rc = tlb_lookup(cpu, linear + first, access, &b)))
+		return rc;
+	if ((rc = page_read(cpu, &first_entry, linear, dst, first)))
+		return rc;
+	return page_read(cpu, b, linear + first, (uint8_t *)dst + first, len - first);
+}
+
+static int paged_write(struct emu_cpu *cpu, uint64_t linear, const void *src, unsigned len)
+{
+	unsigned first = (unsigned)(PAGE_SIZE - (linear & ~PAGE_MASK));
+	struct emu_tlb_entry *a, *b;
+	int rc;
+
+	if ((rc = tlb_lookup(cpu, linear, EMU_ACCESS_WRITE, &a)))
+		return rc;
+	if (len <= first)
+		return page_write(cpu, a, linear, src, len);
+	struct emu_tlb_entry first_entry = *a;
+
+	if ((rc = tlb_lookup(cpu, linear + first, EMU_ACCESS_WRITE, &b)))
+		return rc;
+	if ((rc = page_write(cpu, &first_entry, linear, src, first)))
+		return rc;
+	return page_write(cpu, b, linear + first, (const uint8_t *)src + first, len - first);
+}
+
+const struct emu_memory_ops emu_paged_memory_ops = {
+	.read = paged_read,
+	.write = paged_write,
+};
