@@ -257,7 +257,7 @@ static int run_native(const struct tcase *c)
 	ctx->rflags = c->rflags;
 	ctx->branch_taken = 0;
 	memcpy(page + SCRATCH_OFF, c->scratch, SCRATCH_SIZE);
-	sig = sigsetjmp(native_jmp, 1);
+	sig = sigsetjmp(native_jmp, 0); /* SA_NODEFER: no mask to restore */
 	if (sig == 0)
 		stub();
 	return sig;
@@ -288,9 +288,12 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	memcpy(emu_scratch, c->scratch, SCRATCH_SIZE);
 	emu_flat_add(&mem, (uint64_t)(uintptr_t)page, page, SCRATCH_OFF, false);
 	emu_flat_add(&mem, scratch_addr(0), emu_scratch, SCRATCH_SIZE, true);
-	r->cpu.mem = &emu_flat_memory_ops;
-	r->cpu.mem_opaque = &mem;
-	emu_cpu_init(&r->cpu, &s);
+	if (!r->cpu.mem) {
+		r->cpu.mem = &emu_flat_memory_ops;
+		r->cpu.mem_opaque = &mem;
+		emu_cpu_init(&r->cpu, &s);
+	}
+	emu_cpu_set_state(&r->cpu, &s);
 	for (unsigned i = 0; i < c->max_steps; i++) {
 		r->status = emu_step(&r->cpu);
 		if (r->status != EMU_OK || r->cpu.s.rip != s.rip)

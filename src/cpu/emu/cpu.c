@@ -24,6 +24,15 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	emu_update_mode(cpu);
 }
 
+void emu_cpu_set_state(struct emu_cpu *cpu, const struct cpu_state *state)
+{
+	cpu->s = *state;
+	cpu->s.rflags |= EMU_FLAG_FIXED1;
+	cpu->cc.op = EMU_CC_NONE;
+	emu_tlb_flush(cpu, true);
+	emu_update_mode(cpu);
+}
+
 void emu_cpu_get_state(struct emu_cpu *cpu, struct cpu_state *state)
 {
 	emu_flags_sync(cpu);

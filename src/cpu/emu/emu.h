@@ -135,6 +135,7 @@ struct emu_tlb_entry {
 	bool global;
 };
 struct emu_tlb {
+	bool used; /* any entry filled since the last full flush (flushes are free otherwise) */
 	struct emu_tlb_entry read[EMU_TLB_SIZE], write[EMU_TLB_SIZE], fetch[EMU_TLB_SIZE];
 };
 
@@ -171,6 +172,8 @@ struct emu_cpu {
 /* Set up `cpu` from an architectural state; the memory callbacks (mem, phys and their opaque
  * pointers) are set by the caller, before or after, and kept. */
 void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state);
+/* Replace the architectural state, keeping MSRs and memory callbacks (vcpu_set_state). */
+void emu_cpu_set_state(struct emu_cpu *cpu, const struct cpu_state *state);
 /* Copy the architectural state out (flags made exact). */
 void emu_cpu_get_state(struct emu_cpu *cpu, struct cpu_state *state);
 /* Recompute mode and CPL after CR0/EFER/CS changed. */

@@ -193,6 +193,10 @@ void emu_tlb_flush(struct emu_cpu *cpu, bool include_global)
 {
 	struct emu_tlb_entry *arrays[3] = { cpu->tlb.read, cpu->tlb.write, cpu->tlb.fetch };
 
+	if (!cpu->tlb.used)
+		return;
+	if (include_global)
+		cpu->tlb.used = false;
 	for (unsigned a = 0; a < 3; a++)
 		for (unsigned i = 0; i < EMU_TLB_SIZE; i++)
 			if (include_global || !arrays[a][i].global)
@@ -221,6 +225,7 @@ static int tlb_lookup(struct emu_cpu *cpu, uint64_t linear, enum emu_access acce
 		if ((rc = walk(cpu, linear, access, &w)))
 			return rc;
 		e->tag = tag;
+		cpu->tlb.used = true;
 		e->gpa = w.gpa & PAGE_MASK;
 		e->host = cpu->phys->ram_page(cpu->phys_opaque, e->gpa);
 		e->global = w.global;

@@ -1,0 +1,666 @@
+/* System behaviour of the software CPU that a user process cannot compare against the host:
+ * paging and the TLB, #PF error codes, exception and interrupt delivery in long mode (frames,
+ * IST, privilege changes, #DF, triple fault), IRET, SYSCALL/SYSRET, MSRs, control registers,
+ * MMIO and port I/O callbacks, REP restart after a fault. A small machine is built in a buffer
+ * of guest-physical memory: page tables, GDT, IDT and TSS laid out like a 64-bit kernel's. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/emu/emu.h"
+#include "test.h"
+
+#define MEM_SIZE (8u << 20)
+#define PML4 0x1000
+#define PDPT 0x2000
+#define PD 0x3000
+#define PT_LOW 0x4000 /* identity map of [0, 2 MiB), supervisor */
+#define PT_USER 0x5000 /* linear [2 MiB, 4 MiB): the user pages below */
+#define GDT 0x10000
+#define IDT 0x11000
+#define TSS 0x12000
+#define KSTACK_TOP 0x20000
+#define IST1_TOP 0x30000
+#define HANDLERS 0x40000 /* vector v's handler at HANDLERS + 16 * v */
+#define LSTAR_ENTRY 0x48000
+
+#define USER_RW 0x200000
+#define USER_RO 0x201000
+#define SUPERVISOR_ONLY 0x202000
+#define USER_NX 0x203000
+#define NOT_PRESENT 0x204000
+#define USER_MMIO 0x205000
+#define MMIO_GPA 0xF0000000ull
+#define BIG_2M 0x400000 /* a 2 MiB page → phys 0x600000 */
+#define BIG_1G 0x40000000ull /* a 1 GiB page → phys 0 */
+
+#define P 1ull
+#define W 2ull
+#define U 4ull
+#define PS 0x80ull
+#define NX (1ull << 63)
+
+static uint8_t *ram;
+static struct emu_cpu cpu;
+static unsigned mmio_reads, mmio_writes, pio_count;
+static uint64_t mmio_last_gpa, mmio_last_value;
+static uint16_t pio_last_port;
+static bool mmio_stop_once;
+
+static uint8_t *phys_ram_page(void *opaque, uint64_t gpa)
+{
+	(void)opaque;
+	return gpa < MEM_SIZE ? ram + gpa : NULL;
+}
+
+static int phys_mmio(struct emu_cpu *c, uint64_t gpa, void *data, unsigned len, bool is_write)
+{
+	(void)c;
+	if (mmio_stop_once) {
+		mmio_stop_once = false;
+		return EMU_STOP;
+	}
+	mmio_last_gpa = gpa;
+	if (is_write) {
+		mmio_writes++;
+		mmio_last_value = 0;
+		memcpy(&mmio_last_value, data, len);
+	} else {
+		mmio_reads++;
+		memset(data, 0xAB, len);
+	}
+	return EMU_OK;
+}
+
+static int phys_pio(struct emu_cpu *c, uint16_t port, void *data, unsigned len, bool is_write)
+{
+	(void)c;
+	pio_count++;
+	pio_last_port = port;
+	if (!is_write)
+		memset(data, 0x5A, len);
+	return EMU_OK;
+}
+
+static const struct emu_phys_ops phys_ops = {
+	.ram_page = phys_ram_page, .mmio = phys_mmio, .pio = phys_pio
+};
+
+static void put64(uint64_t gpa, uint64_t v)
+{
+	memcpy(ram + gpa, &v, 8);
+}
+
+static uint64_t get64(uint64_t gpa)
+{
+	uint64_t v;
+
+	memcpy(&v, ram + gpa, 8);
+	return v;
+}
+
+static void idt_gate(unsigned vector, unsigned type, unsigned dpl, unsigned ist, bool present)
+{
+	uint64_t off = HANDLERS + 16 * vector, sel = 0x10;
+
+	put64(IDT + 16 * vector, (off & 0xffff) | (sel << 16) | ((uint64_t)ist << 32) |
+					 ((uint64_t)type << 40) | ((uint64_t)dpl << 45) |
+					 ((uint64_t)present << 47) | (((off >> 16) & 0xffff) << 48));
+	put64(IDT + 16 * vector + 8, off >> 32);
+}
+
+static void segment(struct cpu_segment *s, uint16_t sel, bool code, unsigned dpl)
+{
+	memset(s, 0, sizeof(*s));
+	s->selector = sel;
+	s->limit = 0xffffffff;
+	s->type = code ? 0xB : 0x3;
+	s->s = 1;
+	s->dpl = (uint8_t)dpl;
+	s->present = 1;
+	s->l = code;
+	s->db = !code;
+	s->g = 1;
+}
+
+/* A fresh machine: page tables, GDT/IDT/TSS, CPU at CPL 3 in 64-bit mode at USER_RW. */
+static void machine_reset(void)
+{
+	struct cpu_state s;
+
+	memset(ram, 0, MEM_SIZE);
+	/* Page tables. */
+	put64(PML4, PDPT | P | W | U);
+	put64(PDPT, PD | P | W | U);
+	put64(PDPT + 8, 0 | P | W | PS); /* 1 GiB page at 1 GiB → phys 0 */
+	put64(PD, PT_LOW | P | W);
+	put64(PD + 8, PT_USER | P | W | U);
+	put64(PD + 16, 0x600000 | P | W | U | PS);
+	for (unsigned i = 0; i < 512; i++)
+		put64(PT_LOW + 8 * i, ((uint64_t)i << 12) | P | W);
+	put64(PT_USER + 0, 0x200000 | P | W | U);
+	put64(PT_USER + 8, 0x201000 | P | U);
+	put64(PT_USER + 16, 0x202000 | P | W);
+	put64(PT_USER + 24, 0x203000 | P | W | U | NX);
+	put64(PT_USER + 32, 0x204000); /* not present */
+	put64(PT_USER + 40, MMIO_GPA | P | W | U);
+	put64(PT_USER + 48, 0x206000 | P | W | U);
+	/* GDT like Linux: 0x10 kernel CS, 0x18 kernel DS, 0x23 user CS32, 0x2b user DS,
+	 * 0x33 user CS, 0x40 TSS. */
+	put64(GDT + 0x10, 0x00AF9B000000FFFFull);
+	put64(GDT + 0x18, 0x00CF93000000FFFFull);
+	put64(GDT + 0x20, 0x00CFFB000000FFFFull);
+	put64(GDT + 0x28, 0x00CFF3000000FFFFull);
+	put64(GDT + 0x30, 0x00AFFB000000FFFFull);
+	put64(GDT + 0x40, 0x67 | ((uint64_t)(TSS & 0xffffff) << 16) | (0x89ull << 40));
+	put64(GDT + 0x48, 0);
+	put64(TSS + 4, KSTACK_TOP); /* RSP0 */
+	put64(TSS + 36, IST1_TOP); /* IST1 */
+	for (unsigned v = 0; v < 256; v++)
+		idt_gate(v, 0xE, 0, 0, true);
+	idt_gate(3, 0xE, 3, 0, true); /* int3 from user mode */
+	idt_gate(8, 0xE, 0, 1, true); /* #DF on IST1 */
+	idt_gate(0x80, 0xF, 3, 0, true); /* a trap gate user mode may call */
+	idt_gate(0x81, 0xE, 0, 0, true); /* DPL 0: INT 0x81 from user mode is #GP */
+
+	memset(&s, 0, sizeof(s));
+	s.cr0 = CR0_PE | CR0_PG | (1ull << 16) /* WP */ | CR0_ET;
+	s.cr3 = PML4;
+	s.cr4 = CR4_PAE;
+	s.efer = EFER_LME | EFER_LMA | (1ull << 11) /* NXE */ | 1 /* SCE */;
+	s.gdt.base = GDT;
+	s.gdt.limit = 0x4f;
+	s.idt.base = IDT;
+	s.idt.limit = 0xfff;
+	segment(&s.seg[SEG_CS], 0x33, true, 3);
+	segment(&s.seg[SEG_SS], 0x2b, false, 3);
+	segment(&s.seg[SEG_DS], 0x2b, false, 3);
+	segment(&s.seg[SEG_ES], 0x2b, false, 3);
+	s.seg[SEG_TR] = (struct cpu_segment){ .selector = 0x40, .base = TSS, .limit = 0x67,
+					      .type = 0xB, .present = 1 };
+	s.seg[SEG_LDTR].unusable = 1;
+	s.rip = USER_RW;
+	s.rflags = EMU_FLAG_FIXED1 | EMU_FLAG_IF;
+	s.gpr[CPU_RSP] = USER_RW + 0xF00;
+	cpu.mem = &emu_paged_memory_ops;
+	cpu.phys = &phys_ops;
+	emu_cpu_init(&cpu, &s);
+	cpu.msr.star = (0x23ull << 48) | (0x10ull << 32);
+	cpu.msr.lstar = LSTAR_ENTRY;
+	cpu.msr.sfmask = EMU_FLAG_IF | EMU_FLAG_DF | EMU_FLAG_TF;
+	mmio_reads = mmio_writes = pio_count = 0;
+}
+
+/* Put code at a linear address of the user page (identity: user pages map phys = linear). */
+static void code(uint64_t linear, const uint8_t *bytes, unsigned n)
+{
+	memcpy(ram + linear, bytes, n);
+	cpu.s.rip = linear;
+}
+
+static void to_kernel_mode(uint64_t rip)
+{
+	segment(&cpu.s.seg[SEG_CS], 0x10, true, 0);
+	segment(&cpu.s.seg[SEG_SS], 0x18, false, 0);
+	emu_update_mode(&cpu);
+	cpu.s.rip = rip;
+	cpu.s.gpr[CPU_RSP] = KSTACK_TOP - 0x100;
+}
+
+static void test_paging_translations(void)
+{
+	uint64_t gpa = 0;
+
+	machine_reset();
+	CHECK_EQ(emu_mmu_translate(&cpu, USER_RW + 0x123, EMU_ACCESS_WRITE, &gpa), EMU_OK);
+	CHECK_EQ(gpa, 0x200123);
+	CHECK_EQ(emu_mmu_translate(&cpu, BIG_2M + 0x12345, EMU_ACCESS_READ, &gpa), EMU_OK);
+	CHECK_EQ(gpa, 0x612345);
+	cpu.cpl = 0;
+	CHECK_EQ(emu_mmu_translate(&cpu, BIG_1G + 0x7654321, EMU_ACCESS_READ, &gpa), EMU_OK);
+	CHECK_EQ(gpa, 0x7654321);
+	/* accessed on every level, dirty on the leaf of a write */
+	CHECK(get64(PML4) & 0x20);
+	CHECK(get64(PD + 8) & 0x20);
+	CHECK(get64(PT_USER) & 0x40);
+	CHECK(!(get64(PD + 16) & 0x40));
+}
+
+static void check_pf(uint64_t linear, enum emu_access access, uint32_t error_code)
+{
+	uint64_t gpa;
+
+	CHECK_EQ(emu_mmu_translate(&cpu, linear, access, &gpa), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.exc.error_code, error_code);
+	CHECK_EQ(cpu.exc.cr2, linear);
+}
+
+static void test_paging_faults(void)
+{
+	uint64_t gpa;
+
+	machine_reset();
+	check_pf(NOT_PRESENT + 8, EMU_ACCESS_READ, 0x4); /* not present, user */
+	check_pf(NOT_PRESENT, EMU_ACCESS_WRITE, 0x6);
+	check_pf(USER_RO, EMU_ACCESS_WRITE, 0x7); /* protection, write, user */
+	check_pf(SUPERVISOR_ONLY, EMU_ACCESS_READ, 0x5);
+	check_pf(USER_NX, EMU_ACCESS_FETCH, 0x15); /* I/D with NXE */
+	CHECK_EQ(emu_mmu_translate(&cpu, USER_NX, EMU_ACCESS_READ, &gpa), EMU_OK);
+	check_pf(0x600000, EMU_ACCESS_READ, 0x4); /* PD[3] not present */
+	/* supervisor: WP makes read-only pages read-only for the kernel too */
+	cpu.cpl = 0;
+	check_pf(USER_RO, EMU_ACCESS_WRITE, 0x3);
+	cpu.s.cr0 &= ~(1ull << 16);
+	emu_tlb_flush(&cpu, true);
+	CHECK_EQ(emu_mmu_translate(&cpu, USER_RO, EMU_ACCESS_WRITE, &gpa), EMU_OK);
+	CHECK_EQ(emu_mmu_translate(&cpu, SUPERVISOR_ONLY, EMU_ACCESS_READ, &gpa), EMU_OK);
+	/* reserved bits: a physical address bit above 46 */
+	put64(PT_USER + 48, (1ull << 50) | 0x206000 | P | W | U);
+	check_pf(0x206000, EMU_ACCESS_READ, 0x9);
+	/* non-canonical: #GP, not #PF */
+	CHECK_EQ(emu_mmu_translate(&cpu, 0x0000800000000000ull, EMU_ACCESS_READ, &gpa),
+		 EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+}
+
+static void test_tlb_caches_until_invlpg(void)
+{
+	/* mov al, [USER_RW + 0x800]; mov al, [USER_RW + 0x800]; invlpg needs CPL 0 */
+	static const uint8_t load[] = { 0x8A, 0x04, 0x25, 0x00, 0x08, 0x20, 0x00 };
+	static const uint8_t invlpg[] = { 0x0F, 0x01, 0x3C, 0x25, 0x00, 0x00, 0x20, 0x00 };
+
+	machine_reset();
+	ram[0x200800] = 0x11;
+	ram[0x206800] = 0x66;
+	code(USER_RW, load, sizeof(load));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 0x11);
+	/* Remap the page without INVLPG: the TLB still has the old translation. */
+	put64(PT_USER, 0x206000 | P | W | U);
+	code(USER_RW, load, sizeof(load));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 0x11);
+	/* INVLPG at CPL 0 (the code runs from the identity-mapped low 2 MiB) */
+	to_kernel_mode(0x50000);
+	memcpy(ram + 0x50000, invlpg, sizeof(invlpg));
+	memcpy(ram + 0x50000 + sizeof(invlpg), load, sizeof(load));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 0x66);
+	/* INVLPG at CPL 3 is #GP(0) */
+	machine_reset();
+	code(USER_RW, invlpg, sizeof(invlpg));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+}
+
+static void test_page_crossing_write_is_all_or_nothing(void)
+{
+	/* mov [USER_RW + 0xFFE] ... crossing into USER_RO: mov dword [0x200FFE], 0x44332211 */
+	static const uint8_t store[] = { 0xC7, 0x04, 0x25, 0xFE, 0x0F, 0x20, 0x00,
+					 0x11, 0x22, 0x33, 0x44 };
+
+	machine_reset();
+	code(USER_RW + 0x100, store, sizeof(store));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.exc.cr2, USER_RO);
+	CHECK_EQ(ram[0x200FFE], 0);
+	CHECK_EQ(ram[0x200FFF], 0);
+	CHECK_EQ(cpu.s.rip, USER_RW + 0x100);
+}
+
+static void test_mmio_and_pio(void)
+{
+	/* mov eax, [USER_MMIO + 8]; mov [USER_MMIO + 16], ebx; out 0x80, al; in al, dx */
+	static const uint8_t prog[] = { 0x8B, 0x04, 0x25, 0x08, 0x50, 0x20, 0x00,
+					0x89, 0x1C, 0x25, 0x10, 0x50, 0x20, 0x00,
+					0xE6, 0x80, 0xEC };
+
+	machine_reset();
+	code(USER_RW, prog, sizeof(prog));
+	mmio_stop_once = true; /* the monitor must complete the first access */
+	CHECK_EQ(emu_step(&cpu), EMU_STOP);
+	CHECK_EQ(cpu.s.rip, USER_RW);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(mmio_reads, 1);
+	CHECK_EQ(mmio_last_gpa, MMIO_GPA + 8);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0xABABABAB);
+	cpu.s.gpr[CPU_RBX] = 0x12345678;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(mmio_writes, 1);
+	CHECK_EQ(mmio_last_value, 0x12345678);
+	/* port I/O at CPL 3 with IOPL 0: #GP */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	cpu.s.rflags |= EMU_FLAG_IOPL;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(pio_last_port, 0x80);
+	cpu.s.gpr[CPU_RDX] = 0x3F8;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(pio_last_port, 0x3F8);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 0x5A);
+}
+
+/* The frame of an exception taken from CPL 3: on RSP0, with SS:RSP, aligned to 16. */
+static void test_exception_from_user_mode(void)
+{
+	static const uint8_t div0[] = { 0xF7, 0xF1 }; /* div ecx */
+	uint64_t rsp;
+
+	machine_reset();
+	put64(TSS + 4, KSTACK_TOP - 8); /* RSP0 not 16-aligned: the CPU aligns it */
+	code(USER_RW + 0x10, div0, sizeof(div0));
+	cpu.s.gpr[CPU_RCX] = 0;
+	cpu.s.gpr[CPU_RSP] = USER_RW + 0xF08;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_DE);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_OK);
+	CHECK_EQ(cpu.cpl, 0);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * EMU_VEC_DE);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x10);
+	CHECK_EQ(cpu.s.seg[SEG_SS].selector, 0);
+	rsp = cpu.s.gpr[CPU_RSP];
+	CHECK_EQ(rsp, KSTACK_TOP - 16 - 40);
+	CHECK_EQ(get64(rsp), USER_RW + 0x10); /* RIP: the faulting instruction */
+	CHECK_EQ(get64(rsp + 8), 0x33);
+	CHECK(get64(rsp + 16) & EMU_FLAG_IF);
+	CHECK_EQ(get64(rsp + 24), USER_RW + 0xF08);
+	CHECK_EQ(get64(rsp + 32), 0x2b);
+	CHECK(!(cpu.s.rflags & EMU_FLAG_IF)); /* interrupt gate */
+	/* IRETQ back to user mode */
+	memcpy(ram + HANDLERS, (const uint8_t[]){ 0x48, 0xCF }, 2);
+	cpu.s.rip = HANDLERS;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.cpl, 3);
+	CHECK_EQ(cpu.s.rip, USER_RW + 0x10);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], USER_RW + 0xF08);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x33);
+	CHECK_EQ(cpu.s.seg[SEG_SS].selector, 0x2b);
+	CHECK_EQ(cpu.mode, EMU_MODE_64);
+	CHECK(cpu.s.rflags & EMU_FLAG_IF);
+}
+
+static void test_page_fault_frame(void)
+{
+	static const uint8_t store[] = { 0x88, 0x04, 0x25, 0x00, 0x10, 0x20, 0x00 }; /* [USER_RO] */
+	uint64_t rsp;
+
+	machine_reset();
+	code(USER_RW + 0x20, store, sizeof(store));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_OK);
+	rsp = cpu.s.gpr[CPU_RSP];
+	CHECK_EQ(rsp, KSTACK_TOP - 48);
+	CHECK_EQ(get64(rsp), 0x7); /* the error code below RIP */
+	CHECK_EQ(get64(rsp + 8), USER_RW + 0x20);
+	CHECK_EQ(cpu.s.cr2, USER_RO);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * EMU_VEC_PF);
+}
+
+static void test_software_interrupts(void)
+{
+	static const uint8_t int80[] = { 0xCD, 0x80 }, int81[] = { 0xCD, 0x81 }, int3[] = { 0xCC };
+
+	machine_reset();
+	code(USER_RW, int80, 2);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * 0x80);
+	CHECK_EQ(get64(cpu.s.gpr[CPU_RSP]), USER_RW + 2); /* a trap: the next instruction */
+	CHECK(cpu.s.rflags & EMU_FLAG_IF); /* trap gate */
+	/* a DPL 0 gate from CPL 3: #GP(vector * 8 + 2) against the INT instruction */
+	machine_reset();
+	code(USER_RW, int81, 2);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	CHECK_EQ(cpu.exc.error_code, 0x81 * 8 + 2);
+	CHECK_EQ(cpu.s.rip, USER_RW);
+	machine_reset();
+	code(USER_RW, int3, 1);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * EMU_VEC_BP);
+	CHECK_EQ(get64(cpu.s.gpr[CPU_RSP]), USER_RW + 1);
+	/* UD2 is a fault: #UD at the instruction */
+	machine_reset();
+	code(USER_RW, (const uint8_t[]){ 0x0F, 0x0B }, 2);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_UD);
+	CHECK_EQ(cpu.s.rip, USER_RW);
+}
+
+static void test_double_and_triple_fault(void)
+{
+	static const uint8_t load[] = { 0x8A, 0x04, 0x25, 0x00, 0x40, 0x20, 0x00 }; /* NOT_PRESENT */
+	uint64_t rsp;
+
+	machine_reset();
+	idt_gate(EMU_VEC_PF, 0xE, 0, 0, false); /* #PF → #NP while delivering → #DF */
+	code(USER_RW, load, sizeof(load));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * EMU_VEC_DF);
+	rsp = cpu.s.gpr[CPU_RSP];
+	CHECK_EQ(rsp, IST1_TOP - 48); /* on IST1, with error code 0 */
+	CHECK_EQ(get64(rsp), 0);
+	CHECK_EQ(get64(rsp + 8), USER_RW);
+	/* and with #DF's gate missing too: shutdown */
+	machine_reset();
+	idt_gate(EMU_VEC_PF, 0xE, 0, 0, false);
+	idt_gate(EMU_VEC_DF, 0xE, 0, 1, false);
+	code(USER_RW, load, sizeof(load));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_SHUTDOWN);
+	/* #UD then a benign fault while delivering (#NP of the #UD gate): #NP is delivered */
+	machine_reset();
+	idt_gate(EMU_VEC_UD, 0xE, 0, 0, false);
+	code(USER_RW, (const uint8_t[]){ 0x0F, 0x0B }, 2);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * EMU_VEC_NP);
+	CHECK_EQ(get64(cpu.s.gpr[CPU_RSP]), EMU_VEC_UD * 8 + 2 + 1); /* IDT, EXT */
+}
+
+static void test_syscall_sysret(void)
+{
+	static const uint8_t syscall[] = { 0x0F, 0x05 }, sysretq[] = { 0x48, 0x0F, 0x07 };
+
+	machine_reset();
+	code(USER_RW + 0x40, syscall, 2);
+	cpu.s.rflags |= EMU_FLAG_DF | EMU_FLAG_CF;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.cpl, 0);
+	CHECK_EQ(cpu.s.rip, LSTAR_ENTRY);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], USER_RW + 0x42);
+	CHECK_EQ(cpu.s.gpr[CPU_R11] & (EMU_FLAG_IF | EMU_FLAG_DF | EMU_FLAG_CF),
+		 EMU_FLAG_IF | EMU_FLAG_DF | EMU_FLAG_CF);
+	CHECK(!(cpu.s.rflags & (EMU_FLAG_IF | EMU_FLAG_DF)));
+	CHECK(cpu.s.rflags & EMU_FLAG_CF);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x10);
+	CHECK_EQ(cpu.s.seg[SEG_SS].selector, 0x18);
+	memcpy(ram + LSTAR_ENTRY, sysretq, sizeof(sysretq));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.cpl, 3);
+	CHECK_EQ(cpu.mode, EMU_MODE_64);
+	CHECK_EQ(cpu.s.rip, USER_RW + 0x42);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x33);
+	CHECK_EQ(cpu.s.seg[SEG_SS].selector, 0x2b);
+	CHECK(cpu.s.rflags & EMU_FLAG_IF);
+	/* SYSRET at CPL 3: #GP */
+	code(USER_RW, sysretq, sizeof(sysretq));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+}
+
+static void test_msrs_and_control_registers(void)
+{
+	/* wrmsr; rdmsr; mov rax, cr3; mov cr3, rax; cpuid; rdmsr (unknown) */
+	static const uint8_t prog[] = { 0x0F, 0x30, 0x0F, 0x32, 0x0F, 0x20, 0xD8,
+					0x0F, 0x22, 0xD8, 0x0F, 0xA2, 0x0F, 0x32 };
+	uint32_t vendor[3];
+
+	machine_reset();
+	to_kernel_mode(0x50000);
+	memcpy(ram + 0x50000, prog, sizeof(prog));
+	cpu.s.gpr[CPU_RCX] = 0xC0000102; /* KERNEL_GS_BASE */
+	cpu.s.gpr[CPU_RDX] = 0xffffffff;
+	cpu.s.gpr[CPU_RAX] = 0x12345678;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.msr.kernel_gs_base, 0xffffffff12345678ull);
+	cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RDX] = 0;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x12345678);
+	CHECK_EQ(cpu.s.gpr[CPU_RDX], 0xffffffff);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], PML4);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	cpu.s.gpr[CPU_RAX] = 0;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	vendor[0] = (uint32_t)cpu.s.gpr[CPU_RBX];
+	vendor[1] = (uint32_t)cpu.s.gpr[CPU_RDX];
+	vendor[2] = (uint32_t)cpu.s.gpr[CPU_RCX];
+	CHECK(memcmp(vendor, "GenuineIntel", 12) == 0);
+	cpu.s.gpr[CPU_RCX] = 0x12345;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	/* non-canonical GS base */
+	cpu.s.rip = 0x50000;
+	cpu.s.gpr[CPU_RCX] = 0xC0000101;
+	cpu.s.gpr[CPU_RDX] = 0x00008000;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	/* MOV to CR at CPL 3 */
+	machine_reset();
+	code(USER_RW, prog + 7, 3);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+}
+
+/* Entering long mode the way a boot loader does: PAE, LME, then CR0.PG sets LMA. */
+static void test_long_mode_activation(void)
+{
+	struct cpu_state s;
+
+	machine_reset();
+	memset(&s, 0, sizeof(s));
+	s.cr0 = CR0_PE | CR0_ET;
+	s.cr3 = PML4;
+	s.cr4 = CR4_PAE;
+	s.efer = EFER_LME;
+	segment(&s.seg[SEG_CS], 0x08, true, 0);
+	s.seg[SEG_CS].l = 0;
+	s.seg[SEG_CS].db = 1;
+	segment(&s.seg[SEG_SS], 0x18, false, 0);
+	s.rip = 0x50000;
+	s.rflags = 2;
+	emu_cpu_set_state(&cpu, &s);
+	CHECK_EQ(cpu.mode, EMU_MODE_32);
+	/* mov eax, cr0; or eax, 0x80000000; mov cr0, eax */
+	memcpy(ram + 0x50000, (const uint8_t[]){ 0x0F, 0x20, 0xC0, 0x0D, 0, 0, 0, 0x80, 0x0F, 0x22, 0xC0 },
+	       11);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK(cpu.s.efer & EFER_LMA);
+	CHECK(cpu.s.cr0 & CR0_PG);
+	CHECK_EQ(cpu.mode, EMU_MODE_32); /* compatibility mode until a 64-bit CS is loaded */
+}
+
+/* A far return reloads CS, as Linux's startup_64 does with lretq. */
+static void test_far_return(void)
+{
+	machine_reset();
+	to_kernel_mode(0x50000);
+	memcpy(ram + 0x50000, (const uint8_t[]){ 0x48, 0xCB }, 2); /* lretq */
+	cpu.s.gpr[CPU_RSP] = 0x60000;
+	put64(0x60000, 0x51234);
+	put64(0x60008, 0x10);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, 0x51234);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x10);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x60010);
+	CHECK_EQ(cpu.mode, EMU_MODE_64);
+	/* mov ss, ax with a user data selector at CPL 0: #GP(selector) */
+	memcpy(ram + 0x51234, (const uint8_t[]){ 0x8E, 0xD0 }, 2);
+	cpu.s.gpr[CPU_RAX] = 0x2b;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	CHECK_EQ(cpu.exc.error_code, 0x28);
+	cpu.s.gpr[CPU_RAX] = 0x18;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.seg[SEG_SS].selector, 0x18);
+}
+
+/* REP MOVSB: long runs yield between batches (RIP stays) and a fault keeps the progress. */
+static void test_rep_restart(void)
+{
+	static const uint8_t rep_movsb[] = { 0xF3, 0xA4 };
+	unsigned steps = 0;
+
+	machine_reset();
+	code(USER_RW, rep_movsb, 2);
+	cpu.s.gpr[CPU_RSI] = BIG_2M;
+	cpu.s.gpr[CPU_RDI] = BIG_2M + 0x100000;
+	cpu.s.gpr[CPU_RCX] = 10000;
+	memset(ram + 0x600000, 0x77, 10000);
+	while (cpu.s.rip == USER_RW && steps < 100) {
+		CHECK_EQ(emu_step(&cpu), EMU_OK);
+		steps++;
+	}
+	CHECK(steps > 1);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0);
+	CHECK_EQ(ram[0x700000 + 9999], 0x77);
+	/* a fault in the middle: into the read-only page */
+	machine_reset();
+	code(USER_RW, rep_movsb, 2);
+	cpu.s.gpr[CPU_RSI] = BIG_2M;
+	cpu.s.gpr[CPU_RDI] = USER_RO - 10;
+	cpu.s.gpr[CPU_RCX] = 100;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.cr2, USER_RO);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 90);
+	CHECK_EQ(cpu.s.gpr[CPU_RDI], USER_RO);
+	CHECK_EQ(cpu.s.rip, USER_RW);
+}
+
+/* A fetch that crosses into a non-executable page faults with I/D set, at the instruction. */
+static void test_fetch_across_pages(void)
+{
+	machine_reset();
+	/* "mov eax, imm32" with its last byte on USER_NX: B8 at 0x202FFC... use USER_RW's end */
+	put64(PT_USER + 8, 0x201000 | P | U | NX); /* the page after USER_RW: not executable */
+	memcpy(ram + 0x200FFD, (const uint8_t[]){ 0xB8, 1, 2 }, 3);
+	ram[0x201000] = 3;
+	ram[0x201001] = 4;
+	cpu.s.rip = USER_RW + 0xFFD;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.exc.error_code, 0x15);
+	CHECK_EQ(cpu.exc.cr2, USER_RO);
+	/* a 1-byte instruction right before the boundary does not touch the next page */
+	memcpy(ram + 0x200FFF, (const uint8_t[]){ 0x90 }, 1);
+	cpu.s.rip = USER_RW + 0xFFF;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+}
+
+int main(void)
+{
+	ram = aligned_alloc(4096, MEM_SIZE);
+	if (!ram)
+		return 1;
+	RUN_TEST(test_paging_translations);
+	RUN_TEST(test_paging_faults);
+	RUN_TEST(test_tlb_caches_until_invlpg);
+	RUN_TEST(test_page_crossing_write_is_all_or_nothing);
+	RUN_TEST(test_mmio_and_pio);
+	RUN_TEST(test_exception_from_user_mode);
+	RUN_TEST(test_page_fault_frame);
+	RUN_TEST(test_software_interrupts);
+	RUN_TEST(test_double_and_triple_fault);
+	RUN_TEST(test_syscall_sysret);
+	RUN_TEST(test_msrs_and_control_registers);
+	RUN_TEST(test_long_mode_activation);
+	RUN_TEST(test_far_return);
+	RUN_TEST(test_rep_restart);
+	RUN_TEST(test_fetch_across_pages);
+	free(ram);
+	return TEST_EXIT();
+}
