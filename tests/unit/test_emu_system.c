@@ -146,6 +146,7 @@ static void machine_reset(void)
 	put64(PT_USER + 48, 0x206000 | P | W | U);
 	/* GDT like Linux: 0x10 kernel CS, 0x18 kernel DS, 0x23 user CS32, 0x2b user DS,
 	 * 0x33 user CS, 0x40 TSS. */
+	put64(GDT + 0x08, 0x00CF9B000000FFFFull); /* 32-bit kernel code, for the boot path */
 	put64(GDT + 0x10, 0x00AF9B000000FFFFull);
 	put64(GDT + 0x18, 0x00CF93000000FFFFull);
 	put64(GDT + 0x20, 0x00CFFB000000FFFFull);
@@ -641,6 +642,99 @@ static void test_fetch_across_pages(void)
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
 }
 
+/* Interrupts: STI's one-instruction shadow, injection into a halted CPU. */
+static void test_interrupt_injection(void)
+{
+	/* sti; hlt */
+	machine_reset();
+	to_kernel_mode(0x50000);
+	memcpy(ram + 0x50000, (const uint8_t[]){ 0xFB, 0xF4 }, 2);
+	cpu.s.rflags &= ~EMU_FLAG_IF;
+	CHECK(!emu_interrupts_enabled(&cpu));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK(!emu_interrupts_enabled(&cpu)); /* the shadow covers HLT */
+	CHECK_EQ(emu_step(&cpu), EMU_HALT);
+	CHECK(emu_interrupts_enabled(&cpu));
+	CHECK_EQ(emu_inject_interrupt(&cpu, 0x30), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * 0x30);
+	CHECK_EQ(get64(cpu.s.gpr[CPU_RSP]), 0x50002); /* resumes after HLT */
+	CHECK(!(cpu.s.rflags & EMU_FLAG_IF));
+	/* HLT at CPL 3: #GP */
+	machine_reset();
+	code(USER_RW, (const uint8_t[]){ 0xF4 }, 1);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+}
+
+/* The 32-bit boot path of a kernel: protected mode without paging, LGDT, segment loads, a far
+ * jump, then PAE + EFER.LME + CR0.PG and a far jump into 64-bit code. */
+static void test_protected_to_long_mode(void)
+{
+	static const uint8_t prog[] = {
+		0x0F, 0x01, 0x15, 0x00, 0x01, 0x05, 0x00, /* lgdt [0x50100] */
+		0xB8, 0x18, 0x00, 0x00, 0x00, /* mov eax, 0x18 */
+		0x8E, 0xD8, 0x8E, 0xC0, 0x8E, 0xD0, /* mov ds/es/ss, eax */
+		0xEA, 0x19, 0x00, 0x05, 0x00, 0x08, 0x00, /* ljmp 0x08:0x50019 */
+		0x0F, 0x20, 0xE0, 0x0D, 0x20, 0x00, 0x00, 0x00, 0x0F, 0x22, 0xE0, /* cr4 |= PAE */
+		0xB8, 0x00, 0x10, 0x00, 0x00, 0x0F, 0x22, 0xD8, /* cr3 = PML4 */
+		0xB9, 0x80, 0x00, 0x00, 0xC0, 0x0F, 0x32, /* rdmsr EFER */
+		0x0D, 0x00, 0x01, 0x00, 0x00, 0x0F, 0x30, /* wrmsr EFER | LME */
+		0x0F, 0x20, 0xC0, 0x0D, 0x01, 0x00, 0x00, 0x80, 0x0F, 0x22, 0xC0, /* cr0 |= PG|PE */
+		0xEA, 0x4C, 0x00, 0x05, 0x00, 0x10, 0x00, /* ljmp 0x10:0x5004C */
+		0x48, 0xB8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, /* mov rax, imm64 */
+		0xF4, /* hlt */
+	};
+	struct cpu_state s;
+	int rc = EMU_OK;
+
+	machine_reset();
+	memset(&s, 0, sizeof(s));
+	s.cr0 = CR0_PE | CR0_ET;
+	segment(&s.seg[SEG_CS], 0x08, true, 0);
+	s.seg[SEG_CS].l = 0;
+	s.seg[SEG_CS].db = 1;
+	segment(&s.seg[SEG_SS], 0x18, false, 0);
+	s.rip = 0x50000;
+	s.rflags = 2;
+	emu_cpu_set_state(&cpu, &s);
+	CHECK_EQ(sizeof(prog), 0x4C + 11);
+	memcpy(ram + 0x50000, prog, sizeof(prog));
+	memcpy(ram + 0x50100, (const uint8_t[]){ 0x4f, 0x00, 0x00, 0x00, 0x01, 0x00 }, 6);
+	for (unsigned i = 0; i < 40 && rc == EMU_OK; i++)
+		rc = emu_step(&cpu);
+	CHECK_EQ(rc, EMU_HALT);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x1122334455667788ull);
+	CHECK_EQ(cpu.mode, EMU_MODE_64);
+	CHECK(cpu.s.efer & EFER_LMA);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x10);
+	CHECK_EQ(cpu.s.seg[SEG_DS].selector, 0x18);
+	CHECK_EQ(cpu.s.gdt.base, GDT);
+}
+
+/* Real mode: CS:IP addressing and a far jump that reloads CS = selector * 16. */
+static void test_real_mode_far_jump(void)
+{
+	struct cpu_state s;
+
+	machine_reset();
+	memset(&s, 0, sizeof(s));
+	s.seg[SEG_CS] = (struct cpu_segment){ .selector = 0x800, .base = 0x8000, .limit = 0xffff,
+					      .type = 0xB, .s = 1, .present = 1 };
+	s.seg[SEG_SS] = (struct cpu_segment){ .limit = 0xffff, .type = 3, .s = 1, .present = 1 };
+	s.rflags = 2;
+	emu_cpu_set_state(&cpu, &s);
+	CHECK_EQ(cpu.mode, EMU_MODE_16);
+	/* mov ax, 0x1234; jmp 0x0600:0x0010 */
+	memcpy(ram + 0x8000, (const uint8_t[]){ 0xB8, 0x34, 0x12, 0xEA, 0x10, 0x00, 0x00, 0x06 }, 8);
+	ram[0x6010] = 0xF4;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x1234);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.seg[SEG_CS].base, 0x6000);
+	CHECK_EQ(cpu.s.rip, 0x10);
+	CHECK_EQ(emu_step(&cpu), EMU_HALT);
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -661,6 +755,9 @@ int main(void)
 	RUN_TEST(test_far_return);
 	RUN_TEST(test_rep_restart);
 	RUN_TEST(test_fetch_across_pages);
+	RUN_TEST(test_interrupt_injection);
+	RUN_TEST(test_protected_to_long_mode);
+	RUN_TEST(test_real_mode_far_jump);
 	free(ram);
 	return TEST_EXIT();
 }

@@ -163,6 +163,8 @@ struct emu_cpu {
 	const struct emu_phys_ops *phys; /* for emu_paged_memory_ops */
 	void *phys_opaque;
 	struct emu_exception exc;
+	bool interrupt_shadow; /* after STI or MOV/POP SS: no interrupt before the next instruction */
+	bool shadow_next; /* set by the instruction executing now */
 	uint64_t instructions; /* retired */
 	struct emu_msrs msr;
 	uint64_t dr[8]; /* debug registers: stored, breakpoints not implemented */
@@ -198,6 +200,11 @@ int emu_deliver_event(struct emu_cpu *cpu, unsigned vector, enum emu_event_kind 
 		      bool has_error_code, uint32_t error_code, uint64_t rip);
 /* Deliver the exception emu_step() reported in cpu->exc (a fault: RIP is the instruction). */
 int emu_deliver_exception(struct emu_cpu *cpu);
+/* Whether an external interrupt may be taken now (RFLAGS.IF and no STI/MOV SS shadow). */
+bool emu_interrupts_enabled(const struct emu_cpu *cpu);
+/* Deliver an external interrupt the caller took from its interrupt controller, between
+ * instructions (a halted CPU resumes after its HLT). EMU_OK or EMU_SHUTDOWN. */
+int emu_inject_interrupt(struct emu_cpu *cpu, unsigned vector);
 
 /* CPUID as the guest sees it (cpuid.c); leaves describe exactly what is implemented. */
 void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint32_t out[4]);

@@ -734,10 +734,15 @@ static int exec_flag_op(struct exec *x)
 	case 0xFB: /* STI: the one-instruction interrupt shadow comes with interrupt delivery */
 		if (cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12))
 			return emu_raise(cpu, EMU_VEC_GP, true, 0);
-		if (x->insn->opcode == 0xFA)
+		if (x->insn->opcode == 0xFA) {
 			cpu->s.rflags &= ~EMU_FLAG_IF;
-		else
+		} else {
+			/* STI delays interrupts until after the next instruction when IF was 0
+			 * (SDM Vol. 2, STI), so "sti; hlt" cannot miss a wake-up. */
+			if (!(cpu->s.rflags & EMU_FLAG_IF))
+				cpu->shadow_next = true;
 			cpu->s.rflags |= EMU_FLAG_IF;
+		}
 		break;
 	case 0xFC: /* CLD */
 		cpu->s.rflags &= ~EMU_FLAG_DF;
@@ -1189,6 +1194,7 @@ int emu_execute(struct emu_cpu *cpu, const struct emu_insn *insn)
 	int rc;
 
 	x.next_rip = cpu->s.rip + insn->len;
+	cpu->shadow_next = false;
 	if (cpu->mode != EMU_MODE_64)
 		x.next_rip &= cpu->mode == EMU_MODE_32 ? 0xffffffffull : 0xffffull;
 	if ((insn->prefix & EMU_PFX_LOCK) && !lock_allowed(insn))
@@ -1209,6 +1215,7 @@ int emu_execute(struct emu_cpu *cpu, const struct emu_insn *insn)
 	if (rc == EMU_OK || rc == EMU_HALT) {
 		cpu->s.rip = x.next_rip;
 		cpu->instructions++;
+		cpu->interrupt_shadow = cpu->shadow_next;
 	} else if (!x.partial) {
 		/* A fault after flags were computed (e.g. on the write of a read-modify-write)
 		 * must not leave them changed. REP string instructions keep partial progress. */

@@ -356,6 +356,17 @@ int emu_deliver_event(struct emu_cpu *cpu, unsigned vector, enum emu_event_kind 
 	return EMU_SHUTDOWN;
 }
 
+bool emu_interrupts_enabled(const struct emu_cpu *cpu)
+{
+	return (cpu->s.rflags & EMU_FLAG_IF) && !cpu->interrupt_shadow;
+}
+
+int emu_inject_interrupt(struct emu_cpu *cpu, unsigned vector)
+{
+	cpu->interrupt_shadow = false;
+	return emu_deliver_event(cpu, vector, EMU_EVENT_EXTERNAL, false, 0, cpu->s.rip);
+}
+
 int emu_deliver_exception(struct emu_cpu *cpu)
 {
 	return emu_deliver_event(cpu, cpu->exc.vector, EMU_EVENT_EXCEPTION,
@@ -480,26 +491,25 @@ static int exec_far_return(struct exec *x)
 	return EMU_OK;
 }
 
-/* JMP FAR / CALL FAR m16:16/32/64 (FF /5, FF /3): to a code segment of the same privilege. */
-static int exec_far_jump(struct exec *x, bool call)
+/* A far JMP/CALL to sel:offset: a code segment of the same privilege (no call gates or task
+ * switches yet), or in real mode simply CS = sel, base = sel * 16. */
+static int far_transfer(struct exec *x, uint16_t sel, uint64_t offset, bool call)
 {
 	struct emu_cpu *cpu = x->cpu;
 	unsigned size = x->insn->opsize;
-	uint64_t offset, sel;
 	struct cpu_segment cs;
 	int rc;
 
-	if (x->insn->mod == 3)
-		return exec_ud(x);
-	if (!(cpu->s.cr0 & CR0_PE))
-		return exec_ud(x); /* real mode: not yet */
-	if ((rc = exec_mem_read(x, x->la, size, &offset)) ||
-	    (rc = exec_mem_read(x, x->la + size, 2, &sel)))
-		return rc;
-	if ((rc = segment_check_code(cpu, (uint16_t)sel, cpu->cpl, &cs)))
-		return rc;
-	if ((sel & 3) > cpu->cpl)
-		return gp(cpu, (uint32_t)sel & 0xfffc);
+	if (!(cpu->s.cr0 & CR0_PE)) {
+		cs = cpu->s.seg[SEG_CS];
+		cs.selector = sel;
+		cs.base = (uint64_t)sel << 4;
+	} else {
+		if ((rc = segment_check_code(cpu, sel, cpu->cpl, &cs)))
+			return rc;
+		if ((sel & 3) > cpu->cpl)
+			return gp(cpu, sel & 0xfffc);
+	}
 	if (call) {
 		uint64_t old_rsp = cpu->s.gpr[CPU_RSP];
 
@@ -512,6 +522,21 @@ static int exec_far_jump(struct exec *x, bool call)
 	load_code_segment(cpu, &cs, cpu->cpl);
 	x->next_rip = cpu->mode == EMU_MODE_64 ? offset : offset & emu_size_mask(size);
 	return EMU_OK;
+}
+
+/* JMP FAR / CALL FAR m16:16/32/64 (FF /5, FF /3). */
+static int exec_far_jump(struct exec *x, bool call)
+{
+	unsigned size = x->insn->opsize;
+	uint64_t offset, sel;
+	int rc;
+
+	if (x->insn->mod == 3)
+		return exec_ud(x);
+	if ((rc = exec_mem_read(x, x->la, size, &offset)) ||
+	    (rc = exec_mem_read(x, x->la + size, 2, &sel)))
+		return rc;
+	return far_transfer(x, (uint16_t)sel, offset, call);
 }
 
 /* ---- SYSCALL / SYSRET (SDM Vol. 2) ---- */
@@ -1070,8 +1095,11 @@ static int exec_mov_to_sreg(struct exec *x)
 		return exec_ud(x);
 	if ((rc = exec_rm_read(x, 2, &sel)))
 		return rc;
-	/* MOV SS would inhibit interrupts for one instruction: comes with interrupt delivery. */
-	return segment_load_data(x->cpu, sreg, (uint16_t)sel);
+	if ((rc = segment_load_data(x->cpu, sreg, (uint16_t)sel)))
+		return rc;
+	if (sreg == SEG_SS) /* interrupts wait for the RSP load that follows */
+		x->cpu->shadow_next = true;
+	return EMU_OK;
 }
 
 static int exec_push_pop_sreg(struct exec *x, unsigned sreg, bool push)
@@ -1087,6 +1115,8 @@ static int exec_push_pop_sreg(struct exec *x, unsigned sreg, bool push)
 		return rc;
 	if ((rc = segment_load_data(cpu, sreg, (uint16_t)v)))
 		cpu->s.gpr[CPU_RSP] = old_rsp;
+	else if (sreg == SEG_SS)
+		cpu->shadow_next = true;
 	return rc;
 }
 
@@ -1131,6 +1161,18 @@ int exec_system_map1(struct exec *x)
 		return exec_port_io(x);
 	case 0xFF:
 		return exec_far_jump(x, ((insn->modrm >> 3) & 7) == 3);
+	case 0x9A: /* CALL ptr16:16/32 (not in 64-bit mode) */
+	case 0xEA: /* JMP ptr16:16/32 */
+		return far_transfer(x, (uint16_t)insn->imm2, insn->imm, op == 0x9A);
+	case 0x06: /* PUSH ES, CS, SS, DS; POP ES, SS, DS (not in 64-bit mode) */
+	case 0x0E:
+	case 0x16:
+	case 0x1E:
+		return exec_push_pop_sreg(x, (op >> 3) & 3, true);
+	case 0x07:
+	case 0x17:
+	case 0x1F:
+		return exec_push_pop_sreg(x, (op >> 3) & 3, false);
 	default:
 		return exec_ud(x);
 	}
