@@ -254,12 +254,14 @@ uint64_t emu_shift(struct emu_cpu *cpu, enum emu_shift_op op, unsigned size, uin
 		cf = count <= bits ? (a >> (count - 1)) & 1 : 0;
 		of = msb(a, size);
 		break;
-	default: /* SHIFT_SAR */
-		if (count >= bits)
-			count = bits - 1, cf = msb(a, size), r = msb(a, size) ? mask : 0;
-		else
-			cf = (emu_sext(a, size) >> (count - 1)) & 1,
+	default: /* SHIFT_SAR: counts >= the width fill with the sign, which is also CF */
+		if (count >= bits) {
+			cf = msb(a, size);
+			r = cf ? mask : 0;
+		} else {
+			cf = (emu_sext(a, size) >> (count - 1)) & 1;
 			r = (uint64_t)((int64_t)emu_sext(a, size) >> count) & mask;
+		}
 		of = 0;
 		break;
 	}
@@ -267,8 +269,8 @@ uint64_t emu_shift(struct emu_cpu *cpu, enum emu_shift_op op, unsigned size, uin
 	return r;
 }
 
-/* SDM Vol. 2: SHLD, SHRD. A count above the operand size (16-bit only) is undefined; we shift
- * the 32-bit concatenation like many CPUs do, the test does not compare it. */
+/* SDM Vol. 2: SHLD, SHRD. A count above the operand size (16-bit only) leaves the result and
+ * the flags undefined; the differential test does not generate it. */
 uint64_t emu_shift_double(struct emu_cpu *cpu, bool right, unsigned size, uint64_t dst,
 			  uint64_t src, unsigned count)
 {
@@ -280,12 +282,12 @@ uint64_t emu_shift_double(struct emu_cpu *cpu, bool right, unsigned size, uint64
 	src &= mask;
 	if (!count)
 		return dst;
-	if (count > bits) { /* 16-bit operand, 17..31 */
-		unsigned __int128 wide = ((unsigned __int128)dst << 32) | ((uint64_t)src << 16) | dst;
+	if (count > bits) { /* 16-bit operand, 17..31: undefined; shift src:dst by count - 16 */
+		uint64_t t = dst;
 
 		count -= bits;
 		dst = src;
-		src = (uint64_t)(wide & mask);
+		src = t;
 	}
 	if (right) {
 		r = (dst >> count) | (count < 64 ? src << (bits - count) : 0);

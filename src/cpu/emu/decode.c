@@ -175,7 +175,8 @@ static int decode_modrm32(struct decode_cursor *c, struct emu_insn *insn, enum e
 		insn->scale = (uint8_t)(1u << (sib >> 6));
 		index = ((sib >> 3) & 7) | rex_x;
 		base = sib & 7;
-		insn->index = index == CPU_RSP ? EMU_REG_NONE : (uint8_t)index; /* SIB index 100 = none */
+		/* SIB index 100 without REX.X means no index */
+		insn->index = index == CPU_RSP ? EMU_REG_NONE : (uint8_t)index;
 		if (base == 5 && insn->mod == 0) {
 			insn->base = EMU_REG_NONE;
 			if ((err = cursor_take(c, 4, &v)))
@@ -355,7 +356,7 @@ static void decode_sizes(struct emu_insn *insn, enum emu_mode mode)
 		if (insn->rex & 8)
 			insn->opsize = 8;
 		else if (insn->attr & EMU_OP_F64)
-			insn->opsize = 8; /* near branches ignore 66 (Intel behaviour; AMD honours it) */
+			insn->opsize = 8; /* near branches ignore 66 (Intel; AMD honours it) */
 		else if (insn->attr & EMU_OP_D64)
 			insn->opsize = o16 ? 2 : 8;
 		else
@@ -395,8 +396,9 @@ int emu_decode(const uint8_t *bytes, unsigned avail, enum emu_mode mode, struct 
 				return err;
 			insn->opcode = (uint8_t)v;
 			/* Three-byte maps: all take ModRM; 0F 3A takes an imm8 as well. */
-			insn->attr = EMU_OP_MODRM |
-				     (insn->map == EMU_MAP_0F3A ? EMU_IMM_B << EMU_OP_IMM_SHIFT : 0);
+			insn->attr = EMU_OP_MODRM;
+			if (insn->map == EMU_MAP_0F3A)
+				insn->attr |= EMU_IMM_B << EMU_OP_IMM_SHIFT;
 		} else {
 			insn->attr = map0f[insn->opcode];
 		}

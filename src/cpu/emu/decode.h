@@ -65,7 +65,8 @@ struct emu_insn {
 	uint8_t mod; /* 0..3; 3 = register operand */
 	uint8_t reg; /* ModRM.reg extended by REX.R */
 	uint8_t rm; /* ModRM.rm extended by REX.B (register operand when mod == 3) */
-	uint8_t base, index, scale; /* memory operand: registers or EMU_REG_NONE/RIP; scale 1,2,4,8 */
+	uint8_t base, index; /* memory operand: registers, EMU_REG_NONE or EMU_REG_RIP */
+	uint8_t scale; /* 1, 2, 4 or 8 */
 	uint8_t imm_size; /* bytes of immediate decoded */
 	uint16_t attr; /* EMU_OP_* of the opcode */
 	int64_t disp;

@@ -163,7 +163,7 @@ struct emu_cpu {
 	const struct emu_phys_ops *phys; /* for emu_paged_memory_ops */
 	void *phys_opaque;
 	struct emu_exception exc;
-	bool interrupt_shadow; /* after STI or MOV/POP SS: no interrupt before the next instruction */
+	bool interrupt_shadow; /* after STI or MOV/POP SS: no interrupt before the next one */
 	bool shadow_next; /* set by the instruction executing now */
 	uint64_t instructions; /* retired */
 	struct emu_msrs msr;

@@ -56,7 +56,7 @@ uint64_t exec_seg_linear(const struct exec *x, unsigned seg, uint64_t offset)
 {
 	const struct emu_cpu *cpu = x->cpu;
 
-	/* 64-bit mode: only FS and GS have a base (SDM Vol. 1 §3.3.7.1). Limits: not checked yet. */
+	/* 64-bit mode: only FS and GS have a base (SDM Vol. 1 §3.3.7.1). Limits: not checked. */
 	if (cpu->mode == EMU_MODE_64)
 		return (seg == SEG_FS || seg == SEG_GS) ? offset + cpu->s.seg[seg].base : offset;
 	return (offset + cpu->s.seg[seg].base) & 0xffffffffull;
@@ -132,7 +132,8 @@ uint64_t exec_rsp_adjust(const struct exec *x, int64_t delta)
 int exec_push(struct exec *x, unsigned size, uint64_t v)
 {
 	uint64_t rsp = exec_rsp_adjust(x, -(int64_t)size);
-	int rc = exec_mem_write(x, exec_seg_linear(x, SEG_SS, rsp & emu_size_mask(exec_stack_size(x))), size, v);
+	uint64_t la = exec_seg_linear(x, SEG_SS, rsp & emu_size_mask(exec_stack_size(x)));
+	int rc = exec_mem_write(x, la, size, v);
 
 	if (rc == EMU_OK)
 		x->cpu->s.gpr[CPU_RSP] = rsp;
@@ -161,7 +162,9 @@ int exec_pop(struct exec *x, unsigned size, uint64_t *v)
 void exec_jump_to(struct exec *x, uint64_t target)
 {
 	/* Outside 64-bit mode the new IP is truncated to the operand size. */
-	x->next_rip = x->cpu->mode == EMU_MODE_64 ? target : target & emu_size_mask(x->insn->opsize);
+	if (x->cpu->mode != EMU_MODE_64)
+		target &= emu_size_mask(x->insn->opsize);
+	x->next_rip = target;
 }
 
 void exec_jump_relative(struct exec *x)
@@ -269,7 +272,8 @@ static int exec_muldiv(struct exec *x, unsigned op, uint64_t src)
 		overflow = hi != 0;
 		break;
 	case 5: { /* IMUL */
-		__int128 sw = (__int128)(int64_t)emu_sext(lo_in, size) * (int64_t)emu_sext(src, size);
+		__int128 sw = (__int128)(int64_t)emu_sext(lo_in, size) *
+			      (int64_t)emu_sext(src, size);
 
 		lo = (uint64_t)sw & mask;
 		hi = (uint64_t)(sw >> bits) & mask;
@@ -313,10 +317,11 @@ static int exec_muldiv(struct exec *x, unsigned op, uint64_t src)
 		exec_reg_set(x, CPU_RAX, size, lo);
 		exec_reg_set(x, CPU_RDX, size, hi);
 	}
-	if (op <= 5) /* CF = OF = upper half significant; SF ZF AF PF undefined: from the low half */
+	/* MUL/IMUL: CF = OF = the upper half is significant; SF ZF AF PF are undefined, we
+	 * take them from the low half. DIV/IDIV: all six undefined, left unchanged. */
+	if (op <= 5)
 		emu_flags_set(x->cpu, EMU_FLAGS_ARITH,
 			      emu_flags_szp(lo, size) | (overflow ? EMU_FLAG_CF | EMU_FLAG_OF : 0));
-	/* DIV/IDIV: all six flags undefined; left unchanged. */
 	return EMU_OK;
 }
 
@@ -348,6 +353,7 @@ static int exec_imul_reg(struct exec *x, bool has_imm)
 {
 	unsigned size = x->insn->opsize;
 	uint64_t a, b, lo;
+	bool overflow;
 	__int128 p;
 	int rc;
 
@@ -356,11 +362,10 @@ static int exec_imul_reg(struct exec *x, bool has_imm)
 	b = has_imm ? x->insn->imm : exec_reg_get(x, x->insn->reg, size);
 	p = (__int128)(int64_t)emu_sext(a, size) * (int64_t)emu_sext(b, size);
 	lo = (uint64_t)p & emu_size_mask(size);
+	overflow = p != (__int128)(int64_t)emu_sext(lo, size);
 	exec_reg_set(x, x->insn->reg, size, lo);
 	emu_flags_set(x->cpu, EMU_FLAGS_ARITH,
-		      emu_flags_szp(lo, size) |
-			      (p != (__int128)(int64_t)emu_sext(lo, size) ? EMU_FLAG_CF | EMU_FLAG_OF
-									  : 0));
+		      emu_flags_szp(lo, size) | (overflow ? EMU_FLAG_CF | EMU_FLAG_OF : 0));
 	return EMU_OK;
 }
 
@@ -471,10 +476,10 @@ static int exec_bit_test(struct exec *x, unsigned op, uint64_t offset, bool imm)
 		/* A register offset addresses memory beyond the operand: signed, in units of the
 		 * operand size (SDM: BT, "bit base"). */
 		int64_t soff = (int64_t)emu_sext(offset, size);
+		unsigned log2_bits = size == 8 ? 6 : size == 4 ? 5 : 4;
+		uint64_t ea = exec_effective_address(x) + (uint64_t)((soff >> log2_bits) * size);
 
-		la = exec_seg_linear(x, x->insn->seg,
-				(exec_effective_address(x) + (uint64_t)((soff >> (size == 8 ? 6 : size == 4 ? 5 : 4)) * size)) &
-					exec_addr_mask(x));
+		la = exec_seg_linear(x, x->insn->seg, ea & exec_addr_mask(x));
 		offset = (uint64_t)soff & (bits - 1);
 	}
 	if (x->insn->mod == 3)
@@ -584,7 +589,8 @@ static int exec_shift_double(struct exec *x)
 
 	if ((rc = exec_rm_read(x, size, &dst)))
 		return rc;
-	r = emu_shift_double(x->cpu, op >= 0xAC, size, dst, exec_reg_get(x, x->insn->reg, size), count);
+	r = emu_shift_double(x->cpu, op >= 0xAC, size, dst, exec_reg_get(x, x->insn->reg, size),
+			     count);
 	return exec_rm_write(x, size, r);
 }
 
@@ -606,7 +612,8 @@ static int string_once(struct exec *x, enum string_op op, unsigned size)
 	struct emu_cpu *cpu = x->cpu;
 	uint64_t amask = exec_addr_mask(x);
 	uint64_t si = cpu->s.gpr[CPU_RSI] & amask, di = cpu->s.gpr[CPU_RDI] & amask;
-	uint64_t src_la = exec_seg_linear(x, x->insn->seg, si), dst_la = exec_seg_linear(x, SEG_ES, di);
+	uint64_t src_la = exec_seg_linear(x, x->insn->seg, si);
+	uint64_t dst_la = exec_seg_linear(x, SEG_ES, di);
 	int64_t step = (cpu->s.rflags & EMU_FLAG_DF) ? -(int64_t)size : (int64_t)size;
 	uint64_t a, b;
 	int rc = EMU_OK;
@@ -614,12 +621,14 @@ static int string_once(struct exec *x, enum string_op op, unsigned size)
 
 	switch (op) {
 	case STR_MOVS:
-		if ((rc = exec_mem_read(x, src_la, size, &a)) || (rc = exec_mem_write(x, dst_la, size, a)))
+		if ((rc = exec_mem_read(x, src_la, size, &a)) ||
+		    (rc = exec_mem_write(x, dst_la, size, a)))
 			return rc;
 		uses_si = uses_di = true;
 		break;
 	case STR_CMPS:
-		if ((rc = exec_mem_read(x, src_la, size, &a)) || (rc = exec_mem_read(x, dst_la, size, &b)))
+		if ((rc = exec_mem_read(x, src_la, size, &a)) ||
+		    (rc = exec_mem_read(x, dst_la, size, &b)))
 			return rc;
 		emu_alu(cpu, ALU_CMP, size, a, b);
 		uses_si = uses_di = true;
@@ -756,6 +765,12 @@ static int exec_flag_op(struct exec *x)
 
 /* ---- dispatch ---- */
 
+/* The register in the low 3 bits of the opcode (50+r, B8+r, ...), extended by REX.B. */
+static unsigned opcode_reg(const struct emu_insn *insn)
+{
+	return (insn->opcode & 7) | ((insn->rex & 1) << 3);
+}
+
 int exec_ud(struct exec *x)
 {
 	return emu_raise(x->cpu, EMU_VEC_UD, false, 0);
@@ -805,7 +820,8 @@ static int exec_leave(struct exec *x)
 	int rc;
 
 	/* rSP ← rBP (stack-address size), then POP rBP (operand size). */
-	cpu->s.gpr[CPU_RSP] = (old_rsp & ~emu_size_mask(ss)) | (cpu->s.gpr[CPU_RBP] & emu_size_mask(ss));
+	cpu->s.gpr[CPU_RSP] = (old_rsp & ~emu_size_mask(ss)) |
+			      (cpu->s.gpr[CPU_RBP] & emu_size_mask(ss));
 	if ((rc = exec_pop(x, size, &v))) {
 		cpu->s.gpr[CPU_RSP] = old_rsp;
 		return rc;
@@ -822,7 +838,9 @@ static int exec_ret(struct exec *x)
 
 	if ((rc = exec_stack_peek(x, size, 0, &target)))
 		return rc;
-	x->cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, size + (x->insn->opcode == 0xC2 ? x->insn->imm : 0));
+	uint64_t release = x->insn->opcode == 0xC2 ? x->insn->imm : 0; /* RET imm16 */
+
+	x->cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, (int64_t)(size + release));
 	x->next_rip = target;
 	return EMU_OK;
 }
@@ -880,10 +898,12 @@ static int exec_moffs(struct exec *x)
 
 static int exec_xlat(struct exec *x)
 {
-	uint64_t off = (x->cpu->s.gpr[CPU_RBX] + (x->cpu->s.gpr[CPU_RAX] & 0xff)) & exec_addr_mask(x);
+	uint64_t off = x->cpu->s.gpr[CPU_RBX] + (x->cpu->s.gpr[CPU_RAX] & 0xff);
+
 	uint64_t v;
 	int rc;
 
+	off &= exec_addr_mask(x);
 	if ((rc = exec_mem_read(x, exec_seg_linear(x, x->insn->seg, off), 1, &v)))
 		return rc;
 	exec_reg_set(x, CPU_RAX, 1, v);
@@ -915,14 +935,16 @@ static int exec_map1(struct exec *x)
 		return exec_alu(x);
 	switch (op) {
 	case 0x40 ... 0x4F: /* INC/DEC r (not 64-bit mode: REX there) */
-		exec_reg_set(x, op & 7, size, emu_inc_dec(cpu, op >= 0x48, size, exec_reg_get(x, op & 7, size)));
+		v = emu_inc_dec(cpu, op >= 0x48, size, exec_reg_get(x, op & 7, size));
+		exec_reg_set(x, op & 7, size, v);
 		return EMU_OK;
 	case 0x50 ... 0x57:
-		return exec_push(x, stack_op_size(x), exec_reg_get(x, (op & 7) | ((insn->rex & 1) << 3), size));
+		v = exec_reg_get(x, opcode_reg(insn), size);
+		return exec_push(x, stack_op_size(x), v);
 	case 0x58 ... 0x5F:
 		if ((rc = exec_pop(x, stack_op_size(x), &v)))
 			return rc;
-		exec_reg_set(x, (op & 7) | ((insn->rex & 1) << 3), size, v); /* POP rSP: the popped value */
+		exec_reg_set(x, opcode_reg(insn), size, v); /* POP rSP: the popped value wins */
 		return EMU_OK;
 	case 0x63: /* MOVSXD (64-bit mode; ARPL elsewhere is not supported) */
 		if (cpu->mode != EMU_MODE_64)
@@ -974,7 +996,7 @@ static int exec_map1(struct exec *x)
 	case 0x8F:
 		return exec_pop_rm(x);
 	case 0x90 ... 0x97: {
-		unsigned reg = (op & 7) | ((insn->rex & 1) << 3);
+		unsigned reg = opcode_reg(insn);
 
 		if (reg == CPU_RAX) /* NOP, PAUSE (F3 90); XCHG eAX,eAX does not zero-extend */
 			return EMU_OK;
@@ -1015,7 +1037,7 @@ static int exec_map1(struct exec *x)
 	case 0xAF:
 		return exec_string(x, STR_SCAS);
 	case 0xB0 ... 0xBF:
-		exec_reg_set(x, (op & 7) | ((insn->rex & 1) << 3), size, insn->imm);
+		exec_reg_set(x, opcode_reg(insn), size, insn->imm);
 		return EMU_OK;
 	case 0xC0:
 	case 0xC1:
@@ -1130,7 +1152,7 @@ static int exec_map0f(struct exec *x)
 	case 0xC1:
 		return exec_xadd(x);
 	case 0xC8 ... 0xCF: {
-		unsigned reg = (op & 7) | ((insn->rex & 1) << 3);
+		unsigned reg = opcode_reg(insn);
 
 		exec_reg_set(x, reg, size, bswap(exec_reg_get(x, reg, size), size));
 		return EMU_OK;

@@ -30,9 +30,11 @@
 #define EFER_NXE (1ull << 11)
 
 /* CR4 bits the guest may set: those of features CPUID advertises (cpuid.c). */
+#define CR4_MCE (1ull << 6)
+#define CR4_PCE (1ull << 8)
 #define CR4_WRITABLE                                                                               \
-	(CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT | (1ull << 6) \
-	 /* MCE */ | (1ull << 8) /* PCE */)
+	(CR4_TSD | CR4_DE | CR4_PSE | CR4_PAE | CR4_MCE | CR4_PGE | CR4_PCE | CR4_OSFXSR |         \
+	 CR4_OSXMMEXCPT)
 #define CR0_WRITABLE                                                                               \
 	(CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | \
 	 CR0_PG)
@@ -140,7 +142,9 @@ static int segment_load_data(struct emu_cpu *cpu, unsigned sreg, uint16_t select
 	}
 	if ((selector & ~3u) == 0) {
 		/* A null SS is allowed in 64-bit mode below CPL 3 with RPL = CPL. */
-		if (sreg == SEG_SS && !(cpu->mode == EMU_MODE_64 && cpu->cpl != 3 && rpl == cpu->cpl))
+		bool null_ss_ok = cpu->mode == EMU_MODE_64 && cpu->cpl != 3 && rpl == cpu->cpl;
+
+		if (sreg == SEG_SS && !null_ss_ok)
 			return gp(cpu, 0);
 		segment_null(&cpu->s.seg[sreg], selector);
 		if (sreg == SEG_SS)
@@ -161,7 +165,9 @@ static int segment_load_data(struct emu_cpu *cpu, unsigned sreg, uint16_t select
 
 		if (!seg.s || (code && !(seg.type & DESC_READABLE)))
 			return gp(cpu, selector & 0xfffc);
-		if ((!code || !(seg.type & DESC_CONFORMING)) && (rpl > seg.dpl || cpu->cpl > seg.dpl))
+		bool conforming = code && (seg.type & DESC_CONFORMING);
+
+		if (!conforming && (rpl > seg.dpl || cpu->cpl > seg.dpl))
 			return gp(cpu, selector & 0xfffc);
 		if (!seg.present)
 			return emu_raise(cpu, EMU_VEC_NP, true, selector & 0xfffc);
@@ -275,8 +281,10 @@ static int deliver_long_mode(struct emu_cpu *cpu, unsigned vector, enum emu_even
 	else if (new_cpl < cpu->cpl)
 		tss_off = 4 + 8 * new_cpl;
 	if (tss_off) {
+		uint32_t tss_err = (cpu->s.seg[SEG_TR].selector & 0xfffc) | ext;
+
 		if (tss_off + 7 > cpu->s.seg[SEG_TR].limit)
-			return emu_raise(cpu, EMU_VEC_TS, true, (cpu->s.seg[SEG_TR].selector & 0xfffc) | ext);
+			return emu_raise(cpu, EMU_VEC_TS, true, tss_err);
 		if ((rc = cpu->mem->read(cpu, cpu->s.seg[SEG_TR].base + tss_off, &new_rsp, 8,
 					 EMU_ACCESS_SYS_READ)))
 			return rc;
@@ -910,6 +918,12 @@ static int exec_group6(struct exec *x)
 	}
 }
 
+/* LMSW: PE can be set but not cleared; MP, EM and TS are loaded. */
+static int exec_lmsw(struct emu_cpu *cpu, uint64_t v)
+{
+	return cr0_write(cpu, (cpu->s.cr0 & ~0xeull) | (v & 0xf) | (cpu->s.cr0 & CR0_PE));
+}
+
 static int exec_group7(struct exec *x)
 {
 	const struct emu_insn *insn = x->insn;
@@ -924,12 +938,12 @@ static int exec_group7(struct exec *x)
 			return exec_dtable(x, op);
 		case 4: /* SMSW m16 */
 			return exec_mem_write(x, x->la, 2, cpu->s.cr0);
-		case 6: /* LMSW: PE can be set, not cleared; MP, EM, TS */
+		case 6: /* LMSW m16 */
 			if (cpu->cpl)
 				return gp(cpu, 0);
 			if ((rc = exec_rm_read(x, 2, &v)))
 				return rc;
-			return cr0_write(cpu, (cpu->s.cr0 & ~0xeull) | (v & 0xf) | (cpu->s.cr0 & CR0_PE));
+			return exec_lmsw(cpu, v);
 		case 7: /* INVLPG */
 			if (cpu->cpl)
 				return gp(cpu, 0);
@@ -958,14 +972,12 @@ static int exec_group7(struct exec *x)
 		cpu->s.gpr[CPU_RCX] = cpu->msr.tsc_aux & 0xffffffff;
 		return EMU_OK;
 	default:
-		if (op == 4) /* SMSW r */
-			return exec_rm_write(x, insn->opsize, insn->opsize == 2 ? cpu->s.cr0 & 0xffff
-										: cpu->s.cr0);
+		if (op == 4) /* SMSW r: the whole CR0 with a 32/64-bit operand */
+			return exec_rm_write(x, insn->opsize, cpu->s.cr0);
 		if (op == 6) { /* LMSW r */
 			if (cpu->cpl)
 				return gp(cpu, 0);
-			v = exec_reg_get(x, insn->rm, 2);
-			return cr0_write(cpu, (cpu->s.cr0 & ~0xeull) | (v & 0xf) | (cpu->s.cr0 & CR0_PE));
+			return exec_lmsw(cpu, exec_reg_get(x, insn->rm, 2));
 		}
 		/* MONITOR/MWAIT, CLAC/STAC, XGETBV/XSETBV, VMX, PKRU: not advertised. */
 		return exec_ud(x);
@@ -1020,17 +1032,18 @@ static int exec_cmpxchg_wide(struct exec *x)
 static int exec_group15(struct exec *x)
 {
 	unsigned op = (x->insn->modrm >> 3) & 7;
+	bool prefixed = x->insn->prefix & (EMU_PFX_OPSIZE | EMU_PFX_REP | EMU_PFX_REPNE);
 
 	if (x->insn->mod == 3) {
 		/* LFENCE, MFENCE, SFENCE: this vCPU's accesses are already in program order;
 		 * make them visible to others too. */
-		if (op >= 5 && !(x->insn->prefix & (EMU_PFX_OPSIZE | EMU_PFX_REP | EMU_PFX_REPNE))) {
+		if (op >= 5 && !prefixed) {
 			__atomic_thread_fence(__ATOMIC_SEQ_CST);
 			return EMU_OK;
 		}
 		return exec_ud(x);
 	}
-	if (op == 7 && !(x->insn->prefix & (EMU_PFX_OPSIZE | EMU_PFX_REP | EMU_PFX_REPNE)))
+	if (op == 7 && !prefixed)
 		return EMU_OK; /* CLFLUSH: no caches to flush */
 	return exec_ud(x); /* FXSAVE/FXRSTOR/LDMXCSR/STMXCSR come with SSE (step 4) */
 }
