@@ -1,7 +1,7 @@
 # Linux-on-Linux: plain Makefile. `make`, `make check`, `make install`, `make asan`, `make fuzz`.
 CC ?= cc
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -MMD -MP
+override CFLAGS += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -MMD -MP
 LDFLAGS ?=
 LDLIBS += -lpthread
 PREFIX ?= /usr/local
@@ -11,15 +11,15 @@ VERSION := 0.1.0
 # Optional libraries, each used only when its -dev package is installed (README lists why).
 HAVE_LIBURING := $(shell pkg-config --exists liburing 2>/dev/null && echo 1)
 ifeq ($(HAVE_LIBURING),1)
-CFLAGS += -DHAVE_LIBURING
+override CFLAGS += -DHAVE_LIBURING
 LDLIBS += -luring
 endif
 HAVE_LIBSLIRP := $(shell pkg-config --exists slirp 2>/dev/null && echo 1)
 ifeq ($(HAVE_LIBSLIRP),1)
-CFLAGS += -DHAVE_LIBSLIRP $(shell pkg-config --cflags slirp)
+override CFLAGS += -DHAVE_LIBSLIRP $(shell pkg-config --cflags slirp)
 LDLIBS += $(shell pkg-config --libs slirp)
 endif
-CFLAGS += -DVMM_VERSION='"$(VERSION)"'
+override CFLAGS += -DVMM_VERSION='"$(VERSION)"'
 
 SRCS := $(wildcard src/*.c src/*/*.c src/*/*/*.c)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
@@ -59,7 +59,7 @@ $(BUILD)/tests/fixtures/%.bzImage: tests/fixtures/%_kernel.S
 	$(CC) -c -o $(@:.bzImage=.o) $<
 	objcopy -O binary -j .text $(@:.bzImage=.o) $@
 
-check: all unit $(FIXTURES)
+check: all unit $(FIXTURES) asan
 	tests/run
 
 # The default Linux guest, from Debian's packages only (guest/linux/build).

@@ -249,6 +249,8 @@ static int run_machine(const struct vm_config *cfg, const struct cpu_backend *ba
 	}
 }
 
+static int run_with_images(const struct vm_config *cfg, struct vm_images *img);
+
 int main(int argc, char **argv)
 {
 	struct vm_config cfg;
@@ -270,15 +272,24 @@ int main(int argc, char **argv)
 		return VM_STATUS_ERROR;
 	cfg.mem_size = (cfg.mem_size + (1u << 20) - 1) & ~((1ull << 20) - 1);
 	struct vm_images img = { 0 };
-	img.kernel = read_image(cfg.kernel_path, "kernel", &img.kernel_size);
-	if (!img.kernel)
+	int status = run_with_images(&cfg, &img);
+	free(img.kernel);
+	free(img.initrd);
+	return status;
+}
+
+/* Everything after the command line: the images, the backend, the event loop, the VM. */
+static int run_with_images(const struct vm_config *cfg, struct vm_images *img)
+{
+	img->kernel = read_image(cfg->kernel_path, "kernel", &img->kernel_size);
+	if (!img->kernel)
 		return VM_STATUS_ERROR;
-	if (cfg.initrd_path) {
-		img.initrd = read_image(cfg.initrd_path, "initrd", &img.initrd_size);
-		if (!img.initrd)
+	if (cfg->initrd_path) {
+		img->initrd = read_image(cfg->initrd_path, "initrd", &img->initrd_size);
+		if (!img->initrd)
 			return VM_STATUS_ERROR;
 	}
-	const struct cpu_backend *backend = choose_backend(cfg.accel);
+	const struct cpu_backend *backend = choose_backend(cfg->accel);
 	if (!backend)
 		return VM_STATUS_ERROR;
 
@@ -288,10 +299,9 @@ int main(int argc, char **argv)
 		return VM_STATUS_ERROR;
 	}
 	console_init(&m.console, STDIN_FILENO);
-	int status = run_machine(&cfg, backend, &img, &m);
+	int status = run_machine(cfg, backend, img, &m);
 	console_restore();
 	event_loop_destroy(&m.events);
-	free(img.kernel);
-	free(img.initrd);
+	close(m.signal_fd);
 	return status;
 }
