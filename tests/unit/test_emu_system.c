@@ -735,6 +735,28 @@ static void test_real_mode_far_jump(void)
 	CHECK_EQ(emu_step(&cpu), EMU_HALT);
 }
 
+/* The decode cache keys on guest-physical addresses and checks the bytes: code written by the
+ * guest (or by DMA) runs as written, and a remapped page runs its own code. */
+static void test_decode_cache_sees_new_code(void)
+{
+	machine_reset();
+	code(USER_RW, (const uint8_t[]){ 0xB0, 0x01 }, 2); /* mov al, 1 */
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	code(USER_RW, (const uint8_t[]){ 0xB0, 0x02 }, 2); /* patched behind the CPU's back */
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 2);
+	code(USER_RW, (const uint8_t[]){ 0x66, 0xB8, 0x03, 0x00 }, 4); /* longer now */
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xffff, 3);
+	CHECK_EQ(cpu.s.rip, USER_RW + 4);
+	/* the guest patches its own next instruction: mov byte [rip+0], 0x90 then what was 0xF4 */
+	code(USER_RW, (const uint8_t[]){ 0xC6, 0x05, 0x00, 0x00, 0x00, 0x00, 0x90, 0xF4 }, 8);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* a NOP now, not HLT (which would #GP at CPL 3) */
+	CHECK_EQ(cpu.s.rip, USER_RW + 8);
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -758,6 +780,7 @@ int main(void)
 	RUN_TEST(test_interrupt_injection);
 	RUN_TEST(test_protected_to_long_mode);
 	RUN_TEST(test_real_mode_far_jump);
+	RUN_TEST(test_decode_cache_sees_new_code);
 	free(ram);
 	return TEST_EXIT();
 }

@@ -2,17 +2,38 @@
 #include "cpu/emu/decode.h"
 #include "cpu/emu/emu.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define EMU_PAGE_SIZE 4096ull
+
+/* Decode once: instructions are cached by guest-physical address and mode, and a hit is
+ * verified against the current bytes, so self-modifying code, DMA into code pages and
+ * remapping need no invalidation. Direct-mapped; instructions crossing a page boundary are
+ * not cached. */
+#define ICACHE_SIZE 4096
+#define ICACHE_VALID (1ull << 63)
+
+struct emu_icache_entry {
+	uint64_t tag; /* gpa | mode << 56 | ICACHE_VALID */
+	uint64_t bytes[2]; /* the instruction's bytes (and what followed them) */
+	struct emu_insn insn;
+};
+
+struct emu_icache {
+	struct emu_icache_entry entry[ICACHE_SIZE];
+};
 
 void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 {
 	const struct emu_memory_ops *mem = cpu->mem;
 	const struct emu_phys_ops *phys = cpu->phys;
 	void *mem_opaque = cpu->mem_opaque, *phys_opaque = cpu->phys_opaque;
+	struct emu_icache *icache = cpu->icache;
 
 	memset(cpu, 0, sizeof(*cpu));
+	/* A cache that cannot be allocated only costs speed. Entries never need flushing. */
+	cpu->icache = icache ? icache : calloc(1, sizeof(*cpu->icache));
 	cpu->mem = mem;
 	cpu->mem_opaque = mem_opaque;
 	cpu->phys = phys;
@@ -22,6 +43,12 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->s.rflags |= EMU_FLAG_FIXED1;
 	cpu->cc.op = EMU_CC_NONE;
 	emu_update_mode(cpu);
+}
+
+void emu_cpu_destroy(struct emu_cpu *cpu)
+{
+	free(cpu->icache);
+	cpu->icache = NULL;
 }
 
 void emu_cpu_set_state(struct emu_cpu *cpu, const struct cpu_state *state)
@@ -71,14 +98,67 @@ static uint64_t code_linear(const struct emu_cpu *cpu, uint64_t rip)
 	return (cpu->s.seg[SEG_CS].base + rip) & 0xffffffffull;
 }
 
+static int decode_error(struct emu_cpu *cpu, int rc)
+{
+	if (rc == EMU_DECODE_TOO_LONG)
+		return emu_raise(cpu, EMU_VEC_GP, true, 0);
+	return emu_raise(cpu, EMU_VEC_UD, false, 0);
+}
+
+/* Whether the cached instruction's bytes are still the ones at `now`. */
+static bool icache_bytes_match(const struct emu_icache_entry *e, const uint64_t now[2])
+{
+	unsigned len = e->insn.len;
+
+	if (len <= 8)
+		return !((now[0] ^ e->bytes[0]) & (~0ull >> (64 - 8 * len)));
+	return now[0] == e->bytes[0] && !((now[1] ^ e->bytes[1]) & (~0ull >> (128 - 8 * len)));
+}
+
+/* The decode cache's path. Returns EMU_OK with *out set, EMU_OK with *out NULL when the
+ * instruction cannot be cached (the slow path decides), or a fault of the fetch. */
+static int fetch_cached(struct emu_cpu *cpu, uint64_t la, const struct emu_insn **out)
+{
+	struct emu_icache_entry *e;
+	const uint8_t *host;
+	unsigned avail;
+	uint64_t gpa, tag, now[2];
+	int rc;
+
+	*out = NULL;
+	if ((rc = cpu->mem->fetch(cpu, la, &host, &avail, &gpa)) || !host || avail < 16)
+		return rc;
+	memcpy(now, host, 16);
+	tag = gpa | ((uint64_t)cpu->mode << 56) | ICACHE_VALID;
+	e = &cpu->icache->entry[(gpa ^ (gpa >> 12)) & (ICACHE_SIZE - 1)];
+	if (e->tag == tag && icache_bytes_match(e, now)) {
+		*out = &e->insn;
+		return EMU_OK;
+	}
+	e->tag = 0;
+	if ((rc = emu_decode((const uint8_t *)now, EMU_MAX_INSN_LEN, cpu->mode, &e->insn)))
+		return decode_error(cpu, rc);
+	e->tag = tag;
+	e->bytes[0] = now[0];
+	e->bytes[1] = now[1];
+	*out = &e->insn;
+	return EMU_OK;
+}
+
 /* Fetch and decode at CS:RIP. Bytes are fetched up to the end of the page first, so an
  * instruction that ends before a page boundary never touches (or faults on) the next page. */
-static int fetch_decode(struct emu_cpu *cpu, struct emu_insn *insn)
+static int fetch_decode(struct emu_cpu *cpu, struct emu_insn *insn, const struct emu_insn **out)
 {
 	uint8_t bytes[EMU_MAX_INSN_LEN];
 	uint64_t la = code_linear(cpu, cpu->s.rip);
 	unsigned first = (unsigned)(EMU_PAGE_SIZE - (la & (EMU_PAGE_SIZE - 1)));
 	int rc;
+
+	if (cpu->icache && cpu->mem->fetch) {
+		if ((rc = fetch_cached(cpu, la, out)) || *out)
+			return rc;
+	}
+	*out = insn;
 
 	if (first > EMU_MAX_INSN_LEN)
 		first = EMU_MAX_INSN_LEN;
@@ -91,22 +171,16 @@ static int fetch_decode(struct emu_cpu *cpu, struct emu_insn *insn)
 			return rc;
 		rc = emu_decode(bytes, EMU_MAX_INSN_LEN, cpu->mode, insn);
 	}
-	switch (rc) {
-	case EMU_DECODE_OK:
-		return EMU_OK;
-	case EMU_DECODE_TOO_LONG:
-		return emu_raise(cpu, EMU_VEC_GP, true, 0);
-	default:
-		return emu_raise(cpu, EMU_VEC_UD, false, 0);
-	}
+	return rc == EMU_DECODE_OK ? EMU_OK : decode_error(cpu, rc);
 }
 
 int emu_step(struct emu_cpu *cpu)
 {
-	struct emu_insn insn;
+	const struct emu_insn *insn;
+	struct emu_insn decoded;
 	int rc;
 
-	if ((rc = fetch_decode(cpu, &insn)))
+	if ((rc = fetch_decode(cpu, &decoded, &insn)))
 		return rc;
-	return emu_execute(cpu, &insn);
+	return emu_execute(cpu, insn);
 }

@@ -91,6 +91,11 @@ struct emu_memory_ops {
 	int (*read)(struct emu_cpu *cpu, uint64_t linear, void *dst, unsigned len,
 		    enum emu_access access);
 	int (*write)(struct emu_cpu *cpu, uint64_t linear, const void *src, unsigned len);
+	/* Optional, for the decode cache: translate `linear` for execution (faulting like read)
+	 * and give the host address of that byte, how many bytes follow it contiguously and its
+	 * guest-physical address; *host = NULL (with EMU_OK) when it is not plain RAM. */
+	int (*fetch)(struct emu_cpu *cpu, uint64_t linear, const uint8_t **host, unsigned *avail,
+		     uint64_t *gpa);
 };
 
 /* Lazily evaluated arithmetic flags: the last flag-producing operation is recorded and the six
@@ -152,6 +157,8 @@ enum emu_mode {
 	EMU_MODE_64, /* 64-bit mode (EFER.LMA and CS.L) */
 };
 
+struct emu_icache;
+
 struct emu_cpu {
 	struct cpu_state s; /* the arithmetic flags in s.rflags are stale while cc.op != NONE */
 	struct emu_lazy_flags cc;
@@ -169,11 +176,14 @@ struct emu_cpu {
 	struct emu_msrs msr;
 	uint64_t dr[8]; /* debug registers: stored, breakpoints not implemented */
 	struct emu_tlb tlb;
+	struct emu_icache *icache; /* decoded instructions by guest-physical address (cpu.c) */
 };
 
 /* Set up `cpu` from an architectural state; the memory callbacks (mem, phys and their opaque
  * pointers) are set by the caller, before or after, and kept. */
 void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state);
+/* Free what emu_cpu_init() allocated (the decode cache). */
+void emu_cpu_destroy(struct emu_cpu *cpu);
 /* Replace the architectural state, keeping MSRs and memory callbacks (vcpu_set_state). */
 void emu_cpu_set_state(struct emu_cpu *cpu, const struct cpu_state *state);
 /* Copy the architectural state out (flags made exact). */

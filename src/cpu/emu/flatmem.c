@@ -63,7 +63,23 @@ static int flat_write(struct emu_cpu *cpu, uint64_t linear, const void *src, uns
 	return EMU_OK;
 }
 
+static int flat_fetch(struct emu_cpu *cpu, uint64_t linear, const uint8_t **host,
+		      unsigned *avail, uint64_t *gpa)
+{
+	struct emu_flat_window *w = flat_find(cpu->mem_opaque, linear, 1);
+	uint64_t left;
+
+	if (!w)
+		return flat_fault(cpu, linear, PF_ERR_FETCH);
+	left = w->size - (linear - w->linear);
+	*host = w->host + (linear - w->linear);
+	*avail = left > 4096 ? 4096 : (unsigned)left;
+	*gpa = linear;
+	return EMU_OK;
+}
+
 const struct emu_memory_ops emu_flat_memory_ops = {
 	.read = flat_read,
 	.write = flat_write,
+	.fetch = flat_fetch,
 };

@@ -301,7 +301,23 @@ static int paged_write(struct emu_cpu *cpu, uint64_t linear, const void *src, un
 	return page_write(cpu, b, linear + first, (const uint8_t *)src + first, len - first);
 }
 
+static int paged_fetch(struct emu_cpu *cpu, uint64_t linear, const uint8_t **host,
+		       unsigned *avail, uint64_t *gpa)
+{
+	unsigned off = (unsigned)(linear & ~PAGE_MASK);
+	struct emu_tlb_entry *e;
+	int rc;
+
+	if ((rc = tlb_lookup(cpu, linear, EMU_ACCESS_FETCH, &e)))
+		return rc;
+	*host = e->host ? e->host + off : NULL;
+	*avail = (unsigned)PAGE_SIZE - off;
+	*gpa = e->gpa + off;
+	return EMU_OK;
+}
+
 const struct emu_memory_ops emu_paged_memory_ops = {
 	.read = paged_read,
 	.write = paged_write,
+	.fetch = paged_fetch,
 };
