@@ -83,8 +83,11 @@ static uint64_t rnd_value(unsigned size)
 					  0x7fffffff, 0x80000000, 0xffffffff, 0x100000000ull,
 					  0x7fffffffffffffffull, 0x8000000000000000ull, ~0ull,
 					  ~0ull - 1 };
-	uint64_t sign = 1ull << (8 * size - 1);
+	uint64_t sign;
 
+	if (size > 8)
+		size = 8;
+	sign = 1ull << (8 * size - 1);
 	switch (rnd_below(8)) {
 	case 0:
 		return edges[rnd_below(sizeof(edges) / sizeof(edges[0]))] ^
@@ -438,9 +441,11 @@ static void encode(struct tcase *c, struct insn_spec *s)
 	uint64_t target = 0;
 	uint8_t *disp_at;
 
-	if (s->rm.adsize == 4) {
+	if (s->rm.adsize == 4)
 		s->prefix[s->nr_prefix++] = 0x67;
-	}
+	/* Now and then a segment override 64-bit mode ignores (ES, CS, SS, DS: base 0). */
+	if (rnd_below(8) == 0)
+		*p++ = (uint8_t[]){ 0x26, 0x2E, 0x36, 0x3E }[rnd_below(4)];
 	p = emit_bytes(p, s->prefix, s->nr_prefix);
 	if (s->modrm) {
 		if (s->reg & 8)
@@ -460,7 +465,8 @@ static void encode(struct tcase *c, struct insn_spec *s)
 
 			target = scratch_addr(off);
 			c->mem_off = off;
-			memcpy(c->scratch + off, &s->rm.value, s->rm.size);
+			/* the value fills up to 8 bytes; wider operands keep random bytes above */
+			memcpy(c->scratch + off, &s->rm.value, s->rm.size < 8 ? s->rm.size : 8);
 			disp = (int64_t)rnd_below(3) == 0 ? 0 : (int64_t)rnd_below(256) - 128;
 			if (rnd_below(4) == 0)
 				disp = (int64_t)(int32_t)rnd() >> rnd_below(20);
@@ -1242,6 +1248,8 @@ static void test_branches(void)
 		case 4: { /* RET / RET imm16: the return address is on the stack */
 			bool imm = form == 4;
 
+			if (rnd_below(4) == 0) /* "rep ret" (AMD's idiom) and "bnd ret" (F2) */
+				s.prefix[s.nr_prefix++] = rnd_below(2) ? 0xF3 : 0xF2;
 			spec_op(&s, imm ? 0xC2 : 0xC3, -1);
 			if (imm) {
 				s.imm_size = 2;
@@ -1412,7 +1420,7 @@ static void test_strings(void)
 			if (!a32)
 				c.gpr[CPU_RCX] &= 0xffffffff;
 			if (rnd_below(2)) { /* equal data, so REPE/REPNE run on */
-				memcpy(c.scratch + di - 128, c.scratch + si - 128, 256);
+				memmove(c.scratch + di - 128, c.scratch + si - 128, 256);
 				if (rnd_below(2))
 					memset(c.scratch + di - 128, (int)(c.gpr[CPU_RAX] & 0xff), 256);
 				if (g == 4 && size > 1)
@@ -1518,8 +1526,10 @@ int main(void)
 	ctx = (struct native_ctx *)(page + CTX_OFF);
 	build_prologue();
 
-	ss.ss_sp = malloc(1 << 16);
-	ss.ss_size = 1 << 16;
+	static uint8_t alt_stack[1 << 16];
+
+	ss.ss_sp = alt_stack;
+	ss.ss_size = sizeof(alt_stack);
 	ss.ss_flags = 0;
 	sigaltstack(&ss, NULL);
 	memset(&sa, 0, sizeof(sa));

@@ -781,6 +781,7 @@ int main(void)
 	RUN_TEST(test_protected_to_long_mode);
 	RUN_TEST(test_real_mode_far_jump);
 	RUN_TEST(test_decode_cache_sees_new_code);
+	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();
 }
