@@ -5,15 +5,47 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pci/pci.h"
 #include "pci/pci_acpi.h"
+#include "virtio/blk.h"
 #include "vm.h"
 
 struct virtio_devices {
 	struct pci_host host;
 	struct pci_acpi_info acpi;
+	struct virtio_blk *disks[CONFIG_MAX_DISKS];
+	unsigned nr_disks;
+	void *rng;
 };
+
+/* -d disks in order, then the seed's simscsi=PREFIX: PREFIXa, PREFIXb, ... while they exist. */
+static int virtio_devices_add_disks(struct vm *vm, struct virtio_devices *d)
+{
+	struct disk_config extra;
+	const struct vm_config *cfg = &vm->cfg;
+	unsigned total = cfg->nr_disks;
+	for (unsigned i = 0; i < total + 26 && d->nr_disks < CONFIG_MAX_DISKS; i++) {
+		const struct disk_config *dc = &cfg->disks[i < total ? i : 0];
+		if (i >= total) {
+			if (!cfg->simscsi_prefix[0])
+				break;
+			memset(&extra, 0, sizeof(extra));
+			size_t n = strnlen(cfg->simscsi_prefix, sizeof(extra.path) - 2);
+			memcpy(extra.path, cfg->simscsi_prefix, n);
+			extra.path[n] = (char)('a' + (i - total));
+			if (access(extra.path, F_OK) != 0)
+				break;
+			dc = &extra;
+		}
+		d->disks[d->nr_disks] = virtio_blk_create(vm, &d->host, dc, d->nr_disks);
+		if (!d->disks[d->nr_disks])
+			return -EINVAL;
+		d->nr_disks++;
+	}
+	return 0;
+}
 
 static int virtio_devices_msi(void *opaque, uint64_t address, uint32_t data)
 {
@@ -42,7 +74,11 @@ int virtio_devices_init(struct vm *vm)
 					  .mmio32_base = PCI_MMIO32_BASE,
 					  .mmio32_size = PCI_MMIO32_SIZE, .mmio64_base = top,
 					  .mmio64_size = PCI_MMIO64_SIZE };
-	return 0;
+	ret = virtio_devices_add_disks(vm, d);
+	if (ret < 0)
+		return ret;
+	d->rng = virtio_rng_create(vm, &d->host);
+	return d->rng ? 0 : -ENOMEM;
 }
 
 void virtio_devices_destroy(struct vm *vm)
@@ -50,7 +86,11 @@ void virtio_devices_destroy(struct vm *vm)
 	struct virtio_devices *d = vm->virtio;
 	if (!d)
 		return;
+	/* The host first: it walks the PCI devices, which live inside the virtio devices. */
 	pci_host_destroy(&d->host);
+	for (unsigned i = 0; i < d->nr_disks; i++)
+		virtio_blk_destroy(d->disks[i]);
+	virtio_rng_destroy(d->rng);
 	free(d);
 	vm->virtio = NULL;
 }

@@ -13,4 +13,9 @@ void virtio_devices_destroy(struct vm *vm);
 /* What ACPI must describe (MCFG, PCI0), or NULL without PCI. */
 const struct pci_acpi_info *virtio_devices_acpi(struct vm *vm);
 
+/* virtio-rng (rng.c): NULL after printing why. */
+struct pci_host;
+void *virtio_rng_create(struct vm *vm, struct pci_host *host);
+void virtio_rng_destroy(void *rng);
+
 #endif
