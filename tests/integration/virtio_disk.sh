@@ -40,7 +40,7 @@ fi
 
 if require_kvm disk_locked_against_a_second_monitor && [ -f "$ROOT/build/tests/fixtures/echo.bzImage" ]; then
 	# The echo guest runs until its console input ends: hold the disk open for 3 seconds.
-	(sleep 3 | timeout -s KILL 4 "$VMM" -d "$TMP/disk.img" "$ROOT/build/tests/fixtures/echo.bzImage" \
+	(sleep 3 | timeout 4 "$VMM" -d "$TMP/disk.img" "$ROOT/build/tests/fixtures/echo.bzImage" \
 		>"$TMP/holder.out" 2>&1) &
 	holder=$!
 	for _ in $(seq 50); do grep -q ready "$TMP/holder.out" 2>/dev/null && break; sleep 0.1; done
