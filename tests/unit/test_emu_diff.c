@@ -20,6 +20,11 @@
  * BSWAP of a 16-bit register. BSF/BSR of 0 leave the destination unchanged (AMD documents it,
  * Intel does it) and that is compared.
  *
+ * Every group runs twice: in 64-bit mode, then in compatibility mode ("compat32:"), where the
+ * native stub far-returns into Linux's 32-bit user code segment (0x23) around the instruction
+ * and the emulator runs with CS.L = 0, CS.D = 1; there only EAX..EDI are compared and no REX,
+ * RIP-relative or 16-bit (67) addressing is generated.
+ *
  * EMU_DIFF_ITERS sets the cases per instruction form (default 64), EMU_DIFF_SEED the seed. */
 #include <setjmp.h>
 #include <signal.h>
@@ -54,6 +59,14 @@ struct native_ctx {
 };
 
 static uint8_t *page; /* MAP_32BIT: every address fits in a disp32 */
+/* Compatibility mode: the instruction runs in a 32-bit code segment (Linux's __USER32_CS,
+ * 0x23) natively and with CS.L = 0, CS.D = 1 in the emulator. Only EAX..EDI are compared. */
+static bool compat;
+#define USER32_CS 0x23
+#define USER_CS 0x33
+#define USER_DS 0x2b
+#define COMPAT_TMP_STACK 0xFF0 /* in the code page: for flags transfers in 32-bit code */
+static uint8_t *stub64_entry, *stub32_entry; /* where the native stubs start */
 static struct native_ctx *ctx;
 static uint8_t emu_scratch[SCRATCH_SIZE];
 
@@ -188,15 +201,99 @@ static void build_prologue(void)
 	for (unsigned r = 0; r < 16; r++)
 		p = emit_rip_rel(p, 0x48 | (r >= 8 ? 4 : 0), 0x8B, r, &ctx->gpr[r], 0);
 	memset(page + CODE_OFF, 0xCC, (size_t)(start - (page + CODE_OFF)));
+	stub64_entry = start;
 }
 
 static void *stub_entry(void)
 {
-	uint8_t *p = page + CODE_OFF;
+	return compat ? stub32_entry : stub64_entry;
+}
 
-	while (*p == 0xCC)
-		p++;
-	return p;
+static uint8_t *emit32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+	return p + 4;
+}
+
+static uint32_t abs32(const void *target)
+{
+	return (uint32_t)(uintptr_t)target;
+}
+
+/* The entry for compatibility mode: 64-bit code that far-returns into the 32-bit part right
+ * before INSN_OFF, which loads EFLAGS and EAX..EDI (absolute addresses: all below 2 GiB). */
+static void build_prologue32(void)
+{
+	static const uint8_t save[] = { 0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57 };
+	const unsigned len32 = 5 + 6 + 6 + 1 + 8 * 6;
+	uint8_t *l32 = page + INSN_OFF - len32, *p;
+
+	p = stub32_entry = page + CODE_OFF + 0x40;
+	p = emit_bytes(p, save, sizeof(save));
+	p = emit_rip_rel(p, 0x48, 0x89, CPU_RSP, &ctx->host_rsp, 0); /* mov [host_rsp], rsp */
+	*p++ = 0x6A; /* push USER32_CS */
+	*p++ = USER32_CS;
+	*p++ = 0x68; /* push l32 */
+	p = emit32(p, abs32(l32));
+	*p++ = 0x48; /* retfq */
+	*p++ = 0xCB;
+	p = l32;
+	*p++ = 0xBC; /* mov esp, tmp stack */
+	p = emit32(p, abs32(page + COMPAT_TMP_STACK));
+	/* 64-bit processes run with null DS/ES, which 32-bit code cannot use: load USER_DS. */
+	p = emit_bytes(p, (const uint8_t[]){ 0x6A, USER_DS, 0x1F, 0x6A, USER_DS, 0x07 }, 6);
+	*p++ = 0xFF; /* push dword [rflags] */
+	*p++ = 0x35;
+	p = emit32(p, abs32(&ctx->rflags));
+	*p++ = 0x9D; /* popfd */
+	for (unsigned r = 0; r < 8; r++) { /* mov r32, [gpr + 8r] */
+		*p++ = 0x8B;
+		*p++ = (uint8_t)(0x05 | (r << 3));
+		p = emit32(p, abs32(&ctx->gpr[r]));
+	}
+}
+
+/* After a 32-bit instruction: fall-through and target blocks, the stores, back to 64 bits. */
+static void build_epilogue32(unsigned insn_len)
+{
+	static const uint8_t restore[] = { 0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D, 0x41, 0x5C, 0x5D, 0x5B,
+					   0xC3 };
+	uint8_t *fall = page + INSN_OFF + insn_len, *p = fall, *target = fall + BRANCH_DISTANCE;
+	uint8_t *store = target + 10, *l64;
+
+	for (unsigned taken = 0; taken < 2; taken++) {
+		p = taken ? target : fall;
+		*p++ = 0xC7; /* mov dword [taken], 0/1 */
+		*p++ = 0x05;
+		p = emit32(p, abs32(&ctx->branch_taken));
+		p = emit32(p, taken);
+		if (!taken) {
+			*p++ = 0xE9; /* jmp store */
+			p = emit32(p, (uint32_t)(store - (p + 4)));
+			*p = 0x90;
+		}
+	}
+	p = store;
+	for (unsigned r = 0; r < 8; r++) { /* mov [gpr + 8r], r32 */
+		*p++ = 0x89;
+		*p++ = (uint8_t)(0x05 | (r << 3));
+		p = emit32(p, abs32(&ctx->gpr[r]));
+	}
+	*p++ = 0xBC; /* mov esp, tmp stack */
+	p = emit32(p, abs32(page + COMPAT_TMP_STACK));
+	*p++ = 0x9C; /* pushfd */
+	*p++ = 0x8F; /* pop dword [rflags] */
+	*p++ = 0x05;
+	p = emit32(p, abs32(&ctx->rflags));
+	*p++ = 0x6A; /* push USER_CS */
+	*p++ = USER_CS;
+	*p++ = 0x68; /* push l64 */
+	l64 = p + 4 + 1;
+	p = emit32(p, abs32(l64));
+	*p++ = 0xCB; /* retf (32-bit) */
+	p = emit_rip_rel(p, 0x48, 0x8B, CPU_RSP, &ctx->host_rsp, 0); /* mov rsp, [host_rsp] */
+	*p++ = 0xFC; /* cld */
+	emit_bytes(p, restore, sizeof(restore));
 }
 
 /* After the instruction: the fall-through block, the branch target block, then the stores. */
@@ -251,11 +348,14 @@ static void native_signal(int sig)
 /* Returns 0, or the signal the instruction raised. */
 static int run_native(const struct tcase *c)
 {
-	void (*stub)(void) = (void (*)(void))stub_entry();
+	void (*volatile stub)(void) = (void (*)(void))stub_entry();
 	volatile int sig;
 
 	memcpy(page + INSN_OFF, c->code, c->len);
-	build_epilogue(c->len);
+	if (compat)
+		build_epilogue32(c->len);
+	else
+		build_epilogue(c->len);
 	memcpy(ctx->gpr, c->gpr, sizeof(ctx->gpr));
 	ctx->rflags = c->rflags;
 	ctx->branch_taken = 0;
@@ -283,10 +383,17 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	s.cr0 = CR0_PE | CR0_PG;
 	s.cr4 = CR4_PAE;
 	s.efer = EFER_LME | EFER_LMA;
-	s.seg[SEG_CS] = (struct cpu_segment){ .selector = 0x33, .type = 11, .present = 1, .dpl = 3,
-					      .s = 1, .l = 1, .g = 1, .limit = 0xffffffff };
+	s.seg[SEG_CS] = (struct cpu_segment){ .selector = USER_CS, .type = 11, .present = 1,
+					      .dpl = 3, .s = 1, .l = 1, .g = 1, .limit = 0xffffffff };
+	if (compat) { /* as the native stub leaves them: CS 0x23, DS = ES = SS = USER_DS */
+		s.seg[SEG_CS].selector = USER32_CS;
+		s.seg[SEG_CS].l = 0;
+		s.seg[SEG_CS].db = 1;
+	}
 	s.seg[SEG_SS] = (struct cpu_segment){ .selector = 0x2b, .type = 3, .present = 1, .dpl = 3,
 					      .s = 1, .db = 1, .g = 1, .limit = 0xffffffff };
+	if (compat)
+		s.seg[SEG_DS] = s.seg[SEG_ES] = s.seg[SEG_SS];
 	memset(&mem, 0, sizeof(mem));
 	memcpy(emu_scratch, c->scratch, SCRATCH_SIZE);
 	emu_flat_add(&mem, (uint64_t)(uintptr_t)page, page, SCRATCH_OFF, false);
@@ -314,7 +421,7 @@ static void report(const struct tcase *c, const char *what)
 	test_failed_checks++;
 	if (group_failures > 5)
 		return;
-	printf("FAIL - %s: %s; bytes", group_name, what);
+	printf("FAIL - %s%s: %s; bytes", compat ? "compat32: " : "", group_name, what);
 	for (unsigned i = 0; i < c->len; i++)
 		printf(" %02x", c->code[i]);
 	printf("; rflags in %#llx;", (unsigned long long)c->rflags);
@@ -359,8 +466,10 @@ static void check_case(struct tcase *c)
 		report(c, what);
 		return;
 	}
-	for (unsigned i = 0; i < 16; i++) {
-		if (ctx->gpr[i] != r.cpu.s.gpr[i]) {
+	for (unsigned i = 0; i < (compat ? 8u : 16u); i++) {
+		uint64_t cmp_mask = compat ? 0xffffffffull : ~0ull;
+
+		if ((ctx->gpr[i] ^ r.cpu.s.gpr[i]) & cmp_mask) {
 			snprintf(what, sizeof(what), "%s native %#llx emulator %#llx", reg_names[i],
 				 (unsigned long long)ctx->gpr[i],
 				 (unsigned long long)r.cpu.s.gpr[i]);
@@ -418,12 +527,18 @@ struct insn_spec {
 	uint64_t imm;
 };
 
+/* A register number: 0..15, or 0..7 in compatibility mode (no REX there). */
+static unsigned rnd_reg(void)
+{
+	return rnd_below(compat ? 8 : 16);
+}
+
 static unsigned pick_free_reg(struct tcase *c)
 {
 	unsigned r;
 
 	do
-		r = rnd_below(16);
+		r = rnd_reg();
 	while (c->used & (1u << r));
 	c->used |= 1u << r;
 	return r;
@@ -443,9 +558,11 @@ static void encode(struct tcase *c, struct insn_spec *s)
 
 	if (s->rm.adsize == 4)
 		s->prefix[s->nr_prefix++] = 0x67;
-	/* Now and then a segment override 64-bit mode ignores (ES, CS, SS, DS: base 0). */
+	/* Now and then a segment override 64-bit mode ignores (ES, CS, SS, DS: base 0). In
+	 * compatibility mode they are flat data segments there, except CS: code is not writable
+	 * and the emulator does not check segment types and limits yet. */
 	if (rnd_below(8) == 0)
-		*p++ = (uint8_t[]){ 0x26, 0x2E, 0x36, 0x3E }[rnd_below(4)];
+		*p++ = (uint8_t[]){ 0x26, 0x3E, 0x36, 0x2E }[rnd_below(compat ? 3 : 4)];
 	p = emit_bytes(p, s->prefix, s->nr_prefix);
 	if (s->modrm) {
 		if (s->reg & 8)
@@ -541,14 +658,16 @@ static struct operand rm_operand(struct tcase *c, bool mem, unsigned size, unsig
 			     .rip_rel_ok = true, .adsize = 8 };
 
 	if (!mem) {
-		o.reg = rnd_below(16);
+		o.reg = rnd_reg();
 		if (o.reg == CPU_RSP && rnd_below(2))
 			o.reg = CPU_RBX;
 		*reg_out = o.reg;
 		c->used |= 1u << o.reg;
-	} else if (rnd_below(8) == 0) {
+	} else if (rnd_below(8) == 0 && !compat) { /* 67 in compat mode: 16-bit addresses */
 		o.adsize = 4;
 	}
+	if (compat)
+		o.rip_rel_ok = false; /* mod 00 rm 101 is an absolute disp32 there */
 	return o;
 }
 
@@ -559,7 +678,7 @@ static void spec_init(struct insn_spec *s, unsigned size)
 		s->prefix[s->nr_prefix++] = 0x66;
 	if (size == 8)
 		s->rex = 0x48;
-	if (size == 1 && rnd_below(4) == 0)
+	if (size == 1 && rnd_below(4) == 0 && !compat)
 		s->rex = 0x40; /* SPL/BPL/SIL/DIL instead of AH..BH */
 }
 
@@ -588,6 +707,14 @@ static unsigned imm_bytes_z(unsigned size)
 
 static const unsigned sizes[4] = { 1, 2, 4, 8 };
 
+/* sizes[i & 3], with 8 → 4 in compatibility mode (no 64-bit operands there). */
+static unsigned size_at(unsigned i)
+{
+	unsigned size = sizes[i & 3];
+
+	return compat && size == 8 ? 4 : size;
+}
+
 static void group_begin(const char *name)
 {
 	group_name = name;
@@ -597,10 +724,13 @@ static void group_begin(const char *name)
 
 static void group_end(void)
 {
+	const char *mode = compat ? "compat32: " : "";
+
 	if (group_failures)
-		printf("FAIL - %s: %u of %u cases differ\n", group_name, group_failures, group_cases);
+		printf("FAIL - %s%s: %u of %u cases differ\n", mode, group_name, group_failures,
+		       group_cases);
 	else
-		printf("ok - %s (%u cases)\n", group_name, group_cases);
+		printf("ok - %s%s (%u cases)\n", mode, group_name, group_cases);
 	if (group_failures)
 		test_total_failed++;
 }
@@ -625,7 +755,7 @@ static void test_alu(void)
 		group_begin(name);
 		for (unsigned n = 0; n < iters; n++) {
 			for (unsigned si = 0; si < 4; si++) {
-				unsigned size = sizes[si];
+				unsigned size = size_at(si);
 
 				/* form 0-3: Eb,Gb Ev,Gv Gb,Eb Gv,Ev; 4/5 acc,imm; 80/81/83 */
 				for (unsigned form = 0; form < 8; form++) {
@@ -683,7 +813,7 @@ static void test_unary(void)
 	for (unsigned f = 0; f < 5; f++) {
 		group_begin(forms[f].name);
 		for (unsigned n = 0; n < iters * 4; n++) {
-			unsigned size = sizes[n & 3];
+			unsigned size = size_at(n);
 			struct tcase c;
 			struct insn_spec s;
 			bool mem = rnd_below(2);
@@ -754,7 +884,7 @@ static void test_shifts(void)
 		snprintf(name, sizeof(name), "%s (C0/C1/D0-D3)", shift_names[op]);
 		group_begin(name);
 		for (unsigned n = 0; n < iters * 6; n++) {
-			unsigned size = sizes[n & 3], bits = 8 * size, form = rnd_below(3), count;
+			unsigned size = size_at(n), bits = 8 * size, form = rnd_below(3), count;
 			unsigned masked;
 			struct tcase c;
 			struct insn_spec s;
@@ -800,7 +930,7 @@ static void test_shift_double(void)
 {
 	group_begin("shld/shrd (0F A4/A5/AC/AD)");
 	for (unsigned n = 0; n < iters * 16; n++) {
-		unsigned size = sizes[1 + n % 3], op = 0xA4 + (rnd_below(2) ? 8 : 0) + rnd_below(2);
+		unsigned size = size_at(1 + n % 3), op = 0xA4 + (rnd_below(2) ? 8 : 0) + rnd_below(2);
 		unsigned count, masked, reg;
 		struct tcase c;
 		struct insn_spec s;
@@ -839,7 +969,7 @@ static void test_muldiv(void)
 	for (unsigned op = 4; op < 8; op++) {
 		group_begin(names[op - 4]);
 		for (unsigned n = 0; n < iters * 8; n++) {
-			unsigned size = sizes[n & 3];
+			unsigned size = size_at(n);
 			struct tcase c;
 			struct insn_spec s;
 			bool mem = rnd_below(2);
@@ -875,7 +1005,7 @@ static void test_muldiv(void)
 	}
 	group_begin("imul (0F AF, 69, 6B)");
 	for (unsigned n = 0; n < iters * 12; n++) {
-		unsigned size = sizes[1 + n % 3], form = rnd_below(3);
+		unsigned size = size_at(1 + n % 3), form = rnd_below(3);
 		struct tcase c;
 		struct insn_spec s;
 		unsigned reg;
@@ -904,7 +1034,7 @@ static void test_mov(void)
 {
 	group_begin("mov (88-8C, A0-A3, B0-BF, C6/C7)");
 	for (unsigned n = 0; n < iters * 16; n++) {
-		unsigned size = sizes[n & 3], form = rnd_below(6), reg;
+		unsigned size = size_at(n), form = rnd_below(6), reg;
 		struct tcase c;
 		struct insn_spec s;
 
@@ -917,7 +1047,7 @@ static void test_mov(void)
 			build_modrm(&c, &s, rnd_below(2), size, reg);
 			break;
 		case 1: /* B0+r / B8+r */
-			reg = rnd_below(16);
+			reg = rnd_reg();
 			if (reg & 8)
 				s.rex |= 0x41;
 			spec_op(&s, (size == 1 ? 0xB0 : 0xB8) + (reg & 7), -1);
@@ -933,7 +1063,9 @@ static void test_mov(void)
 		case 3: { /* A0-A3 moffs */
 			unsigned off = rnd_below(DATA_SIZE - 8), asz = rnd_below(4) ? 8 : 4;
 
-			if (asz == 4)
+			if (compat)
+				asz = 4; /* the default there; 67 would make it 16 bits */
+			else if (asz == 4)
 				s.prefix[s.nr_prefix++] = 0x67;
 			spec_op(&s, 0xA0 + 2 * rnd_below(2) + (size > 1), -1);
 			s.imm_size = asz;
@@ -969,7 +1101,7 @@ static void test_extend(void)
 {
 	group_begin("movzx/movsx/movsxd/cbw/cwd/bswap/xlat");
 	for (unsigned n = 0; n < iters * 16; n++) {
-		unsigned size = sizes[1 + n % 3], form = rnd_below(6), reg;
+		unsigned size = size_at(1 + n % 3), form = rnd_below(6), reg;
 		struct tcase c;
 		struct insn_spec s;
 
@@ -981,12 +1113,14 @@ static void test_extend(void)
 
 			reg = pick_free_reg(&c);
 			spec_op(&s, 0x0F, (int)op);
-			if (!(op & 1) && rnd_below(3) == 0)
+			if (!(op & 1) && rnd_below(3) == 0 && !compat)
 				s.rex |= 0x40;
 			build_modrm(&c, &s, rnd_below(2), (op & 1) ? 2 : 1, reg);
 			break;
 		}
-		case 1: /* MOVSXD */
+		case 1: /* MOVSXD (ARPL in compatibility mode: not tested) */
+			if (compat)
+				continue;
 			reg = pick_free_reg(&c);
 			spec_op(&s, 0x63, -1);
 			build_modrm(&c, &s, rnd_below(2), size == 8 ? 4 : size, reg);
@@ -999,7 +1133,7 @@ static void test_extend(void)
 				s.nr_prefix = 0;
 				size = 4;
 			}
-			reg = rnd_below(16);
+			reg = rnd_reg();
 			if (reg & 8)
 				s.rex |= 0x41;
 			spec_op(&s, 0x0F, 0xC8 + (int)(reg & 7));
@@ -1014,7 +1148,7 @@ static void test_extend(void)
 			break;
 		}
 		default: /* XCHG with rAX, 90+r */
-			reg = rnd_below(16);
+			reg = rnd_reg();
 			if (reg & 8)
 				s.rex |= 0x41;
 			spec_op(&s, 0x90 + (reg & 7), -1);
@@ -1034,7 +1168,7 @@ static void test_exchange(void)
 	for (unsigned g = 0; g < 3; g++) {
 		group_begin(names[g]);
 		for (unsigned n = 0; n < iters * 8; n++) {
-			unsigned size = sizes[n & 3], reg;
+			unsigned size = size_at(n), reg;
 			struct tcase c;
 			struct insn_spec s;
 			bool mem = rnd_below(2);
@@ -1070,7 +1204,7 @@ static void test_cmpxchg_wide(void)
 {
 	group_begin("cmpxchg8b/cmpxchg16b (0F C7 /1)");
 	for (unsigned n = 0; n < iters * 8; n++) {
-		bool wide = n & 1;
+		bool wide = (n & 1) && !compat; /* CMPXCHG16B needs REX.W */
 		struct tcase c;
 		struct insn_spec s;
 
@@ -1101,7 +1235,7 @@ static void test_bit_test(void)
 	for (unsigned op = 0; op < 4; op++) {
 		group_begin(names[op]);
 		for (unsigned n = 0; n < iters * 8; n++) {
-			unsigned size = sizes[1 + n % 3], reg;
+			unsigned size = size_at(1 + n % 3), reg;
 			struct tcase c;
 			struct insn_spec s;
 			bool mem = rnd_below(2);
@@ -1142,7 +1276,7 @@ static void test_bit_scan(void)
 	for (unsigned g = 0; g < 3; g++) {
 		group_begin(names[g]);
 		for (unsigned n = 0; n < iters * 8; n++) {
-			unsigned size = sizes[1 + n % 3], reg;
+			unsigned size = size_at(1 + n % 3), reg;
 			struct tcase c;
 			struct insn_spec s;
 
@@ -1189,7 +1323,7 @@ static void test_conditional(void)
 	group_end();
 	group_begin("cmovcc (0F 40-4F)");
 	for (unsigned n = 0; n < iters * 16; n++) {
-		unsigned size = sizes[1 + n % 3], reg;
+		unsigned size = size_at(1 + n % 3), reg;
 		struct tcase c;
 		struct insn_spec s;
 
@@ -1263,10 +1397,11 @@ static void test_branches(void)
 		case 6: { /* JMP/CALL indirect through a register or memory */
 			unsigned ext = form == 5 ? 4 : 2;
 
-			spec_init(&s, 8);
-			s.rex = rnd_below(2) ? 0x48 : 0;
+			spec_init(&s, compat ? 4 : 8);
+			if (!compat)
+				s.rex = rnd_below(2) ? 0x48 : 0;
 			spec_op(&s, 0xFF, -1);
-			build_modrm(&c, &s, rnd_below(2), 8, ext);
+			build_modrm(&c, &s, rnd_below(2), compat ? 4 : 8, ext);
 			break;
 		}
 		default: { /* LOOP/LOOPE/LOOPNE/JrCXZ */
@@ -1308,9 +1443,10 @@ static void test_branches(void)
 /* PUSH/POP in all forms, PUSHF/POPF, LEAVE, ENTER */
 static void test_stack(void)
 {
-	group_begin("push/pop/pushf/popf/leave/enter (50-5F, 68, 6A, 8F, 9C, 9D, C8, C9, FF /6)");
+	group_begin("push/pop/pushf/popf/leave/enter, flag ops (50-5F, 68, 6A, 8F, 9C-9F, C8, C9, "
+		    "F5, F8-FD, FF /6; compat32: 40-4F, 60, 61)");
 	for (unsigned n = 0; n < iters * 32; n++) {
-		unsigned form = rnd_below(8), reg;
+		unsigned form = rnd_below(9), reg;
 		struct tcase c;
 		struct insn_spec s;
 		bool o16 = rnd_below(4) == 0;
@@ -1319,7 +1455,7 @@ static void test_stack(void)
 		spec_init(&s, o16 ? 2 : 4);
 		switch (form) {
 		case 0: /* PUSH r / POP r */
-			reg = rnd_below(16);
+			reg = rnd_reg();
 			if (reg & 8)
 				s.rex |= 0x41;
 			spec_op(&s, (rnd_below(2) ? 0x50 : 0x58) + (reg & 7), -1);
@@ -1372,6 +1508,15 @@ static void test_stack(void)
 					s.imm = rnd_below(0x80) | ((uint64_t)(rnd() & 0xff) << 16);
 			}
 			break;
+		case 7:
+			if (compat && rnd_below(2)) { /* PUSHA/POPA, INC/DEC r (40-4F) */
+				if (rnd_below(2))
+					spec_op(&s, 0x60 + rnd_below(2), -1);
+				else
+					spec_op(&s, 0x40 + rnd_below(16), -1);
+				break;
+			}
+			/* fall through */
 		default: /* LAHF/SAHF, CLC/STC/CMC/CLD/STD */
 			s.nr_prefix = 0;
 			spec_op(&s, ((const uint8_t[]){ 0x9E, 0x9F, 0xF8, 0xF9, 0xF5, 0xFC, 0xFD })
@@ -1399,11 +1544,11 @@ static void test_strings(void)
 	for (unsigned g = 0; g < 5; g++) {
 		group_begin(names[g]);
 		for (unsigned n = 0; n < iters * 8; n++) {
-			unsigned size = sizes[n & 3], rep = rnd_below(3), count = rnd_below(20);
+			unsigned size = size_at(n), rep = rnd_below(3), count = rnd_below(20);
 			unsigned si = 160 + rnd_below(DATA_SIZE - 320), di = 160 + rnd_below(DATA_SIZE - 320);
 			struct tcase c;
 			struct insn_spec s;
-			bool a32 = rnd_below(4) == 0;
+			bool a32 = rnd_below(4) == 0 && !compat;
 
 			case_init(&c);
 			spec_init(&s, size);
@@ -1417,7 +1562,7 @@ static void test_strings(void)
 			c.gpr[CPU_RSI] = scratch_addr(si) | (a32 ? rnd() << 32 : 0);
 			c.gpr[CPU_RDI] = scratch_addr(di) | (a32 ? rnd() << 32 : 0);
 			c.gpr[CPU_RCX] = (rnd_below(4) == 0 ? 0 : count) | (rnd() << 32);
-			if (!a32)
+			if (!a32 && !compat)
 				c.gpr[CPU_RCX] &= 0xffffffff;
 			if (rnd_below(2)) { /* equal data, so REPE/REPNE run on */
 				memmove(c.scratch + di - 128, c.scratch + si - 128, 256);
@@ -1452,7 +1597,7 @@ static void test_nops(void)
 		{ 9, 0x66, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00 },
 		{ 11, 0x66, 0x66, 0x2E, 0x0F, 0x1F, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00 },
 		{ 3, 0x0F, 0x18, 0x08 },
-		{ 4, 0x48, 0x0F, 0x1F, 0xC0 },
+		{ 4, 0x48, 0x0F, 0x1F, 0xC0 }, /* last: DEC EAX + NOP in compatibility mode */
 		{ 3, 0x0F, 0xAE, 0xE8 }, /* lfence */
 		{ 3, 0x0F, 0xAE, 0xF0 }, /* mfence */
 		{ 3, 0x0F, 0xAE, 0xF8 }, /* sfence */
@@ -1464,6 +1609,8 @@ static void test_nops(void)
 		const uint8_t *f = forms[n % (sizeof(forms) / sizeof(forms[0]))];
 		struct tcase c;
 
+		if (compat && f[1] == 0x48)
+			continue;
 		case_init(&c);
 		memcpy(c.code, f + 1, f[0]);
 		c.len = f[0];
@@ -1495,6 +1642,8 @@ static void test_invalid(void)
 	for (unsigned n = 0; n < sizeof(forms) / sizeof(forms[0]); n++) {
 		struct tcase c;
 
+		if (compat && forms[n][0] == 1)
+			continue; /* the one-byte ones are valid outside 64-bit mode */
 		case_init(&c);
 		memcpy(c.code, forms[n] + 1, forms[n][0]);
 		c.len = forms[n][0];
@@ -1504,6 +1653,27 @@ static void test_invalid(void)
 		check_case(&c);
 	}
 	group_end();
+}
+
+static void run_groups(void)
+{
+	test_alu();
+	test_unary();
+	test_shifts();
+	test_shift_double();
+	test_muldiv();
+	test_mov();
+	test_extend();
+	test_exchange();
+	test_cmpxchg_wide();
+	test_bit_test();
+	test_bit_scan();
+	test_conditional();
+	test_branches();
+	test_stack();
+	test_strings();
+	test_nops();
+	test_invalid();
 }
 
 int main(void)
@@ -1524,7 +1694,6 @@ int main(void)
 		return 1;
 	}
 	ctx = (struct native_ctx *)(page + CTX_OFF);
-	build_prologue();
 
 	static uint8_t alt_stack[1 << 16];
 
@@ -1542,23 +1711,15 @@ int main(void)
 	sigaction(SIGTRAP, &sa, NULL);
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	test_alu();
-	test_unary();
-	test_shifts();
-	test_shift_double();
-	test_muldiv();
-	test_mov();
-	test_extend();
-	test_exchange();
-	test_cmpxchg_wide();
-	test_bit_test();
-	test_bit_scan();
-	test_conditional();
-	test_branches();
-	test_stack();
-	test_strings();
-	test_nops();
-	test_invalid();
+	for (int mode = 0; mode < 2; mode++) {
+		compat = mode == 1;
+		if (compat)
+			build_prologue32();
+		else
+			build_prologue();
+		run_groups();
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("# %lu cases in %.2f s\n", total_cases,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);

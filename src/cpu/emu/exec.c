@@ -812,6 +812,39 @@ fail:
 	return rc;
 }
 
+/* PUSHA/PUSHAD, POPA/POPAD (60, 61; not in 64-bit mode). POPA skips the saved rSP. */
+static int exec_pusha_popa(struct exec *x, bool push)
+{
+	struct emu_cpu *cpu = x->cpu;
+	unsigned size = x->insn->opsize, ss = exec_stack_size(x);
+	uint64_t old_rsp = cpu->s.gpr[CPU_RSP], v[8];
+	int rc;
+
+	for (unsigned r = 0; r < 8; r++) {
+		if (push) {
+			v[r] = exec_reg_get(x, r, size);
+		} else if ((rc = exec_stack_peek(x, size, (7 - r) * size, &v[r]))) {
+			return rc;
+		}
+	}
+	if (!push) {
+		for (unsigned r = 0; r < 8; r++)
+			if (r != CPU_RSP)
+				exec_reg_set(x, r, size, v[r]);
+		cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, 8 * size);
+		return EMU_OK;
+	}
+	/* Write the whole block first so a fault changes nothing. */
+	for (unsigned r = 0; r < 8; r++) {
+		uint64_t sp = (old_rsp - (r + 1) * size) & emu_size_mask(ss);
+
+		if ((rc = exec_mem_write(x, exec_seg_linear(x, SEG_SS, sp), size, v[r])))
+			return rc;
+	}
+	cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, -8 * (int64_t)size);
+	return EMU_OK;
+}
+
 static int exec_leave(struct exec *x)
 {
 	struct emu_cpu *cpu = x->cpu;
@@ -946,6 +979,9 @@ static int exec_map1(struct exec *x)
 			return rc;
 		exec_reg_set(x, opcode_reg(insn), size, v); /* POP rSP: the popped value wins */
 		return EMU_OK;
+	case 0x60:
+	case 0x61:
+		return exec_pusha_popa(x, op == 0x60);
 	case 0x63: /* MOVSXD (64-bit mode; ARPL elsewhere is not supported) */
 		if (cpu->mode != EMU_MODE_64)
 			return exec_ud(x);
