@@ -55,11 +55,9 @@ static const struct length_case length_cases[] = {
 	{ EMU_MODE_64, 0, 6, B(0x69, 0xC0, 1, 2, 3, 4) },
 	{ EMU_MODE_64, 0, 3, B(0x6B, 0xC0, 1) },
 	{ EMU_MODE_64, 0, 4, B(0xC1, 0x24, 0x24, 3) }, /* shl dword [rsp], 3 */
-	{ EMU_MODE_64, 0, 15, B(0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
-				0x66, 0x66, 0x66, 0x90) },
-	{ EMU_MODE_64, EMU_DECODE_TOO_LONG, 0,
-	  B(0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
-	    0x90) },
+#define P66x7 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66
+	{ EMU_MODE_64, 0, 15, B(P66x7, P66x7, 0x90) }, /* 14 prefixes: 15 bytes */
+	{ EMU_MODE_64, EMU_DECODE_TOO_LONG, 0, B(P66x7, P66x7, 0x66, 0x90) },
 	{ EMU_MODE_64, EMU_DECODE_UD, 0, B(0xC4, 0xE2, 0x79, 0x18, 0x00) }, /* VEX */
 	{ EMU_MODE_64, EMU_DECODE_UD, 0, B(0xC5, 0xF8, 0x77) }, /* vzeroupper */
 	{ EMU_MODE_64, EMU_DECODE_UD, 0, B(0x62, 0xF1, 0x7C, 0x48, 0x10, 0x00) }, /* EVEX */
@@ -101,8 +99,8 @@ static void test_decode_lengths(void)
 
 		rc = emu_decode(t->bytes, t->nr, t->mode, &insn);
 		if (rc != t->result || (rc == 0 && insn.len != t->len)) {
-			printf("  case %u (mode %d, first byte %02x): result %d len %u, expected %d "
-			       "len %u\n",
+			printf("  case %u (mode %d, first byte %02x): result %d len %u, "
+			       "expected %d len %u\n",
 			       i, t->mode, t->bytes[0], rc, rc ? 0 : insn.len, t->result, t->len);
 			test_failed_checks++;
 		}

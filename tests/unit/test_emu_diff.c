@@ -179,7 +179,9 @@ static uint8_t *emit_rip_rel(uint8_t *p, uint8_t rex, uint8_t op, unsigned reg, 
 
 static void build_prologue(void)
 {
-	static const uint8_t save[] = { 0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57 };
+	static const uint8_t save[] = {
+		0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57
+	};
 	uint8_t buf[256], *p = buf;
 
 	p = emit_bytes(p, save, sizeof(save));
@@ -224,7 +226,9 @@ static uint32_t abs32(const void *target)
  * before INSN_OFF, which loads EFLAGS and EAX..EDI (absolute addresses: all below 2 GiB). */
 static void build_prologue32(void)
 {
-	static const uint8_t save[] = { 0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57 };
+	static const uint8_t save[] = {
+		0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57
+	};
 	const unsigned len32 = 5 + 6 + 6 + 1 + 8 * 6;
 	uint8_t *l32 = page + INSN_OFF - len32, *p;
 
@@ -256,8 +260,8 @@ static void build_prologue32(void)
 /* After a 32-bit instruction: fall-through and target blocks, the stores, back to 64 bits. */
 static void build_epilogue32(unsigned insn_len)
 {
-	static const uint8_t restore[] = { 0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D, 0x41, 0x5C, 0x5D, 0x5B,
-					   0xC3 };
+	static const uint8_t restore[] = { 0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D,
+					   0x41, 0x5C, 0x5D, 0x5B, 0xC3 };
 	uint8_t *fall = page + INSN_OFF + insn_len, *p = fall, *target = fall + BRANCH_DISTANCE;
 	uint8_t *store = target + 10, *l64;
 
@@ -299,8 +303,8 @@ static void build_epilogue32(unsigned insn_len)
 /* After the instruction: the fall-through block, the branch target block, then the stores. */
 static void build_epilogue(unsigned insn_len)
 {
-	static const uint8_t restore[] = { 0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D, 0x41, 0x5C, 0x5D, 0x5B,
-					   0xC3 };
+	static const uint8_t restore[] = { 0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D,
+					   0x41, 0x5C, 0x5D, 0x5B, 0xC3 };
 	uint8_t *fall = page + INSN_OFF + insn_len, *p = fall, *target, *store;
 	int32_t rel;
 
@@ -383,8 +387,14 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	s.cr0 = CR0_PE | CR0_PG;
 	s.cr4 = CR4_PAE;
 	s.efer = EFER_LME | EFER_LMA;
-	s.seg[SEG_CS] = (struct cpu_segment){ .selector = USER_CS, .type = 11, .present = 1,
-					      .dpl = 3, .s = 1, .l = 1, .g = 1, .limit = 0xffffffff };
+	s.seg[SEG_CS] = (struct cpu_segment){ .selector = USER_CS,
+					      .type = 11,
+					      .present = 1,
+					      .dpl = 3,
+					      .s = 1,
+					      .l = 1,
+					      .g = 1,
+					      .limit = 0xffffffff };
 	if (compat) { /* as the native stub leaves them: CS 0x23, DS = ES = SS = USER_DS */
 		s.seg[SEG_CS].selector = USER32_CS;
 		s.seg[SEG_CS].l = 0;
@@ -573,7 +583,8 @@ static void encode(struct tcase *c, struct insn_spec *s)
 				rex |= 0x41;
 		} else {
 			unsigned max = s->rm.max_off ? s->rm.max_off : DATA_SIZE;
-			unsigned off = s->rm.min_off + rnd_below(max - s->rm.min_off - s->rm.size + 1);
+			unsigned off =
+				s->rm.min_off + rnd_below(max - s->rm.min_off - s->rm.size + 1);
 
 			if (s->rm.align)
 				off &= ~(s->rm.align - 1);
@@ -620,12 +631,15 @@ static void encode(struct tcase *c, struct insn_spec *s)
 					disp_size = 1;
 				else
 					disp_size = 4;
-				modrm = (uint8_t)((disp_size == 0 ? 0 : disp_size == 1 ? 0x40 : 0x80) |
+				modrm = (uint8_t)((disp_size == 0   ? 0
+						   : disp_size == 1 ? 0x40
+								    : 0x80) |
 						  ((s->reg & 7) << 3));
 				if (index != 4 || (base & 7) == 4) {
 					has_sib = true;
 					modrm |= 4;
-					sib = (uint8_t)((scale << 6) | ((index & 7) << 3) | (base & 7));
+					sib = (uint8_t)((scale << 6) | ((index & 7) << 3) |
+							(base & 7));
 				} else {
 					modrm |= base & 7;
 				}
@@ -865,7 +879,9 @@ static void test_unary(void)
 
 static unsigned rnd_count(unsigned size)
 {
-	static const unsigned edges[] = { 0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255 };
+	static const unsigned edges[] = {
+		0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255
+	};
 
 	(void)size;
 	if (rnd_below(2))
@@ -930,7 +946,8 @@ static void test_shift_double(void)
 {
 	group_begin("shld/shrd (0F A4/A5/AC/AD)");
 	for (unsigned n = 0; n < iters * 16; n++) {
-		unsigned size = size_at(1 + n % 3), op = 0xA4 + (rnd_below(2) ? 8 : 0) + rnd_below(2);
+		unsigned size = size_at(1 + n % 3),
+			 op = 0xA4 + (rnd_below(2) ? 8 : 0) + rnd_below(2);
 		unsigned count, masked, reg;
 		struct tcase c;
 		struct insn_spec s;
@@ -987,7 +1004,8 @@ static void test_muldiv(void)
 					bool neg = lo & emu_sign_bit(size);
 
 					if (size == 1)
-						c.gpr[CPU_RAX] = (lo & ~0xff00ull) | (neg ? 0xff00 : 0);
+						c.gpr[CPU_RAX] =
+							(lo & ~0xff00ull) | (neg ? 0xff00 : 0);
 					else
 						c.gpr[CPU_RDX] = neg ? ~0ull : 0;
 				}
@@ -997,8 +1015,9 @@ static void test_muldiv(void)
 			if (!mem && (s.rm.reg == CPU_RAX || s.rm.reg == CPU_RDX) && rnd_below(2))
 				s.rm.reg = CPU_RBX;
 			encode(&c, &s);
-			c.flags_undef = op <= 5 ? EMU_FLAG_SF | EMU_FLAG_ZF | EMU_FLAG_AF | EMU_FLAG_PF
-						: EMU_FLAGS_ARITH;
+			c.flags_undef =
+				op <= 5 ? EMU_FLAG_SF | EMU_FLAG_ZF | EMU_FLAG_AF | EMU_FLAG_PF
+					: EMU_FLAGS_ARITH;
 			check_case(&c);
 		}
 		group_end();
@@ -1219,7 +1238,8 @@ static void test_cmpxchg_wide(void)
 		encode(&c, &s);
 		if (rnd_below(2)) { /* make it succeed */
 			memcpy(&c.gpr[CPU_RAX], c.scratch + c.mem_off, wide ? 8 : 4);
-			memcpy(&c.gpr[CPU_RDX], c.scratch + c.mem_off + (wide ? 8 : 4), wide ? 8 : 4);
+			memcpy(&c.gpr[CPU_RDX], c.scratch + c.mem_off + (wide ? 8 : 4),
+			       wide ? 8 : 4);
 		}
 		check_case(&c);
 	}
@@ -1247,8 +1267,10 @@ static void test_bit_test(void)
 				spec_op(&s, 0x0F, 0xA3 + 8 * (int)op);
 				/* Memory: a bit offset within ±256 bits of the operand. */
 				if (mem)
-					c.gpr[reg] = (uint64_t)((int64_t)rnd_below(512) - 256) ^
-						     (rnd_below(2) ? (rnd() << 16 & ~emu_size_mask(size)) : 0);
+					c.gpr[reg] =
+						(uint64_t)((int64_t)rnd_below(512) - 256) ^
+						(rnd_below(2) ? (rnd() << 16 & ~emu_size_mask(size))
+							      : 0);
 				build_modrm(&c, &s, mem, size, reg);
 				s.rm.min_off = 64;
 				s.rm.max_off = DATA_SIZE - 64;
@@ -1297,8 +1319,8 @@ static void test_bit_scan(void)
 			}
 			encode(&c, &s);
 			if (g < 2)
-				c.flags_undef = EMU_FLAG_CF | EMU_FLAG_OF | EMU_FLAG_SF | EMU_FLAG_AF |
-						EMU_FLAG_PF;
+				c.flags_undef = EMU_FLAG_CF | EMU_FLAG_OF | EMU_FLAG_SF |
+						EMU_FLAG_AF | EMU_FLAG_PF;
 			check_case(&c);
 		}
 		group_end();
@@ -1405,7 +1427,8 @@ static void test_branches(void)
 			break;
 		}
 		default: { /* LOOP/LOOPE/LOOPNE/JrCXZ */
-			static const uint64_t counts[] = { 0, 1, 2, 0x100000000ull, 0x100000001ull };
+			static const uint64_t counts[] = { 0, 1, 2, 0x100000000ull,
+							   0x100000001ull };
 
 			c.used |= 1u << CPU_RCX;
 			c.gpr[CPU_RCX] = rnd_below(2) ? counts[rnd_below(5)] : rnd_value(8);
@@ -1494,9 +1517,11 @@ static void test_stack(void)
 		case 5: /* LEAVE */
 		case 6: /* ENTER */
 			c.used |= 1u << CPU_RBP;
-			c.gpr[CPU_RBP] = (c.gpr[CPU_RBP] & ~0xffffull & (o16 ? ~0ull : 0)) |
-					 (scratch_addr(0x100 + 8 * rnd_below(48)) & (o16 ? 0xffff : ~0ull));
-			if (o16) /* 16-bit LEAVE/ENTER: RBP's upper bits must still address scratch */
+			c.gpr[CPU_RBP] =
+				(c.gpr[CPU_RBP] & ~0xffffull & (o16 ? ~0ull : 0)) |
+				(scratch_addr(0x100 + 8 * rnd_below(48)) & (o16 ? 0xffff : ~0ull));
+			/* 16-bit LEAVE/ENTER: RBP's upper bits must still address scratch */
+			if (o16)
 				c.gpr[CPU_RBP] = scratch_addr(0x100 + 8 * rnd_below(48));
 			if (form == 5) {
 				spec_op(&s, 0xC9, -1);
@@ -1545,7 +1570,8 @@ static void test_strings(void)
 		group_begin(names[g]);
 		for (unsigned n = 0; n < iters * 8; n++) {
 			unsigned size = size_at(n), rep = rnd_below(3), count = rnd_below(20);
-			unsigned si = 160 + rnd_below(DATA_SIZE - 320), di = 160 + rnd_below(DATA_SIZE - 320);
+			unsigned si = 160 + rnd_below(DATA_SIZE - 320),
+				 di = 160 + rnd_below(DATA_SIZE - 320);
 			struct tcase c;
 			struct insn_spec s;
 			bool a32 = rnd_below(4) == 0 && !compat;
@@ -1567,11 +1593,14 @@ static void test_strings(void)
 			if (rnd_below(2)) { /* equal data, so REPE/REPNE run on */
 				memmove(c.scratch + di - 128, c.scratch + si - 128, 256);
 				if (rnd_below(2))
-					memset(c.scratch + di - 128, (int)(c.gpr[CPU_RAX] & 0xff), 256);
+					memset(c.scratch + di - 128, (int)(c.gpr[CPU_RAX] & 0xff),
+					       256);
 				if (g == 4 && size > 1)
 					for (unsigned i = 0; i < 256; i += size)
-						memcpy(c.scratch + di - 128 + i, &c.gpr[CPU_RAX], size);
-				c.scratch[di + rnd_below(128) - 64] ^= (uint8_t)(1 + rnd_below(255));
+						memcpy(c.scratch + di - 128 + i, &c.gpr[CPU_RAX],
+						       size);
+				c.scratch[di + rnd_below(128) - 64] ^=
+					(uint8_t)(1 + rnd_below(255));
 			}
 			c.max_steps = 100;
 			check_case(&c);

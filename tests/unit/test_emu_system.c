@@ -104,7 +104,8 @@ static void idt_gate(unsigned vector, unsigned type, unsigned dpl, unsigned ist,
 
 	put64(IDT + 16 * vector, (off & 0xffff) | (sel << 16) | ((uint64_t)ist << 32) |
 					 ((uint64_t)type << 40) | ((uint64_t)dpl << 45) |
-					 ((uint64_t)present << 47) | (((off >> 16) & 0xffff) << 48));
+					 ((uint64_t)present << 47) |
+					 (((off >> 16) & 0xffff) << 48));
 	put64(IDT + 16 * vector + 8, off >> 32);
 }
 
@@ -431,7 +432,8 @@ static void test_software_interrupts(void)
 
 static void test_double_and_triple_fault(void)
 {
-	static const uint8_t load[] = { 0x8A, 0x04, 0x25, 0x00, 0x40, 0x20, 0x00 }; /* NOT_PRESENT */
+	/* mov al, [NOT_PRESENT] */
+	static const uint8_t load[] = { 0x8A, 0x04, 0x25, 0x00, 0x40, 0x20, 0x00 };
 	uint64_t rsp;
 
 	machine_reset();
@@ -555,8 +557,8 @@ static void test_long_mode_activation(void)
 	emu_cpu_set_state(&cpu, &s);
 	CHECK_EQ(cpu.mode, EMU_MODE_32);
 	/* mov eax, cr0; or eax, 0x80000000; mov cr0, eax */
-	memcpy(ram + 0x50000, (const uint8_t[]){ 0x0F, 0x20, 0xC0, 0x0D, 0, 0, 0, 0x80, 0x0F, 0x22, 0xC0 },
-	       11);
+	memcpy(ram + 0x50000,
+	       (const uint8_t[]){ 0x0F, 0x20, 0xC0, 0x0D, 0, 0, 0, 0x80, 0x0F, 0x22, 0xC0 }, 11);
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
@@ -725,7 +727,8 @@ static void test_real_mode_far_jump(void)
 	emu_cpu_set_state(&cpu, &s);
 	CHECK_EQ(cpu.mode, EMU_MODE_16);
 	/* mov ax, 0x1234; jmp 0x0600:0x0010 */
-	memcpy(ram + 0x8000, (const uint8_t[]){ 0xB8, 0x34, 0x12, 0xEA, 0x10, 0x00, 0x00, 0x06 }, 8);
+	memcpy(ram + 0x8000, (const uint8_t[]){ 0xB8, 0x34, 0x12, 0xEA, 0x10, 0x00, 0x00, 0x06 },
+	       8);
 	ram[0x6010] = 0xF4;
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x1234);
