@@ -760,6 +760,43 @@ static void test_decode_cache_sees_new_code(void)
 	CHECK_EQ(cpu.s.rip, USER_RW + 8);
 }
 
+/* VERR/VERW/LAR/LSL report through ZF instead of faulting (Linux runs VERW on every return
+ * to user mode). */
+static void test_segment_probes(void)
+{
+	/* verw ax; verr ax; lsl ecx, ax; lar edx, ax */
+	static const uint8_t prog[] = { 0x0F, 0x00, 0xE8, 0x0F, 0x00, 0xE0,
+					0x0F, 0x03, 0xC8, 0x0F, 0x02, 0xD0 };
+	static const struct {
+		uint16_t sel;
+		bool verw, verr, valid;
+		uint32_t limit, rights;
+	} cases[] = {
+		{ 0x2b, true, true, true, 0xffffffff, 0x00C0F300 }, /* user data */
+		{ 0x33, false, true, true, 0xffffffff, 0x00A0FB00 }, /* user code: readable */
+		{ 0x18, false, false, false, 0, 0 }, /* kernel data: DPL 0 from CPL 3 */
+		{ 0x00, false, false, false, 0, 0 }, /* null */
+		{ 0x1f8, false, false, false, 0, 0 }, /* beyond the GDT limit */
+	};
+
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		machine_reset();
+		code(USER_RW, prog, sizeof(prog));
+		cpu.s.gpr[CPU_RAX] = cases[i].sel;
+		cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RDX] = 0x5555;
+		CHECK_EQ(emu_step(&cpu), EMU_OK);
+		CHECK_EQ(!!(emu_flags_get(&cpu) & EMU_FLAG_ZF), cases[i].verw);
+		CHECK_EQ(emu_step(&cpu), EMU_OK);
+		CHECK_EQ(!!(emu_flags_get(&cpu) & EMU_FLAG_ZF), cases[i].verr);
+		CHECK_EQ(emu_step(&cpu), EMU_OK);
+		CHECK_EQ(!!(emu_flags_get(&cpu) & EMU_FLAG_ZF), cases[i].valid);
+		CHECK_EQ(emu_step(&cpu), EMU_OK);
+		CHECK_EQ(!!(emu_flags_get(&cpu) & EMU_FLAG_ZF), cases[i].valid);
+		CHECK_EQ(cpu.s.gpr[CPU_RCX], cases[i].valid ? cases[i].limit : 0x5555);
+		CHECK_EQ(cpu.s.gpr[CPU_RDX], cases[i].valid ? cases[i].rights : 0x5555);
+	}
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -784,6 +821,7 @@ int main(void)
 	RUN_TEST(test_protected_to_long_mode);
 	RUN_TEST(test_real_mode_far_jump);
 	RUN_TEST(test_decode_cache_sees_new_code);
+	RUN_TEST(test_segment_probes);
 	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();

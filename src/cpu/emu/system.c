@@ -897,6 +897,95 @@ static int exec_load_system_segment(struct exec *x, bool tr)
 	return EMU_OK;
 }
 
+/* For LAR, LSL, VERR, VERW: read the descriptor if the selector names one inside the table;
+ * these instructions report an unusable selector in ZF instead of faulting. */
+static int descriptor_probe(struct emu_cpu *cpu, uint16_t selector, uint64_t raw[2], bool *ok)
+{
+	uint64_t limit = (selector & 4) ? cpu->s.seg[SEG_LDTR].limit : cpu->s.gdt.limit;
+
+	*ok = false;
+	if ((selector & ~3u) == 0 || ((selector & 4) && cpu->s.seg[SEG_LDTR].unusable) ||
+	    (selector & ~7u) + 7u > limit)
+		return EMU_OK;
+	*ok = true;
+	return descriptor_read(cpu, selector, false, raw, 0);
+}
+
+/* The privilege test shared by LAR/LSL/VERR/VERW: DPL >= CPL and RPL, conforming code aside. */
+static bool descriptor_visible(const struct emu_cpu *cpu, const struct cpu_segment *seg,
+			       uint16_t selector)
+{
+	bool conforming = seg->s && (seg->type & DESC_CODE) && (seg->type & DESC_CONFORMING);
+
+	return conforming || (seg->dpl >= cpu->cpl && seg->dpl >= (selector & 3));
+}
+
+/* VERR/VERW r/m16 (0F 00 /4, /5): ZF = the segment can be read / written from here. Linux runs
+ * VERW on every return to user mode as the MDS buffer-clearing mitigation. */
+static int exec_verify_segment(struct exec *x, bool write)
+{
+	struct emu_cpu *cpu = x->cpu;
+	struct cpu_segment seg;
+	uint64_t sel, raw[2];
+	bool ok, usable = false;
+	int rc;
+
+	if (!(cpu->s.cr0 & CR0_PE))
+		return exec_ud(x);
+	if ((rc = exec_rm_read(x, 2, &sel)) ||
+	    (rc = descriptor_probe(cpu, (uint16_t)sel, raw, &ok)))
+		return rc;
+	if (ok) {
+		segment_from_descriptor(&seg, (uint16_t)sel, raw, false);
+		if (seg.s && descriptor_visible(cpu, &seg, (uint16_t)sel)) {
+			if (write)
+				usable = !(seg.type & DESC_CODE) && (seg.type & DESC_WRITABLE);
+			else
+				usable = !(seg.type & DESC_CODE) || (seg.type & DESC_READABLE);
+		}
+	}
+	emu_flags_set(cpu, EMU_FLAG_ZF, usable ? EMU_FLAG_ZF : 0);
+	return EMU_OK;
+}
+
+/* LAR/LSL r, r/m16 (0F 02, 0F 03): access rights or the byte-granular limit, ZF = valid. */
+static int exec_lar_lsl(struct exec *x, bool lsl)
+{
+	struct emu_cpu *cpu = x->cpu;
+	unsigned size = x->insn->opsize;
+	struct cpu_segment seg;
+	uint64_t sel, raw[2];
+	bool ok, valid = false;
+	int rc;
+
+	if (!(cpu->s.cr0 & CR0_PE))
+		return exec_ud(x);
+	if ((rc = exec_rm_read(x, 2, &sel)) ||
+	    (rc = descriptor_probe(cpu, (uint16_t)sel, raw, &ok)))
+		return rc;
+	if (ok) {
+		segment_from_descriptor(&seg, (uint16_t)sel, raw, false);
+		/* System types: LDT and TSSs (in long mode); LAR also takes gates elsewhere. */
+		if (seg.s)
+			valid = true;
+		else if (seg.type == 2 || seg.type == 9 || seg.type == 0xB)
+			valid = true;
+		else if (!lsl && cpu->mode != EMU_MODE_64 && (seg.type == 0xC || seg.type == 4 ||
+							    seg.type == 5))
+			valid = true;
+		valid = valid && descriptor_visible(cpu, &seg, (uint16_t)sel);
+	}
+	emu_flags_set(cpu, EMU_FLAG_ZF, valid ? EMU_FLAG_ZF : 0);
+	if (!valid)
+		return EMU_OK;
+	if (lsl)
+		exec_reg_set(x, x->insn->reg, size == 2 ? 2 : 4, seg.limit);
+	else
+		exec_reg_set(x, x->insn->reg, size == 2 ? 2 : 4,
+			     (raw[0] >> 32) & (size == 2 ? 0xff00 : 0xf0ff00));
+	return EMU_OK;
+}
+
 static int exec_group6(struct exec *x)
 {
 	unsigned op = (x->insn->modrm >> 3) & 7;
@@ -913,7 +1002,10 @@ static int exec_group6(struct exec *x)
 		return exec_load_system_segment(x, false);
 	case 3:
 		return exec_load_system_segment(x, true);
-	default: /* VERR, VERW: not yet */
+	case 4:
+	case 5:
+		return exec_verify_segment(x, op == 5);
+	default:
 		return exec_ud(x);
 	}
 }
@@ -1201,6 +1293,9 @@ int exec_system_map0f(struct exec *x)
 		return exec_group6(x);
 	case 0x01:
 		return exec_group7(x);
+	case 0x02:
+	case 0x03:
+		return exec_lar_lsl(x, insn->opcode == 0x03);
 	case 0x05:
 		return exec_syscall(x);
 	case 0x06: /* CLTS */
