@@ -74,6 +74,19 @@ bool vcpu_handle_exit(struct vcpu *vcpu, struct vcpu_exit *exit)
 	}
 }
 
+/* Wait outside the guest while the VM is paused (vm_pause counts the parked vCPUs). */
+static void vcpu_park(struct vcpu *vcpu)
+{
+	struct vm *vm = vcpu->vm;
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->parked++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	while (atomic_load(&vm->paused) && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	vm->parked--;
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *vcpu = arg;
@@ -87,6 +100,8 @@ static void *vcpu_thread(void *arg)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	while (!atomic_load(&vm->stopping)) {
+		if (atomic_load(&vm->paused))
+			vcpu_park(vcpu);
 		struct vcpu_exit exit = { .reason = VCPU_EXIT_NONE };
 		if (vm->backend->vcpu_run(vcpu, &exit) < 0) {
 			vm_request_stop(vm, VM_STATUS_INTERNAL);

@@ -20,10 +20,47 @@ void vm_request_stop(struct vm *vm, enum vm_status status)
 	if (!atomic_compare_exchange_strong(&vm->stopping, &expected, true))
 		return; /* the first reason to stop wins */
 	atomic_store(&vm->status, (int)status);
+	pthread_mutex_lock(&vm->pause_lock); /* wake parked vCPUs so they can exit */
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 	uint64_t one = 1;
 	if (write(vm->stop_fd, &one, sizeof(one)) < 0) {
 		/* cannot fail for an eventfd below its maximum */
 	}
+}
+
+void vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	if (atomic_load(&vm->paused)) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return;
+	}
+	atomic_store(&vm->paused, true);
+	pthread_mutex_unlock(&vm->pause_lock);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vm->backend->vcpu_kick(&vm->vcpus[i]);
+	pthread_mutex_lock(&vm->pause_lock);
+	while (vm->parked < vm->nr_vcpus && !atomic_load(&vm->stopping))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (vm->backend->vm_paused)
+		vm->backend->vm_paused(vm);
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	bool was_paused = atomic_load(&vm->paused);
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (!was_paused)
+		return;
+	if (vm->backend->vm_resuming)
+		vm->backend->vm_resuming(vm);
+	pthread_mutex_lock(&vm->pause_lock);
+	atomic_store(&vm->paused, false);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 }
 
 int vm_irq_line(struct vm *vm, unsigned gsi, bool level)
@@ -93,6 +130,8 @@ struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *back
 		return NULL;
 	vm->cfg = *cfg;
 	vm->loop = loop;
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	vm->backend = backend;
 	vm->nr_vcpus = cfg->nr_cpus;
 	vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -131,6 +170,8 @@ void vm_destroy(struct vm *vm)
 	bus_destroy(&vm->mmio);
 	if (vm->stop_fd >= 0)
 		close(vm->stop_fd);
+	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_cond_destroy(&vm->pause_cond);
 	free(vm);
 }
 

@@ -53,6 +53,12 @@ struct vm {
 	atomic_int status;
 	int stop_fd; /* eventfd */
 
+	/* Pause: while `paused`, every vCPU thread parks outside the guest (vcpu.c). */
+	pthread_mutex_t pause_lock; /* guards paused and parked */
+	pthread_cond_t pause_cond;
+	atomic_bool paused;
+	unsigned parked;
+
 	struct devices *devices; /* the platform devices (devices/platform.c) */
 	struct virtio_devices *virtio; /* PCI host bridge and virtio devices (virtio/devices.c) */
 	struct event_loop *loop; /* the main thread's loop; outlives the VM across restarts */
@@ -71,6 +77,11 @@ void vm_destroy(struct vm *vm);
 /* Start every vCPU thread / kick and join them all. */
 int vm_start_vcpus(struct vm *vm);
 void vm_stop_vcpus(struct vm *vm);
+
+/* Stop every vCPU outside the guest and return once all are parked (idempotent); resume them.
+ * Any thread but a vCPU thread. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
 
 /* Ask every thread to stop; the process will exit with `status` (first caller wins). Any thread. */
 void vm_request_stop(struct vm *vm, enum vm_status status);

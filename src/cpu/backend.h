@@ -72,6 +72,11 @@ struct cpu_backend {
 	 * Writes of any size to MMIO address addr signal the eventfd fd without leaving the guest
 	 * (assign), or no longer do (!assign). 0 or a negative errno. */
 	int (*ioeventfd)(struct vm *vm, uint64_t addr, int fd, bool assign);
+
+	/* Optional: called with every vCPU parked (vm_pause) and before they run again (vm_resume),
+	 * so the guest's clock does not jump over the pause. */
+	void (*vm_paused)(struct vm *vm);
+	void (*vm_resuming)(struct vm *vm);
 };
 
 extern const struct cpu_backend cpu_backend_kvm;

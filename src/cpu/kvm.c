@@ -21,6 +21,8 @@
 
 struct kvm_vm_data {
 	int kvm_fd, vm_fd;
+	struct kvm_clock_data paused_clock; /* kvmclock when the VM was paused */
+	bool have_paused_clock;
 	int run_size;
 	struct kvm_cpuid2 *supported; /* KVM_GET_SUPPORTED_CPUID, adjusted per vCPU */
 };
@@ -354,6 +356,31 @@ static int kvm_ioeventfd(struct vm *vm, uint64_t addr, int fd, bool assign)
 	return ioctl(k->vm_fd, KVM_IOEVENTFD, &io) < 0 ? -errno : 0;
 }
 
+/* Pausing: keep kvmclock where it was, as QEMU does, so guest time does not leap forward. */
+static void kvm_vm_paused(struct vm *vm)
+{
+	struct kvm_vm_data *k = vm->backend_data;
+	k->have_paused_clock = ioctl(k->vm_fd, KVM_GET_CLOCK, &k->paused_clock) == 0;
+}
+
+static void kvm_vm_resuming(struct vm *vm)
+{
+	struct kvm_vm_data *k = vm->backend_data;
+	if (k->have_paused_clock) {
+		struct kvm_clock_data clock = { .clock = k->paused_clock.clock };
+		if (ioctl(k->vm_fd, KVM_SET_CLOCK, &clock) < 0)
+			kvm_fail("KVM_SET_CLOCK");
+		k->have_paused_clock = false;
+	}
+	/* Tell each guest kernel it was stopped, so its watchdogs do not report a lockup. EINVAL
+	 * means the guest has not enabled kvmclock: nothing to tell. */
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		struct kvm_vcpu_data *v = vm->vcpus[i].backend_data;
+		if (v)
+			ioctl(v->fd, KVM_KVMCLOCK_CTRL, 0);
+	}
+}
+
 const struct cpu_backend cpu_backend_kvm = {
 	.name = "kvm",
 	.vm_init = kvm_vm_init,
@@ -367,4 +394,6 @@ const struct cpu_backend cpu_backend_kvm = {
 	.irq_line = kvm_irq_line,
 	.irq_msi = kvm_irq_msi,
 	.ioeventfd = kvm_ioeventfd,
+	.vm_paused = kvm_vm_paused,
+	.vm_resuming = kvm_vm_resuming,
 };
