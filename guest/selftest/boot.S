@@ -27,6 +27,17 @@ linux_entry32:
 linux_entry64:
 	cli
 	cld
+	/* A first console line before any other work: on hosts that emulate guest kernel code,
+	 * it separates the monitor's start-up time from the guest's own (bench/startup). */
+	leaq	entry_banner(%rip), %rdi
+1:	movb	(%rdi), %al
+	testb	%al, %al
+	jz	2f
+	movw	$0x3F8, %dx
+	outb	%al, %dx
+	incq	%rdi
+	jmp	1b
+2:
 	movq	%rsi, %rbx
 	movl	$BOOT_KIND_LINUX64, %esi
 	movq	$boot_stack_top, %rsp	/* the protocol gives us no stack; lretq needs one */
@@ -44,6 +55,15 @@ linux_entry64:
 pvh_entry32:
 	cli
 	cld
+	movl	$entry_banner, %edi	/* the same first line as the 64-bit entry */
+1:	movb	(%edi), %al
+	testb	%al, %al
+	jz	2f
+	movw	$0x3F8, %dx
+	outb	%al, %dx
+	incl	%edi
+	jmp	1b
+2:
 	movl	$BOOT_KIND_PVH, %esi
 	/* fall through: EBX already holds the hvm_start_info address */
 
@@ -146,3 +166,7 @@ boot_stack_top:
 	.asciz	"Xen"
 	.balign 4
 	.quad	pvh_entry32
+
+	.section .rodata
+entry_banner:
+	.asciz	"selftest: # entry\n"
