@@ -265,7 +265,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (cfg.show_version) {
-		printf("vmm %s\n", VMM_VERSION);
+		printf("vmm %s (backends: kvm%s)\n", VMM_VERSION, &cpu_backend_emu ? ", emu" : "");
 		return 0;
 	}
 	if (check_memory_size(&cfg) < 0)
