@@ -36,6 +36,27 @@ static bool args_apply(struct selftest_args *args, const char *key, size_t key_l
 		return args_flag(value, value_len, &args->reboot);
 	if (KEY_IS("quick"))
 		return args_flag(value, value_len, &args->quick);
+	if (KEY_IS("virtio"))
+		return args_flag(value, value_len, &args->virtio);
+	if (KEY_IS("hostile"))
+		return args_flag(value, value_len, &args->hostile);
+	if (KEY_IS("hold"))
+		return args_flag(value, value_len, &args->hold);
+	if (KEY_IS("disks")) {
+		if (!parse_uint(value, value_len, &v) || v > 32)
+			return false;
+		args->disks = (uint32_t)v;
+		args->disks_given = true;
+		return true;
+	}
+	if (KEY_IS("serials")) {
+		if (value_len >= sizeof(args->serials))
+			return false;
+		memcpy(args->serials, value, value_len);
+		args->serials[value_len] = 0;
+		args->have_serials = true;
+		return true;
+	}
 #undef KEY_IS
 	return false;
 }

@@ -12,6 +12,13 @@ struct selftest_args {
 	bool triple;       /* selftest.triple=1: end with a triple fault */
 	bool reboot;       /* selftest.reboot=1: end with a reset */
 	bool quick;        /* selftest.quick=1: skip the slow checks */
+	bool virtio;       /* selftest.virtio=1: drive the virtio devices */
+	bool hostile;      /* selftest.hostile=1: then attack a virtio-blk device */
+	bool hold;         /* selftest.hold=1: after the summary, halt instead of ending */
+	bool disks_given;
+	uint32_t disks;    /* selftest.disks=N: virtio-blk devices expected */
+	bool have_serials;
+	char serials[96];  /* selftest.serials=A,B,...: get-id of each disk in order */
 	char error[96];    /* first argument we could not understand; "" if none */
 };
 

@@ -43,5 +43,6 @@ void check_lapic_timer(struct selftest *t);
 void check_ioapic(struct selftest *t);
 void check_smp(struct selftest *t);
 void check_rtc(struct selftest *t);
+void check_virtio(struct selftest *t); /* only with selftest.virtio=1 or selftest.hostile=1 */
 
 #endif

@@ -31,6 +31,7 @@
 #define IDT_VECTORS 64
 #define VECTOR_TIMER 0x30
 #define VECTOR_UART 0x31
+#define VECTOR_VIRTIO_BASE 0x34 /* two per virtio device (queue, configuration), up to 4 devices */
 #define VECTOR_SPURIOUS 0x3F
 
 /* Virtual address of the 2 MiB mapping windows for memory above 4 GiB (PML4 slot 1). */

@@ -35,6 +35,7 @@ static void (*const checks[])(struct selftest *) = {
 	check_ioapic,
 	check_smp,
 	check_rtc,
+	check_virtio,
 };
 
 static void __attribute__((noreturn)) selftest_end(const struct selftest *t)
@@ -43,6 +44,10 @@ static void __attribute__((noreturn)) selftest_end(const struct selftest *t)
 
 	irq_disable();
 	tick_stop();
+	if (t->args.hold) {
+		console_printf("selftest: # holding (selftest.hold=1)\n");
+		cpu_park();
+	}
 	if (t->args.triple)
 		interrupts_triple_fault();
 	if (t->args.panic) {
