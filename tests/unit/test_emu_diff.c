@@ -43,8 +43,8 @@
 
 #define PAGE_SIZE_TOTAL 0x2000
 #define CTX_OFF 0x0
-#define CODE_OFF 0x100
-#define INSN_OFF 0x200
+#define CODE_OFF 0x400
+#define INSN_OFF 0x600
 #define SCRATCH_OFF 0x1000
 #define SCRATCH_SIZE 0x400
 #define DATA_SIZE 0x300 /* memory operands land in [0, DATA_SIZE) of the scratch */
@@ -56,6 +56,8 @@ struct native_ctx {
 	uint64_t rflags;
 	uint64_t host_rsp;
 	uint64_t branch_taken;
+	uint8_t xmm[16][16];
+	uint32_t mxcsr, host_mxcsr;
 };
 
 static uint8_t *page; /* MAP_32BIT: every address fits in a disp32 */
@@ -124,6 +126,8 @@ struct tcase {
 	uint64_t gpr[16];
 	uint64_t rflags;
 	uint8_t scratch[SCRATCH_SIZE];
+	uint8_t xmm[16][16];
+	uint32_t mxcsr;
 	uint64_t flags_undef; /* flags not compared */
 	unsigned used; /* registers with a role (not free for address registers) */
 	unsigned max_steps; /* emulator steps allowed (REP string instructions) */
@@ -142,6 +146,12 @@ static void case_init(struct tcase *c)
 	c->gpr[CPU_RSP] = (uint64_t)(uintptr_t)page + SCRATCH_OFF + STACK_TOP - 8 * rnd_below(4);
 	c->used = 1u << CPU_RSP;
 	c->rflags = (rnd() & EMU_FLAGS_ARITH) | EMU_FLAG_FIXED1;
+	for (unsigned i = 0; i < 16; i++) {
+		uint64_t q[2] = { rnd_value(8), rnd_value(8) };
+
+		memcpy(c->xmm[i], q, 16);
+	}
+	c->mxcsr = 0x1f80;
 	for (unsigned i = 0; i < SCRATCH_SIZE; i += 8) {
 		uint64_t v = rnd_value(8);
 
@@ -177,31 +187,52 @@ static uint8_t *emit_rip_rel(uint8_t *p, uint8_t rex, uint8_t op, unsigned reg, 
 	return p + 4;
 }
 
-static void build_prologue(void)
+/* prefix, REX, 0F op, ModRM with a RIP-relative operand (SSE moves, LDMXCSR/STMXCSR) */
+static uint8_t *emit_rip_rel_0f(uint8_t *p, uint8_t prefix, uint8_t rex, uint8_t op, unsigned reg,
+				void *target)
+{
+	int32_t disp;
+
+	if (prefix)
+		*p++ = prefix;
+	if (rex)
+		*p++ = rex;
+	*p++ = 0x0F;
+	*p++ = op;
+	*p++ = (uint8_t)(((reg & 7) << 3) | 5);
+	disp = (int32_t)((uint8_t *)target - (p + 4));
+	memcpy(p, &disp, 4);
+	return p + 4;
+}
+
+static uint8_t *emit_prologue64(uint8_t *p)
 {
 	static const uint8_t save[] = {
 		0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57
 	};
-	uint8_t buf[256], *p = buf;
 
 	p = emit_bytes(p, save, sizeof(save));
 	p = emit_rip_rel(p, 0x48, 0x89, CPU_RSP, &ctx->host_rsp, 0); /* mov [host_rsp], rsp */
+	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 3, &ctx->host_mxcsr); /* stmxcsr [host_mxcsr] */
+	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 2, &ctx->mxcsr); /* ldmxcsr [mxcsr] */
+	for (unsigned r = 0; r < 16; r++) /* movdqu xmmN, [xmm + 16N] */
+		p = emit_rip_rel_0f(p, 0xF3, r >= 8 ? 0x44 : 0, 0x6F, r, ctx->xmm[r]);
 	p = emit_rip_rel(p, 0, 0xFF, 6, &ctx->rflags, 0); /* push qword [rflags] */
 	*p++ = 0x9D; /* popfq */
 	for (unsigned r = 0; r < 16; r++) /* mov rN, [gpr + 8N] */
 		p = emit_rip_rel(p, 0x48 | (r >= 8 ? 4 : 0), 0x8B, r, &ctx->gpr[r], 0);
-	/* Place it so it ends at INSN_OFF (the emit_rip_rel displacements were computed for buf:
-	 * rebuild in place). */
-	unsigned len = (unsigned)(p - buf);
+	return p;
+}
+
+static void build_prologue(void)
+{
+	uint8_t buf[512];
+	/* RIP-relative displacements depend on where the code is: measure, then build in place
+	 * so that it ends at INSN_OFF. */
+	unsigned len = (unsigned)(emit_prologue64(buf) - buf);
 	uint8_t *start = page + INSN_OFF - len;
 
-	p = start;
-	p = emit_bytes(p, save, sizeof(save));
-	p = emit_rip_rel(p, 0x48, 0x89, CPU_RSP, &ctx->host_rsp, 0);
-	p = emit_rip_rel(p, 0, 0xFF, 6, &ctx->rflags, 0);
-	*p++ = 0x9D;
-	for (unsigned r = 0; r < 16; r++)
-		p = emit_rip_rel(p, 0x48 | (r >= 8 ? 4 : 0), 0x8B, r, &ctx->gpr[r], 0);
+	emit_prologue64(start);
 	memset(page + CODE_OFF, 0xCC, (size_t)(start - (page + CODE_OFF)));
 	stub64_entry = start;
 }
@@ -229,12 +260,13 @@ static void build_prologue32(void)
 	static const uint8_t save[] = {
 		0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57
 	};
-	const unsigned len32 = 5 + 6 + 6 + 1 + 8 * 6;
+	const unsigned len32 = 5 + 6 + 6 + 1 + 8 * 6 + 7 + 8 * 8;
 	uint8_t *l32 = page + INSN_OFF - len32, *p;
 
 	p = stub32_entry = page + CODE_OFF + 0x40;
 	p = emit_bytes(p, save, sizeof(save));
 	p = emit_rip_rel(p, 0x48, 0x89, CPU_RSP, &ctx->host_rsp, 0); /* mov [host_rsp], rsp */
+	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 3, &ctx->host_mxcsr); /* stmxcsr [host_mxcsr] */
 	*p++ = 0x6A; /* push USER32_CS */
 	*p++ = USER32_CS;
 	*p++ = 0x68; /* push l32 */
@@ -250,6 +282,14 @@ static void build_prologue32(void)
 	*p++ = 0x35;
 	p = emit32(p, abs32(&ctx->rflags));
 	*p++ = 0x9D; /* popfd */
+	p = emit_bytes(p, (const uint8_t[]){ 0x0F, 0xAE, 0x15 }, 3); /* ldmxcsr [mxcsr] */
+	p = emit32(p, abs32(&ctx->mxcsr));
+	for (unsigned r = 0; r < 8; r++) { /* movdqu xmm_r, [xmm + 16r] */
+		uint8_t movdqu_load[] = { 0xF3, 0x0F, 0x6F, (uint8_t)(0x05 | (r << 3)) };
+
+		p = emit_bytes(p, movdqu_load, 4);
+		p = emit32(p, abs32(ctx->xmm[r]));
+	}
 	for (unsigned r = 0; r < 8; r++) { /* mov r32, [gpr + 8r] */
 		*p++ = 0x8B;
 		*p++ = (uint8_t)(0x05 | (r << 3));
@@ -283,6 +323,14 @@ static void build_epilogue32(unsigned insn_len)
 		*p++ = (uint8_t)(0x05 | (r << 3));
 		p = emit32(p, abs32(&ctx->gpr[r]));
 	}
+	for (unsigned r = 0; r < 8; r++) { /* movdqu [xmm + 16r], xmm_r */
+		uint8_t movdqu_store[] = { 0xF3, 0x0F, 0x7F, (uint8_t)(0x05 | (r << 3)) };
+
+		p = emit_bytes(p, movdqu_store, 4);
+		p = emit32(p, abs32(ctx->xmm[r]));
+	}
+	p = emit_bytes(p, (const uint8_t[]){ 0x0F, 0xAE, 0x1D }, 3); /* stmxcsr [mxcsr] */
+	p = emit32(p, abs32(&ctx->mxcsr));
 	*p++ = 0xBC; /* mov esp, tmp stack */
 	p = emit32(p, abs32(page + COMPAT_TMP_STACK));
 	*p++ = 0x9C; /* pushfd */
@@ -296,6 +344,7 @@ static void build_epilogue32(unsigned insn_len)
 	p = emit32(p, abs32(l64));
 	*p++ = 0xCB; /* retf (32-bit) */
 	p = emit_rip_rel(p, 0x48, 0x8B, CPU_RSP, &ctx->host_rsp, 0); /* mov rsp, [host_rsp] */
+	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 2, &ctx->host_mxcsr); /* ldmxcsr [host_mxcsr] */
 	*p++ = 0xFC; /* cld */
 	emit_bytes(p, restore, sizeof(restore));
 }
@@ -323,6 +372,10 @@ static void build_epilogue(unsigned insn_len)
 	p += 4;
 	for (unsigned r = 0; r < 16; r++) /* mov [gpr + 8N], rN */
 		p = emit_rip_rel(p, 0x48 | (r >= 8 ? 4 : 0), 0x89, r, &ctx->gpr[r], 0);
+	for (unsigned r = 0; r < 16; r++) /* movdqu [xmm + 16N], xmmN */
+		p = emit_rip_rel_0f(p, 0xF3, r >= 8 ? 0x44 : 0, 0x7F, r, ctx->xmm[r]);
+	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 3, &ctx->mxcsr); /* stmxcsr [mxcsr] */
+	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 2, &ctx->host_mxcsr); /* ldmxcsr [host_mxcsr] */
 	p = emit_rip_rel(p, 0x48, 0x8B, CPU_RSP, &ctx->host_rsp, 0); /* mov rsp, [host_rsp] */
 	*p++ = 0x9C; /* pushfq */
 	p = emit_rip_rel(p, 0, 0x8F, 0, &ctx->rflags, 0); /* pop qword [rflags] */
@@ -361,6 +414,8 @@ static int run_native(const struct tcase *c)
 	else
 		build_epilogue(c->len);
 	memcpy(ctx->gpr, c->gpr, sizeof(ctx->gpr));
+	memcpy(ctx->xmm, c->xmm, sizeof(ctx->xmm));
+	ctx->mxcsr = c->mxcsr;
 	ctx->rflags = c->rflags;
 	ctx->branch_taken = 0;
 	memcpy(page + SCRATCH_OFF, c->scratch, SCRATCH_SIZE);
@@ -385,7 +440,7 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	s.rip = (uint64_t)(uintptr_t)page + INSN_OFF;
 	s.rflags = c->rflags | EMU_FLAG_IF;
 	s.cr0 = CR0_PE | CR0_PG;
-	s.cr4 = CR4_PAE;
+	s.cr4 = CR4_PAE | (1ull << 9); /* OSFXSR */
 	s.efer = EFER_LME | EFER_LMA;
 	s.seg[SEG_CS] = (struct cpu_segment){ .selector = USER_CS,
 					      .type = 11,
@@ -414,6 +469,8 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 		emu_cpu_init(&r->cpu, &s);
 	}
 	emu_cpu_set_state(&r->cpu, &s);
+	memcpy(r->cpu.fx.xmm, c->xmm, sizeof(c->xmm));
+	r->cpu.fx.mxcsr = c->mxcsr;
 	for (unsigned i = 0; i < c->max_steps; i++) {
 		r->status = emu_step(&r->cpu);
 		if (r->status != EMU_OK || r->cpu.s.rip != s.rip)
@@ -454,12 +511,17 @@ static void check_case(struct tcase *c)
 	sig = run_native(c);
 	run_emulator(c, &r);
 	if (sig) {
-		unsigned vector = sig == SIGFPE ? EMU_VEC_DE : sig == SIGILL ? EMU_VEC_UD : 255;
+		/* Linux reports #DE as SIGFPE, #UD as SIGILL and #GP (alignment) as SIGSEGV. */
+		unsigned vector = sig == SIGFPE	   ? EMU_VEC_DE
+				  : sig == SIGILL  ? EMU_VEC_UD
+				  : sig == SIGSEGV ? EMU_VEC_GP
+						   : 255;
 
 		if (r.status == EMU_EXCEPTION && r.cpu.exc.vector == vector &&
 		    r.cpu.s.rip == (uint64_t)(uintptr_t)page + INSN_OFF) {
 			/* A fault leaves the state as it was before the instruction. */
 			if (memcmp(r.cpu.s.gpr, c->gpr, sizeof(c->gpr)) ||
+			    memcmp(r.cpu.fx.xmm, c->xmm, sizeof(c->xmm)) ||
 			    ((r.cpu.s.rflags ^ c->rflags) & COMPARED_FLAGS) ||
 			    memcmp(emu_scratch, c->scratch, SCRATCH_SIZE))
 				report(c, "emulator changed state on a fault");
@@ -491,6 +553,26 @@ static void check_case(struct tcase *c)
 		snprintf(what, sizeof(what), "rflags native %#llx emulator %#llx (compared %#llx)",
 			 (unsigned long long)ctx->rflags, (unsigned long long)r.cpu.s.rflags,
 			 (unsigned long long)mask);
+		report(c, what);
+		return;
+	}
+	for (unsigned i = 0; i < (compat ? 8u : 16u); i++) {
+		if (memcmp(ctx->xmm[i], r.cpu.fx.xmm[i], 16)) {
+			uint64_t n[2], e[2];
+
+			memcpy(n, ctx->xmm[i], 16);
+			memcpy(e, r.cpu.fx.xmm[i], 16);
+			snprintf(what, sizeof(what),
+				 "xmm%u native %016llx%016llx emulator %016llx%016llx", i,
+				 (unsigned long long)n[1], (unsigned long long)n[0],
+				 (unsigned long long)e[1], (unsigned long long)e[0]);
+			report(c, what);
+			return;
+		}
+	}
+	if (ctx->mxcsr != r.cpu.fx.mxcsr) {
+		snprintf(what, sizeof(what), "mxcsr native %#x emulator %#x", ctx->mxcsr,
+			 r.cpu.fx.mxcsr);
 		report(c, what);
 		return;
 	}
@@ -1609,6 +1691,223 @@ static void test_strings(void)
 	}
 }
 
+/* SSE/SSE2 moves, logic and 128-bit integer instructions. */
+enum sse_kind {
+	SSE_RM, /* xmm, xmm/m128 (aligned memory) */
+	SSE_RM_U, /* xmm, xmm/m128, any alignment */
+	SSE_ST, /* xmm/m128, xmm (aligned) */
+	SSE_ST_U, /* xmm/m128, xmm, any alignment */
+	SSE_ST_MEM, /* m128, xmm only (non-temporal stores) */
+	SSE_RM_IMM, /* xmm, xmm/m128, imm8 */
+	SSE_SHIFT_IMM, /* xmm, imm8 with /n */
+	SSE_SCALAR, /* xmm, xmm/m32 or m64 (size in arg) */
+	SSE_SCALAR_ST, /* xmm/m32 or m64, xmm */
+	SSE_HALF, /* xmm, m64 (or xmm for MOVHLPS/MOVLHPS) */
+	SSE_HALF_ST, /* m64, xmm */
+	SSE_GPR_LOAD, /* xmm, r/m32/64 */
+	SSE_GPR_STORE, /* r/m32/64, xmm */
+	SSE_TO_GPR, /* r32, xmm (+imm8 for PEXTRW) */
+	SSE_MOVQ_ST, /* xmm/m64, xmm (66 0F D6) */
+	SSE_MXCSR, /* LDMXCSR/STMXCSR m32 */
+};
+
+static const struct sse_form {
+	const char *name;
+	uint8_t prefix; /* 0, 0x66, 0xF3, 0xF2 */
+	uint8_t op;
+	uint8_t kind;
+	uint8_t arg; /* /digit for shifts and MXCSR ops, scalar size */
+} sse_forms[] = {
+	{ "movups", 0, 0x10, SSE_RM_U, 0 }, { "movups st", 0, 0x11, SSE_ST_U, 0 },
+	{ "movupd", 0x66, 0x10, SSE_RM_U, 0 }, { "movss", 0xF3, 0x10, SSE_SCALAR, 4 },
+	{ "movss st", 0xF3, 0x11, SSE_SCALAR_ST, 4 }, { "movsd", 0xF2, 0x10, SSE_SCALAR, 8 },
+	{ "movsd st", 0xF2, 0x11, SSE_SCALAR_ST, 8 }, { "movlps", 0, 0x12, SSE_HALF, 0 },
+	{ "movlps st", 0, 0x13, SSE_HALF_ST, 0 }, { "movhps", 0, 0x16, SSE_HALF, 0 },
+	{ "movhps st", 0, 0x17, SSE_HALF_ST, 0 }, { "movlpd", 0x66, 0x12, SSE_HALF, 1 },
+	{ "movhpd", 0x66, 0x16, SSE_HALF, 1 }, { "unpcklps", 0, 0x14, SSE_RM, 0 },
+	{ "unpckhps", 0, 0x15, SSE_RM, 0 }, { "unpcklpd", 0x66, 0x14, SSE_RM, 0 },
+	{ "unpckhpd", 0x66, 0x15, SSE_RM, 0 }, { "movaps", 0, 0x28, SSE_RM, 0 },
+	{ "movaps st", 0, 0x29, SSE_ST, 0 }, { "movapd", 0x66, 0x28, SSE_RM, 0 },
+	{ "movntps", 0, 0x2B, SSE_ST_MEM, 0 }, { "andps", 0, 0x54, SSE_RM, 0 },
+	{ "andnps", 0, 0x55, SSE_RM, 0 }, { "orps", 0, 0x56, SSE_RM, 0 },
+	{ "xorps", 0, 0x57, SSE_RM, 0 }, { "andpd", 0x66, 0x54, SSE_RM, 0 },
+	{ "xorpd", 0x66, 0x57, SSE_RM, 0 }, { "movmskps", 0, 0x50, SSE_TO_GPR, 0 },
+	{ "movmskpd", 0x66, 0x50, SSE_TO_GPR, 0 }, { "shufps", 0, 0xC6, SSE_RM_IMM, 0 },
+	{ "shufpd", 0x66, 0xC6, SSE_RM_IMM, 0 }, { "punpcklbw", 0x66, 0x60, SSE_RM, 0 },
+	{ "punpcklwd", 0x66, 0x61, SSE_RM, 0 }, { "punpckldq", 0x66, 0x62, SSE_RM, 0 },
+	{ "packsswb", 0x66, 0x63, SSE_RM, 0 }, { "pcmpgtb", 0x66, 0x64, SSE_RM, 0 },
+	{ "pcmpgtw", 0x66, 0x65, SSE_RM, 0 }, { "pcmpgtd", 0x66, 0x66, SSE_RM, 0 },
+	{ "packuswb", 0x66, 0x67, SSE_RM, 0 }, { "punpckhbw", 0x66, 0x68, SSE_RM, 0 },
+	{ "punpckhwd", 0x66, 0x69, SSE_RM, 0 }, { "punpckhdq", 0x66, 0x6A, SSE_RM, 0 },
+	{ "packssdw", 0x66, 0x6B, SSE_RM, 0 }, { "punpcklqdq", 0x66, 0x6C, SSE_RM, 0 },
+	{ "punpckhqdq", 0x66, 0x6D, SSE_RM, 0 }, { "movd/movq", 0x66, 0x6E, SSE_GPR_LOAD, 0 },
+	{ "movdqa", 0x66, 0x6F, SSE_RM, 0 }, { "movdqu", 0xF3, 0x6F, SSE_RM_U, 0 },
+	{ "pshufd", 0x66, 0x70, SSE_RM_IMM, 0 }, { "pshufhw", 0xF3, 0x70, SSE_RM_IMM, 0 },
+	{ "pshuflw", 0xF2, 0x70, SSE_RM_IMM, 0 }, { "psrlw imm", 0x66, 0x71, SSE_SHIFT_IMM, 2 },
+	{ "psraw imm", 0x66, 0x71, SSE_SHIFT_IMM, 4 },
+	{ "psllw imm", 0x66, 0x71, SSE_SHIFT_IMM, 6 },
+	{ "psrld imm", 0x66, 0x72, SSE_SHIFT_IMM, 2 },
+	{ "psrad imm", 0x66, 0x72, SSE_SHIFT_IMM, 4 },
+	{ "pslld imm", 0x66, 0x72, SSE_SHIFT_IMM, 6 },
+	{ "psrlq imm", 0x66, 0x73, SSE_SHIFT_IMM, 2 },
+	{ "psrldq", 0x66, 0x73, SSE_SHIFT_IMM, 3 }, { "psllq imm", 0x66, 0x73, SSE_SHIFT_IMM, 6 },
+	{ "pslldq", 0x66, 0x73, SSE_SHIFT_IMM, 7 }, { "pcmpeqb", 0x66, 0x74, SSE_RM, 0 },
+	{ "pcmpeqw", 0x66, 0x75, SSE_RM, 0 }, { "pcmpeqd", 0x66, 0x76, SSE_RM, 0 },
+	{ "movd/movq st", 0x66, 0x7E, SSE_GPR_STORE, 0 }, { "movq", 0xF3, 0x7E, SSE_SCALAR, 8 },
+	{ "movdqa st", 0x66, 0x7F, SSE_ST, 0 }, { "movdqu st", 0xF3, 0x7F, SSE_ST_U, 0 },
+	{ "pinsrw", 0x66, 0xC4, SSE_GPR_LOAD, 1 }, { "pextrw", 0x66, 0xC5, SSE_TO_GPR, 1 },
+	{ "psrlw", 0x66, 0xD1, SSE_RM, 0 }, { "psrld", 0x66, 0xD2, SSE_RM, 0 },
+	{ "psrlq", 0x66, 0xD3, SSE_RM, 0 }, { "paddq", 0x66, 0xD4, SSE_RM, 0 },
+	{ "pmullw", 0x66, 0xD5, SSE_RM, 0 }, { "movq st", 0x66, 0xD6, SSE_MOVQ_ST, 0 },
+	{ "pmovmskb", 0x66, 0xD7, SSE_TO_GPR, 0 }, { "psubusb", 0x66, 0xD8, SSE_RM, 0 },
+	{ "psubusw", 0x66, 0xD9, SSE_RM, 0 }, { "pminub", 0x66, 0xDA, SSE_RM, 0 },
+	{ "pand", 0x66, 0xDB, SSE_RM, 0 }, { "paddusb", 0x66, 0xDC, SSE_RM, 0 },
+	{ "paddusw", 0x66, 0xDD, SSE_RM, 0 }, { "pmaxub", 0x66, 0xDE, SSE_RM, 0 },
+	{ "pandn", 0x66, 0xDF, SSE_RM, 0 }, { "pavgb", 0x66, 0xE0, SSE_RM, 0 },
+	{ "psraw", 0x66, 0xE1, SSE_RM, 0 }, { "psrad", 0x66, 0xE2, SSE_RM, 0 },
+	{ "pavgw", 0x66, 0xE3, SSE_RM, 0 }, { "pmulhuw", 0x66, 0xE4, SSE_RM, 0 },
+	{ "pmulhw", 0x66, 0xE5, SSE_RM, 0 }, { "movntdq", 0x66, 0xE7, SSE_ST_MEM, 0 },
+	{ "psubsb", 0x66, 0xE8, SSE_RM, 0 }, { "psubsw", 0x66, 0xE9, SSE_RM, 0 },
+	{ "pminsw", 0x66, 0xEA, SSE_RM, 0 }, { "por", 0x66, 0xEB, SSE_RM, 0 },
+	{ "paddsb", 0x66, 0xEC, SSE_RM, 0 }, { "paddsw", 0x66, 0xED, SSE_RM, 0 },
+	{ "pmaxsw", 0x66, 0xEE, SSE_RM, 0 }, { "pxor", 0x66, 0xEF, SSE_RM, 0 },
+	{ "psllw", 0x66, 0xF1, SSE_RM, 0 }, { "pslld", 0x66, 0xF2, SSE_RM, 0 },
+	{ "psllq", 0x66, 0xF3, SSE_RM, 0 }, { "pmuludq", 0x66, 0xF4, SSE_RM, 0 },
+	{ "pmaddwd", 0x66, 0xF5, SSE_RM, 0 }, { "psadbw", 0x66, 0xF6, SSE_RM, 0 },
+	{ "psubb", 0x66, 0xF8, SSE_RM, 0 }, { "psubw", 0x66, 0xF9, SSE_RM, 0 },
+	{ "psubd", 0x66, 0xFA, SSE_RM, 0 }, { "psubq", 0x66, 0xFB, SSE_RM, 0 },
+	{ "paddb", 0x66, 0xFC, SSE_RM, 0 }, { "paddw", 0x66, 0xFD, SSE_RM, 0 },
+	{ "paddd", 0x66, 0xFE, SSE_RM, 0 }, { "ldmxcsr", 0, 0xAE, SSE_MXCSR, 2 },
+	{ "stmxcsr", 0, 0xAE, SSE_MXCSR, 3 },
+};
+
+/* Lane values with edges: 0, all ones, sign bits, small numbers, equal bytes. */
+static void rnd_xmm(uint8_t out[16])
+{
+	uint64_t q[2];
+
+	switch (rnd_below(6)) {
+	case 0: /* equal to something common */
+		memset(out, rnd_below(2) ? 0 : 0xff, 16);
+		return;
+	case 1: /* bytes from a small set: equalities and sign bits */
+		for (unsigned i = 0; i < 16; i++)
+			out[i] = (uint8_t[]){ 0, 1, 0x7f, 0x80, 0xff, 0x41 }[rnd_below(6)];
+		return;
+	case 2: /* words at the saturation edges */
+		for (unsigned i = 0; i < 8; i++) {
+			uint16_t w = (uint16_t[]){ 0, 1, 0x7fff, 0x8000, 0xffff, 0x7f, 0x80,
+						   0xff }[rnd_below(8)];
+
+			memcpy(out + 2 * i, &w, 2);
+		}
+		return;
+	default:
+		q[0] = rnd_value(8);
+		q[1] = rnd_value(8);
+		memcpy(out, q, 16);
+		return;
+	}
+}
+
+static void test_sse(void)
+{
+	for (unsigned f = 0; f < sizeof(sse_forms) / sizeof(sse_forms[0]); f++) {
+		const struct sse_form *form = &sse_forms[f];
+		char name[64];
+
+		snprintf(name, sizeof(name), "sse: %s (%s0F %02X%s)", form->name,
+			 form->prefix == 0x66 ? "66 " : form->prefix == 0xF3 ? "F3 "
+			 : form->prefix == 0xF2 ? "F2 " : "", form->op,
+			 form->kind == SSE_SHIFT_IMM || form->kind == SSE_MXCSR ? " /n" : "");
+		group_begin(name);
+		for (unsigned n = 0; n < iters * 4; n++) {
+			unsigned kind = form->kind, nregs = compat ? 8 : 16, msize = 16;
+			bool mem = rnd_below(2), wide = !compat && rnd_below(2);
+			struct tcase c;
+			struct insn_spec s;
+
+			case_init(&c);
+			for (unsigned i = 0; i < 16; i++)
+				rnd_xmm(c.xmm[i]);
+			spec_init(&s, 4);
+			if (form->prefix)
+				s.prefix[s.nr_prefix++] = form->prefix;
+			spec_op(&s, 0x0F, form->op);
+			s.modrm = true;
+			s.reg = rnd_below(nregs);
+			if (kind == SSE_SHIFT_IMM || kind == SSE_TO_GPR || kind == SSE_MXCSR)
+				mem = kind == SSE_MXCSR;
+			if (kind == SSE_ST_MEM)
+				mem = true;
+			if (kind == SSE_SHIFT_IMM)
+				s.reg = form->arg;
+			if (kind == SSE_MXCSR) {
+				s.reg = form->arg;
+				msize = 4;
+			}
+			if (kind == SSE_SCALAR || kind == SSE_SCALAR_ST)
+				msize = form->arg;
+			if (kind == SSE_HALF || kind == SSE_HALF_ST || kind == SSE_MOVQ_ST)
+				msize = 8;
+			if (kind == SSE_HALF && form->arg && !mem)
+				mem = true; /* MOVLPD/MOVHPD have no register form */
+			if (kind == SSE_HALF_ST)
+				mem = true;
+			if (kind == SSE_GPR_LOAD || kind == SSE_GPR_STORE) {
+				msize = form->arg ? 2 : wide ? 8 : 4;
+				if (wide && !form->arg)
+					s.rex = 0x48;
+			}
+			s.rm = rm_operand(&c, mem, msize, &s.rm.reg);
+			if (!mem && kind != SSE_GPR_LOAD && kind != SSE_GPR_STORE)
+				s.rm.reg = rnd_below(nregs); /* an XMM register */
+			/* SSE_TO_GPR: the ModRM.reg is the GPR, rm the XMM register */
+			if (kind == SSE_TO_GPR) {
+				s.reg = rnd_reg();
+				if (s.reg == CPU_RSP)
+					s.reg = CPU_RAX;
+			}
+			/* Aligned forms: mostly aligned, sometimes not (#GP on both sides). */
+			if (mem && (kind == SSE_RM || kind == SSE_ST || kind == SSE_ST_MEM ||
+				    kind == SSE_RM_IMM) && rnd_below(16))
+				s.rm.align = 16;
+			if (kind == SSE_MXCSR && form->arg == 2) { /* a valid MXCSR value */
+				uint32_t v = 0x1f80 | ((uint32_t)rnd() & 0x7f40);
+
+				s.rm.value = v;
+				s.rm.size = 4;
+			}
+			if (kind == SSE_RM_IMM || kind == SSE_SHIFT_IMM || form->op == 0xC4 ||
+			    form->op == 0xC5) {
+				static const uint8_t counts[] = { 0,  1,  7,  8,  15,   16,  17, 31,
+								  32, 33, 63, 64, 65, 0x80, 0xff };
+				bool edge = kind == SSE_SHIFT_IMM && rnd_below(2);
+
+				s.imm_size = 1;
+				s.imm = edge ? counts[rnd_below(15)] : rnd() & 0xff;
+			}
+			encode(&c, &s);
+			if (mem && (kind == SSE_RM || kind == SSE_RM_U || kind == SSE_RM_IMM) &&
+			    rnd_below(2) && form->op >= 0xD1 && form->op <= 0xF3 &&
+			    ((form->op & 0xF) >= 1 && (form->op & 0xF) <= 3)) {
+				/* shift counts from memory: small ones too */
+				uint64_t cnt = rnd_below(70);
+
+				memcpy(c.scratch + c.mem_off, &cnt, 8);
+			}
+			if (!mem && (kind == SSE_RM) && form->op >= 0xD1 && form->op <= 0xF3 &&
+			    rnd_below(2)) {
+				uint64_t cnt = rnd_below(70);
+
+				memcpy(c.xmm[s.rm.reg], &cnt, 8);
+			}
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
 /* NOPs: 90, 66 90, F3 90 (PAUSE), 0F 1F /0, ENDBR64, 0F 18 /0-3 */
 static void test_nops(void)
 {
@@ -1703,6 +2002,7 @@ static void run_groups(void)
 	test_strings();
 	test_nops();
 	test_invalid();
+	test_sse();
 }
 
 int main(void)

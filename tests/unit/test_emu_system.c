@@ -797,6 +797,52 @@ static void test_segment_probes(void)
 	}
 }
 
+/* SSE availability (CR4.OSFXSR, CR0.EM, CR0.TS) and FXSAVE/FXRSTOR, which a user-mode
+ * differential test cannot check. */
+static void test_sse_state(void)
+{
+	/* pxor xmm1, xmm1; fxsave [USER_RW + 0x400]; fxrstor [USER_RW + 0x400] */
+	static const uint8_t pxor[] = { 0x66, 0x0F, 0xEF, 0xC9 };
+	static const uint8_t fxsave[] = { 0x0F, 0xAE, 0x04, 0x25, 0x00, 0x04, 0x20, 0x00 };
+	static const uint8_t fxrstor[] = { 0x0F, 0xAE, 0x0C, 0x25, 0x00, 0x04, 0x20, 0x00 };
+	uint32_t mxcsr;
+
+	machine_reset();
+	code(USER_RW, pxor, sizeof(pxor));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION); /* CR4.OSFXSR = 0 */
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_UD);
+	cpu.s.cr4 |= 1ull << 9;
+	cpu.s.cr0 |= 1ull << 3; /* TS: the OS switches FPU state lazily */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_NM);
+	cpu.s.cr0 &= ~(1ull << 3);
+	memset(cpu.fx.xmm[1], 0x5A, 16);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.fx.xmm[1][15], 0);
+	/* FXSAVE: MXCSR at 24, XMM1 at 160 + 16 */
+	memset(cpu.fx.xmm[1], 0x77, 16);
+	code(USER_RW, fxsave, sizeof(fxsave));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	memcpy(&mxcsr, ram + 0x200400 + 24, 4);
+	CHECK_EQ(mxcsr, 0x1f80);
+	CHECK_EQ(ram[0x200400 + 176], 0x77);
+	CHECK_EQ(ram[0x200400], 0x7f); /* FCW 0x037f */
+	/* FXRSTOR brings back what was saved; a reserved MXCSR bit is #GP */
+	memset(cpu.fx.xmm[1], 0, 16);
+	code(USER_RW, fxrstor, sizeof(fxrstor));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.fx.xmm[1][0], 0x77);
+	mxcsr = 0x10000;
+	memcpy(ram + 0x200400 + 24, &mxcsr, 4);
+	code(USER_RW, fxrstor, sizeof(fxrstor));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	/* misaligned FXSAVE area: #GP */
+	code(USER_RW, (const uint8_t[]){ 0x0F, 0xAE, 0x04, 0x25, 0x08, 0x04, 0x20, 0x00 }, 8);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -822,6 +868,7 @@ int main(void)
 	RUN_TEST(test_real_mode_far_jump);
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_segment_probes);
+	RUN_TEST(test_sse_state);
 	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();

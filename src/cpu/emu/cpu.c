@@ -39,6 +39,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->phys = phys;
 	cpu->phys_opaque = phys_opaque;
 	cpu->msr.pat = 0x0007040600070406ull; /* the reset value (SDM Vol. 3 §11.12.4) */
+	emu_fpu_reset(cpu);
 	cpu->s = *state;
 	cpu->s.rflags |= EMU_FLAG_FIXED1;
 	cpu->cc.op = EMU_CC_NONE;

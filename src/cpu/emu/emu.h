@@ -32,6 +32,20 @@
 #define EMU_FLAG_VIF (1ull << 19)
 #define EMU_FLAG_VIP (1ull << 20)
 #define EMU_FLAG_ID (1ull << 21)
+/* x87/SSE state in the FXSAVE layout (SDM Vol. 1 §10.5.1, 64-bit format), as KVM's kvm_fpu
+ * carries it too. Only the SSE part is implemented (sse.c). */
+struct emu_fxstate {
+	uint16_t fcw, fsw;
+	uint8_t ftw, reserved0;
+	uint16_t fop;
+	uint64_t fip, fdp;
+	uint32_t mxcsr, mxcsr_mask;
+	uint8_t st[8][16];
+	uint8_t xmm[16][16];
+	uint8_t reserved1[96];
+} __attribute__((aligned(16)));
+_Static_assert(sizeof(struct emu_fxstate) == 512, "FXSAVE area");
+
 /* The six status flags produced by arithmetic. */
 #define EMU_FLAGS_ARITH                                                                            \
 	(EMU_FLAG_CF | EMU_FLAG_PF | EMU_FLAG_AF | EMU_FLAG_ZF | EMU_FLAG_SF | EMU_FLAG_OF)
@@ -84,9 +98,10 @@ enum emu_access {
 struct emu_cpu;
 
 /* The CPU's only way to memory. Addresses are linear (segmentation already applied); the system
- * layer translates them (paging, TLB) and routes RAM, MMIO and faults. An access is 1..16 bytes
- * and may cross a page boundary. Each callback returns EMU_OK, EMU_EXCEPTION after filling
- * cpu->exc (e.g. with emu_raise()), or EMU_STOP to leave the step (the instruction restarts). */
+ * layer translates them (paging, TLB) and routes RAM, MMIO and faults. An access is 1..512
+ * bytes (most are 1..16; FXSAVE is 512) and crosses at most one page boundary. Each callback
+ * returns EMU_OK, EMU_EXCEPTION after filling cpu->exc (e.g. with emu_raise()), or EMU_STOP to
+ * leave the step (the instruction restarts). */
 struct emu_memory_ops {
 	int (*read)(struct emu_cpu *cpu, uint64_t linear, void *dst, unsigned len,
 		    enum emu_access access);
@@ -175,6 +190,7 @@ struct emu_cpu {
 	uint64_t instructions; /* retired */
 	struct emu_msrs msr;
 	uint64_t dr[8]; /* debug registers: stored, breakpoints not implemented */
+	struct emu_fxstate fx; /* XMM registers, MXCSR (and the x87 fields, not implemented) */
 	struct emu_tlb tlb;
 	struct emu_icache *icache; /* decoded instructions by guest-physical address (cpu.c) */
 };
@@ -182,6 +198,8 @@ struct emu_cpu {
 /* Set up `cpu` from an architectural state; the memory callbacks (mem, phys and their opaque
  * pointers) are set by the caller, before or after, and kept. */
 void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state);
+/* FNINIT/reset values of the FPU and SSE state (sse.c). */
+void emu_fpu_reset(struct emu_cpu *cpu);
 /* Free what emu_cpu_init() allocated (the decode cache). */
 void emu_cpu_destroy(struct emu_cpu *cpu);
 /* Replace the architectural state, keeping MSRs and memory callbacks (vcpu_set_state). */

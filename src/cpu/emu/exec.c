@@ -1134,6 +1134,12 @@ static int exec_map0f(struct exec *x)
 		return EMU_OK;
 	case 0x0B: /* UD2 */
 		return exec_ud(x);
+	case 0x10 ... 0x17:
+	case 0x28 ... 0x2F:
+	case 0x50 ... 0x7F:
+	case 0xC2 ... 0xC6:
+	case 0xD0 ... 0xFF:
+		return exec_sse(x);
 	case 0x40 ... 0x4F:
 		return exec_cmov(x);
 	case 0x80 ... 0x8F:

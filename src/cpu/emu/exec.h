@@ -44,6 +44,11 @@ void exec_jump_to(struct exec *x, uint64_t target);
 void exec_jump_relative(struct exec *x);
 int exec_ud(struct exec *x);
 
+/* sse.c: SSE/SSE2 instructions of the 0F map, and 0F AE /0-/3 (FXSAVE, FXRSTOR, LDMXCSR,
+ * STMXCSR). */
+int exec_sse(struct exec *x);
+int exec_sse_state(struct exec *x, unsigned op);
+
 /* system.c: system instructions of the one-byte and 0F maps; EMU_VEC_UD if not one. */
 int exec_system_map1(struct exec *x);
 int exec_system_map0f(struct exec *x);

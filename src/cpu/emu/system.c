@@ -1137,7 +1137,9 @@ static int exec_group15(struct exec *x)
 	}
 	if (op == 7 && !prefixed)
 		return EMU_OK; /* CLFLUSH: no caches to flush */
-	return exec_ud(x); /* FXSAVE/FXRSTOR/LDMXCSR/STMXCSR come with SSE (step 4) */
+	if (op <= 3 && !prefixed)
+		return exec_sse_state(x, op); /* FXSAVE, FXRSTOR, LDMXCSR, STMXCSR */
+	return exec_ud(x); /* XSAVE family, CLFLUSHOPT, CLWB: not advertised */
 }
 
 static int exec_cpuid(struct exec *x)

@@ -1,0 +1,751 @@
+/* SSE/SSE2: the XMM registers, moves, logic and the 128-bit integer instructions, MXCSR and
+ * FXSAVE/FXRSTOR (SDM Vol. 1 chapters 10-11, Vol. 2 for each instruction).
+ *
+ * Not advertised in CPUID yet: floating-point arithmetic and conversions (…PS/…PD/…SS/…SD
+ * other than moves and logic), MMX registers (no-prefix 0F 6x/7x/Dx-Fx) and the x87 FPU raise
+ * #UD. The state is kept in the FXSAVE layout, which is also what KVM's kvm_fpu carries. */
+#include "cpu/emu/alu.h"
+#include "cpu/emu/exec.h"
+
+#include <string.h>
+
+#define CR0_EM (1ull << 2)
+#define CR0_TS (1ull << 3)
+#define CR4_OSFXSR (1ull << 9)
+#define MXCSR_MASK_SUPPORTED 0xffffu /* with DAZ */
+
+typedef union {
+	uint8_t b[16];
+	uint16_t w[8];
+	uint32_t d[4];
+	uint64_t q[2];
+	int8_t sb[16];
+	int16_t sw[8];
+	int32_t sd[4];
+	int64_t sq[2];
+} xmm_t;
+
+enum sse_prefix { PFX_NONE, PFX_66, PFX_F3, PFX_F2 };
+
+void emu_fpu_reset(struct emu_cpu *cpu)
+{
+	memset(&cpu->fx, 0, sizeof(cpu->fx));
+	cpu->fx.fcw = 0x37f; /* FNINIT / power-on values (SDM Vol. 1 §8.1.5, §10.2.3) */
+	cpu->fx.mxcsr = 0x1f80;
+	cpu->fx.mxcsr_mask = MXCSR_MASK_SUPPORTED;
+}
+
+static enum sse_prefix sse_prefix(const struct emu_insn *insn)
+{
+	if (insn->last_rep == 0xF3)
+		return PFX_F3;
+	if (insn->last_rep == 0xF2)
+		return PFX_F2;
+	return (insn->prefix & EMU_PFX_OPSIZE) ? PFX_66 : PFX_NONE;
+}
+
+/* #UD without OSFXSR or with CR0.EM, #NM with CR0.TS (SDM Vol. 3 table 2-2). */
+static int sse_available(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+
+	if ((cpu->s.cr0 & CR0_EM) || !(cpu->s.cr4 & CR4_OSFXSR))
+		return exec_ud(x);
+	if (cpu->s.cr0 & CR0_TS)
+		return emu_raise(cpu, EMU_VEC_NM, false, 0);
+	return EMU_OK;
+}
+
+static uint8_t *xmm_reg(struct exec *x, unsigned n)
+{
+	return x->cpu->fx.xmm[n];
+}
+
+/* The r/m operand as an XMM register or `size` bytes of memory (16-byte aligned if asked). */
+static int xmm_rm_read(struct exec *x, unsigned size, bool aligned, xmm_t *v)
+{
+	memset(v, 0, sizeof(*v));
+	if (x->insn->mod == 3) {
+		memcpy(v, xmm_reg(x, x->insn->rm), 16);
+		return EMU_OK;
+	}
+	if (aligned && (x->la & 15))
+		return emu_raise(x->cpu, EMU_VEC_GP, true, 0);
+	return x->cpu->mem->read(x->cpu, x->la, v, size, EMU_ACCESS_READ);
+}
+
+static int xmm_rm_write(struct exec *x, unsigned size, bool aligned, const xmm_t *v)
+{
+	if (x->insn->mod == 3) {
+		memcpy(xmm_reg(x, x->insn->rm), v, size);
+		return EMU_OK;
+	}
+	if (aligned && (x->la & 15))
+		return emu_raise(x->cpu, EMU_VEC_GP, true, 0);
+	return x->cpu->mem->write(x->cpu, x->la, v, size);
+}
+
+static void xmm_get(struct exec *x, unsigned n, xmm_t *v)
+{
+	memcpy(v, xmm_reg(x, n), 16);
+}
+
+static void xmm_set(struct exec *x, unsigned n, const xmm_t *v)
+{
+	memcpy(xmm_reg(x, n), v, 16);
+}
+
+/* ---- lane helpers ---- */
+
+static int64_t saturate(int64_t v, int64_t lo, int64_t hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* PADD/PSUB in all widths, with signed/unsigned saturation variants. */
+enum lane_op { LANE_ADD, LANE_SUB, LANE_ADDS, LANE_SUBS, LANE_ADDUS, LANE_SUBUS, LANE_CMPEQ,
+	       LANE_CMPGT, LANE_MINU, LANE_MAXU, LANE_MINS, LANE_MAXS, LANE_AVG };
+
+static uint64_t lane_get(const xmm_t *v, unsigned width, unsigned i)
+{
+	switch (width) {
+	case 1: return v->b[i];
+	case 2: return v->w[i];
+	case 4: return v->d[i];
+	default: return v->q[i];
+	}
+}
+
+static void lane_set(xmm_t *v, unsigned width, unsigned i, uint64_t value)
+{
+	switch (width) {
+	case 1: v->b[i] = (uint8_t)value; break;
+	case 2: v->w[i] = (uint16_t)value; break;
+	case 4: v->d[i] = (uint32_t)value; break;
+	default: v->q[i] = value; break;
+	}
+}
+
+static void lanes(xmm_t *d, const xmm_t *s, unsigned width, enum lane_op op)
+{
+	uint64_t mask = emu_size_mask(width);
+	int64_t smax = (int64_t)(mask >> 1), smin = -smax - 1;
+
+	for (unsigned i = 0; i < 16 / width; i++) {
+		uint64_t a = lane_get(d, width, i), b = lane_get(s, width, i), r;
+		int64_t sa = (int64_t)emu_sext(a, width), sb = (int64_t)emu_sext(b, width);
+
+		switch (op) {
+		case LANE_ADD: r = a + b; break;
+		case LANE_SUB: r = a - b; break;
+		case LANE_ADDS: r = (uint64_t)saturate(sa + sb, smin, smax); break;
+		case LANE_SUBS: r = (uint64_t)saturate(sa - sb, smin, smax); break;
+		case LANE_ADDUS: r = a + b > mask ? mask : a + b; break;
+		case LANE_SUBUS: r = a > b ? a - b : 0; break;
+		case LANE_CMPEQ: r = a == b ? mask : 0; break;
+		case LANE_CMPGT: r = sa > sb ? mask : 0; break;
+		case LANE_MINU: r = a < b ? a : b; break;
+		case LANE_MAXU: r = a > b ? a : b; break;
+		case LANE_MINS: r = sa < sb ? a : b; break;
+		case LANE_MAXS: r = sa > sb ? a : b; break;
+		default: r = (a + b + 1) >> 1; break; /* LANE_AVG */
+		}
+		lane_set(d, width, i, r & mask);
+	}
+}
+
+/* PSRL/PSRA/PSLL by a count (W, D, Q lanes); counts past the width give 0 (or the sign). */
+static void lane_shift(xmm_t *d, unsigned width, unsigned kind, uint64_t count)
+{
+	unsigned bits = 8 * width;
+
+	for (unsigned i = 0; i < 16 / width; i++) {
+		uint64_t a = lane_get(d, width, i), r;
+
+		if (kind == 2) /* logical right */
+			r = count >= bits ? 0 : a >> count;
+		else if (kind == 4) /* arithmetic right */
+			r = (uint64_t)((int64_t)emu_sext(a, width) >>
+				       (count >= bits ? bits - 1 : count));
+		else /* 6: left */
+			r = count >= bits ? 0 : a << count;
+		lane_set(d, width, i, r & emu_size_mask(width));
+	}
+}
+
+/* PUNPCKL/H: interleave the low (or high) halves of d and s, `width` bytes at a time. */
+static void unpack(xmm_t *d, const xmm_t *s, unsigned width, bool high)
+{
+	xmm_t r;
+	unsigned n = 8 / width, base = high ? n : 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		lane_set(&r, width, 2 * i, lane_get(d, width, base + i));
+		lane_set(&r, width, 2 * i + 1, lane_get(s, width, base + i));
+	}
+	*d = r;
+}
+
+/* PACKSSWB/PACKSSDW/PACKUSWB: narrow d then s with saturation. */
+static void pack(xmm_t *d, const xmm_t *s, unsigned width, bool is_unsigned)
+{
+	unsigned n = 16 / width, half = width / 2;
+	int64_t lo = is_unsigned ? 0 : -(1ll << (8 * half - 1));
+	int64_t hi = is_unsigned ? (1ll << (8 * half)) - 1 : (1ll << (8 * half - 1)) - 1;
+	xmm_t r;
+
+	for (unsigned i = 0; i < n; i++) {
+		int64_t a = (int64_t)emu_sext(lane_get(d, width, i), width);
+		int64_t b = (int64_t)emu_sext(lane_get(s, width, i), width);
+
+		lane_set(&r, half, i, (uint64_t)saturate(a, lo, hi));
+		lane_set(&r, half, n + i, (uint64_t)saturate(b, lo, hi));
+	}
+	*d = r;
+}
+
+/* ---- instruction groups ---- */
+
+/* Two-operand xmm ← xmm op xmm/m128 (66 prefix; the memory operand must be aligned). */
+static int sse_binary(struct exec *x, void (*fn)(xmm_t *d, const xmm_t *s, unsigned arg),
+		      unsigned arg)
+{
+	xmm_t d, s;
+	int rc;
+
+	if ((rc = xmm_rm_read(x, 16, true, &s)))
+		return rc;
+	xmm_get(x, x->insn->reg, &d);
+	fn(&d, &s, arg);
+	xmm_set(x, x->insn->reg, &d);
+	return EMU_OK;
+}
+
+static void op_and(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	(void)arg;
+	d->q[0] &= s->q[0];
+	d->q[1] &= s->q[1];
+}
+
+static void op_andn(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	(void)arg;
+	d->q[0] = ~d->q[0] & s->q[0];
+	d->q[1] = ~d->q[1] & s->q[1];
+}
+
+static void op_or(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	(void)arg;
+	d->q[0] |= s->q[0];
+	d->q[1] |= s->q[1];
+}
+
+static void op_xor(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	(void)arg;
+	d->q[0] ^= s->q[0];
+	d->q[1] ^= s->q[1];
+}
+
+/* arg = lane_op << 8 | width */
+static void op_lanes(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	lanes(d, s, arg & 0xff, arg >> 8);
+}
+
+/* arg = high << 8 | width */
+static void op_unpack(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	unpack(d, s, arg & 0xff, arg >> 8);
+}
+
+/* arg = unsigned << 8 | width */
+static void op_pack(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	pack(d, s, arg & 0xff, arg >> 8);
+}
+
+/* arg = kind (2, 4, 6) << 8 | width: shift by the low quadword of s */
+static void op_shift_xmm(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	lane_shift(d, arg & 0xff, arg >> 8, s->q[0]);
+}
+
+static void op_multiply(xmm_t *d, const xmm_t *s, unsigned op)
+{
+	xmm_t r = *d;
+
+	switch (op) {
+	case 0xD5: /* PMULLW */
+		for (unsigned i = 0; i < 8; i++)
+			r.w[i] = (uint16_t)(d->sw[i] * s->sw[i]);
+		break;
+	case 0xE5: /* PMULHW */
+		for (unsigned i = 0; i < 8; i++)
+			r.w[i] = (uint16_t)((d->sw[i] * s->sw[i]) >> 16);
+		break;
+	case 0xE4: /* PMULHUW */
+		for (unsigned i = 0; i < 8; i++)
+			r.w[i] = (uint16_t)(((uint32_t)d->w[i] * s->w[i]) >> 16);
+		break;
+	case 0xF4: /* PMULUDQ */
+		r.q[0] = (uint64_t)d->d[0] * s->d[0];
+		r.q[1] = (uint64_t)d->d[2] * s->d[2];
+		break;
+	case 0xF5: /* PMADDWD: the all-0x8000 pair wraps to 0x80000000 */
+		for (unsigned i = 0; i < 4; i++)
+			r.d[i] = (uint32_t)((int64_t)d->sw[2 * i] * s->sw[2 * i] +
+					    (int64_t)d->sw[2 * i + 1] * s->sw[2 * i + 1]);
+		break;
+	default: /* 0xF6 PSADBW */
+		for (unsigned h = 0; h < 2; h++) {
+			unsigned sum = 0;
+
+			for (unsigned i = 0; i < 8; i++) {
+				int diff = d->b[8 * h + i] - s->b[8 * h + i];
+
+				sum += (unsigned)(diff < 0 ? -diff : diff);
+			}
+			r.q[h] = sum;
+		}
+		break;
+	}
+	*d = r;
+}
+
+/* 66 0F 71/72/73 /n ib: shifts by an immediate; 73 /3 and /7 shift whole bytes. */
+static int sse_shift_imm(struct exec *x)
+{
+	unsigned op = x->insn->opcode, kind = (x->insn->modrm >> 3) & 7;
+	unsigned count = (unsigned)x->insn->imm & 0xff;
+	xmm_t v, r;
+
+	if (x->insn->mod != 3)
+		return exec_ud(x);
+	xmm_get(x, x->insn->rm, &v);
+	if (op == 0x73 && (kind == 3 || kind == 7)) { /* PSRLDQ, PSLLDQ */
+		memset(&r, 0, sizeof(r));
+		if (count > 16)
+			count = 16;
+		for (unsigned i = 0; i < 16; i++) {
+			int from = kind == 3 ? (int)(i + count) : (int)i - (int)count;
+
+			if (from >= 0 && from < 16)
+				r.b[i] = v.b[from];
+		}
+		v = r;
+	} else if ((kind == 2 || kind == 6 || (kind == 4 && op != 0x73))) {
+		lane_shift(&v, op == 0x71 ? 2 : op == 0x72 ? 4 : 8, kind, count);
+	} else {
+		return exec_ud(x);
+	}
+	xmm_set(x, x->insn->rm, &v);
+	return EMU_OK;
+}
+
+/* PSHUFD/PSHUFHW/PSHUFLW xmm, xmm/m128, imm8 (66/F3/F2 0F 70). */
+static int sse_shuffle(struct exec *x, enum sse_prefix pfx)
+{
+	unsigned imm = (unsigned)x->insn->imm & 0xff;
+	xmm_t s, r;
+	int rc;
+
+	if ((rc = xmm_rm_read(x, 16, true, &s)))
+		return rc;
+	r = s;
+	for (unsigned i = 0; i < 4; i++) {
+		unsigned sel = (imm >> (2 * i)) & 3;
+
+		if (pfx == PFX_66)
+			r.d[i] = s.d[sel];
+		else if (pfx == PFX_F3)
+			r.w[4 + i] = s.w[4 + sel];
+		else
+			r.w[i] = s.w[sel];
+	}
+	xmm_set(x, x->insn->reg, &r);
+	return EMU_OK;
+}
+
+/* SHUFPS (0F C6) and SHUFPD (66 0F C6). */
+static int sse_shufp(struct exec *x, bool pd)
+{
+	unsigned imm = (unsigned)x->insn->imm & 0xff;
+	xmm_t d, s, r;
+	int rc;
+
+	if ((rc = xmm_rm_read(x, 16, true, &s)))
+		return rc;
+	xmm_get(x, x->insn->reg, &d);
+	if (pd) {
+		r.q[0] = d.q[imm & 1];
+		r.q[1] = s.q[(imm >> 1) & 1];
+	} else {
+		r.d[0] = d.d[imm & 3];
+		r.d[1] = d.d[(imm >> 2) & 3];
+		r.d[2] = s.d[(imm >> 4) & 3];
+		r.d[3] = s.d[(imm >> 6) & 3];
+	}
+	xmm_set(x, x->insn->reg, &r);
+	return EMU_OK;
+}
+
+/* MOVD/MOVQ between XMM and a GPR or memory (66 0F 6E/7E), MOVQ (F3 0F 7E, 66 0F D6). */
+static int sse_movd(struct exec *x, enum sse_prefix pfx)
+{
+	unsigned op = x->insn->opcode, size = x->insn->rex & 8 ? 8 : 4;
+	xmm_t v;
+	uint64_t g;
+	int rc;
+
+	if (op == 0x6E) { /* MOVD/MOVQ xmm, r/m32/64: zero-extended */
+		if ((rc = exec_rm_read(x, size, &g)))
+			return rc;
+		memset(&v, 0, sizeof(v));
+		v.q[0] = g;
+		xmm_set(x, x->insn->reg, &v);
+		return EMU_OK;
+	}
+	if (op == 0x7E && pfx == PFX_66) { /* MOVD/MOVQ r/m32/64, xmm */
+		xmm_get(x, x->insn->reg, &v);
+		return exec_rm_write(x, size, v.q[0]);
+	}
+	if (op == 0x7E) { /* F3: MOVQ xmm, xmm/m64, upper quadword cleared */
+		if ((rc = xmm_rm_read(x, 8, false, &v)))
+			return rc;
+		v.q[1] = 0;
+		xmm_set(x, x->insn->reg, &v);
+		return EMU_OK;
+	}
+	/* 66 0F D6: MOVQ xmm/m64, xmm (a register destination clears its upper quadword) */
+	xmm_get(x, x->insn->reg, &v);
+	v.q[1] = 0;
+	if (x->insn->mod == 3) {
+		xmm_set(x, x->insn->rm, &v);
+		return EMU_OK;
+	}
+	return xmm_rm_write(x, 8, false, &v);
+}
+
+/* Full-width moves: MOVUPS/MOVAPS/MOVUPD/MOVAPD/MOVDQU/MOVDQA and the non-temporal stores. */
+static int sse_move128(struct exec *x, bool load, bool aligned)
+{
+	xmm_t v;
+	int rc;
+
+	if (load) {
+		if ((rc = xmm_rm_read(x, 16, aligned, &v)))
+			return rc;
+		xmm_set(x, x->insn->reg, &v);
+		return EMU_OK;
+	}
+	xmm_get(x, x->insn->reg, &v);
+	return xmm_rm_write(x, 16, aligned, &v);
+}
+
+/* MOVSS/MOVSD (F3/F2 0F 10/11): register to register merges the low element; a load clears
+ * the rest; a store writes only the element. */
+static int sse_move_scalar(struct exec *x, unsigned size, bool load)
+{
+	xmm_t d, s;
+	int rc;
+
+	if (!load) {
+		xmm_get(x, x->insn->reg, &s);
+		if (x->insn->mod == 3) {
+			xmm_get(x, x->insn->rm, &d);
+			memcpy(&d, &s, size);
+			xmm_set(x, x->insn->rm, &d);
+			return EMU_OK;
+		}
+		return xmm_rm_write(x, size, false, &s);
+	}
+	if ((rc = xmm_rm_read(x, size, false, &s)))
+		return rc;
+	if (x->insn->mod == 3) {
+		xmm_get(x, x->insn->reg, &d);
+		memcpy(&d, &s, size);
+	} else {
+		d = s; /* upper bytes already zero */
+	}
+	xmm_set(x, x->insn->reg, &d);
+	return EMU_OK;
+}
+
+/* MOVLPS/MOVLPD/MOVHPS/MOVHPD (0F 12/13/16/17 with memory), MOVHLPS/MOVLHPS (registers). */
+static int sse_move_half(struct exec *x)
+{
+	unsigned op = x->insn->opcode;
+	bool high = op >= 0x16, store = op & 1;
+	xmm_t d, s;
+	int rc;
+
+	if (store) {
+		if (x->insn->mod == 3)
+			return exec_ud(x);
+		xmm_get(x, x->insn->reg, &s);
+		s.q[0] = s.q[high];
+		return xmm_rm_write(x, 8, false, &s);
+	}
+	xmm_get(x, x->insn->reg, &d);
+	if ((rc = xmm_rm_read(x, 8, false, &s)))
+		return rc;
+	if (x->insn->mod == 3) /* MOVHLPS (12): low ← src high; MOVLHPS (16): high ← src low */
+		d.q[high] = s.q[!high];
+	else
+		d.q[high] = s.q[0];
+	xmm_set(x, x->insn->reg, &d);
+	return EMU_OK;
+}
+
+/* UNPCKLPS/UNPCKHPS (0F 14/15) and the PD forms (66). */
+static int sse_unpack_fp(struct exec *x, bool pd)
+{
+	return sse_binary(x, op_unpack, (pd ? 8 : 4) | ((x->insn->opcode & 1) << 8));
+}
+
+/* MOVMSKPS/MOVMSKPD (0F 50), PMOVMSKB (66 0F D7): sign bits into a GPR. */
+static int sse_movemask(struct exec *x, unsigned width)
+{
+	xmm_t v;
+	uint32_t m = 0;
+
+	if (x->insn->mod != 3)
+		return exec_ud(x);
+	xmm_get(x, x->insn->rm, &v);
+	for (unsigned i = 0; i < 16 / width; i++)
+		m |= (uint32_t)((lane_get(&v, width, i) >> (8 * width - 1)) & 1) << i;
+	exec_reg_set(x, x->insn->reg, x->cpu->mode == EMU_MODE_64 ? 8 : 4, m);
+	return EMU_OK;
+}
+
+/* PINSRW xmm, r32/m16, imm8 (66 0F C4) and PEXTRW r32, xmm, imm8 (66 0F C5). */
+static int sse_insert_extract_word(struct exec *x)
+{
+	unsigned lane = (unsigned)x->insn->imm & 7;
+	uint64_t w;
+	xmm_t v;
+	int rc;
+
+	if (x->insn->opcode == 0xC5) {
+		if (x->insn->mod != 3)
+			return exec_ud(x);
+		xmm_get(x, x->insn->rm, &v);
+		exec_reg_set(x, x->insn->reg, x->cpu->mode == EMU_MODE_64 ? 8 : 4, v.w[lane]);
+		return EMU_OK;
+	}
+	if ((rc = exec_rm_read(x, 2, &w)))
+		return rc;
+	xmm_get(x, x->insn->reg, &v);
+	v.w[lane] = (uint16_t)w;
+	xmm_set(x, x->insn->reg, &v);
+	return EMU_OK;
+}
+
+/* MASKMOVDQU xmm1, xmm2 (66 0F F7): bytes of xmm1 whose xmm2 byte has the top bit set go to
+ * DS:rDI. */
+static int sse_maskmov(struct exec *x)
+{
+	xmm_t d, m;
+	uint64_t base = x->cpu->s.gpr[CPU_RDI] & exec_addr_mask(x);
+	int rc;
+
+	if (x->insn->mod != 3)
+		return exec_ud(x);
+	xmm_get(x, x->insn->reg, &d);
+	xmm_get(x, x->insn->rm, &m);
+	for (unsigned i = 0; i < 16; i++) {
+		uint64_t la;
+
+		if (!(m.b[i] & 0x80))
+			continue;
+		la = exec_seg_linear(x, x->insn->seg, (base + i) & exec_addr_mask(x));
+		if ((rc = exec_mem_write(x, la, 1, d.b[i])))
+			return rc;
+	}
+	return EMU_OK;
+}
+
+/* LDMXCSR/STMXCSR (0F AE /2, /3), FXSAVE/FXRSTOR (0F AE /0, /1). */
+int exec_sse_state(struct exec *x, unsigned op)
+{
+	struct emu_cpu *cpu = x->cpu;
+	uint64_t v;
+	int rc;
+
+	if (op >= 2 && (rc = sse_available(x)))
+		return rc;
+	if (op < 2 && (cpu->s.cr0 & (CR0_EM | CR0_TS)))
+		return (cpu->s.cr0 & CR0_EM) ? exec_ud(x) : emu_raise(cpu, EMU_VEC_NM, false, 0);
+	switch (op) {
+	case 0: /* FXSAVE m512: 16-byte aligned; the 64-bit form (REX.W) is the same layout here */
+		if (x->la & 15)
+			return emu_raise(cpu, EMU_VEC_GP, true, 0);
+		return cpu->mem->write(cpu, x->la, &cpu->fx, sizeof(cpu->fx));
+	case 1: { /* FXRSTOR m512: reserved MXCSR bits #GP */
+		struct emu_fxstate fx;
+
+		if (x->la & 15)
+			return emu_raise(cpu, EMU_VEC_GP, true, 0);
+		if ((rc = cpu->mem->read(cpu, x->la, &fx, sizeof(fx), EMU_ACCESS_READ)))
+			return rc;
+		if (fx.mxcsr & ~MXCSR_MASK_SUPPORTED)
+			return emu_raise(cpu, EMU_VEC_GP, true, 0);
+		fx.mxcsr_mask = MXCSR_MASK_SUPPORTED;
+		cpu->fx = fx;
+		return EMU_OK;
+	}
+	case 2: /* LDMXCSR m32 */
+		if ((rc = exec_mem_read(x, x->la, 4, &v)))
+			return rc;
+		if (v & ~(uint64_t)MXCSR_MASK_SUPPORTED)
+			return emu_raise(cpu, EMU_VEC_GP, true, 0);
+		cpu->fx.mxcsr = (uint32_t)v;
+		return EMU_OK;
+	default: /* STMXCSR m32 */
+		return exec_mem_write(x, x->la, 4, cpu->fx.mxcsr);
+	}
+}
+
+/* 0F C3 MOVNTI m32/64, r: an integer store (no prefix). */
+static int exec_movnti(struct exec *x)
+{
+	if (x->insn->mod == 3)
+		return exec_ud(x);
+	return exec_mem_write(x, x->la, x->insn->opsize, exec_reg_get(x, x->insn->reg,
+								   x->insn->opsize));
+}
+
+/* The 66-prefixed integer instructions of 0F 60-7F and 0F D0-FF. */
+static int sse_integer(struct exec *x)
+{
+	unsigned op = x->insn->opcode;
+
+	switch (op) {
+	case 0x60 ... 0x62: return sse_binary(x, op_unpack, 1u << (op - 0x60));
+	case 0x68 ... 0x6A: return sse_binary(x, op_unpack, 256 | 1u << (op - 0x68));
+	case 0x6C: return sse_binary(x, op_unpack, 8);
+	case 0x6D: return sse_binary(x, op_unpack, 256 | 8);
+	case 0x63: return sse_binary(x, op_pack, 2);
+	case 0x6B: return sse_binary(x, op_pack, 4);
+	case 0x67: return sse_binary(x, op_pack, 256 | 2);
+	case 0x64 ... 0x66: return sse_binary(x, op_lanes, LANE_CMPGT << 8 | 1u << (op - 0x64));
+	case 0x74 ... 0x76: return sse_binary(x, op_lanes, LANE_CMPEQ << 8 | 1u << (op - 0x74));
+	case 0xD1 ... 0xD3: return sse_binary(x, op_shift_xmm, 2 << 8 | 2u << (op - 0xD1));
+	case 0xE1 ... 0xE2: return sse_binary(x, op_shift_xmm, 4 << 8 | 2u << (op - 0xE1));
+	case 0xF1 ... 0xF3: return sse_binary(x, op_shift_xmm, 6 << 8 | 2u << (op - 0xF1));
+	case 0xD4: return sse_binary(x, op_lanes, LANE_ADD << 8 | 8);
+	case 0xFB: return sse_binary(x, op_lanes, LANE_SUB << 8 | 8);
+	case 0xFC ... 0xFE: return sse_binary(x, op_lanes, LANE_ADD << 8 | 1u << (op - 0xFC));
+	case 0xF8 ... 0xFA: return sse_binary(x, op_lanes, LANE_SUB << 8 | 1u << (op - 0xF8));
+	case 0xD8 ... 0xD9: return sse_binary(x, op_lanes, LANE_SUBUS << 8 | 1u << (op - 0xD8));
+	case 0xDC ... 0xDD: return sse_binary(x, op_lanes, LANE_ADDUS << 8 | 1u << (op - 0xDC));
+	case 0xE8 ... 0xE9: return sse_binary(x, op_lanes, LANE_SUBS << 8 | 1u << (op - 0xE8));
+	case 0xEC ... 0xED: return sse_binary(x, op_lanes, LANE_ADDS << 8 | 1u << (op - 0xEC));
+	case 0xDA: return sse_binary(x, op_lanes, LANE_MINU << 8 | 1);
+	case 0xDE: return sse_binary(x, op_lanes, LANE_MAXU << 8 | 1);
+	case 0xEA: return sse_binary(x, op_lanes, LANE_MINS << 8 | 2);
+	case 0xEE: return sse_binary(x, op_lanes, LANE_MAXS << 8 | 2);
+	case 0xE0: return sse_binary(x, op_lanes, LANE_AVG << 8 | 1);
+	case 0xE3: return sse_binary(x, op_lanes, LANE_AVG << 8 | 2);
+	case 0xD5:
+	case 0xE4:
+	case 0xE5:
+	case 0xF4:
+	case 0xF5:
+	case 0xF6: return sse_binary(x, op_multiply, op);
+	case 0xDB: return sse_binary(x, op_and, 0);
+	case 0xDF: return sse_binary(x, op_andn, 0);
+	case 0xEB: return sse_binary(x, op_or, 0);
+	case 0xEF: return sse_binary(x, op_xor, 0);
+	case 0x6E:
+	case 0x7E:
+	case 0xD6: return sse_movd(x, PFX_66);
+	case 0x6F: return sse_move128(x, true, true); /* MOVDQA */
+	case 0x7F: return sse_move128(x, false, true);
+	case 0xE7: /* MOVNTDQ m128, xmm */
+		return x->insn->mod == 3 ? exec_ud(x) : sse_move128(x, false, true);
+	case 0x70: return sse_shuffle(x, PFX_66);
+	case 0x71 ... 0x73: return sse_shift_imm(x);
+	case 0xC4:
+	case 0xC5: return sse_insert_extract_word(x);
+	case 0xD7: return sse_movemask(x, 1);
+	case 0xF7: return sse_maskmov(x);
+	default: return exec_ud(x);
+	}
+}
+
+/* Entry from exec_map0f for 0F 10-17, 28-2F, 50-7F, C2-C7 (not C7), D0-FF. */
+int exec_sse(struct exec *x)
+{
+	enum sse_prefix pfx = sse_prefix(x->insn);
+	unsigned op = x->insn->opcode;
+	int rc;
+
+	if (op == 0xC3 && pfx == PFX_NONE)
+		return exec_movnti(x);
+	if ((rc = sse_available(x)))
+		return rc;
+	switch (op) {
+	case 0x10:
+	case 0x11:
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return sse_move_scalar(x, pfx == PFX_F3 ? 4 : 8, op == 0x10);
+		return sse_move128(x, op == 0x10, false); /* MOVUPS/MOVUPD */
+	case 0x12:
+	case 0x13:
+	case 0x16:
+	case 0x17:
+		if (pfx == PFX_F3 || pfx == PFX_F2 || (pfx == PFX_66 && x->insn->mod == 3))
+			return exec_ud(x); /* MOVSLDUP/MOVDDUP/MOVSHDUP: SSE3 */
+		return sse_move_half(x);
+	case 0x14:
+	case 0x15:
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return exec_ud(x);
+		return sse_unpack_fp(x, pfx == PFX_66);
+	case 0x28:
+	case 0x29:
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return exec_ud(x);
+		return sse_move128(x, op == 0x28, true); /* MOVAPS/MOVAPD */
+	case 0x2B: /* MOVNTPS/MOVNTPD m128, xmm */
+		if (pfx == PFX_F3 || pfx == PFX_F2 || x->insn->mod == 3)
+			return exec_ud(x);
+		return sse_move128(x, false, true);
+	case 0x50:
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return exec_ud(x);
+		return sse_movemask(x, pfx == PFX_66 ? 8 : 4);
+	case 0x54 ... 0x57: /* ANDPS ANDNPS ORPS XORPS (and PD) */
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return exec_ud(x);
+		return sse_binary(x, (void (*[])(xmm_t *, const xmm_t *, unsigned)){
+					     op_and, op_andn, op_or, op_xor }[op - 0x54], 0);
+	case 0xC6:
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return exec_ud(x);
+		return sse_shufp(x, pfx == PFX_66);
+	case 0x6F:
+	case 0x7F:
+		if (pfx == PFX_F3) /* MOVDQU */
+			return sse_move128(x, op == 0x6F, false);
+		break;
+	case 0x70:
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return sse_shuffle(x, pfx);
+		break;
+	case 0x7E:
+		if (pfx == PFX_F3)
+			return sse_movd(x, PFX_F3);
+		break;
+	default:
+		break;
+	}
+	if (pfx == PFX_66 && (op >= 0x60 || op == 0xC4 || op == 0xC5))
+		return sse_integer(x);
+	/* Floating-point arithmetic, conversions, comparisons and MMX: not yet. */
+	return exec_ud(x);
+}
