@@ -273,6 +273,8 @@ enum hostile_case {
 	H_WRITE_ONLY_HEADER,
 	H_AVAIL_JUMP,
 	H_HEAD_OUT_OF_RANGE,
+	H_RING_OUTSIDE_RAM,
+	H_QUEUE_SIZE_3,
 	H_COUNT
 };
 
@@ -281,7 +283,8 @@ static const char *const hostile_names[H_COUNT] = {
 	"virtio-hostile-loop",            "virtio-hostile-too-many-buffers",
 	"virtio-hostile-indirect-loop",   "virtio-hostile-nested-indirect",
 	"virtio-hostile-write-only-header", "virtio-hostile-avail-jump",
-	"virtio-hostile-head-out-of-range",
+	"virtio-hostile-head-out-of-range", "virtio-hostile-ring-outside-ram",
+	"virtio-hostile-queue-size-3",
 };
 
 /* Builds the bad request; returns the avail index to publish. */
@@ -335,6 +338,8 @@ static uint16_t hostile_build(struct virtio_dev *d, enum hostile_case c)
 	case H_HEAD_OUT_OF_RANGE:
 		d->rings->avail.ring[d->avail_idx % d->qsize] = (uint16_t)(d->qsize + 3);
 		break;
+	case H_RING_OUTSIDE_RAM:
+	case H_QUEUE_SIZE_3:
 	case H_COUNT:
 		break;
 	}
@@ -347,17 +352,30 @@ static void hostile_case(struct virtio_dev *d, enum hostile_case c)
 	uint32_t id, len;
 	uint8_t status;
 
-	if (!virtio_start(d, BLK_FEATURES, c == H_LOOP ? LOOP_QUEUE_SIZE : VIRTQ_SIZE, err,
-			  sizeof(err))) {
-		check_fail(name, "setting up: %s", err);
-		return;
-	}
+	enum virtio_wait w;
 	uint32_t config_irqs = d->config_irqs;
 	status_byte = 0xFF;
-	uint16_t idx = hostile_build(d, c);
-	d->avail_idx = idx;
-	virtio_publish_raw(d, idx);
-	enum virtio_wait w = virtio_wait(d, HOSTILE_WAIT_MS, &id, &len);
+	if (c == H_RING_OUTSIDE_RAM || c == H_QUEUE_SIZE_3) {
+		/* Refused when the queue is enabled: the start must fail with NEEDS_RESET. */
+		bool started = virtio_start_at(d, BLK_FEATURES, c == H_QUEUE_SIZE_3 ? 3 : VIRTQ_SIZE,
+					       c == H_RING_OUTSIDE_RAM ? NOT_RAM : 0, err,
+					       sizeof(err));
+		if (started || !(virtio_status(d) & VIRTIO_STATUS_NEEDS_RESET)) {
+			check_fail(name, "queue enable accepted (status 0x%x)", virtio_status(d));
+			return;
+		}
+		w = VIRTIO_NEEDS_RESET;
+	} else {
+		if (!virtio_start(d, BLK_FEATURES, c == H_LOOP ? LOOP_QUEUE_SIZE : VIRTQ_SIZE, err,
+				  sizeof(err))) {
+			check_fail(name, "setting up: %s", err);
+			return;
+		}
+		uint16_t idx = hostile_build(d, c);
+		d->avail_idx = idx;
+		virtio_publish_raw(d, idx);
+		w = virtio_wait(d, HOSTILE_WAIT_MS, &id, &len);
+	}
 	status = status_byte;
 	if (w == VIRTIO_TIMEOUT) {
 		check_fail(name, "neither NEEDS_RESET nor an answer within %u ms (status 0x%x)",
@@ -369,7 +387,7 @@ static void hostile_case(struct virtio_dev *d, enum hostile_case c)
 		return;
 	}
 	const char *how = w == VIRTIO_USED ? "error status" : "NEEDS_RESET";
-	if (w == VIRTIO_NEEDS_RESET && d->config_irqs == config_irqs)
+	if (w == VIRTIO_NEEDS_RESET && d->config_irqs == config_irqs && c < H_RING_OUTSIDE_RAM)
 		check_note("%s: NEEDS_RESET without a configuration interrupt", name);
 	/* Reset, start again, and the device must work. */
 	if (!virtio_start(d, BLK_FEATURES, VIRTQ_SIZE, err, sizeof(err))) {

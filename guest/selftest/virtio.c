@@ -185,6 +185,12 @@ static void write64(uint64_t address, uint64_t value)
 bool virtio_start(struct virtio_dev *d, uint64_t want, uint16_t qsize, char *err,
 		  unsigned err_size)
 {
+	return virtio_start_at(d, want, qsize, 0, err, err_size);
+}
+
+bool virtio_start_at(struct virtio_dev *d, uint64_t want, uint16_t qsize, uint64_t desc_gpa,
+		     char *err, unsigned err_size)
+{
 	if (!virtio_reset(d)) {
 		format(err, err_size, "status did not read 0 after reset");
 		return false;
@@ -221,6 +227,8 @@ bool virtio_start(struct virtio_dev *d, uint64_t want, uint16_t qsize, char *err
 		return false;
 	}
 	d->qsize = qsize < max ? qsize : max;
+	if (d->qsize == 0)
+		d->qsize = 1;
 	memset(d->rings, 0, sizeof(*d->rings));
 	d->avail_idx = d->used_seen = 0;
 	mmio_write16(d->common + COMMON_Q_SIZE, d->qsize);
@@ -229,7 +237,7 @@ bool virtio_start(struct virtio_dev *d, uint64_t want, uint16_t qsize, char *err
 		format(err, err_size, "queue MSI-X vector not accepted");
 		return false;
 	}
-	write64(d->common + COMMON_Q_DESC, (uint64_t)d->rings->desc);
+	write64(d->common + COMMON_Q_DESC, desc_gpa ? desc_gpa : (uint64_t)d->rings->desc);
 	write64(d->common + COMMON_Q_AVAIL, (uint64_t)&d->rings->avail);
 	write64(d->common + COMMON_Q_USED, (uint64_t)&d->rings->used);
 	d->notify_address = d->notify + (uint64_t)mmio_read16(d->common + COMMON_Q_NOFF) *

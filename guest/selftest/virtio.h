@@ -96,6 +96,9 @@ unsigned virtio_find(const struct acpi_info *acpi, uint32_t apic_id, struct virt
  * entries, DRIVER_OK. false and err on any refusal. */
 bool virtio_start(struct virtio_dev *d, uint64_t want, uint16_t qsize, char *err,
 		  unsigned err_size);
+/* The same with queue 0's descriptor table at desc_gpa (0: ours), for the hostile checks. */
+bool virtio_start_at(struct virtio_dev *d, uint64_t want, uint16_t qsize, uint64_t desc_gpa,
+		     char *err, unsigned err_size);
 /* Writes 0 to the status and waits (bounded) until it reads 0. */
 bool virtio_reset(struct virtio_dev *d);
 uint8_t virtio_status(const struct virtio_dev *d);

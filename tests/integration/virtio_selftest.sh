@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 require_kvm virtio_selftest || exit 0
 
-HOSTILE_CASES=9 # virtio-hostile-* checks that must each break the device once
+HOSTILE_CASES=11 # virtio-hostile-* checks that must each break the device once
 GUEST=(selftest.quick=1 selftest.cpus=1)
 
 # The sector the guest writes on disk N: "selftest-blkN-s1" repeated to 512 bytes.
