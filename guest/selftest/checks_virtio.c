@@ -5,6 +5,7 @@
  */
 #include "check.h"
 #include "lib.h"
+#include "timer.h"
 #include "virtio.h"
 
 #define BLK_T_IN 0
@@ -22,6 +23,7 @@
 #define NOT_RAM 0x10000000000ull /* 1 TiB: far above any RAM these tests give the guest */
 #define LONG_CHAIN 200           /* buffers: more than the device's 128, fewer than the queue */
 #define RNG_BYTES 64
+#define TIMED_READS 32
 #define LOOP_QUEUE_SIZE 16 /* small, so the loop is caught as a loop before the buffer limit */
 #define BLK_FEATURES                                                                           \
 	(1ull << VIRTIO_F_INDIRECT_DESC | 1ull << VIRTIO_F_EVENT_IDX | 1ull << VIRTIO_BLK_F_RO)
@@ -221,6 +223,18 @@ static void check_blk(struct selftest *t, struct virtio_dev *d, unsigned disk)
 	else
 		check_ok(name_of(name, sizeof(name), disk, "flush"));
 
+	/* For humans: the round trip of a 512-byte read (notify, host I/O, MSI-X, wake-up). */
+	if (pmtimer_present()) {
+		uint32_t start = pmtimer_read();
+		unsigned done = 0;
+		while (done < TIMED_READS &&
+		       blk_request(d, BLK_T_IN, 0, data, SECTOR, false, &status) == DONE)
+			done++;
+		uint64_t ticks = (pmtimer_read() - start) & pmtimer_mask();
+		if (done)
+			check_note("virtio-blk%u: %u reads of 512 bytes, %lu us each", disk, done,
+				   ticks * 1000000 / PM_TIMER_HZ / done);
+	}
 	if (d->queue_irqs)
 		check_ok(name_of(name, sizeof(name), disk, "msix"));
 	else
