@@ -1709,6 +1709,7 @@ enum sse_kind {
 	SSE_TO_GPR, /* r32, xmm (+imm8 for PEXTRW) */
 	SSE_MOVQ_ST, /* xmm/m64, xmm (66 0F D6) */
 	SSE_MXCSR, /* LDMXCSR/STMXCSR m32 */
+	SSE_CVT_TO_GPR, /* r32/64, xmm/m32 or m64 (size in arg) */
 };
 
 static const struct sse_form {
@@ -1779,7 +1780,96 @@ static const struct sse_form {
 	{ "paddb", 0x66, 0xFC, SSE_RM, 0 }, { "paddw", 0x66, 0xFD, SSE_RM, 0 },
 	{ "paddd", 0x66, 0xFE, SSE_RM, 0 }, { "ldmxcsr", 0, 0xAE, SSE_MXCSR, 2 },
 	{ "stmxcsr", 0, 0xAE, SSE_MXCSR, 3 },
+	/* floating point: arg = scalar size; the lane type comes from sse_fp_lane() */
+	{ "addps", 0, 0x58, SSE_RM, 0 }, { "addpd", 0x66, 0x58, SSE_RM, 0 },
+	{ "addss", 0xF3, 0x58, SSE_SCALAR, 4 }, { "addsd", 0xF2, 0x58, SSE_SCALAR, 8 },
+	{ "mulps", 0, 0x59, SSE_RM, 0 }, { "mulpd", 0x66, 0x59, SSE_RM, 0 },
+	{ "mulss", 0xF3, 0x59, SSE_SCALAR, 4 }, { "mulsd", 0xF2, 0x59, SSE_SCALAR, 8 },
+	{ "subps", 0, 0x5C, SSE_RM, 0 }, { "subpd", 0x66, 0x5C, SSE_RM, 0 },
+	{ "subss", 0xF3, 0x5C, SSE_SCALAR, 4 }, { "subsd", 0xF2, 0x5C, SSE_SCALAR, 8 },
+	{ "minps", 0, 0x5D, SSE_RM, 0 }, { "minpd", 0x66, 0x5D, SSE_RM, 0 },
+	{ "minss", 0xF3, 0x5D, SSE_SCALAR, 4 }, { "minsd", 0xF2, 0x5D, SSE_SCALAR, 8 },
+	{ "divps", 0, 0x5E, SSE_RM, 0 }, { "divpd", 0x66, 0x5E, SSE_RM, 0 },
+	{ "divss", 0xF3, 0x5E, SSE_SCALAR, 4 }, { "divsd", 0xF2, 0x5E, SSE_SCALAR, 8 },
+	{ "maxps", 0, 0x5F, SSE_RM, 0 }, { "maxpd", 0x66, 0x5F, SSE_RM, 0 },
+	{ "maxss", 0xF3, 0x5F, SSE_SCALAR, 4 }, { "maxsd", 0xF2, 0x5F, SSE_SCALAR, 8 },
+	{ "sqrtps", 0, 0x51, SSE_RM, 0 }, { "sqrtpd", 0x66, 0x51, SSE_RM, 0 },
+	{ "sqrtss", 0xF3, 0x51, SSE_SCALAR, 4 }, { "sqrtsd", 0xF2, 0x51, SSE_SCALAR, 8 },
+	{ "rsqrtps", 0, 0x52, SSE_RM, 0 }, { "rsqrtss", 0xF3, 0x52, SSE_SCALAR, 4 },
+	{ "rcpps", 0, 0x53, SSE_RM, 0 }, { "rcpss", 0xF3, 0x53, SSE_SCALAR, 4 },
+	{ "cmpps", 0, 0xC2, SSE_RM_IMM, 0 }, { "cmppd", 0x66, 0xC2, SSE_RM_IMM, 0 },
+	{ "cmpss", 0xF3, 0xC2, SSE_SCALAR, 4 }, { "cmpsd", 0xF2, 0xC2, SSE_SCALAR, 8 },
+	{ "ucomiss", 0, 0x2E, SSE_SCALAR, 4 }, { "comiss", 0, 0x2F, SSE_SCALAR, 4 },
+	{ "ucomisd", 0x66, 0x2E, SSE_SCALAR, 8 }, { "comisd", 0x66, 0x2F, SSE_SCALAR, 8 },
+	{ "cvtps2pd", 0, 0x5A, SSE_SCALAR, 8 }, { "cvtpd2ps", 0x66, 0x5A, SSE_RM, 0 },
+	{ "cvtss2sd", 0xF3, 0x5A, SSE_SCALAR, 4 }, { "cvtsd2ss", 0xF2, 0x5A, SSE_SCALAR, 8 },
+	{ "cvtdq2ps", 0, 0x5B, SSE_RM, 0 }, { "cvtps2dq", 0x66, 0x5B, SSE_RM, 0 },
+	{ "cvttps2dq", 0xF3, 0x5B, SSE_RM, 0 }, { "cvttpd2dq", 0x66, 0xE6, SSE_RM, 0 },
+	{ "cvtdq2pd", 0xF3, 0xE6, SSE_SCALAR, 8 }, { "cvtpd2dq", 0xF2, 0xE6, SSE_RM, 0 },
+	{ "cvtsi2ss", 0xF3, 0x2A, SSE_GPR_LOAD, 0 }, { "cvtsi2sd", 0xF2, 0x2A, SSE_GPR_LOAD, 0 },
+	{ "cvttss2si", 0xF3, 0x2C, SSE_CVT_TO_GPR, 4 },
+	{ "cvtss2si", 0xF3, 0x2D, SSE_CVT_TO_GPR, 4 },
+	{ "cvttsd2si", 0xF2, 0x2C, SSE_CVT_TO_GPR, 8 },
+	{ "cvtsd2si", 0xF2, 0x2D, SSE_CVT_TO_GPR, 8 },
 };
+
+/* The lane type a floating-point form reads: 4 (single), 8 (double) or 0 (not floating). */
+static unsigned sse_fp_lane(const struct sse_form *form)
+{
+	switch (form->op) {
+	case 0x51 ... 0x53:
+	case 0x58 ... 0x5A:
+	case 0x5C ... 0x5F:
+	case 0xC2:
+	case 0x2C:
+	case 0x2D:
+	case 0x2E:
+	case 0x2F:
+		return form->prefix == 0x66 || form->prefix == 0xF2 ? 8 : 4;
+	case 0x5B:
+		return form->prefix ? 4 : 0; /* CVTPS2DQ/CVTTPS2DQ read singles, CVTDQ2PS ints */
+	case 0xE6:
+		return form->prefix == 0xF3 ? 0 : 8;
+	default:
+		return 0;
+	}
+}
+
+/* Floating-point lanes with the interesting values: zeros, infinities, NaNs (quiet and
+ * signalling), denormals, extremes, ones, values near integer limits, random numbers. */
+static void rnd_fp_xmm(uint8_t out[16], unsigned lane)
+{
+	static const uint32_t singles[] = { 0, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000,
+					    0xffc00001, 0x7fa00000, 0x00000001, 0x807fffff,
+					    0x00800000, 0x7f7fffff, 0x3f800000, 0xbf800000,
+					    0x4f000000, 0xcf000000, 0x5f000000, 0x3f000000,
+					    0x40400000 };
+	static const uint64_t doubles[] = { 0, 0x8000000000000000ull, 0x7ff0000000000000ull,
+					    0xfff0000000000000ull, 0x7ff8000000000000ull,
+					    0xfff8000000000001ull, 0x7ff4000000000000ull, 1,
+					    0x800fffffffffffffull, 0x0010000000000000ull,
+					    0x7fefffffffffffffull, 0x3ff0000000000000ull,
+					    0xbff0000000000000ull, 0x41e0000000000000ull,
+					    0xc1e0000000000000ull, 0x43e0000000000000ull,
+					    0x3fe0000000000000ull, 0x4008000000000000ull };
+
+	for (unsigned i = 0; i < 16 / lane; i++) {
+		if (lane == 4) {
+			uint32_t v = rnd_below(2) ? singles[rnd_below(18)] : (uint32_t)rnd();
+
+			if (rnd_below(4) == 0) /* a nearby normal number: rounding matters */
+				v = 0x3f800000 + (uint32_t)rnd_below(1 << 23) -
+				    (uint32_t)(rnd() & 1) * 0x800000;
+			memcpy(out + 4 * i, &v, 4);
+		} else {
+			uint64_t v = rnd_below(2) ? doubles[rnd_below(18)] : rnd();
+
+			if (rnd_below(4) == 0)
+				v = 0x3ff0000000000000ull + (rnd() >> 12);
+			memcpy(out + 8 * i, &v, 8);
+		}
+	}
+}
 
 /* Lane values with edges: 0, all ones, sign bits, small numbers, equal bytes. */
 static void rnd_xmm(uint8_t out[16])
@@ -1827,9 +1917,17 @@ static void test_sse(void)
 			struct tcase c;
 			struct insn_spec s;
 
+			unsigned lane = sse_fp_lane(form);
+
 			case_init(&c);
-			for (unsigned i = 0; i < 16; i++)
-				rnd_xmm(c.xmm[i]);
+			for (unsigned i = 0; i < 16; i++) {
+				if (lane)
+					rnd_fp_xmm(c.xmm[i], lane);
+				else
+					rnd_xmm(c.xmm[i]);
+			}
+			if (lane) /* rounding mode, FTZ, DAZ and sticky flags; exceptions masked */
+				c.mxcsr = 0x1f80 | ((uint32_t)rnd() & 0xe07f);
 			spec_init(&s, 4);
 			if (form->prefix)
 				s.prefix[s.nr_prefix++] = form->prefix;
@@ -1854,6 +1952,11 @@ static void test_sse(void)
 				mem = true; /* MOVLPD/MOVHPD have no register form */
 			if (kind == SSE_HALF_ST)
 				mem = true;
+			if (kind == SSE_CVT_TO_GPR) {
+				msize = form->arg;
+				if (wide)
+					s.rex = 0x48;
+			}
 			if (kind == SSE_GPR_LOAD || kind == SSE_GPR_STORE) {
 				msize = form->arg ? 2 : wide ? 8 : 4;
 				if (wide && !form->arg)
@@ -1862,6 +1965,11 @@ static void test_sse(void)
 			s.rm = rm_operand(&c, mem, msize, &s.rm.reg);
 			if (!mem && kind != SSE_GPR_LOAD && kind != SSE_GPR_STORE)
 				s.rm.reg = rnd_below(nregs); /* an XMM register */
+			if (kind == SSE_CVT_TO_GPR) {
+				s.reg = rnd_reg();
+				if (s.reg == CPU_RSP)
+					s.reg = CPU_RAX;
+			}
 			/* SSE_TO_GPR: the ModRM.reg is the GPR, rm the XMM register */
 			if (kind == SSE_TO_GPR) {
 				s.reg = rnd_reg();
@@ -1879,13 +1987,15 @@ static void test_sse(void)
 				s.rm.size = 4;
 			}
 			if (kind == SSE_RM_IMM || kind == SSE_SHIFT_IMM || form->op == 0xC4 ||
-			    form->op == 0xC5) {
+			    form->op == 0xC5 || form->op == 0xC2) {
 				static const uint8_t counts[] = { 0,  1,  7,  8,  15,   16,  17, 31,
 								  32, 33, 63, 64, 65, 0x80, 0xff };
 				bool edge = kind == SSE_SHIFT_IMM && rnd_below(2);
 
 				s.imm_size = 1;
 				s.imm = edge ? counts[rnd_below(15)] : rnd() & 0xff;
+				if (form->op == 0xC2) /* the 8 SSE predicates (more are AVX) */
+					s.imm &= 7;
 			}
 			encode(&c, &s);
 			if (mem && (kind == SSE_RM || kind == SSE_RM_U || kind == SSE_RM_IMM) &&

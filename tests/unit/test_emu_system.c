@@ -837,6 +837,29 @@ static void test_sse_state(void)
 	code(USER_RW, fxrstor, sizeof(fxrstor));
 	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
 	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	/* divss xmm0, xmm1 by zero with #Z unmasked: #XM (with CR4.OSXMMEXCPT, else #UD), the
+	 * destination unchanged and MXCSR.ZE set */
+	{
+		static const uint8_t divss[] = { 0xF3, 0x0F, 0x5E, 0xC1 };
+		const float one = 1.0f, zero = 0.0f;
+
+		memcpy(cpu.fx.xmm[0], &one, 4);
+		memcpy(cpu.fx.xmm[1], &zero, 4);
+		cpu.fx.mxcsr = 0x1f80 & ~0x200u;
+		code(USER_RW, divss, sizeof(divss));
+		CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+		CHECK_EQ(cpu.exc.vector, EMU_VEC_UD);
+		cpu.s.cr4 |= 1ull << 10;
+		cpu.fx.mxcsr = 0x1f80 & ~0x200u;
+		CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+		CHECK_EQ(cpu.exc.vector, EMU_VEC_XM);
+		CHECK(!memcmp(cpu.fx.xmm[0], &one, 4));
+		CHECK_EQ(cpu.fx.mxcsr & 0x3f, 0x4);
+		cpu.fx.mxcsr = 0x1f80; /* masked: +inf and ZE */
+		CHECK_EQ(emu_step(&cpu), EMU_OK);
+		CHECK_EQ(cpu.fx.xmm[0][3], 0x7f);
+		CHECK_EQ(cpu.fx.mxcsr, 0x1f84);
+	}
 	/* misaligned FXSAVE area: #GP */
 	code(USER_RW, (const uint8_t[]){ 0x0F, 0xAE, 0x04, 0x25, 0x08, 0x04, 0x20, 0x00 }, 8);
 	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);

@@ -3,7 +3,7 @@
  * code paths by CPUID, so an advertised but broken feature corrupts silently).
  *
  * Not advertised yet, because not (completely) implemented: FPU/MMX/FXSR/SSE/SSE2 (step 4; a
- * 64-bit Linux refuses to boot without them; sse.c has the moves, logic and integer part), APIC and x2APIC (step 3), SYSENTER, MTRR, MCE/MCA, XSAVE,
+ * 64-bit Linux refuses to boot without them; sse.c has all of SSE/SSE2 but MMX, no x87 yet), APIC and x2APIC (step 3), SYSENTER, MTRR, MCE/MCA, XSAVE,
  * BMI1/LZCNT (so F3 0F BC/BD are BSF/BSR), SMEP/SMAP, RDRAND, MONITOR/MWAIT. */
 #include "cpu/emu/emu.h"
 

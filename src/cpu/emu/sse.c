@@ -1,8 +1,13 @@
 /* SSE/SSE2: the XMM registers, moves, logic and the 128-bit integer instructions, MXCSR and
  * FXSAVE/FXRSTOR (SDM Vol. 1 chapters 10-11, Vol. 2 for each instruction).
  *
- * Not advertised in CPUID yet: floating-point arithmetic and conversions (…PS/…PD/…SS/…SD
- * other than moves and logic), MMX registers (no-prefix 0F 6x/7x/Dx-Fx) and the x87 FPU raise
+ * Floating point is computed by the host's own SSE unit (the host is x86-64: same IEEE results,
+ * rounding modes, DAZ/FTZ and exception flags) with the guest's MXCSR and every exception
+ * masked; an exception the guest left unmasked then raises #XM (#UD without CR4.OSXMMEXCPT)
+ * without writing the destination. Approximation: for an unmasked underflow the flags are those
+ * of the masked computation.
+ *
+ * Not advertised in CPUID yet: MMX registers (no-prefix 0F 6x/7x/Dx-Fx) and the x87 FPU raise
  * #UD. The state is kept in the FXSAVE layout, which is also what KVM's kvm_fpu carries. */
 #include "cpu/emu/alu.h"
 #include "cpu/emu/exec.h"
@@ -12,6 +17,9 @@
 #define CR0_EM (1ull << 2)
 #define CR0_TS (1ull << 3)
 #define CR4_OSFXSR (1ull << 9)
+#define CR4_OSXMMEXCPT (1ull << 10)
+#define MXCSR_FLAGS 0x3fu
+#define MXCSR_MASKS 0x1f80u
 #define MXCSR_MASK_SUPPORTED 0xffffu /* with DAZ */
 
 typedef union {
@@ -677,6 +685,300 @@ static int sse_integer(struct exec *x)
 	}
 }
 
+/* ---- floating point, on the host's SSE unit ---- */
+
+typedef float v4sf __attribute__((vector_size(16)));
+
+/* Each wrapper runs one host instruction "op src, dst" between LDMXCSR of `csr` and STMXCSR,
+ * restoring the host's MXCSR, and returns the MXCSR after the operation. */
+#define FP_OP(name, insn)                                                                         \
+	static uint32_t name(xmm_t *d, const xmm_t *s, uint32_t csr)                              \
+	{                                                                                          \
+		v4sf a, b;                                                                         \
+		uint32_t out, host;                                                                \
+                                                                                                   \
+		memcpy(&a, d, 16);                                                                 \
+		memcpy(&b, s, 16);                                                                 \
+		__asm__ volatile("stmxcsr %[host]\n\tldmxcsr %[in]\n\t" insn " %[b], %[a]\n\t"     \
+				 "stmxcsr %[out]\n\tldmxcsr %[host]"                               \
+				 : [a] "+x"(a), [out] "=m"(out), [host] "=m"(host)                 \
+				 : [b] "x"(b), [in] "m"(csr));                                     \
+		memcpy(d, &a, 16);                                                                 \
+		return out;                                                                        \
+	}
+
+typedef uint32_t (*fp_fn)(xmm_t *d, const xmm_t *s, uint32_t csr);
+
+#define FP_FOUR(op) FP_OP(op##ps, #op "ps") FP_OP(op##pd, #op "pd") FP_OP(op##ss, #op "ss")       \
+	FP_OP(op##sd, #op "sd")
+FP_FOUR(add)
+FP_FOUR(mul)
+FP_FOUR(sub)
+FP_FOUR(min)
+FP_FOUR(div)
+FP_FOUR(max)
+FP_FOUR(sqrt)
+FP_OP(rsqrtps, "rsqrtps")
+FP_OP(rsqrtss, "rsqrtss")
+FP_OP(rcpps, "rcpps")
+FP_OP(rcpss, "rcpss")
+FP_OP(cvtps2pd, "cvtps2pd")
+FP_OP(cvtpd2ps, "cvtpd2ps")
+FP_OP(cvtss2sd, "cvtss2sd")
+FP_OP(cvtsd2ss, "cvtsd2ss")
+FP_OP(cvtdq2ps, "cvtdq2ps")
+FP_OP(cvtps2dq, "cvtps2dq")
+FP_OP(cvttps2dq, "cvttps2dq")
+FP_OP(cvttpd2dq, "cvttpd2dq")
+FP_OP(cvtdq2pd, "cvtdq2pd")
+FP_OP(cvtpd2dq, "cvtpd2dq")
+
+/* CMPPS/CMPPD/CMPSS/CMPSD with the 8 SSE predicates (the immediate must be a constant). */
+#define FP_CMP(kind)                                                                              \
+	FP_OP(cmpeq##kind, "cmpeq" #kind) FP_OP(cmplt##kind, "cmplt" #kind)                        \
+	FP_OP(cmple##kind, "cmple" #kind) FP_OP(cmpunord##kind, "cmpunord" #kind)                  \
+	FP_OP(cmpneq##kind, "cmpneq" #kind) FP_OP(cmpnlt##kind, "cmpnlt" #kind)                    \
+	FP_OP(cmpnle##kind, "cmpnle" #kind) FP_OP(cmpord##kind, "cmpord" #kind)
+FP_CMP(ps)
+FP_CMP(pd)
+FP_CMP(ss)
+FP_CMP(sd)
+
+static const fp_fn fp_cmp[4][8] = {
+	{ cmpeqps, cmpltps, cmpleps, cmpunordps, cmpneqps, cmpnltps, cmpnleps, cmpordps },
+	{ cmpeqpd, cmpltpd, cmplepd, cmpunordpd, cmpneqpd, cmpnltpd, cmpnlepd, cmpordpd },
+	{ cmpeqss, cmpltss, cmpless, cmpunordss, cmpneqss, cmpnltss, cmpnless, cmpordss },
+	{ cmpeqsd, cmpltsd, cmplesd, cmpunordsd, cmpneqsd, cmpnltsd, cmpnlesd, cmpordsd },
+};
+
+/* (U)COMISS/(U)COMISD: the result is in ZF, PF, CF (read with SETcc: no stack use, as the
+ * compiler may keep data in the red zone); OF, SF, AF are cleared. */
+#define FP_COMPARE(name, insn)                                                                    \
+	static uint32_t name(const xmm_t *d, const xmm_t *s, uint32_t csr, uint64_t *flags)       \
+	{                                                                                          \
+		v4sf a, b;                                                                         \
+		uint32_t out, host;                                                                \
+		uint8_t z, p, c;                                                                   \
+                                                                                                   \
+		memcpy(&a, d, 16);                                                                 \
+		memcpy(&b, s, 16);                                                                 \
+		__asm__ volatile("stmxcsr %[host]\n\tldmxcsr %[in]\n\t" insn " %[b], %[a]\n\t"     \
+				 "setz %[z]\n\tsetp %[p]\n\tsetc %[c]\n\t"                       \
+				 "stmxcsr %[out]\n\tldmxcsr %[host]"                               \
+				 : [z] "=q"(z), [p] "=q"(p), [c] "=q"(c), [out] "=m"(out),         \
+				   [host] "=m"(host)                                               \
+				 : [a] "x"(a), [b] "x"(b), [in] "m"(csr)                           \
+				 : "cc");                                                          \
+		*flags = (z ? EMU_FLAG_ZF : 0) | (p ? EMU_FLAG_PF : 0);                           \
+		*flags |= c ? EMU_FLAG_CF : 0;                                                     \
+		return out;                                                                        \
+	}
+FP_COMPARE(comiss_fn, "comiss")
+FP_COMPARE(ucomiss_fn, "ucomiss")
+FP_COMPARE(comisd_fn, "comisd")
+FP_COMPARE(ucomisd_fn, "ucomisd")
+
+/* Integer ↔ scalar conversions with a GPR (CVTSI2SS/SD, CVT(T)SS2SI, CVT(T)SD2SI). */
+#define FP_FROM_GPR(name, insn)                                                                   \
+	static uint32_t name(xmm_t *d, uint64_t g, uint32_t csr)                                  \
+	{                                                                                          \
+		v4sf a;                                                                            \
+		uint32_t out, host;                                                                \
+                                                                                                   \
+		memcpy(&a, d, 16);                                                                 \
+		__asm__ volatile("stmxcsr %[host]\n\tldmxcsr %[in]\n\t" insn " %[a]\n\t"     \
+				 "stmxcsr %[out]\n\tldmxcsr %[host]"                               \
+				 : [a] "+x"(a), [out] "=m"(out), [host] "=m"(host)                 \
+				 : [g] "r"(g), [in] "m"(csr));                                     \
+		memcpy(d, &a, 16);                                                                 \
+		return out;                                                                        \
+	}
+FP_FROM_GPR(cvtsi2ss32, "cvtsi2ssl %k[g],")
+FP_FROM_GPR(cvtsi2ss64, "cvtsi2ssq %q[g],")
+FP_FROM_GPR(cvtsi2sd32, "cvtsi2sdl %k[g],")
+FP_FROM_GPR(cvtsi2sd64, "cvtsi2sdq %q[g],")
+
+#define FP_TO_GPR(name, insn, reg)                                                                \
+	static uint32_t name(const xmm_t *s, uint64_t *g, uint32_t csr)                           \
+	{                                                                                          \
+		v4sf a;                                                                            \
+		uint64_t r = 0;                                                                    \
+		uint32_t out, host;                                                                \
+                                                                                                   \
+		memcpy(&a, s, 16);                                                                 \
+		__asm__ volatile("stmxcsr %[host]\n\tldmxcsr %[in]\n\t" insn " %[a], " reg "\n\t"  \
+				 "stmxcsr %[out]\n\tldmxcsr %[host]"                               \
+				 : [r] "+r"(r), [out] "=m"(out), [host] "=m"(host)                 \
+				 : [a] "x"(a), [in] "m"(csr));                                     \
+		*g = r;                                                                            \
+		return out;                                                                        \
+	}
+FP_TO_GPR(cvtss2si32, "cvtss2si", "%k[r]")
+FP_TO_GPR(cvtss2si64, "cvtss2si", "%q[r]")
+FP_TO_GPR(cvttss2si32, "cvttss2si", "%k[r]")
+FP_TO_GPR(cvttss2si64, "cvttss2si", "%q[r]")
+FP_TO_GPR(cvtsd2si32, "cvtsd2si", "%k[r]")
+FP_TO_GPR(cvtsd2si64, "cvtsd2si", "%q[r]")
+FP_TO_GPR(cvttsd2si32, "cvttsd2si", "%k[r]")
+FP_TO_GPR(cvttsd2si64, "cvttsd2si", "%q[r]")
+
+/* Commit MXCSR after a computation run with every exception masked: an exception the guest
+ * left unmasked raises #XM (or #UD without CR4.OSXMMEXCPT) and the result is dropped. */
+static int fp_commit(struct exec *x, uint32_t guest, uint32_t out)
+{
+	uint32_t raised = out & MXCSR_FLAGS, unmasked = raised & ~(guest >> 7) & MXCSR_FLAGS;
+
+	x->cpu->fx.mxcsr = guest | raised;
+	if (unmasked)
+		return (x->cpu->s.cr4 & CR4_OSXMMEXCPT) ? emu_raise(x->cpu, EMU_VEC_XM, false, 0)
+							: exec_ud(x);
+	return EMU_OK;
+}
+
+/* dst ← op(dst, src): packed (16 aligned bytes of memory) or scalar (4/8 bytes). */
+static int fp_binary(struct exec *x, fp_fn fn, unsigned size)
+{
+	uint32_t guest = x->cpu->fx.mxcsr, out;
+	xmm_t d, s;
+	int rc;
+
+	if ((rc = xmm_rm_read(x, size, size == 16, &s)))
+		return rc;
+	xmm_get(x, x->insn->reg, &d);
+	out = fn(&d, &s, guest | MXCSR_MASKS);
+	if ((rc = fp_commit(x, guest, out)))
+		return rc;
+	xmm_set(x, x->insn->reg, &d);
+	return EMU_OK;
+}
+
+static int fp_compare_flags(struct exec *x, bool is_double, bool unordered)
+{
+	uint32_t guest = x->cpu->fx.mxcsr, out;
+	uint64_t f, mask = EMU_FLAGS_ARITH;
+	xmm_t d, s;
+	int rc;
+
+	if ((rc = xmm_rm_read(x, is_double ? 8 : 4, false, &s)))
+		return rc;
+	xmm_get(x, x->insn->reg, &d);
+	if (is_double)
+		out = (unordered ? ucomisd_fn : comisd_fn)(&d, &s, guest | MXCSR_MASKS, &f);
+	else
+		out = (unordered ? ucomiss_fn : comiss_fn)(&d, &s, guest | MXCSR_MASKS, &f);
+	if ((rc = fp_commit(x, guest, out)))
+		return rc;
+	emu_flags_set(x->cpu, mask, f);
+	return EMU_OK;
+}
+
+static int fp_from_gpr(struct exec *x, bool is_double)
+{
+	bool wide = x->insn->rex & 8;
+	uint32_t guest = x->cpu->fx.mxcsr, out;
+	uint64_t g;
+	xmm_t d;
+	int rc;
+
+	if ((rc = exec_rm_read(x, wide ? 8 : 4, &g)))
+		return rc;
+	xmm_get(x, x->insn->reg, &d);
+	if (is_double)
+		out = (wide ? cvtsi2sd64 : cvtsi2sd32)(&d, g, guest | MXCSR_MASKS);
+	else
+		out = (wide ? cvtsi2ss64 : cvtsi2ss32)(&d, g, guest | MXCSR_MASKS);
+	if ((rc = fp_commit(x, guest, out)))
+		return rc;
+	xmm_set(x, x->insn->reg, &d);
+	return EMU_OK;
+}
+
+static int fp_to_gpr(struct exec *x, bool is_double, bool truncate)
+{
+	static uint32_t (*const fns[2][2][2])(const xmm_t *, uint64_t *, uint32_t) = {
+		{ { cvtss2si32, cvtss2si64 }, { cvttss2si32, cvttss2si64 } },
+		{ { cvtsd2si32, cvtsd2si64 }, { cvttsd2si32, cvttsd2si64 } },
+	};
+	bool wide = x->insn->rex & 8;
+	uint32_t guest = x->cpu->fx.mxcsr, out;
+	uint64_t g;
+	xmm_t s;
+	int rc;
+
+	if ((rc = xmm_rm_read(x, is_double ? 8 : 4, false, &s)))
+		return rc;
+	out = fns[is_double][truncate][wide](&s, &g, guest | MXCSR_MASKS);
+	if ((rc = fp_commit(x, guest, out)))
+		return rc;
+	exec_reg_set(x, x->insn->reg, wide ? 8 : 4, g);
+	return EMU_OK;
+}
+
+/* The floating-point part of the 0F map (after moves, logic and integer instructions). */
+static int sse_float(struct exec *x, enum sse_prefix pfx)
+{
+	static const fp_fn arith[6][4] = {
+		{ addps, addpd, addss, addsd }, { mulps, mulpd, mulss, mulsd },
+		{ 0, 0, 0, 0 }, /* 5A: conversions, below */
+		{ 0, 0, 0, 0 }, /* 5B */
+		{ subps, subpd, subss, subsd }, { minps, minpd, minss, minsd },
+	};
+	static const unsigned sizes[4] = { 16, 16, 4, 8 }; /* by prefix: none, 66, F3, F2 */
+	unsigned op = x->insn->opcode;
+
+	switch (op) {
+	case 0x58:
+	case 0x59:
+	case 0x5C:
+	case 0x5D:
+		return fp_binary(x, arith[op - 0x58][pfx], sizes[pfx]);
+	case 0x5E:
+		return fp_binary(x, (fp_fn[]){ divps, divpd, divss, divsd }[pfx], sizes[pfx]);
+	case 0x5F:
+		return fp_binary(x, (fp_fn[]){ maxps, maxpd, maxss, maxsd }[pfx], sizes[pfx]);
+	case 0x51:
+		return fp_binary(x, (fp_fn[]){ sqrtps, sqrtpd, sqrtss, sqrtsd }[pfx], sizes[pfx]);
+	case 0x52:
+	case 0x53:
+		if (pfx == PFX_66 || pfx == PFX_F2)
+			return exec_ud(x);
+		if (op == 0x52)
+			return fp_binary(x, pfx == PFX_F3 ? rsqrtss : rsqrtps, sizes[pfx]);
+		return fp_binary(x, pfx == PFX_F3 ? rcpss : rcpps, sizes[pfx]);
+	case 0xC2:
+		return fp_binary(x, fp_cmp[pfx][x->insn->imm & 7], sizes[pfx]);
+	case 0x2E:
+	case 0x2F:
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return exec_ud(x);
+		return fp_compare_flags(x, pfx == PFX_66, op == 0x2E);
+	case 0x5A: /* CVTPS2PD m64, CVTPD2PS m128, CVTSS2SD m32, CVTSD2SS m64 */
+		return fp_binary(x, (fp_fn[]){ cvtps2pd, cvtpd2ps, cvtss2sd, cvtsd2ss }[pfx],
+				 (unsigned[]){ 8, 16, 4, 8 }[pfx]);
+	case 0x5B:
+		if (pfx == PFX_F2)
+			return exec_ud(x);
+		return fp_binary(x, (fp_fn[]){ cvtdq2ps, cvtps2dq, cvttps2dq }[pfx], 16);
+	case 0xE6:
+		if (pfx == PFX_NONE)
+			return exec_ud(x);
+		/* 66: CVTTPD2DQ m128, F3: CVTDQ2PD m64, F2: CVTPD2DQ m128 */
+		return fp_binary(x, (fp_fn[]){ 0, cvttpd2dq, cvtdq2pd, cvtpd2dq }[pfx],
+				 pfx == PFX_F3 ? 8 : 16);
+	case 0x2A:
+		if (pfx != PFX_F3 && pfx != PFX_F2)
+			return exec_ud(x); /* CVTPI2PS/PD: MMX */
+		return fp_from_gpr(x, pfx == PFX_F2);
+	case 0x2C:
+	case 0x2D:
+		if (pfx != PFX_F3 && pfx != PFX_F2)
+			return exec_ud(x); /* CVT(T)PS2PI/PD2PI: MMX */
+		return fp_to_gpr(x, pfx == PFX_F2, op == 0x2C);
+	default:
+		return exec_ud(x); /* MMX, SSE3 and later */
+	}
+}
+
 /* Entry from exec_map0f for 0F 10-17, 28-2F, 50-7F, C2-C7 (not C7), D0-FF. */
 int exec_sse(struct exec *x)
 {
@@ -744,8 +1046,8 @@ int exec_sse(struct exec *x)
 	default:
 		break;
 	}
-	if (pfx == PFX_66 && (op >= 0x60 || op == 0xC4 || op == 0xC5))
+	/* 66 0F 60-7F and C4-FF are integer instructions, except CMPPD (C2) and CVTTPD2DQ (E6). */
+	if (pfx == PFX_66 && op >= 0x60 && op != 0xC2 && op != 0xE6)
 		return sse_integer(x);
-	/* Floating-point arithmetic, conversions, comparisons and MMX: not yet. */
-	return exec_ud(x);
+	return sse_float(x, pfx);
 }
