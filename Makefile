@@ -18,6 +18,12 @@ HAVE_LIBSLIRP := $(shell pkg-config --exists slirp 2>/dev/null && echo 1)
 ifeq ($(HAVE_LIBSLIRP),1)
 override CFLAGS += -DHAVE_LIBSLIRP $(shell pkg-config --cflags slirp)
 LDLIBS += $(shell pkg-config --libs slirp)
+else ifneq ($(wildcard /usr/include/slirp/libslirp.h),)
+# Debian's slirp.pc requires glib-2.0.pc, which only libglib2.0-dev brings; libslirp.h itself
+# needs no glib, so the header and the library are enough.
+HAVE_LIBSLIRP := 1
+override CFLAGS += -DHAVE_LIBSLIRP -I/usr/include/slirp
+LDLIBS += -lslirp
 endif
 override CFLAGS += -DVMM_VERSION='"$(VERSION)"'
 

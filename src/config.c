@@ -168,6 +168,19 @@ static int parse_disk(struct vm_config *cfg, const char *text, char *err, unsign
 	return 0;
 }
 
+static int parse_net(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
+{
+	if (cfg->nr_nets == CONFIG_MAX_NICS) {
+		snprintf(err, err_len, "--net %s: more than %d network interfaces (attach fewer)", text,
+			 CONFIG_MAX_NICS);
+		return -1;
+	}
+	if (config_parse_net(&cfg->nets[cfg->nr_nets], text, err, err_len) < 0)
+		return -1;
+	cfg->nr_nets++;
+	return 0;
+}
+
 enum { OPT_ACCEL = 256, OPT_REBOOT, OPT_VERSION };
 
 static const struct option config_options[] = {
@@ -175,6 +188,7 @@ static const struct option config_options[] = {
 	{ "cpus", required_argument, NULL, 'c' },
 	{ "initrd", required_argument, NULL, 'i' },
 	{ "disk", required_argument, NULL, 'd' },
+	{ "net", required_argument, NULL, 'n' },
 	{ "keep", no_argument, NULL, 'k' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "accel", required_argument, NULL, OPT_ACCEL },
@@ -191,6 +205,7 @@ static int parse_option(struct vm_config *cfg, int opt, const char *arg, int bad
 	case 'c': return parse_cpus(cfg, arg, err, err_len);
 	case 'i': cfg->initrd_path = arg; return 0;
 	case 'd': return parse_disk(cfg, arg, err, err_len);
+	case 'n': return parse_net(cfg, arg, err, err_len);
 	case 'k': cfg->keep = true; return 0;
 	case 'h': cfg->show_help = true; return 0;
 	case OPT_ACCEL: return parse_accel(cfg, arg, err, err_len);
@@ -223,7 +238,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 	optind = 0;
 	opterr = 0;
 	int opt;
-	while ((opt = getopt_long(argc + 1, args, "+:m:c:i:d:kh", config_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc + 1, args, "+:m:c:i:d:n:kh", config_options, NULL)) != -1) {
 		const char *word = args[optind - 1];
 		if (parse_option(cfg, opt, optarg, optopt, word, err, err_len) < 0)
 			return -1;
@@ -240,6 +255,17 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 		if (!strncmp(args[i], "simscsi=", 8) &&
 		    strlen(args[i] + 8) + 2 <= sizeof(cfg->simscsi_prefix)) {
 			strcpy(cfg->simscsi_prefix, args[i] + 8);
+			continue;
+		}
+		/* The seed's simeth=IFNAME: a TAP NIC, as -n tap=IFNAME (src/net/). */
+		if (!strncmp(args[i], "simeth=", 7)) {
+			char net[32];
+			snprintf(net, sizeof(net), "tap=%.20s", args[i] + 7);
+			if (strlen(args[i] + 7) > 15 || parse_net(cfg, net, err, err_len) < 0) {
+				snprintf(err, err_len, "%s: not an interface name (use simeth=IFNAME with at most 15 characters)",
+					 args[i]);
+				return -1;
+			}
 			continue;
 		}
 		if (append_cmdline(cfg, args[i], err, err_len) < 0 ||

@@ -11,6 +11,9 @@ enum reboot_action { REBOOT_EXIT, REBOOT_RESTART };
 #define CONFIG_MAX_CMDLINE 4096
 #define CONFIG_MAX_DISKS 16
 #define CONFIG_MAX_PATH 1024
+#define CONFIG_MAX_NICS 8
+#define CONFIG_MAX_HOSTFWD 8
+#define CONFIG_MAX_NET_QUEUES 16
 
 enum disk_cache { DISK_CACHE_WRITEBACK, DISK_CACHE_NONE };
 
@@ -20,6 +23,23 @@ struct disk_config {
 	bool ro;
 	char serial[21]; /* virtio-blk GET_ID: up to 20 bytes */
 	enum disk_cache cache;
+};
+
+/* -n tap[=IFNAME][,mac=MAC][,queues=N] | user[,mac=MAC][,hostfwd=tcp:[ADDR]:PORT-[ADDR]:PORT...] */
+enum net_kind { NET_TAP, NET_USER };
+struct net_hostfwd {
+	bool udp;
+	uint32_t host_addr, guest_addr; /* network order; 0: 127.0.0.1 and the DHCP address */
+	uint16_t host_port, guest_port;
+};
+struct net_config {
+	enum net_kind kind;
+	char ifname[16]; /* tap: an existing TAP to use, or "" to create one named after the VM */
+	bool has_mac;
+	uint8_t mac[6];
+	unsigned queues; /* queue pairs, 1..CONFIG_MAX_NET_QUEUES */
+	struct net_hostfwd hostfwd[CONFIG_MAX_HOSTFWD];
+	unsigned nr_hostfwd;
 };
 
 struct vm_config {
@@ -36,10 +56,15 @@ struct vm_config {
 	struct disk_config disks[CONFIG_MAX_DISKS]; /* -d, in order: vda, vdb, ... */
 	unsigned nr_disks;
 	char simscsi_prefix[CONFIG_MAX_PATH]; /* simscsi=PREFIX: attach PREFIXa, PREFIXb... */
+	struct net_config nets[CONFIG_MAX_NICS]; /* -n and the seed's simeth=IFNAME, in order */
+	unsigned nr_nets;
 };
 
 /* Parse one -d value into d. 0, or -1 with one line in err. */
 int config_parse_disk(struct disk_config *d, const char *text, char *err, unsigned err_len);
+
+/* Parse one -n value into n (src/net/net_config.c). 0, or -1 with one line in err. */
+int config_parse_net(struct net_config *n, const char *text, char *err, unsigned err_len);
 
 /* Parse "256M", "1G", "65536K", "1073741824" (bytes). 0 or -EINVAL / -ERANGE. */
 int config_parse_size(const char *text, uint64_t *out);

@@ -10,6 +10,7 @@
 #include "pci/pci.h"
 #include "pci/pci_acpi.h"
 #include "virtio/blk.h"
+#include "virtio/net.h"
 #include "vm.h"
 
 struct virtio_devices {
@@ -18,6 +19,8 @@ struct virtio_devices {
 	struct virtio_blk *disks[CONFIG_MAX_DISKS];
 	unsigned nr_disks;
 	void *rng;
+	struct virtio_net *nets[CONFIG_MAX_NICS];
+	unsigned nr_nets;
 };
 
 /* -d disks in order, then the seed's simscsi=PREFIX: PREFIXa, PREFIXb, ... while they exist. */
@@ -78,7 +81,16 @@ int virtio_devices_init(struct vm *vm)
 	if (ret < 0)
 		return ret;
 	d->rng = virtio_rng_create(vm, &d->host);
-	return d->rng ? 0 : -ENOMEM;
+	if (!d->rng)
+		return -ENOMEM;
+	/* -n NICs (and simeth=) in order: eth0, eth1, ... in the guest. */
+	for (unsigned i = 0; i < vm->cfg.nr_nets; i++) {
+		d->nets[i] = virtio_net_create(vm, &d->host, &vm->cfg.nets[i], i);
+		if (!d->nets[i])
+			return -EINVAL;
+		d->nr_nets++;
+	}
+	return 0;
 }
 
 void virtio_devices_destroy(struct vm *vm)
@@ -91,6 +103,8 @@ void virtio_devices_destroy(struct vm *vm)
 	for (unsigned i = 0; i < d->nr_disks; i++)
 		virtio_blk_destroy(d->disks[i]);
 	virtio_rng_destroy(d->rng);
+	for (unsigned i = 0; i < d->nr_nets; i++)
+		virtio_net_destroy(d->nets[i]);
 	free(d);
 	vm->virtio = NULL;
 }
@@ -98,4 +112,9 @@ void virtio_devices_destroy(struct vm *vm)
 const struct pci_acpi_info *virtio_devices_acpi(struct vm *vm)
 {
 	return vm->virtio ? &vm->virtio->acpi : NULL;
+}
+
+struct virtio_net *virtio_devices_net(struct vm *vm, unsigned index)
+{
+	return vm->virtio && index < vm->virtio->nr_nets ? vm->virtio->nets[index] : NULL;
 }

@@ -13,6 +13,10 @@ void virtio_devices_destroy(struct vm *vm);
 /* What ACPI must describe (MCFG, PCI0), or NULL without PCI. */
 const struct pci_acpi_info *virtio_devices_acpi(struct vm *vm);
 
+/* The index-th -n NIC, or NULL (tests and stats). */
+struct virtio_net;
+struct virtio_net *virtio_devices_net(struct vm *vm, unsigned index);
+
 /* virtio-rng (rng.c): NULL after printing why. */
 struct pci_host;
 void *virtio_rng_create(struct vm *vm, struct pci_host *host);

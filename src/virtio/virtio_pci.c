@@ -87,6 +87,14 @@ void virtio_device_notify_queue(struct virtio_device *vdev, unsigned q)
 	virtio_send_vector(vdev, vq->msix_vector);
 }
 
+void virtio_device_config_changed(struct virtio_device *vdev)
+{
+	vdev->config_generation++;
+	vdev->isr |= 2; /* configuration change (§4.1.4.5) */
+	if (vdev->status & VIRTIO_STATUS_DRIVER_OK)
+		virtio_send_vector(vdev, vdev->config_msix_vector);
+}
+
 void virtio_device_set_needs_reset(struct virtio_device *vdev)
 {
 	if (vdev->status & VIRTIO_STATUS_NEEDS_RESET)

@@ -96,6 +96,9 @@ void virtio_device_destroy(struct virtio_device *vdev);
 bool virtio_device_has_feature(const struct virtio_device *vdev, unsigned bit);
 /* After pushing used buffers on queue q: interrupt the driver if it wants one (lock held). */
 void virtio_device_notify_queue(struct virtio_device *vdev, unsigned q);
+/* The device changed its configuration space (e.g. link status): new generation and a
+ * configuration interrupt (lock held). */
+void virtio_device_config_changed(struct virtio_device *vdev);
 /* The device cannot go on: NEEDS_RESET and a configuration interrupt (lock held). */
 void virtio_device_set_needs_reset(struct virtio_device *vdev);
 

@@ -1,0 +1,66 @@
+/* Network backends: where a virtio-net device's frames go on the host.
+ *
+ * A TAP backend (tap.c) has one fd per queue pair; frames carry the 12-byte virtio-net header
+ * (IFF_VNET_HDR) so checksum and segmentation offloads pass through, and the device reads and
+ * writes them with readv/writev straight from/into guest buffers. The user-mode backend
+ * (slirp.c) has no fd: it takes whole frames without a header and pushes received frames
+ * through the receive callback. Backends run on the main thread only. */
+#ifndef VMM_NET_H
+#define VMM_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "config.h"
+
+struct event_loop;
+struct net_backend;
+
+/* TUNSETOFFLOAD flags (linux/if_tun.h): what the receiver of TAP frames can take. */
+#define NET_OFFLOAD_CSUM 0x01
+#define NET_OFFLOAD_TSO4 0x02
+#define NET_OFFLOAD_TSO6 0x04
+#define NET_OFFLOAD_TSO_ECN 0x08
+#define NET_OFFLOAD_UFO 0x10
+
+struct net_backend_ops {
+	/* One frame (header first when vnet_hdr). Bytes sent, or a negative errno. */
+	ssize_t (*transmit)(struct net_backend *be, unsigned queue, const struct iovec *iov,
+			    unsigned cnt);
+	/* Which offloads the device's reader accepts (NET_OFFLOAD_*). 0 or a negative errno. */
+	int (*set_offloads)(struct net_backend *be, unsigned flags);
+	/* Only queues [0, active) carry traffic (multiqueue TAP: detach the others). */
+	int (*set_active_queues)(struct net_backend *be, unsigned active);
+	void (*destroy)(struct net_backend *be);
+};
+
+struct net_backend {
+	const struct net_backend_ops *ops;
+	char name[40]; /* "tap vmm1234n0", "user" */
+	unsigned nr_queues;
+	int fds[CONFIG_MAX_NET_QUEUES]; /* readable frames per queue; -1 for push backends */
+	bool vnet_hdr; /* frames carry struct virtio_net_hdr_v1 (12 bytes) */
+	unsigned offloads; /* NET_OFFLOAD_* this backend can turn on */
+	/* Push backends: the device's receive function, set by the device. */
+	void (*receive)(void *opaque, const void *frame, size_t len);
+	void *receive_opaque;
+};
+
+/* tap.c: open (or create) the TAP of nc; `seed` names a created TAP ("vmm<pid>", index
+ * appended). NULL after writing one line "what: why (fix)" into err. */
+struct net_backend *net_tap_open(const struct net_config *nc, const char *seed, unsigned index,
+				 bool keep, char *err, size_t err_len);
+/* slirp.c: user-mode networking, driven by loop. NULL with one line in err. */
+struct net_backend *net_user_open(const struct net_config *nc, struct event_loop *loop,
+				  char *err, size_t err_len);
+
+/* net_config.c */
+int net_parse_mac(const char *text, size_t len, uint8_t mac[6]);
+int net_parse_hostfwd(const char *text, size_t len, struct net_hostfwd *fwd);
+/* A stable, locally administered unicast MAC from a name and the NIC's index. */
+void net_default_mac(const char *seed, unsigned index, uint8_t mac[6]);
+
+#endif
