@@ -58,7 +58,7 @@ int bus_register(struct bus *bus, uint64_t base, uint64_t len, void *owner, bus_
 		bus->cap_ranges = cap;
 	}
 	memmove(&bus->ranges[i + 1], &bus->ranges[i], (bus->nr_ranges - i) * sizeof(*bus->ranges));
-	bus->ranges[i] = (struct bus_range){ base, len, owner, io, name };
+	bus->ranges[i] = (struct bus_range){ base, len, owner, io, name, 0, 0 };
 	bus->nr_ranges++;
 out:
 	pthread_rwlock_unlock(&bus->lock);
@@ -82,15 +82,27 @@ int bus_unregister(struct bus *bus, uint64_t base, void *owner)
 
 bool bus_access(struct bus *bus, uint64_t addr, void *data, unsigned size, bool is_write)
 {
+	return bus_dispatch(bus, addr, data, size, is_write, NULL);
+}
+
+bool bus_dispatch(struct bus *bus, uint64_t addr, void *data, unsigned size, bool is_write,
+		  const char **name)
+{
 	pthread_rwlock_rdlock(&bus->lock);
 	unsigned i = bus_find(bus, addr);
 	if (i < bus->nr_ranges && addr >= bus->ranges[i].base) {
-		struct bus_range r = bus->ranges[i];
+		struct bus_range *range = &bus->ranges[i];
+		__atomic_fetch_add(is_write ? &range->writes : &range->reads, 1, __ATOMIC_RELAXED);
+		struct bus_range r = *range;
 		pthread_rwlock_unlock(&bus->lock);
+		if (name)
+			*name = r.name;
 		r.io(r.owner, addr - r.base, data, size, is_write);
 		return true;
 	}
 	pthread_rwlock_unlock(&bus->lock);
+	if (name)
+		*name = NULL;
 	if (is_write) {
 		__atomic_fetch_add(&bus->unclaimed_writes, 1, __ATOMIC_RELAXED);
 	} else {

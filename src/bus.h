@@ -17,6 +17,7 @@ struct bus_range {
 	void *owner;
 	bus_io_fn io;
 	const char *name;
+	uint64_t reads, writes; /* accesses dispatched to this range (atomic: vCPUs share the lock) */
 };
 
 struct bus {
@@ -35,5 +36,8 @@ int bus_register(struct bus *bus, uint64_t base, uint64_t len, void *owner, bus_
 int bus_unregister(struct bus *bus, uint64_t base, void *owner);
 /* Dispatch one access. Unclaimed reads return all ones. Returns true when a device claimed it. */
 bool bus_access(struct bus *bus, uint64_t addr, void *data, unsigned size, bool is_write);
+/* The same, and *name = the claiming range's name (NULL when unclaimed), for traces. */
+bool bus_dispatch(struct bus *bus, uint64_t addr, void *data, unsigned size, bool is_write,
+		  const char **name);
 
 #endif

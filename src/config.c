@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "trace.h"
 
 #define CONFIG_DEFAULT_MEM (256ull << 20)
 #define CONFIG_MAX_CPUS 64
@@ -168,6 +171,28 @@ static int parse_disk(struct vm_config *cfg, const char *text, char *err, unsign
 	return 0;
 }
 
+int config_parse_gdb(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
+{
+	const char *colon = strrchr(text, ':');
+	const char *port = colon ? colon + 1 : text;
+	size_t host_len = colon ? (size_t)(colon - text) : 0;
+	char *end;
+	long n = strtol(port, &end, 10);
+	if (*end || end == port || n < 1 || n > 65535 || host_len >= sizeof(cfg->gdb_host)) {
+		snprintf(err, err_len, "--gdb %s: not [HOST:]PORT (use e.g. -g 1234 or -g 0.0.0.0:1234)",
+			 text);
+		return -1;
+	}
+	if (host_len) {
+		memcpy(cfg->gdb_host, text, host_len);
+		cfg->gdb_host[host_len] = '\0';
+	} else {
+		strcpy(cfg->gdb_host, "127.0.0.1"); /* loopback only unless asked */
+	}
+	cfg->gdb_port = (uint16_t)n;
+	return 0;
+}
+
 static int parse_net(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
 {
 	if (cfg->nr_nets == CONFIG_MAX_NICS) {
@@ -181,7 +206,7 @@ static int parse_net(struct vm_config *cfg, const char *text, char *err, unsigne
 	return 0;
 }
 
-enum { OPT_ACCEL = 256, OPT_REBOOT, OPT_VERSION };
+enum { OPT_ACCEL = 256, OPT_REBOOT, OPT_VERSION, OPT_TRACE_FILE, OPT_STATS, OPT_GDB_WAIT };
 
 static const struct option config_options[] = {
 	{ "memory", required_argument, NULL, 'm' },
@@ -194,6 +219,11 @@ static const struct option config_options[] = {
 	{ "accel", required_argument, NULL, OPT_ACCEL },
 	{ "reboot", required_argument, NULL, OPT_REBOOT },
 	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "trace", required_argument, NULL, 't' },
+	{ "trace-file", required_argument, NULL, OPT_TRACE_FILE },
+	{ "stats", no_argument, NULL, OPT_STATS },
+	{ "gdb", required_argument, NULL, 'g' },
+	{ "gdb-wait", no_argument, NULL, OPT_GDB_WAIT },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -211,6 +241,11 @@ static int parse_option(struct vm_config *cfg, int opt, const char *arg, int bad
 	case OPT_ACCEL: return parse_accel(cfg, arg, err, err_len);
 	case OPT_REBOOT: return parse_reboot(cfg, arg, err, err_len);
 	case OPT_VERSION: cfg->show_version = true; return 0;
+	case 't': return trace_parse_categories(arg, &cfg->trace_mask, err, err_len);
+	case OPT_TRACE_FILE: cfg->trace_path = arg; return 0;
+	case OPT_STATS: cfg->stats = true; return 0;
+	case 'g': return config_parse_gdb(cfg, arg, err, err_len);
+	case OPT_GDB_WAIT: cfg->gdb_wait = true; return 0;
 	case ':':
 		snprintf(err, err_len, "%s: needs a value (see vmm --help)", bad_word);
 		return -1;
@@ -228,6 +263,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->mem_size = CONFIG_DEFAULT_MEM;
 	cfg->nr_cpus = 1;
+	cfg->trace_fd = STDERR_FILENO;
 	err[0] = '\0';
 
 	/* getopt wants argv[0]; "+" stops at the kernel path so kernel arguments pass untouched. */
@@ -238,13 +274,17 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 	optind = 0;
 	opterr = 0;
 	int opt;
-	while ((opt = getopt_long(argc + 1, args, "+:m:c:i:d:n:kh", config_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc + 1, args, "+:m:c:i:d:n:kht:g:", config_options, NULL)) != -1) {
 		const char *word = args[optind - 1];
 		if (parse_option(cfg, opt, optarg, optopt, word, err, err_len) < 0)
 			return -1;
 	}
 	if (cfg->show_help || cfg->show_version)
 		return 0;
+	if (cfg->gdb_wait && !cfg->gdb_port) {
+		snprintf(err, err_len, "--gdb-wait: needs --gdb [HOST:]PORT (add e.g. -g 1234)");
+		return -1;
+	}
 	if (optind > argc) {
 		snprintf(err, err_len, "no kernel given (usage: vmm run [OPTIONS] KERNEL [ARGS...])");
 		return -1;

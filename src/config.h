@@ -58,6 +58,17 @@ struct vm_config {
 	char simscsi_prefix[CONFIG_MAX_PATH]; /* simscsi=PREFIX: attach PREFIXa, PREFIXb... */
 	struct net_config nets[CONFIG_MAX_NICS]; /* -n and the seed's simeth=IFNAME, in order */
 	unsigned nr_nets;
+
+	/* Seeing inside: -t/--trace, --trace-file, --stats, -g/--gdb, --gdb-wait. */
+	uint32_t trace_mask; /* 1 << enum trace_category */
+	const char *trace_path; /* NULL: stderr */
+	bool stats;
+	char gdb_host[64]; /* "" when -g was not given; default 127.0.0.1 */
+	uint16_t gdb_port;
+	bool gdb_wait;
+	/* Resolved by main once for every run of the VM, not parsed: */
+	int trace_fd; /* the open --trace-file, or stderr */
+	uint64_t start_ns; /* CLOCK_MONOTONIC at process start (trace and debug-port times) */
 };
 
 /* Parse one -d value into d. 0, or -1 with one line in err. */
@@ -68,6 +79,9 @@ int config_parse_net(struct net_config *n, const char *text, char *err, unsigned
 
 /* Parse "256M", "1G", "65536K", "1073741824" (bytes). 0 or -EINVAL / -ERANGE. */
 int config_parse_size(const char *text, uint64_t *out);
+
+/* Parse -g's "[HOST:]PORT" (HOST defaults to 127.0.0.1). 0, or -1 with one line in err. */
+int config_parse_gdb(struct vm_config *cfg, const char *text, char *err, unsigned err_len);
 
 /* Parse argv (without the program name and without the "run" word). On error returns -1 and
  * writes one line "what: why (how to fix)" into err. */

@@ -14,6 +14,8 @@
 #include "config.h"
 #include "console.h"
 #include "devices/devices.h"
+#include "stats.h"
+#include "trace.h"
 #include "vm.h"
 
 /* Defined only when the software CPU is built in (src/cpu/emu/). */
@@ -35,6 +37,13 @@ static const char usage_text[] =
 	"                       has VMX/SVM, otherwise emu)\n"
 	"      --reboot ACTION  exit (default, status 3) or restart when the guest reboots\n"
 	"  -k, --keep           keep what the monitor creates on the host at exit\n"
+	"  -t, --trace LIST     trace events, one line each: a comma list of boot, exit, pio,\n"
+	"                       mmio, pci, virtio, irq, net, blk, control, or all\n"
+	"      --trace-file F   write the trace to F instead of stderr\n"
+	"      --stats          print exit, I/O, interrupt, device and boot-mark counts at exit\n"
+	"  -g, --gdb [HOST:]PORT  serve the GDB remote protocol for the guest (default host\n"
+	"                       127.0.0.1; all vCPUs are threads)\n"
+	"      --gdb-wait       hold the guest at its first instruction until gdb attaches\n"
 	"  -h, --help           this help\n"
 	"      --version        print the version\n"
 	"\n"
@@ -241,6 +250,8 @@ static int run_machine(const struct vm_config *cfg, const struct cpu_backend *ba
 		if (vm_start_vcpus(vm) == 0)
 			main_loop_run(m, vm);
 		vm_stop_vcpus(vm);
+		if (cfg->stats)
+			stats_format(vm, stderr);
 		int status = atomic_load(&vm->status);
 		vm_destroy(vm);
 		if (status != VM_STATUS_REBOOT || cfg->reboot != REBOOT_RESTART)
@@ -253,6 +264,7 @@ static int run_with_images(const struct vm_config *cfg, struct vm_images *img);
 
 int main(int argc, char **argv)
 {
+	uint64_t start_ns = trace_now_ns(); /* "process start" for traces and boot marks */
 	struct vm_config cfg;
 	char err[512];
 	int first = argc > 1 && !strcmp(argv[1], "run") ? 2 : 1;
@@ -270,6 +282,16 @@ int main(int argc, char **argv)
 	}
 	if (check_memory_size(&cfg) < 0)
 		return VM_STATUS_ERROR;
+	cfg.start_ns = start_ns;
+	if (cfg.trace_path) {
+		cfg.trace_fd = open(cfg.trace_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+				    0644);
+		if (cfg.trace_fd < 0) {
+			fprintf(stderr, "vmm: --trace-file %s: %s (give a writable path)\n",
+				cfg.trace_path, strerror(errno));
+			return VM_STATUS_ERROR;
+		}
+	}
 	cfg.mem_size = (cfg.mem_size + (1u << 20) - 1) & ~((1ull << 20) - 1);
 	struct vm_images img = { 0 };
 	int status = run_with_images(&cfg, &img);

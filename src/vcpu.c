@@ -29,23 +29,74 @@ static void vcpu_dump_registers(struct vcpu *vcpu)
 		st.gdt.limit, (unsigned long long)st.idt.base, st.idt.limit);
 }
 
+/* The value of an access, for the trace (little-endian, up to 8 bytes). */
+static unsigned long long vcpu_access_value(const uint8_t *data, unsigned size)
+{
+	unsigned long long v = 0;
+	for (unsigned i = 0; i < size && i < 8; i++)
+		v |= (unsigned long long)data[i] << (8 * i);
+	return v;
+}
+
+static void vcpu_trace_exit(struct vcpu *vcpu, const struct vcpu_exit *exit)
+{
+	struct cpu_state st;
+	unsigned long long rip = vcpu->vm->backend->vcpu_get_state(vcpu, &st) == 0 ? st.rip : ~0ull;
+	if (exit->reason == VCPU_EXIT_IO)
+		trace_event(vcpu->vm, TRACE_EXIT, vcpu->index, "%s rip 0x%llx port 0x%x",
+			    stats_exit_name(exit->reason), rip, exit->io.port);
+	else if (exit->reason == VCPU_EXIT_MMIO)
+		trace_event(vcpu->vm, TRACE_EXIT, vcpu->index, "%s rip 0x%llx gpa 0x%llx",
+			    stats_exit_name(exit->reason), rip, (unsigned long long)exit->mmio.gpa);
+	else
+		trace_event(vcpu->vm, TRACE_EXIT, vcpu->index, "%s rip 0x%llx",
+			    stats_exit_name(exit->reason), rip);
+}
+
+static void vcpu_io(struct vcpu *vcpu, struct vcpu_exit *exit)
+{
+	struct vm *vm = vcpu->vm;
+	for (uint32_t i = 0; i < exit->io.count; i++) {
+		uint8_t *data = exit->io.data + i * exit->io.size;
+		const char *name;
+		bus_dispatch(&vm->pio, exit->io.port, data, exit->io.size, exit->io.is_write, &name);
+		trace_event(vm, TRACE_PIO, vcpu->index, "%s port 0x%x size %u value 0x%llx %s",
+			    exit->io.is_write ? "out" : "in", exit->io.port, exit->io.size,
+			    vcpu_access_value(data, exit->io.size), name ? name : "(unclaimed)");
+	}
+}
+
+static void vcpu_mmio(struct vcpu *vcpu, struct vcpu_exit *exit)
+{
+	struct vm *vm = vcpu->vm;
+	const char *name;
+	bus_dispatch(&vm->mmio, exit->mmio.gpa, exit->mmio.data, exit->mmio.size, exit->mmio.is_write,
+		     &name);
+	trace_event(vm, TRACE_MMIO, vcpu->index, "%s gpa 0x%llx size %u value 0x%llx %s",
+		    exit->mmio.is_write ? "write" : "read", (unsigned long long)exit->mmio.gpa,
+		    exit->mmio.size, vcpu_access_value(exit->mmio.data, exit->mmio.size),
+		    name ? name : "(unclaimed)");
+}
+
 bool vcpu_handle_exit(struct vcpu *vcpu, struct vcpu_exit *exit)
 {
 	struct vm *vm = vcpu->vm;
 	vcpu->exits_total++;
+	unsigned reason = (unsigned)exit->reason < STATS_EXIT_REASONS ? exit->reason
+								      : VCPU_EXIT_INTERNAL;
+	stats_add(vcpu->stats.exits[reason], 1);
+	if (trace_enabled(vm, TRACE_EXIT) && exit->reason != VCPU_EXIT_NONE)
+		vcpu_trace_exit(vcpu, exit);
 	switch (exit->reason) {
 	case VCPU_EXIT_NONE:
 		return true;
 	case VCPU_EXIT_IO:
 		vcpu->exits_io++;
-		for (uint32_t i = 0; i < exit->io.count; i++)
-			bus_access(&vm->pio, exit->io.port, exit->io.data + i * exit->io.size,
-				   exit->io.size, exit->io.is_write);
+		vcpu_io(vcpu, exit);
 		return true;
 	case VCPU_EXIT_MMIO:
 		vcpu->exits_mmio++;
-		bus_access(&vm->mmio, exit->mmio.gpa, exit->mmio.data, exit->mmio.size,
-			   exit->mmio.is_write);
+		vcpu_mmio(vcpu, exit);
 		return true;
 	case VCPU_EXIT_HLT:
 		/* Only without an interrupt controller that can wake it: nothing ever will. */
@@ -99,15 +150,32 @@ static void *vcpu_thread(void *arg)
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	trace_event(vm, TRACE_BOOT, vcpu->index, "vCPU thread started");
+	/* Time accounting: each interval since `mark` goes to the guest, the monitor or a pause. */
+	uint64_t mark = trace_now_ns(), now;
+	struct vcpu_stats *stats = &vcpu->stats;
 	while (!atomic_load(&vm->stopping)) {
-		if (atomic_load(&vm->paused))
+		if (atomic_load(&vm->paused)) {
+			now = trace_now_ns();
+			stats_add(stats->monitor_ns, now - mark);
 			vcpu_park(vcpu);
+			mark = trace_now_ns();
+			stats_add(stats->paused_ns, mark - now);
+		}
 		struct vcpu_exit exit = { .reason = VCPU_EXIT_NONE };
-		if (vm->backend->vcpu_run(vcpu, &exit) < 0) {
+		int ret = vm->backend->vcpu_run(vcpu, &exit);
+		now = trace_now_ns();
+		stats_add(stats->guest_ns, now - mark);
+		mark = now;
+		if (ret < 0) {
 			vm_request_stop(vm, VM_STATUS_INTERNAL);
 			break;
 		}
-		if (!vcpu_handle_exit(vcpu, &exit))
+		bool go_on = vcpu_handle_exit(vcpu, &exit);
+		now = trace_now_ns();
+		stats_add(stats->monitor_ns, now - mark);
+		mark = now;
+		if (!go_on)
 			break;
 	}
 	return NULL;

@@ -29,43 +29,60 @@ void vm_request_stop(struct vm *vm, enum vm_status status)
 	}
 }
 
-void vm_pause(struct vm *vm)
+void vm_pause_begin(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->pause_lock);
-	if (atomic_load(&vm->paused)) {
-		pthread_mutex_unlock(&vm->pause_lock);
-		return;
-	}
-	atomic_store(&vm->paused, true);
+	bool was_paused = atomic_exchange(&vm->paused, true);
 	pthread_mutex_unlock(&vm->pause_lock);
-	for (unsigned i = 0; i < vm->nr_vcpus; i++)
-		vm->backend->vcpu_kick(&vm->vcpus[i]);
+	if (!was_paused)
+		for (unsigned i = 0; i < vm->nr_vcpus; i++)
+			vm->backend->vcpu_kick(&vm->vcpus[i]);
+}
+
+void vm_pause(struct vm *vm)
+{
+	vm_pause_begin(vm);
 	pthread_mutex_lock(&vm->pause_lock);
 	while (vm->parked < vm->nr_vcpus && !atomic_load(&vm->stopping))
 		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	bool first = !vm->pause_complete;
+	vm->pause_complete = true;
 	pthread_mutex_unlock(&vm->pause_lock);
-	if (vm->backend->vm_paused)
+	if (first && vm->backend->vm_paused)
 		vm->backend->vm_paused(vm);
 }
 
 void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->pause_lock);
-	bool was_paused = atomic_load(&vm->paused);
+	bool was_paused = atomic_load(&vm->paused), complete = vm->pause_complete;
 	pthread_mutex_unlock(&vm->pause_lock);
 	if (!was_paused)
 		return;
-	if (vm->backend->vm_resuming)
+	if (complete && vm->backend->vm_resuming)
 		vm->backend->vm_resuming(vm);
 	pthread_mutex_lock(&vm->pause_lock);
 	atomic_store(&vm->paused, false);
+	vm->pause_complete = false;
 	pthread_cond_broadcast(&vm->pause_cond);
 	pthread_mutex_unlock(&vm->pause_lock);
 }
 
 int vm_irq_line(struct vm *vm, unsigned gsi, bool level)
 {
+	if (level)
+		__atomic_fetch_add(&vm->irq_stats.raised[gsi < STATS_MAX_GSI ? gsi : STATS_MAX_GSI], 1,
+				   __ATOMIC_RELAXED);
+	trace_event(vm, TRACE_IRQ, TRACE_HOST, "gsi %u %s", gsi, level ? "raise" : "lower");
 	return vm->backend->irq_line(vm, gsi, level);
+}
+
+int vm_irq_msi(struct vm *vm, uint64_t address, uint32_t data)
+{
+	__atomic_fetch_add(&vm->irq_stats.msis, 1, __ATOMIC_RELAXED);
+	trace_event(vm, TRACE_IRQ, TRACE_HOST, "msi address 0x%llx data 0x%x",
+		    (unsigned long long)address, data);
+	return vm->backend->irq_msi ? vm->backend->irq_msi(vm, address, data) : -ENOSYS;
 }
 
 int vm_irq_pulse(struct vm *vm, unsigned gsi)
@@ -105,6 +122,8 @@ static int vm_load_kernel(struct vm *vm, const struct vm_images *img)
 		fprintf(stderr, "vmm: %s: %s\n", vm->cfg.kernel_path, err);
 		return -EINVAL;
 	}
+	trace_event(vm, TRACE_BOOT, TRACE_HOST, "kernel %s loaded (%zu bytes), initrd %zu bytes",
+		    vm->cfg.kernel_path, img->kernel_size, img->initrd_size);
 	return 0;
 }
 
@@ -130,6 +149,10 @@ struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *back
 		return NULL;
 	vm->cfg = *cfg;
 	vm->loop = loop;
+	vm->trace = (struct trace){ .mask = cfg->trace_mask, .fd = cfg->trace_fd,
+				    .start_ns = cfg->start_ns };
+	trace_event(vm, TRACE_BOOT, TRACE_HOST, "creating the VM: %u vCPUs, %llu MiB, backend %s",
+		    cfg->nr_cpus, (unsigned long long)(cfg->mem_size >> 20), backend->name);
 	pthread_mutex_init(&vm->pause_lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	vm->backend = backend;
@@ -148,6 +171,9 @@ struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *back
 	    (ret = virtio_devices_init(vm)) < 0 || (ret = vm_load_kernel(vm, img)) < 0 ||
 	    (ret = vm_create_vcpus(vm)) < 0)
 		goto fail;
+	vm->created_ns = trace_now_ns();
+	trace_event(vm, TRACE_BOOT, TRACE_HOST, "VM created; entry rip 0x%llx",
+		    (unsigned long long)vm->boot_state.rip);
 	return vm;
 fail:
 	vm_destroy(vm);
@@ -177,6 +203,8 @@ void vm_destroy(struct vm *vm)
 
 int vm_start_vcpus(struct vm *vm)
 {
+	vm->started_ns = trace_now_ns();
+	trace_event(vm, TRACE_BOOT, TRACE_HOST, "starting %u vCPUs", vm->nr_vcpus);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
 		int ret = vcpu_start(&vm->vcpus[i]);
 		if (ret < 0) {

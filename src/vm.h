@@ -13,6 +13,8 @@
 #include "event_loop.h"
 #include "cpu/backend.h"
 #include "memory.h"
+#include "stats.h"
+#include "trace.h"
 
 #define VM_MAX_VCPUS 64
 
@@ -35,6 +37,7 @@ struct vcpu {
 	bool thread_started;
 	void *backend_data; /* owned by the backend */
 	uint64_t exits_io, exits_mmio, exits_total;
+	struct vcpu_stats stats; /* written only by this vCPU's thread (stats.h) */
 };
 
 struct vm {
@@ -58,10 +61,16 @@ struct vm {
 	pthread_cond_t pause_cond;
 	atomic_bool paused;
 	unsigned parked;
+	bool pause_complete; /* vm_pause saw every vCPU parked (and told the backend) */
 
 	struct devices *devices; /* the platform devices (devices/platform.c) */
 	struct virtio_devices *virtio; /* PCI host bridge and virtio devices (virtio/devices.c) */
 	struct event_loop *loop; /* the main thread's loop; outlives the VM across restarts */
+
+	struct trace trace; /* -t: enabled categories and where lines go (trace.h) */
+	struct vm_irq_stats irq_stats;
+	uint64_t created_ns, started_ns; /* monitor set-up done / vCPUs started (trace_now_ns) */
+	struct gdb_server *gdb; /* -g: the gdb stub (gdb/gdb.h), or NULL */
 };
 
 /* The kernel and initrd files, read once (a restart after reboot loads them again from here). */
@@ -82,6 +91,9 @@ void vm_stop_vcpus(struct vm *vm);
  * Any thread but a vCPU thread. */
 void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
+/* Start a pause without waiting for it (any thread, a vCPU thread too: that vCPU parks when it
+ * returns to its run loop); vm_pause() then waits until every vCPU is parked. */
+void vm_pause_begin(struct vm *vm);
 
 /* Ask every thread to stop; the process will exit with `status` (first caller wins). Any thread. */
 void vm_request_stop(struct vm *vm, enum vm_status status);
@@ -89,5 +101,7 @@ void vm_request_stop(struct vm *vm, enum vm_status status);
 int vm_irq_line(struct vm *vm, unsigned gsi, bool level);
 /* Edge interrupt: raise then lower. */
 int vm_irq_pulse(struct vm *vm, unsigned gsi);
+/* Send an MSI through the backend (-ENOSYS without MSI support). Any thread. */
+int vm_irq_msi(struct vm *vm, uint64_t address, uint32_t data);
 
 #endif

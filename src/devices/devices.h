@@ -5,15 +5,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct vm;
 struct serial;
 struct acpi_pm;
+struct debug_port;
 
 struct devices {
 	struct serial *com1;
 	struct acpi_pm *pm;
 	void *rtc, *i8042, *pvpanic, *post;
+	struct debug_port *debug_port;
 };
 
 /* Create and register every platform device; 0 or a negative errno. */
@@ -41,5 +44,14 @@ void *rtc_create(struct vm *vm);
 void *i8042_create(struct vm *vm);
 void *pvpanic_create(struct vm *vm);
 void *post_create(struct vm *vm);
+
+/* The boot-profiling debug port (debug_port.c, docs/platform.md). */
+#define DEBUG_PORT 0x402
+#define DEBUG_PORT_LINE_MAX 80
+#define DEBUG_PORT_MAX_MARKS 256
+struct debug_port *debug_port_create(struct vm *vm);
+void debug_port_destroy(struct debug_port *d);
+/* Print the recorded marks (any thread). */
+void debug_port_format(struct debug_port *d, FILE *out);
 
 #endif

@@ -17,7 +17,9 @@ int devices_init(struct vm *vm, int console_out_fd)
 	d->i8042 = i8042_create(vm);
 	d->pvpanic = pvpanic_create(vm);
 	d->post = post_create(vm);
-	if (!d->com1 || !d->pm || !d->rtc || !d->i8042 || !d->pvpanic || !d->post)
+	d->debug_port = debug_port_create(vm);
+	if (!d->com1 || !d->pm || !d->rtc || !d->i8042 || !d->pvpanic || !d->post ||
+	    !d->debug_port)
 		return -ENOMEM;
 	return 0;
 }
@@ -34,6 +36,7 @@ void devices_destroy(struct vm *vm)
 	free(d->i8042);
 	free(d->pvpanic);
 	free(d->post);
+	debug_port_destroy(d->debug_port);
 	free(d);
 	vm->devices = NULL;
 }

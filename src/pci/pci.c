@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "trace.h"
+
 static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) | (uint32_t)get16(p + 2) << 16; }
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -199,6 +201,14 @@ void pci_config_access(struct pci_host *host, unsigned bus, unsigned devfn, unsi
 			bytes[i] = reg + i < PCI_CONFIG_SIZE ? dev->config[reg + i] : 0;
 	}
 	pthread_mutex_unlock(&host->config_lock);
+	if (host->trace && (host->trace->mask >> TRACE_PCI) & 1u) {
+		unsigned long long v = 0;
+		for (unsigned i = 0; i < size && i < 8; i++)
+			v |= (unsigned long long)bytes[i] << (8 * i);
+		trace_write(host->trace, TRACE_PCI, TRACE_HOST, "config %s %02x:%02x.%x reg 0x%03x size %u value 0x%llx%s",
+			    is_write ? "write" : "read", bus, devfn >> 3, devfn & 7, reg, size, v,
+			    dev ? "" : " (no device)");
+	}
 }
 
 /* Mechanism #1: 0xCF8 holds enable(31) | bus(23:16) | device(15:11) | function(10:8) | reg(7:2). */

@@ -123,6 +123,7 @@ struct pci_host {
 	struct pci_device bridge; /* 00:00.0 */
 	uint64_t mmio32_next, mmio64_base, mmio64_next;
 	uint64_t bad_config_accesses;
+	const struct trace *trace; /* the VM's (category pci), or NULL */
 };
 
 /* Registers 0xCF8/0xCFC on pio and the ECAM window on mmio; the 64-bit window starts at

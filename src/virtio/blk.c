@@ -90,6 +90,7 @@ struct virtio_blk {
 	uint64_t generation; /* bumped by reset: completions of older requests are dropped */
 	unsigned inflight;
 	uint64_t reads, writes, flushes, errors; /* stats */
+	uint64_t bytes_read, bytes_written;
 };
 
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -250,6 +251,10 @@ static bool blk_handle_chain(struct virtio_blk *blk, unsigned q, struct blk_requ
 		if (!is_write)
 			req->written = (uint32_t)data_len;
 		is_write ? blk->writes++ : blk->reads++;
+		*(is_write ? &blk->bytes_written : &blk->bytes_read) += data_len;
+		trace_event(blk->vm, TRACE_BLK, TRACE_HOST, "%s %s sector %llu bytes %llu", blk->name,
+			    is_write ? "write" : "read", (unsigned long long)hdr.sector,
+			    (unsigned long long)data_len);
 		break;
 	}
 	case VIRTIO_BLK_T_FLUSH:
@@ -402,8 +407,23 @@ static void blk_reset(struct virtio_device *vdev)
 	blk->inflight = 0;
 }
 
+static void blk_format_stats(struct virtio_device *vdev, FILE *out)
+{
+	struct virtio_blk *blk = vdev->opaque;
+	fprintf(out, "    %s: reads %llu (%llu bytes), writes %llu (%llu bytes), flushes %llu, errors %llu, in flight %u\n",
+		blk->path, (unsigned long long)blk->reads, (unsigned long long)blk->bytes_read,
+		(unsigned long long)blk->writes, (unsigned long long)blk->bytes_written,
+		(unsigned long long)blk->flushes, (unsigned long long)blk->errors, blk->inflight);
+}
+
 static const struct virtio_device_ops blk_ops = { .queue_notify = blk_queue_notify,
-						  .reset = blk_reset };
+						  .reset = blk_reset,
+						  .format_stats = blk_format_stats };
+
+void virtio_blk_format_stats(struct virtio_blk *blk, FILE *out)
+{
+	virtio_device_format_stats(&blk->vdev, out);
+}
 
 /* Another process that has the image open (the lock holder, in practice): OFD locks report no
  * pid through F_OFD_GETLK, and /proc/locks shows -1 for them, so look through /proc/PID/fd.

@@ -2,6 +2,8 @@
 #ifndef VMM_VIRTIO_BLK_H
 #define VMM_VIRTIO_BLK_H
 
+#include <stdio.h>
+
 #include "config.h"
 
 struct vm;
@@ -15,5 +17,6 @@ struct virtio_blk *virtio_blk_create(struct vm *vm, struct pci_host *host,
 /* After the vCPUs stopped; waits for I/O in flight, releases the image lock. */
 void virtio_blk_destroy(struct virtio_blk *blk);
 const char *virtio_blk_engine(struct virtio_blk *blk); /* "io_uring" or "threads" */
+void virtio_blk_format_stats(struct virtio_blk *blk, FILE *out); /* --stats (any thread) */
 
 #endif

@@ -53,7 +53,7 @@ static int virtio_devices_add_disks(struct vm *vm, struct virtio_devices *d)
 static int virtio_devices_msi(void *opaque, uint64_t address, uint32_t data)
 {
 	struct vm *vm = opaque;
-	return vm->backend->irq_msi ? vm->backend->irq_msi(vm, address, data) : -ENOSYS;
+	return vm_irq_msi(vm, address, data);
 }
 
 int virtio_devices_init(struct vm *vm)
@@ -73,6 +73,7 @@ int virtio_devices_init(struct vm *vm)
 		fprintf(stderr, "vmm: PCI host bridge: %s\n", strerror(-ret));
 		return ret;
 	}
+	d->host.trace = &vm->trace;
 	d->acpi = (struct pci_acpi_info){ .ecam_base = PCI_ECAM_BASE, .bus_end = 255,
 					  .mmio32_base = PCI_MMIO32_BASE,
 					  .mmio32_size = PCI_MMIO32_SIZE, .mmio64_base = top,
@@ -117,4 +118,15 @@ const struct pci_acpi_info *virtio_devices_acpi(struct vm *vm)
 struct virtio_net *virtio_devices_net(struct vm *vm, unsigned index)
 {
 	return vm->virtio && index < vm->virtio->nr_nets ? vm->virtio->nets[index] : NULL;
+}
+
+void virtio_devices_format_stats(struct vm *vm, FILE *out)
+{
+	struct virtio_devices *d = vm->virtio;
+	if (!d)
+		return;
+	for (unsigned i = 0; i < d->nr_disks; i++)
+		virtio_blk_format_stats(d->disks[i], out);
+	if (d->rng)
+		virtio_rng_format_stats(d->rng, out);
 }

@@ -2,6 +2,8 @@
 #ifndef VMM_VIRTIO_DEVICES_H
 #define VMM_VIRTIO_DEVICES_H
 
+#include <stdio.h>
+
 struct vm;
 struct pci_acpi_info;
 
@@ -21,5 +23,9 @@ struct virtio_net *virtio_devices_net(struct vm *vm, unsigned index);
 struct pci_host;
 void *virtio_rng_create(struct vm *vm, struct pci_host *host);
 void virtio_rng_destroy(void *rng);
+void virtio_rng_format_stats(void *rng, FILE *out);
+
+/* Per-device counters (requests, bytes, errors) for --stats and the control socket. */
+void virtio_devices_format_stats(struct vm *vm, FILE *out);
 
 #endif

@@ -42,7 +42,20 @@ static void rng_queue_notify(struct virtio_device *vdev, unsigned q)
 	virtio_device_notify_queue(vdev, q);
 }
 
-static const struct virtio_device_ops rng_ops = { .queue_notify = rng_queue_notify };
+static void rng_format_stats(struct virtio_device *vdev, FILE *out)
+{
+	struct virtio_rng *rng = vdev->opaque;
+	fprintf(out, "    entropy: %llu bytes\n", (unsigned long long)rng->bytes);
+}
+
+static const struct virtio_device_ops rng_ops = { .queue_notify = rng_queue_notify,
+						  .format_stats = rng_format_stats };
+
+void virtio_rng_format_stats(void *opaque, FILE *out)
+{
+	struct virtio_rng *rng = opaque;
+	virtio_device_format_stats(&rng->vdev, out);
+}
 
 void *virtio_rng_create(struct vm *vm, struct pci_host *host)
 {

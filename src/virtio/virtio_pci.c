@@ -83,6 +83,8 @@ void virtio_device_notify_queue(struct virtio_device *vdev, unsigned q)
 	struct virtio_queue *vq = &vdev->queues[q];
 	if (!virtq_should_notify(&vq->vq))
 		return;
+	trace_event(vdev->vm, TRACE_VIRTIO, TRACE_HOST, "%s queue %u: used ring updated, interrupt",
+		    vdev->name, q);
 	vdev->isr |= 1;
 	virtio_send_vector(vdev, vq->msix_vector);
 }
@@ -385,6 +387,8 @@ static void virtio_on_kick(void *opaque, int fd, uint32_t events)
 		return;
 	pthread_mutex_lock(&vdev->lock);
 	vdev->kicks++;
+	trace_event(vdev->vm, TRACE_VIRTIO, TRACE_HOST, "%s queue %u: notified", vdev->name,
+		    q->index);
 	if ((vdev->status & VIRTIO_STATUS_DRIVER_OK) && !(vdev->status & VIRTIO_STATUS_NEEDS_RESET) &&
 	    q->vq.enabled) {
 		vdev->ops->queue_notify(vdev, q->index);
@@ -475,4 +479,20 @@ void virtio_device_destroy(struct virtio_device *vdev)
 	free(vdev->queues);
 	vdev->queues = NULL;
 	pthread_mutex_destroy(&vdev->lock);
+}
+
+void virtio_device_format_stats(struct virtio_device *vdev, FILE *out)
+{
+	pthread_mutex_lock(&vdev->lock);
+	fprintf(out, "  %s (00:%02x.0): kicks %llu, interrupts %llu, resets %llu, status 0x%x\n",
+		vdev->name, vdev->pci.slot,
+		(unsigned long long)vdev->kicks, (unsigned long long)vdev->interrupts,
+		(unsigned long long)vdev->resets, vdev->status);
+	for (unsigned i = 0; i < vdev->nr_queues; i++)
+		fprintf(out, "    queue %u: chains %llu, errors %llu\n", i,
+			(unsigned long long)vdev->queues[i].vq.chains,
+			(unsigned long long)vdev->queues[i].vq.errors);
+	if (vdev->ops->format_stats)
+		vdev->ops->format_stats(vdev, out);
+	pthread_mutex_unlock(&vdev->lock);
 }

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "pci/pci.h"
 #include "virtio/virtq.h"
@@ -49,6 +50,8 @@ struct virtio_device_ops {
 	void (*queue_notify)(struct virtio_device *vdev, unsigned q);
 	/* The driver reset the device: forget every request (lock held; may wait for I/O). */
 	void (*reset)(struct virtio_device *vdev);
+	/* Optional: the device type's own counters, one line (lock held). */
+	void (*format_stats)(struct virtio_device *vdev, FILE *out);
 };
 
 struct virtio_queue {
@@ -101,5 +104,7 @@ void virtio_device_notify_queue(struct virtio_device *vdev, unsigned q);
 void virtio_device_config_changed(struct virtio_device *vdev);
 /* The device cannot go on: NEEDS_RESET and a configuration interrupt (lock held). */
 void virtio_device_set_needs_reset(struct virtio_device *vdev);
+/* Transport, queue and device-type counters for --stats / the control socket (takes the lock). */
+void virtio_device_format_stats(struct virtio_device *vdev, FILE *out);
 
 #endif
