@@ -59,7 +59,7 @@ selftest:
 unit: $(UNIT_BINS)
 
 # Tiny guests for the integration tests, laid out byte for byte in assembly.
-FIXTURES := $(BUILD)/tests/fixtures/echo.bzImage
+FIXTURES := $(BUILD)/tests/fixtures/echo.bzImage $(BUILD)/tests/fixtures/count.bzImage
 $(BUILD)/tests/fixtures/%.bzImage: tests/fixtures/%_kernel.S
 	@mkdir -p $(dir $@)
 	$(CC) -c -o $(@:.bzImage=.o) $<
@@ -79,11 +79,18 @@ asan:
 # libFuzzer target for the virtqueue code under ASan/UBSan (needs clang). Run it with e.g.
 # build-fuzz/fuzz_virtq -max_total_time=60
 FUZZ_SRCS := tests/fuzz/fuzz_virtq.c src/virtio/virtq.c src/memory.c
-fuzz: build-fuzz/fuzz_virtq
+fuzz: build-fuzz/fuzz_virtq build-fuzz/fuzz_api
 build-fuzz/fuzz_virtq: $(FUZZ_SRCS) src/virtio/virtq.h src/memory.h
 	@mkdir -p build-fuzz
 	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Isrc -o $@ $(FUZZ_SRCS)
+
+# The control socket's HTTP/JSON parsers and routes (build-fuzz/fuzz_api -max_total_time=60).
+FUZZ_API_SRCS := tests/fuzz/fuzz_api.c src/api/http.c src/api/json.c src/api/api.c
+build-fuzz/fuzz_api: $(FUZZ_API_SRCS) src/api/api.h src/api/http.h src/api/json.h
+	@mkdir -p build-fuzz
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -DVMM_VERSION='"$(VERSION)"' -Isrc -o $@ $(FUZZ_API_SRCS)
 
 install: $(BUILD)/vmm
 	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm

@@ -208,8 +208,15 @@ static int parse_net(struct vm_config *cfg, const char *text, char *err, unsigne
 
 enum { OPT_ACCEL = 256, OPT_REBOOT, OPT_VERSION, OPT_TRACE_FILE, OPT_STATS, OPT_GDB_WAIT };
 
+/* The control socket and the console's other ends (src/api/, docs/vmm.1). */
+enum { OPT_NAME = 300, OPT_API_SOCK, OPT_CONSOLE_PTY, OPT_CONSOLE_LOG };
+
 static const struct option config_options[] = {
 	{ "memory", required_argument, NULL, 'm' },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "api-sock", required_argument, NULL, OPT_API_SOCK },
+	{ "console-pty", no_argument, NULL, OPT_CONSOLE_PTY },
+	{ "console-log", required_argument, NULL, OPT_CONSOLE_LOG },
 	{ "cpus", required_argument, NULL, 'c' },
 	{ "initrd", required_argument, NULL, 'i' },
 	{ "disk", required_argument, NULL, 'd' },
@@ -233,6 +240,10 @@ static int parse_option(struct vm_config *cfg, int opt, const char *arg, int bad
 	switch (opt) {
 	case 'm': return parse_memory(cfg, arg, err, err_len);
 	case 'c': return parse_cpus(cfg, arg, err, err_len);
+	case OPT_NAME: cfg->name = arg; return 0;
+	case OPT_API_SOCK: cfg->api_sock = arg; return 0;
+	case OPT_CONSOLE_PTY: cfg->console_pty = true; return 0;
+	case OPT_CONSOLE_LOG: cfg->console_log = arg; return 0;
 	case 'i': cfg->initrd_path = arg; return 0;
 	case 'd': return parse_disk(cfg, arg, err, err_len);
 	case 'n': return parse_net(cfg, arg, err, err_len);
@@ -285,7 +296,8 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 		snprintf(err, err_len, "--gdb-wait: needs --gdb [HOST:]PORT (add e.g. -g 1234)");
 		return -1;
 	}
-	if (optind > argc) {
+	/* No kernel with --api-sock or --name: it comes through the control socket. */
+	if (optind > argc && !cfg->api_sock && !cfg->name) {
 		snprintf(err, err_len, "no kernel given (usage: vmm run [OPTIONS] KERNEL [ARGS...])");
 		return -1;
 	}

@@ -53,6 +53,10 @@ struct vm_config {
 	enum reboot_action reboot;
 	bool keep;
 	bool show_help, show_version;
+	/* --name, --api-sock (NULL: the default socket; "none": no socket), --console-pty,
+	 * --console-log (src/api/, main.c) */
+	const char *name, *api_sock, *console_log;
+	bool console_pty;
 	struct disk_config disks[CONFIG_MAX_DISKS]; /* -d, in order: vda, vdb, ... */
 	unsigned nr_disks;
 	char simscsi_prefix[CONFIG_MAX_PATH]; /* simscsi=PREFIX: attach PREFIXa, PREFIXb... */

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/client.h"
+#include "api/control.h"
 #include "config.h"
 #include "console.h"
 #include "devices/devices.h"
@@ -23,6 +25,8 @@ extern const struct cpu_backend cpu_backend_emu __attribute__((weak));
 
 static const char usage_text[] =
 	"usage: vmm [run] [OPTIONS] KERNEL [KERNEL-ARGS...]\n"
+	"       vmm [OPTIONS] --api-sock PATH | --name NAME   (configured through the socket)\n"
+	"       vmm ls|status|stop|kill|pause|resume|console ...   (vmm ls --help)\n"
 	"Boot KERNEL (a bzImage, or an ELF vmlinux with a PVH entry) as a virtual machine.\n"
 	"\n"
 	"  -m, --memory SIZE    guest RAM, e.g. 512M or 2G (default 256M, at least 64M)\n"
@@ -36,6 +40,11 @@ static const char usage_text[] =
 	"      --accel WHICH    kvm, emu (software CPU) or auto (default: kvm where the host\n"
 	"                       has VMX/SVM, otherwise emu)\n"
 	"      --reboot ACTION  exit (default, status 3) or restart when the guest reboots\n"
+	"      --name NAME      the VM's name; its control socket is RUNTIME_DIR/NAME.sock\n"
+	"      --api-sock PATH  serve the control API (HTTP, Firecracker's subset) on PATH\n"
+	"                       instead (none: no socket)\n"
+	"      --console-pty    put the console on a new pty (vmm console NAME attaches)\n"
+	"      --console-log F  append everything the console prints to F\n"
 	"  -k, --keep           keep what the monitor creates on the host at exit\n"
 	"  -t, --trace LIST     trace events, one line each: a comma list of boot, exit, pio,\n"
 	"                       mmio, pci, virtio, irq, net, blk, control, or all\n"
@@ -50,7 +59,7 @@ static const char usage_text[] =
 	"The console is COM1 on stdin/stdout; Ctrl-A x quits, Ctrl-A h shows the keys.\n"
 	"Exit status: 0 guest powered off, 1 error, 2 bad usage, 3 guest rebooted,\n"
 	"4 guest panicked, 5 triple fault, 6 internal error, 7 quit from the console,\n"
-	"128+N killed by signal N.\n";
+	"8 killed through the API (vmm kill), 128+N killed by signal N.\n";
 
 /* Hardware virtualisation, as the host kernel reports it. */
 static bool host_has_vmx_svm(void)
@@ -89,14 +98,15 @@ static const struct cpu_backend *choose_backend(enum accel_kind accel)
 	return &cpu_backend_kvm;
 }
 
-/* Read a whole file; one line naming the file and the fix on failure. */
-static uint8_t *read_image(const char *path, const char *what, size_t *size)
+/* Read a whole file; one line naming the file and the fix in err on failure. */
+static uint8_t *read_image(const char *path, const char *what, size_t *size, char *err,
+			   size_t err_len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		fprintf(stderr, "vmm: %s %s: %s (give the path of a readable file)\n", what, path,
-			strerror(errno));
+		snprintf(err, err_len, "%s %s: %s (give the path of a readable file)", what, path,
+			 strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return NULL;
@@ -104,7 +114,7 @@ static uint8_t *read_image(const char *path, const char *what, size_t *size)
 	const char *why = S_ISDIR(st.st_mode) ? "is a directory" : !S_ISREG(st.st_mode) ? "is not a regular file"
 			  : st.st_size == 0 ? "is empty" : NULL;
 	if (why) {
-		fprintf(stderr, "vmm: %s %s: %s (give the path of a %s file)\n", what, path, why, what);
+		snprintf(err, err_len, "%s %s: %s (give the path of a %s file)", what, path, why, what);
 		close(fd);
 		return NULL;
 	}
@@ -113,7 +123,7 @@ static uint8_t *read_image(const char *path, const char *what, size_t *size)
 	while (buf && done < (size_t)st.st_size) {
 		ssize_t n = read(fd, buf + done, (size_t)st.st_size - done);
 		if (n <= 0) {
-			fprintf(stderr, "vmm: %s %s: %s\n", what, path, n < 0 ? strerror(errno) : "short read");
+			snprintf(err, err_len, "%s %s: %s", what, path, n < 0 ? strerror(errno) : "short read");
 			free(buf);
 			buf = NULL;
 		} else {
@@ -125,17 +135,17 @@ static uint8_t *read_image(const char *path, const char *what, size_t *size)
 	return buf;
 }
 
-static int check_memory_size(const struct vm_config *cfg)
+static int check_memory_size(const struct vm_config *cfg, char *err, size_t err_len)
 {
 	uint64_t host = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
 	if (cfg->mem_size < MEMORY_MIN_SIZE) {
-		fprintf(stderr, "vmm: --memory: %llu MiB is too small (use at least 64M)\n",
-			(unsigned long long)(cfg->mem_size >> 20));
+		snprintf(err, err_len, "--memory: %llu MiB is too small (use at least 64M)",
+			 (unsigned long long)(cfg->mem_size >> 20));
 		return -1;
 	}
 	if (cfg->mem_size > host) {
-		fprintf(stderr, "vmm: --memory: %llu MiB is more than the host's %llu MiB (use a smaller -m)\n",
-			(unsigned long long)(cfg->mem_size >> 20), (unsigned long long)(host >> 20));
+		snprintf(err, err_len, "--memory: %llu MiB is more than the host's %llu MiB (use a smaller -m)",
+			 (unsigned long long)(cfg->mem_size >> 20), (unsigned long long)(host >> 20));
 		return -1;
 	}
 	return 0;
@@ -148,6 +158,11 @@ struct main_loop {
 	struct console console;
 	struct vm *vm; /* the VM running now */
 	bool file_input; /* stdin is a regular file: epoll cannot watch it, read it on a timer */
+	/* The control socket, the console relay and the API's view of the VM (src/api/). */
+	struct control control;
+	struct vm_config *cfg;
+	struct vm_images *img;
+	const struct cpu_backend *backend;
 };
 
 static void on_signal(void *opaque, int fd, uint32_t events)
@@ -157,7 +172,12 @@ static void on_signal(void *opaque, int fd, uint32_t events)
 	(void)events;
 	if (read(fd, &si, sizeof(si)) == sizeof(si)) {
 		fprintf(stderr, "\r\nvmm: %s: stopping the VM\n", strsignal((int)si.ssi_signo));
-		vm_request_stop(m->vm, (enum vm_status)(128 + si.ssi_signo));
+		if (m->control.vm) {
+			vm_request_stop(m->control.vm, (enum vm_status)(128 + si.ssi_signo));
+		} else { /* waiting for InstanceStart */
+			m->control.quit = true;
+			m->control.quit_status = 128 + (int)si.ssi_signo;
+		}
 	}
 }
 
@@ -197,7 +217,6 @@ static void main_loop_run(struct main_loop *m, struct vm *vm)
 	m->vm = vm;
 	event_loop_add(&m->events, vm->stop_fd, EPOLLIN, on_stop, m);
 	event_loop_add(&m->events, space_fd, EPOLLIN, on_uart_space, m);
-	event_loop_add(&m->events, m->signal_fd, EPOLLIN, on_signal, m);
 	if (!m->console.eof) {
 		int ret = event_loop_add(&m->events, m->console.in_fd, EPOLLIN, on_console_input, m);
 		m->file_input = ret == -EPERM;
@@ -212,7 +231,6 @@ static void main_loop_run(struct main_loop *m, struct vm *vm)
 	}
 	event_loop_remove(&m->events, vm->stop_fd);
 	event_loop_remove(&m->events, space_fd);
-	event_loop_remove(&m->events, m->signal_fd);
 	event_loop_remove(&m->events, m->console.in_fd);
 }
 
@@ -244,29 +262,36 @@ static int run_machine(const struct vm_config *cfg, const struct cpu_backend *ba
 		       const struct vm_images *img, struct main_loop *m)
 {
 	for (;;) {
-		struct vm *vm = vm_create(cfg, backend, img, &m->events, STDOUT_FILENO);
+		/* The first VM was created by main_create_vm (for InstanceStart, or the command line). */
+		struct vm *vm = m->control.vm ? m->control.vm
+			: vm_create(cfg, backend, img, &m->events, console_relay_uart_fd(&m->control.relay));
 		if (!vm)
 			return VM_STATUS_ERROR;
+		m->control.vm = vm;
 		if (vm_start_vcpus(vm) == 0)
 			main_loop_run(m, vm);
 		vm_stop_vcpus(vm);
+		console_relay_drain(&m->control.relay);
 		if (cfg->stats)
 			stats_format(vm, stderr);
 		int status = atomic_load(&vm->status);
 		vm_destroy(vm);
+		m->control.vm = NULL;
 		if (status != VM_STATUS_REBOOT || cfg->reboot != REBOOT_RESTART)
 			return status;
 		fprintf(stderr, "\r\nvmm: guest rebooted: restarting it\n");
 	}
 }
 
-static int run_with_images(const struct vm_config *cfg, struct vm_images *img);
+static int run_with_images(struct vm_config *cfg, struct vm_images *img);
 
 int main(int argc, char **argv)
 {
 	uint64_t start_ns = trace_now_ns(); /* "process start" for traces and boot marks */
 	struct vm_config cfg;
 	char err[512];
+	if (argc > 1 && client_is_command(argv[1]))
+		return client_main(argc - 1, argv + 1);
 	int first = argc > 1 && !strcmp(argv[1], "run") ? 2 : 1;
 	if (config_parse_args(&cfg, argc - first, argv + first, err, sizeof(err)) < 0) {
 		fprintf(stderr, "vmm: %s\n", err);
@@ -280,8 +305,10 @@ int main(int argc, char **argv)
 		printf("vmm %s (backends: kvm%s)\n", VMM_VERSION, &cpu_backend_emu ? ", emu" : "");
 		return 0;
 	}
-	if (check_memory_size(&cfg) < 0)
+	if (cfg.kernel_path && check_memory_size(&cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vmm: %s\n", err);
 		return VM_STATUS_ERROR;
+	}
 	cfg.start_ns = start_ns;
 	if (cfg.trace_path) {
 		cfg.trace_fd = open(cfg.trace_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
@@ -300,29 +327,74 @@ int main(int argc, char **argv)
 	return status;
 }
 
-/* Everything after the command line: the images, the backend, the event loop, the VM. */
-static int run_with_images(const struct vm_config *cfg, struct vm_images *img)
+/* Read the images, pick the backend and create (not start) the VM for m->cfg: for a kernel on
+ * the command line, or for InstanceStart. 0, or -1 with one line in err ("" when the reason is
+ * already on stderr). */
+static int main_create_vm(void *opaque, char *err, size_t err_len)
 {
-	img->kernel = read_image(cfg->kernel_path, "kernel", &img->kernel_size);
+	struct main_loop *m = opaque;
+	struct vm_config *cfg = m->cfg;
+	struct vm_images *img = m->img;
+	err[0] = '\0';
+	if (check_memory_size(cfg, err, err_len) < 0)
+		return -1;
+	free(img->kernel);
+	free(img->initrd);
+	*img = (struct vm_images){ 0 };
+	img->kernel = read_image(cfg->kernel_path, "kernel", &img->kernel_size, err, err_len);
 	if (!img->kernel)
-		return VM_STATUS_ERROR;
+		return -1;
 	if (cfg->initrd_path) {
-		img->initrd = read_image(cfg->initrd_path, "initrd", &img->initrd_size);
+		img->initrd = read_image(cfg->initrd_path, "initrd", &img->initrd_size, err, err_len);
 		if (!img->initrd)
-			return VM_STATUS_ERROR;
+			return -1;
 	}
-	const struct cpu_backend *backend = choose_backend(cfg->accel);
-	if (!backend)
-		return VM_STATUS_ERROR;
+	m->backend = m->backend ? m->backend : choose_backend(cfg->accel);
+	if (!m->backend)
+		return -1;
+	m->control.vm = vm_create(cfg, m->backend, img, &m->events,
+				  console_relay_uart_fd(&m->control.relay));
+	return m->control.vm ? 0 : -1; /* vm_create said why on stderr */
+}
 
-	struct main_loop m = { .signal_fd = setup_signals() };
+/* Without a kernel on the command line, serve the API until InstanceStart (or a stop). Returns
+ * -1 when a VM is ready to run, else the exit status. */
+static int main_wait_for_start(struct main_loop *m)
+{
+	char err[512];
+	if (m->cfg->kernel_path) {
+		if (main_create_vm(m, err, sizeof(err)) == 0)
+			return -1;
+		if (err[0])
+			fprintf(stderr, "vmm: %s\n", err);
+		return VM_STATUS_ERROR;
+	}
+	while (!m->control.started && !m->control.quit)
+		event_loop_run_once(&m->events, -1);
+	return m->control.started ? -1 : m->control.quit_status;
+}
+
+/* Everything after the command line: the event loop, the control socket and console, the VM. */
+static int run_with_images(struct vm_config *cfg, struct vm_images *img)
+{
+	struct main_loop m = { .signal_fd = setup_signals(), .cfg = cfg, .img = img };
 	if (m.signal_fd < 0 || event_loop_init(&m.events) < 0) {
 		fprintf(stderr, "vmm: event loop: %s\n", strerror(errno));
 		return VM_STATUS_ERROR;
 	}
-	console_init(&m.console, STDIN_FILENO);
-	int status = run_machine(cfg, backend, img, &m);
-	console_restore();
+	char err[512];
+	int status = VM_STATUS_ERROR;
+	if (control_open(&m.control, cfg, &m.events, main_create_vm, &m, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vmm: %s\n", err);
+	} else {
+		event_loop_add(&m.events, m.signal_fd, EPOLLIN, on_signal, &m);
+		console_init(&m.console, console_relay_input_fd(&m.control.relay));
+		status = main_wait_for_start(&m);
+		if (status < 0)
+			status = run_machine(cfg, m.backend, img, &m);
+		console_restore();
+		control_close(&m.control);
+	}
 	event_loop_destroy(&m.events);
 	close(m.signal_fd);
 	return status;
