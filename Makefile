@@ -36,8 +36,10 @@ UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 
 all: $(BUILD)/vmm selftest
 
+# -u: main.c refers to the software CPU's backend weakly, which alone would not pull it out of
+# the archive.
 $(BUILD)/vmm: $(BUILD)/src/main.o $(BUILD)/libvmm.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -Wl,-u,cpu_backend_emu -o $@ $^ $(LDLIBS)
 	ln -sf $(BUILD)/vmm vmm
 
 $(BUILD)/libvmm.a: $(LIB_OBJS)

@@ -46,7 +46,7 @@ static int tap_probe_existing(const char *name, char *driver, size_t driver_len)
 	ifr.ifr_data = (void *)&info;
 	int ret = ioctl(s, SIOCETHTOOL, &ifr);
 	close(s);
-	snprintf(driver, driver_len, "%s", ret == 0 ? info.driver : "unknown driver");
+	snprintf(driver, driver_len, "%s", ret == 0 ? info.driver : "a device of another kind");
 	/* tun's get_drvinfo: driver "tun", bus_info "tap" or "tun" (drivers/net/tun.c). */
 	if (ret == 0 && !strcmp(info.driver, "tun") && !strcmp(info.bus_info, "tap"))
 		return 1;

@@ -90,8 +90,8 @@ bool apic_match_destination(const struct apic_identity *target, const struct api
 struct lapic;
 
 /* Route `msg` to the matching LAPICs among `lapics[0..n)`; `source` is the sending LAPIC's
- * index for IPIs or -1. Lowest-priority messages (delivery mode lowest priority, or an MSI with
- * the redirection hint in logical mode) go to one destination, the one with the lowest TPR
+ * index for IPIs or -1. A lowest-priority message (delivery mode APIC_DM_LOWEST; the MSI
+ * redirection hint only accompanies it) goes to one destination, the one with the lowest TPR
  * (the lowest index on a tie). Returns how many LAPICs accepted the message. */
 int apic_bus_deliver(struct lapic *const *lapics, unsigned n, const struct apic_message *msg,
 		     int source);

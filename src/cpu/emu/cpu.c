@@ -29,6 +29,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	const struct emu_memory_ops *mem = cpu->mem;
 	const struct emu_phys_ops *phys = cpu->phys;
 	void *mem_opaque = cpu->mem_opaque, *phys_opaque = cpu->phys_opaque;
+	const struct emu_platform_ops *platform = cpu->platform;
 	struct emu_icache *icache = cpu->icache;
 
 	memset(cpu, 0, sizeof(*cpu));
@@ -38,6 +39,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->mem_opaque = mem_opaque;
 	cpu->phys = phys;
 	cpu->phys_opaque = phys_opaque;
+	cpu->platform = platform;
 	cpu->msr.pat = 0x0007040600070406ull; /* the reset value (SDM Vol. 3 §11.12.4) */
 	emu_fpu_reset(cpu);
 	cpu->s = *state;

@@ -174,6 +174,20 @@ enum emu_mode {
 
 struct emu_icache;
 
+/* Optional hooks for what the monitor keeps outside the core (backend.c: the LAPIC, kvmclock,
+ * the VM's CPUID). A NULL pointer or field means the core's own behaviour. */
+#define EMU_MSR_UNHANDLED (-1)
+struct emu_platform_ops {
+	/* RDMSR/WRMSR: EMU_OK when handled (*value filled for a read), EMU_EXCEPTION after
+	 * filling cpu->exc (e.g. #GP), or EMU_MSR_UNHANDLED for the core's MSR code. */
+	int (*msr)(struct emu_cpu *cpu, uint32_t index, uint64_t *value, bool is_write);
+	/* CPUID as the guest sees it (instead of emu_cpuid()). */
+	void (*cpuid)(struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint32_t out[4]);
+	/* MOV from/to CR8 (the LAPIC's TPR[7:4]); the value is already checked. */
+	uint64_t (*cr8_read)(struct emu_cpu *cpu);
+	void (*cr8_write)(struct emu_cpu *cpu, uint64_t value);
+};
+
 struct emu_cpu {
 	struct cpu_state s; /* the arithmetic flags in s.rflags are stale while cc.op != NONE */
 	struct emu_lazy_flags cc;
@@ -184,6 +198,7 @@ struct emu_cpu {
 	void *mem_opaque; /* for the memory callbacks */
 	const struct emu_phys_ops *phys; /* for emu_paged_memory_ops */
 	void *phys_opaque;
+	const struct emu_platform_ops *platform; /* optional (NULL) */
 	struct emu_exception exc;
 	bool interrupt_shadow; /* after STI or MOV/POP SS: no interrupt before the next one */
 	bool shadow_next; /* set by the instruction executing now */

