@@ -60,11 +60,12 @@ if guest one_disk_hostile -d "$TMP/one.img,serial=vmm-disk-0" -- selftest.virtio
 	has one_disk_hostile virtio-rng && ok rng_returns_bytes || fail rng_returns_bytes "no virtio-rng line"
 fi
 
-# Two disks in command-line order, each with its serial; both written.
+# Two disks in command-line order, each with its serial; both written. Two vCPUs: each disk has
+# two queues, the driver uses the first.
 blank a.img 1M
 blank b.img 2M
-if guest two_disks -d "$TMP/a.img,serial=first" -d "$TMP/b.img,serial=second" -- \
-	selftest.virtio=1 selftest.disks=2 selftest.serials=first,second; then
+if guest two_disks -c 2 -d "$TMP/a.img,serial=first" -d "$TMP/b.img,serial=second" -- \
+	selftest.cpus=2 selftest.virtio=1 selftest.disks=2 selftest.serials=first,second; then
 	sector_is_pattern "$TMP/a.img" 0 && sector_is_pattern "$TMP/b.img" 1 && ok two_disks_images_written ||
 		fail two_disks_images_written "sector 1 of a.img or b.img does not hold the guest's pattern"
 	grep -aq 'virtio-blk1: sector 0 starts "MARK-b.img' "$TMP/two_disks.out" && ok two_disks_in_order ||
