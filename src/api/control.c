@@ -102,6 +102,36 @@ static void control_stats(void *opaque, struct json_writer *w)
 	json_end_array(w);
 }
 
+/* PUT /network-interfaces/{id}: a TAP NIC, as -n tap=HOST_DEV[,mac=GUEST_MAC] (src/net/). */
+static int control_add_network(void *opaque, const char *id, const char *host_dev,
+			       const char *mac, char *err, size_t err_len)
+{
+	struct control *c = opaque;
+	struct vm_config *cfg = c->cfg;
+	char text[96];
+	struct net_config n;
+	if (strlen(host_dev) > 15 || strlen(mac) > 17 || strchr(host_dev, ',')) {
+		snprintf(err, err_len, "host_dev_name: at most 15 characters, no commas; guest_mac: aa:bb:cc:dd:ee:ff");
+		return -1;
+	}
+	snprintf(text, sizeof(text), "tap=%s%s%s", host_dev, mac[0] ? ",mac=" : "", mac);
+	if (config_parse_net(&n, text, err, (unsigned)err_len) < 0)
+		return -1;
+	unsigned slot = cfg->nr_nets;
+	for (unsigned i = 0; i < cfg->nr_nets; i++)
+		if (!strcmp(c->net_ids[i], id))
+			slot = i; /* PUT replaces */
+	if (slot == CONFIG_MAX_NICS) {
+		snprintf(err, err_len, "more than %d network interfaces", CONFIG_MAX_NICS);
+		return -1;
+	}
+	cfg->nets[slot] = n;
+	snprintf(c->net_ids[slot], sizeof(c->net_ids[slot]), "%s", id);
+	if (slot == cfg->nr_nets)
+		cfg->nr_nets++;
+	return 0;
+}
+
 static const struct api_ops control_ops = {
 	.state = control_state,
 	.start = control_start,
@@ -110,7 +140,7 @@ static const struct api_ops control_ops = {
 	.kill = control_kill,
 	.info = control_info,
 	.stats = control_stats,
-	.add_network = NULL, /* no network devices in the tree yet */
+	.add_network = control_add_network,
 };
 
 int control_open(struct control *c, struct vm_config *cfg, struct event_loop *loop,

@@ -30,6 +30,7 @@ struct control {
 	int (*create)(void *opaque, char *err, size_t err_len);
 	void *opaque;
 	struct vm_config *cfg; /* main.c's; InstanceStart fills it from the API's machine */
+	char net_ids[CONFIG_MAX_NICS][API_MAX_ID]; /* PUT /network-interfaces/{id}: cfg->nets[i] */
 };
 
 /* Name the VM (--name, or vmm-PID), open the control socket (--api-sock, or the default path;

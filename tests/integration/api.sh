@@ -67,7 +67,9 @@ check_code missing_kernel_400 400 "$(api "$S" PUT /boot-source '{"kernel_image_p
 check_code start_unconfigured_400 400 "$(api "$S" PUT /actions '{"action_type": "InstanceStart"}')"
 check_code pause_before_start_400 400 "$(api "$S" PATCH /vm '{"state": "Paused"}')"
 check_code unknown_path_400 400 "$(api "$S" GET /nowhere)"
-check_code network_without_support_400 400 "$(api "$S" PUT /network-interfaces/eth0 '{"iface_id": "eth0", "host_dev_name": "tap0"}')"
+check_code network_bad_mac_400 400 "$(api "$S" PUT /network-interfaces/eth0 '{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "nonsense"}')"
+c=$(api "$S" PUT /network-interfaces/eth0 '{"iface_id": "eth0", "host_dev_name": "vmmapi0", "guest_mac": "06:00:ac:10:00:02"}')
+[ "$c" = 204 ] && ok network_interface_accepted || fail network_interface_accepted "$c $(cat "$TMP/body")"
 head -c 60000 /dev/zero | tr '\0' ' ' >"$TMP/big"
 check_code oversized_body_413 413 "$(curl -s -o "$TMP/body" -w '%{http_code}' --unix-socket "$S" -X PUT http://localhost/boot-source -H 'Expect:' --data-binary @"$TMP/big")"
 # bare LF line endings, sent raw
