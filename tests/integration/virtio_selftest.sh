@@ -155,3 +155,22 @@ else
 		fail notify_without_mmio_exits "with ioeventfd: $m1 notify MMIO exits, $k1 kicks; without: $m2 exits"
 	fi
 fi
+
+# SIGKILL leaves the host's page cache alone, so the test above cannot tell a flush that reached
+# the disk from one that did not: check that the guest's FLUSH became an fdatasync of the image
+# (an io_uring FSYNC, or the fdatasync system call of the thread-pool engine), seen by perf.
+if ! command -v perf >/dev/null; then
+	skip flush_is_fdatasync "perf is not installed"
+else
+	blank fl.img 1M
+	if ! perf record -q -o "$TMP/perf.data" -e io_uring:io_uring_submit_req \
+		-e syscalls:sys_enter_fdatasync -- "$VMM" --accel kvm -m 64M -d "$TMP/fl.img" "$SELFTEST_BZ" \
+		"${GUEST[@]}" selftest.virtio=1 >"$TMP/fl.out" 2>"$TMP/fl.err" </dev/null; then
+		skip flush_is_fdatasync "perf cannot record io_uring / syscall tracepoints here: $(tail -c 200 "$TMP/fl.err")"
+	else
+		syncs=$(perf script -i "$TMP/perf.data" 2>/dev/null | grep -c 'opcode FSYNC\|sys_enter_fdatasync')
+		flushes=$(grep -ac '^selftest: ok - virtio-blk0-flush' "$TMP/fl.out")
+		[ "$flushes" -eq 1 ] && [ "$syncs" -eq 1 ] && ok flush_is_fdatasync ||
+			fail flush_is_fdatasync "$flushes guest flushes, $syncs fdatasync/FSYNC operations"
+	fi
+fi
