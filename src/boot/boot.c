@@ -213,6 +213,7 @@ int boot_load(struct guest_memory *mem, const struct boot_params_in *in, struct 
 	      char *err, size_t err_len)
 {
 	memset(st, 0, sizeof(*st));
+	cpu_state_reset_defaults(st);
 	if (in->kernel_size >= 0x206 && !memcmp(in->kernel + 0x202, "HdrS", 4))
 		return boot_load_bzimage(mem, in, st, err, err_len);
 	if (in->kernel_size >= 4 && !memcmp(in->kernel, "\177ELF", 4))

@@ -25,6 +25,7 @@ struct kvm_vm_data {
 	bool have_paused_clock;
 	int run_size;
 	struct kvm_cpuid2 *supported; /* KVM_GET_SUPPORTED_CPUID, adjusted per vCPU */
+	unsigned guest_debug_flags; /* KVM_CAP_SET_GUEST_DEBUG2: the KVM_GUESTDBG_* flags KVM knows */
 };
 
 struct kvm_vcpu_data {
@@ -115,6 +116,8 @@ static int kvm_vm_init(struct vm *vm)
 	int ret = kvm_map_memory(vm, k);
 	if (ret < 0)
 		return ret;
+	ret = ioctl(k->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SET_GUEST_DEBUG2);
+	k->guest_debug_flags = ret > 0 ? (unsigned)ret : 0;
 	return kvm_get_supported_cpuid(k);
 }
 
@@ -190,6 +193,171 @@ static void kvm_vcpu_destroy(struct vcpu *vcpu)
 	vcpu->backend_data = NULL;
 }
 
+/* The MSRs of struct cpu_msrs, in its field order. */
+static const uint32_t kvm_state_msrs[] = {
+	0xC0000081, /* STAR */
+	0xC0000082, /* LSTAR */
+	0xC0000083, /* CSTAR */
+	0xC0000084, /* SFMASK */
+	0xC0000102, /* KERNEL_GS_BASE */
+	0x174, 0x175, 0x176, /* SYSENTER_CS/ESP/EIP */
+	0x277, /* PAT */
+	0xC0000103, /* TSC_AUX */
+	0x1A0, /* MISC_ENABLE */
+};
+#define KVM_NR_STATE_MSRS (sizeof(kvm_state_msrs) / sizeof(kvm_state_msrs[0]))
+_Static_assert(sizeof(struct cpu_msrs) == KVM_NR_STATE_MSRS * sizeof(uint64_t), "MSR list");
+
+struct kvm_msr_list_buf {
+	struct kvm_msrs hdr;
+	struct kvm_msr_entry entries[KVM_NR_STATE_MSRS];
+};
+
+static int kvm_get_msrs(int fd, struct cpu_msrs *out)
+{
+	struct kvm_msr_list_buf buf = { .hdr.nmsrs = KVM_NR_STATE_MSRS };
+	for (unsigned i = 0; i < KVM_NR_STATE_MSRS; i++)
+		buf.entries[i].index = kvm_state_msrs[i];
+	if (ioctl(fd, KVM_GET_MSRS, &buf) != (int)KVM_NR_STATE_MSRS)
+		return -EIO;
+	uint64_t *v = (uint64_t *)out;
+	for (unsigned i = 0; i < KVM_NR_STATE_MSRS; i++)
+		v[i] = buf.entries[i].data;
+	return 0;
+}
+
+static int kvm_set_msrs(int fd, const struct cpu_msrs *in)
+{
+	struct kvm_msr_list_buf buf = { 0 };
+	const uint64_t *v = (const uint64_t *)in;
+	unsigned n = 0;
+	for (unsigned i = 0; i < KVM_NR_STATE_MSRS; i++) {
+		/* MISC_ENABLE 0 would clear bits KVM sets by itself: only a value read back from a
+		 * vCPU (never 0) is written. */
+		if (kvm_state_msrs[i] == 0x1A0 && v[i] == 0)
+			continue;
+		buf.entries[n].index = kvm_state_msrs[i];
+		buf.entries[n++].data = v[i];
+	}
+	buf.hdr.nmsrs = n;
+	return ioctl(fd, KVM_SET_MSRS, &buf) == (int)n ? 0 : -EIO;
+}
+
+/* struct kvm_fpu holds the FXSAVE fields one by one. */
+static void kvm_fpu_to(struct cpu_fxsave *f, const struct kvm_fpu *k)
+{
+	memset(f, 0, sizeof(*f));
+	memcpy(f->st, k->fpr, sizeof(f->st));
+	f->fcw = k->fcw;
+	f->fsw = k->fsw;
+	f->ftw = k->ftwx;
+	f->fop = k->last_opcode;
+	f->fip = k->last_ip;
+	f->fdp = k->last_dp;
+	memcpy(f->xmm, k->xmm, sizeof(f->xmm));
+	f->mxcsr = k->mxcsr;
+	f->mxcsr_mask = 0xFFFF;
+}
+
+static void kvm_fpu_from(struct kvm_fpu *k, const struct cpu_fxsave *f)
+{
+	memset(k, 0, sizeof(*k));
+	memcpy(k->fpr, f->st, sizeof(k->fpr));
+	k->fcw = f->fcw;
+	k->fsw = f->fsw;
+	k->ftwx = f->ftw;
+	k->last_opcode = f->fop;
+	k->last_ip = f->fip;
+	k->last_dp = f->fdp;
+	memcpy(k->xmm, f->xmm, sizeof(k->xmm));
+	k->mxcsr = f->mxcsr;
+}
+
+static void kvm_events_to(struct cpu_events *e, const struct kvm_vcpu_events *k)
+{
+	*e = (struct cpu_events){
+		.exception_pending = k->exception.injected || k->exception.pending,
+		.exception_has_error = k->exception.has_error_code,
+		.exception_vector = k->exception.nr,
+		.exception_error = k->exception.error_code,
+		.interrupt_pending = k->interrupt.injected,
+		.interrupt_vector = k->interrupt.nr,
+		.interrupt_shadow = k->interrupt.shadow != 0,
+		.nmi_pending = k->nmi.pending || k->nmi.injected,
+		.nmi_masked = k->nmi.masked,
+	};
+}
+
+static void kvm_events_from(struct kvm_vcpu_events *k, const struct cpu_events *e)
+{
+	memset(k, 0, sizeof(*k));
+	k->exception.injected = e->exception_pending;
+	k->exception.has_error_code = e->exception_has_error;
+	k->exception.nr = e->exception_vector;
+	k->exception.error_code = e->exception_error;
+	k->interrupt.injected = e->interrupt_pending;
+	k->interrupt.nr = e->interrupt_vector;
+	k->interrupt.shadow = e->interrupt_shadow ? KVM_X86_SHADOW_INT_STI : 0;
+	k->nmi.pending = e->nmi_pending;
+	k->nmi.masked = e->nmi_masked;
+	k->flags = KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_NMI_PENDING;
+}
+
+/* MSRs, debug registers, FPU/SSE and pending events: the part of the state beyond the
+ * registers and segments. */
+static int kvm_get_extended_state(int fd, struct cpu_state *st)
+{
+	struct kvm_fpu fpu;
+	struct kvm_vcpu_events ev;
+	struct kvm_debugregs dbg;
+	if (kvm_get_msrs(fd, &st->msr) < 0 || ioctl(fd, KVM_GET_VCPU_EVENTS, &ev) < 0 ||
+	    ioctl(fd, KVM_GET_DEBUGREGS, &dbg) < 0)
+		return -EIO;
+	/* The XSAVE image starts with the FXSAVE image. KVM_GET_FPU is the fallback: some KVM
+	 * implementations (kvm-pvm) report MXCSR as 0 through it. */
+	struct kvm_xsave xs;
+	if (ioctl(fd, KVM_GET_XSAVE, &xs) == 0) {
+		memcpy(&st->fpu, xs.region, sizeof(st->fpu));
+	} else if (ioctl(fd, KVM_GET_FPU, &fpu) == 0) {
+		kvm_fpu_to(&st->fpu, &fpu);
+	} else {
+		return -EIO;
+	}
+	kvm_events_to(&st->events, &ev);
+	memcpy(st->dr, dbg.db, sizeof(st->dr));
+	st->dr6 = dbg.dr6;
+	st->dr7 = dbg.dr7;
+	return 0;
+}
+
+static int kvm_set_extended_state(int fd, const struct cpu_state *st)
+{
+	struct kvm_fpu fpu;
+	struct kvm_vcpu_events ev;
+	struct kvm_debugregs dbg = { .dr6 = st->dr6, .dr7 = st->dr7 };
+	memcpy(dbg.db, st->dr, sizeof(dbg.db));
+	kvm_fpu_from(&fpu, &st->fpu);
+	kvm_events_from(&ev, &st->events);
+	if (kvm_set_msrs(fd, &st->msr) < 0)
+		return kvm_fail("KVM_SET_MSRS");
+	struct kvm_xsave xs;
+	if (ioctl(fd, KVM_GET_XSAVE, &xs) == 0) {
+		/* Keep the XSAVE header and extended components; replace the legacy part. */
+		memcpy(xs.region, &st->fpu, sizeof(st->fpu));
+		uint64_t *xstate_bv = (uint64_t *)((uint8_t *)xs.region + 512);
+		*xstate_bv |= 3; /* x87 and SSE components are valid */
+		if (ioctl(fd, KVM_SET_XSAVE, &xs) < 0)
+			return kvm_fail("KVM_SET_XSAVE");
+	} else if (ioctl(fd, KVM_SET_FPU, &fpu) < 0) {
+		return kvm_fail("KVM_SET_FPU");
+	}
+	if (ioctl(fd, KVM_SET_VCPU_EVENTS, &ev) < 0)
+		return kvm_fail("KVM_SET_VCPU_EVENTS");
+	if (ioctl(fd, KVM_SET_DEBUGREGS, &dbg) < 0)
+		return kvm_fail("KVM_SET_DEBUGREGS");
+	return 0;
+}
+
 static void kvm_segment_from(struct kvm_segment *o, const struct cpu_segment *s)
 {
 	*o = (struct kvm_segment){ .base = s->base, .limit = s->limit, .selector = s->selector,
@@ -230,7 +398,7 @@ static int kvm_vcpu_get_state(struct vcpu *vcpu, struct cpu_state *st)
 	st->cr0 = s.cr0; st->cr2 = s.cr2; st->cr3 = s.cr3; st->cr4 = s.cr4; st->cr8 = s.cr8;
 	st->efer = s.efer;
 	st->apic_base = s.apic_base;
-	return 0;
+	return kvm_get_extended_state(v->fd, st);
 }
 
 static int kvm_vcpu_set_state(struct vcpu *vcpu, const struct cpu_state *st)
@@ -258,7 +426,7 @@ static int kvm_vcpu_set_state(struct vcpu *vcpu, const struct cpu_state *st)
 	};
 	if (ioctl(v->fd, KVM_SET_REGS, &r) < 0)
 		return kvm_fail("KVM_SET_REGS");
-	return 0;
+	return kvm_set_extended_state(v->fd, st);
 }
 
 static void kvm_exit_internal(struct vcpu_exit *exit, const struct kvm_run *run)
@@ -313,6 +481,12 @@ static int kvm_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 										   : VCPU_EXIT_RESET;
 		break;
 	case KVM_EXIT_INTR:
+		break;
+	case KVM_EXIT_DEBUG:
+		exit->reason = VCPU_EXIT_DEBUG;
+		exit->debug.exception = (uint8_t)run->debug.arch.exception;
+		exit->debug.pc = run->debug.arch.pc;
+		exit->debug.dr6 = run->debug.arch.dr6;
 		break;
 	default:
 		kvm_exit_internal(exit, run);
@@ -381,6 +555,50 @@ static void kvm_vm_resuming(struct vm *vm)
 	}
 }
 
+/* KVM_SET_GUEST_DEBUG: DR0-3 hold the addresses, DR7 enables them globally (G0-G3) with their
+ * type (R/W: 00 execute, 01 write, 11 read/write) and length (LEN: 00 1, 01 2, 11 4, 10 8 bytes).
+ * Intel SDM vol. 3, 18.2.4. Interrupts are held off while stepping where KVM can
+ * (KVM_GUESTDBG_BLOCKIRQ), so a step does not land in an interrupt handler. */
+static int kvm_set_guest_debug(struct vcpu *vcpu, const struct cpu_debug *debug)
+{
+	struct kvm_vcpu_data *v = vcpu->backend_data;
+	struct kvm_vm_data *k = vcpu->vm->backend_data;
+	struct kvm_guest_debug d;
+	memset(&d, 0, sizeof(d));
+	if (debug->enabled) {
+		d.control = KVM_GUESTDBG_ENABLE;
+		if (debug->single_step) {
+			d.control |= KVM_GUESTDBG_SINGLESTEP;
+#ifdef KVM_GUESTDBG_BLOCKIRQ
+			if (k->guest_debug_flags & KVM_GUESTDBG_BLOCKIRQ)
+				d.control |= KVM_GUESTDBG_BLOCKIRQ;
+#endif
+		}
+		if (debug->sw_breakpoints)
+			d.control |= KVM_GUESTDBG_USE_SW_BP;
+		uint64_t dr7 = 0;
+		for (unsigned i = 0; i < debug->nr_hw && i < CPU_DEBUG_MAX_HW; i++) {
+			static const uint8_t rw[] = { [CPU_HW_EXEC] = 0, [CPU_HW_WRITE] = 1,
+						      [CPU_HW_ACCESS] = 3 };
+			uint8_t len = debug->hw[i].len;
+			uint64_t len_bits = len == 2 ? 1 : len == 4 ? 3 : len == 8 ? 2 : 0;
+			if (debug->hw[i].type == CPU_HW_EXEC)
+				len_bits = 0;
+			d.arch.debugreg[i] = debug->hw[i].addr;
+			dr7 |= 2ull << (2 * i); /* Gi */
+			dr7 |= (uint64_t)rw[debug->hw[i].type] << (16 + 4 * i);
+			dr7 |= len_bits << (18 + 4 * i);
+		}
+		if (dr7) {
+			d.control |= KVM_GUESTDBG_USE_HW_BP;
+			d.arch.debugreg[7] = dr7 | (1ull << 9); /* GE: exact breakpoint detection */
+		}
+	}
+	if (ioctl(v->fd, KVM_SET_GUEST_DEBUG, &d) < 0)
+		return -errno;
+	return 0;
+}
+
 const struct cpu_backend cpu_backend_kvm = {
 	.name = "kvm",
 	.vm_init = kvm_vm_init,
@@ -396,4 +614,5 @@ const struct cpu_backend cpu_backend_kvm = {
 	.ioeventfd = kvm_ioeventfd,
 	.vm_paused = kvm_vm_paused,
 	.vm_resuming = kvm_vm_resuming,
+	.set_guest_debug = kvm_set_guest_debug,
 };

@@ -31,6 +31,38 @@ struct cpu_dtable {
 
 enum cpu_seg { SEG_ES, SEG_CS, SEG_SS, SEG_DS, SEG_FS, SEG_GS, SEG_TR, SEG_LDTR, CPU_NR_SEGS };
 
+/* The x87/SSE state in the FXSAVE image layout (64-bit form; SDM Vol. 1 §10.5.1), which is what
+ * FXSAVE writes and what KVM's struct kvm_fpu holds field by field. */
+struct cpu_fxsave {
+	uint16_t fcw, fsw;
+	uint8_t ftw, reserved0; /* abridged tag word: one bit per register, 1 = valid */
+	uint16_t fop;
+	uint64_t fip, fdp;
+	uint32_t mxcsr, mxcsr_mask;
+	uint8_t st[8][16]; /* ST0..ST7 (80 bits each) */
+	uint8_t xmm[16][16];
+	uint8_t reserved1[96];
+} __attribute__((aligned(16)));
+_Static_assert(sizeof(struct cpu_fxsave) == 512, "FXSAVE image");
+
+/* MSRs that belong to the architectural state (what KVM_GET_MSRS is asked for). */
+struct cpu_msrs {
+	uint64_t star, lstar, cstar, sfmask, kernel_gs_base;
+	uint64_t sysenter_cs, sysenter_esp, sysenter_eip;
+	uint64_t pat, tsc_aux, misc_enable;
+};
+
+/* Events in flight between two instructions (KVM's struct kvm_vcpu_events). */
+struct cpu_events {
+	bool exception_pending, exception_has_error;
+	uint8_t exception_vector;
+	uint32_t exception_error;
+	bool interrupt_pending; /* an external interrupt being injected */
+	uint8_t interrupt_vector;
+	bool interrupt_shadow; /* after STI or MOV SS: no interrupt before the next instruction */
+	bool nmi_pending, nmi_masked;
+};
+
 struct cpu_state {
 	uint64_t gpr[CPU_NR_GPRS];
 	uint64_t rip, rflags;
@@ -38,7 +70,23 @@ struct cpu_state {
 	struct cpu_dtable gdt, idt;
 	uint64_t cr0, cr2, cr3, cr4, cr8, efer;
 	uint64_t apic_base;
+	struct cpu_msrs msr;
+	uint64_t dr[4], dr6, dr7;
+	struct cpu_events events;
+	struct cpu_fxsave fpu;
 };
+
+/* Power-on values of the parts a boot state must not leave at zero (SDM Vol. 3 §9.1.1):
+ * FNINIT's control word, MXCSR with every exception masked, the default PAT, DR6/DR7. */
+static inline void cpu_state_reset_defaults(struct cpu_state *st)
+{
+	st->fpu.fcw = 0x037F;
+	st->fpu.mxcsr = 0x1F80;
+	st->fpu.mxcsr_mask = 0xFFFF;
+	st->msr.pat = 0x0007040600070406ull;
+	st->dr6 = 0xFFFF0FF0;
+	st->dr7 = 0x400;
+}
 
 /* CR0 / CR4 / EFER bits used when building the boot state. */
 #define CR0_PE (1ull << 0)
