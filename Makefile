@@ -97,6 +97,9 @@ build-fuzz/fuzz_api: $(FUZZ_API_SRCS) src/api/api.h src/api/http.h src/api/json.
 install: $(BUILD)/vmm
 	install -D -m 0755 $(BUILD)/vmm $(DESTDIR)$(PREFIX)/bin/vmm
 	install -D -m 0644 docs/vmm.1 $(DESTDIR)$(PREFIX)/share/man/man1/vmm.1
+	install -D -m 0755 tools/runvmm $(DESTDIR)$(PREFIX)/bin/runvmm
+	install -D -m 0644 docs/runvmm.1 $(DESTDIR)$(PREFIX)/share/man/man1/runvmm.1
+	install -D -m 0644 docs/vmmrc.5 $(DESTDIR)$(PREFIX)/share/man/man5/vmmrc.5
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz vmm
