@@ -43,8 +43,28 @@ struct vcpu_exit {
 			bool is_write;
 			uint8_t *data;
 		} mmio;
+		struct {
+			uint8_t exception; /* 1: #DB (single step, hardware breakpoint), 3: #BP (int3) */
+			uint64_t pc; /* linear address of the instruction */
+			uint64_t dr6; /* #DB: bits 0-3 the hardware breakpoint hit, bit 14 single step */
+		} debug;
 	};
 	char detail[160]; /* human-readable reason for VCPU_EXIT_INTERNAL */
+};
+
+/* Debug controls for the gdb stub (set_guest_debug); x86 debug-register semantics. */
+#define CPU_DEBUG_MAX_HW 4
+enum cpu_hw_break { CPU_HW_EXEC, CPU_HW_WRITE, CPU_HW_ACCESS };
+struct cpu_debug {
+	bool enabled; /* false: no debug exits (and none of the below) */
+	bool single_step; /* a DEBUG exit after one instruction */
+	bool sw_breakpoints; /* int3 exits to the monitor instead of the guest's #BP handler */
+	unsigned nr_hw;
+	struct {
+		uint64_t addr; /* linear */
+		enum cpu_hw_break type;
+		uint8_t len; /* 1, 2, 4 or 8 (EXEC: 1) */
+	} hw[CPU_DEBUG_MAX_HW];
 };
 
 struct cpu_backend {
@@ -77,6 +97,11 @@ struct cpu_backend {
 	 * so the guest's clock does not jump over the pause. */
 	void (*vm_paused)(struct vm *vm);
 	void (*vm_resuming)(struct vm *vm);
+
+	/* Optional (NULL: the gdb stub reads and writes registers and memory but cannot break or
+	 * step). Called with the vCPU parked; replaces its previous debug controls. Exits it causes
+	 * are VCPU_EXIT_DEBUG. 0 or a negative errno. */
+	int (*set_guest_debug)(struct vcpu *vcpu, const struct cpu_debug *debug);
 };
 
 extern const struct cpu_backend cpu_backend_kvm;
