@@ -50,6 +50,9 @@
 #define DATA_SIZE 0x300 /* memory operands land in [0, DATA_SIZE) of the scratch */
 #define STACK_TOP 0x3c0 /* default RSP offset in the scratch */
 #define BRANCH_DISTANCE 16 /* from the fall-through to the taken target */
+#define FX_IN_OFF 0x1800 /* native only: the FXRSTOR image loaded before the instruction */
+#define FX_OUT_OFF 0x1a00 /* and the FXSAVE image stored after it */
+#define X87_IMAGE 160 /* FCW..ST7 of the FXSAVE layout: what the x87 cases set and compare */
 
 struct native_ctx {
 	uint64_t gpr[16];
@@ -128,6 +131,9 @@ struct tcase {
 	uint8_t scratch[SCRATCH_SIZE];
 	uint8_t xmm[16][16];
 	uint32_t mxcsr;
+	uint8_t x87[X87_IMAGE]; /* FCW, FSW, abridged FTW, ST0-7 (FXSAVE layout; no FIP/FDP/FOP) */
+	unsigned ignore_off, ignore_len; /* scratch bytes not compared (x87 FIP/FCS/FOP/FDP/FDS) */
+	bool fpe_is_mf; /* SIGFPE means #MF (x87), not #DE */
 	uint64_t flags_undef; /* flags not compared */
 	unsigned used; /* registers with a role (not free for address registers) */
 	unsigned max_steps; /* emulator steps allowed (REP string instructions) */
@@ -152,6 +158,12 @@ static void case_init(struct tcase *c)
 		memcpy(c->xmm[i], q, 16);
 	}
 	c->mxcsr = 0x1f80;
+	c->x87[0] = 0x7f; /* FNINIT state: FCW 0x37F, empty stack; the registers hold junk */
+	c->x87[1] = 0x03;
+	for (unsigned i = 32; i < X87_IMAGE; i++)
+		c->x87[i] = (uint8_t)rnd();
+	for (unsigned i = 0; i < 8; i++)
+		memset(c->x87 + 32 + 16 * i + 10, 0, 6);
 	for (unsigned i = 0; i < SCRATCH_SIZE; i += 8) {
 		uint64_t v = rnd_value(8);
 
@@ -214,6 +226,7 @@ static uint8_t *emit_prologue64(uint8_t *p)
 	p = emit_bytes(p, save, sizeof(save));
 	p = emit_rip_rel(p, 0x48, 0x89, CPU_RSP, &ctx->host_rsp, 0); /* mov [host_rsp], rsp */
 	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 3, &ctx->host_mxcsr); /* stmxcsr [host_mxcsr] */
+	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 1, page + FX_IN_OFF); /* fxrstor [fx_in]: the x87 */
 	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 2, &ctx->mxcsr); /* ldmxcsr [mxcsr] */
 	for (unsigned r = 0; r < 16; r++) /* movdqu xmmN, [xmm + 16N] */
 		p = emit_rip_rel_0f(p, 0xF3, r >= 8 ? 0x44 : 0, 0x6F, r, ctx->xmm[r]);
@@ -260,7 +273,7 @@ static void build_prologue32(void)
 	static const uint8_t save[] = {
 		0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57
 	};
-	const unsigned len32 = 5 + 6 + 6 + 1 + 8 * 6 + 7 + 8 * 8;
+	const unsigned len32 = 5 + 6 + 6 + 1 + 7 + 8 * 6 + 7 + 8 * 8;
 	uint8_t *l32 = page + INSN_OFF - len32, *p;
 
 	p = stub32_entry = page + CODE_OFF + 0x40;
@@ -282,6 +295,8 @@ static void build_prologue32(void)
 	*p++ = 0x35;
 	p = emit32(p, abs32(&ctx->rflags));
 	*p++ = 0x9D; /* popfd */
+	p = emit_bytes(p, (const uint8_t[]){ 0x0F, 0xAE, 0x0D }, 3); /* fxrstor [fx_in] */
+	p = emit32(p, abs32(page + FX_IN_OFF));
 	p = emit_bytes(p, (const uint8_t[]){ 0x0F, 0xAE, 0x15 }, 3); /* ldmxcsr [mxcsr] */
 	p = emit32(p, abs32(&ctx->mxcsr));
 	for (unsigned r = 0; r < 8; r++) { /* movdqu xmm_r, [xmm + 16r] */
@@ -331,6 +346,9 @@ static void build_epilogue32(unsigned insn_len)
 	}
 	p = emit_bytes(p, (const uint8_t[]){ 0x0F, 0xAE, 0x1D }, 3); /* stmxcsr [mxcsr] */
 	p = emit32(p, abs32(&ctx->mxcsr));
+	p = emit_bytes(p, (const uint8_t[]){ 0x0F, 0xAE, 0x05 }, 3); /* fxsave [fx_out] */
+	p = emit32(p, abs32(page + FX_OUT_OFF));
+	p = emit_bytes(p, (const uint8_t[]){ 0xDB, 0xE3 }, 2); /* fninit: the host's x87 state */
 	*p++ = 0xBC; /* mov esp, tmp stack */
 	p = emit32(p, abs32(page + COMPAT_TMP_STACK));
 	*p++ = 0x9C; /* pushfd */
@@ -375,6 +393,8 @@ static void build_epilogue(unsigned insn_len)
 	for (unsigned r = 0; r < 16; r++) /* movdqu [xmm + 16N], xmmN */
 		p = emit_rip_rel_0f(p, 0xF3, r >= 8 ? 0x44 : 0, 0x7F, r, ctx->xmm[r]);
 	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 3, &ctx->mxcsr); /* stmxcsr [mxcsr] */
+	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 0, page + FX_OUT_OFF); /* fxsave [fx_out] */
+	p = emit_bytes(p, (const uint8_t[]){ 0xDB, 0xE3 }, 2); /* fninit: the host's x87 state */
 	p = emit_rip_rel_0f(p, 0, 0, 0xAE, 2, &ctx->host_mxcsr); /* ldmxcsr [host_mxcsr] */
 	p = emit_rip_rel(p, 0x48, 0x8B, CPU_RSP, &ctx->host_rsp, 0); /* mov rsp, [host_rsp] */
 	*p++ = 0x9C; /* pushfq */
@@ -416,6 +436,9 @@ static int run_native(const struct tcase *c)
 	memcpy(ctx->gpr, c->gpr, sizeof(ctx->gpr));
 	memcpy(ctx->xmm, c->xmm, sizeof(ctx->xmm));
 	ctx->mxcsr = c->mxcsr;
+	memset(page + FX_IN_OFF, 0, 512);
+	memcpy(page + FX_IN_OFF, c->x87, X87_IMAGE);
+	memcpy(page + FX_IN_OFF + 24, &(uint32_t){ 0x1f80 }, 4); /* a valid MXCSR for FXRSTOR */
 	ctx->rflags = c->rflags;
 	ctx->branch_taken = 0;
 	memcpy(page + SCRATCH_OFF, c->scratch, SCRATCH_SIZE);
@@ -439,7 +462,7 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	memcpy(s.gpr, c->gpr, sizeof(s.gpr));
 	s.rip = (uint64_t)(uintptr_t)page + INSN_OFF;
 	s.rflags = c->rflags | EMU_FLAG_IF;
-	s.cr0 = CR0_PE | CR0_PG;
+	s.cr0 = CR0_PE | CR0_PG | (1ull << 1) | (1ull << 5); /* MP, NE: #MF as Linux has it */
 	s.cr4 = CR4_PAE | (1ull << 9); /* OSFXSR */
 	s.efer = EFER_LME | EFER_LMA;
 	s.seg[SEG_CS] = (struct cpu_segment){ .selector = USER_CS,
@@ -471,6 +494,8 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	emu_cpu_set_state(&r->cpu, &s);
 	memcpy(r->cpu.fx.xmm, c->xmm, sizeof(c->xmm));
 	r->cpu.fx.mxcsr = c->mxcsr;
+	memcpy(&r->cpu.fx, c->x87, 24);
+	memcpy(r->cpu.fx.st, c->x87 + 32, sizeof(r->cpu.fx.st));
 	for (unsigned i = 0; i < c->max_steps; i++) {
 		r->status = emu_step(&r->cpu);
 		if (r->status != EMU_OK || r->cpu.s.rip != s.rip)
@@ -497,6 +522,37 @@ static void report(const struct tcase *c, const char *what)
 	printf("\n");
 }
 
+/* The x87 state: FCW, FSW, abridged FTW and the 80 bits of each register, from an FXSAVE
+ * image (`img`) and the emulator. FOP, FIP and FDP are not compared: what processors record
+ * there varies (FOP/FDP only on unmasked exceptions, FCS/FDS deprecated). */
+static bool x87_differs(const uint8_t *img, const struct emu_fxstate *fx, char *what, size_t n)
+{
+	uint16_t fcw, fsw;
+
+	memcpy(&fcw, img, 2);
+	memcpy(&fsw, img + 2, 2);
+	if (fcw != fx->fcw || fsw != fx->fsw || img[4] != fx->ftw) {
+		snprintf(what, n, "x87 fcw/fsw/ftw native %#x/%#x/%#x emulator %#x/%#x/%#x", fcw, fsw,
+			 img[4], fx->fcw, fx->fsw, fx->ftw);
+		return true;
+	}
+	for (unsigned i = 0; i < 8; i++) {
+		if (memcmp(img + 32 + 16 * i, fx->st[i], 10)) {
+			uint64_t nm, em;
+			uint16_t ne, ee;
+
+			memcpy(&nm, img + 32 + 16 * i, 8);
+			memcpy(&ne, img + 40 + 16 * i, 2);
+			memcpy(&em, fx->st[i], 8);
+			memcpy(&ee, fx->st[i] + 8, 2);
+			snprintf(what, n, "st%u native %04x:%016llx emulator %04x:%016llx (fsw %#x)", i,
+				 ne, (unsigned long long)nm, ee, (unsigned long long)em, fsw);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Run one case both ways and compare. */
 static void check_case(struct tcase *c)
 {
@@ -512,7 +568,7 @@ static void check_case(struct tcase *c)
 	run_emulator(c, &r);
 	if (sig) {
 		/* Linux reports #DE as SIGFPE, #UD as SIGILL and #GP (alignment) as SIGSEGV. */
-		unsigned vector = sig == SIGFPE	   ? EMU_VEC_DE
+		unsigned vector = sig == SIGFPE	   ? (c->fpe_is_mf ? EMU_VEC_MF : EMU_VEC_DE)
 				  : sig == SIGILL  ? EMU_VEC_UD
 				  : sig == SIGSEGV ? EMU_VEC_GP
 						   : 255;
@@ -523,7 +579,8 @@ static void check_case(struct tcase *c)
 			if (memcmp(r.cpu.s.gpr, c->gpr, sizeof(c->gpr)) ||
 			    memcmp(r.cpu.fx.xmm, c->xmm, sizeof(c->xmm)) ||
 			    ((r.cpu.s.rflags ^ c->rflags) & COMPARED_FLAGS) ||
-			    memcmp(emu_scratch, c->scratch, SCRATCH_SIZE))
+			    memcmp(emu_scratch, c->scratch, SCRATCH_SIZE) ||
+			    x87_differs(c->x87, &r.cpu.fx, what, sizeof(what)))
 				report(c, "emulator changed state on a fault");
 			return;
 		}
@@ -570,6 +627,10 @@ static void check_case(struct tcase *c)
 			return;
 		}
 	}
+	if (x87_differs(page + FX_OUT_OFF, &r.cpu.fx, what, sizeof(what))) {
+		report(c, what);
+		return;
+	}
 	if (ctx->mxcsr != r.cpu.fx.mxcsr) {
 		snprintf(what, sizeof(what), "mxcsr native %#x emulator %#x", ctx->mxcsr,
 			 r.cpu.fx.mxcsr);
@@ -584,6 +645,8 @@ static void check_case(struct tcase *c)
 		return;
 	}
 	for (unsigned i = 0; i < SCRATCH_SIZE; i++) {
+		if (i >= c->ignore_off && i < c->ignore_off + c->ignore_len)
+			continue;
 		if (page[SCRATCH_OFF + i] != emu_scratch[i]) {
 			snprintf(what, sizeof(what), "scratch[%#x] native %#x emulator %#x", i,
 				 page[SCRATCH_OFF + i], emu_scratch[i]);
@@ -2093,6 +2156,285 @@ static void test_invalid(void)
 	group_end();
 }
 
+/* ---- x87 ---- */
+
+/* An 80-bit value: signed zeros, infinities, NaNs (quiet, signalling, the indefinite),
+ * denormals, now and then the unsupported encodings (pseudo-denormals, unnormals,
+ * pseudo-infinities/NaNs), integers near the 16/32/64-bit limits, halves, ordinary numbers. */
+static void rnd_f80(uint8_t out[10])
+{
+	uint64_t mant = rnd() | (1ull << 63);
+	unsigned exp = 0x3fff - 8 + rnd_below(24), sign = rnd_below(2);
+	long double ld;
+
+	switch (rnd_below(16)) {
+	case 0: mant = 0; exp = 0; break;
+	case 1: mant = 1ull << 63; exp = 0x7fff; break;
+	case 2: mant = (3ull << 62) | (rnd_below(2) ? 0 : rnd() >> 2); exp = 0x7fff; break;
+	case 3: mant = (1ull << 63) | (rnd() >> 2) | 1; exp = 0x7fff; break; /* SNaN */
+	case 4: mant = rnd() >> rnd_below(64); exp = 0; break; /* denormal */
+	case 5: /* unsupported: pseudo-denormal, unnormal, pseudo-infinity/NaN */
+		mant = rnd() ^ (1ull << 63);
+		exp = (unsigned[]){ 0, 1 + rnd_below(0x7ffe), 0x7fff }[rnd_below(3)];
+		if (exp != 0)
+			mant &= ~(1ull << 63);
+		else
+			mant |= 1ull << 63;
+		break;
+	case 6: case 7: { /* integers near the limits and small ones */
+		static const int64_t ints[] = { 0, 1, 2, 3, 0x7fff, 0x8000, 0x7fffffff, 0x80000000ll,
+						0x7ffffffffffffc00ll, 99999, 1000000000000000000ll };
+		int64_t v = ints[rnd_below(11)] + (int64_t)rnd_below(5) - 2;
+
+		ld = (long double)v;
+		if (rnd_below(4) == 0)
+			ld = -ld;
+		if (rnd_below(3) == 0)
+			ld += rnd_below(2) ? 0.5L : 0.25L;
+		if (rnd_below(8) == 0)
+			ld = 9223372036854775808.0L * (rnd_below(2) ? 1 : -1); /* 2^63 */
+		memset(out, 0, 10);
+		memcpy(out, &ld, 10);
+		return;
+	}
+	case 8: exp = 1 + rnd_below(0x7ffe); break; /* any exponent */
+	case 9: exp = rnd_below(2) ? 1 + rnd_below(80) : 0x7ffe - rnd_below(80); break;
+	case 10: mant = (1ull << 63) | (rnd() & 0xffffff0000000000ull); break; /* few bits */
+	default: break;
+	}
+	exp |= sign << 15;
+	memcpy(out, &mant, 8);
+	memcpy(out + 8, &exp, 2);
+}
+
+/* A random x87 state: TOP, a stack of some depth (sometimes random tags), values, control
+ * word (rounding, precision, now and then unmasked exceptions) and status flags. */
+static void rnd_x87_state(struct tcase *c, bool unmasked_ok)
+{
+	unsigned top = rnd_below(8), depth = rnd_below(10), ftw = 0;
+	uint16_t fcw = 0x037f, fsw;
+
+	if (depth > 8)
+		depth = rnd_below(3); /* shallow stacks are common */
+	for (unsigned i = 0; i < depth; i++)
+		ftw |= 1u << ((top + i) & 7);
+	if (rnd_below(8) == 0)
+		ftw = (unsigned)rnd() & 0xff;
+	for (unsigned i = 0; i < 8; i++)
+		rnd_f80(c->x87 + 32 + 16 * i);
+	if (rnd_below(2))
+		fcw = (uint16_t)((fcw & ~0x0f00) | (rnd() & 0x0f00)); /* RC, PC */
+	if (unmasked_ok && rnd_below(6) == 0)
+		fcw = (uint16_t)(fcw & ~(rnd() & 0x3f));
+	fsw = (uint16_t)((rnd() & 0x4700) | (top << 11)); /* C0-C3 */
+	if (rnd_below(4) == 0)
+		fsw |= (uint16_t)(rnd() & 0x3f & fcw); /* masked sticky flags */
+	if (unmasked_ok && rnd_below(32) == 0)
+		fsw |= (uint16_t)(rnd() & 0x3f);
+	if (fsw & ~fcw & 0x3f) /* a pending unmasked exception: ES and B, and #MF next */
+		fsw |= 0x8080;
+	memcpy(c->x87, &fcw, 2);
+	memcpy(c->x87 + 2, &fsw, 2);
+	c->x87[4] = (uint8_t)ftw;
+	c->fpe_is_mf = true;
+}
+
+enum x87_mem {
+	XM_REG, XM_NONE, XM_F32, XM_F64, XM_I16, XM_I32, XM_I64, XM_F80, XM_BCD, XM_CW, XM_ENV,
+	XM_SAVE, XM_OUT2, XM_OUT4, XM_OUT8, XM_OUT10,
+};
+
+static const struct x87_form {
+	const char *name;
+	uint8_t op;
+	uint8_t lo, hi; /* register forms: ModRM range; memory forms: lo = /digit */
+	uint8_t mem; /* enum x87_mem */
+} x87_forms[] = {
+	{ "fadd/fmul/fcom/fcomp/fsub/fsubr/fdiv/fdivr st,st(i) (D8)", 0xD8, 0xC0, 0xFF, XM_REG },
+	{ "fadd/fmul/fsub/fdiv st(i),st and fcom aliases (DC)", 0xDC, 0xC0, 0xFF, XM_REG },
+	{ "faddp/fmulp/fsubp/fdivp, fcomp alias (DE)", 0xDE, 0xC0, 0xD7, XM_REG },
+	{ "fcompp (DE D9)", 0xDE, 0xD9, 0xD9, XM_REG },
+	{ "fsubrp/fsubp/fdivrp/fdivp (DE E0-FF)", 0xDE, 0xE0, 0xFF, XM_REG },
+	{ "fld st(i), fxch (D9 C0-CF)", 0xD9, 0xC0, 0xCF, XM_REG },
+	{ "fnop (D9 D0)", 0xD9, 0xD0, 0xD0, XM_REG },
+	{ "fstp1 alias (D9 D8-DF)", 0xD9, 0xD8, 0xDF, XM_REG },
+	{ "fchs/fabs (D9 E0/E1)", 0xD9, 0xE0, 0xE1, XM_REG },
+	{ "ftst/fxam (D9 E4/E5)", 0xD9, 0xE4, 0xE5, XM_REG },
+	{ "fld1/fldl2t/fldl2e/fldpi/fldlg2/fldln2/fldz (D9 E8-EE)", 0xD9, 0xE8, 0xEE, XM_REG },
+	{ "f2xm1/fyl2x/fptan/fpatan/fxtract/fprem1/fdecstp/fincstp (D9 F0-F7)", 0xD9, 0xF0, 0xF7,
+	  XM_REG },
+	{ "fprem/fyl2xp1/fsqrt/fsincos/frndint/fscale/fsin/fcos (D9 F8-FF)", 0xD9, 0xF8, 0xFF,
+	  XM_REG },
+	{ "fcmovb/e/be/u (DA C0-DF)", 0xDA, 0xC0, 0xDF, XM_REG },
+	{ "fucompp (DA E9)", 0xDA, 0xE9, 0xE9, XM_REG },
+	{ "fcmovnb/ne/nbe/nu (DB C0-DF)", 0xDB, 0xC0, 0xDF, XM_REG },
+	{ "fnclex/fninit (DB E2/E3)", 0xDB, 0xE2, 0xE3, XM_REG },
+	{ "fucomi/fcomi (DB E8-F7)", 0xDB, 0xE8, 0xF7, XM_REG },
+	{ "ffree/fxch alias/fst/fstp st(i) (DD C0-DF)", 0xDD, 0xC0, 0xDF, XM_REG },
+	{ "fucom/fucomp (DD E0-EF)", 0xDD, 0xE0, 0xEF, XM_REG },
+	{ "ffreep/fxch/fstp aliases (DF C0-DF)", 0xDF, 0xC0, 0xDF, XM_REG },
+	{ "fnstsw ax (DF E0)", 0xDF, 0xE0, 0xE0, XM_REG },
+	{ "fucomip/fcomip (DF E8-F7)", 0xDF, 0xE8, 0xF7, XM_REG },
+	{ "fwait (9B)", 0x9B, 0, 0, XM_NONE },
+	{ "arith m32fp (D8 /r)", 0xD8, 0xff, 0, XM_F32 },
+	{ "arith m64fp (DC /r)", 0xDC, 0xff, 0, XM_F64 },
+	{ "arith m32int (DA /r)", 0xDA, 0xff, 0, XM_I32 },
+	{ "arith m16int (DE /r)", 0xDE, 0xff, 0, XM_I16 },
+	{ "fld m32fp", 0xD9, 0, 0, XM_F32 },
+	{ "fst m32fp", 0xD9, 2, 0, XM_OUT4 },
+	{ "fstp m32fp", 0xD9, 3, 0, XM_OUT4 },
+	{ "fldenv", 0xD9, 4, 0, XM_ENV },
+	{ "fldcw", 0xD9, 5, 0, XM_CW },
+	{ "fnstenv", 0xD9, 6, 0, XM_ENV },
+	{ "fnstcw", 0xD9, 7, 0, XM_OUT2 },
+	{ "fild m32int", 0xDB, 0, 0, XM_I32 },
+	{ "fisttp m32int", 0xDB, 1, 0, XM_OUT4 },
+	{ "fist m32int", 0xDB, 2, 0, XM_OUT4 },
+	{ "fistp m32int", 0xDB, 3, 0, XM_OUT4 },
+	{ "fld m80fp", 0xDB, 5, 0, XM_F80 },
+	{ "fstp m80fp", 0xDB, 7, 0, XM_OUT10 },
+	{ "fld m64fp", 0xDD, 0, 0, XM_F64 },
+	{ "fisttp m64int", 0xDD, 1, 0, XM_OUT8 },
+	{ "fst m64fp", 0xDD, 2, 0, XM_OUT8 },
+	{ "fstp m64fp", 0xDD, 3, 0, XM_OUT8 },
+	{ "frstor", 0xDD, 4, 0, XM_SAVE },
+	{ "fnsave", 0xDD, 6, 0, XM_SAVE },
+	{ "fnstsw m16", 0xDD, 7, 0, XM_OUT2 },
+	{ "fild m16int", 0xDF, 0, 0, XM_I16 },
+	{ "fisttp m16int", 0xDF, 1, 0, XM_OUT2 },
+	{ "fist m16int", 0xDF, 2, 0, XM_OUT2 },
+	{ "fistp m16int", 0xDF, 3, 0, XM_OUT2 },
+	{ "fbld", 0xDF, 4, 0, XM_BCD },
+	{ "fild m64int", 0xDF, 5, 0, XM_I64 },
+	{ "fbstp", 0xDF, 6, 0, XM_OUT10 },
+	{ "fistp m64int", 0xDF, 7, 0, XM_OUT8 },
+};
+
+/* A memory operand's value of the kind the instruction reads. */
+static void x87_mem_value(struct tcase *c, const struct x87_form *f, bool o16, uint8_t *m)
+{
+	uint64_t v;
+
+	switch (f->mem) {
+	case XM_F32: {
+		uint8_t x[16];
+
+		rnd_fp_xmm(x, 4);
+		memcpy(m, x, 4);
+		break;
+	}
+	case XM_F64: {
+		uint8_t x[16];
+
+		rnd_fp_xmm(x, 8);
+		memcpy(m, x, 8);
+		break;
+	}
+	case XM_I16: case XM_I32: case XM_I64:
+		v = rnd_value(8);
+		memcpy(m, &v, 8);
+		break;
+	case XM_F80:
+		rnd_f80(m);
+		break;
+	case XM_BCD: /* 18 digits and a sign; now and then a digit above 9 */
+		for (unsigned i = 0; i < 9; i++)
+			m[i] = (uint8_t)(rnd_below(10) | rnd_below(10) << 4);
+		m[9] = rnd_below(2) ? 0x80 : 0;
+		if (rnd_below(8) == 0)
+			m[rnd_below(9)] |= 0xa0;
+		break;
+	case XM_CW: { /* mostly sane control words; reserved bits now and then */
+		uint16_t cw = (uint16_t)(0x037f ^ (rnd() & 0x0f00));
+
+		if (rnd_below(4) == 0)
+			cw = (uint16_t)rnd();
+		memcpy(m, &cw, 2);
+		break;
+	}
+	case XM_ENV:
+	case XM_SAVE: { /* FLDENV/FRSTOR: an environment (as FNSTENV writes it) */
+		unsigned len = o16 ? 14 : 28, w = o16 ? 2 : 4;
+		struct tcase tmp;
+		uint32_t words[7] = { 0 };
+
+		memset(&tmp, 0, sizeof(tmp));
+		rnd_x87_state(&tmp, true);
+		memcpy(&words[0], tmp.x87, 2);
+		memcpy(&words[1], tmp.x87 + 2, 2);
+		words[0] |= 0x40;
+		words[0] &= 0x1f7f;
+		for (unsigned r = 0; r < 8; r++) /* full tags from the abridged ones */
+			if (!(tmp.x87[4] & (1u << r)))
+				words[2] |= 3u << (2 * r);
+			else
+				words[2] |= (unsigned)rnd_below(3) << (2 * r);
+		if (!o16)
+			for (unsigned i = 0; i < 3; i++)
+				words[i] |= 0xffff0000u;
+		for (unsigned i = 0; i < 7; i++)
+			memcpy(m + w * i, &words[i], w);
+		if (f->mem == XM_SAVE)
+			for (unsigned i = 0; i < 8; i++)
+				rnd_f80(m + len + 10 * i);
+		(void)c;
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static void test_x87(void)
+{
+	for (unsigned fi = 0; fi < sizeof(x87_forms) / sizeof(x87_forms[0]); fi++) {
+		const struct x87_form *f = &x87_forms[fi];
+		char name[128];
+
+		snprintf(name, sizeof(name), "x87: %s", f->name);
+		group_begin(name);
+		for (unsigned n = 0; n < iters * 4; n++) {
+			struct tcase c;
+			struct insn_spec s;
+			bool o16 = false;
+			unsigned size;
+
+			case_init(&c);
+			rnd_x87_state(&c, true);
+			c.rflags = (rnd() & EMU_FLAGS_ARITH) | EMU_FLAG_FIXED1;
+			if ((f->mem == XM_ENV || f->mem == XM_SAVE) && rnd_below(4) == 0)
+				o16 = true;
+			spec_init(&s, o16 ? 2 : 4);
+			if (f->mem == XM_REG) {
+				spec_op(&s, f->op, f->lo + rnd_below(f->hi - f->lo + 1u));
+				encode(&c, &s);
+				check_case(&c);
+				continue;
+			}
+			spec_op(&s, f->op, -1);
+			if (f->mem == XM_NONE) {
+				encode(&c, &s);
+				check_case(&c);
+				continue;
+			}
+			size = (unsigned[]){ 0, 0, 4, 8, 2, 4, 8, 10, 10, 2, 28, 108, 2, 4, 8, 10 }
+				[f->mem];
+			if (o16)
+				size -= 14;
+			build_modrm(&c, &s, true, size, f->lo == 0xff ? rnd_below(8) : f->lo);
+			s.rm.value = 0;
+			encode(&c, &s);
+			x87_mem_value(&c, f, o16, c.scratch + c.mem_off);
+			if (f->mem == XM_ENV || f->mem == XM_SAVE) { /* FIP, FCS, FOP, FDP, FDS */
+				c.ignore_off = c.mem_off + (o16 ? 6 : 12);
+				c.ignore_len = o16 ? 8 : 16;
+			}
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
 static void run_groups(void)
 {
 	test_alu();
@@ -2113,6 +2455,7 @@ static void run_groups(void)
 	test_nops();
 	test_invalid();
 	test_sse();
+	test_x87();
 }
 
 int main(void)

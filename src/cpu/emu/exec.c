@@ -1102,6 +1102,9 @@ static int exec_map1(struct exec *x)
 	case 0xEB:
 		exec_jump_relative(x);
 		return EMU_OK;
+	case 0x9B: /* WAIT/FWAIT */
+	case 0xD8 ... 0xDF:
+		return exec_x87(x);
 	case 0xF4: /* HLT */
 		if (cpu->cpl)
 			return emu_raise(cpu, EMU_VEC_GP, true, 0);

@@ -49,6 +49,9 @@ int exec_ud(struct exec *x);
 int exec_sse(struct exec *x);
 int exec_sse_state(struct exec *x, unsigned op);
 
+/* x87.c: the x87 FPU (D8-DF) and WAIT (9B). */
+int exec_x87(struct exec *x);
+
 /* system.c: system instructions of the one-byte and 0F maps; EMU_VEC_UD if not one. */
 int exec_system_map1(struct exec *x);
 int exec_system_map0f(struct exec *x);
