@@ -85,11 +85,18 @@ asan:
 # libFuzzer target for the virtqueue code under ASan/UBSan (needs clang). Run it with e.g.
 # build-fuzz/fuzz_virtq -max_total_time=60
 FUZZ_SRCS := tests/fuzz/fuzz_virtq.c src/virtio/virtq.c src/memory.c
-fuzz: build-fuzz/fuzz_virtq build-fuzz/fuzz_api
+fuzz: build-fuzz/fuzz_virtq build-fuzz/fuzz_api build-fuzz/fuzz_gdb
 build-fuzz/fuzz_virtq: $(FUZZ_SRCS) src/virtio/virtq.h src/memory.h
 	@mkdir -p build-fuzz
 	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Isrc -o $@ $(FUZZ_SRCS)
+
+# The gdb stub's packet framing and command interpreter (build-fuzz/fuzz_gdb -max_total_time=60).
+FUZZ_GDB_SRCS := tests/fuzz/fuzz_gdb.c src/gdb/packet.c src/gdb/protocol.c src/gdb/x86.c
+build-fuzz/fuzz_gdb: $(FUZZ_GDB_SRCS) src/gdb/packet.h src/gdb/protocol.h src/gdb/x86.h
+	@mkdir -p build-fuzz
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Isrc -o $@ $(FUZZ_GDB_SRCS)
 
 # The control socket's HTTP/JSON parsers and routes (build-fuzz/fuzz_api -max_total_time=60).
 FUZZ_API_SRCS := tests/fuzz/fuzz_api.c src/api/http.c src/api/json.c src/api/api.c

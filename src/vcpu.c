@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gdb/gdb.h"
+
 static void vcpu_dump_registers(struct vcpu *vcpu)
 {
 	struct cpu_state st;
@@ -115,7 +117,7 @@ bool vcpu_handle_exit(struct vcpu *vcpu, struct vcpu_exit *exit)
 		vm_request_stop(vm, VM_STATUS_POWEROFF);
 		return false;
 	case VCPU_EXIT_DEBUG:
-		return true;
+		return gdb_vcpu_debug_exit(vcpu, exit);
 	case VCPU_EXIT_INTERNAL:
 	default:
 		fprintf(stderr, "vmm: vCPU %u: %s\n", vcpu->index, exit->detail);

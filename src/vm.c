@@ -11,6 +11,7 @@
 #include "acpi/acpi.h"
 #include "boot/boot.h"
 #include "devices/devices.h"
+#include "gdb/gdb.h"
 #include "vcpu.h"
 #include "virtio/devices.h"
 
@@ -184,6 +185,7 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	gdb_stop(vm);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		if (vm->vcpus[i].vm && vm->backend->vcpu_destroy)
 			vm->backend->vcpu_destroy(&vm->vcpus[i]);
@@ -203,6 +205,10 @@ void vm_destroy(struct vm *vm)
 
 int vm_start_vcpus(struct vm *vm)
 {
+	if (vm->cfg.gdb_port && !vm->gdb && gdb_start(vm) < 0) {
+		vm_request_stop(vm, VM_STATUS_ERROR);
+		return -EADDRINUSE;
+	}
 	vm->started_ns = trace_now_ns();
 	trace_event(vm, TRACE_BOOT, TRACE_HOST, "starting %u vCPUs", vm->nr_vcpus);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
