@@ -176,9 +176,11 @@ static int client_ls(bool as_json)
 	for (int i = 0; i < count; i++) {
 		const char *n = names[i]->d_name;
 		size_t len = strlen(n);
-		char path[sizeof(dir) + 80], name[80];
-		if (len < 6 || len - 5 >= sizeof(name) || strcmp(n + len - 5, ".sock"))
+		char path[sizeof(dir) + 256 + 2], name[80];
+		if (len < 6 || len - 5 >= sizeof(name) || strcmp(n + len - 5, ".sock")) {
+			free(names[i]);
 			continue;
+		}
 		memcpy(name, n, len - 5);
 		name[len - 5] = '\0';
 		struct client_response *r = malloc(sizeof(*r));

@@ -8,6 +8,6 @@ if [ ! -x "$ASAN_VMM" ]; then
 	exit 0
 fi
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-for t in bad_input console selftest_kvm virtio_selftest; do
+for t in bad_input console selftest_kvm virtio_selftest api; do
 	VMM=$ASAN_VMM bash "$ROOT/tests/integration/$t.sh" | sed -E 's/^(ok|FAIL|SKIP) - /\1 - asan_/'
 done

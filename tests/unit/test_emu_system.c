@@ -866,6 +866,61 @@ static void test_sse_state(void)
 	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
 }
 
+/* x87: #NM for CR0.TS/EM (WAIT only with MP and TS), an unmasked exception that leaves the
+ * stack alone and raises #MF at the next waiting instruction (CR0.NE), the non-waiting FNSTSW
+ * and FNCLEX, FXSAVE of the x87 part, and CPUID's FPU/FXSR/SSE/SSE2 bits. */
+static void test_x87_state(void)
+{
+	/* fld1; fldz; fdivp st(1), st; wait; fnstsw ax; fnclex; wait; fxsave [USER_RW + 0x400] */
+	static const uint8_t prog[] = { 0xD9, 0xE8, 0xD9, 0xEE, 0xDE, 0xF9, 0x9B, 0xDF, 0xE0,
+					0xDB, 0xE2, 0x9B, 0x0F, 0xAE, 0x04, 0x25, 0x00, 0x04,
+					0x20, 0x00 };
+	const uint64_t ts = 1ull << 3, em = 1ull << 2, mp = 1ull << 1, ne = 1ull << 5;
+	uint32_t id[4];
+	uint16_t fsw;
+
+	machine_reset();
+	cpu.s.cr4 |= 1ull << 9;
+	code(USER_RW, prog, sizeof(prog));
+	cpu.s.cr0 |= ts;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_NM);
+	cpu.s.cr0 = (cpu.s.cr0 & ~ts) | em;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_NM);
+	cpu.s.cr0 = (cpu.s.cr0 & ~em) | ne | mp;
+	cpu.fx.fcw = 0x037b; /* zero-divide unmasked */
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fld1 */
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fldz */
+	CHECK_EQ((cpu.fx.fsw >> 11) & 7, 6);
+	CHECK_EQ(cpu.fx.ftw, 0xc0);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fdivp: #Z unmasked, no result, no pop */
+	CHECK_EQ(cpu.fx.fsw & 0x80ff, 0x8084);
+	CHECK_EQ((cpu.fx.fsw >> 11) & 7, 6);
+	CHECK_EQ(cpu.fx.st[1][7], 0x80); /* still 1.0 */
+	CHECK_EQ(cpu.fx.st[1][8], 0xff);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION); /* wait: #MF, a fault */
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_MF);
+	CHECK_EQ(cpu.s.rip, USER_RW + 6);
+	cpu.s.cr0 |= ts; /* WAIT with MP and TS: #NM first */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_NM);
+	cpu.s.cr0 &= ~ts;
+	cpu.s.rip += 1; /* as a #MF handler would, past the wait */
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fnstsw ax does not wait */
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xffff, cpu.fx.fsw);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fnclex */
+	CHECK_EQ(cpu.fx.fsw & 0x80ff, 0);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* wait: nothing pending */
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fxsave */
+	memcpy(&fsw, ram + 0x200400 + 2, 2);
+	CHECK_EQ(fsw, cpu.fx.fsw);
+	CHECK_EQ(ram[0x200400 + 4], 0xc0); /* abridged tags: R6, R7 */
+	CHECK_EQ(ram[0x200400 + 32 + 16 + 7], 0x80); /* ST1 = 1.0 */
+	emu_cpuid(&cpu, 1, 0, id);
+	CHECK_EQ(id[3] & 0x07000001u, 0x07000001u); /* FPU, FXSR, SSE, SSE2 */
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -892,6 +947,7 @@ int main(void)
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);
+	RUN_TEST(test_x87_state);
 	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();

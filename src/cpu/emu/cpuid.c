@@ -2,14 +2,16 @@
  * to this table in the same change as its instructions (emu-notes.md: Linux and glibc choose
  * code paths by CPUID, so an advertised but broken feature corrupts silently).
  *
- * Not advertised yet, because not (completely) implemented: FPU/MMX/FXSR/SSE/SSE2 (step 4; a
- * 64-bit Linux refuses to boot without them; sse.c has all of SSE/SSE2 but MMX, no x87 yet), APIC and x2APIC (step 3), SYSENTER, MTRR, MCE/MCA, XSAVE,
- * BMI1/LZCNT (so F3 0F BC/BD are BSF/BSR), SMEP/SMAP, RDRAND, MONITOR/MWAIT. */
+ * FPU (x87.c), FXSR (FXSAVE/FXRSTOR), SSE and SSE2 (sse.c) are complete and compared against
+ * the host. Not advertised yet, because not (completely) implemented: MMX (the MM-register
+ * forms of 0F 6x/7x/Dx-Fx and EMMS raise #UD), APIC and x2APIC (step 3), SYSENTER, MTRR,
+ * MCE/MCA, XSAVE, BMI1/LZCNT (so F3 0F BC/BD are BSF/BSR), SMEP/SMAP, RDRAND, MONITOR/MWAIT. */
 #include "cpu/emu/emu.h"
 
 #include <string.h>
 
 /* CPUID.1:EDX */
+#define F1_EDX_FPU (1u << 0)
 #define F1_EDX_PSE (1u << 3) /* 2 MiB/1 GiB pages of long mode; legacy paging raises #GP */
 #define F1_EDX_TSC (1u << 4)
 #define F1_EDX_MSR (1u << 5)
@@ -19,6 +21,9 @@
 #define F1_EDX_CMOV (1u << 15)
 #define F1_EDX_PAT (1u << 16)
 #define F1_EDX_CLFSH (1u << 19)
+#define F1_EDX_FXSR (1u << 24)
+#define F1_EDX_SSE (1u << 25)
+#define F1_EDX_SSE2 (1u << 26)
 /* CPUID.1:ECX */
 #define F1_ECX_CX16 (1u << 13)
 #define F1_ECX_POPCNT (1u << 23)
@@ -51,8 +56,9 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 		out[0] = (0xf << 8) | (6 << 4) | 1;
 		out[1] = (8 << 8) /* CLFLUSH: 64 bytes */ | (1 << 16) | (cpu->apic_id << 24);
 		out[2] = F1_ECX_CX16 | F1_ECX_POPCNT | F1_ECX_HYPERVISOR;
-		out[3] = F1_EDX_PSE | F1_EDX_TSC | F1_EDX_MSR | F1_EDX_PAE | F1_EDX_CX8 |
-			 F1_EDX_PGE | F1_EDX_CMOV | F1_EDX_PAT | F1_EDX_CLFSH;
+		out[3] = F1_EDX_FPU | F1_EDX_PSE | F1_EDX_TSC | F1_EDX_MSR | F1_EDX_PAE |
+			 F1_EDX_CX8 | F1_EDX_PGE | F1_EDX_CMOV | F1_EDX_PAT | F1_EDX_CLFSH |
+			 F1_EDX_FXSR | F1_EDX_SSE | F1_EDX_SSE2;
 		break;
 	case 0x40000000:
 		/* The KVM signature (docs/platform.md); its PV features come with kvmclock. */
