@@ -921,6 +921,140 @@ static void test_x87_state(void)
 	CHECK_EQ(id[3] & 0x07000001u, 0x07000001u); /* FPU, FXSR, SSE, SSE2 */
 }
 
+/* A real-mode vCPU as INIT/SIPI leaves it: CS = vector << 8 (base vector << 12), IP = 0. */
+static void real_mode_start(uint16_t cs_sel)
+{
+	struct cpu_state s;
+
+	memset(&s, 0, sizeof(s));
+	s.cr0 = CR0_ET;
+	s.seg[SEG_CS] = (struct cpu_segment){ .selector = cs_sel, .base = (uint64_t)cs_sel << 4,
+					      .limit = 0xffff, .type = 0xB, .s = 1, .present = 1 };
+	for (unsigned i = 0; i < CPU_NR_SEGS; i++)
+		if (i != SEG_CS && i != SEG_TR && i != SEG_LDTR)
+			s.seg[i] = (struct cpu_segment){ .limit = 0xffff, .type = 3, .s = 1,
+							 .present = 1 };
+	s.idt.limit = 0x3ff; /* the IVT at 0 */
+	s.rflags = 2 | EMU_FLAG_IF;
+	s.gpr[CPU_RSP] = 0x7000;
+	emu_cpu_set_state(&cpu, &s);
+}
+
+/* Real mode: INT n and exceptions through the IVT (FLAGS, CS, IP pushed; IF cleared), IRET back,
+ * an IVT entry past the IDT limit (#GP, then #DF: shutdown). */
+static void test_real_mode_interrupts(void)
+{
+	uint16_t frame[3];
+
+	machine_reset();
+	real_mode_start(0x0800);
+	/* int 0x21; ud2; hlt — the handlers: 0x0600:0x0010 iret, 0x0000:0x6100 (for #UD) iret */
+	memcpy(ram + 0x8000, (const uint8_t[]){ 0xCD, 0x21, 0x0F, 0x0B, 0xF4 }, 5);
+	memcpy(ram + 4 * 0x21, (const uint16_t[]){ 0x0010, 0x0600 }, 4);
+	memcpy(ram + 4 * 6, (const uint16_t[]){ 0x6100, 0x0000 }, 4);
+	ram[0x6010] = 0xCF;
+	ram[0x6100] = 0xCF;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x0600);
+	CHECK_EQ(cpu.s.seg[SEG_CS].base, 0x6000);
+	CHECK_EQ(cpu.s.rip, 0x10);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x7000 - 6);
+	memcpy(frame, ram + 0x7000 - 6, 6);
+	CHECK_EQ(frame[0], 2); /* the next instruction */
+	CHECK_EQ(frame[1], 0x0800);
+	CHECK(frame[2] & EMU_FLAG_IF);
+	CHECK(!(cpu.s.rflags & EMU_FLAG_IF));
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* iret */
+	CHECK_EQ(cpu.s.seg[SEG_CS].base, 0x8000);
+	CHECK_EQ(cpu.s.rip, 2);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x7000);
+	CHECK(cpu.s.rflags & EMU_FLAG_IF);
+	/* ud2: a fault, delivered with the faulting IP */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_UD);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.seg[SEG_CS].base, 0);
+	CHECK_EQ(cpu.s.rip, 0x6100);
+	memcpy(frame, ram + 0x7000 - 6, 6);
+	CHECK_EQ(frame[0], 2);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* iret */
+	CHECK_EQ(cpu.s.rip, 2);
+	/* an external interrupt while halted resumes after the HLT */
+	cpu.s.rip = 4;
+	CHECK_EQ(emu_step(&cpu), EMU_HALT);
+	CHECK_EQ(emu_inject_interrupt(&cpu, 0x21), EMU_OK);
+	CHECK_EQ(cpu.s.rip, 0x10);
+	memcpy(frame, ram + 0x7000 - 6, 6);
+	CHECK_EQ(frame[0], 5);
+	/* an IDT limit that excludes the vector: #GP, which is outside too: #DF, then shutdown */
+	cpu.s.idt.limit = 0x1f;
+	CHECK_EQ(emu_inject_interrupt(&cpu, 0x21), EMU_SHUTDOWN);
+}
+
+/* An AP's way to long mode as Linux's trampoline goes (SIPI vector 9: CS 0x0900, IP 0):
+ * lidt/lgdt (32-bit operands), CR0.PE, a far jump into a 32-bit segment, data segments, CR4.PAE,
+ * CR3, EFER.LME, CR0.PG, a far jump into the 64-bit segment. */
+static void test_real_mode_trampoline(void)
+{
+	static const uint8_t real16[] = {
+		0xFA, /* cli */
+		0x8C, 0xC8, 0x8E, 0xD8, 0x8E, 0xD0, /* mov ax, cs; mov ds, ax; mov ss, ax */
+		0xBC, 0x00, 0x0F, /* mov sp, 0x0f00 */
+		0x66, 0x0F, 0x01, 0x1E, 0x00, 0x01, /* lidtl [0x100] */
+		0x66, 0x0F, 0x01, 0x16, 0x06, 0x01, /* lgdtl [0x106] */
+		0x0F, 0x20, 0xC0, 0x0C, 0x01, 0x0F, 0x22, 0xC0, /* mov eax, cr0; or al, 1; mov cr0 */
+		0x66, 0xEA, 0x40, 0x90, 0x00, 0x00, 0x08, 0x00, /* ljmpl 0x08:0x9040 */
+	};
+	uint8_t prot32[] = {
+		0xB8, 0x18, 0x00, 0x00, 0x00, 0x8E, 0xD8, 0x8E, 0xC0, 0x8E, 0xD0, /* ds/es/ss */
+		0xBC, 0x00, 0x9F, 0x00, 0x00, /* mov esp, 0x9f00 */
+		0x0F, 0x20, 0xE0, 0x0D, 0x20, 0x00, 0x00, 0x00, 0x0F, 0x22, 0xE0, /* cr4 |= PAE */
+		0xB8, 0, 0, 0, 0, 0x0F, 0x22, 0xD8, /* mov eax, PML4; mov cr3, eax */
+		0xB9, 0x80, 0x00, 0x00, 0xC0, 0x0F, 0x32, /* rdmsr EFER */
+		0x0D, 0x00, 0x01, 0x00, 0x00, 0x0F, 0x30, /* wrmsr EFER | LME */
+		0x0F, 0x20, 0xC0, 0x0D, 0x01, 0x00, 0x00, 0x80, 0x0F, 0x22, 0xC0, /* cr0 |= PG */
+		0xEA, 0xC0, 0x90, 0x00, 0x00, 0x10, 0x00, /* ljmp 0x10:0x90C0 */
+	};
+	static const uint8_t long64[] = {
+		0x48, 0xB8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, /* mov rax, imm64 */
+		0xF4, /* hlt */
+	};
+	const uint32_t pml4 = PML4;
+	int rc = EMU_OK;
+
+	machine_reset();
+	real_mode_start(0x0900);
+	cpu.s.efer = 0;
+	cpu.s.cr4 = 0;
+	memcpy(prot32 + 28, &pml4, 4);
+	memcpy(ram + 0x9000, real16, sizeof(real16));
+	memcpy(ram + 0x9040, prot32, sizeof(prot32));
+	memcpy(ram + 0x90C0, long64, sizeof(long64));
+	CHECK(0x9040 + sizeof(prot32) <= 0x90C0);
+	memcpy(ram + 0x9100, (const uint8_t[]){ 0, 0, 0, 0, 0, 0 }, 6); /* IDT: none yet */
+	memcpy(ram + 0x9106, (const uint8_t[]){ 0x4f, 0x00, 0x00, 0x00, 0x01, 0x00 }, 6);
+	CHECK_EQ(cpu.mode, EMU_MODE_16);
+	for (unsigned i = 0; i < 40 && rc == EMU_OK; i++) {
+		rc = emu_step(&cpu);
+		if (cpu.s.rip == 0x1e && cpu.s.seg[SEG_CS].base == 0x9000) { /* at the ljmpl */
+			CHECK(cpu.s.cr0 & CR0_PE); /* PE set, still 16-bit code until the jump */
+			CHECK_EQ(cpu.mode, EMU_MODE_16);
+		}
+		if (cpu.s.rip == 0x9040)
+			CHECK_EQ(cpu.mode, EMU_MODE_32);
+	}
+	CHECK_EQ(rc, EMU_HALT);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x1122334455667788ull);
+	CHECK_EQ(cpu.mode, EMU_MODE_64);
+	CHECK(cpu.s.efer & EFER_LMA);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x10);
+	CHECK_EQ(cpu.s.seg[SEG_SS].selector, 0x18);
+	CHECK_EQ(cpu.s.gdt.base, GDT);
+	CHECK_EQ(cpu.s.gdt.limit, 0x4f);
+	CHECK_EQ(cpu.s.idt.limit, 0);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x9f00);
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -944,6 +1078,8 @@ int main(void)
 	RUN_TEST(test_interrupt_injection);
 	RUN_TEST(test_protected_to_long_mode);
 	RUN_TEST(test_real_mode_far_jump);
+	RUN_TEST(test_real_mode_interrupts);
+	RUN_TEST(test_real_mode_trampoline);
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);

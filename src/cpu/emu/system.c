@@ -3,7 +3,8 @@
  *
  * Long mode is complete enough for a 64-bit kernel: IDT delivery with IST and privilege-change
  * stack switches, #DF and triple faults, IRET, SYSCALL/SYSRET, SWAPGS, MSRs, control registers.
- * Not yet: real-mode and 32-bit protected-mode delivery (raise a triple fault rather than guess),
+ * Real mode: delivery through the IVT and IRET. Not yet: 32-bit protected-mode delivery (raise a
+ * triple fault rather than guess) and IRET,
  * call gates, task switches, the I/O permission bitmap (CPL > IOPL → #GP), debug breakpoints. */
 #include "cpu/emu/alu.h"
 #include "cpu/emu/exec.h"
@@ -322,9 +323,41 @@ static int deliver_long_mode(struct emu_cpu *cpu, unsigned vector, enum emu_even
 	return EMU_OK;
 }
 
+/* Real mode (SDM Vol. 3 §20.1.4): the IVT at IDTR.base holds IP:CS pairs; FLAGS, CS and IP
+ * are pushed (no error code), IF, TF, AC and RF cleared. An entry past the IDT limit is #GP. */
+static int deliver_real_mode(struct emu_cpu *cpu, unsigned vector, uint64_t rip)
+{
+	uint64_t ss_mask = cpu->s.seg[SEG_SS].db ? 0xffffffffull : 0xffffull;
+	uint64_t sp = (cpu->s.gpr[CPU_RSP] - 6) & ss_mask;
+	uint16_t frame[3], entry[2];
+	struct cpu_segment cs;
+	int rc;
+
+	if (vector * 4 + 3 > cpu->s.idt.limit)
+		return gp(cpu, vector * 8 + 2);
+	if ((rc = cpu->mem->read(cpu, (cpu->s.idt.base + vector * 4) & 0xffffffffull, entry, 4,
+				 EMU_ACCESS_SYS_READ)))
+		return rc;
+	frame[0] = (uint16_t)rip;
+	frame[1] = cpu->s.seg[SEG_CS].selector;
+	frame[2] = (uint16_t)emu_flags_get(cpu);
+	if ((rc = cpu->mem->write(cpu, (cpu->s.seg[SEG_SS].base + sp) & 0xffffffffull, frame, 6)))
+		return rc;
+	cpu->s.gpr[CPU_RSP] = (cpu->s.gpr[CPU_RSP] & ~ss_mask) | sp;
+	cs = cpu->s.seg[SEG_CS];
+	cs.selector = entry[1];
+	cs.base = (uint64_t)entry[1] << 4;
+	load_code_segment(cpu, &cs, 0);
+	cpu->s.rip = entry[0];
+	cpu->s.rflags &= ~(EMU_FLAG_IF | EMU_FLAG_TF | EMU_FLAG_AC | EMU_FLAG_RF);
+	return EMU_OK;
+}
+
 static int deliver_once(struct emu_cpu *cpu, unsigned vector, enum emu_event_kind kind,
 			bool has_error_code, uint32_t error_code, uint64_t rip)
 {
+	if (!(cpu->s.cr0 & CR0_PE))
+		return deliver_real_mode(cpu, vector, rip);
 	if (!(cpu->s.efer & EFER_LMA))
 		return EMU_SHUTDOWN; /* real/protected-mode delivery: not yet */
 	return deliver_long_mode(cpu, vector, kind, has_error_code, error_code, rip);
@@ -403,8 +436,24 @@ static int exec_iret(struct exec *x)
 	uint16_t cs_sel, ss_sel;
 	int rc;
 
+	if (!(cpu->s.cr0 & CR0_PE)) { /* real mode: IP, CS, FLAGS (IRETD: EFLAGS but VM/VIF/VIP) */
+		uint64_t mask = size == 2 ? 0xffffull : 0x257fd5ull;
+
+		for (unsigned i = 0; i < 3; i++)
+			if ((rc = exec_stack_peek(x, size, i * size, &v[i])))
+				return rc;
+		cs = cpu->s.seg[SEG_CS];
+		cs.selector = (uint16_t)v[1];
+		cs.base = (uint64_t)(uint16_t)v[1] << 4;
+		cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, 3 * size);
+		load_code_segment(cpu, &cs, 0);
+		cpu->cc.op = EMU_CC_NONE;
+		cpu->s.rflags = (rflags & ~mask) | (v[2] & mask) | EMU_FLAG_FIXED1;
+		x->next_rip = v[0] & emu_size_mask(size);
+		return EMU_OK;
+	}
 	if (cpu->mode != EMU_MODE_64)
-		return exec_ud(x); /* real/protected-mode IRET: not yet */
+		return exec_ud(x); /* 32-bit protected-mode IRET: not yet */
 	if (rflags & EMU_FLAG_NT)
 		return gp(cpu, 0);
 	for (unsigned i = 0; i < 5; i++)
