@@ -36,12 +36,10 @@ UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 
 all: $(BUILD)/vmm selftest
 
-# -u: main.c refers to the software CPU's backend weakly, which alone would not pull it out of
-# the archive.
 # Nothing but main.c's weak reference names the software CPU, so pull its object out of the
 # archive explicitly once it exists.
-EMU_LINK := $(if $(wildcard src/cpu/emu/backend.c),-Wl$(comma)-u$(comma)cpu_backend_emu)
 comma := ,
+EMU_LINK := $(if $(wildcard src/cpu/emu/backend.c),-Wl$(comma)-u$(comma)cpu_backend_emu)
 $(BUILD)/vmm: $(BUILD)/src/main.o $(BUILD)/libvmm.a
 	$(CC) $(LDFLAGS) $(EMU_LINK) -o $@ $^ $(LDLIBS)
 	ln -sf $(BUILD)/vmm vmm

@@ -23,6 +23,9 @@ else
 	ACCEL=emu
 fi
 [ -f "$VMLINUZ" ] && [ -f "$INITRD" ] || skip_all "no Linux guest: run 'make guest' (guest/linux/out/)"
+if [ "$ACCEL" = emu ] && ! emu_linux_probe "$VMLINUZ" "$INITRD"; then
+	skip_all "$EMU_LINUX_WHY"
+fi
 NS=vmmnl$$
 cleanup() {
 	for p in $(jobs -p); do kill "$p" 2>/dev/null; done
