@@ -90,6 +90,7 @@ struct emu_vcpu {
 	uint64_t system_time_msr;
 	uint64_t system_time_gpa; /* 0: disabled */
 	bool guest_stopped; /* set PVCLOCK_GUEST_STOPPED at the next update */
+	uint64_t sleep_ns; /* time spent halted or waiting for SIPI, for the statistics */
 };
 
 struct emu_vm {
@@ -640,9 +641,11 @@ static void emu_vcpu_destroy(struct vcpu *vcpu)
 	if (!ev)
 		return;
 	uint64_t ns = stats_load(vcpu->stats.guest_ns);
+	ns = ns > ev->sleep_ns ? ns - ev->sleep_ns : 0;
 	trace_event(vcpu->vm, TRACE_BOOT, vcpu->index,
-		    "emu: %llu instructions retired in %llu ms inside vcpu_run (%llu per second)",
+		    "emu: %llu instructions retired in %llu ms running, %llu ms halted (%llu per second running)",
 		    (unsigned long long)ev->cpu.instructions, (unsigned long long)(ns / 1000000),
+		    (unsigned long long)(ev->sleep_ns / 1000000),
 		    ns ? (unsigned long long)(ev->cpu.instructions * 1000000000.0 / (double)ns) : 0ull);
 	emu_cpu_destroy(&ev->cpu);
 	if (ev->lapic_ready)
@@ -680,6 +683,8 @@ static int emu_vcpu_set_state(struct vcpu *vcpu, const struct cpu_state *state)
 /* Sleep until something needs this vCPU: an event in its LAPIC, a kick, the timer. */
 static void ev_sleep(struct emu_vcpu *ev, bool want_intr)
 {
+	uint64_t start = mono_ns();
+
 	pthread_mutex_lock(&ev->lock);
 	for (;;) {
 		unsigned pending = lapic_pending(&ev->lapic);
@@ -704,6 +709,7 @@ static void ev_sleep(struct emu_vcpu *ev, bool want_intr)
 		pthread_cond_timedwait(&ev->cond, &ev->lock, &ts);
 	}
 	pthread_mutex_unlock(&ev->lock);
+	ev->sleep_ns += mono_ns() - start;
 }
 
 static void exit_from_log(struct emu_vcpu *ev, struct vcpu_exit *exit)
@@ -766,7 +772,8 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 	for (;;) {
 		bool mid_insn = ev->log.n != 0; /* an instruction to finish before any event */
 
-		__atomic_store_n(&ev->attention, 0, __ATOMIC_RELAXED);
+		/* A full barrier: what a waker published before setting it is seen below. */
+		__atomic_exchange_n(&ev->attention, 0, __ATOMIC_SEQ_CST);
 		if (__atomic_exchange_n(&ev->kicked, 0, __ATOMIC_ACQ_REL) ||
 		    atomic_load(&vcpu->vm->stopping) || atomic_load(&vcpu->vm->paused))
 			return 0;
