@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -386,6 +387,28 @@ static void api_get_root(struct api *api, struct api_response *resp, bool own)
 	resp->len = w.len;
 }
 
+/* GET /vmm/stats/text: {"report": "..."}, the text `vmm stat` shows. */
+static void api_get_stats_text(struct api *api, struct api_response *resp)
+{
+	if (!api->ops->report)
+		return api_error(resp, 501, "text statistics are not available");
+	char *text = malloc(API_MAX_RESPONSE / 2);
+	if (!text)
+		return api_error(resp, 500, "out of memory");
+	api->ops->report(api->opaque, text, API_MAX_RESPONSE / 2);
+	struct json_writer w;
+	json_writer_init(&w, resp->body, sizeof(resp->body));
+	json_begin_object(&w);
+	json_key(&w, "report");
+	json_string(&w, text);
+	json_end_object(&w);
+	free(text);
+	if (w.overflow)
+		return api_error(resp, 500, "the statistics do not fit in a response");
+	resp->status = 200;
+	resp->len = w.len;
+}
+
 static void api_get_stats(struct api *api, struct api_response *resp)
 {
 	struct json_writer w;
@@ -447,6 +470,8 @@ void api_handle(struct api *api, const struct http_request *req, struct api_resp
 		api_get_root(api, resp, true);
 	else if (!strcmp(t, "/vmm/stats") && get)
 		api_get_stats(api, resp);
+	else if (!strcmp(t, "/vmm/stats/text") && get)
+		api_get_stats_text(api, resp);
 	else if (!strcmp(t, "/vmm/stop") && put) {
 		if (api_empty_body(req, resp)) {
 			if (api->ops->state(api->opaque) == API_STATE_NOT_STARTED)

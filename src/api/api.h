@@ -12,7 +12,7 @@
 #include "api/json.h"
 #include "config.h"
 
-#define API_MAX_RESPONSE 8192
+#define API_MAX_RESPONSE 32768 /* room for the text statistics of a large VM */
 #define API_MAX_ID 64
 
 enum api_state { API_STATE_NOT_STARTED, API_STATE_RUNNING, API_STATE_PAUSED };
@@ -43,6 +43,9 @@ struct api_ops {
 	/* vmm's own objects, written as JSON object members. */
 	void (*info)(void *opaque, struct json_writer *w);
 	void (*stats)(void *opaque, struct json_writer *w);
+	/* The full statistics as text (what --stats prints), for GET /vmm/stats/text; returns the
+	 * length written (NUL-terminated, cut to fit). NULL: not available. */
+	size_t (*report)(void *opaque, char *buf, size_t len);
 	/* NULL while the tree has no network devices: PUT /network-interfaces is refused. */
 	int (*add_network)(void *opaque, const char *id, const char *host_dev, const char *mac,
 			   char *err, size_t err_len);

@@ -267,6 +267,37 @@ static int client_status(const char *name, bool as_json)
 	return status;
 }
 
+/* vmm stat NAME: the statistics --stats prints at exit, read live; --watch repeats every
+ * `interval` seconds (clearing the screen on a terminal) until the VM ends or the user stops it. */
+static int client_stat(const char *name, unsigned interval)
+{
+	struct client_response *r = malloc(sizeof(*r));
+	char *text = malloc(CLIENT_MAX_RESPONSE);
+	int status = 1;
+	bool clear = interval && isatty(STDOUT_FILENO);
+	for (unsigned shown = 0; r && text; shown++) {
+		struct json_doc doc;
+		char err[64];
+		int v;
+		if (client_call(name, "GET", "/vmm/stats/text", NULL, r) < 0 ||
+		    json_parse(&doc, r->body, r->body_len, err, sizeof(err)) < 0 ||
+		    (v = json_object_get(&doc, 0, "report")) < 0 ||
+		    json_get_string(&doc, (unsigned)v, text, CLIENT_MAX_RESPONSE) < 0) {
+			status = shown ? 0 : 1; /* a VM that ended while watched is a normal end */
+			break;
+		}
+		printf("%s%s", clear ? "\033[H\033[2J" : "", text);
+		fflush(stdout);
+		status = 0;
+		if (!interval)
+			break;
+		sleep(interval);
+	}
+	free(text);
+	free(r);
+	return status;
+}
+
 /* Attach the terminal to the VM's console pty; Ctrl-] detaches. */
 static int client_console(const char *name)
 {
@@ -334,6 +365,7 @@ static int client_console(const char *name)
 static const char client_usage[] =
 	"usage: vmm ls [--json]\n"
 	"       vmm status [--json] NAME\n"
+	"       vmm stat [--watch [SECONDS]] NAME  exits, devices, interrupts, boot marks (live)\n"
 	"       vmm stop [--no-wait] NAME     press the ACPI power button and wait for the VM to end\n"
 	"       vmm kill NAME                 end the VM at once\n"
 	"       vmm pause NAME | resume NAME\n"
@@ -342,7 +374,8 @@ static const char client_usage[] =
 
 bool client_is_command(const char *word)
 {
-	static const char *const words[] = { "ls", "status", "stop", "kill", "pause", "resume", "console", NULL };
+	static const char *const words[] = { "ls", "status", "stat", "stop", "kill", "pause", "resume",
+					     "console", NULL };
 	for (const char *const *w = words; *w; w++)
 		if (!strcmp(word, *w))
 			return true;
@@ -353,9 +386,19 @@ int client_main(int argc, char **argv)
 {
 	const char *cmd = argv[0], *name = NULL;
 	bool as_json = false, wait = true;
+	unsigned watch = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json") && (!strcmp(cmd, "ls") || !strcmp(cmd, "status")))
 			as_json = true;
+		else if (!strcmp(argv[i], "--watch") && !strcmp(cmd, "stat")) {
+			watch = 1;
+			char *end;
+			unsigned long s = i + 1 < argc ? strtoul(argv[i + 1], &end, 10) : 0;
+			if (i + 1 < argc && *end == '\0' && s >= 1 && s <= 3600) {
+				watch = (unsigned)s;
+				i++;
+			}
+		}
 		else if (!strcmp(argv[i], "--no-wait") && !strcmp(cmd, "stop"))
 			wait = false;
 		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -375,6 +418,8 @@ int client_main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "status"))
 		return client_status(name, as_json);
+	if (!strcmp(cmd, "stat"))
+		return client_stat(name, watch);
 	if (!strcmp(cmd, "console"))
 		return client_console(name);
 	struct client_response *r = malloc(sizeof(*r));

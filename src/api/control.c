@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "devices/devices.h"
+#include "stats.h"
 #include "vm.h"
 
 static enum api_state control_state(void *opaque)
@@ -102,6 +103,14 @@ static void control_stats(void *opaque, struct json_writer *w)
 	json_end_array(w);
 }
 
+static size_t control_report(void *opaque, char *buf, size_t len)
+{
+	struct control *c = opaque;
+	if (!c->vm)
+		return (size_t)snprintf(buf, len, "not started\n");
+	return stats_format_buffer(c->vm, buf, len);
+}
+
 /* PUT /network-interfaces/{id}: a TAP NIC, as -n tap=HOST_DEV[,mac=GUEST_MAC] (src/net/). */
 static int control_add_network(void *opaque, const char *id, const char *host_dev,
 			       const char *mac, char *err, size_t err_len)
@@ -140,6 +149,7 @@ static const struct api_ops control_ops = {
 	.kill = control_kill,
 	.info = control_info,
 	.stats = control_stats,
+	.report = control_report,
 	.add_network = control_add_network,
 };
 

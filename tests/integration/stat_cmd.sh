@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `vmm stat NAME`: the statistics of a running VM, live through its control socket, consistent
+# with what the guest did (a guest that prints has serial-port exits), and --watch refreshing.
+. "$(dirname "$0")/lib.sh"
+export VMM_RUNTIME_DIR=$TMP/run
+mkdir -p "$VMM_RUNTIME_DIR"
+COUNT=$ROOT/build/tests/fixtures/count.bzImage
+name=stat$$
+(sleep 60) | "$VMM" --name "$name" "$COUNT" >"$TMP/console" 2>"$TMP/err" &
+pid=$!
+for _ in $(seq 100); do [ -s "$TMP/console" ] && break; sleep 0.1; done
+"$VMM" stat "$name" >"$TMP/stat1"
+rc=$?
+serial=$(awk '/ serial /{for (i=1;i<=NF;i++) if ($i=="writes") {gsub(",","",$(i+1)); print $(i+1)}}' "$TMP/stat1")
+if [ $rc -eq 0 ] && grep -q '^vmm statistics:' "$TMP/stat1" && grep -q '^vcpu0: exits [1-9]' "$TMP/stat1"; then
+	ok stat_reports_a_running_vm
+else
+	fail stat_reports_a_running_vm "status $rc: $(head -5 "$TMP/stat1")"
+fi
+if [ "${serial:-0}" -gt 0 ]; then ok stat_counts_serial_writes_of_a_printing_guest; else fail stat_counts_serial_writes_of_a_printing_guest "serial writes '${serial}'"; fi
+timeout 5 "$VMM" stat --watch 1 "$name" >"$TMP/watch"
+n=$(grep -c '^vmm statistics:' "$TMP/watch")
+if [ "$n" -ge 3 ]; then ok stat_watch_refreshes; else fail stat_watch_refreshes "$n reports in 5 s"; fi
+"$VMM" kill "$name" >/dev/null 2>&1
+wait $pid
+"$VMM" stat "$name" >/dev/null 2>"$TMP/gone"
+rc=$?
+if [ $rc -ne 0 ] && grep -q "no such VM running" "$TMP/gone"; then ok stat_of_a_gone_vm_says_so; else fail stat_of_a_gone_vm_says_so "status $rc: $(cat "$TMP/gone")"; fi
