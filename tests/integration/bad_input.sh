@@ -2,23 +2,6 @@
 # Bad input from the user: one clear line on stderr naming the problem, and a non-zero status.
 . "$(dirname "$0")/lib.sh"
 
-# expect NAME STATUS PATTERN ARGS...: the status, exactly one line, and that line matching.
-expect() {
-	local name=$1 want=$2 pattern=$3; shift 3
-	run_vmm "$TMP/out" "$TMP/err" "$@"
-	local lines
-	lines=$(grep -vc '^vmm: accel:' "$TMP/err")
-	if [ "$RC" -ne "$want" ]; then
-		fail "$name" "status $RC, expected $want; stderr: $(head -c 300 "$TMP/err")"
-	elif [ "$lines" -ne 1 ]; then
-		fail "$name" "expected one line on stderr, got $lines: $(head -c 300 "$TMP/err")"
-	elif ! grep -q -- "$pattern" "$TMP/err"; then
-		fail "$name" "stderr does not match '$pattern': $(cat "$TMP/err")"
-	else
-		ok "$name"
-	fi
-}
-
 KERNEL=$SELFTEST_BZ
 printf 'not a kernel at all, just text\n%.0s' {1..100} >"$TMP/text"
 head -c 700 "$KERNEL" >"$TMP/truncated"
@@ -26,29 +9,29 @@ head -c 700 "$KERNEL" >"$TMP/truncated"
 mkdir "$TMP/dir"
 head -c $((80 << 20)) /dev/zero >"$TMP/big-initrd"
 
-expect unknown_option 2 "--frobnicate: unknown option" --frobnicate "$KERNEL"
-expect no_kernel_given 2 "no kernel given" -m 256M
-expect cpus_zero 2 "--cpus 0" -c 0 "$KERNEL"
-expect cpus_too_many 2 "use 1 to 64" -c 1000 "$KERNEL"
-expect maxcpus_garbage 2 "maxcpus=lots" "$KERNEL" maxcpus=lots
-expect memory_not_a_size 2 "not a size" -m lots "$KERNEL"
-expect memory_too_small 1 "too small" -m 16M "$KERNEL"
-expect memory_too_large 1 "more than the host" -m 100T "$KERNEL"
-expect bad_accel 2 "use kvm, emu or auto" --accel xen "$KERNEL"
-expect missing_kernel 1 "No such file or directory" "$TMP/nonexistent"
-expect kernel_is_directory 1 "is a directory" "$TMP/dir"
-expect kernel_is_empty 1 "is empty" "$TMP/empty"
-expect not_a_kernel 1 "not a kernel" "$TMP/text"
-expect truncated_kernel 1 "truncated bzImage" "$TMP/truncated"
-expect missing_initrd 1 "initrd.*No such file" -i "$TMP/nope" "$KERNEL"
+expect_error unknown_option 2 "--frobnicate: unknown option" --frobnicate "$KERNEL"
+expect_error no_kernel_given 2 "no kernel given" -m 256M
+expect_error cpus_zero 2 "--cpus 0" -c 0 "$KERNEL"
+expect_error cpus_too_many 2 "use 1 to 64" -c 1000 "$KERNEL"
+expect_error maxcpus_garbage 2 "maxcpus=lots" "$KERNEL" maxcpus=lots
+expect_error memory_not_a_size 2 "not a size" -m lots "$KERNEL"
+expect_error memory_too_small 1 "too small" -m 16M "$KERNEL"
+expect_error memory_too_large 1 "more than the host" -m 100T "$KERNEL"
+expect_error bad_accel 2 "use kvm, emu or auto" --accel xen "$KERNEL"
+expect_error missing_kernel 1 "No such file or directory" "$TMP/nonexistent"
+expect_error kernel_is_directory 1 "is a directory" "$TMP/dir"
+expect_error kernel_is_empty 1 "is empty" "$TMP/empty"
+expect_error not_a_kernel 1 "not a kernel" "$TMP/text"
+expect_error truncated_kernel 1 "truncated bzImage" "$TMP/truncated"
+expect_error missing_initrd 1 "initrd.*No such file" -i "$TMP/nope" "$KERNEL"
 if kvm_usable; then
-	expect initrd_too_big 1 "initrd:.*do not fit" -m 64M -i "$TMP/big-initrd" "$KERNEL"
+	expect_error initrd_too_big 1 "initrd:.*do not fit" -m 64M -i "$TMP/big-initrd" "$KERNEL"
 else
 	require_kvm initrd_too_big
 fi
 chmod 000 "$TMP/text"
 if [ "$(id -u)" -ne 0 ]; then
-	expect unreadable_kernel 1 "Permission denied" "$TMP/text"
+	expect_error unreadable_kernel 1 "Permission denied" "$TMP/text"
 else
 	# root reads anything: check the message path as an unprivileged user when one exists
 	if id nobody >/dev/null 2>&1 && command -v setpriv >/dev/null; then

@@ -50,3 +50,24 @@ emu_linux_probe() {
 	EMU_LINUX_WHY="the software CPU does not boot this kernel to init yet: $EMU_LINUX_WHY"
 	return 1
 }
+
+# expect_error NAME STATUS PATTERN ARGS...: `vmm ARGS` exits with STATUS and prints exactly one line
+# on stderr (besides the accel notice), matching PATTERN. VMM_PREFIX, an array, runs vmm under
+# another command (e.g. `ip netns exec NS`).
+VMM_PREFIX=()
+expect_error() {
+	local name=$1 want=$2 pattern=$3; shift 3
+	timeout -s KILL "${VMM_TIMEOUT:-120}" "${VMM_PREFIX[@]}" "$VMM" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
+	RC=$?
+	local lines
+	lines=$(grep -vc '^vmm: accel:' "$TMP/err")
+	if [ "$RC" -ne "$want" ]; then
+		fail "$name" "status $RC, expected $want; stderr: $(head -c 300 "$TMP/err")"
+	elif [ "$lines" -ne 1 ]; then
+		fail "$name" "expected one line on stderr, got $lines: $(head -c 300 "$TMP/err")"
+	elif ! grep -q -- "$pattern" "$TMP/err"; then
+		fail "$name" "stderr does not match '$pattern': $(cat "$TMP/err")"
+	else
+		ok "$name"
+	fi
+}

@@ -12,23 +12,7 @@ NS=vmmnet$$
 cleanup_ns() { ip netns del "$NS" 2>/dev/null; ip netns del "${NS}b" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup_ns EXIT
 
-# expect NAME STATUS PATTERN ARGS...: status, exactly one `vmm:` line, matching (in the netns).
-expect() {
-	local name=$1 want=$2 pattern=$3; shift 3
-	timeout -s KILL 60 ip netns exec "$NS" "$VMM" "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
-	RC=$?
-	local lines
-	lines=$(grep -vc '^vmm: accel:' "$TMP/err")
-	if [ "$RC" -ne "$want" ]; then
-		fail "$name" "status $RC, expected $want; stderr: $(head -c 300 "$TMP/err")"
-	elif [ "$lines" -ne 1 ]; then
-		fail "$name" "expected one line on stderr, got $lines: $(head -c 300 "$TMP/err")"
-	elif ! grep -q -- "$pattern" "$TMP/err"; then
-		fail "$name" "stderr does not match '$pattern': $(cat "$TMP/err")"
-	else
-		ok "$name"
-	fi
-}
+VMM_PREFIX=(ip netns exec "$NS") # every vmm of this test runs in its namespace
 
 # Options are checked before anything else: no namespace or KVM needed.
 if ip netns add "$NS" 2>/dev/null; then
@@ -37,19 +21,19 @@ else
 	skip net_host_side "cannot create a network namespace (needs root and iproute2)"
 	exit 0
 fi
-expect net_malformed_mac 2 "is not a MAC address" -n tap,mac=52:54:00:zz:00:01 "$KERNEL"
-expect net_multicast_mac 2 "is a multicast address" -n tap,mac=01:00:5e:00:00:01 "$KERNEL"
-expect net_bad_queue_count 2 "not a queue count" -n tap,queues=0 "$KERNEL"
-expect net_unknown_type 2 "unknown network type" -n bridge "$KERNEL"
-expect net_bad_hostfwd 2 "not a forwarding rule" -n user,hostfwd=tcp:99999-:80 "$KERNEL"
+expect_error net_malformed_mac 2 "is not a MAC address" -n tap,mac=52:54:00:zz:00:01 "$KERNEL"
+expect_error net_multicast_mac 2 "is a multicast address" -n tap,mac=01:00:5e:00:00:01 "$KERNEL"
+expect_error net_bad_queue_count 2 "not a queue count" -n tap,queues=0 "$KERNEL"
+expect_error net_unknown_type 2 "unknown network type" -n bridge "$KERNEL"
+expect_error net_bad_hostfwd 2 "not a forwarding rule" -n user,hostfwd=tcp:99999-:80 "$KERNEL"
 
 require_kvm net_tap_lifecycle || exit 0
 
-expect net_ifname_exists_not_a_tap 1 "lo exists and is not a TAP device" -n tap=lo "$KERNEL"
+expect_error net_ifname_exists_not_a_tap 1 "lo exists and is not a TAP device" -n tap=lo "$KERNEL"
 ip -n "$NS" link add vmmveth0 type veth peer name vmmveth1
-expect net_veth_is_not_a_tap 1 "vmmveth0 exists and is not a TAP device but veth" -n tap=vmmveth0 "$KERNEL"
+expect_error net_veth_is_not_a_tap 1 "vmmveth0 exists and is not a TAP device but veth" -n tap=vmmveth0 "$KERNEL"
 ip -n "$NS" tuntap add mode tun name vmmtun0
-expect net_tun_is_not_a_tap 1 "not a TAP device but a TUN" -n tap=vmmtun0 "$KERNEL"
+expect_error net_tun_is_not_a_tap 1 "not a TAP device but a TUN" -n tap=vmmtun0 "$KERNEL"
 
 # No permission for /dev/net/tun: a mode-000 node over it, and root without CAP_DAC_OVERRIDE.
 if command -v setpriv >/dev/null && command -v unshare >/dev/null && mknod "$TMP/tun" c 10 200 2>/dev/null; then
@@ -144,7 +128,7 @@ else
 	ip netns exec "$NS" bash -c 'exec 3<>/dev/tcp/127.0.0.1/18080; exec 3>&-' 2>/dev/null
 	sleep 0.3
 	alive=$(kill -0 "$PID" 2>/dev/null && echo yes)
-	expect net_user_hostfwd_port_taken 1 "cannot listen there" -n user,hostfwd=tcp::18080-:80 "$KERNEL"
+	expect_error net_user_hostfwd_port_taken 1 "cannot listen there" -n user,hostfwd=tcp::18080-:80 "$KERNEL"
 	kill -TERM "$PID"; wait "$PID" 2>/dev/null
 	if [ "$listening" = yes ] && [ "$alive" = yes ]; then ok net_user_hostfwd_listens
 	else fail net_user_hostfwd_listens "listening=$listening alive=$alive: $(cat "$TMP/bg.err")"; fi

@@ -4,36 +4,20 @@
 . "$(dirname "$0")/lib.sh"
 
 KERNEL=$SELFTEST_BZ
-# expect NAME STATUS PATTERN ARGS...: status, exactly one `vmm:` line, matching.
-expect() {
-	local name=$1 want=$2 pattern=$3; shift 3
-	run_vmm "$TMP/out" "$TMP/err" "$@"
-	local lines
-	lines=$(grep -vc '^vmm: accel:' "$TMP/err")
-	if [ "$RC" -ne "$want" ]; then
-		fail "$name" "status $RC, expected $want; stderr: $(head -c 300 "$TMP/err")"
-	elif [ "$lines" -ne 1 ]; then
-		fail "$name" "expected one line on stderr, got $lines: $(head -c 300 "$TMP/err")"
-	elif ! grep -q -- "$pattern" "$TMP/err"; then
-		fail "$name" "stderr does not match '$pattern': $(cat "$TMP/err")"
-	else
-		ok "$name"
-	fi
-}
 
 truncate -s 16M "$TMP/disk.img"
 : >"$TMP/empty.img"
 mkdir "$TMP/dir"
 head -c 100 /dev/zero >"$TMP/tiny.img"
 
-expect disk_missing 1 "vmm: disk $TMP/missing.img: No such file" -d "$TMP/missing.img" "$KERNEL"
-expect disk_directory 1 "vmm: disk $TMP/dir: Is a directory" -d "$TMP/dir" "$KERNEL"
-expect disk_empty 1 "vmm: disk $TMP/empty.img: is empty" -d "$TMP/empty.img" "$KERNEL"
-expect disk_smaller_than_a_sector 1 "smaller than one 512-byte sector" -d "$TMP/tiny.img" "$KERNEL"
-expect disk_bad_option 2 "unknown option 'bogus'" -d "$TMP/disk.img,bogus" "$KERNEL"
+expect_error disk_missing 1 "vmm: disk $TMP/missing.img: No such file" -d "$TMP/missing.img" "$KERNEL"
+expect_error disk_directory 1 "vmm: disk $TMP/dir: Is a directory" -d "$TMP/dir" "$KERNEL"
+expect_error disk_empty 1 "vmm: disk $TMP/empty.img: is empty" -d "$TMP/empty.img" "$KERNEL"
+expect_error disk_smaller_than_a_sector 1 "smaller than one 512-byte sector" -d "$TMP/tiny.img" "$KERNEL"
+expect_error disk_bad_option 2 "unknown option 'bogus'" -d "$TMP/disk.img,bogus" "$KERNEL"
 if [ "$(id -u)" -ne 0 ]; then
 	cp "$TMP/disk.img" "$TMP/noperm.img" && chmod 0400 "$TMP/noperm.img"
-	expect disk_unwritable 1 "attach it read-only with ,ro" -d "$TMP/noperm.img" "$KERNEL"
+	expect_error disk_unwritable 1 "attach it read-only with ,ro" -d "$TMP/noperm.img" "$KERNEL"
 else
 	skip disk_unwritable "root can write any file"
 fi
@@ -44,9 +28,9 @@ if require_kvm disk_locked_against_a_second_monitor && [ -f "$ROOT/build/tests/f
 		>"$TMP/holder.out" 2>&1) &
 	holder=$!
 	for _ in $(seq 50); do grep -q ready "$TMP/holder.out" 2>/dev/null && break; sleep 0.1; done
-	expect disk_locked_against_a_second_monitor 1 "disk $TMP/disk.img: in use by process [0-9]" \
+	expect_error disk_locked_against_a_second_monitor 1 "disk $TMP/disk.img: in use by process [0-9]" \
 		-d "$TMP/disk.img" "$KERNEL"
-	expect disk_ro_refused_while_written 1 "in use by process" -d "$TMP/disk.img,ro" "$KERNEL"
+	expect_error disk_ro_refused_while_written 1 "in use by process" -d "$TMP/disk.img,ro" "$KERNEL"
 	{ wait "$holder"; } 2>/dev/null
 fi
 
