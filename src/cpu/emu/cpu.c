@@ -54,8 +54,49 @@ void emu_cpu_destroy(struct emu_cpu *cpu)
 	cpu->icache = NULL;
 }
 
+/* The parts of struct cpu_state the CPU keeps in its own form: the FPU/SSE image (the same FXSAVE
+ * layout), the MSRs and the debug registers. */
+_Static_assert(sizeof(struct emu_fxstate) == sizeof(struct cpu_fxsave), "one FXSAVE layout");
+
+static void emu_cpu_import_extended(struct emu_cpu *cpu, const struct cpu_state *st)
+{
+	memcpy(&cpu->fx, &st->fpu, sizeof(cpu->fx));
+	cpu->msr.star = st->msr.star;
+	cpu->msr.lstar = st->msr.lstar;
+	cpu->msr.cstar = st->msr.cstar;
+	cpu->msr.sfmask = st->msr.sfmask;
+	cpu->msr.kernel_gs_base = st->msr.kernel_gs_base;
+	cpu->msr.sysenter_cs = st->msr.sysenter_cs;
+	cpu->msr.sysenter_esp = st->msr.sysenter_esp;
+	cpu->msr.sysenter_eip = st->msr.sysenter_eip;
+	cpu->msr.pat = st->msr.pat;
+	cpu->msr.tsc_aux = st->msr.tsc_aux;
+	cpu->msr.misc_enable = st->msr.misc_enable;
+	memcpy(cpu->dr, st->dr, sizeof(st->dr));
+	cpu->dr[6] = st->dr6;
+	cpu->dr[7] = st->dr7;
+	cpu->interrupt_shadow = st->events.interrupt_shadow;
+}
+
+static void emu_cpu_export_extended(const struct emu_cpu *cpu, struct cpu_state *st)
+{
+	memcpy(&st->fpu, &cpu->fx, sizeof(st->fpu));
+	st->msr = (struct cpu_msrs){
+		.star = cpu->msr.star, .lstar = cpu->msr.lstar, .cstar = cpu->msr.cstar,
+		.sfmask = cpu->msr.sfmask, .kernel_gs_base = cpu->msr.kernel_gs_base,
+		.sysenter_cs = cpu->msr.sysenter_cs, .sysenter_esp = cpu->msr.sysenter_esp,
+		.sysenter_eip = cpu->msr.sysenter_eip, .pat = cpu->msr.pat,
+		.tsc_aux = cpu->msr.tsc_aux, .misc_enable = cpu->msr.misc_enable,
+	};
+	memcpy(st->dr, cpu->dr, sizeof(st->dr));
+	st->dr6 = cpu->dr[6];
+	st->dr7 = cpu->dr[7];
+	st->events = (struct cpu_events){ .interrupt_shadow = cpu->interrupt_shadow };
+}
+
 void emu_cpu_set_state(struct emu_cpu *cpu, const struct cpu_state *state)
 {
+	emu_cpu_import_extended(cpu, state);
 	cpu->s = *state;
 	cpu->s.rflags |= EMU_FLAG_FIXED1;
 	cpu->cc.op = EMU_CC_NONE;
@@ -67,6 +108,7 @@ void emu_cpu_get_state(struct emu_cpu *cpu, struct cpu_state *state)
 {
 	emu_flags_sync(cpu);
 	*state = cpu->s;
+	emu_cpu_export_extended(cpu, state);
 }
 
 /* SDM Vol. 3 §2.2 (modes) and §5.5 (CPL = SS.DPL, as KVM reports it). */
