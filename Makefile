@@ -42,7 +42,7 @@ comma := ,
 EMU_LINK := $(if $(wildcard src/cpu/emu/backend.c),-Wl$(comma)-u$(comma)cpu_backend_emu)
 $(BUILD)/vmm: $(BUILD)/src/main.o $(BUILD)/libvmm.a
 	$(CC) $(LDFLAGS) $(EMU_LINK) -o $@ $^ $(LDLIBS)
-	ln -sf $(BUILD)/vmm vmm
+	$(if $(filter build,$(BUILD)),ln -sf $(BUILD)/vmm vmm) # the sanitizer build does not take over ./vmm
 
 $(BUILD)/libvmm.a: $(LIB_OBJS)
 	rm -f $@
