@@ -111,6 +111,12 @@ struct emu_memory_ops {
 	 * guest-physical address; *host = NULL (with EMU_OK) when it is not plain RAM. */
 	int (*fetch)(struct emu_cpu *cpu, uint64_t linear, const uint8_t **host, unsigned *avail,
 		     uint64_t *gpa);
+	/* Optional, for locked read-modify-writes (LOCK, XCHG with memory; exec.c): translate
+	 * the `len` bytes at `linear` for writing, faulting exactly as write() would but
+	 * writing nothing, and give the host address of the operand when all of it is RAM in
+	 * host-contiguous memory (one page), else *host = NULL with EMU_OK (MMIO, two pages).
+	 * Without it every locked operand takes the bus-lock path. */
+	int (*lock_operand)(struct emu_cpu *cpu, uint64_t linear, unsigned len, void **host);
 };
 
 /* Lazily evaluated arithmetic flags: the last flag-producing operation is recorded and the six

@@ -8,6 +8,7 @@
 #include "cpu/emu/emu.h"
 #include "cpu/emu/exec.h"
 
+#include <pthread.h>
 #include <string.h>
 
 /* A REP string instruction yields after this many iterations so interrupts can be taken. */
@@ -81,14 +82,183 @@ uint64_t exec_effective_address(const struct exec *x)
 	return ea & exec_addr_mask(x);
 }
 
+/* ---- locked read-modify-writes (SDM Vol. 3 §9.1.2) ----
+ *
+ * vCPUs are host threads sharing guest RAM, so a locked instruction must not be a plain read
+ * and a later write. Its operand is translated for writing first (a fault changes nothing),
+ * read, and the handler computes the new value and flags as usual; the write is then a host
+ * compare-and-swap against what was read, and if another vCPU changed the operand in between
+ * the whole instruction runs again (EXEC_RETRY; handlers write registers only after memory).
+ * A host compare-and-swap covers an operand of 1, 2, 4 or 8 bytes that is naturally aligned
+ * (any host) or within one 64-byte cache line (x86 hosts, whose LOCK CMPXCHG allows that),
+ * and the 16-byte aligned operand of CMPXCHG16B (x86-64 hosts: LOCK CMPXCHG16B). Anything
+ * else — split locks across cache lines or pages, MMIO, memory without a lock_operand hook —
+ * is read and written under one process-wide mutex (one VM per process: VM-wide), which
+ * serialises such operands against each other but not against the compare-and-swap path:
+ * a split lock overlapping an aligned locked operand that another vCPU updates at the same
+ * time is not atomic against it (Linux avoids split locks; real CPUs make them very slow).
+ * An MMIO operand whose access stops the instruction (an exit) releases the mutex at the
+ * stop; the replayed read and the write happen under it again when the instruction resumes. */
+static pthread_mutex_t exec_bus_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define HOST_CACHE_LINE 64
+
+static bool host_atomic_ok(const uint8_t *host, unsigned len)
+{
+	uintptr_t p = (uintptr_t)host;
+
+	if (len == 16) /* CMPXCHG16B: #GP unless aligned */
+#if defined(__x86_64__)
+		return !(p & 15);
+#else
+		return false;
+#endif
+	if (len != 1 && len != 2 && len != 4 && len != 8)
+		return false;
+	if (!(p & (len - 1)))
+		return true;
+#if defined(__x86_64__) || defined(__i386__)
+	return (p & (HOST_CACHE_LINE - 1)) + len <= HOST_CACHE_LINE;
+#else
+	return false;
+#endif
+}
+
+/* Replace the `len` bytes at `host` with `desired` if they still hold `expected`. */
+static bool host_cas(uint8_t *host, unsigned len, const void *expected, const void *desired)
+{
+	uint64_t e = 0, d = 0;
+
+#if defined(__x86_64__)
+	if (len == 16) {
+		uint64_t e2[2], d2[2];
+		bool ok;
+
+		memcpy(e2, expected, 16);
+		memcpy(d2, desired, 16);
+		__asm__ volatile("lock cmpxchg16b (%[p])"
+				 : "=@ccz"(ok), "+a"(e2[0]), "+d"(e2[1])
+				 : [p] "r"(host), "b"(d2[0]), "c"(d2[1])
+				 : "memory");
+		return ok;
+	}
+#endif
+	memcpy(&e, expected, len);
+	memcpy(&d, desired, len);
+	if (!((uintptr_t)host & (len - 1))) {
+		switch (len) {
+		case 1: {
+			uint8_t e1 = (uint8_t)e;
+			return __atomic_compare_exchange_n(host, &e1, (uint8_t)d, false,
+							   __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		}
+		case 2: {
+			uint16_t e1 = (uint16_t)e;
+			return __atomic_compare_exchange_n((uint16_t *)(void *)host, &e1,
+							   (uint16_t)d, false, __ATOMIC_SEQ_CST,
+							   __ATOMIC_SEQ_CST);
+		}
+		case 4: {
+			uint32_t e1 = (uint32_t)e;
+			return __atomic_compare_exchange_n((uint32_t *)(void *)host, &e1,
+							   (uint32_t)d, false, __ATOMIC_SEQ_CST,
+							   __ATOMIC_SEQ_CST);
+		}
+		default:
+			return __atomic_compare_exchange_n((uint64_t *)(void *)host, &e, d, false,
+							   __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		}
+	}
+#if defined(__x86_64__) || defined(__i386__)
+	/* Unaligned within a cache line: LOCK CMPXCHG is atomic there (host_atomic_ok()). */
+	bool ok;
+
+	switch (len) {
+	case 2:
+		__asm__ volatile("lock cmpxchgw %w[d], (%[p])"
+				 : "=@ccz"(ok), "+a"(e)
+				 : [p] "r"(host), [d] "r"(d)
+				 : "memory");
+		return ok;
+	case 4:
+		__asm__ volatile("lock cmpxchgl %k[d], (%[p])"
+				 : "=@ccz"(ok), "+a"(e)
+				 : [p] "r"(host), [d] "r"(d)
+				 : "memory");
+		return ok;
+#if defined(__x86_64__)
+	case 8:
+		__asm__ volatile("lock cmpxchgq %[d], (%[p])"
+				 : "=@ccz"(ok), "+a"(e)
+				 : [p] "r"(host), [d] "r"(d)
+				 : "memory");
+		return ok;
+#endif
+	}
+#endif
+	return false; /* not reached: host_atomic_ok() refused it */
+}
+
+static void exec_lock_release(struct exec *x)
+{
+	if (x->lk.held) {
+		pthread_mutex_unlock(&exec_bus_lock);
+		x->lk.held = false;
+	}
+}
+
+int exec_mem_read_bytes(struct exec *x, uint64_t la, void *dst, unsigned len)
+{
+	struct emu_cpu *cpu = x->cpu;
+	struct exec_locked *lk = &x->lk;
+	void *host = NULL;
+	int rc;
+
+	if (!lk->active || lk->pending || lk->held)
+		return cpu->mem->read(cpu, la, dst, len, EMU_ACCESS_READ);
+	if (cpu->mem->lock_operand && (rc = cpu->mem->lock_operand(cpu, la, len, &host)))
+		return rc;
+	lk->la = la;
+	lk->len = (uint8_t)len;
+	lk->pending = true;
+	if (host && host_atomic_ok(host, len)) {
+		lk->host = host;
+		/* Not atomic itself: a torn or stale value makes the compare-and-swap fail. */
+		memcpy(lk->old, host, len);
+		memcpy(dst, lk->old, len);
+		return EMU_OK;
+	}
+	lk->host = NULL;
+	pthread_mutex_lock(&exec_bus_lock);
+	lk->held = true;
+	return cpu->mem->read(cpu, la, dst, len, EMU_ACCESS_READ);
+}
+
+int exec_mem_write_bytes(struct exec *x, uint64_t la, const void *src, unsigned len)
+{
+	struct emu_cpu *cpu = x->cpu;
+	struct exec_locked *lk = &x->lk;
+
+	if (!lk->pending || la != lk->la || len != lk->len)
+		return cpu->mem->write(cpu, la, src, len);
+	lk->pending = false;
+	if (!lk->host)
+		return cpu->mem->write(cpu, la, src, len); /* under the bus lock */
+	return host_cas(lk->host, len, lk->old, src) ? EMU_OK : EXEC_RETRY;
+}
+
 int exec_mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v)
 {
 	*v = 0;
+	if (x->lk.active)
+		return exec_mem_read_bytes(x, la, v, size);
 	return x->cpu->mem->read(x->cpu, la, v, size, EMU_ACCESS_READ);
 }
 
 int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v)
 {
+	if (x->lk.active)
+		return exec_mem_write_bytes(x, la, &v, size);
 	return x->cpu->mem->write(x->cpu, la, &v, size);
 }
 
@@ -1266,8 +1436,13 @@ int emu_execute(struct emu_cpu *cpu, const struct emu_insn *insn)
 		x.next_rip &= cpu->mode == EMU_MODE_32 ? 0xffffffffull : 0xffffull;
 	if ((insn->prefix & EMU_PFX_LOCK) && !lock_allowed(insn))
 		return emu_raise(cpu, EMU_VEC_UD, false, 0);
-	if (emu_insn_has_mem(insn))
+	if (emu_insn_has_mem(insn)) {
 		x.la = exec_seg_linear(&x, insn->seg, exec_effective_address(&x));
+		/* XCHG with memory is locked without the prefix (SDM Vol. 2, XCHG). */
+		x.lk.active = (insn->prefix & EMU_PFX_LOCK) ||
+			      (insn->map == EMU_MAP_1 && (insn->opcode & 0xFE) == 0x86);
+	}
+retry:
 	switch (insn->map) {
 	case EMU_MAP_1:
 		rc = exec_map1(&x);
@@ -1278,6 +1453,15 @@ int emu_execute(struct emu_cpu *cpu, const struct emu_insn *insn)
 	default:
 		rc = exec_ud(&x);
 		break;
+	}
+	exec_lock_release(&x);
+	if (rc == EXEC_RETRY) {
+		/* Another vCPU changed the locked operand: nothing was written, registers are
+		 * written after memory; undo the flags and run the instruction again. */
+		x.lk.pending = false;
+		cpu->cc = saved_cc;
+		cpu->s.rflags = saved_rflags;
+		goto retry;
 	}
 	if (rc == EMU_OK || rc == EMU_HALT) {
 		cpu->s.rip = x.next_rip;

@@ -9,6 +9,22 @@
 #include "cpu/emu/decode.h"
 #include "cpu/emu/emu.h"
 
+/* A locked read-modify-write (LOCK prefix, or XCHG with memory): the instruction's first
+ * memory read and its write of the same bytes are one atomic access (exec.c). */
+struct exec_locked {
+	bool active; /* this instruction's memory operand is locked */
+	bool pending; /* the operand was read, its write is still to come */
+	bool held; /* the bus lock is held (an operand no host atomic can update) */
+	uint8_t len;
+	uint8_t *host; /* the operand in RAM, updated by a host compare-and-swap; or NULL */
+	uint64_t la;
+	uint8_t old[16]; /* what the read saw: the compare-and-swap's expected value */
+};
+
+/* A handler's status besides enum emu_status: the compare-and-swap of a locked operand found
+ * another value (another vCPU wrote it), so emu_execute() runs the instruction again. */
+#define EXEC_RETRY 100
+
 /* One instruction being executed. */
 struct exec {
 	struct emu_cpu *cpu;
@@ -16,6 +32,7 @@ struct exec {
 	uint64_t next_rip; /* RIP after this instruction; branches change it */
 	uint64_t la; /* linear address of the ModRM memory operand, if any */
 	bool partial; /* a REP string instruction completed iterations: keep them on a fault */
+	struct exec_locked lk;
 };
 
 /* Registers by number and size (byte registers 4-7 are AH..BH without REX). */
@@ -30,6 +47,9 @@ uint64_t exec_effective_address(const struct exec *x);
 /* Memory and the ModRM r/m operand; each returns an enum emu_status. */
 int exec_mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v);
 int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v);
+/* Any length up to 16 bytes (CMPXCHG8B/16B); a locked operand goes through the lock path. */
+int exec_mem_read_bytes(struct exec *x, uint64_t la, void *dst, unsigned len);
+int exec_mem_write_bytes(struct exec *x, uint64_t la, const void *src, unsigned len);
 int exec_rm_read(struct exec *x, unsigned size, uint64_t *v);
 int exec_rm_write(struct exec *x, unsigned size, uint64_t v);
 

@@ -78,8 +78,22 @@ static int flat_fetch(struct emu_cpu *cpu, uint64_t linear, const uint8_t **host
 	return EMU_OK;
 }
 
+static int flat_lock_operand(struct emu_cpu *cpu, uint64_t linear, unsigned len, void **host)
+{
+	struct emu_flat_window *w = flat_find(cpu->mem_opaque, linear, len);
+
+	*host = NULL;
+	if (!w)
+		return flat_fault(cpu, linear, PF_ERR_WRITE);
+	if (!w->writable)
+		return flat_fault(cpu, linear, PF_ERR_WRITE | PF_ERR_PRESENT);
+	*host = w->host + (linear - w->linear);
+	return EMU_OK;
+}
+
 const struct emu_memory_ops emu_flat_memory_ops = {
 	.read = flat_read,
 	.write = flat_write,
 	.fetch = flat_fetch,
+	.lock_operand = flat_lock_operand,
 };

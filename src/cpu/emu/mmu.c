@@ -316,8 +316,27 @@ static int paged_fetch(struct emu_cpu *cpu, uint64_t linear, const uint8_t **hos
 	return EMU_OK;
 }
 
+/* A locked operand: both pages translated for writing (A and D set, #PF with W) before the
+ * instruction reads anything; the host address when it is RAM within one page. */
+static int paged_lock_operand(struct emu_cpu *cpu, uint64_t linear, unsigned len, void **host)
+{
+	unsigned off = (unsigned)(linear & ~PAGE_MASK);
+	struct emu_tlb_entry *e;
+	int rc;
+
+	*host = NULL;
+	if ((rc = tlb_lookup(cpu, linear, EMU_ACCESS_WRITE, &e)))
+		return rc;
+	if (off + len > PAGE_SIZE)
+		return tlb_lookup(cpu, linear + (PAGE_SIZE - off), EMU_ACCESS_WRITE, &e);
+	if (e->host)
+		*host = e->host + off;
+	return EMU_OK;
+}
+
 const struct emu_memory_ops emu_paged_memory_ops = {
 	.read = paged_read,
 	.write = paged_write,
 	.fetch = paged_fetch,
+	.lock_operand = paged_lock_operand,
 };

@@ -1149,7 +1149,7 @@ static int exec_cmpxchg_wide(struct exec *x)
 		return exec_ud(x);
 	if (wide && (x->la & 15))
 		return gp(cpu, 0);
-	if ((rc = cpu->mem->read(cpu, x->la, m, 2 * half, EMU_ACCESS_READ)))
+	if ((rc = exec_mem_read_bytes(x, x->la, m, 2 * half)))
 		return rc;
 	if (!wide) {
 		m[1] = m[0] >> 32;
@@ -1160,7 +1160,7 @@ static int exec_cmpxchg_wide(struct exec *x)
 
 		if (!wide)
 			n[0] |= n[1] << 32;
-		if ((rc = cpu->mem->write(cpu, x->la, n, 2 * half)))
+		if ((rc = exec_mem_write_bytes(x, x->la, n, 2 * half)))
 			return rc;
 		emu_flags_set(cpu, EMU_FLAG_ZF, EMU_FLAG_ZF);
 		return EMU_OK;
@@ -1168,7 +1168,7 @@ static int exec_cmpxchg_wide(struct exec *x)
 	/* Failure: the old value is written back (the access is locked), then rDX:rAX load it. */
 	if (!wide)
 		m[0] |= m[1] << 32;
-	if ((rc = cpu->mem->write(cpu, x->la, m, 2 * half)))
+	if ((rc = exec_mem_write_bytes(x, x->la, m, 2 * half)))
 		return rc;
 	if (!wide)
 		m[0] &= mask;
