@@ -71,3 +71,24 @@ expect_error() {
 		ok "$name"
 	fi
 }
+
+# selftest_boot NAME STATUS IMAGE VMM-ARGS -- GUEST-ARGS: boots the self-test guest on the backend
+# $ACCEL; expects the exit status and, for a normal run,
+# the guest's own "N passed, 0 failed" with N > 0.
+selftest_boot() {
+	local name=$1 want=$2 image=$3; shift 3
+	local args=() guest=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do args+=("$1"); shift; done
+	[ "${1:-}" = -- ] && shift
+	guest=("$@")
+	run_vmm "$TMP/$name.out" "$TMP/$name.err" --accel "$ACCEL" "${args[@]}" "$image" "${guest[@]}"
+	local summary
+	summary=$(grep -a '^selftest: [0-9]* passed, [0-9]* failed' "$TMP/$name.out")
+	if [ "$RC" -ne "$want" ]; then
+		fail "$name" "status $RC, expected $want; $(grep -a FAIL "$TMP/$name.out" | head -3) $(tail -c 300 "$TMP/$name.err")"
+	elif [ "$want" -eq 0 ] && ! [[ "$summary" =~ ^selftest:\ [1-9][0-9]*\ passed,\ 0\ failed ]]; then
+		fail "$name" "guest says '${summary:-nothing}': $(grep -a 'FAIL' "$TMP/$name.out" | head -5)"
+	else
+		ok "$name"
+	fi
+}

@@ -9,33 +9,15 @@ if ! "$VMM" --version 2>/dev/null | grep -q 'emu'; then
 	exit 0
 fi
 
-# boot NAME STATUS IMAGE VMM-ARGS -- GUEST-ARGS: expects the exit status and, for a normal run,
-# the guest's own "N passed, 0 failed" with N > 0.
-boot() {
-	local name=$1 want=$2 image=$3; shift 3
-	local args=() guest=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do args+=("$1"); shift; done
-	[ "${1:-}" = -- ] && shift
-	guest=("$@")
-	run_vmm "$TMP/$name.out" "$TMP/$name.err" --accel emu "${args[@]}" "$image" "${guest[@]}"
-	local summary
-	summary=$(grep -a '^selftest: [0-9]* passed, [0-9]* failed' "$TMP/$name.out")
-	if [ "$RC" -ne "$want" ]; then
-		fail "$name" "status $RC, expected $want; $(grep -a FAIL "$TMP/$name.out" | head -3) $(tail -c 300 "$TMP/$name.err")"
-	elif [ "$want" -eq 0 ] && ! [[ "$summary" =~ ^selftest:\ [1-9][0-9]*\ passed,\ 0\ failed ]]; then
-		fail "$name" "guest says '${summary:-nothing}': $(grep -a 'FAIL' "$TMP/$name.out" | head -5)"
-	else
-		ok "$name"
-	fi
-}
+ACCEL=emu
 
 for image in bzImage elf; do
 	img=$ROOT/guest/selftest/selftest.$image
-	boot "emu_${image}_1cpu_256M" 0 "$img" -m 256M -c 1 -- selftest.mem=256M selftest.cpus=1 selftest.quick=1
-	boot "emu_${image}_2cpus_64M" 0 "$img" -m 64M -c 2 -- selftest.mem=64M selftest.cpus=2 selftest.quick=1
-	boot "emu_${image}_2cpus_5G_above_the_hole" 0 "$img" -m 5G -c 2 -- selftest.mem=5G selftest.cpus=2 selftest.quick=1
+	selftest_boot "emu_${image}_1cpu_256M" 0 "$img" -m 256M -c 1 -- selftest.mem=256M selftest.cpus=1 selftest.quick=1
+	selftest_boot "emu_${image}_2cpus_64M" 0 "$img" -m 64M -c 2 -- selftest.mem=64M selftest.cpus=2 selftest.quick=1
+	selftest_boot "emu_${image}_2cpus_5G_above_the_hole" 0 "$img" -m 5G -c 2 -- selftest.mem=5G selftest.cpus=2 selftest.quick=1
 done
-boot emu_bzImage_4cpus_3G 0 "$SELFTEST_BZ" -m 3G -c 4 -- selftest.mem=3G selftest.cpus=4
+selftest_boot emu_bzImage_4cpus_3G 0 "$SELFTEST_BZ" -m 3G -c 4 -- selftest.mem=3G selftest.cpus=4
 grep -aq "ok - highmem" "$TMP/emu_bzImage_2cpus_5G_above_the_hole.out" && ok emu_highmem_checked_at_5G || fail emu_highmem_checked_at_5G "no highmem check in the 5G run"
 grep -aq "ok - smp" "$TMP/emu_bzImage_4cpus_3G.out" && ok emu_four_aps_came_up || fail emu_four_aps_came_up "$(grep -a smp "$TMP/emu_bzImage_4cpus_3G.out")"
 for check in lapic-timer ioapic cpuid-kvmclock; do
@@ -51,6 +33,6 @@ fi
 run_vmm "$TMP/wrong.out" "$TMP/wrong.err" --accel emu -m 256M "$SELFTEST_BZ" selftest.mem=512M selftest.quick=1
 grep -aq "FAIL - e820" "$TMP/wrong.out" && ok emu_guest_detects_wrong_memory_size || fail emu_guest_detects_wrong_memory_size "$(grep -a e820 "$TMP/wrong.out")"
 
-boot emu_panic_exits_4 4 "$SELFTEST_BZ" -- selftest.panic=1 selftest.quick=1
-boot emu_reboot_exits_3 3 "$SELFTEST_BZ" -- selftest.reboot=1 selftest.quick=1
-boot emu_triple_fault_exits_5 5 "$SELFTEST_ELF" -- selftest.triple=1 selftest.quick=1
+selftest_boot emu_panic_exits_4 4 "$SELFTEST_BZ" -- selftest.panic=1 selftest.quick=1
+selftest_boot emu_reboot_exits_3 3 "$SELFTEST_BZ" -- selftest.reboot=1 selftest.quick=1
+selftest_boot emu_triple_fault_exits_5 5 "$SELFTEST_ELF" -- selftest.triple=1 selftest.quick=1
