@@ -581,17 +581,27 @@ static int far_transfer(struct exec *x, uint16_t sel, uint64_t offset, bool call
 	return EMU_OK;
 }
 
-/* JMP FAR / CALL FAR m16:16/32/64 (FF /5, FF /3). */
-static int exec_far_jump(struct exec *x, bool call)
+/* Read a far pointer m16:16/32/64 (offset, then selector) at the memory operand; #UD for a
+ * register operand. */
+static int read_far_pointer(struct exec *x, uint64_t *offset, uint64_t *sel)
 {
 	unsigned size = x->insn->opsize;
-	uint64_t offset, sel;
 	int rc;
 
 	if (x->insn->mod == 3)
 		return exec_ud(x);
-	if ((rc = exec_mem_read(x, x->la, size, &offset)) ||
-	    (rc = exec_mem_read(x, x->la + size, 2, &sel)))
+	if ((rc = exec_mem_read(x, x->la, size, offset)))
+		return rc;
+	return exec_mem_read(x, x->la + size, 2, sel);
+}
+
+/* JMP FAR / CALL FAR m16:16/32/64 (FF /5, FF /3). */
+static int exec_far_jump(struct exec *x, bool call)
+{
+	uint64_t offset, sel;
+	int rc = read_far_pointer(x, &offset, &sel);
+
+	if (rc)
 		return rc;
 	return far_transfer(x, (uint16_t)sel, offset, call);
 }
@@ -1296,10 +1306,7 @@ static int exec_load_far_pointer(struct exec *x, unsigned sreg)
 	uint64_t offset, sel;
 	int rc;
 
-	if (x->insn->mod == 3)
-		return exec_ud(x);
-	if ((rc = exec_mem_read(x, x->la, size, &offset)) ||
-	    (rc = exec_mem_read(x, x->la + size, 2, &sel)) ||
+	if ((rc = read_far_pointer(x, &offset, &sel)) ||
 	    (rc = segment_load_data(x->cpu, sreg, (uint16_t)sel)))
 		return rc;
 	exec_reg_set(x, x->insn->reg, size, offset);
