@@ -91,6 +91,10 @@ struct emu_vcpu {
 	uint64_t system_time_gpa; /* 0: disabled */
 	bool guest_stopped; /* set PVCLOCK_GUEST_STOPPED at the next update */
 	uint64_t sleep_ns; /* time spent halted or waiting for SIPI, for the statistics */
+	/* gdb (set_guest_debug, written with the vCPU parked) */
+	bool debugging; /* instructions go through ev_step_debug() */
+	bool single_step; /* a debug exit after each instruction; no interrupt taken meanwhile */
+	struct emu_debug debug;
 };
 
 struct emu_vm {
@@ -561,6 +565,71 @@ static void report_ud(struct emu_vcpu *ev)
 	pthread_mutex_unlock(&evm->lock);
 }
 
+/* ---- guest debugging (the gdb stub) ---- */
+
+#define EV_DEBUG_EXIT 100 /* not an emu_status: ev_step_debug() filled in a debug exit */
+
+static uint64_t ev_linear_rip(const struct emu_cpu *cpu)
+{
+	return cpu->mode == EMU_MODE_64 ? cpu->s.rip
+					: (cpu->s.seg[SEG_CS].base + cpu->s.rip) & 0xffffffff;
+}
+
+/* A debug exit as KVM reports it: #DB with DR6 (breakpoints hit, BS) and the next instruction,
+ * or #BP with RIP at the INT3 (not delivered to the guest). */
+static int ev_debug_exit(struct emu_vcpu *ev, struct vcpu_exit *exit, unsigned vector, uint64_t dr6)
+{
+	ev_log_reset(ev);
+	exit->reason = VCPU_EXIT_DEBUG;
+	exit->debug.exception = (uint8_t)vector;
+	exit->debug.pc = ev_linear_rip(&ev->cpu);
+	exit->debug.dr6 = vector == EMU_VEC_DB ? EMU_DR6_FIXED1 | dr6 : 0;
+	return EV_DEBUG_EXIT;
+}
+
+/* One instruction with gdb's breakpoints, watchpoints and single step. Returns what emu_step()
+ * would (exceptions other than gdb's #BP already delivered), or EV_DEBUG_EXIT. */
+static int ev_step_debug(struct emu_vcpu *ev, struct vcpu_exit *exit)
+{
+	struct emu_cpu *cpu = &ev->cpu;
+	unsigned hits;
+	int rc;
+
+	/* An instruction restarted after an MMIO/PIO exit was already checked. */
+	if (!ev->log.n && (hits = emu_debug_exec_hits(&ev->debug, ev_linear_rip(cpu))))
+		return ev_debug_exit(ev, exit, EMU_VEC_DB, hits);
+	ev->debug.data_hits = 0;
+	rc = emu_step(cpu);
+	if (rc == EMU_STOP)
+		return rc;
+	if (rc == EMU_EXCEPTION) {
+		if (cpu->exc.vector == EMU_VEC_BP && ev->debug.ctl.sw_breakpoints)
+			return ev_debug_exit(ev, exit, EMU_VEC_BP, 0);
+		ev_log_reset(ev);
+		if (cpu->exc.vector == EMU_VEC_UD)
+			report_ud(ev);
+		if ((rc = emu_deliver_exception(cpu)) != EMU_OK)
+			return rc; /* triple fault */
+		ev->debug.data_hits = 0; /* a faulting instruction does not complete */
+	}
+	if (rc == EMU_HALT)
+		ev->halted = true;
+	hits = ev->debug.data_hits | (ev->single_step ? EMU_DR6_BS : 0);
+	if (hits)
+		return ev_debug_exit(ev, exit, EMU_VEC_DB, hits);
+	return rc;
+}
+
+static int emu_set_guest_debug(struct vcpu *vcpu, const struct cpu_debug *debug)
+{
+	struct emu_vcpu *ev = vcpu->backend_data;
+
+	emu_debug_set(&ev->cpu, &ev->debug, debug);
+	ev->debugging = debug->enabled;
+	ev->single_step = debug->enabled && debug->single_step;
+	return 0;
+}
+
 /* ---- the backend ---- */
 
 static int emu_vm_init(struct vm *vm)
@@ -789,7 +858,10 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 		}
 		if (!mid_insn)
 			ev_check_timer(ev);
-		bool intr = !mid_insn && (lapic_pending(&ev->lapic) & LAPIC_PENDING_INTR);
+		/* While gdb steps, interrupts wait (as KVM_GUESTDBG_BLOCKIRQ): a step lands on the
+		 * next instruction, not in a handler. A halted vCPU takes them, or never moves. */
+		bool intr = !mid_insn && (lapic_pending(&ev->lapic) & LAPIC_PENDING_INTR) &&
+			    (!ev->single_step || ev->halted);
 		if (intr && emu_interrupts_enabled(cpu)) {
 			uint8_t vector;
 
@@ -813,7 +885,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 				break;
 			if (intr && emu_interrupts_enabled(cpu) && !ev->log.n)
 				break;
-			rc = emu_step(cpu);
+			rc = ev->debugging ? ev_step_debug(ev, exit) : emu_step(cpu);
 			if (rc == EMU_OK) {
 				if (ev->log.n) {
 					ev_log_reset(ev);
@@ -822,6 +894,8 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 				}
 				continue;
 			}
+			if (rc == EV_DEBUG_EXIT)
+				return 0;
 			if (rc == EMU_STOP) {
 				if (!ev->exit_pending) {
 					snprintf(exit->detail, sizeof(exit->detail),
@@ -923,4 +997,5 @@ const struct cpu_backend cpu_backend_emu = {
 	.irq_msi = emu_irq_msi,
 	.vm_paused = emu_vm_paused,
 	.vm_resuming = emu_vm_resuming,
+	.set_guest_debug = emu_set_guest_debug,
 };

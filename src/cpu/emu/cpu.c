@@ -31,6 +31,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	void *mem_opaque = cpu->mem_opaque, *phys_opaque = cpu->phys_opaque;
 	const struct emu_platform_ops *platform = cpu->platform;
 	struct emu_icache *icache = cpu->icache;
+	struct emu_debug *debug = cpu->debug; /* INIT/SIPI keep gdb's breakpoints */
 
 	memset(cpu, 0, sizeof(*cpu));
 	/* A cache that cannot be allocated only costs speed. Entries never need flushing. */
@@ -40,6 +41,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->phys = phys;
 	cpu->phys_opaque = phys_opaque;
 	cpu->platform = platform;
+	cpu->debug = debug;
 	cpu->msr.pat = 0x0007040600070406ull; /* the reset value (SDM Vol. 3 §11.12.4) */
 	emu_fpu_reset(cpu);
 	cpu->s = *state;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu/backend.h"
 #include "cpu/state.h"
 
 /* RFLAGS bits (SDM Vol. 1 §3.4.3). */
@@ -180,6 +181,17 @@ enum emu_mode {
 
 struct emu_icache;
 
+/* Guest debugging for the gdb stub (debug.c), with the x86 debug registers' semantics (SDM Vol. 3
+ * §18.2): execute breakpoints are checked by the caller of emu_step() at instruction boundaries,
+ * data breakpoints by memory ops that wrap the CPU's own (installed only while a data breakpoint
+ * is set, so they cost nothing otherwise: every data access must go through cpu->mem), and INT3
+ * becomes a #BP fault left to the caller (RIP at the INT3) instead of going through the IDT. */
+struct emu_debug {
+	struct cpu_debug ctl; /* what the stub asked for */
+	const struct emu_memory_ops *inner; /* the CPU's memory ops, wrapped while watching */
+	uint8_t data_hits; /* DR6 bits 0-3: data breakpoints hit since the caller cleared it */
+};
+
 /* Optional hooks for what the monitor keeps outside the core (backend.c: the LAPIC, kvmclock,
  * the VM's CPUID). A NULL pointer or field means the core's own behaviour. */
 #define EMU_MSR_UNHANDLED (-1)
@@ -214,6 +226,7 @@ struct emu_cpu {
 	struct emu_fxstate fx; /* XMM registers, MXCSR (and the x87 fields, not implemented) */
 	struct emu_tlb tlb;
 	struct emu_icache *icache; /* decoded instructions by guest-physical address (cpu.c) */
+	struct emu_debug *debug; /* guest debugging on (emu_debug_set), else NULL */
 };
 
 /* Set up `cpu` from an architectural state; the memory callbacks (mem, phys and their opaque
@@ -229,6 +242,15 @@ void emu_cpu_set_state(struct emu_cpu *cpu, const struct cpu_state *state);
 void emu_cpu_get_state(struct emu_cpu *cpu, struct cpu_state *state);
 /* Recompute mode and CPL after CR0/EFER/CS changed. */
 void emu_update_mode(struct emu_cpu *cpu);
+
+/* Turn guest debugging on (ctl->enabled) or off, with `d` as its state (kept by the caller, which
+ * must not free it while it is installed). Replaces any previous setting. */
+void emu_debug_set(struct emu_cpu *cpu, struct emu_debug *d, const struct cpu_debug *ctl);
+/* DR6 bits 0-3 of the execute breakpoints at linear address `la` (0: none). */
+unsigned emu_debug_exec_hits(const struct emu_debug *d, uint64_t la);
+/* DR6 as a debug exit reports it: the bits that read as 1 (SDM Vol. 3 §18.2.3), BS for a step. */
+#define EMU_DR6_FIXED1 0xFFFF0FF0ull
+#define EMU_DR6_BS (1ull << 14)
 
 /* Fetch, decode and execute one instruction at CS:RIP. */
 int emu_step(struct emu_cpu *cpu);

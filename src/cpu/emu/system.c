@@ -1324,7 +1324,9 @@ int exec_system_map1(struct exec *x)
 	case 0xCA:
 	case 0xCB:
 		return exec_far_return(x);
-	case 0xCC:
+	case 0xCC: /* with gdb's breakpoints in: a #BP fault for the stub, the IDT untouched */
+		if (x->cpu->debug && x->cpu->debug->ctl.sw_breakpoints)
+			return emu_raise(x->cpu, EMU_VEC_BP, false, 0);
 		return exec_software_interrupt(x, EMU_VEC_BP, EMU_EVENT_SOFTWARE);
 	case 0xCD:
 		return exec_software_interrupt(x, (unsigned)insn->imm & 0xff, EMU_EVENT_SOFTWARE);
