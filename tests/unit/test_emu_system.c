@@ -1055,6 +1055,79 @@ static void test_real_mode_trampoline(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x9f00);
 }
 
+/* gdb's debugging on the software CPU (debug.c): one instruction at USER_RW with RBX pointing
+ * at `target`; returns the DR6 bits of data breakpoints it hit. */
+static unsigned debug_run(struct emu_debug *d, const uint8_t *bytes, unsigned n, uint64_t target)
+{
+	code(USER_RW, bytes, n);
+	cpu.s.gpr[CPU_RBX] = target;
+	d->data_hits = 0;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	return d->data_hits;
+}
+
+static void test_debug_watchpoints(void)
+{
+	static const uint8_t store8[] = { 0x88, 0x03 }, load32[] = { 0x8b, 0x03 },
+			     store64[] = { 0x48, 0x89, 0x03 }, lock_inc[] = { 0xf0, 0xff, 0x03 },
+			     push[] = { 0x50 };
+	const uint64_t w = USER_RW + 0x800;
+	struct emu_debug d;
+	struct cpu_debug ctl = { .enabled = true, .nr_hw = 3 };
+
+	machine_reset();
+	ctl.hw[0] = (typeof(ctl.hw[0])){ .addr = w, .type = CPU_HW_WRITE, .len = 4 };
+	ctl.hw[1] = (typeof(ctl.hw[1])){ .addr = w + 8, .type = CPU_HW_ACCESS, .len = 8 };
+	ctl.hw[2] = (typeof(ctl.hw[2])){ .addr = USER_RW + 0xEF8, .type = CPU_HW_WRITE, .len = 8 };
+	emu_debug_set(&cpu, &d, &ctl);
+	CHECK(cpu.mem != &emu_paged_memory_ops); /* watching: the wrapper */
+	CHECK_EQ(debug_run(&d, store8, sizeof(store8), w + 3), 1); /* last byte of a dword */
+	CHECK_EQ(debug_run(&d, store8, sizeof(store8), w + 4), 0); /* the byte after it */
+	CHECK_EQ(debug_run(&d, load32, sizeof(load32), w), 0); /* a read: write-only */
+	CHECK_EQ(debug_run(&d, load32, sizeof(load32), w + 12), 2); /* read/write, length 8 */
+	CHECK_EQ(debug_run(&d, store64, sizeof(store64), w + 1), 3); /* unaligned over both */
+	CHECK_EQ(debug_run(&d, lock_inc, sizeof(lock_inc), w), 1); /* locked read-modify-write */
+	cpu.s.gpr[CPU_RSP] = USER_RW + 0xF00;
+	CHECK_EQ(debug_run(&d, push, sizeof(push), 0), 4); /* an implicit stack write */
+	/* Off again: the CPU's own memory ops, nothing recorded. */
+	ctl.enabled = false;
+	emu_debug_set(&cpu, &d, &ctl);
+	CHECK(cpu.mem == &emu_paged_memory_ops);
+	CHECK(cpu.debug == NULL);
+}
+
+static void test_debug_breakpoints(void)
+{
+	static const uint8_t int3[] = { 0xcc };
+	struct emu_debug d;
+	struct cpu_debug ctl = { .enabled = true, .sw_breakpoints = true, .nr_hw = 2 };
+
+	machine_reset();
+	ctl.hw[0] = (typeof(ctl.hw[0])){ .addr = USER_RW + 0x10, .type = CPU_HW_WRITE, .len = 1 };
+	ctl.hw[1] = (typeof(ctl.hw[1])){ .addr = USER_RW + 0x10, .type = CPU_HW_EXEC, .len = 1 };
+	emu_debug_set(&cpu, &d, &ctl);
+	CHECK_EQ(emu_debug_exec_hits(&d, USER_RW + 0x10), 2);
+	CHECK_EQ(emu_debug_exec_hits(&d, USER_RW + 0x11), 0);
+	/* INT3 with gdb's breakpoints in: a #BP fault, RIP still at the INT3, nothing delivered. */
+	code(USER_RW, int3, sizeof(int3));
+	uint64_t rsp = cpu.s.gpr[CPU_RSP];
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_BP);
+	CHECK_EQ(cpu.s.rip, USER_RW);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], rsp);
+	/* An INIT (emu_cpu_init) keeps the debugging state. */
+	struct cpu_state st;
+	emu_cpu_get_state(&cpu, &st);
+	emu_cpu_init(&cpu, &st);
+	CHECK(cpu.debug == &d);
+	/* Without them: the guest's own #BP, through the IDT, after the INT3. */
+	ctl.enabled = false;
+	emu_debug_set(&cpu, &d, &ctl);
+	code(USER_RW, int3, sizeof(int3));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * 3);
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -1084,6 +1157,8 @@ int main(void)
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);
 	RUN_TEST(test_x87_state);
+	RUN_TEST(test_debug_watchpoints);
+	RUN_TEST(test_debug_breakpoints);
 	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();
