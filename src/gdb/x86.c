@@ -7,19 +7,34 @@
 #include <stdio.h>
 #include <string.h>
 
-enum reg_kind { REG_GPR, REG_RIP, REG_FLAGS, REG_SEG, REG_X87, REG_BASE, REG_CR, REG_EFER };
+enum reg_kind {
+	REG_GPR, REG_RIP, REG_FLAGS, REG_SEG, REG_BASE, REG_CR, REG_EFER,
+	REG_ST, /* x87 ST(i): the 80 bits FXSAVE keeps in stack order, as gdb numbers them */
+	REG_FPU, /* x87 control and status, index enum fpu_field */
+	REG_XMM, REG_MXCSR,
+};
+enum fpu_field { FPU_FCTRL, FPU_FSTAT, FPU_FTAG, FPU_FISEG, FPU_FIOFF, FPU_FOSEG, FPU_FOOFF, FPU_FOP };
 
 struct reg_def {
 	const char *name;
 	uint8_t size; /* bytes */
 	uint8_t kind;
-	uint8_t index; /* enum cpu_reg, enum cpu_seg, control register number */
+	uint8_t index; /* enum cpu_reg, enum cpu_seg, control register number, ST(i), XMMi, fpu_field */
 	const char *type;
-	uint8_t feature; /* 0 core, 1 segments, 2 system */
+	uint8_t feature; /* enum feature */
 };
 
-#define X87(n) { "st" #n, 10, REG_X87, 0, "i387_ext", 0 }
-#define FPU(name) { name, 4, REG_X87, 0, "int", 0 }
+enum feature { FEAT_CORE, FEAT_SEGMENTS, FEAT_SYS, FEAT_SSE };
+
+#define X87(n) { "st" #n, 10, REG_ST, n, "i387_ext", FEAT_CORE }
+#define FPU(name, field) { name, 4, REG_FPU, field, "int", FEAT_CORE }
+#define X87_REGS                                                                                  \
+	X87(0), X87(1), X87(2), X87(3), X87(4), X87(5), X87(6), X87(7), FPU("fctrl", FPU_FCTRL), \
+		FPU("fstat", FPU_FSTAT), FPU("ftag", FPU_FTAG), FPU("fiseg", FPU_FISEG),         \
+		FPU("fioff", FPU_FIOFF), FPU("foseg", FPU_FOSEG), FPU("fooff", FPU_FOOFF),       \
+		FPU("fop", FPU_FOP)
+#define XMM(n) { "xmm" #n, 16, REG_XMM, n, "vec128", FEAT_SSE }
+#define MXCSR { "mxcsr", 4, REG_MXCSR, 0, "i386_mxcsr", FEAT_SSE }
 
 static const struct reg_def regs64[] = {
 	{ "rax", 8, REG_GPR, CPU_RAX, "int64", 0 }, { "rbx", 8, REG_GPR, CPU_RBX, "int64", 0 },
@@ -34,9 +49,9 @@ static const struct reg_def regs64[] = {
 	{ "cs", 4, REG_SEG, SEG_CS, "int32", 0 },   { "ss", 4, REG_SEG, SEG_SS, "int32", 0 },
 	{ "ds", 4, REG_SEG, SEG_DS, "int32", 0 },   { "es", 4, REG_SEG, SEG_ES, "int32", 0 },
 	{ "fs", 4, REG_SEG, SEG_FS, "int32", 0 },   { "gs", 4, REG_SEG, SEG_GS, "int32", 0 },
-	X87(0), X87(1), X87(2), X87(3), X87(4), X87(5), X87(6), X87(7),
-	FPU("fctrl"), FPU("fstat"), FPU("ftag"), FPU("fiseg"),
-	FPU("fioff"), FPU("foseg"), FPU("fooff"), FPU("fop"),
+	X87_REGS,
+	XMM(0), XMM(1), XMM(2), XMM(3), XMM(4), XMM(5), XMM(6), XMM(7),
+	XMM(8), XMM(9), XMM(10), XMM(11), XMM(12), XMM(13), XMM(14), XMM(15), MXCSR,
 	{ "fs_base", 8, REG_BASE, SEG_FS, "int64", 1 }, { "gs_base", 8, REG_BASE, SEG_GS, "int64", 1 },
 	{ "cr0", 8, REG_CR, 0, "int64", 2 }, { "cr2", 8, REG_CR, 2, "int64", 2 },
 	{ "cr3", 8, REG_CR, 3, "int64", 2 }, { "cr4", 8, REG_CR, 4, "int64", 2 },
@@ -52,9 +67,8 @@ static const struct reg_def regs32[] = {
 	{ "cs", 4, REG_SEG, SEG_CS, "int32", 0 },   { "ss", 4, REG_SEG, SEG_SS, "int32", 0 },
 	{ "ds", 4, REG_SEG, SEG_DS, "int32", 0 },   { "es", 4, REG_SEG, SEG_ES, "int32", 0 },
 	{ "fs", 4, REG_SEG, SEG_FS, "int32", 0 },   { "gs", 4, REG_SEG, SEG_GS, "int32", 0 },
-	X87(0), X87(1), X87(2), X87(3), X87(4), X87(5), X87(6), X87(7),
-	FPU("fctrl"), FPU("fstat"), FPU("ftag"), FPU("fiseg"),
-	FPU("fioff"), FPU("foseg"), FPU("fooff"), FPU("fop"),
+	X87_REGS,
+	XMM(0), XMM(1), XMM(2), XMM(3), XMM(4), XMM(5), XMM(6), XMM(7), MXCSR,
 	/* No org.gnu.gdb.i386.segments here: gdb 13 asserts on it in an i386 description. */
 	{ "cr0", 4, REG_CR, 0, "int32", 2 }, { "cr2", 4, REG_CR, 2, "int32", 2 },
 	{ "cr3", 4, REG_CR, 3, "int32", 2 }, { "cr4", 4, REG_CR, 4, "int32", 2 },
@@ -93,6 +107,71 @@ size_t gdb_x86_regs_size(enum gdb_x86_mode mode)
 	return total;
 }
 
+/* The x87 tag of ST(i) from its contents (SDM Vol. 1 §8.1.7): 0 valid, 1 zero, 2 special. */
+static unsigned gdb_x87_tag_of(const uint8_t *st)
+{
+	unsigned exponent = (st[9] & 0x7f) << 8 | st[8];
+	uint64_t significand;
+	memcpy(&significand, st, 8);
+	if (exponent == 0x7fff)
+		return 2;
+	if (exponent == 0)
+		return significand ? 2 : 1;
+	return significand >> 63 ? 0 : 2;
+}
+
+/* FXSAVE keeps an abridged tag (1 bit per physical register, 1 = not empty); gdb shows the full
+ * 16-bit tag word (2 bits per physical register, 3 = empty). */
+static uint16_t gdb_x87_full_tag(const struct cpu_fxsave *fx)
+{
+	unsigned top = (fx->fsw >> 11) & 7;
+	uint16_t tag = 0;
+	for (unsigned r = 0; r < 8; r++) {
+		unsigned t = fx->ftw & (1u << r) ? gdb_x87_tag_of(fx->st[(r - top) & 7]) : 3;
+		tag |= (uint16_t)(t << (2 * r));
+	}
+	return tag;
+}
+
+static uint8_t gdb_x87_abridged_tag(uint16_t full)
+{
+	uint8_t ftw = 0;
+	for (unsigned r = 0; r < 8; r++)
+		if (((full >> (2 * r)) & 3) != 3)
+			ftw |= (uint8_t)(1u << r);
+	return ftw;
+}
+
+/* gdb's view of the 64-bit FXSAVE pointers: fioff/fooff the low halves of FIP/FDP, fiseg/foseg
+ * the high halves (where the 32-bit layout has FCS/FDS). */
+static uint64_t gdb_x87_field(const struct cpu_fxsave *fx, unsigned field)
+{
+	switch (field) {
+	case FPU_FCTRL: return fx->fcw;
+	case FPU_FSTAT: return fx->fsw;
+	case FPU_FTAG: return gdb_x87_full_tag(fx);
+	case FPU_FISEG: return fx->fip >> 32;
+	case FPU_FIOFF: return fx->fip & 0xFFFFFFFFull;
+	case FPU_FOSEG: return fx->fdp >> 32;
+	case FPU_FOOFF: return fx->fdp & 0xFFFFFFFFull;
+	default: return fx->fop & 0x7ff;
+	}
+}
+
+static void gdb_x87_set_field(struct cpu_fxsave *fx, unsigned field, uint32_t v)
+{
+	switch (field) {
+	case FPU_FCTRL: fx->fcw = (uint16_t)v; break;
+	case FPU_FSTAT: fx->fsw = (uint16_t)v; break;
+	case FPU_FTAG: fx->ftw = gdb_x87_abridged_tag((uint16_t)v); break;
+	case FPU_FISEG: fx->fip = (fx->fip & 0xFFFFFFFFull) | (uint64_t)v << 32; break;
+	case FPU_FIOFF: fx->fip = (fx->fip & ~0xFFFFFFFFull) | v; break;
+	case FPU_FOSEG: fx->fdp = (fx->fdp & 0xFFFFFFFFull) | (uint64_t)v << 32; break;
+	case FPU_FOOFF: fx->fdp = (fx->fdp & ~0xFFFFFFFFull) | v; break;
+	default: fx->fop = (uint16_t)(v & 0x7ff); break;
+	}
+}
+
 static uint64_t gdb_x86_value(const struct reg_def *r, const struct cpu_state *st)
 {
 	switch (r->kind) {
@@ -105,6 +184,8 @@ static uint64_t gdb_x86_value(const struct reg_def *r, const struct cpu_state *s
 		return r->index == 0 ? st->cr0 : r->index == 2 ? st->cr2 : r->index == 3 ? st->cr3
 										: st->cr4;
 	case REG_EFER: return st->efer;
+	case REG_FPU: return gdb_x87_field(&st->fpu, r->index);
+	case REG_MXCSR: return st->fpu.mxcsr;
 	default: return 0;
 	}
 }
@@ -115,6 +196,11 @@ void gdb_x86_reg_get(enum gdb_x86_mode mode, const struct cpu_state *st, unsigne
 	const struct reg_def *t = gdb_x86_table(mode, &nr);
 	if (n >= nr)
 		return;
+	if (t[n].kind == REG_ST || t[n].kind == REG_XMM) {
+		memcpy(out, t[n].kind == REG_ST ? st->fpu.st[t[n].index] : st->fpu.xmm[t[n].index],
+		       t[n].size);
+		return;
+	}
 	memset(out, 0, t[n].size);
 	uint64_t v = gdb_x86_value(&t[n], st);
 	for (unsigned i = 0; i < t[n].size && i < 8; i++)
@@ -128,6 +214,10 @@ bool gdb_x86_reg_set(enum gdb_x86_mode mode, struct cpu_state *st, unsigned n, c
 	if (n >= nr)
 		return false;
 	const struct reg_def *r = &t[n];
+	if (r->kind == REG_ST || r->kind == REG_XMM) {
+		memcpy(r->kind == REG_ST ? st->fpu.st[r->index] : st->fpu.xmm[r->index], in, r->size);
+		return true;
+	}
 	uint64_t v = 0;
 	for (unsigned i = 0; i < r->size && i < 8; i++)
 		v |= (uint64_t)in[i] << (8 * i);
@@ -137,14 +227,41 @@ bool gdb_x86_reg_set(enum gdb_x86_mode mode, struct cpu_state *st, unsigned n, c
 	case REG_RIP: st->rip = (st->rip & keep) | v; return true;
 	case REG_FLAGS: st->rflags = (st->rflags & ~0xFFFFFFFFull) | (v & 0xFFFFFFFFull) | 2; return true;
 	case REG_BASE: st->seg[r->index].base = (st->seg[r->index].base & keep) | v; return true;
+	case REG_FPU: gdb_x87_set_field(&st->fpu, r->index, (uint32_t)v); return true;
+	/* Reserved MXCSR bits would make the next FXRSTOR (or KVM_SET_FPU) fault. */
+	case REG_MXCSR: st->fpu.mxcsr = (uint32_t)v & st->fpu.mxcsr_mask; return true;
 	default: return false;
 	}
 }
 
+/* The types of the SSE feature (gdb manual, "Target Description Format": Types). */
+static const char gdb_x86_sse_types[] =
+	"<vector id=\"v4f\" type=\"ieee_single\" count=\"4\"/>"
+	"<vector id=\"v2d\" type=\"ieee_double\" count=\"2\"/>"
+	"<vector id=\"v16i8\" type=\"int8\" count=\"16\"/>"
+	"<vector id=\"v8i16\" type=\"int16\" count=\"8\"/>"
+	"<vector id=\"v4i32\" type=\"int32\" count=\"4\"/>"
+	"<vector id=\"v2i64\" type=\"int64\" count=\"2\"/>"
+	"<union id=\"vec128\"><field name=\"v4_float\" type=\"v4f\"/>"
+	"<field name=\"v2_double\" type=\"v2d\"/><field name=\"v16_int8\" type=\"v16i8\"/>"
+	"<field name=\"v8_int16\" type=\"v8i16\"/><field name=\"v4_int32\" type=\"v4i32\"/>"
+	"<field name=\"v2_int64\" type=\"v2i64\"/><field name=\"uint128\" type=\"uint128\"/>"
+	"</union><flags id=\"i386_mxcsr\" size=\"4\">"
+	"<field name=\"IE\" start=\"0\" end=\"0\"/><field name=\"DE\" start=\"1\" end=\"1\"/>"
+	"<field name=\"ZE\" start=\"2\" end=\"2\"/><field name=\"OE\" start=\"3\" end=\"3\"/>"
+	"<field name=\"UE\" start=\"4\" end=\"4\"/><field name=\"PE\" start=\"5\" end=\"5\"/>"
+	"<field name=\"DAZ\" start=\"6\" end=\"6\"/><field name=\"IM\" start=\"7\" end=\"7\"/>"
+	"<field name=\"DM\" start=\"8\" end=\"8\"/><field name=\"ZM\" start=\"9\" end=\"9\"/>"
+	"<field name=\"OM\" start=\"10\" end=\"10\"/><field name=\"UM\" start=\"11\" end=\"11\"/>"
+	"<field name=\"PM\" start=\"12\" end=\"12\"/><field name=\"FZ\" start=\"15\" end=\"15\"/>"
+	"</flags>";
+
 size_t gdb_x86_target_xml(enum gdb_x86_mode mode, char *buf, size_t cap)
 {
-	static const char *const features[] = { "org.gnu.gdb.i386.core", "org.gnu.gdb.i386.segments",
-						"org.vmm.x86.sys" };
+	static const char *const features[] = { [FEAT_CORE] = "org.gnu.gdb.i386.core",
+						[FEAT_SEGMENTS] = "org.gnu.gdb.i386.segments",
+						[FEAT_SYS] = "org.vmm.x86.sys",
+						[FEAT_SSE] = "org.gnu.gdb.i386.sse" };
 	unsigned nr;
 	const struct reg_def *t = gdb_x86_table(mode, &nr);
 	size_t o = 0;
@@ -162,10 +279,13 @@ size_t gdb_x86_target_xml(enum gdb_x86_mode mode, char *buf, size_t cap)
 			if (feature >= 0)
 				XML_PUT("</feature>");
 			feature = t[i].feature;
-			XML_PUT("<feature name=\"%s\">", features[feature]);
+			XML_PUT("<feature name=\"%s\">%s", features[feature],
+				feature == FEAT_SSE ? gdb_x86_sse_types : "");
 		}
 		XML_PUT("<reg name=\"%s\" bitsize=\"%u\" type=\"%s\"%s/>", t[i].name,
-			t[i].size * 8u, t[i].type, t[i].kind == REG_X87 ? " group=\"float\"" : "");
+			t[i].size * 8u, t[i].type, t[i].kind == REG_ST || t[i].kind == REG_FPU	? " group=\"float\""
+			: t[i].kind == REG_XMM || t[i].kind == REG_MXCSR ? " group=\"vector\""
+									   : "");
 	}
 	XML_PUT("</feature></target>");
 #undef XML_PUT

@@ -15,10 +15,11 @@ enum gdb_x86_mode { GDB_X86_64, GDB_X86_32 };
 unsigned gdb_x86_nr_regs(enum gdb_x86_mode mode);
 /* Size in bytes of register n (0 for an unknown n). */
 unsigned gdb_x86_reg_size(enum gdb_x86_mode mode, unsigned n);
-/* Little-endian bytes of register n into out (gdb_x86_reg_size bytes). x87 registers read 0. */
+/* Little-endian bytes of register n into out (gdb_x86_reg_size bytes); x87 and SSE registers
+ * come from the FXSAVE image (gdb's full tag word computed from the abridged one). */
 void gdb_x86_reg_get(enum gdb_x86_mode mode, const struct cpu_state *st, unsigned n, uint8_t *out);
-/* Set register n from its bytes: general registers, RIP, RFLAGS, FS/GS base. Others (segment
- * selectors, x87, control registers) are read-only here: false. */
+/* Set register n from its bytes: general registers, RIP, RFLAGS, FS/GS base, x87 and SSE.
+ * Others (segment selectors, control registers) are read-only here: false. */
 bool gdb_x86_reg_set(enum gdb_x86_mode mode, struct cpu_state *st, unsigned n, const uint8_t *in);
 /* Bytes of the whole 'g' packet. */
 size_t gdb_x86_regs_size(enum gdb_x86_mode mode);

@@ -273,6 +273,7 @@ static void registers_round_trip_in_both_modes(void)
 		CHECK_EQ(total, gdb_x86_regs_size(mode));
 		char xml[8192];
 		CHECK(gdb_x86_target_xml(mode, xml, sizeof(xml)) > 0);
+		CHECK(strstr(xml, "org.gnu.gdb.i386.sse") != NULL);
 		CHECK(strstr(xml, "org.gnu.gdb.i386.core") != NULL);
 		CHECK_EQ(gdb_x86_target_xml(mode, xml, 100), 0);
 	}
@@ -284,9 +285,68 @@ static void registers_round_trip_in_both_modes(void)
 	CHECK_EQ(gdb_x86_reg_size(GDB_X86_64, 1000), 0);
 }
 
+/* The x87/SSE registers from the FXSAVE image: gdb's full tag word from the abridged one (by the
+ * registers' contents, TOP-relative), the FIP/FDP halves, XMM bytes, MXCSR; and back. */
+static unsigned reg_index(enum gdb_x86_mode mode, const char *name)
+{
+	char xml[16384];
+	gdb_x86_target_xml(mode, xml, sizeof(xml));
+	unsigned n = 0;
+	for (const char *p = xml; (p = strstr(p, "<reg name=\"")); p++, n++)
+		if (!strncmp(p + 11, name, strlen(name)) && p[11 + strlen(name)] == '"')
+			return n;
+	return ~0u;
+}
+
+static void fpu_and_sse_registers_from_the_fxsave_image(void)
+{
+	struct cpu_state st = { 0 };
+	uint8_t b[16];
+	static const uint8_t one[10] = { 0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f }; /* 1.0 */
+	st.fpu.fsw = 6u << 11; /* TOP = 6: ST(0) is R6, ST(1) R7, ST(2) R0 */
+	st.fpu.ftw = 0x41; /* R6 and R0 in use */
+	memcpy(st.fpu.st[0], one, 10); /* R6: valid */
+	/* ST(2) = R0: zero */
+	st.fpu.fip = 0x0000001100401234ull;
+	st.fpu.fdp = 0x0000002200405678ull;
+	st.fpu.fop = 0xfdb; /* only 11 bits exist */
+	st.fpu.mxcsr = 0x1f80;
+	st.fpu.mxcsr_mask = 0xffbf;
+	st.fpu.xmm[15][0] = 0xaa;
+	st.fpu.xmm[15][15] = 0x55;
+	unsigned ftag = reg_index(GDB_X86_64, "ftag"), xmm15 = reg_index(GDB_X86_64, "xmm15"),
+		 st0 = reg_index(GDB_X86_64, "st0"), mxcsr = reg_index(GDB_X86_64, "mxcsr");
+	CHECK(ftag != ~0u && xmm15 != ~0u && st0 != ~0u && mxcsr != ~0u);
+	gdb_x86_reg_get(GDB_X86_64, &st, ftag, b);
+	CHECK_EQ(b[0] | b[1] << 8, 0xcffd); /* R0 zero (01), R6 valid (00), others empty (11) */
+	gdb_x86_reg_get(GDB_X86_64, &st, reg_index(GDB_X86_64, "fiseg"), b);
+	CHECK_EQ(b[0], 0x11);
+	gdb_x86_reg_get(GDB_X86_64, &st, reg_index(GDB_X86_64, "fooff"), b);
+	CHECK_EQ(b[0] | b[1] << 8 | b[2] << 16, 0x405678);
+	gdb_x86_reg_get(GDB_X86_64, &st, reg_index(GDB_X86_64, "fop"), b);
+	CHECK_EQ(b[0] | b[1] << 8, 0x7db);
+	gdb_x86_reg_get(GDB_X86_64, &st, xmm15, b);
+	CHECK(gdb_x86_reg_size(GDB_X86_64, xmm15) == 16 && b[0] == 0xaa && b[15] == 0x55);
+	gdb_x86_reg_get(GDB_X86_64, &st, st0, b);
+	CHECK(gdb_x86_reg_size(GDB_X86_64, st0) == 10 && !memcmp(b, one, 10));
+	/* 32-bit mode has xmm0-7 only. */
+	CHECK(reg_index(GDB_X86_32, "xmm7") != ~0u && reg_index(GDB_X86_32, "xmm8") == ~0u);
+	/* Writes: the tag word back to the abridged form, MXCSR's reserved bits refused. */
+	b[0] = 0xff, b[1] = 0x3f; /* R7 in use only */
+	CHECK(gdb_x86_reg_set(GDB_X86_64, &st, ftag, b));
+	CHECK_EQ(st.fpu.ftw, 0x80);
+	memcpy(b, "\xff\xff\x00\x00", 4);
+	CHECK(gdb_x86_reg_set(GDB_X86_64, &st, mxcsr, b));
+	CHECK_EQ(st.fpu.mxcsr, 0xffbf);
+	memset(b, 0x77, 16);
+	CHECK(gdb_x86_reg_set(GDB_X86_64, &st, xmm15, b));
+	CHECK_EQ(st.fpu.xmm[15][7], 0x77);
+}
+
 int main(void)
 {
 	RUN_TEST(framing_checksums_escapes_and_acks);
+	RUN_TEST(fpu_and_sse_registers_from_the_fxsave_image);
 	RUN_TEST(overlong_packets_are_dropped_whole);
 	RUN_TEST(hex_numbers_are_bounded);
 	RUN_TEST(commands_against_a_fake_target);
