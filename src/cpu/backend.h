@@ -100,7 +100,9 @@ struct cpu_backend {
 
 	/* Optional (NULL: the gdb stub reads and writes registers and memory but cannot break or
 	 * step). Called with the vCPU parked; replaces its previous debug controls. Exits it causes
-	 * are VCPU_EXIT_DEBUG. 0 or a negative errno. */
+	 * are VCPU_EXIT_DEBUG, reported as KVM reports them (#BP: pc at the int3; #DB: pc of the
+	 * next instruction, DR6 bits 0-3 the hw[] entries hit, bit 14 a single step). 0 or a
+	 * negative errno. */
 	int (*set_guest_debug)(struct vcpu *vcpu, const struct cpu_debug *debug);
 };
 
