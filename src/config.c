@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/server.h"
 #include "trace.h"
 
 #define CONFIG_DEFAULT_MEM (256ull << 20)
@@ -206,6 +207,20 @@ static int parse_net(struct vm_config *cfg, const char *text, char *err, unsigne
 	return 0;
 }
 
+/* The name becomes a socket file name and a directory name in RUNTIME_DIR: a bad one is bad usage
+ * (status 2), found before anything is created. */
+static int parse_name(struct vm_config *cfg, const char *arg, char *err, unsigned err_len)
+{
+	if (!api_valid_name(arg)) {
+		snprintf(err, err_len,
+			 "--name %.80s: not a VM name (use 1 to 64 letters, digits, '.', '_' and '-', not starting with '.')",
+			 arg);
+		return -1;
+	}
+	cfg->name = arg;
+	return 0;
+}
+
 enum { OPT_ACCEL = 256, OPT_REBOOT, OPT_VERSION, OPT_TRACE_FILE, OPT_STATS, OPT_GDB_WAIT };
 
 /* The control socket and the console's other ends (src/api/, docs/vmm.1). */
@@ -240,7 +255,7 @@ static int parse_option(struct vm_config *cfg, int opt, const char *arg, int bad
 	switch (opt) {
 	case 'm': return parse_memory(cfg, arg, err, err_len);
 	case 'c': return parse_cpus(cfg, arg, err, err_len);
-	case OPT_NAME: cfg->name = arg; return 0;
+	case OPT_NAME: return parse_name(cfg, arg, err, err_len);
 	case OPT_API_SOCK: cfg->api_sock = arg; return 0;
 	case OPT_CONSOLE_PTY: cfg->console_pty = true; return 0;
 	case OPT_CONSOLE_LOG: cfg->console_log = arg; return 0;

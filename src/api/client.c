@@ -416,6 +416,13 @@ int client_main(int argc, char **argv)
 		fprintf(stderr, "vmm %s: no VM name given (usage: vmm %s NAME; vmm ls lists them)\n", cmd, cmd);
 		return 2;
 	}
+	/* A NAME with a '/' is a socket path (e.g. one given to --api-sock); anything else must be a
+	 * name a VM can have, or it is bad usage. */
+	if (!strchr(name, '/') && !api_valid_name(name)) {
+		fprintf(stderr, "vmm %s: %.80s: not a VM name (use letters, digits, '.', '_' and '-', or a socket path)\n",
+			cmd, name);
+		return 2;
+	}
 	if (!strcmp(cmd, "status"))
 		return client_status(name, as_json);
 	if (!strcmp(cmd, "stat"))

@@ -163,11 +163,6 @@ int control_open(struct control *c, struct vm_config *cfg, struct event_loop *lo
 	c->opaque = opaque;
 	c->keep = cfg->keep;
 	c->started = cfg->kernel_path != NULL;
-	if (cfg->name && !api_valid_name(cfg->name)) {
-		snprintf(err, err_len, "--name %.80s: not a VM name (use 1 to 64 letters, digits, '.', '_' and '-', not starting with '.')",
-			 cfg->name);
-		return -1;
-	}
 	snprintf(c->name, sizeof(c->name), "%s", cfg->name ? cfg->name : "");
 	if (!cfg->name)
 		snprintf(c->name, sizeof(c->name), "vmm-%d", (int)getpid());
