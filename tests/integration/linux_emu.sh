@@ -2,12 +2,14 @@
 # The default Linux guest (guest/linux: Debian's stock cloud kernel + busybox) on the software CPU
 # (--accel emu): boots to a shell with 1 and 2 vCPUs (the second one exercises SIPI bring-up and
 # LOCK-prefixed instructions between vCPU threads), runs `ls /`, `cat /proc/cpuinfo` and `dmesg`,
-# each with status 0, and `poweroff -f` ends vmm with status 0. The limits are generous (a boot
+# each with status 0; with 1 vCPU `vmm stop` (the ACPI power button, which the guest's acpid turns
+# into a poweroff) ends vmm with status 0, with 2 `poweroff -f` does. The limits are generous (a boot
 # takes 1-2 minutes on a 2-core machine); nothing is timed, the boot time is only reported.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/console.bash"
 KERNEL=$ROOT/guest/linux/out/vmlinuz
 INITRD=$ROOT/guest/linux/out/initramfs.cpio.gz
+export VMM_RUNTIME_DIR=$TMP/run
 if ! "$VMM" --version | grep -q 'backends:.*emu'; then
 	skip linux_on_emu "the software CPU is not built into this vmm"
 	exit 0
@@ -47,7 +49,7 @@ run_cmd() {
 for cpus in 1 2; do
 	name=linux_emu_${cpus}cpu
 	start=$SECONDS
-	console_start "$TMP/$name.log" --accel emu -c $cpus -m 512M -i "$INITRD" "$KERNEL" panic=-1
+	console_start "$TMP/$name.log" --name "$name" --accel emu -c $cpus -m 512M -i "$INITRD" "$KERNEL" panic=-1
 	if ! console_expect "init: ready" 300 || ! console_expect "# " 60; then
 		fail "${name}_boots_to_shell" "no shell after $((SECONDS - start)) s: $(tail -c 600 "$TMP/$name.log") $(tail -c 300 "$TMP/$name.log.err")"
 		console_kill
@@ -64,12 +66,18 @@ for cpus in 1 2; do
 	else
 		run_cmd "${name}_dmesg" 'dmesg' 'Linux version'
 	fi
-	console_send 'poweroff -f'
+	if [ "$cpus" -eq 1 ]; then
+		how=vmm_stop
+		"$VMM" stop --no-wait "$name" >"$TMP/stop.out" 2>&1 || fail "${name}_vmm_stop_accepted" "$(cat "$TMP/stop.out")"
+	else
+		how=poweroff
+		console_send 'poweroff -f'
+	fi
 	console_wait 120
 	if [ "$CONSOLE_STATUS" -eq 0 ]; then
-		ok "${name}_poweroff_exits_0"
+		ok "${name}_${how}_exits_0"
 	else
-		fail "${name}_poweroff_exits_0" "status $CONSOLE_STATUS: $(tail -c 300 "$TMP/$name.log.err")"
+		fail "${name}_${how}_exits_0" "status $CONSOLE_STATUS: $(tail -c 300 "$TMP/$name.log") $(tail -c 300 "$TMP/$name.log.err")"
 	fi
 	echo "# $name: $((SECONDS - start)) s from start to exit"
 done
