@@ -86,6 +86,10 @@ net = nat=10.99.7.0/24
 kernel = $COUNT
 memory = 64M
 net = nat=10.99.7.0/24
+[toobig]
+kernel = $COUNT
+memory = 100T
+net = nat=10.99.7.0/24
 EOF
 export VMMRC=$TMP/vmmrc
 runner() { cat "$VMM_RUNTIME_DIR/$1.d/runner"; }
@@ -143,6 +147,22 @@ wait_for "[ -n \"\$(ports $br)\" ]"
 kill -KILL "$(cat "$VMM_RUNTIME_DIR/n1.d/pid")"
 nothing_left nat_gone_after_sigkill_to_vmm
 
+# SIGINT to the monitor, a guest panic (the count guest panics on 'p'), a monitor error (more memory
+# than the host has: the bridge and table are made, then undone when the monitor fails).
+rv start n1 >/dev/null
+wait_for "[ -n \"\$(ports $br)\" ]"
+kill -INT "$(cat "$VMM_RUNTIME_DIR/n1.d/pid")"
+nothing_left nat_gone_after_sigint_to_vmm
+rv start n1 >/dev/null
+wait_for "[ -n \"\$(ports $br)\" ]"
+printf p | timeout 5 "$VMM" console n1 >/dev/null 2>&1
+nothing_left nat_gone_after_guest_panic
+rv start toobig >/dev/null 2>"$TMP/toobig.err"
+rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <"$TMP/toobig.err")" -eq 1 ] &&
+	grep -q "toobig did not start: vmm: .*more than the host" "$TMP/toobig.err" && ok monitor_error_reported || fail monitor_error_reported "status $rc: $(cat "$TMP/toobig.err")"
+nothing_left nat_gone_after_monitor_error
+
 # runvmm run (foreground): the count guest powers off on 'q' once its TAP is on the bridge.
 (
 	for _ in $(seq 100); do [ -n "$(ports vmmbr0)" ] && break; sleep 0.1; done
@@ -153,3 +173,10 @@ rc=$?
 if [ $rc -eq 0 ] && grep -q "^vmm.*n0 $" "$TMP/run.ports"; then ok run_attaches_tap
 else fail run_attaches_tap "status $rc, ports '$(cat "$TMP/run.ports")': $(tail -3 "$TMP/run.out")"; fi
 nothing_left run_leaves_nothing
+
+# runvmm run, ended by SIGTERM to runvmm: it passes it on to the monitor and cleans up.
+sleep 60 | ip netns exec "$NS" "$RUNVMM" run n1 >"$TMP/run2.out" 2>&1 &
+wait_for "[ -n \"\$(ports $br)\" ]"
+kill -TERM "$(runner n1)"
+wait_for "[ -z \"\$(ls -A $VMM_RUNTIME_DIR)\" ]"
+nothing_left run_sigterm_leaves_nothing
