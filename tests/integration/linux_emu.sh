@@ -19,6 +19,14 @@ if [ ! -f "$KERNEL" ] || [ ! -f "$INITRD" ]; then
 	exit 0
 fi
 
+# A guest/linux/out built before the guest ran acpid ignores the power button: say so once (and
+# power both boots off from inside) rather than wait for a stop that cannot come.
+stop_by=vmm_stop
+if ! gzip -dc "$INITRD" | cpio -t --quiet 2>/dev/null | grep -qx 'etc/acpi/PWRF/00000080'; then
+	fail linux_emu_guest_handles_power_button "$INITRD has no acpid rule: it predates it (run make guest)"
+	stop_by=poweroff
+fi
+
 # run_cmd NAME COMMAND CHECK: runs COMMAND in the guest's shell, its output into a marked block;
 # passes when the status is 0 and CHECK (a grep -E pattern) matches the output.
 run_cmd() {
@@ -66,7 +74,7 @@ for cpus in 1 2; do
 	else
 		run_cmd "${name}_dmesg" 'dmesg' 'Linux version'
 	fi
-	if [ "$cpus" -eq 1 ]; then
+	if [ "$cpus" -eq 1 ] && [ $stop_by = vmm_stop ]; then
 		how=vmm_stop
 		"$VMM" stop --no-wait "$name" >"$TMP/stop.out" 2>&1 || fail "${name}_vmm_stop_accepted" "$(cat "$TMP/stop.out")"
 	else
