@@ -139,7 +139,17 @@ if command -v busybox >/dev/null && busybox ping -h 2>&1 | grep -q -- -W; then
 	ip netns add "${NS}g" && ip netns add "${NS}o"
 	ip -n "$NS" link add vmmvg type veth peer name eth0 netns "${NS}g"
 	ip -n "$NS" link set vmmvg master "$br" up
-	ip -n "${NS}g" addr add 10.99.7.50/24 dev eth0 && ip -n "${NS}g" link set eth0 up
+	ip -n "${NS}g" link set eth0 up
+	# DHCP first: runvmm's udhcpd leases an address of the subnet with the gateway as router
+	printf '#!/bin/sh\n[ "$1" = bound ] && echo "$ip $router $subnet" >%s/lease\nexit 0\n' "$TMP" >"$TMP/dhcp.sh"
+	chmod +x "$TMP/dhcp.sh"
+	ip netns exec "${NS}g" busybox udhcpc -i eth0 -n -q -t 10 -T 2 -s "$TMP/dhcp.sh" >"$TMP/udhcpc" 2>&1
+	if grep -Eq '^10\.99\.7\.([2-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-4]) 10\.99\.7\.1 255\.255\.255\.0$' "$TMP/lease" 2>/dev/null; then
+		ok nat_dhcp_leases_an_address
+	else
+		fail nat_dhcp_leases_an_address "lease '$(cat "$TMP/lease" 2>/dev/null)': $(tail -3 "$TMP/udhcpc")"
+	fi
+	ip -n "${NS}g" addr add 10.99.7.50/24 dev eth0
 	ip -n "${NS}g" route add default via 10.99.7.1
 	ip -n "$NS" link add vmmvo type veth peer name eth0 netns "${NS}o"
 	ip -n "$NS" addr add 192.0.2.2/24 dev vmmvo && ip -n "$NS" link set vmmvo up
