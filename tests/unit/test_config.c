@@ -94,6 +94,12 @@ static void errors_name_the_problem(void)
 	CHECK(parse(&c, err, accel, 3) < 0 && strstr(err, "use kvm, emu or auto"));
 	const char *reboot[] = { "--reboot", "maybe", "k" };
 	CHECK(parse(&c, err, reboot, 3) < 0 && strstr(err, "exit or restart"));
+	const char *slash[] = { "--name", "a/b", "k" };
+	CHECK(parse(&c, err, slash, 3) < 0 && strstr(err, "--name a/b: not a VM name"));
+	const char *dot[] = { "--name", ".a", "k" };
+	CHECK(parse(&c, err, dot, 3) < 0 && strstr(err, "not a VM name"));
+	const char *good[] = { "--name", "web-1.test_a", "k" };
+	CHECK(parse(&c, err, good, 3) == 0 && !strcmp(c.name, "web-1.test_a"));
 }
 
 static void help_and_version_need_no_kernel(void)
