@@ -341,3 +341,11 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 	}
 	return 0;
 }
+
+void config_vm_name(const struct vm_config *cfg, char *out, size_t len)
+{
+	if (cfg->name)
+		snprintf(out, len, "%s", cfg->name);
+	else
+		snprintf(out, len, "vmm-%d", (int)getpid());
+}

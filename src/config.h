@@ -3,6 +3,7 @@
 #define VMM_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum accel_kind { ACCEL_AUTO, ACCEL_KVM, ACCEL_EMU };
@@ -90,5 +91,9 @@ int config_parse_gdb(struct vm_config *cfg, const char *text, char *err, unsigne
 /* Parse argv (without the program name and without the "run" word). On error returns -1 and
  * writes one line "what: why (how to fix)" into err. */
 int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, unsigned err_len);
+
+/* The VM's name: --name, or "vmm-PID". It names the control socket and created TAPs and seeds
+ * default MACs, so every place that needs it gets the same one. */
+void config_vm_name(const struct vm_config *cfg, char *out, size_t len);
 
 #endif

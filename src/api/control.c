@@ -163,9 +163,7 @@ int control_open(struct control *c, struct vm_config *cfg, struct event_loop *lo
 	c->opaque = opaque;
 	c->keep = cfg->keep;
 	c->started = cfg->kernel_path != NULL;
-	snprintf(c->name, sizeof(c->name), "%s", cfg->name ? cfg->name : "");
-	if (!cfg->name)
-		snprintf(c->name, sizeof(c->name), "vmm-%d", (int)getpid());
+	config_vm_name(cfg, c->name, sizeof(c->name));
 
 	/* What GET /machine-config reports for a VM configured on the command line. */
 	struct api_machine *m = &c->api.machine;

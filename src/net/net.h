@@ -39,7 +39,7 @@ struct net_backend_ops {
 
 struct net_backend {
 	const struct net_backend_ops *ops;
-	char name[40]; /* "tap vmm1234n0", "user" */
+	char name[40]; /* "tap vmm-1234-0", "user" */
 	unsigned nr_queues;
 	int fds[CONFIG_MAX_NET_QUEUES]; /* readable frames per queue; -1 for push backends */
 	bool vnet_hdr; /* frames carry struct virtio_net_hdr_v1 (12 bytes) */
@@ -49,10 +49,10 @@ struct net_backend {
 	void *receive_opaque;
 };
 
-/* tap.c: open (or create) the TAP of nc; `seed` names a created TAP ("vmm<pid>", index
- * appended). NULL after writing one line "what: why (fix)" into err. */
-struct net_backend *net_tap_open(const struct net_config *nc, const char *seed, unsigned index,
-				 bool keep, char *err, size_t err_len);
+/* tap.c: open the TAP of nc, or create it as nc->ifname or, without one, `default_name`.
+ * NULL after writing one line "what: why (fix)" into err. */
+struct net_backend *net_tap_open(const struct net_config *nc, const char *default_name, bool keep,
+				 char *err, size_t err_len);
 /* slirp.c: user-mode networking, driven by loop. NULL with one line in err. */
 struct net_backend *net_user_open(const struct net_config *nc, struct event_loop *loop,
 				  char *err, size_t err_len);
@@ -60,7 +60,11 @@ struct net_backend *net_user_open(const struct net_config *nc, struct event_loop
 /* net_config.c */
 int net_parse_mac(const char *text, size_t len, uint8_t mac[6]);
 int net_parse_hostfwd(const char *text, size_t len, struct net_hostfwd *fwd);
-/* A stable, locally administered unicast MAC from a name and the NIC's index. */
-void net_default_mac(const char *seed, unsigned index, uint8_t mac[6]);
+/* A stable, locally administered unicast MAC from the VM's name and the NIC's index. */
+void net_default_mac(const char *vm_name, unsigned index, uint8_t mac[6]);
+/* The TAP the monitor creates for NIC `index` of VM `vm_name`: "NAME-INDEX", or, when that is
+ * longer than an interface name may be, the name's start, 4 hex digits of its hash, "-INDEX". */
+#define NET_IFNAME_SIZE 16 /* IFNAMSIZ */
+void net_tap_default_name(const char *vm_name, unsigned index, char out[NET_IFNAME_SIZE]);
 
 #endif

@@ -175,16 +175,42 @@ int config_parse_net(struct net_config *n, const char *text, char *err, unsigned
 	return 0;
 }
 
-void net_default_mac(const char *seed, unsigned index, uint8_t mac[6])
+static uint64_t net_name_hash(const char *name, unsigned index)
 {
-	/* FNV-1a over the seed and the interface index: stable for the same VM and NIC. */
+	/* FNV-1a over the name and the NIC's index: stable for the same VM and NIC. */
 	uint64_t h = 0xcbf29ce484222325ull;
-	for (const char *p = seed; p && *p; p++)
+	for (const char *p = name; p && *p; p++)
 		h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
-	h = (h ^ index) * 0x100000001b3ull;
+	return (h ^ index) * 0x100000001b3ull;
+}
+
+void net_default_mac(const char *vm_name, unsigned index, uint8_t mac[6])
+{
+	uint64_t h = net_name_hash(vm_name, index);
 	/* 52:54:xx: locally administered (bit 1), unicast (bit 0 clear). */
 	mac[0] = 0x52;
 	mac[1] = 0x54;
 	for (unsigned i = 2; i < 6; i++)
 		mac[i] = (uint8_t)(h >> (8 * (i - 2) + 16));
+}
+
+void net_tap_default_name(const char *vm_name, unsigned index, char out[NET_IFNAME_SIZE])
+{
+	char suffix[16];
+	size_t slen = (size_t)snprintf(suffix, sizeof(suffix), "-%u", index % 1000);
+	size_t nlen = strlen(vm_name);
+	if (nlen + slen >= NET_IFNAME_SIZE) {
+		/* Too long for an interface name (15 characters): keep the start and add 4 hex
+		 * digits of the whole name's hash, so two long names with the same start still get
+		 * different TAPs. */
+		nlen = NET_IFNAME_SIZE - 1 - 4 - slen;
+		char hash[8];
+		snprintf(hash, sizeof(hash), "%04x", (unsigned)(net_name_hash(vm_name, 0) >> 48));
+		memcpy(out + nlen, hash, 4);
+		memcpy(out, vm_name, nlen);
+		nlen += 4;
+	} else {
+		memcpy(out, vm_name, nlen);
+	}
+	memcpy(out + nlen, suffix, slen + 1);
 }

@@ -140,8 +140,8 @@ static unsigned tap_probe_offloads(int fd)
 	return got;
 }
 
-struct net_backend *net_tap_open(const struct net_config *nc, const char *seed, unsigned index,
-				 bool keep, char *err, size_t err_len)
+struct net_backend *net_tap_open(const struct net_config *nc, const char *default_name, bool keep,
+				 char *err, size_t err_len)
 {
 	struct tap *tap = calloc(1, sizeof(*tap));
 	if (!tap) {
@@ -154,10 +154,7 @@ struct net_backend *net_tap_open(const struct net_config *nc, const char *seed, 
 	be->vnet_hdr = true;
 	for (unsigned i = 0; i < CONFIG_MAX_NET_QUEUES; i++)
 		be->fds[i] = -1;
-	if (nc->ifname[0])
-		snprintf(tap->ifname, sizeof(tap->ifname), "%s", nc->ifname);
-	else
-		snprintf(tap->ifname, sizeof(tap->ifname), "%.10sn%u", seed, index);
+	snprintf(tap->ifname, sizeof(tap->ifname), "%s", nc->ifname[0] ? nc->ifname : default_name);
 	const char *what = nc->ifname[0] ? nc->ifname : "";
 
 	char driver[64];

@@ -710,10 +710,13 @@ struct virtio_net *virtio_net_create_on(struct vm *vm, struct pci_host *host,
 	net->be = be;
 	net->max_pairs = be->nr_queues;
 	snprintf(net->name, sizeof(net->name), "virtio-net%u", index);
-	if (nc->has_mac)
+	if (nc->has_mac) {
 		memcpy(net->mac, nc->mac, 6);
-	else
-		net_default_mac(be->name, index, net->mac);
+	} else {
+		char vm_name[72];
+		config_vm_name(&vm->cfg, vm_name, sizeof(vm_name));
+		net_default_mac(vm_name, index, net->mac);
+	}
 	net->pairs = calloc(net->max_pairs, sizeof(*net->pairs));
 	net->frame = be->vnet_hdr ? NULL : malloc(NET_MAX_GSO_FRAME);
 	if (!net->pairs || (!be->vnet_hdr && !net->frame))
@@ -776,11 +779,12 @@ fail:
 struct virtio_net *virtio_net_create(struct vm *vm, struct pci_host *host,
 				     const struct net_config *nc, unsigned index)
 {
-	char err[512], seed[32];
+	char err[512], vm_name[72], tap_name[NET_IFNAME_SIZE];
 	struct net_backend *be;
+	config_vm_name(&vm->cfg, vm_name, sizeof(vm_name));
 	if (nc->kind == NET_TAP) {
-		snprintf(seed, sizeof(seed), "vmm%d", (int)getpid());
-		be = net_tap_open(nc, seed, index, vm->cfg.keep, err, sizeof(err));
+		net_tap_default_name(vm_name, index, tap_name);
+		be = net_tap_open(nc, tap_name, vm->cfg.keep, err, sizeof(err));
 	} else {
 		be = net_user_open(nc, vm->loop, err, sizeof(err));
 	}

@@ -65,33 +65,67 @@ gone_link() {
 	return 1
 }
 
-# A TAP made by the monitor: named vmm<pid>n<index>, up, a tap with a virtio-net header.
+# start_vm ARGS...: vmm with the echo guest in the netns, its console input on a fifo (CON) so the
+# test can make the guest power off ('q'); sets PID.
+start_vm() {
+	rm -f "$TMP/con" && mkfifo "$TMP/con"
+	ip netns exec "$NS" "$VMM" "$@" "$ECHO" <"$TMP/con" >"$TMP/bg.out" 2>"$TMP/bg.err" &
+	PID=$!
+	exec {CON}>"$TMP/con"
+}
+
+# TAPs made by the monitor are named after the VM: vmm-PID-INDEX without --name, NAME-INDEX with it.
 run_bg -n tap -n tap
-name="vmm${PID}n0"
+name="vmm-$PID-0"
 if wait_link "$name" && ip -n "$NS" -d link show "$name" | grep -q "tun type tap.*vnet_hdr on" &&
-	ip -n "$NS" link show "$name" | grep -q "[<,]UP[,>]" && wait_link "vmm${PID}n1"; then
+	ip -n "$NS" link show "$name" | grep -q "[<,]UP[,>]" && wait_link "vmm-$PID-1"; then
+	created=yes
 	ok net_tap_created_named_after_the_vm_and_up
 else
+	created=no
 	fail net_tap_created_named_after_the_vm_and_up "no $name: $(ip -n "$NS" -br link; cat "$TMP/bg.err")"
 fi
 kill -TERM "$PID"
 wait "$PID" 2>/dev/null
-if gone_link "$name" && gone_link "vmm${PID}n1"; then ok net_tap_removed_after_sigterm
-else fail net_tap_removed_after_sigterm "$name still exists"; fi
+if [ $created = yes ] && gone_link "$name" && gone_link "vmm-$PID-1"; then ok net_tap_removed_after_sigterm
+else fail net_tap_removed_after_sigterm "created: $created; $name still exists or was never made"; fi
 
-# A normal exit (the guest stops when its console input ends... or the monitor is stopped).
-(sleep 2 | timeout -s TERM 3 ip netns exec "$NS" "$VMM" -n tap=vmmnew0 "$ECHO" >/dev/null 2>&1)
-if gone_link vmmnew0; then ok net_named_tap_created_and_removed_at_exit
-else fail net_named_tap_created_and_removed_at_exit "vmmnew0 left behind"; fi
+# A normal exit: the guest powers off through ACPI, the monitor exits 0, the TAP goes with it.
+vm=nt$$
+start_vm --name "$vm" -n tap
+created=no
+wait_link "$vm-0" && created=yes
+printf q >&"$CON"
+exec {CON}>&-
+wait "$PID"
+RC=$?
+if [ $created = yes ] && [ $RC -eq 0 ] && gone_link "$vm-0"; then
+	ok net_tap_named_after_vm_name_removed_at_normal_exit
+else
+	fail net_tap_named_after_vm_name_removed_at_normal_exit "created: $created, status $RC: $(ip -n "$NS" -br link; cat "$TMP/bg.err")"
+fi
 
 # -k keeps it (persistent), and a later monitor uses it as an existing TAP.
+# After SIGTERM and after a normal exit.
 run_bg -k -n tap=vmmkeep0
 wait_link vmmkeep0
 kill -TERM "$PID"; wait "$PID" 2>/dev/null
 sleep 0.3
-if ip -n "$NS" -d link show vmmkeep0 2>/dev/null | grep -q "persist on"; then ok net_tap_kept_with_k
-else fail net_tap_kept_with_k "vmmkeep0 is gone or not persistent"; fi
+start_vm -k --name "$vm" -n tap
+wait_link "$vm-0"
+printf q >&"$CON"
+exec {CON}>&-
+wait "$PID"
+RC=$?
+sleep 0.3
+if ip -n "$NS" -d link show vmmkeep0 2>/dev/null | grep -q "persist on" && [ $RC -eq 0 ] &&
+	ip -n "$NS" -d link show "$vm-0" 2>/dev/null | grep -q "persist on"; then
+	ok net_tap_kept_with_k
+else
+	fail net_tap_kept_with_k "vmmkeep0 or $vm-0 is gone or not persistent (status $RC): $(ip -n "$NS" -br link)"
+fi
 ip -n "$NS" link del vmmkeep0 2>/dev/null
+ip -n "$NS" link del "$vm-0" 2>/dev/null
 
 # An existing TAP is used as it is: not brought up, not deleted, and simeth= means the same.
 ip -n "$NS" tuntap add mode tap name vmmold0

@@ -90,9 +90,11 @@ static void pair_destroy(struct net_backend *be)
 }
 static const struct net_backend_ops pair_ops = { .transmit = pair_transmit, .destroy = pair_destroy };
 
-static int rig_init_fake(struct rig *r, const char *opts)
+/* A rig whose VM is called vm_name (--name), or unnamed (NULL). */
+static int rig_init_fake_named(struct rig *r, const char *opts, const char *vm_name)
 {
 	rig_base(r);
+	r->vm.cfg.name = vm_name;
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		return -1;
@@ -119,6 +121,11 @@ static int rig_init_fake(struct rig *r, const char *opts)
 		return -1;
 	r->bar = find_net(r);
 	return r->bar ? 0 : -1;
+}
+
+static int rig_init_fake(struct rig *r, const char *opts)
+{
+	return rig_init_fake_named(r, opts, NULL);
 }
 
 static void rig_free(struct rig *r)
@@ -264,6 +271,38 @@ static void test_virtio_net_config_and_features(void)
 	net_default_mac("vm-one", 1, c);
 	CHECK(!memcmp(a, b, 6) && memcmp(a, c, 6));
 	CHECK((a[0] & 3) == 2);
+}
+
+static void test_virtio_net_default_mac_and_tap_name_follow_the_vm_name(void)
+{
+	/* The guest sees the MAC derived from --name: the same on every run of that VM. */
+	struct rig r;
+	uint8_t want[6], other[6], cfg[6];
+	CHECK_EQ(rig_init_fake_named(&r, "tap", "web"), 0);
+	for (unsigned i = 0; i < 6; i++)
+		cfg[i] = (uint8_t)mmio_r(&r, r.bar + VIRTIO_BAR_DEVICE + i, 1);
+	rig_free(&r);
+	net_default_mac("web", 0, want);
+	net_default_mac("db", 0, other);
+	CHECK(!memcmp(cfg, want, 6));
+	CHECK(memcmp(want, other, 6));
+
+	char name[NET_IFNAME_SIZE];
+	net_tap_default_name("web", 0, name);
+	CHECK(!strcmp(name, "web-0"));
+	net_tap_default_name("vmm-4194303", 7, name);
+	CHECK(!strcmp(name, "vmm-4194303-7"));
+	net_tap_default_name("abcdefghijklm", 1, name); /* 15 characters: fits exactly */
+	CHECK(!strcmp(name, "abcdefghijklm-1"));
+	/* Longer: cut, with the whole name's hash, so two long names sharing a start differ. */
+	char other_name[NET_IFNAME_SIZE];
+	net_tap_default_name("production-database-1", 2, name);
+	net_tap_default_name("production-database-2", 2, other_name);
+	CHECK_EQ(strlen(name), 15);
+	CHECK(!strncmp(name, "productio", 9) && !strcmp(name + 13, "-2"));
+	CHECK(strcmp(name, other_name));
+	net_tap_default_name("production-database-1", 2, other_name);
+	CHECK(!strcmp(name, other_name)); /* stable */
 }
 
 static void test_virtio_net_tx_reaches_backend_zero_copy(void)
@@ -632,6 +671,7 @@ static void test_virtio_net_real_tap_answers_ping_in_netns(void)
 int main(void)
 {
 	RUN_TEST(test_virtio_net_config_and_features);
+	RUN_TEST(test_virtio_net_default_mac_and_tap_name_follow_the_vm_name);
 	RUN_TEST(test_virtio_net_tx_reaches_backend_zero_copy);
 	RUN_TEST(test_virtio_net_hostile_tx_dropped_and_counted);
 	RUN_TEST(test_virtio_net_rx_mergeable_buffers);
