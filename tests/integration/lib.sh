@@ -27,30 +27,6 @@ run_vmm() {
 	RC=$?
 }
 
-# emu_linux_probe VMLINUZ INITRD: whether the software CPU boots this kernel to its init (stops as
-# soon as it is clear either way; at most about 90 s). On failure EMU_LINUX_WHY says how far it got.
-emu_linux_probe() {
-	local out=$TMP/emu_linux_probe.out i pat='Giving up|Kernel panic|#UD|triple fault'
-	EMU_LINUX_WHY=
-	"$VMM" --accel emu -m 512M -i "$2" "$1" panic=-1 >"$out" 2>&1 </dev/null &
-	local pid=$!
-	for i in $(seq 900); do
-		grep -aq 'Run /init' "$out" && break
-		if ! kill -0 "$pid" 2>/dev/null || grep -aqE "$pat" "$out"; then break; fi
-		sleep 0.1
-	done
-	kill -9 "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	grep -aq 'Run /init' "$out" && return 0
-	if grep -aqE "$pat" "$out"; then
-		EMU_LINUX_WHY=$(grep -aE "$pat" "$out" | head -2 | tr '\n' ' ')
-	else
-		EMU_LINUX_WHY="no init after 90 s: $(tail -n 1 "$out")"
-	fi
-	EMU_LINUX_WHY="the software CPU does not boot this kernel to init yet: $EMU_LINUX_WHY"
-	return 1
-}
-
 # expect_error NAME STATUS PATTERN ARGS...: `vmm ARGS` exits with STATUS and prints exactly one line
 # on stderr (besides the accel notice), matching PATTERN. VMM_PREFIX, an array, runs vmm under
 # another command (e.g. `ip netns exec NS`).
