@@ -157,6 +157,7 @@ static void machine_reset(void)
 	put64(GDT + 0x48, 0);
 	put64(TSS + 4, KSTACK_TOP); /* RSP0 */
 	put64(TSS + 36, IST1_TOP); /* IST1 */
+	put64(TSS + 96, 0x68ull << 48); /* I/O map base past the limit: no bitmap */
 	for (unsigned v = 0; v < 256; v++)
 		idt_gate(v, 0xE, 0, 0, true);
 	idt_gate(3, 0xE, 3, 0, true); /* int3 from user mode */
@@ -342,6 +343,37 @@ static void test_mmio_and_pio(void)
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
 	CHECK_EQ(pio_last_port, 0x3F8);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 0x5A);
+}
+
+/* IN/OUT above IOPL through the TSS's I/O permission bitmap (as Linux's ioperm sets it up). */
+static void test_io_permission_bitmap(void)
+{
+	static const uint8_t outs[] = {
+		0xEE, /* out dx, al */
+		0x66, 0xEF, /* out dx, ax */
+	};
+	machine_reset();
+	memset(ram + TSS + 0x68, 0xff, 0x90); /* every port denied ... */
+	ram[TSS + 0x68 + 0x402 / 8] &= (uint8_t)~(1u << (0x402 & 7)); /* ... but 0x402 */
+	ram[TSS + 102] = 0x68;
+	cpu.s.seg[SEG_TR].limit = 0x68 + 0x402 / 8 + 1; /* the two bytes read for 0x402 */
+	code(USER_RW, outs, sizeof(outs));
+	cpu.s.gpr[CPU_RDX] = 0x402;
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* granted */
+	CHECK_EQ(pio_last_port, 0x402);
+	CHECK_EQ(pio_count, 1);
+	cpu.s.gpr[CPU_RDX] = 0x401; /* 0x401-0x402: 0x401 denied */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	cpu.s.rip = USER_RW;
+	cpu.s.gpr[CPU_RDX] = 0x403;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	cpu.s.rip = USER_RW;
+	cpu.s.gpr[CPU_RDX] = 0x402;
+	cpu.s.seg[SEG_TR].limit--; /* the second byte outside the TSS: #GP even for a granted port */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	CHECK_EQ(pio_count, 1);
 }
 
 /* The frame of an exception taken from CPL 3: on RSP0, with SS:RSP, aligned to 16. */
@@ -1157,6 +1189,7 @@ int main(void)
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);
 	RUN_TEST(test_x87_state);
+	RUN_TEST(test_io_permission_bitmap);
 	RUN_TEST(test_debug_watchpoints);
 	RUN_TEST(test_debug_breakpoints);
 	emu_cpu_destroy(&cpu);

@@ -5,7 +5,7 @@
  * stack switches, #DF and triple faults, IRET, SYSCALL/SYSRET, SWAPGS, MSRs, control registers.
  * Real mode: delivery through the IVT and IRET. Not yet: 32-bit protected-mode delivery (raise a
  * triple fault rather than guess) and IRET,
- * call gates, task switches, the I/O permission bitmap (CPL > IOPL → #GP), debug breakpoints. */
+ * call gates, task switches, the guest's own debug breakpoints (gdb's are debug.c's). */
 #include "cpu/emu/alu.h"
 #include "cpu/emu/exec.h"
 
@@ -1240,7 +1240,32 @@ static int exec_rdtsc(struct exec *x)
 	return EMU_OK;
 }
 
-/* IN/OUT (E4-E7, EC-EF). Above IOPL the TSS I/O bitmap would be consulted: not yet, #GP. */
+/* Above IOPL in protected mode, the TSS's I/O permission bitmap decides (SDM Vol. 1 §19.5.2): the
+ * 16-bit offset at TSS+102 locates it, the bits of every port accessed must be 0, and both bytes
+ * read must lie within the TSS limit; otherwise #GP(0). Linux grants ports this way (ioperm). */
+static int io_permitted(struct emu_cpu *cpu, uint16_t port, unsigned size)
+{
+	const struct cpu_segment *tr = &cpu->s.seg[SEG_TR];
+	uint16_t base;
+	uint8_t bits[2];
+	unsigned offset;
+	int rc;
+
+	if (tr->unusable || !tr->present || (tr->type & 9) != 9 || tr->limit < 103)
+		return gp(cpu, 0); /* not a 32/64-bit TSS with the field */
+	if ((rc = cpu->mem->read(cpu, tr->base + 102, &base, 2, EMU_ACCESS_SYS_READ)))
+		return rc;
+	offset = base + port / 8u;
+	if (offset + 1 > tr->limit)
+		return gp(cpu, 0);
+	if ((rc = cpu->mem->read(cpu, tr->base + offset, bits, 2, EMU_ACCESS_SYS_READ)))
+		return rc;
+	if ((unsigned)(bits[0] | bits[1] << 8) & (((1u << size) - 1) << (port & 7)))
+		return gp(cpu, 0);
+	return EMU_OK;
+}
+
+/* IN/OUT (E4-E7, EC-EF). */
 static int exec_port_io(struct exec *x)
 {
 	struct emu_cpu *cpu = x->cpu;
@@ -1251,8 +1276,9 @@ static int exec_port_io(struct exec *x)
 	uint32_t data = 0;
 	int rc;
 
-	if ((cpu->s.cr0 & CR0_PE) && cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12))
-		return gp(cpu, 0);
+	if ((cpu->s.cr0 & CR0_PE) && cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12) &&
+	    (rc = io_permitted(cpu, port, size)))
+		return rc;
 	if (!cpu->phys || !cpu->phys->pio)
 		return exec_ud(x);
 	if (out)
