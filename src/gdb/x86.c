@@ -1,6 +1,7 @@
 /* Register numbering follows the order of the target description we send, which uses gdb's own
- * feature names (org.gnu.gdb.i386.core/.segments) so gdb recognises the architecture; control
- * registers come in a feature of our own, shown by gdb as extra registers ($cr3, $efer). */
+ * feature names (org.gnu.gdb.i386.core/.sse/.segments) so gdb recognises the architecture; control
+ * registers come in a feature of our own, shown by gdb as extra registers ($cr3, $efer). The x87
+ * and SSE registers are the vCPU's FXSAVE image (struct cpu_fxsave), the same on both backends. */
 #include "gdb/x86.h"
 
 #include <errno.h>
