@@ -950,7 +950,86 @@ static void test_x87_state(void)
 	CHECK_EQ(ram[0x200400 + 4], 0xc0); /* abridged tags: R6, R7 */
 	CHECK_EQ(ram[0x200400 + 32 + 16 + 7], 0x80); /* ST1 = 1.0 */
 	emu_cpuid(&cpu, 1, 0, id);
-	CHECK_EQ(id[3] & 0x07000001u, 0x07000001u); /* FPU, FXSR, SSE, SSE2 */
+	CHECK_EQ(id[3] & 0x07800001u, 0x07800001u); /* FPU, MMX, FXSR, SSE, SSE2 */
+}
+
+/* MMX: #UD with CR0.EM (where x87 instructions give #NM), #NM with TS, #MF with a pending
+ * x87 exception; MMn is physical register n whatever TOP is; an MMX instruction sets TOP 0,
+ * every tag valid and the written register's exponent to all ones; EMMS empties the tags.
+ * FXSAVE without REX.W stores 32-bit FIP/FDP with FCS/FDS 0, with REX.W 64-bit ones, never
+ * bytes 416-511; FXRSTOR without REX.W loads 32 bits of them. */
+static void test_mmx_and_fxsave_formats(void)
+{
+	/* paddb mm0, mm1; emms; movd eax, mm0; fxsave [0x200400]; fxsave64 [0x200600];
+	 * fxrstor [0x200600] */
+	static const uint8_t prog[] = { 0x0F, 0xFC, 0xC1, 0x0F, 0x77, 0x0F, 0x7E, 0xC0,
+					0x0F, 0xAE, 0x04, 0x25, 0x00, 0x04, 0x20, 0x00,
+					0x48, 0x0F, 0xAE, 0x04, 0x25, 0x00, 0x06, 0x20, 0x00,
+					0x0F, 0xAE, 0x0C, 0x25, 0x00, 0x06, 0x20, 0x00 };
+	const uint64_t ts = 1ull << 3, em = 1ull << 2, ne = 1ull << 5;
+	const uint64_t r0 = 0x0101010101010101ull, r1 = 0x02020202020202f0ull;
+	uint64_t v;
+	uint32_t v32;
+
+	machine_reset();
+	cpu.s.cr4 |= 1ull << 9;
+	code(USER_RW, prog, sizeof(prog));
+	cpu.s.cr0 |= em;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_UD);
+	cpu.s.cr0 = (cpu.s.cr0 & ~em) | ts;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_NM);
+	cpu.s.cr0 = (cpu.s.cr0 & ~ts) | ne;
+	cpu.fx.fcw = 0x037b;
+	cpu.fx.fsw = 0x8084; /* #Z unmasked and pending */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_MF);
+	cpu.fx.fsw = 5 << 11; /* TOP 5: MM0 is ST(3), MM1 is ST(4) */
+	cpu.fx.ftw = 0;
+	memcpy(cpu.fx.st[3], &r0, 8);
+	memcpy(cpu.fx.st[4], &r1, 8);
+	cpu.fx.st[4][8] = 0x34;
+	cpu.fx.st[4][9] = 0x12;
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* paddb */
+	CHECK_EQ(cpu.fx.fsw, 0);
+	CHECK_EQ(cpu.fx.ftw, 0xff);
+	memcpy(&v, cpu.fx.st[0], 8);
+	CHECK_EQ(v, 0x03030303030303f1ull);
+	CHECK_EQ(cpu.fx.st[0][8], 0xff);
+	CHECK_EQ(cpu.fx.st[0][9], 0xff);
+	memcpy(&v, cpu.fx.st[1], 8);
+	CHECK_EQ(v, r1);
+	CHECK_EQ(cpu.fx.st[1][8], 0x34); /* read, not written: exponent kept */
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* emms */
+	CHECK_EQ(cpu.fx.ftw, 0);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* movd eax, mm0 */
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x030303f1ull);
+	CHECK_EQ(cpu.fx.ftw, 0xff);
+	cpu.fx.fop = 0x123;
+	cpu.fx.fip = 0xffffffff81234567ull;
+	cpu.fx.fdp = 0xffff888012345678ull;
+	memset(ram + 0x200400, 0xaa, 0x400);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fxsave */
+	memcpy(&v, ram + 0x200400 + 8, 8);
+	CHECK_EQ(v, 0x81234567ull); /* FIP[31:0], FCS 0 */
+	memcpy(&v, ram + 0x200400 + 16, 8);
+	CHECK_EQ(v, 0x12345678ull); /* FDP[31:0], FDS 0 */
+	memcpy(&v32, ram + 0x200400 + 28, 4);
+	CHECK_EQ(v32, 0xffff); /* MXCSR_MASK */
+	CHECK_EQ(ram[0x200400 + 415], cpu.fx.xmm[15][15]);
+	CHECK_EQ(ram[0x200400 + 416], 0xaa); /* bytes 416-511: not written */
+	CHECK_EQ(ram[0x200400 + 511], 0xaa);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fxsave64 */
+	memcpy(&v, ram + 0x200600 + 8, 8);
+	CHECK_EQ(v, 0xffffffff81234567ull);
+	memcpy(&v, ram + 0x200600 + 16, 8);
+	CHECK_EQ(v, 0xffff888012345678ull);
+	CHECK_EQ(ram[0x200600 + 416], 0xaa);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* fxrstor: 32-bit format */
+	CHECK_EQ(cpu.fx.fip, 0x81234567ull);
+	CHECK_EQ(cpu.fx.fdp, 0x12345678ull);
+	CHECK_EQ(cpu.fx.fop, 0x123);
 }
 
 /* A real-mode vCPU as INIT/SIPI leaves it: CS = vector << 8 (base vector << 12), IP = 0. */
@@ -1192,6 +1271,7 @@ int main(void)
 	RUN_TEST(test_io_permission_bitmap);
 	RUN_TEST(test_debug_watchpoints);
 	RUN_TEST(test_debug_breakpoints);
+	RUN_TEST(test_mmx_and_fxsave_formats);
 	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();

@@ -2,10 +2,12 @@
  * to this table in the same change as its instructions (emu-notes.md: Linux and glibc choose
  * code paths by CPUID, so an advertised but broken feature corrupts silently).
  *
- * FPU (x87.c), FXSR (FXSAVE/FXRSTOR), SSE and SSE2 (sse.c) are complete and compared against
- * the host. Not advertised yet, because not (completely) implemented: MMX (the MM-register
- * forms of 0F 6x/7x/Dx-Fx and EMMS raise #UD), APIC and x2APIC (step 3), SYSENTER, MTRR,
- * MCE/MCA, XSAVE, BMI1/LZCNT (so F3 0F BC/BD are BSF/BSR), SMEP/SMAP, RDRAND, MONITOR/MWAIT. */
+ * FPU (x87.c), MMX, FXSR (FXSAVE/FXRSTOR), SSE and SSE2 (sse.c) are complete and compared
+ * against the host (tests/unit/test_emu_diff.c): the x86-64 baseline. The APIC, x2APIC and
+ * TSC-deadline bits are added by the backend, which owns the LAPIC (backend.c). Not advertised,
+ * because not implemented (their instructions raise #UD): SYSENTER/SYSEXIT, MTRR, MCE/MCA,
+ * XSAVE/AVX, SSE3 and later, BMI1/LZCNT (so F3 0F BC/BD are BSF/BSR), SMEP/SMAP, RDRAND,
+ * MONITOR/MWAIT, PCID, FSGSBASE, 3DNow!. */
 #include "cpu/emu/emu.h"
 
 #include <string.h>
@@ -21,6 +23,7 @@
 #define F1_EDX_CMOV (1u << 15)
 #define F1_EDX_PAT (1u << 16)
 #define F1_EDX_CLFSH (1u << 19)
+#define F1_EDX_MMX (1u << 23)
 #define F1_EDX_FXSR (1u << 24)
 #define F1_EDX_SSE (1u << 25)
 #define F1_EDX_SSE2 (1u << 26)
@@ -28,6 +31,8 @@
 #define F1_ECX_CX16 (1u << 13)
 #define F1_ECX_POPCNT (1u << 23)
 #define F1_ECX_HYPERVISOR (1u << 31)
+/* CPUID.7.0:EBX */
+#define F7_EBX_FCS_FDS_DEPRECATED (1u << 13) /* FXSAVE/FNSAVE store FCS and FDS as 0 */
 /* CPUID.80000001 */
 #define X1_ECX_LAHF (1u << 0)
 #define X1_EDX_SYSCALL (1u << 11)
@@ -42,7 +47,6 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 {
 	static const char brand[48] = "vmm software x86-64 CPU";
 
-	(void)subleaf;
 	memset(out, 0, 4 * sizeof(out[0]));
 	switch (leaf) {
 	case 0:
@@ -58,7 +62,11 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 		out[2] = F1_ECX_CX16 | F1_ECX_POPCNT | F1_ECX_HYPERVISOR;
 		out[3] = F1_EDX_FPU | F1_EDX_PSE | F1_EDX_TSC | F1_EDX_MSR | F1_EDX_PAE |
 			 F1_EDX_CX8 | F1_EDX_PGE | F1_EDX_CMOV | F1_EDX_PAT | F1_EDX_CLFSH |
-			 F1_EDX_FXSR | F1_EDX_SSE | F1_EDX_SSE2;
+			 F1_EDX_MMX | F1_EDX_FXSR | F1_EDX_SSE | F1_EDX_SSE2;
+		break;
+	case 7:
+		if (subleaf == 0)
+			out[1] = F7_EBX_FCS_FDS_DEPRECATED;
 		break;
 	case 0x40000000:
 		/* The KVM signature (docs/platform.md); its PV features come with kvmclock. */
@@ -84,6 +92,6 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 		out[0] = 46 | (48 << 8); /* physical and linear address bits (mmu.c) */
 		break;
 	default:
-		break; /* leaves 2-7 and unknown leaves: all zero */
+		break; /* leaves 2-6 and unknown leaves: all zero */
 	}
 }

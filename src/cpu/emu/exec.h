@@ -71,6 +71,12 @@ int exec_sse_state(struct exec *x, unsigned op);
 
 /* x87.c: the x87 FPU (D8-DF) and WAIT (9B). */
 int exec_x87(struct exec *x);
+/* x87.c: the MMX registers are the x87 registers' mantissas (physical order, not stack order);
+ * sse.c's MMX instructions read them, then enter MMX state (TOP 0, tags valid), then write. */
+uint64_t x87_mm_get(const struct emu_cpu *cpu, unsigned n);
+void x87_mmx_enter(struct emu_cpu *cpu);
+void x87_mm_set(struct emu_cpu *cpu, unsigned n, uint64_t v);
+void x87_emms(struct emu_cpu *cpu);
 
 /* system.c: system instructions of the one-byte and 0F maps; EMU_VEC_UD if not one. */
 int exec_system_map1(struct exec *x);

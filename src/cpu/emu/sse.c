@@ -4,11 +4,12 @@
  * Floating point is computed by the host's own SSE unit (the host is x86-64: same IEEE results,
  * rounding modes, DAZ/FTZ and exception flags) with the guest's MXCSR and every exception
  * masked; an exception the guest left unmasked then raises #XM (#UD without CR4.OSXMMEXCPT)
- * without writing the destination. Approximation: for an unmasked underflow the flags are those
- * of the masked computation.
+ * without writing the destination. The host runs with the guest's flags cleared, so only new
+ * exceptions count; an unmasked underflow also takes exact tiny results (fp_unmasked_underflow).
  *
- * Not advertised in CPUID yet: MMX registers (no-prefix 0F 6x/7x/Dx-Fx) and the x87 FPU raise
- * #UD. The state is kept in the FXSAVE layout, which is also what KVM's kvm_fpu carries. */
+ * MMX (no-prefix 0F 60-7F, C4/C5, D1-FE, EMMS) reuses the 128-bit lane helpers on the low 64
+ * bits; the MM registers are the x87 registers' mantissas (x87.c). The state is kept in the
+ * FXSAVE layout, which is also what KVM's kvm_fpu carries. */
 #include "cpu/emu/alu.h"
 #include "cpu/emu/exec.h"
 
@@ -16,11 +17,16 @@
 
 #define CR0_EM (1ull << 2)
 #define CR0_TS (1ull << 3)
+#define CR0_NE (1ull << 5)
+#define FSW_ES 0x0080 /* an unmasked x87 exception is pending */
 #define CR4_OSFXSR (1ull << 9)
 #define CR4_OSXMMEXCPT (1ull << 10)
 #define MXCSR_FLAGS 0x3fu
 #define MXCSR_MASKS 0x1f80u
 #define MXCSR_MASK_SUPPORTED 0xffffu /* with DAZ */
+#define MXCSR_UE 0x0010u
+#define MXCSR_UM 0x0800u
+#define MXCSR_FTZ 0x8000u
 
 typedef union {
 	uint8_t b[16];
@@ -576,6 +582,66 @@ static int sse_maskmov(struct exec *x)
 	return EMU_OK;
 }
 
+/* The FXSAVE image (SDM Vol. 1 §10.5.1): with REX.W the 64-bit format (FIP and FDP as 64-bit
+ * offsets), without it the 32-bit one (FIP[31:0], FCS, FDP[31:0], FDS; FCS and FDS are 0 here,
+ * as CPUID.7.0:EBX[13] says). XMM8-15 only in 64-bit mode; bytes 416-511 are software's and
+ * are not written, like the reserved slot bytes 10-15 of the registers are always 0. */
+static unsigned fxsave_length(const struct exec *x)
+{
+	return x->cpu->mode == EMU_MODE_64 ? 416 : 288;
+}
+
+static int fxsave(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+	struct emu_fxstate img = cpu->fx;
+
+	if (!(x->insn->rex & 8)) {
+		uint32_t fip = (uint32_t)cpu->fx.fip, fdp = (uint32_t)cpu->fx.fdp;
+
+		img.fip = fip; /* FCS and bytes 14-15: 0 */
+		img.fdp = fdp; /* FDS and bytes 22-23: 0 */
+	}
+	img.reserved0 = 0;
+	img.mxcsr_mask = MXCSR_MASK_SUPPORTED;
+	return cpu->mem->write(cpu, x->la, &img, fxsave_length(x));
+}
+
+/* FXRSTOR: reserved MXCSR bits #GP; the 32-bit format loads 32-bit FIP and FDP. */
+static int fxrstor(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+	struct emu_fxstate img;
+	int rc;
+
+	memset(&img, 0, sizeof(img));
+	if ((rc = cpu->mem->read(cpu, x->la, &img, fxsave_length(x), EMU_ACCESS_READ)))
+		return rc;
+	if (img.mxcsr & ~MXCSR_MASK_SUPPORTED)
+		return emu_raise(cpu, EMU_VEC_GP, true, 0);
+	if (!(x->insn->rex & 8)) {
+		img.fip &= 0xffffffffull;
+		img.fdp &= 0xffffffffull;
+	}
+	/* As FLDCW and FLDENV (x87.c): reserved control bits read as the FNINIT value, and ES
+	 * and B follow the unmasked exception flags. */
+	img.fcw = (uint16_t)((img.fcw & 0x1f3f) | 0x40);
+	if (img.fsw & ~img.fcw & 0x3f)
+		img.fsw |= 0x8080;
+	else
+		img.fsw &= (uint16_t)~0x8080;
+	img.reserved0 = 0;
+	img.fop &= 0x7ff;
+	img.mxcsr_mask = MXCSR_MASK_SUPPORTED;
+	for (unsigned i = 0; i < 8; i++)
+		memset(img.st[i] + 10, 0, 6);
+	if (cpu->mode != EMU_MODE_64)
+		memcpy(img.xmm[8], cpu->fx.xmm[8], 8 * 16);
+	memcpy(img.reserved1, cpu->fx.reserved1, sizeof(img.reserved1));
+	cpu->fx = img;
+	return EMU_OK;
+}
+
 /* LDMXCSR/STMXCSR (0F AE /2, /3), FXSAVE/FXRSTOR (0F AE /0, /1). */
 int exec_sse_state(struct exec *x, unsigned op)
 {
@@ -588,23 +654,14 @@ int exec_sse_state(struct exec *x, unsigned op)
 	if (op < 2 && (cpu->s.cr0 & (CR0_EM | CR0_TS)))
 		return (cpu->s.cr0 & CR0_EM) ? exec_ud(x) : emu_raise(cpu, EMU_VEC_NM, false, 0);
 	switch (op) {
-	case 0: /* FXSAVE m512: 16-byte aligned; the 64-bit form (REX.W) is the same layout here */
+	case 0: /* FXSAVE m512: 16-byte aligned */
 		if (x->la & 15)
 			return emu_raise(cpu, EMU_VEC_GP, true, 0);
-		return cpu->mem->write(cpu, x->la, &cpu->fx, sizeof(cpu->fx));
-	case 1: { /* FXRSTOR m512: reserved MXCSR bits #GP */
-		struct emu_fxstate fx;
-
+		return fxsave(x);
+	case 1: /* FXRSTOR m512 */
 		if (x->la & 15)
 			return emu_raise(cpu, EMU_VEC_GP, true, 0);
-		if ((rc = cpu->mem->read(cpu, x->la, &fx, sizeof(fx), EMU_ACCESS_READ)))
-			return rc;
-		if (fx.mxcsr & ~MXCSR_MASK_SUPPORTED)
-			return emu_raise(cpu, EMU_VEC_GP, true, 0);
-		fx.mxcsr_mask = MXCSR_MASK_SUPPORTED;
-		cpu->fx = fx;
-		return EMU_OK;
-	}
+		return fxrstor(x);
 	case 2: /* LDMXCSR m32 */
 		if ((rc = exec_mem_read(x, x->la, 4, &v)))
 			return rc;
@@ -822,6 +879,14 @@ FP_TO_GPR(cvtsd2si64, "cvtsd2si", "%q[r]")
 FP_TO_GPR(cvttsd2si32, "cvttsd2si", "%k[r]")
 FP_TO_GPR(cvttsd2si64, "cvttsd2si", "%q[r]")
 
+/* The host's MXCSR for a computation: the guest's rounding, FTZ and DAZ, every exception
+ * masked, and no flags, so that what the host reports is what this instruction raised (a
+ * flag already set in the guest's MXCSR is sticky, not a new exception). */
+static uint32_t fp_csr(uint32_t guest)
+{
+	return (guest & ~MXCSR_FLAGS) | MXCSR_MASKS;
+}
+
 /* Commit MXCSR after a computation run with every exception masked: an exception the guest
  * left unmasked raises #XM (or #UD without CR4.OSXMMEXCPT) and the result is dropped. */
 static int fp_commit(struct exec *x, uint32_t guest, uint32_t out)
@@ -835,21 +900,58 @@ static int fp_commit(struct exec *x, uint32_t guest, uint32_t out)
 	return EMU_OK;
 }
 
+/* Which result lanes can underflow: none, or `lanes` singles (4) or doubles (8). */
+struct fp_tiny {
+	unsigned lanes, width;
+};
+
+static bool fp_lane_denormal(const xmm_t *v, unsigned width, unsigned i)
+{
+	if (width == 4)
+		return !(v->d[i] & 0x7f800000u) && (v->d[i] & 0x007fffffu);
+	return !(v->q[i] & 0x7ff0000000000000ull) && (v->q[i] & 0x000fffffffffffffull);
+}
+
+/* With underflow unmasked, a tiny result raises #U even when it is exact (SDM Vol. 1
+ * §11.5.2.3), but the masked computation flags UE only for tiny and inexact ones: an exact
+ * tiny result is a denormal when computed without FTZ, so look for one. */
+static uint32_t fp_unmasked_underflow(fp_fn fn, const xmm_t *d, const xmm_t *s, uint32_t guest,
+				      struct fp_tiny tiny)
+{
+	xmm_t r = *d;
+
+	if (!tiny.lanes || (guest & MXCSR_UM))
+		return 0;
+	fn(&r, s, fp_csr(guest) & ~MXCSR_FTZ);
+	for (unsigned i = 0; i < tiny.lanes; i++)
+		if (fp_lane_denormal(&r, tiny.width, i))
+			return MXCSR_UE;
+	return 0;
+}
+
 /* dst ← op(dst, src): packed (16 aligned bytes of memory) or scalar (4/8 bytes). */
-static int fp_binary(struct exec *x, fp_fn fn, unsigned size)
+static int fp_binary_tiny(struct exec *x, fp_fn fn, unsigned size, struct fp_tiny tiny)
 {
 	uint32_t guest = x->cpu->fx.mxcsr, out;
-	xmm_t d, s;
+	xmm_t d, s, r;
 	int rc;
 
 	if ((rc = xmm_rm_read(x, size, size == 16, &s)))
 		return rc;
 	xmm_get(x, x->insn->reg, &d);
-	out = fn(&d, &s, guest | MXCSR_MASKS);
+	r = d;
+	out = fn(&r, &s, fp_csr(guest));
+	out |= fp_unmasked_underflow(fn, &d, &s, guest, tiny);
 	if ((rc = fp_commit(x, guest, out)))
 		return rc;
-	xmm_set(x, x->insn->reg, &d);
+	xmm_set(x, x->insn->reg, &r);
 	return EMU_OK;
+}
+
+/* The same for operations that cannot underflow (or whose results are not floating). */
+static int fp_binary(struct exec *x, fp_fn fn, unsigned size)
+{
+	return fp_binary_tiny(x, fn, size, (struct fp_tiny){ 0, 0 });
 }
 
 static int fp_compare_flags(struct exec *x, bool is_double, bool unordered)
@@ -863,9 +965,9 @@ static int fp_compare_flags(struct exec *x, bool is_double, bool unordered)
 		return rc;
 	xmm_get(x, x->insn->reg, &d);
 	if (is_double)
-		out = (unordered ? ucomisd_fn : comisd_fn)(&d, &s, guest | MXCSR_MASKS, &f);
+		out = (unordered ? ucomisd_fn : comisd_fn)(&d, &s, fp_csr(guest), &f);
 	else
-		out = (unordered ? ucomiss_fn : comiss_fn)(&d, &s, guest | MXCSR_MASKS, &f);
+		out = (unordered ? ucomiss_fn : comiss_fn)(&d, &s, fp_csr(guest), &f);
 	if ((rc = fp_commit(x, guest, out)))
 		return rc;
 	emu_flags_set(x->cpu, mask, f);
@@ -884,9 +986,9 @@ static int fp_from_gpr(struct exec *x, bool is_double)
 		return rc;
 	xmm_get(x, x->insn->reg, &d);
 	if (is_double)
-		out = (wide ? cvtsi2sd64 : cvtsi2sd32)(&d, g, guest | MXCSR_MASKS);
+		out = (wide ? cvtsi2sd64 : cvtsi2sd32)(&d, g, fp_csr(guest));
 	else
-		out = (wide ? cvtsi2ss64 : cvtsi2ss32)(&d, g, guest | MXCSR_MASKS);
+		out = (wide ? cvtsi2ss64 : cvtsi2ss32)(&d, g, fp_csr(guest));
 	if ((rc = fp_commit(x, guest, out)))
 		return rc;
 	xmm_set(x, x->insn->reg, &d);
@@ -907,12 +1009,14 @@ static int fp_to_gpr(struct exec *x, bool is_double, bool truncate)
 
 	if ((rc = xmm_rm_read(x, is_double ? 8 : 4, false, &s)))
 		return rc;
-	out = fns[is_double][truncate][wide](&s, &g, guest | MXCSR_MASKS);
+	out = fns[is_double][truncate][wide](&s, &g, fp_csr(guest));
 	if ((rc = fp_commit(x, guest, out)))
 		return rc;
 	exec_reg_set(x, x->insn->reg, wide ? 8 : 4, g);
 	return EMU_OK;
 }
+
+static int mmx_convert(struct exec *x, enum sse_prefix pfx);
 
 /* The floating-point part of the 0F map (after moves, logic and integer instructions). */
 static int sse_float(struct exec *x, enum sse_prefix pfx)
@@ -924,16 +1028,19 @@ static int sse_float(struct exec *x, enum sse_prefix pfx)
 		{ subps, subpd, subss, subsd }, { minps, minpd, minss, minsd },
 	};
 	static const unsigned sizes[4] = { 16, 16, 4, 8 }; /* by prefix: none, 66, F3, F2 */
+	static const struct fp_tiny result[4] = { { 4, 4 }, { 2, 8 }, { 1, 4 }, { 1, 8 } };
 	unsigned op = x->insn->opcode;
 
 	switch (op) {
 	case 0x58:
 	case 0x59:
 	case 0x5C:
+		return fp_binary_tiny(x, arith[op - 0x58][pfx], sizes[pfx], result[pfx]);
 	case 0x5D:
 		return fp_binary(x, arith[op - 0x58][pfx], sizes[pfx]);
 	case 0x5E:
-		return fp_binary(x, (fp_fn[]){ divps, divpd, divss, divsd }[pfx], sizes[pfx]);
+		return fp_binary_tiny(x, (fp_fn[]){ divps, divpd, divss, divsd }[pfx], sizes[pfx],
+				      result[pfx]);
 	case 0x5F:
 		return fp_binary(x, (fp_fn[]){ maxps, maxpd, maxss, maxsd }[pfx], sizes[pfx]);
 	case 0x51:
@@ -953,8 +1060,9 @@ static int sse_float(struct exec *x, enum sse_prefix pfx)
 			return exec_ud(x);
 		return fp_compare_flags(x, pfx == PFX_66, op == 0x2E);
 	case 0x5A: /* CVTPS2PD m64, CVTPD2PS m128, CVTSS2SD m32, CVTSD2SS m64 */
-		return fp_binary(x, (fp_fn[]){ cvtps2pd, cvtpd2ps, cvtss2sd, cvtsd2ss }[pfx],
-				 (unsigned[]){ 8, 16, 4, 8 }[pfx]);
+		return fp_binary_tiny(x, (fp_fn[]){ cvtps2pd, cvtpd2ps, cvtss2sd, cvtsd2ss }[pfx],
+				      (unsigned[]){ 8, 16, 4, 8 }[pfx],
+				      (struct fp_tiny[]){ { 0, 0 }, { 2, 4 }, { 0, 0 }, { 1, 4 } }[pfx]);
 	case 0x5B:
 		if (pfx == PFX_F2)
 			return exec_ud(x);
@@ -967,16 +1075,385 @@ static int sse_float(struct exec *x, enum sse_prefix pfx)
 				 pfx == PFX_F3 ? 8 : 16);
 	case 0x2A:
 		if (pfx != PFX_F3 && pfx != PFX_F2)
-			return exec_ud(x); /* CVTPI2PS/PD: MMX */
+			return mmx_convert(x, pfx); /* CVTPI2PS/PD */
 		return fp_from_gpr(x, pfx == PFX_F2);
 	case 0x2C:
 	case 0x2D:
 		if (pfx != PFX_F3 && pfx != PFX_F2)
-			return exec_ud(x); /* CVT(T)PS2PI/PD2PI: MMX */
+			return mmx_convert(x, pfx); /* CVT(T)PS2PI/PD2PI */
 		return fp_to_gpr(x, pfx == PFX_F2, op == 0x2C);
 	default:
-		return exec_ud(x); /* MMX, SSE3 and later */
+		return exec_ud(x); /* SSE3 and later */
 	}
+}
+
+/* ---- MMX (SDM Vol. 1 chapter 9) ---- */
+
+/* A pending unmasked x87 exception is reported (#MF, with CR0.NE as in x87.c) before any MMX
+ * instruction, and before an SSE instruction with an MM register operand. */
+static int mmx_pending_mf(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+
+	if ((cpu->fx.fsw & FSW_ES) && (cpu->s.cr0 & CR0_NE))
+		return emu_raise(cpu, EMU_VEC_MF, false, 0);
+	return EMU_OK;
+}
+
+/* MMX instructions: #UD with CR0.EM, #NM with CR0.TS, then #MF (SDM Vol. 3 table 2-2; they
+ * do not depend on CR4.OSFXSR). */
+static int mmx_available(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+
+	if (cpu->s.cr0 & CR0_EM)
+		return exec_ud(x);
+	if (cpu->s.cr0 & CR0_TS)
+		return emu_raise(cpu, EMU_VEC_NM, false, 0);
+	return mmx_pending_mf(x);
+}
+
+static unsigned mm_reg(const struct exec *x)
+{
+	return x->insn->reg & 7; /* REX.R and REX.B do not extend MM register numbers */
+}
+
+static unsigned mm_rm(const struct exec *x)
+{
+	return x->insn->rm & 7;
+}
+
+/* The r/m operand as an MM register or `size` bytes of memory (no alignment rule). */
+static int mm_rm_read(struct exec *x, unsigned size, uint64_t *v)
+{
+	*v = 0;
+	if (x->insn->mod == 3) {
+		*v = x87_mm_get(x->cpu, mm_rm(x));
+		return EMU_OK;
+	}
+	return x->cpu->mem->read(x->cpu, x->la, v, size, EMU_ACCESS_READ);
+}
+
+/* The end of every MMX instruction that did not fault: MMX state, then the destination. */
+static void mm_write(struct exec *x, unsigned n, uint64_t v)
+{
+	x87_mmx_enter(x->cpu);
+	x87_mm_set(x->cpu, n, v);
+}
+
+/* mm ← op(mm, mm/m64), computed by the 128-bit helpers on zero-extended operands: every
+ * lane-wise operation gives the MMX result in the low quadword. */
+static int mmx_binary(struct exec *x, void (*fn)(xmm_t *d, const xmm_t *s, unsigned arg),
+		      unsigned arg)
+{
+	xmm_t d, s;
+	int rc;
+
+	memset(&d, 0, sizeof(d));
+	memset(&s, 0, sizeof(s));
+	if ((rc = mm_rm_read(x, 8, &s.q[0])))
+		return rc;
+	d.q[0] = x87_mm_get(x->cpu, mm_reg(x));
+	fn(&d, &s, arg);
+	mm_write(x, mm_reg(x), d.q[0]);
+	return EMU_OK;
+}
+
+/* PUNPCKL/H on 64 bits: the low (or, shifted down, the high) halves interleaved. */
+static void op_mmx_unpack(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	xmm_t hs = *s;
+
+	if (arg >> 8) {
+		d->q[0] >>= 32;
+		hs.q[0] >>= 32;
+	}
+	unpack(d, &hs, arg & 0xff, false);
+}
+
+/* PACKSS/PACKUS on 64 bits: d's lanes then s's, narrowed. */
+static void op_mmx_pack(xmm_t *d, const xmm_t *s, unsigned arg)
+{
+	xmm_t zero;
+
+	memset(&zero, 0, sizeof(zero));
+	d->q[1] = s->q[0];
+	pack(d, &zero, arg & 0xff, arg >> 8);
+}
+
+/* 0F 71/72/73 /2 /4 /6 ib on an MM register (no /3 /7 byte shifts, no PSRAQ). */
+static int mmx_shift_imm(struct exec *x)
+{
+	unsigned op = x->insn->opcode, kind = (x->insn->modrm >> 3) & 7;
+	xmm_t v;
+
+	memset(&v, 0, sizeof(v));
+	v.q[0] = x87_mm_get(x->cpu, mm_rm(x));
+	lane_shift(&v, op == 0x71 ? 2 : op == 0x72 ? 4 : 8, kind, x->insn->imm & 0xff);
+	mm_write(x, mm_rm(x), v.q[0]);
+	return EMU_OK;
+}
+
+/* MOVD/MOVQ mm, r/m32/64 (6E); MOVD/MOVQ r/m32/64, mm (7E); MOVQ mm, mm/m64 (6F);
+ * MOVQ mm/m64, mm (7F); MOVNTQ m64, mm (E7). */
+static int mmx_move(struct exec *x)
+{
+	unsigned op = x->insn->opcode, size = x->insn->rex & 8 ? 8 : 4;
+	uint64_t v;
+	int rc;
+
+	switch (op) {
+	case 0x6E:
+		if ((rc = exec_rm_read(x, size, &v)))
+			return rc;
+		mm_write(x, mm_reg(x), v);
+		return EMU_OK;
+	case 0x6F:
+		if ((rc = mm_rm_read(x, 8, &v)))
+			return rc;
+		mm_write(x, mm_reg(x), v);
+		return EMU_OK;
+	case 0x7E:
+		if ((rc = exec_rm_write(x, size, x87_mm_get(x->cpu, mm_reg(x)))))
+			return rc;
+		x87_mmx_enter(x->cpu);
+		return EMU_OK;
+	default: /* 7F, E7 */
+		v = x87_mm_get(x->cpu, mm_reg(x));
+		if (x->insn->mod == 3) {
+			mm_write(x, mm_rm(x), v);
+			return EMU_OK;
+		}
+		if ((rc = x->cpu->mem->write(x->cpu, x->la, &v, 8)))
+			return rc;
+		x87_mmx_enter(x->cpu);
+		return EMU_OK;
+	}
+}
+
+/* PSHUFW (70), PINSRW (C4), PEXTRW (C5), PMOVMSKB (D7), MASKMOVQ (F7). */
+static int mmx_words_and_bytes(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+	unsigned op = x->insn->opcode, imm = (unsigned)x->insn->imm & 0xff;
+	xmm_t v, r;
+	uint64_t w;
+	int rc;
+
+	memset(&v, 0, sizeof(v));
+	switch (op) {
+	case 0x70:
+		if ((rc = mm_rm_read(x, 8, &v.q[0])))
+			return rc;
+		r = v;
+		for (unsigned i = 0; i < 4; i++)
+			r.w[i] = v.w[(imm >> (2 * i)) & 3];
+		mm_write(x, mm_reg(x), r.q[0]);
+		return EMU_OK;
+	case 0xC4:
+		if ((rc = exec_rm_read(x, 2, &w)))
+			return rc;
+		v.q[0] = x87_mm_get(cpu, mm_reg(x));
+		v.w[imm & 3] = (uint16_t)w;
+		mm_write(x, mm_reg(x), v.q[0]);
+		return EMU_OK;
+	case 0xC5:
+		v.q[0] = x87_mm_get(cpu, mm_rm(x));
+		exec_reg_set(x, x->insn->reg, cpu->mode == EMU_MODE_64 ? 8 : 4, v.w[imm & 3]);
+		x87_mmx_enter(cpu);
+		return EMU_OK;
+	case 0xD7:
+		v.q[0] = x87_mm_get(cpu, mm_rm(x));
+		w = 0;
+		for (unsigned i = 0; i < 8; i++)
+			w |= (uint64_t)(v.b[i] >> 7) << i;
+		exec_reg_set(x, x->insn->reg, cpu->mode == EMU_MODE_64 ? 8 : 4, w);
+		x87_mmx_enter(cpu);
+		return EMU_OK;
+	default: { /* F7 MASKMOVQ: bytes of mm1 whose mm2 byte has the top bit set go to DS:rDI */
+		uint64_t base = cpu->s.gpr[CPU_RDI] & exec_addr_mask(x);
+
+		v.q[0] = x87_mm_get(cpu, mm_reg(x));
+		r.q[0] = x87_mm_get(cpu, mm_rm(x));
+		for (unsigned i = 0; i < 8; i++) {
+			uint64_t la;
+
+			if (!(r.b[i] & 0x80))
+				continue;
+			la = exec_seg_linear(x, x->insn->seg, (base + i) & exec_addr_mask(x));
+			if ((rc = exec_mem_write(x, la, 1, v.b[i])))
+				return rc;
+		}
+		x87_mmx_enter(cpu);
+		return EMU_OK;
+	}
+	}
+}
+
+/* Whether a no-prefix opcode of 0F 60-7F, C4/C5, D0-FF is an MMX instruction with this
+ * ModRM (invalid ones are #UD before any #NM or #MF). */
+static bool mmx_valid(const struct emu_insn *insn)
+{
+	unsigned op = insn->opcode, kind = (insn->modrm >> 3) & 7;
+	bool reg = insn->mod == 3;
+
+	switch (op) {
+	case 0x60 ... 0x6B:
+	case 0x6E ... 0x70:
+	case 0x74 ... 0x77:
+	case 0x7E:
+	case 0x7F:
+	case 0xC4:
+	case 0xD1 ... 0xD5:
+	case 0xD8 ... 0xE5:
+	case 0xE8 ... 0xEF:
+	case 0xF1 ... 0xF6:
+	case 0xF8 ... 0xFE:
+		return true;
+	case 0x71:
+	case 0x72:
+		return reg && (kind == 2 || kind == 4 || kind == 6);
+	case 0x73:
+		return reg && (kind == 2 || kind == 6);
+	case 0xC5:
+	case 0xD7:
+	case 0xF7:
+		return reg;
+	case 0xE7:
+		return !reg;
+	default: /* 6C/6D (66 only), 78-7D, D0, D6, E6, F0, FF */
+		return false;
+	}
+}
+
+/* No-prefix 0F 60-7F, C4/C5 and D0-FF. */
+static int exec_mmx(struct exec *x)
+{
+	unsigned op = x->insn->opcode;
+	int rc;
+
+	if (!mmx_valid(x->insn))
+		return exec_ud(x);
+	if ((rc = mmx_available(x)))
+		return rc;
+	switch (op) {
+	case 0x60 ... 0x62: return mmx_binary(x, op_mmx_unpack, 1u << (op - 0x60));
+	case 0x68 ... 0x6A: return mmx_binary(x, op_mmx_unpack, 256 | 1u << (op - 0x68));
+	case 0x63: return mmx_binary(x, op_mmx_pack, 2);
+	case 0x6B: return mmx_binary(x, op_mmx_pack, 4);
+	case 0x67: return mmx_binary(x, op_mmx_pack, 256 | 2);
+	case 0x64 ... 0x66: return mmx_binary(x, op_lanes, LANE_CMPGT << 8 | 1u << (op - 0x64));
+	case 0x74 ... 0x76: return mmx_binary(x, op_lanes, LANE_CMPEQ << 8 | 1u << (op - 0x74));
+	case 0x77: /* EMMS */
+		x87_emms(x->cpu);
+		return EMU_OK;
+	case 0x71 ... 0x73: return mmx_shift_imm(x);
+	case 0x6E:
+	case 0x6F:
+	case 0x7E:
+	case 0x7F:
+	case 0xE7: return mmx_move(x);
+	case 0x70:
+	case 0xC4:
+	case 0xC5:
+	case 0xD7:
+	case 0xF7: return mmx_words_and_bytes(x);
+	case 0xD1 ... 0xD3: return mmx_binary(x, op_shift_xmm, 2 << 8 | 2u << (op - 0xD1));
+	case 0xE1 ... 0xE2: return mmx_binary(x, op_shift_xmm, 4 << 8 | 2u << (op - 0xE1));
+	case 0xF1 ... 0xF3: return mmx_binary(x, op_shift_xmm, 6 << 8 | 2u << (op - 0xF1));
+	case 0xD4: return mmx_binary(x, op_lanes, LANE_ADD << 8 | 8);
+	case 0xFB: return mmx_binary(x, op_lanes, LANE_SUB << 8 | 8);
+	case 0xFC ... 0xFE: return mmx_binary(x, op_lanes, LANE_ADD << 8 | 1u << (op - 0xFC));
+	case 0xF8 ... 0xFA: return mmx_binary(x, op_lanes, LANE_SUB << 8 | 1u << (op - 0xF8));
+	case 0xD8 ... 0xD9: return mmx_binary(x, op_lanes, LANE_SUBUS << 8 | 1u << (op - 0xD8));
+	case 0xDC ... 0xDD: return mmx_binary(x, op_lanes, LANE_ADDUS << 8 | 1u << (op - 0xDC));
+	case 0xE8 ... 0xE9: return mmx_binary(x, op_lanes, LANE_SUBS << 8 | 1u << (op - 0xE8));
+	case 0xEC ... 0xED: return mmx_binary(x, op_lanes, LANE_ADDS << 8 | 1u << (op - 0xEC));
+	case 0xDA: return mmx_binary(x, op_lanes, LANE_MINU << 8 | 1);
+	case 0xDE: return mmx_binary(x, op_lanes, LANE_MAXU << 8 | 1);
+	case 0xEA: return mmx_binary(x, op_lanes, LANE_MINS << 8 | 2);
+	case 0xEE: return mmx_binary(x, op_lanes, LANE_MAXS << 8 | 2);
+	case 0xE0: return mmx_binary(x, op_lanes, LANE_AVG << 8 | 1);
+	case 0xE3: return mmx_binary(x, op_lanes, LANE_AVG << 8 | 2);
+	case 0xD5:
+	case 0xE4:
+	case 0xE5:
+	case 0xF4:
+	case 0xF5:
+	case 0xF6: return mmx_binary(x, op_multiply, op);
+	case 0xDB: return mmx_binary(x, op_and, 0);
+	case 0xDF: return mmx_binary(x, op_andn, 0);
+	case 0xEB: return mmx_binary(x, op_or, 0);
+	default: return mmx_binary(x, op_xor, 0); /* EF */
+	}
+}
+
+/* MOVQ2DQ xmm, mm (F3 0F D6) and MOVDQ2Q mm, xmm (F2 0F D6): registers only. */
+static int mmx_movq_xmm(struct exec *x, enum sse_prefix pfx)
+{
+	xmm_t v;
+	int rc;
+
+	if (x->insn->mod != 3)
+		return exec_ud(x);
+	if ((rc = mmx_pending_mf(x)))
+		return rc;
+	memset(&v, 0, sizeof(v));
+	if (pfx == PFX_F3) {
+		v.q[0] = x87_mm_get(x->cpu, mm_rm(x));
+		xmm_set(x, x->insn->reg, &v);
+		x87_mmx_enter(x->cpu);
+		return EMU_OK;
+	}
+	xmm_get(x, x->insn->rm, &v);
+	mm_write(x, mm_reg(x), v.q[0]);
+	return EMU_OK;
+}
+
+/* CVTPI2PS/CVTPI2PD xmm, mm/m64 (0F/66 0F 2A) and CVT(T)PS2PI mm, xmm/m64, CVT(T)PD2PI mm,
+ * xmm/m128 (0F/66 0F 2C/2D), by the packed SSE2 conversions on the host with the unused
+ * lanes zero (so they raise no exception flags). A memory source to 2A involves no MM
+ * register: no #MF, no MMX state. */
+static int mmx_convert(struct exec *x, enum sse_prefix pfx)
+{
+	bool to_mm = x->insn->opcode != 0x2A, pd = pfx == PFX_66;
+	bool mm_operand = to_mm || x->insn->mod == 3;
+	uint32_t guest = x->cpu->fx.mxcsr, out;
+	xmm_t d, s, t;
+	int rc;
+
+	if (mm_operand && (rc = mmx_pending_mf(x)))
+		return rc;
+	memset(&s, 0, sizeof(s));
+	memset(&t, 0, sizeof(t));
+	if (!to_mm) {
+		if ((rc = mm_rm_read(x, 8, &s.q[0])))
+			return rc;
+		xmm_get(x, x->insn->reg, &d);
+		out = (pd ? cvtdq2pd : cvtdq2ps)(&t, &s, fp_csr(guest));
+		if ((rc = fp_commit(x, guest, out)))
+			return rc;
+		if (pd)
+			d = t;
+		else
+			d.q[0] = t.q[0];
+		xmm_set(x, x->insn->reg, &d);
+		if (mm_operand)
+			x87_mmx_enter(x->cpu);
+		return EMU_OK;
+	}
+	if ((rc = xmm_rm_read(x, pd ? 16 : 8, pd, &s)))
+		return rc;
+	if (!pd)
+		s.q[1] = 0;
+	if (x->insn->opcode == 0x2C)
+		out = (pd ? cvttpd2dq : cvttps2dq)(&t, &s, fp_csr(guest));
+	else
+		out = (pd ? cvtpd2dq : cvtps2dq)(&t, &s, fp_csr(guest));
+	if ((rc = fp_commit(x, guest, out)))
+		return rc;
+	mm_write(x, mm_reg(x), t.q[0]);
+	return EMU_OK;
 }
 
 /* Entry from exec_map0f for 0F 10-17, 28-2F, 50-7F, C2-C7 (not C7), D0-FF. */
@@ -988,6 +1465,8 @@ int exec_sse(struct exec *x)
 
 	if (op == 0xC3 && pfx == PFX_NONE)
 		return exec_movnti(x);
+	if (pfx == PFX_NONE && ((op >= 0x60 && op <= 0x7F) || op == 0xC4 || op == 0xC5 || op >= 0xD0))
+		return exec_mmx(x);
 	if ((rc = sse_available(x)))
 		return rc;
 	switch (op) {
@@ -1042,6 +1521,10 @@ int exec_sse(struct exec *x)
 	case 0x7E:
 		if (pfx == PFX_F3)
 			return sse_movd(x, PFX_F3);
+		break;
+	case 0xD6:
+		if (pfx == PFX_F3 || pfx == PFX_F2)
+			return mmx_movq_xmm(x, pfx);
 		break;
 	default:
 		break;

@@ -343,6 +343,42 @@ static void set_top_keep_registers(struct emu_cpu *cpu, unsigned top)
 	cpu->fx.fsw = (uint16_t)((cpu->fx.fsw & ~FSW_TOP) | (top & 7) << 11);
 }
 
+/* ---- the MMX view of the registers (SDM Vol. 1 §9.5) ---- */
+
+/* MMn is the mantissa of physical register Rn, i.e. ST((n - TOP) & 7). */
+uint64_t x87_mm_get(const struct emu_cpu *cpu, unsigned n)
+{
+	uint64_t v;
+
+	memcpy(&v, cpu->fx.st[(n - fpu_top(cpu)) & 7], 8);
+	return v;
+}
+
+/* Every MMX instruction but EMMS: TOP = 0 and all tags valid (its register writes follow). */
+void x87_mmx_enter(struct emu_cpu *cpu)
+{
+	set_top_keep_registers(cpu, 0);
+	cpu->fx.ftw = 0xff;
+}
+
+/* A write to MMn (after x87_mmx_enter): the mantissa, and sign and exponent all ones. */
+void x87_mm_set(struct emu_cpu *cpu, unsigned n, uint64_t v)
+{
+	uint8_t *r = cpu->fx.st[(n - fpu_top(cpu)) & 7];
+
+	memcpy(r, &v, 8);
+	r[8] = r[9] = 0xff;
+	memset(r + 10, 0, 6);
+}
+
+/* EMMS: TOP = 0 too ("each time an MMX instruction is executed", SDM Vol. 3 §12.2), and
+ * every register empty. */
+void x87_emms(struct emu_cpu *cpu)
+{
+	set_top_keep_registers(cpu, 0);
+	cpu->fx.ftw = 0;
+}
+
 /* Build the 14- or 28-byte environment image. */
 static unsigned env_store(struct exec *x, uint8_t *env)
 {
