@@ -90,6 +90,11 @@ static void put64(uint64_t gpa, uint64_t v)
 	memcpy(ram + gpa, &v, 8);
 }
 
+static void put32(uint64_t gpa, uint32_t v)
+{
+	memcpy(ram + gpa, &v, 4);
+}
+
 static uint64_t get64(uint64_t gpa)
 {
 	uint64_t v;
@@ -745,7 +750,7 @@ static void test_protected_to_long_mode(void)
 	CHECK_EQ(cpu.s.gdt.base, GDT);
 }
 
-/* Real mode: CS:IP addressing and a far jump that reloads CS = selector * 16. */
+/* Real mode: CS:IP addressing, a far jump and a far return that reload CS = selector * 16. */
 static void test_real_mode_far_jump(void)
 {
 	struct cpu_state s;
@@ -761,12 +766,23 @@ static void test_real_mode_far_jump(void)
 	/* mov ax, 0x1234; jmp 0x0600:0x0010 */
 	memcpy(ram + 0x8000, (const uint8_t[]){ 0xB8, 0x34, 0x12, 0xEA, 0x10, 0x00, 0x00, 0x06 },
 	       8);
-	ram[0x6010] = 0xF4;
+	/* push 0x0800; push 0x0020; retf 2 (and the hlt it returns to) */
+	memcpy(ram + 0x6010, (const uint8_t[]){ 0x68, 0x00, 0x08, 0x68, 0x20, 0x00, 0xCA, 0x02,
+						0x00 }, 9);
+	ram[0x8020] = 0xF4;
+	cpu.s.gpr[CPU_RSP] = 0x7000;
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x1234);
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
 	CHECK_EQ(cpu.s.seg[SEG_CS].base, 0x6000);
 	CHECK_EQ(cpu.s.rip, 0x10);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* retf 2 */
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x0800);
+	CHECK_EQ(cpu.s.seg[SEG_CS].base, 0x8000);
+	CHECK_EQ(cpu.s.rip, 0x20);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x7002);
 	CHECK_EQ(emu_step(&cpu), EMU_HALT);
 }
 
@@ -1032,6 +1048,190 @@ static void test_mmx_and_fxsave_formats(void)
 	CHECK_EQ(cpu.fx.fop, 0x123);
 }
 
+/* CPUID advertises exactly what is implemented (cpuid.c's list; the backend adds the APIC
+ * bits), and instructions of features it does not advertise raise #UD (after a control: an
+ * SSE2 instruction runs, so the #UDs are not for want of CR4.OSFXSR). */
+static void test_cpuid_matches_implementation(void)
+{
+	static const uint8_t absent[][7] = {
+		{ 4, 0x66, 0x0F, 0x7C, 0xC1 }, /* HADDPD: SSE3 */
+		{ 4, 0xF3, 0x0F, 0x16, 0xC1 }, /* MOVSHDUP: SSE3 */
+		{ 4, 0xF2, 0x0F, 0xF0, 0x00 }, /* LDDQU: SSE3 */
+		{ 4, 0x0F, 0x38, 0x00, 0xC1 }, /* PSHUFB mm: SSSE3 */
+		{ 5, 0x66, 0x0F, 0x38, 0x00, 0xC1 }, /* PSHUFB xmm: SSSE3 */
+		{ 6, 0x66, 0x0F, 0x3A, 0x0F, 0xC1, 0x00 }, /* PALIGNR: SSSE3 */
+		{ 5, 0x66, 0x0F, 0x38, 0x17, 0xC1 }, /* PTEST: SSE4.1 */
+		{ 5, 0xF2, 0x0F, 0x38, 0xF1, 0xC1 }, /* CRC32: SSE4.2 */
+		{ 4, 0x0F, 0x38, 0xF0, 0x00 }, /* MOVBE */
+		{ 5, 0x66, 0x0F, 0x38, 0xF6, 0xC1 }, /* ADCX: ADX */
+		{ 3, 0xC5, 0xF8, 0x77 }, /* VZEROUPPER: AVX */
+		{ 5, 0xC4, 0xE2, 0x78, 0xF2, 0xC1 }, /* ANDN: BMI1 */
+		{ 3, 0x0F, 0xC7, 0xF0 }, /* RDRAND */
+		{ 3, 0x0F, 0xC7, 0xF8 }, /* RDSEED */
+		{ 4, 0xF3, 0x0F, 0xC7, 0xF8 }, /* RDPID */
+		{ 3, 0x0F, 0xAE, 0x20 }, /* XSAVE */
+		{ 3, 0x0F, 0x01, 0xD0 }, /* XGETBV */
+		{ 4, 0xF3, 0x0F, 0xAE, 0xC0 }, /* RDFSBASE: FSGSBASE */
+		{ 2, 0x0F, 0x34 }, /* SYSENTER: SEP */
+		{ 2, 0x0F, 0x0E }, /* FEMMS: 3DNow! */
+		{ 4, 0x0F, 0x0F, 0xC1, 0x9E }, /* PFADD: 3DNow! */
+	};
+	uint32_t id[4];
+
+	emu_cpuid(&cpu, 0, 0, id);
+	CHECK_EQ(id[0], 7);
+	emu_cpuid(&cpu, 1, 0, id);
+	/* FPU PSE TSC MSR PAE CX8 PGE CMOV PAT CLFSH MMX FXSR SSE SSE2 */
+	CHECK_EQ(id[3], 0x0789A179u);
+	CHECK_EQ(id[2], (1u << 13) | (1u << 23) | (1u << 31)); /* CX16 POPCNT HYPERVISOR */
+	emu_cpuid(&cpu, 7, 0, id);
+	CHECK_EQ(id[1], 1u << 13); /* FCS/FDS deprecated */
+	CHECK_EQ(id[2] | id[3], 0);
+	emu_cpuid(&cpu, 0xD, 0, id);
+	CHECK_EQ(id[0] | id[1] | id[2] | id[3], 0);
+	emu_cpuid(&cpu, 0x80000001, 0, id);
+	CHECK_EQ(id[2], 1u); /* LAHF/SAHF */
+	/* SYSCALL NX PAGE1GB RDTSCP LM */
+	CHECK_EQ(id[3], (1u << 11) | (1u << 20) | (1u << 26) | (1u << 27) | (1u << 29));
+
+	machine_reset();
+	cpu.s.cr4 |= 1ull << 9; /* OSFXSR */
+	code(USER_RW, (const uint8_t[]){ 0x66, 0x0F, 0xFE, 0xC1 }, 4); /* paddd xmm0, xmm1 */
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	for (unsigned i = 0; i < sizeof(absent) / sizeof(absent[0]); i++) {
+		cpu.s.gpr[CPU_RAX] = USER_RW + 0x800;
+		code(USER_RW + 0x10 * (i + 1), absent[i] + 1, absent[i][0]);
+		if (emu_step(&cpu) != EMU_EXCEPTION || cpu.exc.vector != EMU_VEC_UD)
+			CHECK_EQ(i, ~0u); /* names the form that did not raise #UD */
+	}
+}
+
+/* A 32-bit protected-mode interrupt or trap gate (8 bytes) to 0x08:HANDLERS + 16 * vector. */
+static void idt_gate32(unsigned vector, unsigned type, unsigned dpl)
+{
+	uint64_t off = HANDLERS + 16 * vector;
+
+	put64(IDT + 8 * vector, (off & 0xffff) | (0x08ull << 16) | ((uint64_t)type << 40) |
+					((uint64_t)dpl << 45) | (1ull << 47) |
+					(((off >> 16) & 0xffff) << 48));
+}
+
+static uint32_t get32(uint64_t gpa)
+{
+	uint32_t v;
+
+	memcpy(&v, ram + gpa, 4);
+	return v;
+}
+
+/* Flat 32-bit protected mode without paging, at CPL 0 or 3 (the GDT of machine_reset: 0x08
+ * kernel code, 0x18 kernel data, 0x23 user code, 0x2b user data), the IDT with 8-byte gates
+ * and a 32-bit TSS whose SS0:ESP0 is 0x18:KSTACK_TOP. */
+static void protected_mode_start(unsigned cpl, uint32_t eip, uint32_t esp)
+{
+	struct cpu_state s;
+
+	memset(&s, 0, sizeof(s));
+	s.cr0 = CR0_PE | CR0_ET;
+	segment(&s.seg[SEG_CS], cpl ? 0x23 : 0x08, true, cpl);
+	s.seg[SEG_CS].l = 0;
+	s.seg[SEG_CS].db = 1;
+	segment(&s.seg[SEG_SS], cpl ? 0x2b : 0x18, false, cpl);
+	s.seg[SEG_DS] = s.seg[SEG_ES] = s.seg[SEG_SS];
+	s.seg[SEG_TR] = (struct cpu_segment){ .selector = 0x40, .base = TSS, .limit = 0x67,
+					      .type = 0xB, .present = 1 };
+	s.seg[SEG_LDTR].unusable = 1;
+	s.gdt.base = GDT;
+	s.gdt.limit = 0x4f;
+	s.idt.base = IDT;
+	s.idt.limit = 0x7ff;
+	s.rip = eip;
+	s.rflags = EMU_FLAG_FIXED1 | EMU_FLAG_IF;
+	s.gpr[CPU_RSP] = esp;
+	emu_cpu_set_state(&cpu, &s);
+	put64(TSS + 4, KSTACK_TOP | (0x18ull << 32)); /* ESP0, SS0 */
+	for (unsigned v = 0; v < 256; v++)
+		idt_gate32(v, 0xE, 0);
+	for (unsigned v = 0; v < 256; v++)
+		ram[HANDLERS + 16 * v] = 0xCF; /* iretd */
+}
+
+/* 32-bit protected mode (SDM Vol. 3 §6.12): INT n through a 32-bit interrupt gate at CPL 0
+ * (EFLAGS, CS, EIP; IF cleared) and IRETD back; #UD at CPL 3 through a trap gate, with the
+ * stack switch to the TSS's SS0:ESP0 (SS, ESP, EFLAGS, CS, EIP; IF kept) and IRETD back to
+ * CPL 3; INT n at CPL 3 through a DPL 0 gate: #GP with the IDT error code on the frame; a
+ * 16-bit interrupt gate (a 6-byte frame) and IRET with a 16-bit operand. */
+static void test_protected_mode_interrupts(void)
+{
+	uint32_t ksp = KSTACK_TOP;
+
+	machine_reset();
+	protected_mode_start(0, 0x50000, 0x7000);
+	memcpy(ram + 0x50000, (const uint8_t[]){ 0xCD, 0x21, 0xCD, 0x30, 0xF4 }, 5);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* int 0x21 */
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * 0x21);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x7000 - 12);
+	CHECK_EQ(get32(0x7000 - 12), 0x50002);
+	CHECK_EQ(get32(0x7000 - 8), 0x08);
+	CHECK_EQ(get32(0x7000 - 4), EMU_FLAG_FIXED1 | EMU_FLAG_IF);
+	CHECK(!(cpu.s.rflags & EMU_FLAG_IF));
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* iretd */
+	CHECK_EQ(cpu.s.rip, 0x50002);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x7000);
+	CHECK(cpu.s.rflags & EMU_FLAG_IF);
+	/* a 16-bit interrupt gate: IP, CS, FLAGS as words; the handler returns with o16 iret */
+	put64(IDT + 8 * 0x30, 0x9000 | (0x08ull << 16) | (0x86ull << 40)); /* 16-bit offset */
+	memcpy(ram + 0x9000, (const uint8_t[]){ 0x66, 0xCF }, 2);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* int 0x30 */
+	CHECK_EQ(cpu.s.rip, 0x9000);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x7000 - 6);
+	CHECK_EQ(get32(0x7000 - 6), 0x00080004);
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* iret: a 16-bit frame keeps 16 bits of EIP */
+	CHECK_EQ(cpu.s.rip, 0x0004);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x7000);
+
+	/* CPL 3: ud2 through a trap gate, onto the kernel stack */
+	protected_mode_start(3, 0x50010, 0x8000);
+	idt_gate32(EMU_VEC_UD, 0xF, 0);
+	memcpy(ram + 0x50010, (const uint8_t[]){ 0x0F, 0x0B, 0xCD, 0x22 }, 4);
+	CHECK_EQ(cpu.cpl, 3);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_UD);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_OK);
+	CHECK_EQ(cpu.cpl, 0);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x08);
+	CHECK_EQ(cpu.s.seg[SEG_SS].selector, 0x18);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], ksp - 20);
+	CHECK_EQ(get32(ksp - 20), 0x50010);
+	CHECK_EQ(get32(ksp - 16), 0x23);
+	CHECK_EQ(get32(ksp - 12), EMU_FLAG_FIXED1 | EMU_FLAG_IF);
+	CHECK_EQ(get32(ksp - 8), 0x8000);
+	CHECK_EQ(get32(ksp - 4), 0x2b);
+	CHECK(cpu.s.rflags & EMU_FLAG_IF); /* a trap gate */
+	put32(ksp - 20, 0x50012); /* as a handler would: return past the ud2 */
+	CHECK_EQ(emu_step(&cpu), EMU_OK); /* iretd to CPL 3 */
+	CHECK_EQ(cpu.cpl, 3);
+	CHECK_EQ(cpu.mode, EMU_MODE_32);
+	CHECK_EQ(cpu.s.seg[SEG_CS].selector, 0x23);
+	CHECK_EQ(cpu.s.seg[SEG_SS].selector, 0x2b);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], 0x8000);
+	CHECK_EQ(cpu.s.rip, 0x50012);
+	/* int 0x22 through a DPL 0 gate from CPL 3: #GP(0x22 * 8 + 2) at the INT */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	CHECK_EQ(cpu.exc.error_code, 0x22 * 8 + 2);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * EMU_VEC_GP);
+	CHECK_EQ(cpu.s.gpr[CPU_RSP], ksp - 24);
+	CHECK_EQ(get32(ksp - 24), 0x22 * 8 + 2);
+	CHECK_EQ(get32(ksp - 20), 0x50012);
+	CHECK(!(cpu.s.rflags & EMU_FLAG_IF)); /* an interrupt gate */
+	/* an IDT too short for the vector: #GP, then #DF, then shutdown */
+	cpu.s.idt.limit = 8 * EMU_VEC_DF - 1;
+	CHECK_EQ(emu_deliver_event(&cpu, 0x40, EMU_EVENT_EXTERNAL, false, 0, cpu.s.rip),
+		 EMU_SHUTDOWN);
+}
+
 /* A real-mode vCPU as INIT/SIPI leaves it: CS = vector << 8 (base vector << 12), IP = 0. */
 static void real_mode_start(uint16_t cs_sel)
 {
@@ -1263,6 +1463,7 @@ int main(void)
 	RUN_TEST(test_protected_to_long_mode);
 	RUN_TEST(test_real_mode_far_jump);
 	RUN_TEST(test_real_mode_interrupts);
+	RUN_TEST(test_protected_mode_interrupts);
 	RUN_TEST(test_real_mode_trampoline);
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_segment_probes);
@@ -1272,6 +1473,7 @@ int main(void)
 	RUN_TEST(test_debug_watchpoints);
 	RUN_TEST(test_debug_breakpoints);
 	RUN_TEST(test_mmx_and_fxsave_formats);
+	RUN_TEST(test_cpuid_matches_implementation);
 	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();

@@ -353,13 +353,146 @@ static int deliver_real_mode(struct emu_cpu *cpu, unsigned vector, uint64_t rip)
 	return EMU_OK;
 }
 
+/* ---- 32-bit protected mode (SDM Vol. 3 §6.12): 8-byte gates, 16- and 32-bit frames ---- */
+
+/* SS:ESP of privilege level `cpl` from the 32-bit TSS (ESPn at 4 + 8n, SSn at 8 + 8n). */
+static int tss32_stack(struct emu_cpu *cpu, unsigned cpl, uint32_t ext, struct cpu_segment *ss,
+		       uint32_t *esp)
+{
+	const struct cpu_segment *tr = &cpu->s.seg[SEG_TR];
+	uint32_t off = 4 + 8 * cpl, tss_err = (tr->selector & 0xfffc) | ext, v[2];
+	uint64_t raw[2];
+	uint16_t sel;
+	int rc;
+
+	/* A 16-bit TSS (types 1/3) is not supported: #TS as for a TSS too small. */
+	if ((tr->type != 0x9 && tr->type != 0xB) || off + 7 > tr->limit)
+		return emu_raise(cpu, EMU_VEC_TS, true, tss_err);
+	if ((rc = cpu->mem->read(cpu, (tr->base + off) & 0xffffffffull, v, 8, EMU_ACCESS_SYS_READ)))
+		return rc;
+	*esp = v[0];
+	sel = (uint16_t)v[1];
+	if ((sel & ~3u) == 0)
+		return emu_raise(cpu, EMU_VEC_TS, true, ext);
+	if ((rc = descriptor_read(cpu, sel, false, raw, ext)))
+		return rc;
+	segment_from_descriptor(ss, sel, raw, false);
+	if ((sel & 3) != cpl || ss->dpl != cpl || !ss->s || (ss->type & DESC_CODE) ||
+	    !(ss->type & DESC_WRITABLE))
+		return emu_raise(cpu, EMU_VEC_TS, true, (sel & 0xfffc) | ext);
+	if (!ss->present)
+		return emu_raise(cpu, EMU_VEC_SS, true, (sel & 0xfffc) | ext);
+	ss->type |= DESC_ACCESSED;
+	return EMU_OK;
+}
+
+/* Push n values of `width` bytes (lowest address first) below `esp` on `ss`; the new stack
+ * pointer (16 bits of it for a 16-bit SS) in *sp. An expand-up limit is checked. */
+static int push_frame32(struct emu_cpu *cpu, const struct cpu_segment *ss, uint32_t esp,
+			const uint32_t *vals, unsigned n, unsigned width, uint32_t *sp,
+			uint32_t ss_err)
+{
+	uint32_t mask = ss->db ? 0xffffffffu : 0xffffu, bottom = (esp - n * width) & mask;
+	uint8_t buf[6 * 4];
+
+	for (unsigned i = 0; i < n; i++)
+		memcpy(buf + i * width, &vals[i], width);
+	if (!(ss->type & 4) && (uint64_t)bottom + n * width - 1 > ss->limit)
+		return emu_raise(cpu, EMU_VEC_SS, true, ss_err);
+	*sp = bottom;
+	return cpu->mem->write(cpu, (ss->base + bottom) & 0xffffffffull, buf, n * width);
+}
+
+/* The code segment an interrupt gate names: a present code segment with DPL <= CPL. */
+static int gate_code_segment(struct emu_cpu *cpu, uint16_t selector, uint32_t ext,
+			     struct cpu_segment *cs)
+{
+	uint64_t raw[2];
+	int rc;
+
+	if ((selector & ~3u) == 0)
+		return gp(cpu, ext);
+	if ((rc = descriptor_read(cpu, selector, false, raw, ext)))
+		return rc;
+	segment_from_descriptor(cs, selector, raw, false);
+	if (!cs->s || !(cs->type & DESC_CODE) || cs->dpl > cpu->cpl)
+		return gp(cpu, (selector & 0xfffc) | ext);
+	if (!cs->present)
+		return emu_raise(cpu, EMU_VEC_NP, true, (selector & 0xfffc) | ext);
+	return EMU_OK;
+}
+
+/* Interrupt and trap gates, 16- and 32-bit, to the same or an inner privilege level (a stack
+ * from the 32-bit TSS). Task gates and virtual-8086 mode are not supported: a task gate is
+ * refused like a bad gate type (#GP), so a guest using one sees a fault, not silence. */
+static int deliver_protected_mode(struct emu_cpu *cpu, unsigned vector, enum emu_event_kind kind,
+				  bool has_error_code, uint32_t error_code, uint64_t rip)
+{
+	uint32_t ext = kind == EMU_EVENT_SOFTWARE ? 0 : 1, idt_err = vector * 8 + 2 + ext;
+	uint64_t cr2 = cpu->exc.cr2, gate;
+	unsigned old_cpl = cpu->cpl, type, new_cpl, width, n = 0;
+	struct cpu_segment cs, ss = cpu->s.seg[SEG_SS];
+	uint32_t vals[6], esp = (uint32_t)cpu->s.gpr[CPU_RSP], sp = 0, rflags;
+	int rc;
+
+	if (vector * 8 + 7 > cpu->s.idt.limit)
+		return gp(cpu, idt_err);
+	if ((rc = cpu->mem->read(cpu, (cpu->s.idt.base + vector * 8) & 0xffffffffull, &gate, 8,
+				 EMU_ACCESS_SYS_READ)))
+		return rc;
+	type = (gate >> 40) & 0x1f; /* S bit included: must be 0 */
+	if (type != 0x6 && type != 0x7 && type != 0xE && type != 0xF)
+		return gp(cpu, idt_err);
+	if (kind == EMU_EVENT_SOFTWARE && ((gate >> 45) & 3) < cpu->cpl)
+		return gp(cpu, idt_err);
+	if (!((gate >> 47) & 1))
+		return emu_raise(cpu, EMU_VEC_NP, true, idt_err);
+	if ((rc = gate_code_segment(cpu, (uint16_t)(gate >> 16), ext, &cs)))
+		return rc;
+	new_cpl = (cs.type & DESC_CONFORMING) ? cpu->cpl : cs.dpl;
+	width = (type & 8) ? 4 : 2;
+	if (new_cpl < cpu->cpl && (rc = tss32_stack(cpu, new_cpl, ext, &ss, &esp)))
+		return rc;
+	rflags = (uint32_t)emu_flags_get(cpu);
+	if (has_error_code)
+		vals[n++] = error_code;
+	vals[n++] = (uint32_t)rip;
+	vals[n++] = cpu->s.seg[SEG_CS].selector;
+	vals[n++] = rflags;
+	if (new_cpl < cpu->cpl) {
+		vals[n++] = (uint32_t)cpu->s.gpr[CPU_RSP];
+		vals[n++] = cpu->s.seg[SEG_SS].selector;
+	}
+	cpu->cpl = new_cpl; /* the pushes are supervisor accesses when the CPL drops */
+	rc = push_frame32(cpu, &ss, esp, vals, n, width, &sp,
+			  new_cpl < old_cpl ? (ss.selector & 0xfffc) | ext : ext);
+	if (rc) {
+		cpu->cpl = old_cpl;
+		return rc;
+	}
+	if (new_cpl < old_cpl)
+		cpu->s.gpr[CPU_RSP] = esp; /* the TSS's ESP, then the frame below it */
+	cpu->s.seg[SEG_SS] = ss;
+	cpu->s.gpr[CPU_RSP] = ss.db ? sp : (cpu->s.gpr[CPU_RSP] & 0xffff0000u) | sp;
+	cs.selector = (uint16_t)((cs.selector & ~3u) | new_cpl);
+	cs.type |= DESC_ACCESSED;
+	load_code_segment(cpu, &cs, new_cpl);
+	cpu->s.rip = (gate & 0xffff) | (width == 4 ? (gate >> 32) & 0xffff0000u : 0);
+	cpu->s.rflags &= ~(EMU_FLAG_TF | EMU_FLAG_NT | EMU_FLAG_RF | EMU_FLAG_VM);
+	if (!(type & 1)) /* interrupt gate */
+		cpu->s.rflags &= ~EMU_FLAG_IF;
+	if (vector == EMU_VEC_PF && kind == EMU_EVENT_EXCEPTION)
+		cpu->s.cr2 = cr2;
+	return EMU_OK;
+}
+
 static int deliver_once(struct emu_cpu *cpu, unsigned vector, enum emu_event_kind kind,
 			bool has_error_code, uint32_t error_code, uint64_t rip)
 {
 	if (!(cpu->s.cr0 & CR0_PE))
 		return deliver_real_mode(cpu, vector, rip);
 	if (!(cpu->s.efer & EFER_LMA))
-		return EMU_SHUTDOWN; /* real/protected-mode delivery: not yet */
+		return deliver_protected_mode(cpu, vector, kind, has_error_code, error_code, rip);
 	return deliver_long_mode(cpu, vector, kind, has_error_code, error_code, rip);
 }
 
@@ -426,11 +559,89 @@ static int exec_software_interrupt(struct exec *x, unsigned vector, enum emu_eve
 	return rc;
 }
 
+/* The flags IRET may change at the current CPL and IOPL (VM, VIF, VIP stay: no v8086). */
+static uint64_t iret_writable_flags(const struct emu_cpu *cpu, uint64_t rflags, unsigned size)
+{
+	unsigned iopl = (unsigned)((rflags & EMU_FLAG_IOPL) >> 12);
+	uint64_t writable = EMU_FLAGS_ARITH | EMU_FLAG_TF | EMU_FLAG_DF | EMU_FLAG_NT |
+			    EMU_FLAG_RF | EMU_FLAG_AC | EMU_FLAG_ID;
+
+	if (cpu->cpl == 0)
+		writable |= EMU_FLAG_IOPL | EMU_FLAG_VIF | EMU_FLAG_VIP;
+	if (cpu->cpl <= iopl)
+		writable |= EMU_FLAG_IF;
+	return writable & emu_size_mask(size);
+}
+
+/* IRET in 32-bit protected mode (SDM Vol. 2, IRET: protected mode), to the same or an outer
+ * privilege level. Task returns (NT) and returns to virtual-8086 mode are not supported and
+ * raise #GP(0). */
+static int exec_iret_protected(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+	unsigned size = x->insn->opsize, new_cpl;
+	uint64_t v[5], rflags = emu_flags_get(cpu), writable;
+	struct cpu_segment cs, ss = cpu->s.seg[SEG_SS];
+	bool outer;
+	int rc;
+
+	if (rflags & EMU_FLAG_NT)
+		return gp(cpu, 0);
+	for (unsigned i = 0; i < 3; i++)
+		if ((rc = exec_stack_peek(x, size, i * size, &v[i])))
+			return rc;
+	if (size == 4 && (v[2] & EMU_FLAG_VM) && cpu->cpl == 0)
+		return gp(cpu, 0);
+	new_cpl = v[1] & 3;
+	if (new_cpl < cpu->cpl)
+		return gp(cpu, (uint32_t)v[1] & 0xfffc);
+	if ((rc = segment_check_code(cpu, (uint16_t)v[1], new_cpl, &cs)))
+		return rc;
+	if ((v[0] & emu_size_mask(size)) > cs.limit)
+		return gp(cpu, 0);
+	if (new_cpl > cpu->cpl) {
+		uint64_t raw[2];
+		uint16_t ss_sel;
+
+		for (unsigned i = 3; i < 5; i++)
+			if ((rc = exec_stack_peek(x, size, i * size, &v[i])))
+				return rc;
+		ss_sel = (uint16_t)v[4];
+		if ((ss_sel & ~3u) == 0)
+			return gp(cpu, 0);
+		if ((rc = descriptor_read(cpu, ss_sel, false, raw, 0)))
+			return rc;
+		segment_from_descriptor(&ss, ss_sel, raw, false);
+		if ((ss_sel & 3) != new_cpl || !ss.s || (ss.type & DESC_CODE) ||
+		    !(ss.type & DESC_WRITABLE) || ss.dpl != new_cpl)
+			return gp(cpu, ss_sel & 0xfffc);
+		if (!ss.present)
+			return emu_raise(cpu, EMU_VEC_SS, true, ss_sel & 0xfffc);
+		ss.type |= DESC_ACCESSED;
+	}
+	writable = iret_writable_flags(cpu, rflags, size);
+	cpu->s.rflags = (rflags & ~writable) | (v[2] & writable) | EMU_FLAG_FIXED1;
+	outer = new_cpl > cpu->cpl;
+	if (outer) {
+		uint64_t mask = ss.db ? 0xffffffffull : 0xffffull;
+
+		cpu->s.seg[SEG_SS] = ss;
+		cpu->s.gpr[CPU_RSP] = (cpu->s.gpr[CPU_RSP] & ~mask) | (v[3] & mask);
+	} else {
+		cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, 3 * size);
+	}
+	load_code_segment(cpu, &cs, new_cpl);
+	x->next_rip = v[0] & emu_size_mask(size);
+	if (outer)
+		null_inaccessible_segments(cpu);
+	return EMU_OK;
+}
+
 /* IRET in 64-bit mode (SDM Vol. 2, IRET: IA-32e mode). */
 static int exec_iret(struct exec *x)
 {
 	struct emu_cpu *cpu = x->cpu;
-	unsigned size = x->insn->opsize, new_cpl, iopl;
+	unsigned size = x->insn->opsize, new_cpl;
 	uint64_t v[5], writable, rflags = emu_flags_get(cpu);
 	struct cpu_segment cs, ss;
 	uint16_t cs_sel, ss_sel;
@@ -452,8 +663,8 @@ static int exec_iret(struct exec *x)
 		x->next_rip = v[0] & emu_size_mask(size);
 		return EMU_OK;
 	}
-	if (cpu->mode != EMU_MODE_64)
-		return exec_ud(x); /* 32-bit protected-mode IRET: not yet */
+	if (!(cpu->s.efer & EFER_LMA))
+		return exec_iret_protected(x);
 	if (rflags & EMU_FLAG_NT)
 		return gp(cpu, 0);
 	for (unsigned i = 0; i < 5; i++)
@@ -487,14 +698,7 @@ static int exec_iret(struct exec *x)
 			return emu_raise(cpu, EMU_VEC_SS, true, ss_sel & 0xfffc);
 	}
 	/* RFLAGS: IOPL only at CPL 0, IF only at CPL <= IOPL; VM, VIF, VIP stay (no v8086). */
-	iopl = (unsigned)((rflags & EMU_FLAG_IOPL) >> 12);
-	writable = EMU_FLAGS_ARITH | EMU_FLAG_TF | EMU_FLAG_DF | EMU_FLAG_NT | EMU_FLAG_RF |
-		   EMU_FLAG_AC | EMU_FLAG_ID;
-	if (cpu->cpl == 0)
-		writable |= EMU_FLAG_IOPL | EMU_FLAG_VIF | EMU_FLAG_VIP;
-	if (cpu->cpl <= iopl)
-		writable |= EMU_FLAG_IF;
-	writable &= emu_size_mask(size);
+	writable = iret_writable_flags(cpu, rflags, size);
 	cpu->s.rflags = (rflags & ~writable) | (v[2] & writable) | EMU_FLAG_FIXED1;
 	cpu->s.gpr[CPU_RSP] = v[3];
 	if (size == 4)
@@ -516,10 +720,17 @@ static int exec_far_return(struct exec *x)
 	struct cpu_segment cs;
 	int rc;
 
-	if (!(cpu->s.cr0 & CR0_PE))
-		return exec_ud(x); /* real mode: not yet */
 	if ((rc = exec_stack_peek(x, size, 0, &rip)) || (rc = exec_stack_peek(x, size, size, &sel)))
 		return rc;
+	if (!(cpu->s.cr0 & CR0_PE)) { /* real mode: CS = selector, base = selector * 16 */
+		cs = cpu->s.seg[SEG_CS];
+		cs.selector = (uint16_t)sel;
+		cs.base = (uint64_t)(uint16_t)sel << 4;
+		cpu->s.gpr[CPU_RSP] = exec_rsp_adjust(x, (int64_t)(2 * size + imm));
+		load_code_segment(cpu, &cs, 0);
+		x->next_rip = rip & emu_size_mask(size);
+		return EMU_OK;
+	}
 	new_cpl = sel & 3;
 	if (new_cpl < cpu->cpl)
 		return gp(cpu, (uint32_t)sel & 0xfffc);
