@@ -34,7 +34,10 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 
-all: $(BUILD)/vmm selftest
+# Tiny guests for the integration tests, laid out byte for byte in assembly.
+FIXTURES := $(BUILD)/tests/fixtures/echo.bzImage $(BUILD)/tests/fixtures/count.bzImage
+
+all: $(BUILD)/vmm selftest $(FIXTURES)
 
 # Nothing but main.c's weak reference names the software CPU, so pull its object out of the
 # archive explicitly once it exists.
@@ -62,8 +65,6 @@ selftest:
 
 unit: $(UNIT_BINS)
 
-# Tiny guests for the integration tests, laid out byte for byte in assembly.
-FIXTURES := $(BUILD)/tests/fixtures/echo.bzImage $(BUILD)/tests/fixtures/count.bzImage
 $(BUILD)/tests/fixtures/%.bzImage: tests/fixtures/%_kernel.S
 	@mkdir -p $(dir $@)
 	$(CC) -c -o $(@:.bzImage=.o) $<
@@ -79,6 +80,14 @@ guest:
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		LDFLAGS="-fsanitize=address,undefined" build-asan/vmm
+
+# The software CPU's differential test against the host with many more cases than `make check`
+# runs (EMU_DIFF_ITERS per form, default 2000: ~7M cases) and a new seed each time, printed
+# first so that a failure can be replayed with EMU_DIFF_SEED.
+fuzz-emu: $(BUILD)/tests/unit/test_emu_diff
+	@seed=$${EMU_DIFF_SEED:-$$(date +%s)}; echo "EMU_DIFF_SEED=$$seed"; \
+		EMU_DIFF_SEED=$$seed EMU_DIFF_ITERS=$${EMU_DIFF_ITERS:-2000} $< >$(BUILD)/fuzz-emu.log; \
+		rc=$$?; grep -v '^ok - ' $(BUILD)/fuzz-emu.log; exit $$rc
 
 # libFuzzer target for the virtqueue code under ASan/UBSan (needs clang). Run it with e.g.
 # build-fuzz/fuzz_virtq -max_total_time=60
@@ -114,5 +123,5 @@ clean:
 	rm -rf $(BUILD) build-asan build-fuzz vmm
 	$(MAKE) -C guest/selftest clean
 
-.PHONY: all selftest unit check guest asan fuzz install clean
+.PHONY: all selftest unit check guest asan fuzz fuzz-emu install clean
 -include $(OBJS:.o=.d) $(UNIT_BINS:=.d)
