@@ -92,7 +92,7 @@ fuzz-emu: $(BUILD)/tests/unit/test_emu_diff
 # libFuzzer target for the virtqueue code under ASan/UBSan (needs clang). Run it with e.g.
 # build-fuzz/fuzz_virtq -max_total_time=60
 FUZZ_SRCS := tests/fuzz/fuzz_virtq.c src/virtio/virtq.c src/memory.c
-fuzz: build-fuzz/fuzz_virtq build-fuzz/fuzz_api build-fuzz/fuzz_gdb
+fuzz: build-fuzz/fuzz_virtq build-fuzz/fuzz_api build-fuzz/fuzz_gdb fuzz-emu
 build-fuzz/fuzz_virtq: $(FUZZ_SRCS) src/virtio/virtq.h src/memory.h
 	@mkdir -p build-fuzz
 	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

@@ -2175,6 +2175,25 @@ static void test_nops(void)
 	group_end();
 }
 
+/* INC/DEC r16/r32 (40+r, 48+r): one-byte forms outside 64-bit mode, where they are REX. */
+static void test_inc_dec_short(void)
+{
+	if (!compat)
+		return;
+	group_begin("inc/dec r (40+r, 48+r)");
+	for (unsigned n = 0; n < iters * 4; n++) {
+		struct tcase c;
+
+		case_init(&c);
+		c.len = 0;
+		if (rnd_below(2))
+			c.code[c.len++] = 0x66;
+		c.code[c.len++] = (uint8_t)(0x40 + rnd_below(16));
+		check_case(&c);
+	}
+	group_end();
+}
+
 /* Encodings the host rejects with #UD must raise #UD in the emulator too. */
 static void test_invalid(void)
 {
@@ -2778,6 +2797,7 @@ static void run_groups(void)
 	test_stack();
 	test_strings();
 	test_nops();
+	test_inc_dec_short();
 	test_invalid();
 	test_sse();
 	test_x87();
