@@ -2033,6 +2033,9 @@ static void test_sse(void)
 				c.fpe_is_xm = true;
 			}
 			spec_init(&s, 4);
+			/* Now and then a 66 before F3/F2: the mandatory F3/F2 wins. */
+			if ((form->prefix == 0xF3 || form->prefix == 0xF2) && rnd_below(8) == 0)
+				s.prefix[s.nr_prefix++] = 0x66;
 			if (form->prefix)
 				s.prefix[s.nr_prefix++] = form->prefix;
 			spec_op(&s, 0x0F, form->op);
