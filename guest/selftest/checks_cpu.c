@@ -10,9 +10,15 @@
 #define KVM_CPUID_FEATURES 0x40000001
 #define KVM_FEATURE_CLOCKSOURCE2 (1u << 3)
 
+/* The x86-64 baseline (the psABI's x86-64 v1, which glibc assumes, and what a 64-bit Linux
+ * kernel requires): leaf 1 EDX FPU PSE TSC MSR PAE CX8 APIC PGE CMOV PAT CLFSH MMX FXSR SSE SSE2,
+ * 0x80000001 EDX SYSCALL NX LM. */
+#define CPUID_1_EDX_BASELINE 0x0789A379u
+#define CPUID_X1_EDX_BASELINE ((1u << 11) | (1u << 20) | (1u << 29))
+
 void check_cpuid(struct selftest *t)
 {
-	uint32_t regs[4];
+	uint32_t regs[4], x1[4];
 	char signature[13];
 
 	(void)t;
@@ -21,6 +27,13 @@ void check_cpuid(struct selftest *t)
 		check_fail("cpuid-hypervisor", "leaf 1 ECX bit 31 is clear");
 	else
 		check_ok("cpuid-hypervisor");
+	cpuid(0x80000001, 0, x1);
+	if ((regs[3] & CPUID_1_EDX_BASELINE) != CPUID_1_EDX_BASELINE ||
+	    (x1[3] & CPUID_X1_EDX_BASELINE) != CPUID_X1_EDX_BASELINE)
+		check_fail("cpuid-x86-64-baseline", "missing: leaf 1 EDX 0x%x, 0x80000001 EDX 0x%x",
+			   CPUID_1_EDX_BASELINE & ~regs[3], CPUID_X1_EDX_BASELINE & ~x1[3]);
+	else
+		check_ok("cpuid-x86-64-baseline");
 
 	cpuid(KVM_CPUID_SIGNATURE, 0, regs);
 	memcpy(signature + 0, &regs[1], 4);
