@@ -4,6 +4,7 @@
 #   console_send LINE               types LINE and Enter
 #   console_wait [SECONDS]          waits for vmm to exit; sets CONSOLE_STATUS (124: time-out)
 #   console_kill                    ends vmm (SIGKILL) if it still runs
+#   run_cmd NAME CMD CHECK [SECONDS] runs a shell command in a Linux guest, prints ok/FAIL (below)
 # Source lib.sh first (for $VMM and $TMP).
 
 console_start() {
@@ -69,5 +70,37 @@ linux_backend() {
 	else
 		echo "none: the host has no VMX/SVM (its /dev/kvm cannot run stock Linux kernels) and the software CPU is not built in"
 		return 1
+	fi
+}
+
+# run_cmd NAME COMMAND CHECK [SECONDS]: runs COMMAND in the guest's shell, its output into a marked
+# block (left in RUN_OUT); passes when the status is 0 and CHECK (a grep -E pattern) matches the
+# output. SECONDS (default 120) bounds the wait for the end marker.
+run_cmd() {
+	local name=$1 cmd=$2 check=$3 limit=${4:-120} out
+	: >"$TMP/$name.cmdlog"
+	local saved=$CONSOLE_LOG
+	CONSOLE_LOG=$TMP/$name.cmdlog
+	# The markers are computed by the shell, so the echoed command line never matches them.
+	console_send "echo \"begin-\$((6*7))\"; $cmd; echo \"status-\$?-done-\$((6*7))\""
+	RUN_OUT=
+	if ! console_expect "-done-42" "$limit"; then
+		CONSOLE_LOG=$saved
+		cat "$TMP/$name.cmdlog" >>"$CONSOLE_LOG"
+		fail "$name" "no end marker within $limit s: $(tail -c 400 "$TMP/$name.cmdlog")"
+		return 1
+	fi
+	CONSOLE_LOG=$saved
+	cat "$TMP/$name.cmdlog" >>"$CONSOLE_LOG"
+	out=$(tr -d '\r' <"$TMP/$name.cmdlog" | sed -n '/begin-42$/,/status-.*-done-42/p')
+	RUN_OUT=$out
+	if ! grep -q 'status-0-done-42' <<<"$out"; then
+		fail "$name" "status not 0: $(tail -c 300 <<<"$out")"
+		return 1
+	elif ! grep -qE -- "$check" <<<"$out"; then
+		fail "$name" "output does not match '$check': $(tail -c 300 <<<"$out")"
+		return 1
+	else
+		ok "$name"
 	fi
 }

@@ -27,33 +27,6 @@ if ! gzip -dc "$INITRD" | cpio -t --quiet 2>/dev/null | grep -qx 'etc/acpi/PWRF/
 	stop_by=poweroff
 fi
 
-# run_cmd NAME COMMAND CHECK: runs COMMAND in the guest's shell, its output into a marked block;
-# passes when the status is 0 and CHECK (a grep -E pattern) matches the output.
-run_cmd() {
-	local name=$1 cmd=$2 check=$3 out
-	: >"$TMP/$name.cmdlog"
-	local saved=$CONSOLE_LOG
-	CONSOLE_LOG=$TMP/$name.cmdlog
-	# The markers are computed by the shell, so the echoed command line never matches them.
-	console_send "echo \"begin-\$((6*7))\"; $cmd; echo \"status-\$?-done-\$((6*7))\""
-	if ! console_expect "-done-42" 120; then
-		CONSOLE_LOG=$saved
-		cat "$TMP/$name.cmdlog" >>"$CONSOLE_LOG"
-		fail "$name" "no end marker within 120 s: $(tail -c 400 "$TMP/$name.cmdlog")"
-		return 1
-	fi
-	CONSOLE_LOG=$saved
-	cat "$TMP/$name.cmdlog" >>"$CONSOLE_LOG"
-	out=$(tr -d '\r' <"$TMP/$name.cmdlog" | sed -n '/begin-42$/,/status-.*-done-42/p')
-	if ! grep -q 'status-0-done-42' <<<"$out"; then
-		fail "$name" "status not 0: $(tail -c 300 <<<"$out")"
-	elif ! grep -qE -- "$check" <<<"$out"; then
-		fail "$name" "output does not match '$check': $(tail -c 300 <<<"$out")"
-	else
-		ok "$name"
-	fi
-}
-
 # gdb on Linux, in the 1-vCPU boot: the address comes from the guest's own /proc/kallsyms (Debian's
 # System.map is a placeholder; the real one is in the 283 MB -dbg package; `grep -m 1` because
 # reading all of kallsyms takes minutes on the software CPU), so gdb attaches to the running guest
