@@ -33,8 +33,9 @@
 #define EMU_FLAG_VIF (1ull << 19)
 #define EMU_FLAG_VIP (1ull << 20)
 #define EMU_FLAG_ID (1ull << 21)
-/* x87/SSE state in the FXSAVE layout (SDM Vol. 1 §10.5.1, 64-bit format), as KVM's kvm_fpu
- * carries it too. Only the SSE part is implemented (sse.c). */
+/* x87/MMX/SSE state in the FXSAVE layout (SDM Vol. 1 §10.5.1, 64-bit format), as KVM's kvm_fpu
+ * carries it too: x87.c owns the x87 part (st[] in stack order; MMn is physical register n),
+ * sse.c the XMM registers, MXCSR and MMX instructions. */
 struct emu_fxstate {
 	uint16_t fcw, fsw;
 	uint8_t ftw, reserved0;
@@ -223,7 +224,7 @@ struct emu_cpu {
 	uint64_t instructions; /* retired */
 	struct emu_msrs msr;
 	uint64_t dr[8]; /* debug registers: stored, breakpoints not implemented */
-	struct emu_fxstate fx; /* XMM registers, MXCSR (and the x87 fields, not implemented) */
+	struct emu_fxstate fx; /* x87/MMX registers, XMM registers, MXCSR */
 	struct emu_tlb tlb;
 	struct emu_icache *icache; /* decoded instructions by guest-physical address (cpu.c) */
 	struct emu_debug *debug; /* guest debugging on (emu_debug_set), else NULL */
