@@ -76,27 +76,91 @@ uint64_t emu_flags_get(struct emu_cpu *cpu)
 
 void emu_flags_set(struct emu_cpu *cpu, uint64_t mask, uint64_t value)
 {
-	emu_flags_sync(cpu);
+	/* Replacing all six status flags needs nothing of the recorded operation. */
+	if ((mask & EMU_FLAGS_ARITH) == EMU_FLAGS_ARITH)
+		cpu->cc.op = EMU_CC_NONE;
+	else
+		emu_flags_sync(cpu);
 	cpu->s.rflags = (cpu->s.rflags & ~mask) | (value & mask);
+}
+
+/* Single flags of the recorded operation, without materialising the others (Jcc, SETcc,
+ * CMOVcc, ADC and SBB read one or two). Same formulas as flags_compute(). */
+static bool lazy_cf(const struct emu_cpu *cpu)
+{
+	const struct emu_lazy_flags *cc = &cpu->cc;
+	uint64_t mask = emu_size_mask(cc->size);
+	uint64_t a = cc->src1 & mask, b = cc->src2 & mask, r = cc->res & mask;
+
+	switch (cc->op) {
+	case EMU_CC_NONE:
+		return cpu->s.rflags & EMU_FLAG_CF;
+	case EMU_CC_ADD:
+		return r < a;
+	case EMU_CC_ADC:
+		return cc->carry ? r <= a : r < a;
+	case EMU_CC_SUB:
+		return a < b;
+	case EMU_CC_SBB:
+		return cc->carry ? a <= b : a < b;
+	case EMU_CC_LOGIC:
+		return false;
+	default: /* INC, DEC: preserved */
+		return cc->carry;
+	}
+}
+
+static bool lazy_zf(const struct emu_cpu *cpu)
+{
+	if (cpu->cc.op == EMU_CC_NONE)
+		return cpu->s.rflags & EMU_FLAG_ZF;
+	return !(cpu->cc.res & emu_size_mask(cpu->cc.size));
+}
+
+static bool lazy_sf(const struct emu_cpu *cpu)
+{
+	if (cpu->cc.op == EMU_CC_NONE)
+		return cpu->s.rflags & EMU_FLAG_SF;
+	return cpu->cc.res & emu_sign_bit(cpu->cc.size);
+}
+
+static bool lazy_of(const struct emu_cpu *cpu)
+{
+	const struct emu_lazy_flags *cc = &cpu->cc;
+	uint64_t sign = emu_sign_bit(cc->size), a = cc->src1, b = cc->src2, r = cc->res;
+
+	switch (cc->op) {
+	case EMU_CC_NONE:
+		return cpu->s.rflags & EMU_FLAG_OF;
+	case EMU_CC_ADD:
+	case EMU_CC_ADC:
+		return (a ^ r) & (b ^ r) & sign;
+	case EMU_CC_SUB:
+	case EMU_CC_SBB:
+		return (a ^ b) & (a ^ r) & sign;
+	case EMU_CC_LOGIC:
+		return false;
+	case EMU_CC_INC:
+		return (r & emu_size_mask(cc->size)) == sign;
+	default: /* DEC */
+		return (r & emu_size_mask(cc->size)) == sign - 1;
+	}
 }
 
 /* Jcc/SETcc/CMOVcc condition codes (SDM Vol. 1 appendix B). */
 bool emu_condition(struct emu_cpu *cpu, unsigned cc)
 {
-	uint64_t f = emu_flags_get(cpu);
-	bool cf = f & EMU_FLAG_CF, zf = f & EMU_FLAG_ZF, sf = f & EMU_FLAG_SF;
-	bool of = f & EMU_FLAG_OF, pf = f & EMU_FLAG_PF;
 	bool r;
 
 	switch (cc >> 1) {
-	case 0: r = of; break;
-	case 1: r = cf; break;
-	case 2: r = zf; break;
-	case 3: r = cf || zf; break;
-	case 4: r = sf; break;
-	case 5: r = pf; break;
-	case 6: r = sf != of; break;
-	default: r = zf || sf != of; break;
+	case 0: r = lazy_of(cpu); break;
+	case 1: r = lazy_cf(cpu); break;
+	case 2: r = lazy_zf(cpu); break;
+	case 3: r = lazy_cf(cpu) || lazy_zf(cpu); break;
+	case 4: r = lazy_sf(cpu); break;
+	case 5: r = emu_flags_get(cpu) & EMU_FLAG_PF; break;
+	case 6: r = lazy_sf(cpu) != lazy_of(cpu); break;
+	default: r = lazy_zf(cpu) || lazy_sf(cpu) != lazy_of(cpu); break;
 	}
 	return (cc & 1) ? !r : r;
 }
@@ -114,7 +178,7 @@ static void flags_record(struct emu_cpu *cpu, enum emu_cc_op op, unsigned size, 
 
 static bool carry_flag(struct emu_cpu *cpu)
 {
-	return emu_flags_get(cpu) & EMU_FLAG_CF;
+	return lazy_cf(cpu);
 }
 
 uint64_t emu_alu(struct emu_cpu *cpu, enum emu_alu_op op, unsigned size, uint64_t a, uint64_t b)
@@ -210,14 +274,13 @@ uint64_t emu_shift(struct emu_cpu *cpu, enum emu_shift_op op, unsigned size, uin
 		   unsigned count)
 {
 	unsigned bits = 8 * size;
-	uint64_t mask = emu_size_mask(size), r, cf, of, f;
+	uint64_t mask = emu_size_mask(size), r, cf, of;
 
 	count &= size == 8 ? 63 : 31;
 	a &= mask;
 	if (!count)
 		return a;
-	f = emu_flags_get(cpu);
-	cf = f & EMU_FLAG_CF;
+	cf = lazy_cf(cpu);
 	switch (op) {
 	case SHIFT_ROL:
 		r = rotate(a, size, count, false);
