@@ -808,6 +808,78 @@ static void test_decode_cache_sees_new_code(void)
 	CHECK_EQ(cpu.s.rip, USER_RW + 8);
 }
 
+/* emu_run(): a block runs to its branch; it sees code patched behind its back, code it
+ * patches itself in its own block, a new mapping after a TLB flush; an MMIO access ends it. */
+static void test_blocks(void)
+{
+	uint64_t n;
+
+	machine_reset();
+	/* mov al, 1; mov bl, 2; jmp $ */
+	code(USER_RW, (const uint8_t[]){ 0xB0, 0x01, 0xB3, 0x02, 0xEB, 0xFE }, 6);
+	n = cpu.instructions;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.instructions - n, 3);
+	CHECK_EQ(cpu.s.rip, USER_RW + 4);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 2);
+	code(USER_RW, (const uint8_t[]){ 0xB0, 0x05 }, 2); /* patched behind the CPU's back */
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 5);
+	/* mov byte [rip+1], 7 patches the immediate of the next mov al, 1 in the same block */
+	code(USER_RW, (const uint8_t[]){ 0xC6, 0x05, 0x01, 0x00, 0x00, 0x00, 0x07, 0xB0, 0x01,
+					0xEB, 0xFE }, 11);
+	for (unsigned i = 0; i < 4 && cpu.s.rip != USER_RW + 9; i++)
+		CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 9);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 7);
+	/* Remap the code page: the old translation (and block) until the TLB is flushed. */
+	memcpy(ram + 0x206000, (const uint8_t[]){ 0xB0, 0x06, 0xEB, 0xFE }, 4);
+	code(USER_RW, (const uint8_t[]){ 0xB0, 0x01, 0xEB, 0xFE }, 4);
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	put64(PT_USER, 0x206000 | P | W | U);
+	cpu.s.rip = USER_RW;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	emu_tlb_flush(&cpu, true);
+	cpu.s.rip = USER_RW;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 6);
+	/* A loop of one block, which runs again without a lookup: mov ecx, 100; L: inc eax;
+	 * dec ecx; jnz L; jmp $ */
+	machine_reset();
+	code(USER_RW, (const uint8_t[]){ 0xB9, 0x64, 0x00, 0x00, 0x00, 0xFF, 0xC0, 0xFF, 0xC9,
+					 0x75, 0xFA, 0xEB, 0xFE }, 13);
+	for (unsigned i = 0; i < 100 && cpu.s.rip != USER_RW + 11; i++)
+		CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 11);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 100);
+	/* The loop patches its own ADD's immediate from 1 to 2: mov ecx, 3; L: add eax, 1;
+	 * mov byte [rip - 8], 2; dec ecx; jnz L; jmp $ → 1 + 2 + 2 */
+	machine_reset();
+	code(USER_RW, (const uint8_t[]){ 0xB9, 0x03, 0x00, 0x00, 0x00, 0x83, 0xC0, 0x01,
+					 0xC6, 0x05, 0xF8, 0xFF, 0xFF, 0xFF, 0x02, 0xFF, 0xC9,
+					 0x75, 0xF2, 0xEB, 0xFE }, 21);
+	for (unsigned i = 0; i < 100 && cpu.s.rip != USER_RW + 19; i++)
+		CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 19);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 5);
+	/* mov eax, [USER_MMIO + 8]; mov bl, 3; jmp $: the block ends after the MMIO access */
+	machine_reset();
+	code(USER_RW, (const uint8_t[]){ 0x8B, 0x04, 0x25, 0x08, 0x50, 0x20, 0x00, 0xB3, 0x03,
+					 0xEB, 0xFE }, 11);
+	mmio_stop_once = true;
+	CHECK_EQ(emu_run(&cpu), EMU_STOP);
+	CHECK_EQ(cpu.s.rip, USER_RW);
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 7);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0xABABABAB);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 0);
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 3);
+}
+
 /* VERR/VERW/LAR/LSL report through ZF instead of faulting (Linux runs VERW on every return
  * to user mode). */
 static void test_segment_probes(void)
@@ -1466,6 +1538,7 @@ int main(void)
 	RUN_TEST(test_protected_mode_interrupts);
 	RUN_TEST(test_real_mode_trampoline);
 	RUN_TEST(test_decode_cache_sees_new_code);
+	RUN_TEST(test_blocks);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);
 	RUN_TEST(test_x87_state);

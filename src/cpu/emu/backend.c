@@ -1,9 +1,10 @@
 /* The software CPU as a vCPU backend (`--accel emu`): cpu_backend_emu.
  *
- * Each vCPU thread runs emu_step() in batches. Between instructions it looks (one relaxed load)
- * at an attention flag that other threads set when they kick it or make an interrupt pending,
- * and at whether a pending interrupt may now be taken; between batches at the LAPIC timer's
- * deadline. HLT sleeps on a condition variable until an interrupt, the timer or a kick.
+ * Each vCPU thread runs emu_run() (a block of instructions up to a branch) in batches. Between
+ * blocks it looks (one relaxed load) at an attention flag that other threads set when they kick
+ * it or make an interrupt pending, and at whether a pending interrupt may now be taken; between
+ * batches at the LAPIC timer's deadline. A block ends after any MMIO access, so the replay
+ * log below only ever holds one instruction's accesses. HLT sleeps on a condition variable until an interrupt, the timer or a kick.
  *
  * Memory: RAM pages come straight from guest memory; the LAPIC page and the IOAPIC are handled
  * here; every other non-RAM access stops the instruction (EMU_STOP) and becomes a
@@ -37,7 +38,7 @@
 #include "cpu/emu/pvclock.h"
 #include "vm.h"
 
-#define EMU_BATCH 4096 /* instructions between looks at the clock */
+#define EMU_BATCH 4096 /* blocks between looks at the clock */
 #define EMU_LOG_MAX 80 /* replayed accesses per instruction (FXSAVE to MMIO: 64 pieces) */
 #define EMU_UD_LOG_MAX 32 /* distinct #UD instructions reported */
 
@@ -885,7 +886,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 				break;
 			if (intr && emu_interrupts_enabled(cpu) && !ev->log.n)
 				break;
-			rc = ev->debugging ? ev_step_debug(ev, exit) : emu_step(cpu);
+			rc = ev->debugging ? ev_step_debug(ev, exit) : emu_run(cpu);
 			if (rc == EMU_OK) {
 				if (ev->log.n) {
 					ev_log_reset(ev);

@@ -7,21 +7,45 @@
 
 #define EMU_PAGE_SIZE 4096ull
 
-/* Decode once: instructions are cached by guest-physical address and mode, and a hit is
- * verified against the current bytes, so self-modifying code, DMA into code pages and
- * remapping need no invalidation. Direct-mapped; instructions crossing a page boundary are
- * not cached. */
-#define ICACHE_SIZE 4096
-#define ICACHE_VALID (1ull << 63)
+/* Decode once, into blocks: a block is a run of decoded instructions that starts at one
+ * guest-physical address and ends at a branch or any instruction that may change the mode,
+ * the paging or the interrupt state (block_ends()), at the end of the page, or after
+ * BLOCK_MAX_INSNS. Blocks are cached by guest-physical address and mode and keep a copy of
+ * their bytes, which is compared with guest memory each time the block is entered, so
+ * self-modifying code, DMA into code pages and remapping need no invalidation; a write by the
+ * block itself into its own page ends the block after that instruction (mmu.c sets
+ * block_exit), so the next instruction is fetched anew.
+ *
+ * Finding the block of CS:RIP without a TLB lookup: a jump cache maps the linear address, mode
+ * and user/supervisor fetch to the block and the host address of its bytes. It is valid for
+ * one TLB generation: every TLB flush (CR3, INVLPG, CR0/CR4/EFER changes) bumps the
+ * generation and so forgets all of it at once. */
+#define BLOCK_MAX_INSNS 16
+#define BLOCK_MAX_BYTES 128
+#define BLOCK_CACHE_SIZE 4096 /* blocks, direct-mapped by guest-physical address */
+#define JUMP_CACHE_SIZE 4096
+#define BLOCK_VALID (1ull << 63)
 
-struct emu_icache_entry {
-	uint64_t tag; /* gpa | mode << 56 | ICACHE_VALID */
-	uint64_t bytes[2]; /* the instruction's bytes (and what followed them) */
-	struct emu_insn insn;
+struct emu_block {
+	uint64_t tag; /* gpa | mode << 56 | BLOCK_VALID, 0 when empty */
+	uint16_t nbytes;
+	uint8_t n;
+	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
+	uint8_t bytes[BLOCK_MAX_BYTES];
+	struct emu_insn insn[BLOCK_MAX_INSNS];
+};
+
+struct emu_jump_entry {
+	uint64_t la; /* linear address of the block's first instruction */
+	uint64_t ctx; /* jump_ctx() when it was filled */
+	uint64_t tag; /* the block's tag then: the block may have been replaced since */
+	struct emu_block *block;
+	const uint8_t *host; /* the block's bytes in guest RAM */
 };
 
 struct emu_icache {
-	struct emu_icache_entry entry[ICACHE_SIZE];
+	struct emu_jump_entry jump[JUMP_CACHE_SIZE];
+	struct emu_block block[BLOCK_CACHE_SIZE];
 };
 
 void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
@@ -34,14 +58,17 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	struct emu_debug *debug = cpu->debug; /* INIT/SIPI keep gdb's breakpoints */
 
 	memset(cpu, 0, sizeof(*cpu));
-	/* A cache that cannot be allocated only costs speed. Entries never need flushing. */
+	/* A cache that cannot be allocated only costs speed. Blocks never need flushing. */
 	cpu->icache = icache ? icache : calloc(1, sizeof(*cpu->icache));
+	if (icache) /* a new TLB generation (0) must not meet entries of the old one */
+		memset(icache->jump, 0, sizeof(icache->jump));
 	cpu->mem = mem;
 	cpu->mem_opaque = mem_opaque;
 	cpu->phys = phys;
 	cpu->phys_opaque = phys_opaque;
 	cpu->platform = platform;
 	cpu->debug = debug;
+	cpu->block_page = EMU_NO_BLOCK_PAGE;
 	cpu->msr.pat = 0x0007040600070406ull; /* the reset value (SDM Vol. 3 §11.12.4) */
 	emu_fpu_reset(cpu);
 	cpu->s = *state;
@@ -152,46 +179,6 @@ static int decode_error(struct emu_cpu *cpu, int rc)
 	return emu_raise(cpu, EMU_VEC_UD, false, 0);
 }
 
-/* Whether the cached instruction's bytes are still the ones at `now`. */
-static bool icache_bytes_match(const struct emu_icache_entry *e, const uint64_t now[2])
-{
-	unsigned len = e->insn.len;
-
-	if (len <= 8)
-		return !((now[0] ^ e->bytes[0]) & (~0ull >> (64 - 8 * len)));
-	return now[0] == e->bytes[0] && !((now[1] ^ e->bytes[1]) & (~0ull >> (128 - 8 * len)));
-}
-
-/* The decode cache's path. Returns EMU_OK with *out set, EMU_OK with *out NULL when the
- * instruction cannot be cached (the slow path decides), or a fault of the fetch. */
-static int fetch_cached(struct emu_cpu *cpu, uint64_t la, const struct emu_insn **out)
-{
-	struct emu_icache_entry *e;
-	const uint8_t *host;
-	unsigned avail;
-	uint64_t gpa, tag, now[2];
-	int rc;
-
-	*out = NULL;
-	if ((rc = cpu->mem->fetch(cpu, la, &host, &avail, &gpa)) || !host || avail < 16)
-		return rc;
-	memcpy(now, host, 16);
-	tag = gpa | ((uint64_t)cpu->mode << 56) | ICACHE_VALID;
-	e = &cpu->icache->entry[(gpa ^ (gpa >> 12)) & (ICACHE_SIZE - 1)];
-	if (e->tag == tag && icache_bytes_match(e, now)) {
-		*out = &e->insn;
-		return EMU_OK;
-	}
-	e->tag = 0;
-	if ((rc = emu_decode((const uint8_t *)now, EMU_MAX_INSN_LEN, cpu->mode, &e->insn)))
-		return decode_error(cpu, rc);
-	e->tag = tag;
-	e->bytes[0] = now[0];
-	e->bytes[1] = now[1];
-	*out = &e->insn;
-	return EMU_OK;
-}
-
 /* Fetch and decode at CS:RIP. Bytes are fetched up to the end of the page first, so an
  * instruction that ends before a page boundary never touches (or faults on) the next page. */
 static int fetch_decode(struct emu_cpu *cpu, struct emu_insn *insn, const struct emu_insn **out)
@@ -201,10 +188,6 @@ static int fetch_decode(struct emu_cpu *cpu, struct emu_insn *insn, const struct
 	unsigned first = (unsigned)(EMU_PAGE_SIZE - (la & (EMU_PAGE_SIZE - 1)));
 	int rc;
 
-	if (cpu->icache && cpu->mem->fetch) {
-		if ((rc = fetch_cached(cpu, la, out)) || *out)
-			return rc;
-	}
 	*out = insn;
 
 	if (first > EMU_MAX_INSN_LEN)
@@ -230,4 +213,197 @@ int emu_step(struct emu_cpu *cpu)
 	if ((rc = fetch_decode(cpu, &decoded, &insn)))
 		return rc;
 	return emu_execute(cpu, insn);
+}
+
+/* ---- blocks ---- */
+
+/* Whether execution must leave the block after this instruction: it may branch, change the
+ * mode, CPL, paging, TLB, segment bases or the interrupt flag/shadow, or is rare enough not
+ * to matter. Everything else falls through to the next instruction (or faults, which also
+ * leaves the block). */
+static bool block_ends(const struct emu_insn *insn)
+{
+	unsigned op = insn->opcode;
+
+	if (insn->map == EMU_MAP_1) {
+		if (op < 0x40)
+			return (op & 7) >= 6; /* segment push/pop, prefixes, BCD */
+		switch (op) {
+		case 0x40 ... 0x5F: /* INC/DEC, PUSH/POP r */
+		case 0x63: /* MOVSXD */
+		case 0x68 ... 0x6B: /* PUSH imm, IMUL */
+		case 0x80 ... 0x8D: /* group 1, TEST, XCHG, MOV, MOV Ev,Sreg, LEA */
+		case 0x8F: /* POP Ev */
+		case 0x90 ... 0x99: /* NOP, XCHG, CBW, CWD */
+		case 0x9E: /* SAHF */
+		case 0x9F: /* LAHF */
+		case 0xA0 ... 0xAF: /* MOV moffs, string instructions (REP stays on them) */
+		case 0xB0 ... 0xBF: /* MOV r, imm */
+		case 0xC0:
+		case 0xC1: /* shifts */
+		case 0xC6:
+		case 0xC7: /* MOV Ev, imm */
+		case 0xC8:
+		case 0xC9: /* ENTER, LEAVE */
+		case 0xD0 ... 0xD3: /* shifts */
+		case 0xD7: /* XLAT */
+		case 0xF5: /* CMC */
+		case 0xF6:
+		case 0xF7: /* group 3 */
+		case 0xF8 ... 0xF9: /* CLC, STC */
+		case 0xFC ... 0xFE: /* CLD, STD, group 4 */
+			return false;
+		case 0xFF: /* group 5: INC, DEC, PUSH continue; CALL, JMP end */
+			return ((insn->modrm >> 3) & 7) >= 2 && ((insn->modrm >> 3) & 7) != 6;
+		default:
+			return true;
+		}
+	}
+	if (insn->map == EMU_MAP_0F) {
+		switch (op) {
+		case 0x10 ... 0x17: /* SSE moves */
+		case 0x18 ... 0x1F: /* hint NOPs */
+		case 0x28 ... 0x2F:
+		case 0x40 ... 0x4F: /* CMOVcc */
+		case 0x50 ... 0x7F:
+		case 0x90 ... 0x9F: /* SETcc */
+		case 0xA3:
+		case 0xA4:
+		case 0xA5:
+		case 0xAB:
+		case 0xAC:
+		case 0xAD:
+		case 0xAF:
+		case 0xB0 ... 0xB1: /* CMPXCHG */
+		case 0xB3:
+		case 0xB6 ... 0xBF: /* MOVZX, POPCNT, BTx, BSF/BSR, MOVSX */
+		case 0xC0 ... 0xC6: /* XADD, SSE */
+		case 0xC8 ... 0xFF: /* BSWAP, SSE */
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool is_relative_jump(const struct emu_insn *insn)
+{
+	unsigned op = insn->opcode;
+
+	if (insn->map == EMU_MAP_0F)
+		return op >= 0x80 && op <= 0x8F;
+	return insn->map == EMU_MAP_1 &&
+	       ((op >= 0x70 && op <= 0x7F) || (op >= 0xE0 && op <= 0xE3) || op == 0xE9 || op == 0xEB);
+}
+
+static uint64_t jump_ctx(const struct emu_cpu *cpu)
+{
+	/* Bit 3 is always set, so a never-filled (zero) entry never matches. */
+	return (cpu->tlb.generation << 4) | 8 | ((uint64_t)cpu->mode << 1) | (cpu->cpl == 3);
+}
+
+/* Decode the block at `host` (guest-physical `gpa`, `avail` bytes to the end of the page). An
+ * instruction that does not fit in the page or does not decode ends the block before it;
+ * b->n = 0 when the first one does. */
+static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t *host,
+			unsigned avail, uint64_t tag)
+{
+	unsigned pos = 0;
+
+	b->tag = 0;
+	b->n = 0;
+	while (b->n < BLOCK_MAX_INSNS) {
+		struct emu_insn *insn = &b->insn[b->n];
+		unsigned left = avail - pos;
+
+		if (left > BLOCK_MAX_BYTES - pos)
+			left = BLOCK_MAX_BYTES - pos;
+		if (!left || emu_decode(host + pos, left, cpu->mode, insn) != EMU_DECODE_OK)
+			break;
+		pos += insn->len;
+		b->n++;
+		if (block_ends(insn))
+			break;
+	}
+	memcpy(b->bytes, host, pos);
+	b->nbytes = (uint16_t)pos;
+	b->loops = b->n && is_relative_jump(&b->insn[b->n - 1]);
+	b->tag = tag;
+}
+
+/* The block at CS:RIP, NULL when there is none (not RAM, or its first instruction crosses the
+ * page or does not decode: emu_step() handles those). */
+static int block_find(struct emu_cpu *cpu, struct emu_block **out)
+{
+	struct emu_icache *ic = cpu->icache;
+	uint64_t la = code_linear(cpu, cpu->s.rip), ctx = jump_ctx(cpu);
+	struct emu_jump_entry *j = &ic->jump[(la ^ (la >> 12)) & (JUMP_CACHE_SIZE - 1)];
+	struct emu_block *b;
+	const uint8_t *host;
+	unsigned avail;
+	uint64_t gpa, tag;
+	int rc;
+
+	*out = NULL;
+	if (j->la == la && j->ctx == ctx && j->block->tag == j->tag) {
+		b = j->block;
+		if (!memcmp(b->bytes, j->host, b->nbytes)) {
+			*out = b;
+			return EMU_OK;
+		}
+	}
+	if ((rc = cpu->mem->fetch(cpu, la, &host, &avail, &gpa)) || !host)
+		return rc;
+	tag = gpa | ((uint64_t)cpu->mode << 56) | BLOCK_VALID;
+	b = &ic->block[(gpa ^ (gpa >> 9) ^ (gpa >> 21)) & (BLOCK_CACHE_SIZE - 1)];
+	if (b->tag != tag || memcmp(b->bytes, host, b->nbytes))
+		block_build(cpu, b, host, avail, tag);
+	if (!b->n)
+		return EMU_OK;
+	*j = (struct emu_jump_entry){ .la = la, .ctx = jump_ctx(cpu), .tag = tag, .block = b,
+				      .host = host };
+	*out = b;
+	return EMU_OK;
+}
+
+/* A block that branches back to its own start (a loop) runs again at once, up to this many
+ * times, without looking it up or comparing its bytes: nothing can have changed them but a
+ * write by this CPU to the block's page, which ends the loop (block_exit), or another vCPU or
+ * a device, which a real CPU does not promise to notice before it serialises either. */
+#define BLOCK_LOOP_MAX 64
+
+int emu_run(struct emu_cpu *cpu)
+{
+	struct emu_block *b;
+	uint64_t la, ctx;
+	int rc = EMU_OK;
+
+	if (!cpu->icache || !cpu->mem->fetch)
+		return emu_step(cpu);
+	if ((rc = block_find(cpu, &b)))
+		return rc;
+	if (!b)
+		return emu_step(cpu);
+	la = code_linear(cpu, cpu->s.rip);
+	ctx = jump_ctx(cpu);
+	cpu->block_exit = false;
+	cpu->block_page = b->tag & ~(0xfffull | (0xffull << 56));
+	for (unsigned loop = 0; loop < BLOCK_LOOP_MAX; loop++) {
+		unsigned i;
+
+		for (i = 0; i < b->n; i++) {
+			const struct emu_insn *insn = &b->insn[i];
+			uint64_t next = cpu->s.rip + insn->len;
+
+			if ((rc = emu_execute(cpu, insn)))
+				goto out;
+			if (cpu->s.rip != next || cpu->block_exit)
+				break;
+		}
+		if (!b->loops || cpu->block_exit || i + 1 != b->n ||
+		    code_linear(cpu, cpu->s.rip) != la || jump_ctx(cpu) != ctx)
+			break;
+	}
+out:
+	cpu->block_page = EMU_NO_BLOCK_PAGE;
+	return rc;
 }

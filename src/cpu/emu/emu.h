@@ -162,8 +162,11 @@ struct emu_tlb_entry {
 	uint64_t gpa; /* guest-physical page */
 	bool global;
 };
+#define EMU_TLB_USER 1ull /* tag bit: filled for a CPL 3 access */
+#define EMU_TLB_VALID 2ull /* tag bit: the entry is in use */
 struct emu_tlb {
 	bool used; /* any entry filled since the last full flush (flushes are free otherwise) */
+	uint64_t generation; /* bumped by every flush: what cpu.c caches by linear address */
 	struct emu_tlb_entry read[EMU_TLB_SIZE], write[EMU_TLB_SIZE], fetch[EMU_TLB_SIZE];
 };
 
@@ -226,8 +229,14 @@ struct emu_cpu {
 	uint64_t dr[8]; /* debug registers: stored, breakpoints not implemented */
 	struct emu_fxstate fx; /* x87/MMX registers, XMM registers, MXCSR */
 	struct emu_tlb tlb;
-	struct emu_icache *icache; /* decoded instructions by guest-physical address (cpu.c) */
+	struct emu_icache *icache; /* decoded blocks by guest-physical address (cpu.c) */
 	struct emu_debug *debug; /* guest debugging on (emu_debug_set), else NULL */
+	/* While emu_run() executes a block: the guest-physical page of its code. A write to it
+	 * or any MMIO access sets block_exit (mmu.c), which ends the block after the
+	 * instruction, so modified code is decoded again and an MMIO exit's replay log is only
+	 * ever that of one instruction. */
+	uint64_t block_page;
+	bool block_exit;
 };
 
 /* Set up `cpu` from an architectural state; the memory callbacks (mem, phys and their opaque
@@ -252,9 +261,15 @@ unsigned emu_debug_exec_hits(const struct emu_debug *d, uint64_t la);
 /* DR6 as a debug exit reports it: the bits that read as 1 (SDM Vol. 3 §18.2.3), BS for a step. */
 #define EMU_DR6_FIXED1 0xFFFF0FF0ull
 #define EMU_DR6_BS (1ull << 14)
+#define EMU_NO_BLOCK_PAGE (~0ull)
 
 /* Fetch, decode and execute one instruction at CS:RIP. */
 int emu_step(struct emu_cpu *cpu);
+/* Execute the block of decoded instructions at CS:RIP (cpu.c): at least one instruction and
+ * at most to the next branch, system instruction, page end, write to the block's own page or
+ * MMIO access. Returns what emu_step() returns for the last instruction executed (the state
+ * is then as emu_step() leaves it); instructions before it retired. */
+int emu_run(struct emu_cpu *cpu);
 
 /* Record an exception for the caller of emu_step(); returns EMU_EXCEPTION. */
 int emu_raise(struct emu_cpu *cpu, unsigned vector, bool has_error_code, uint32_t error_code);
@@ -287,6 +302,28 @@ uint64_t emu_read_tsc(const struct emu_cpu *cpu);
 void emu_flags_sync(struct emu_cpu *cpu);
 uint64_t emu_flags_get(struct emu_cpu *cpu);
 bool emu_condition(struct emu_cpu *cpu, unsigned cc); /* the 4-bit condition code of Jcc */
+
+extern const struct emu_memory_ops emu_paged_memory_ops; /* mmu.c, below */
+
+/* The software TLB's fast path for data accesses (the memory ops' slow path fills it): the
+ * host address of the `len` bytes at `linear` when they lie in one RAM page that the TLB holds
+ * for this kind of access at the current CPL, else NULL (then use cpu->mem). Only while
+ * cpu->mem is the paging layer itself: a wrapper around it (debug.c's watchpoints) sees every
+ * access. A write to the page of the block being executed ends the block (emu_run():
+ * self-modifying code). */
+static inline uint8_t *emu_tlb_fast(struct emu_cpu *cpu, const struct emu_tlb_entry *array,
+				    uint64_t linear, unsigned len)
+{
+	const struct emu_tlb_entry *e = &array[(linear >> 12) & (EMU_TLB_SIZE - 1)];
+	uint64_t tag = (linear & ~0xfffull) | (cpu->cpl == 3 ? EMU_TLB_USER : 0) | EMU_TLB_VALID;
+
+	if (e->tag != tag || !e->host || (linear & 0xfff) + len > 4096 ||
+	    cpu->mem != &emu_paged_memory_ops)
+		return NULL;
+	if (array == cpu->tlb.write && e->gpa == cpu->block_page)
+		cpu->block_exit = true;
+	return e->host + (linear & 0xfff);
+}
 
 /* Linear memory through paging (mmu.c): CR0.PG/CR4/EFER decide the translation, the software
  * TLB caches it, guest-physical accesses go through cpu->phys. */

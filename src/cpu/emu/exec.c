@@ -17,40 +17,6 @@
 
 /* ---- registers ---- */
 
-uint64_t exec_reg_get(const struct exec *x, unsigned reg, unsigned size)
-{
-	/* Without REX, byte registers 4-7 are AH, CH, DH, BH. */
-	if (size == 1 && reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX))
-		return (x->cpu->s.gpr[reg - 4] >> 8) & 0xff;
-	return x->cpu->s.gpr[reg] & emu_size_mask(size);
-}
-
-/* 32-bit results zero-extend to 64 bits; 8- and 16-bit results merge (SDM Vol. 1 §3.4.1.1). */
-void exec_reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
-{
-	uint64_t *r = &x->cpu->s.gpr[reg];
-
-	switch (size) {
-	case 1:
-		if (reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX)) {
-			r = &x->cpu->s.gpr[reg - 4];
-			*r = (*r & ~0xff00ull) | ((v & 0xff) << 8);
-		} else {
-			*r = (*r & ~0xffull) | (v & 0xff);
-		}
-		break;
-	case 2:
-		*r = (*r & ~0xffffull) | (v & 0xffff);
-		break;
-	case 4:
-		*r = v & 0xffffffffull;
-		break;
-	default:
-		*r = v;
-		break;
-	}
-}
-
 /* ---- memory ---- */
 
 uint64_t exec_seg_linear(const struct exec *x, unsigned seg, uint64_t offset)
@@ -245,40 +211,6 @@ int exec_mem_write_bytes(struct exec *x, uint64_t la, const void *src, unsigned 
 	if (!lk->host)
 		return cpu->mem->write(cpu, la, src, len); /* under the bus lock */
 	return host_cas(lk->host, len, lk->old, src) ? EMU_OK : EXEC_RETRY;
-}
-
-int exec_mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v)
-{
-	*v = 0;
-	if (x->lk.active)
-		return exec_mem_read_bytes(x, la, v, size);
-	return x->cpu->mem->read(x->cpu, la, v, size, EMU_ACCESS_READ);
-}
-
-int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v)
-{
-	if (x->lk.active)
-		return exec_mem_write_bytes(x, la, &v, size);
-	return x->cpu->mem->write(x->cpu, la, &v, size);
-}
-
-/* The ModRM r/m operand. */
-int exec_rm_read(struct exec *x, unsigned size, uint64_t *v)
-{
-	if (x->insn->mod == 3) {
-		*v = exec_reg_get(x, x->insn->rm, size);
-		return EMU_OK;
-	}
-	return exec_mem_read(x, x->la, size, v);
-}
-
-int exec_rm_write(struct exec *x, unsigned size, uint64_t v)
-{
-	if (x->insn->mod == 3) {
-		exec_reg_set(x, x->insn->rm, size, v);
-		return EMU_OK;
-	}
-	return exec_mem_write(x, x->la, size, v);
 }
 
 /* ---- stack (SDM Vol. 1 §6.2) ---- */
@@ -1425,11 +1357,18 @@ static bool lock_allowed(const struct emu_insn *insn)
 /* Execute one decoded instruction whose bytes were fetched at cpu->s.rip. */
 int emu_execute(struct emu_cpu *cpu, const struct emu_insn *insn)
 {
-	struct exec x = { .cpu = cpu, .insn = insn };
+	struct exec x;
 	struct emu_lazy_flags saved_cc = cpu->cc;
 	uint64_t saved_rflags = cpu->s.rflags;
 	int rc;
 
+	/* Field by field: zeroing the whole struct (the lock state's buffer) costs more than
+	 * many instructions take. The lock state's other fields are set before they are read. */
+	x.cpu = cpu;
+	x.insn = insn;
+	x.la = 0;
+	x.partial = false;
+	x.lk.active = x.lk.pending = x.lk.held = false;
 	x.next_rip = cpu->s.rip + insn->len;
 	cpu->shadow_next = false;
 	if (cpu->mode != EMU_MODE_64)

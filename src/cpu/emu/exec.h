@@ -5,7 +5,9 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "cpu/emu/alu.h"
 #include "cpu/emu/decode.h"
 #include "cpu/emu/emu.h"
 
@@ -35,23 +37,134 @@ struct exec {
 	struct exec_locked lk;
 };
 
-/* Registers by number and size (byte registers 4-7 are AH..BH without REX). */
-uint64_t exec_reg_get(const struct exec *x, unsigned reg, unsigned size);
-void exec_reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v);
+/* Registers by number and size (byte registers 4-7 are AH..BH without REX). Inline, with the
+ * memory accessors below: they run for nearly every instruction. */
+static inline uint64_t exec_reg_get(const struct exec *x, unsigned reg, unsigned size)
+{
+	/* Without REX, byte registers 4-7 are AH, CH, DH, BH. */
+	if (size == 1 && reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX))
+		return (x->cpu->s.gpr[reg - 4] >> 8) & 0xff;
+	return x->cpu->s.gpr[reg] & emu_size_mask(size);
+}
+
+/* 32-bit results zero-extend to 64 bits; 8- and 16-bit results merge (SDM Vol. 1 §3.4.1.1). */
+static inline void exec_reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
+{
+	uint64_t *r = &x->cpu->s.gpr[reg];
+
+	switch (size) {
+	case 1:
+		if (reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX)) {
+			r = &x->cpu->s.gpr[reg - 4];
+			*r = (*r & ~0xff00ull) | ((v & 0xff) << 8);
+		} else {
+			*r = (*r & ~0xffull) | (v & 0xff);
+		}
+		break;
+	case 2:
+		*r = (*r & ~0xffffull) | (v & 0xffff);
+		break;
+	case 4:
+		*r = v & 0xffffffffull;
+		break;
+	default:
+		*r = v;
+		break;
+	}
+}
 
 /* Addresses: segment base applied (64-bit mode: FS/GS only), address-size masking. */
 uint64_t exec_seg_linear(const struct exec *x, unsigned seg, uint64_t offset);
 uint64_t exec_addr_mask(const struct exec *x);
 uint64_t exec_effective_address(const struct exec *x);
 
-/* Memory and the ModRM r/m operand; each returns an enum emu_status. */
-int exec_mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v);
-int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v);
 /* Any length up to 16 bytes (CMPXCHG8B/16B); a locked operand goes through the lock path. */
 int exec_mem_read_bytes(struct exec *x, uint64_t la, void *dst, unsigned len);
 int exec_mem_write_bytes(struct exec *x, uint64_t la, const void *src, unsigned len);
-int exec_rm_read(struct exec *x, unsigned size, uint64_t *v);
-int exec_rm_write(struct exec *x, unsigned size, uint64_t v);
+
+/* Memory (the TLB's fast path, else the memory ops) and the ModRM r/m operand; each returns
+ * an enum emu_status. */
+static inline int exec_mem_read(struct exec *x, uint64_t la, unsigned size, uint64_t *v)
+{
+	const uint8_t *p;
+
+	*v = 0;
+	if (x->lk.active)
+		return exec_mem_read_bytes(x, la, v, size);
+	if ((p = emu_tlb_fast(x->cpu, x->cpu->tlb.read, la, size))) {
+		switch (size) {
+		case 1:
+			*v = *p;
+			break;
+		case 2: {
+			uint16_t t;
+			memcpy(&t, p, 2);
+			*v = t;
+			break;
+		}
+		case 4: {
+			uint32_t t;
+			memcpy(&t, p, 4);
+			*v = t;
+			break;
+		}
+		default:
+			memcpy(v, p, 8);
+			break;
+		}
+		return EMU_OK;
+	}
+	return x->cpu->mem->read(x->cpu, la, v, size, EMU_ACCESS_READ);
+}
+
+static inline int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uint64_t v)
+{
+	uint8_t *p;
+
+	if (x->lk.active)
+		return exec_mem_write_bytes(x, la, &v, size);
+	if ((p = emu_tlb_fast(x->cpu, x->cpu->tlb.write, la, size))) {
+		switch (size) {
+		case 1:
+			*p = (uint8_t)v;
+			break;
+		case 2: {
+			uint16_t t = (uint16_t)v;
+			memcpy(p, &t, 2);
+			break;
+		}
+		case 4: {
+			uint32_t t = (uint32_t)v;
+			memcpy(p, &t, 4);
+			break;
+		}
+		default:
+			memcpy(p, &v, 8);
+			break;
+		}
+		return EMU_OK;
+	}
+	return x->cpu->mem->write(x->cpu, la, &v, size);
+}
+
+/* The ModRM r/m operand. */
+static inline int exec_rm_read(struct exec *x, unsigned size, uint64_t *v)
+{
+	if (x->insn->mod == 3) {
+		*v = exec_reg_get(x, x->insn->rm, size);
+		return EMU_OK;
+	}
+	return exec_mem_read(x, x->la, size, v);
+}
+
+static inline int exec_rm_write(struct exec *x, unsigned size, uint64_t v)
+{
+	if (x->insn->mod == 3) {
+		exec_reg_set(x, x->insn->rm, size, v);
+		return EMU_OK;
+	}
+	return exec_mem_write(x, x->la, size, v);
+}
 
 /* The stack (SS:rSP with the stack-address size). */
 unsigned exec_stack_size(const struct exec *x);

@@ -36,8 +36,8 @@
 #define CR4_SMEP (1ull << 20)
 #define EFER_NXE (1ull << 11)
 
-#define TLB_VALID 2ull
-#define TLB_USER 1ull
+#define TLB_VALID EMU_TLB_VALID
+#define TLB_USER EMU_TLB_USER
 
 struct walk {
 	uint64_t gpa; /* of the byte, not the page */
@@ -193,6 +193,7 @@ void emu_tlb_flush(struct emu_cpu *cpu, bool include_global)
 {
 	struct emu_tlb_entry *arrays[3] = { cpu->tlb.read, cpu->tlb.write, cpu->tlb.fetch };
 
+	cpu->tlb.generation++;
 	if (!cpu->tlb.used)
 		return;
 	if (include_global)
@@ -208,6 +209,7 @@ void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear)
 	unsigned i = (unsigned)(linear >> 12) & (EMU_TLB_SIZE - 1);
 
 	/* Large pages are cached per 4 KiB page, so flushing the one page is enough. */
+	cpu->tlb.generation++;
 	cpu->tlb.read[i].tag = cpu->tlb.write[i].tag = cpu->tlb.fetch[i].tag = 0;
 }
 
@@ -245,6 +247,7 @@ static int page_read(struct emu_cpu *cpu, struct emu_tlb_entry *e, uint64_t line
 		memcpy(dst, e->host + off, len);
 		return EMU_OK;
 	}
+	cpu->block_exit = true;
 	return cpu->phys->mmio(cpu, e->gpa + off, dst, len, false);
 }
 
@@ -253,10 +256,13 @@ static int page_write(struct emu_cpu *cpu, struct emu_tlb_entry *e, uint64_t lin
 {
 	unsigned off = (unsigned)(linear & ~PAGE_MASK);
 
+	if (e->gpa == cpu->block_page)
+		cpu->block_exit = true; /* self-modifying code: fetch the next instruction anew */
 	if (e->host) {
 		memcpy(e->host + off, src, len);
 		return EMU_OK;
 	}
+	cpu->block_exit = true;
 	return cpu->phys->mmio(cpu, e->gpa + off, (void *)src, len, true);
 }
 
@@ -327,6 +333,8 @@ static int paged_lock_operand(struct emu_cpu *cpu, uint64_t linear, unsigned len
 	*host = NULL;
 	if ((rc = tlb_lookup(cpu, linear, EMU_ACCESS_WRITE, &e)))
 		return rc;
+	if (e->gpa == cpu->block_page)
+		cpu->block_exit = true;
 	if (off + len > PAGE_SIZE)
 		return tlb_lookup(cpu, linear + (PAGE_SIZE - off), EMU_ACCESS_WRITE, &e);
 	if (e->host)
