@@ -86,7 +86,7 @@ void emu_flags_set(struct emu_cpu *cpu, uint64_t mask, uint64_t value)
 
 /* Single flags of the recorded operation, without materialising the others (Jcc, SETcc,
  * CMOVcc, ADC and SBB read one or two). Same formulas as flags_compute(). */
-static bool lazy_cf(const struct emu_cpu *cpu)
+bool emu_lazy_cf(const struct emu_cpu *cpu)
 {
 	const struct emu_lazy_flags *cc = &cpu->cc;
 	uint64_t mask = emu_size_mask(cc->size);
@@ -154,9 +154,9 @@ bool emu_condition(struct emu_cpu *cpu, unsigned cc)
 
 	switch (cc >> 1) {
 	case 0: r = lazy_of(cpu); break;
-	case 1: r = lazy_cf(cpu); break;
+	case 1: r = emu_lazy_cf(cpu); break;
 	case 2: r = lazy_zf(cpu); break;
-	case 3: r = lazy_cf(cpu) || lazy_zf(cpu); break;
+	case 3: r = emu_lazy_cf(cpu) || lazy_zf(cpu); break;
 	case 4: r = lazy_sf(cpu); break;
 	case 5: r = emu_flags_get(cpu) & EMU_FLAG_PF; break;
 	case 6: r = lazy_sf(cpu) != lazy_of(cpu); break;
@@ -165,69 +165,12 @@ bool emu_condition(struct emu_cpu *cpu, unsigned cc)
 	return (cc & 1) ? !r : r;
 }
 
-static void flags_record(struct emu_cpu *cpu, enum emu_cc_op op, unsigned size, uint64_t a,
-			 uint64_t b, uint64_t res, bool carry)
-{
-	cpu->cc.op = (uint8_t)op;
-	cpu->cc.size = (uint8_t)size;
-	cpu->cc.src1 = a;
-	cpu->cc.src2 = b;
-	cpu->cc.res = res;
-	cpu->cc.carry = carry;
-}
-
-static bool carry_flag(struct emu_cpu *cpu)
-{
-	return lazy_cf(cpu);
-}
-
-uint64_t emu_alu(struct emu_cpu *cpu, enum emu_alu_op op, unsigned size, uint64_t a, uint64_t b)
-{
-	uint64_t mask = emu_size_mask(size), r;
-	bool c;
-
-	a &= mask;
-	b &= mask;
-	switch (op) {
-	case ALU_ADD:
-		r = (a + b) & mask;
-		flags_record(cpu, EMU_CC_ADD, size, a, b, r, false);
-		return r;
-	case ALU_ADC:
-		c = carry_flag(cpu);
-		r = (a + b + c) & mask;
-		flags_record(cpu, EMU_CC_ADC, size, a, b, r, c);
-		return r;
-	case ALU_SBB:
-		c = carry_flag(cpu);
-		r = (a - b - c) & mask;
-		flags_record(cpu, EMU_CC_SBB, size, a, b, r, c);
-		return r;
-	case ALU_SUB:
-	case ALU_CMP:
-		r = (a - b) & mask;
-		flags_record(cpu, EMU_CC_SUB, size, a, b, r, false);
-		return r;
-	case ALU_AND:
-		r = a & b;
-		break;
-	case ALU_OR:
-		r = a | b;
-		break;
-	default: /* ALU_XOR */
-		r = a ^ b;
-		break;
-	}
-	flags_record(cpu, EMU_CC_LOGIC, size, a, b, r, false);
-	return r;
-}
-
 uint64_t emu_inc_dec(struct emu_cpu *cpu, bool dec, unsigned size, uint64_t a)
 {
 	uint64_t mask = emu_size_mask(size);
 	uint64_t r = (dec ? a - 1 : a + 1) & mask;
 
-	flags_record(cpu, dec ? EMU_CC_DEC : EMU_CC_INC, size, a & mask, 1, r, carry_flag(cpu));
+	emu_flags_record(cpu, dec ? EMU_CC_DEC : EMU_CC_INC, size, a & mask, 1, r, emu_lazy_cf(cpu));
 	return r;
 }
 
@@ -280,7 +223,7 @@ uint64_t emu_shift(struct emu_cpu *cpu, enum emu_shift_op op, unsigned size, uin
 	a &= mask;
 	if (!count)
 		return a;
-	cf = lazy_cf(cpu);
+	cf = emu_lazy_cf(cpu);
 	switch (op) {
 	case SHIFT_ROL:
 		r = rotate(a, size, count, false);

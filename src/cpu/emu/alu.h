@@ -2,6 +2,7 @@
 #ifndef VMM_CPU_EMU_ALU_H
 #define VMM_CPU_EMU_ALU_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cpu/emu/emu.h"
@@ -35,7 +36,65 @@ void emu_flags_set(struct emu_cpu *cpu, uint64_t mask, uint64_t value);
 /* SF, ZF and PF of a result, as most instructions set them. */
 uint64_t emu_flags_szp(uint64_t result, unsigned size);
 
-uint64_t emu_alu(struct emu_cpu *cpu, enum emu_alu_op op, unsigned size, uint64_t a, uint64_t b);
+/* CF of the recorded operation without materialising the other flags. */
+bool emu_lazy_cf(const struct emu_cpu *cpu);
+
+/* Record a flag-producing operation for lazy evaluation (struct emu_lazy_flags). */
+static inline void emu_flags_record(struct emu_cpu *cpu, enum emu_cc_op op, unsigned size,
+				    uint64_t a, uint64_t b, uint64_t res, bool carry)
+{
+	cpu->cc.op = (uint8_t)op;
+	cpu->cc.size = (uint8_t)size;
+	cpu->cc.src1 = a;
+	cpu->cc.src2 = b;
+	cpu->cc.res = res;
+	cpu->cc.carry = carry;
+}
+
+/* ADD/ADC/SUB/SBB/CMP/logic: the result, with the flags recorded lazily. Inline: most
+ * instructions are one of these. */
+static inline uint64_t emu_alu(struct emu_cpu *cpu, enum emu_alu_op op, unsigned size, uint64_t a,
+			       uint64_t b)
+{
+	uint64_t mask = emu_size_mask(size), r;
+	bool c;
+
+	a &= mask;
+	b &= mask;
+	switch (op) {
+	case ALU_ADD:
+		r = (a + b) & mask;
+		emu_flags_record(cpu, EMU_CC_ADD, size, a, b, r, false);
+		return r;
+	case ALU_ADC:
+		c = emu_lazy_cf(cpu);
+		r = (a + b + c) & mask;
+		emu_flags_record(cpu, EMU_CC_ADC, size, a, b, r, c);
+		return r;
+	case ALU_SBB:
+		c = emu_lazy_cf(cpu);
+		r = (a - b - c) & mask;
+		emu_flags_record(cpu, EMU_CC_SBB, size, a, b, r, c);
+		return r;
+	case ALU_SUB:
+	case ALU_CMP:
+		r = (a - b) & mask;
+		emu_flags_record(cpu, EMU_CC_SUB, size, a, b, r, false);
+		return r;
+	case ALU_AND:
+		r = a & b;
+		break;
+	case ALU_OR:
+		r = a | b;
+		break;
+	default: /* ALU_XOR */
+		r = a ^ b;
+		break;
+	}
+	emu_flags_record(cpu, EMU_CC_LOGIC, size, a, b, r, false);
+	return r;
+}
+
 uint64_t emu_inc_dec(struct emu_cpu *cpu, bool dec, unsigned size, uint64_t a);
 /* Shifts and rotates; count is the unmasked count operand. */
 uint64_t emu_shift(struct emu_cpu *cpu, enum emu_shift_op op, unsigned size, uint64_t a,

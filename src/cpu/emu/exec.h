@@ -39,7 +39,7 @@ struct exec {
 
 /* Registers by number and size (byte registers 4-7 are AH..BH without REX). Inline, with the
  * memory accessors below: they run for nearly every instruction. */
-static inline uint64_t exec_reg_get(const struct exec *x, unsigned reg, unsigned size)
+static inline __attribute__((always_inline)) uint64_t exec_reg_get(const struct exec *x, unsigned reg, unsigned size)
 {
 	/* Without REX, byte registers 4-7 are AH, CH, DH, BH. */
 	if (size == 1 && reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX))
@@ -48,7 +48,7 @@ static inline uint64_t exec_reg_get(const struct exec *x, unsigned reg, unsigned
 }
 
 /* 32-bit results zero-extend to 64 bits; 8- and 16-bit results merge (SDM Vol. 1 §3.4.1.1). */
-static inline void exec_reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
+static inline __attribute__((always_inline)) void exec_reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
 {
 	uint64_t *r = &x->cpu->s.gpr[reg];
 
@@ -148,7 +148,7 @@ static inline int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uin
 }
 
 /* The ModRM r/m operand. */
-static inline int exec_rm_read(struct exec *x, unsigned size, uint64_t *v)
+static inline __attribute__((always_inline)) int exec_rm_read(struct exec *x, unsigned size, uint64_t *v)
 {
 	if (x->insn->mod == 3) {
 		*v = exec_reg_get(x, x->insn->rm, size);
@@ -157,7 +157,7 @@ static inline int exec_rm_read(struct exec *x, unsigned size, uint64_t *v)
 	return exec_mem_read(x, x->la, size, v);
 }
 
-static inline int exec_rm_write(struct exec *x, unsigned size, uint64_t v)
+static inline __attribute__((always_inline)) int exec_rm_write(struct exec *x, unsigned size, uint64_t v)
 {
 	if (x->insn->mod == 3) {
 		exec_reg_set(x, x->insn->rm, size, v);
