@@ -36,6 +36,7 @@ void check_acpi(struct selftest *t);
 void check_acpi_madt(struct selftest *t);
 void check_acpi_s5(struct selftest *t);
 void check_cpuid(struct selftest *t);
+void check_cpuid_out_of_range(struct selftest *t);
 void check_bsp_apic_id(struct selftest *t);
 void check_uart(struct selftest *t);
 void check_pmtimer(struct selftest *t);

@@ -56,6 +56,28 @@ void check_cpuid(struct selftest *t)
 		check_ok("cpuid-kvmclock");
 }
 
+/* A leaf past the maximum of its range: Intel processors (and KVM with an Intel vendor) answer
+ * with the highest basic leaf, AMD ones with zeros (SDM Vol. 2A and APM Vol. 3, CPUID). */
+void check_cpuid_out_of_range(struct selftest *t)
+{
+	uint32_t r0[4], max_ext[4], past[4], past_ext[4], want[4] = { 0, 0, 0, 0 };
+
+	(void)t;
+	cpuid(0, 0, r0);
+	cpuid(0x80000000, 0, max_ext);
+	cpuid(r0[0] + 1, 0, past);
+	cpuid(max_ext[0] + 1, 0, past_ext);
+	if (!memcmp(&r0[1], "Genu", 4) && !memcmp(&r0[3], "ineI", 4) && !memcmp(&r0[2], "ntel", 4))
+		cpuid(r0[0], 0, want);
+	if (memcmp(past, want, sizeof(want)) || memcmp(past_ext, want, sizeof(want)))
+		check_fail("cpuid-out-of-range",
+			   "leaf 0x%x gives %x %x %x %x, leaf 0x%x gives %x %x %x %x, expected %x %x %x %x",
+			   r0[0] + 1, past[0], past[1], past[2], past[3], max_ext[0] + 1, past_ext[0],
+			   past_ext[1], past_ext[2], past_ext[3], want[0], want[1], want[2], want[3]);
+	else
+		check_ok("cpuid-out-of-range");
+}
+
 void check_bsp_apic_id(struct selftest *t)
 {
 	uint32_t regs[4];

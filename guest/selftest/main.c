@@ -28,6 +28,7 @@ static void (*const checks[])(struct selftest *) = {
 	check_acpi_madt,
 	check_acpi_s5,
 	check_cpuid,
+	check_cpuid_out_of_range,
 	check_bsp_apic_id,
 	check_uart,
 	check_pmtimer,

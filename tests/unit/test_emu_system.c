@@ -1166,7 +1166,22 @@ static void test_cpuid_matches_implementation(void)
 	/* SYSCALL NX PAGE1GB RDTSCP LM */
 	CHECK_EQ(id[3], (1u << 11) | (1u << 20) | (1u << 26) | (1u << 27) | (1u << 29));
 
+	/* leaves past their range's maximum answer as the highest basic leaf (7) */
+	CHECK_EQ(emu_cpuid_leaf(7), 7);
+	CHECK_EQ(emu_cpuid_leaf(8), 7);
+	CHECK_EQ(emu_cpuid_leaf(0xB), 7);
+	CHECK_EQ(emu_cpuid_leaf(0x40000001), 0x40000001);
+	CHECK_EQ(emu_cpuid_leaf(0x40000002), 7);
+	CHECK_EQ(emu_cpuid_leaf(0x80000008), 0x80000008);
+	CHECK_EQ(emu_cpuid_leaf(0x80000009), 7);
+	CHECK_EQ(emu_cpuid_leaf(0xC0000000), 7);
+
 	machine_reset();
+	code(USER_RW + 0x700, (const uint8_t[]){ 0x0F, 0xA2 }, 2); /* cpuid, EAX = 0xB */
+	cpu.s.gpr[CPU_RAX] = 0xB;
+	cpu.s.gpr[CPU_RCX] = 0;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX], 1u << 13); /* leaf 7's EBX */
 	cpu.s.cr4 |= 1ull << 9; /* OSFXSR */
 	code(USER_RW, (const uint8_t[]){ 0x66, 0x0F, 0xFE, 0xC1 }, 4); /* paddd xmm0, xmm1 */
 	CHECK_EQ(emu_step(&cpu), EMU_OK);

@@ -43,6 +43,20 @@
 /* CPUID.80000007:EDX */
 #define X7_EDX_INVARIANT_TSC (1u << 8)
 
+#define MAX_BASIC_LEAF 7u
+#define MAX_HYPERVISOR_LEAF 0x40000001u
+#define MAX_EXTENDED_LEAF 0x80000008u
+
+/* A leaf past the maximum of its range (basic, hypervisor, extended) or in no range answers as
+ * the highest basic leaf, as on Intel processors (SDM Vol. 2A, CPUID) and under KVM. */
+uint32_t emu_cpuid_leaf(uint32_t leaf)
+{
+	if (leaf <= MAX_BASIC_LEAF || (leaf >= 0x40000000 && leaf <= MAX_HYPERVISOR_LEAF) ||
+	    (leaf >= 0x80000000 && leaf <= MAX_EXTENDED_LEAF))
+		return leaf;
+	return MAX_BASIC_LEAF;
+}
+
 void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
 {
 	static const char brand[48] = "vmm software x86-64 CPU";
@@ -50,7 +64,7 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 	memset(out, 0, 4 * sizeof(out[0]));
 	switch (leaf) {
 	case 0:
-		out[0] = 7;
+		out[0] = MAX_BASIC_LEAF;
 		memcpy(&out[1], "Genu", 4); /* EBX, EDX, ECX spell GenuineIntel */
 		memcpy(&out[3], "ineI", 4);
 		memcpy(&out[2], "ntel", 4);
@@ -70,11 +84,11 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 		break;
 	case 0x40000000:
 		/* The KVM signature (docs/platform.md); its PV features come with kvmclock. */
-		out[0] = 0x40000001;
+		out[0] = MAX_HYPERVISOR_LEAF;
 		memcpy(&out[1], "KVMKVMKVM\0\0\0", 12); /* EBX, ECX, EDX */
 		break;
 	case 0x80000000:
-		out[0] = 0x80000008;
+		out[0] = MAX_EXTENDED_LEAF;
 		break;
 	case 0x80000001:
 		out[2] = X1_ECX_LAHF;
@@ -92,6 +106,6 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 		out[0] = 46 | (48 << 8); /* physical and linear address bits (mmu.c) */
 		break;
 	default:
-		break; /* leaves 2-6 and unknown leaves: all zero */
+		break; /* leaves 2-6 and 0x80000005-6: all zero */
 	}
 }

@@ -295,6 +295,8 @@ int emu_inject_interrupt(struct emu_cpu *cpu, unsigned vector);
 
 /* CPUID as the guest sees it (cpuid.c); leaves describe exactly what is implemented. */
 void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint32_t out[4]);
+/* The leaf that answers a CPUID for `leaf`: itself, or the highest basic leaf when out of range. */
+uint32_t emu_cpuid_leaf(uint32_t leaf);
 /* The virtual TSC (system.c). */
 uint64_t emu_read_tsc(const struct emu_cpu *cpu);
 

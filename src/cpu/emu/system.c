@@ -1423,14 +1423,12 @@ static int exec_group15(struct exec *x)
 static int exec_cpuid(struct exec *x)
 {
 	struct emu_cpu *cpu = x->cpu;
-	uint32_t out[4];
+	uint32_t out[4], leaf = emu_cpuid_leaf((uint32_t)cpu->s.gpr[CPU_RAX]);
 
 	if (cpu->platform && cpu->platform->cpuid)
-		cpu->platform->cpuid(cpu, (uint32_t)cpu->s.gpr[CPU_RAX],
-				     (uint32_t)cpu->s.gpr[CPU_RCX], out);
+		cpu->platform->cpuid(cpu, leaf, (uint32_t)cpu->s.gpr[CPU_RCX], out);
 	else
-		emu_cpuid(cpu, (uint32_t)cpu->s.gpr[CPU_RAX], (uint32_t)cpu->s.gpr[CPU_RCX],
-			  out);
+		emu_cpuid(cpu, leaf, (uint32_t)cpu->s.gpr[CPU_RCX], out);
 	cpu->s.gpr[CPU_RAX] = out[0];
 	cpu->s.gpr[CPU_RBX] = out[1];
 	cpu->s.gpr[CPU_RCX] = out[2];
