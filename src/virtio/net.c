@@ -41,6 +41,10 @@
 #define NET_RX_IOV 1024 /* IOV_MAX: what one readv takes */
 #define NET_BATCH 256 /* frames per kick or wake-up before giving others a turn */
 #define NET_MAC_TABLE 64
+/* Push backends (user mode) hand over frames the guest may have no buffers for yet: up to this
+ * many wait, in order, for the next receive kick. Dropping them instead makes libslirp's TCP wait
+ * for a retransmission time-out whenever a slow guest falls behind (QEMU queues them too). */
+#define NET_RX_BACKLOG 256
 #define NET_CONFIG_SIZE 24
 
 struct net_chain {
@@ -82,6 +86,12 @@ struct virtio_net {
 	struct net_chain tx_chain;
 	uint8_t ctrl_buf[8192]; /* one control command: MAC tables up to ~680 entries */
 	uint8_t *frame; /* push backends: a linear copy of one transmitted frame */
+	/* Push backends: received frames waiting for guest buffers, a ring of copies. */
+	struct net_pending {
+		uint8_t *data;
+		size_t len;
+	} backlog[NET_RX_BACKLOG];
+	unsigned backlog_first, backlog_count;
 	struct virtio_net_stats stats;
 };
 
@@ -365,6 +375,73 @@ static void net_rx_tap(struct virtio_net *net, unsigned pair)
 	virtio_device_notify_queue(&net->vdev, 2 * pair);
 }
 
+/* Push backends: put one frame (no header) into the guest's receive buffers. 1 done; 0 the
+ * buffers there are too few for now (notifications are then on: the driver's next kick says
+ * when there are more); -1 it can never fit (the pool is as large as it gets), dropped. */
+static int net_rx_deliver(struct virtio_net *net, const void *frame, size_t len)
+{
+	struct net_pair *p = &net->pairs[0];
+	struct virtq *vq = &net->vdev.queues[0].vq;
+	for (;;) {
+		bool full;
+		uint64_t have = net_rx_fill(net, p, NET_HDR_LEN + len, &full);
+		if (have >= NET_HDR_LEN + len)
+			break;
+		if (full && have) {
+			net->stats.rx_dropped++;
+			return -1;
+		}
+		if (vq->broken || !virtq_enable_notify(vq))
+			return 0;
+	}
+	uint8_t hdr[NET_HDR_LEN] = { 0 };
+	net_pool_write(p, 0, hdr, sizeof(hdr));
+	net_pool_write(p, NET_HDR_LEN, frame, len);
+	net_rx_complete(net, p, NET_HDR_LEN + len);
+	return 1;
+}
+
+static void net_backlog_clear(struct virtio_net *net)
+{
+	for (; net->backlog_count; net->backlog_count--) {
+		free(net->backlog[net->backlog_first].data);
+		net->backlog_first = (net->backlog_first + 1) % NET_RX_BACKLOG;
+	}
+	net->backlog_first = 0;
+}
+
+/* Deliver waiting frames, oldest first, while the guest has buffers for them. Lock held. */
+static void net_backlog_flush(struct virtio_net *net)
+{
+	bool delivered = false;
+	while (net->backlog_count && net_ready(net)) {
+		struct net_pending *f = &net->backlog[net->backlog_first];
+		int r = net_rx_deliver(net, f->data, f->len);
+		if (r == 0)
+			break;
+		free(f->data);
+		net->backlog_first = (net->backlog_first + 1) % NET_RX_BACKLOG;
+		net->backlog_count--;
+		delivered |= r > 0;
+	}
+	if (delivered)
+		virtio_device_notify_queue(&net->vdev, 0);
+}
+
+/* Keep a copy of a frame the guest has no room for yet; drop it if the backlog is full. */
+static void net_backlog_add(struct virtio_net *net, const void *frame, size_t len)
+{
+	uint8_t *copy = net->backlog_count < NET_RX_BACKLOG ? malloc(len) : NULL;
+	if (!copy) {
+		net->stats.rx_dropped++; /* the backend's TCP retransmits */
+		return;
+	}
+	memcpy(copy, frame, len);
+	struct net_pending *f = &net->backlog[(net->backlog_first + net->backlog_count) % NET_RX_BACKLOG];
+	*f = (struct net_pending){ .data = copy, .len = len };
+	net->backlog_count++;
+}
+
 /* Push backends: one frame (no header) from the backend. Main thread, lock not held unless
  * called from within our own transmit. */
 static void net_receive_frame(void *opaque, const void *frame, size_t len)
@@ -373,7 +450,6 @@ static void net_receive_frame(void *opaque, const void *frame, size_t len)
 	bool lock = !net->in_transmit;
 	if (lock)
 		pthread_mutex_lock(&net->vdev.lock);
-	struct net_pair *p = &net->pairs[0];
 	struct virtq *vq = &net->vdev.queues[0].vq;
 	if (!net_ready(net) || !vq->enabled) {
 		net->stats.rx_dropped++;
@@ -383,18 +459,12 @@ static void net_receive_frame(void *opaque, const void *frame, size_t len)
 		net->stats.rx_filtered++;
 	} else {
 		net_start(net);
-		bool full;
-		uint64_t have = net_rx_fill(net, p, NET_HDR_LEN + len, &full);
-		if (have < NET_HDR_LEN + len) {
-			net->stats.rx_dropped++; /* no room: TCP in the backend retransmits */
-			virtq_enable_notify(vq);
-		} else {
-			uint8_t hdr[NET_HDR_LEN] = { 0 };
-			net_pool_write(p, 0, hdr, sizeof(hdr));
-			net_pool_write(p, NET_HDR_LEN, frame, len);
-			net_rx_complete(net, p, NET_HDR_LEN + len);
+		net_backlog_flush(net);
+		int r = net->backlog_count ? 0 : net_rx_deliver(net, frame, len);
+		if (r > 0)
 			virtio_device_notify_queue(&net->vdev, 0);
-		}
+		else if (r == 0)
+			net_backlog_add(net, frame, len);
 	}
 	if (lock)
 		pthread_mutex_unlock(&net->vdev.lock);
@@ -650,6 +720,9 @@ static void net_queue_notify(struct virtio_device *vdev, unsigned q)
 			net_poll(net, pair, true);
 			net_rx_tap(net, pair);
 		}
+	} else if (pair == 0) {
+		/* New receive buffers for a push backend's waiting frames. */
+		net_backlog_flush(net);
 	}
 }
 
@@ -660,6 +733,7 @@ static void net_reset(struct virtio_device *vdev)
 		net->pairs[i].pool_first = net->pairs[i].pool_count = 0;
 		net_poll(net, i, false);
 	}
+	net_backlog_clear(net); /* frames for the driver that is gone */
 	net->started = false;
 	net->active_pairs = 1;
 	net->promisc = true; /* until the driver sets a filter */
@@ -684,6 +758,7 @@ void virtio_net_destroy(struct virtio_net *net)
 	virtio_device_destroy(&net->vdev);
 	if (net->be)
 		net->be->ops->destroy(net->be);
+	net_backlog_clear(net);
 	free(net->pairs);
 	free(net->frame);
 	free(net);
