@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Networking with Linux guests (issue 5), two boots: guest 1 has three NICs (eth0: a TAP, eth1: a
-# TAP on a Linux bridge, eth2: user-mode networking), guest 2 one (a TAP on the same bridge). Over
+# TAP on a Linux bridge, eth2: user-mode networking), guest 2 one (two queue pairs on a multi-queue
+# TAP on the same bridge). Over
 # its TAP guest 1 pings the host and fetches a file over TCP; the two guests reach each other
 # across the bridge; with user-mode networking guest 1 gets its address by DHCP, fetches from a
 # server on the host's loopback, and a host client reaches a server in it through hostfwd. The
@@ -94,14 +95,13 @@ ip -n "$NS" tuntap add mode tap name vmmt0 && ip -n "$NS" addr add 10.77.0.1/24 
 	ip -n "$NS" link set vmmt0 up
 ip netns exec "$NS" busybox httpd -f -p 10.77.0.1:8000 -h "$TMP/www" &
 ip -n "$NS" link add vmmbr0 type bridge && ip -n "$NS" link set vmmbr0 up
-for t in vmmb1 vmmb2; do
-	ip -n "$NS" tuntap add mode tap name $t && ip -n "$NS" link set $t master vmmbr0 up
-done
+ip -n "$NS" tuntap add mode tap name vmmb1 && ip -n "$NS" link set vmmb1 master vmmbr0 up
+ip -n "$NS" tuntap add mode tap name vmmb2 multi_queue && ip -n "$NS" link set vmmb2 master vmmbr0 up
 ip netns exec "$NS" busybox httpd -f -p 127.0.0.1:8001 -h "$TMP/www" &
 
 # Both guests boot at once.
 guest_launch 1 --name "nl$$" -n tap=vmmt0 -n tap=vmmb1 -n user,mac=52:54:00:ab:cd:ef,hostfwd=tcp::18081-:8080
-guest_launch 2 -n tap=vmmb2
+guest_launch 2 -c 2 -n tap=vmmb2,queues=2 # two vCPUs: Linux then uses both queue pairs
 up1=no up2=no
 guest_ready 1 && up1=yes
 guest_ready 2 && up2=yes
@@ -116,9 +116,11 @@ else
 	fail net_linux_tap_ping_and_tcp "console: $(tail -c 400 "$TMP/out1" | tr -d '\r'); $(cat "$TMP/err1")"
 fi
 
-# Bridge: guest 1's second NIC and guest 2 on TAPs enslaved to one bridge reach each other.
+# Bridge: guest 1's second NIC and guest 2 on TAPs enslaved to one bridge reach each other; guest
+# 2's NIC has two queue pairs on a multi-queue TAP, and Linux takes both.
 if [ $up1 = yes ] && [ $up2 = yes ] &&
 	guest_run 1 "ip link set eth1 up && ip addr add 10.78.0.2/24 dev eth1" bra 30 &&
+	guest_run 2 "[ \$(ls /sys/class/net/eth0/queues | grep -c rx-) = 2 ]" brmq 30 &&
 	guest_run 2 "ip link set eth0 up && ip addr add 10.78.0.3/24 dev eth0 && ping -c 3 -W 5 10.78.0.2" brb 60; then
 	ok net_linux_bridge_two_guests
 else
