@@ -531,6 +531,23 @@ static void test_syscall_sysret(void)
 	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
 }
 
+/* IA32_ARCH_CAPABILITIES reads as the immunities CPUID.7 advertises it for; it is read-only. */
+static void test_arch_capabilities_msr(void)
+{
+	static const uint8_t prog[] = { 0x0F, 0x32, 0x0F, 0x30 }; /* rdmsr; wrmsr */
+
+	machine_reset();
+	to_kernel_mode(0x50000);
+	memcpy(ram + 0x50000, prog, sizeof(prog));
+	cpu.s.gpr[CPU_RCX] = 0x10a;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], (uint32_t)EMU_ARCH_CAPABILITIES);
+	CHECK_EQ(cpu.s.gpr[CPU_RDX], EMU_ARCH_CAPABILITIES >> 32);
+	CHECK(cpu.s.gpr[CPU_RAX] & 1); /* RDCL_NO: no page-table isolation needed */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+}
+
 static void test_msrs_and_control_registers(void)
 {
 	/* wrmsr; rdmsr; mov rax, cr3; mov cr3, rax; cpuid; rdmsr (unknown) */
@@ -1158,7 +1175,8 @@ static void test_cpuid_matches_implementation(void)
 	CHECK_EQ(id[2], (1u << 13) | (1u << 23) | (1u << 31)); /* CX16 POPCNT HYPERVISOR */
 	emu_cpuid(&cpu, 7, 0, id);
 	CHECK_EQ(id[1], 1u << 13); /* FCS/FDS deprecated */
-	CHECK_EQ(id[2] | id[3], 0);
+	CHECK_EQ(id[2], 0);
+	CHECK_EQ(id[3], 1u << 29); /* IA32_ARCH_CAPABILITIES */
 	emu_cpuid(&cpu, 0xD, 0, id);
 	CHECK_EQ(id[0] | id[1] | id[2] | id[3], 0);
 	emu_cpuid(&cpu, 0x80000001, 0, id);
@@ -1562,6 +1580,7 @@ int main(void)
 	RUN_TEST(test_debug_breakpoints);
 	RUN_TEST(test_mmx_and_fxsave_formats);
 	RUN_TEST(test_cpuid_matches_implementation);
+	RUN_TEST(test_arch_capabilities_msr);
 	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();

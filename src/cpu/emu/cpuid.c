@@ -33,6 +33,8 @@
 #define F1_ECX_HYPERVISOR (1u << 31)
 /* CPUID.7.0:EBX */
 #define F7_EBX_FCS_FDS_DEPRECATED (1u << 13) /* FXSAVE/FNSAVE store FCS and FDS as 0 */
+/* CPUID.7.0:EDX */
+#define F7_EDX_ARCH_CAPABILITIES (1u << 29) /* the MSR: EMU_ARCH_CAPABILITIES (emu.h) */
 /* CPUID.80000001 */
 #define X1_ECX_LAHF (1u << 0)
 #define X1_EDX_SYSCALL (1u << 11)
@@ -79,8 +81,10 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 			 F1_EDX_MMX | F1_EDX_FXSR | F1_EDX_SSE | F1_EDX_SSE2;
 		break;
 	case 7:
-		if (subleaf == 0)
+		if (subleaf == 0) {
 			out[1] = F7_EBX_FCS_FDS_DEPRECATED;
+			out[3] = F7_EDX_ARCH_CAPABILITIES;
+		}
 		break;
 	case 0x40000000:
 		/* The KVM signature (docs/platform.md); its PV features come with kvmclock. */

@@ -295,6 +295,15 @@ int emu_inject_interrupt(struct emu_cpu *cpu, unsigned vector);
 
 /* CPUID as the guest sees it (cpuid.c); leaves describe exactly what is implemented. */
 void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint32_t out[4]);
+/* IA32_ARCH_CAPABILITIES (MSR 0x10a, advertised by CPUID.7.0:EDX[29]), read-only. This CPU does
+ * not speculate, so it is immune to every attack these bits name: RDCL_NO (Meltdown), SSB_NO,
+ * MDS_NO, IF_PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, BHI_NO, PBRSB_NO, GDS_NO,
+ * RFDS_NO, ITS_NO. Without them Linux takes an Intel CPU for vulnerable and turns on page-table isolation
+ * (a CR3 write, so a TLB flush, on every kernel entry) and buffer clearing on every exit. */
+#define EMU_ARCH_CAPABILITIES                                                                      \
+	((1ull << 0) | (1ull << 4) | (1ull << 5) | (1ull << 6) | (1ull << 8) | (1ull << 13) |     \
+	 (1ull << 14) | (1ull << 15) | (1ull << 20) | (1ull << 24) | (1ull << 26) | (1ull << 27) |    \
+	 (1ull << 62))
 /* The leaf that answers a CPUID for `leaf`: itself, or the highest basic leaf when out of range. */
 uint32_t emu_cpuid_leaf(uint32_t leaf);
 /* The virtual TSC (system.c). */

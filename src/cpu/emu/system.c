@@ -42,6 +42,7 @@
 
 #define MSR_TSC 0x10
 #define MSR_APIC_BASE 0x1b
+#define MSR_ARCH_CAPABILITIES 0x10a
 #define MSR_SYSENTER_CS 0x174
 #define MSR_SYSENTER_ESP 0x175
 #define MSR_SYSENTER_EIP 0x176
@@ -891,6 +892,7 @@ static int msr_read(struct emu_cpu *cpu, uint32_t index, uint64_t *v)
 	switch (index) {
 	case MSR_TSC: *v = emu_read_tsc(cpu); break;
 	case MSR_APIC_BASE: *v = cpu->s.apic_base; break;
+	case MSR_ARCH_CAPABILITIES: *v = EMU_ARCH_CAPABILITIES; break;
 	case MSR_SYSENTER_CS: *v = cpu->msr.sysenter_cs; break;
 	case MSR_SYSENTER_ESP: *v = cpu->msr.sysenter_esp; break;
 	case MSR_SYSENTER_EIP: *v = cpu->msr.sysenter_eip; break;
