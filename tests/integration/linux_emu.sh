@@ -90,7 +90,7 @@ for cpus in 1 2; do
 	gdb_args=()
 	[ "$cpus" -eq 1 ] && command -v gdb >/dev/null && gdb_args=(-g "$gdb_port")
 	console_start "$TMP/$name.log" --name "$name" --accel emu -c $cpus -m 512M "${gdb_args[@]}" -i "$INITRD" "$KERNEL" panic=-1
-	if ! console_expect "init: ready" 300 || ! console_expect "# " 60; then
+	if ! console_expect "init: ready" 900 || ! console_expect "# " 60; then
 		fail "${name}_boots_to_shell" "no shell after $((SECONDS - start)) s: $(tail -c 600 "$TMP/$name.log") $(tail -c 300 "$TMP/$name.log.err")"
 		console_kill
 		continue
