@@ -1,7 +1,8 @@
 /* Event tracing (-t/--trace): one line per event, with a monotonic timestamp relative to the
  * start of the process and the vCPU (or "host") it happened on.
  *
- * Any part of the monitor may trace:
+ * Any part of the monitor may trace (`vm` is anything with a `struct trace trace` member: the VM,
+ * or the API server, which serves before there is a VM):
  *	if (trace_enabled(vm, TRACE_PIO))
  *		trace_event(vm, TRACE_PIO, vcpu->index, "write 0x%x", port);
  * trace_enabled() is one bit test on the VM object, so a disabled category costs a load and a

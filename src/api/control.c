@@ -187,6 +187,9 @@ int control_open(struct control *c, struct vm_config *cfg, struct event_loop *lo
 			 sizeof(path) - 1);
 	if (ret == 0)
 		ret = api_server_open(&c->server, path, loop, &c->api, err, err_len);
+	if (ret == 0) /* the API is served before there is a VM, so it has a trace of its own */
+		c->server.trace = (struct trace){ .mask = cfg->trace_mask, .fd = cfg->trace_fd,
+						  .start_ns = cfg->start_ns };
 	if (ret < 0 && explicit) {
 		console_relay_close(&c->relay);
 		return -1;

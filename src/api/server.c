@@ -167,9 +167,13 @@ static void api_conn_process(struct api_server *s, struct api_conn *c)
 		if (n < 0) {
 			api_error(resp, (int)-n, "%s", why);
 			api_conn_respond(c, resp->status, resp->body, resp->len, false);
+			trace_event(s, TRACE_CONTROL, TRACE_HOST, "api: malformed request -> %d: %s",
+				    resp->status, why);
 		} else {
 			api_handle(s->api, &req, resp);
 			api_conn_respond(c, resp->status, resp->body, resp->len, req.keep_alive);
+			trace_event(s, TRACE_CONTROL, TRACE_HOST, "api: %s %s -> %d", req.method,
+				    req.target, resp->status);
 			memmove(c->in, c->in + n, c->in_len - (size_t)n);
 			c->in_len -= (size_t)n;
 			c->sent_continue = false;

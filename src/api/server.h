@@ -8,6 +8,7 @@
 
 #include "api/api.h"
 #include "event_loop.h"
+#include "trace.h"
 
 #define API_MAX_CONNECTIONS 8
 #define API_CONN_BUFFER (HTTP_MAX_HEAD + HTTP_MAX_BODY)
@@ -26,6 +27,7 @@ struct api_server {
 	struct event_loop *loop;
 	struct api *api;
 	struct api_conn conns[API_MAX_CONNECTIONS];
+	struct trace trace; /* -t control: one line per request (set by control_open; off when 0) */
 };
 
 /* The directory of the default sockets: $VMM_RUNTIME_DIR, /run/vmm for root,

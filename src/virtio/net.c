@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
+#include "trace.h"
 #include "virtio/virtio_pci.h"
 #include "vm.h"
 
@@ -126,6 +127,8 @@ static void net_backend_failed(struct virtio_net *net, const char *op, int err)
 	if (net->link_failed)
 		return;
 	net->link_failed = true;
+	trace_event(net->vm, TRACE_NET, TRACE_HOST, "%s: link down: %s %s: %s", net->name,
+		    net->be->name, op, strerror(err));
 	fprintf(stderr, "vmm: %s: %s: %s: %s (link down for the guest)\n", net->name, net->be->name,
 		op, strerror(err));
 	for (unsigned i = 0; i < net->max_pairs; i++) {
@@ -167,6 +170,10 @@ static void net_start(struct virtio_net *net)
 	net->active_pairs = 1;
 	if (net->be->ops->set_active_queues)
 		net->be->ops->set_active_queues(net->be, 1);
+	trace_event(net->vm, TRACE_NET, TRACE_HOST,
+		    "%s: started on %s: offloads 0x%x, receive room %llu, largest send %llu", net->name,
+		    net->be->name, off, (unsigned long long)net->rx_need,
+		    (unsigned long long)net->tx_max);
 }
 
 /* ---- Receive ---- */
@@ -297,6 +304,8 @@ static void net_rx_complete(struct virtio_net *net, struct net_pair *p, uint64_t
 	}
 	net->stats.rx_packets++;
 	net->stats.rx_bytes += total - NET_HDR_LEN;
+	trace_event(net->vm, TRACE_NET, TRACE_HOST, "%s rx queue %u: %llu bytes in %u buffers",
+		    net->name, 2 * p->index, (unsigned long long)(total - NET_HDR_LEN), used);
 }
 
 /* No buffers: wait for the driver's next kick on the receive queue (EVENT_IDX: ask for it).
@@ -517,6 +526,10 @@ static void net_tx_one(struct virtio_net *net, unsigned pair, const struct virtq
 	if (c->nr_in || c->out_len < NET_HDR_LEN + NET_ETH_HLEN ||
 	    c->out_len - NET_HDR_LEN > net->tx_max) {
 		net->stats.tx_dropped++; /* writable buffers, too short, or larger than negotiated */
+		trace_event(net->vm, TRACE_NET, TRACE_HOST,
+			    "%s tx queue %u: dropped a chain of %llu bytes (%s)", net->name,
+			    2 * pair + 1, (unsigned long long)c->out_len,
+			    c->nr_in ? "writable buffers" : "too short or too long");
 		return;
 	}
 	uint64_t len = c->out_len - NET_HDR_LEN;
@@ -525,6 +538,8 @@ static void net_tx_one(struct virtio_net *net, unsigned pair, const struct virtq
 	virtq_chain_read(c, 0, hdr, NET_HDR_LEN);
 	if (!net_tx_header_ok(net, hdr, len)) {
 		net->stats.tx_dropped++;
+		trace_event(net->vm, TRACE_NET, TRACE_HOST, "%s tx queue %u: dropped: bad header",
+			    net->name, 2 * pair + 1);
 		return;
 	}
 	put16(hdr + 10, 0); /* num_buffers means nothing on transmit */
@@ -560,6 +575,8 @@ static void net_tx_one(struct virtio_net *net, unsigned pair, const struct virtq
 	if (sent >= 0) {
 		net->stats.tx_packets++;
 		net->stats.tx_bytes += len;
+		trace_event(net->vm, TRACE_NET, TRACE_HOST, "%s tx queue %u: %llu bytes", net->name,
+			    2 * pair + 1, (unsigned long long)len);
 	} else if (sent == -EAGAIN || sent == -ENOBUFS || sent == -EINVAL || sent == -EFAULT ||
 		   sent == -EMSGSIZE || sent == -EINTR) {
 		net->stats.tx_dropped++; /* host queue full, or the host kernel refused the header */
@@ -688,6 +705,9 @@ static void net_ctrl(struct virtio_net *net, unsigned q)
 				virtq_chain_read(&chain, 0, buf, chain.out_len);
 				ack = net_ctrl_command(net, buf[0], buf[1], buf + 2, chain.out_len - 2);
 			}
+			trace_event(net->vm, TRACE_NET, TRACE_HOST, "%s ctrl class %u command %u: %s",
+				    net->name, chain.out_len >= 2 ? buf[0] : 0,
+				    chain.out_len >= 2 ? buf[1] : 0, ack == VIRTIO_NET_OK ? "ok" : "error");
 			if (ack == VIRTIO_NET_OK)
 				net->stats.ctrl_ok++;
 			else

@@ -84,12 +84,69 @@ EOF2
 }
 gdb_port=$((20000 + RANDOM % 20000))
 
+# Whether this vmm has user-mode networking (libslirp) built in.
+has_user_net() {
+	"$VMM" --accel emu -m 64M -n user /nonexistent 2>&1 | grep -qv 'not built'
+}
+
+# In the traced boot: disk reads and writes, the NIC up with a DHCP lease, a control request.
+trace_linux_guest_work() {
+	local name=$1
+	run_cmd "${name}_trace_disk_io" 'dd if=/dev/vda of=/dev/null bs=4k count=16 && echo x | dd of=/dev/vda bs=512 seek=7 conv=fsync && echo disk-ok' '^disk-ok$'
+	if [[ " ${trace_args[*]} " == *" -n user "* ]]; then
+		run_cmd "${name}_trace_dhcp" 'ip link set eth0 up && udhcpc -i eth0 -q -n' 'lease of'
+	fi
+	"$VMM" status "$name" >"$TMP/status.out" 2>&1 || fail "${name}_trace_status" "$(cat "$TMP/status.out")"
+}
+
+# trace_linux_check NAME TRACE STATS: every category has its lines for a Linux boot; --stats
+# counts serial-port exits after the console's lines.
+trace_linux_check() {
+	local name=$1 trace=$2 stats=$3 label cat re n c
+	# LABEL|CATEGORY|REGEX
+	local -a checks=(
+		"create|boot|creating the VM: 2 vCPUs, 512 MiB, backend emu"
+		"mark|boot|debug port mark [0-9.]+ \"/init started\""
+		"serial|exit|io rip 0x[0-9a-f]+ port 0x3f8"
+		"serial|pio|out port 0x3f8 size 1 value 0x[0-9a-f]+ serial"
+		"access|mmio|(read|write) gpa 0x[0-9a-f]+ size [1248] value 0x[0-9a-f]+ "
+		"config|pci|config (read|write) 00:[0-9a-f]{2}\\.0 reg 0x[0-9a-f]+ size [124] value"
+		"notify|virtio|virtio-blk0 queue [0-9]+: notified"
+		"raise|irq|(gsi [0-9]+ raise|msi address 0xfee)"
+		"read|blk|virtio-blk0 read sector [0-9]+ bytes [0-9]+"
+		"write|blk|virtio-blk0 write sector [0-9]+ bytes [0-9]+"
+		"api|control|api: GET /vmm -> 200"
+	)
+	if [[ " ${trace_args[*]} " == *" -n user "* ]]; then
+		checks+=("start|net|virtio-net0: started on user" "tx|net|virtio-net0 tx queue 1: [0-9]+ bytes"
+			 "rx|net|virtio-net0 rx queue 0: [0-9]+ bytes in [0-9]+ buffers")
+	fi
+	for c in "${checks[@]}"; do
+		IFS='|' read -r label cat re <<<"$c"
+		n=$(grep -Ec "^ *[0-9]+\\.[0-9]{9} (vcpu[0-9]+|host) +$cat +$re" "$trace")
+		if [ "$n" -gt 0 ]; then
+			ok "${name}_trace_${cat}_$label"
+		else
+			fail "${name}_trace_${cat}_$label" "no '$cat' line matching '$re' in $(wc -l <"$trace") lines"
+		fi
+	done
+	n=$(awk '/^  0x3f8-0x3ff +serial/ { gsub(",", ""); print $4 + $6 }' "$stats")
+	if [ "${n:-0}" -gt 0 ]; then ok "${name}_stats_serial_exits"; else fail "${name}_stats_serial_exits" "$(grep -m3 -i serial "$stats")"; fi
+}
+
 for cpus in 1 2; do
 	name=linux_emu_${cpus}cpu
 	start=$SECONDS
-	gdb_args=()
+	gdb_args=() trace_args=()
 	[ "$cpus" -eq 1 ] && command -v gdb >/dev/null && gdb_args=(-g "$gdb_port")
-	console_start "$TMP/$name.log" --name "$name" --accel emu -c $cpus -m 512M "${gdb_args[@]}" -i "$INITRD" "$KERNEL" panic=-1
+	# The 2-vCPU boot also traces every category, with a disk and (when built in) a user-mode
+	# NIC, so that each category has its events: trace_linux_check below.
+	if [ "$cpus" -eq 2 ]; then
+		truncate -s 8M "$TMP/trace-disk.img"
+		trace_args=(-t all --trace-file "$TMP/$name.trace" --stats -d "$TMP/trace-disk.img")
+		has_user_net && trace_args+=(-n user)
+	fi
+	console_start "$TMP/$name.log" --name "$name" --accel emu -c $cpus -m 512M "${gdb_args[@]}" "${trace_args[@]}" -i "$INITRD" "$KERNEL" panic=-1
 	if ! console_expect "init: ready" 900 || ! console_expect "# " 60; then
 		fail "${name}_boots_to_shell" "no shell after $((SECONDS - start)) s: $(tail -c 600 "$TMP/$name.log") $(tail -c 300 "$TMP/$name.log.err")"
 		console_kill
@@ -105,6 +162,9 @@ for cpus in 1 2; do
 		run_cmd "${name}_dmesg" 'dmesg' "smp: Brought up 1 node, $cpus CPUs"
 	else
 		run_cmd "${name}_dmesg" 'dmesg' 'Linux version'
+	fi
+	if [ ${#trace_args[@]} -gt 0 ]; then
+		trace_linux_guest_work "$name"
 	fi
 	if [ ${#gdb_args[@]} -gt 0 ]; then
 		gdb_start=$SECONDS
@@ -125,4 +185,5 @@ for cpus in 1 2; do
 		fail "${name}_${how}_exits_0" "status $CONSOLE_STATUS: $(tail -c 300 "$TMP/$name.log") $(tail -c 300 "$TMP/$name.log.err")"
 	fi
 	echo "# $name: $((SECONDS - start)) s from start to exit"
+	[ ${#trace_args[@]} -gt 0 ] && trace_linux_check "$name" "$TMP/$name.trace" "$TMP/$name.log.err"
 done
