@@ -92,6 +92,24 @@ static void pair_destroy(struct net_backend *be)
 static const struct net_backend_ops pair_ops = { .transmit = pair_transmit, .destroy = pair_destroy };
 
 /* A rig whose VM is called vm_name (--name), or unnamed (NULL). */
+/* The device for --net OPTS on backend be, on a PCI host of its own; its BAR found. */
+static int rig_attach(struct rig *r, const char *opts, struct net_backend *be)
+{
+	struct net_config nc;
+	char err[256];
+	if (config_parse_net(&nc, opts, err, sizeof(err)) < 0)
+		return -1;
+	if (pci_host_init(&r->host, &r->vm.pio, &r->vm.mmio, 1ull << 36, msi_none, r) < 0)
+		return -1;
+	r->own_host = true;
+	r->be = be;
+	r->net = virtio_net_create_on(&r->vm, &r->host, &nc, 0, be);
+	if (!r->net)
+		return -1;
+	r->bar = find_net(r);
+	return r->bar ? 0 : -1;
+}
+
 static int rig_init_fake_named(struct rig *r, const char *opts, const char *vm_name)
 {
 	rig_base(r);
@@ -110,19 +128,7 @@ static int rig_init_fake_named(struct rig *r, const char *opts, const char *vm_n
 	be->vnet_hdr = true;
 	be->offloads = NET_OFFLOAD_CSUM | NET_OFFLOAD_TSO4 | NET_OFFLOAD_TSO6;
 	r->peer = sv[1];
-	struct net_config nc;
-	char err[256];
-	if (config_parse_net(&nc, opts, err, sizeof(err)) < 0)
-		return -1;
-	if (pci_host_init(&r->host, &r->vm.pio, &r->vm.mmio, 1ull << 36, msi_none, r) < 0)
-		return -1;
-	r->own_host = true;
-	r->be = be;
-	r->net = virtio_net_create_on(&r->vm, &r->host, &nc, 0, be);
-	if (!r->net)
-		return -1;
-	r->bar = find_net(r);
-	return r->bar ? 0 : -1;
+	return rig_attach(r, opts, be);
 }
 
 static int rig_init_fake(struct rig *r, const char *opts)
@@ -454,19 +460,7 @@ static int rig_init_push(struct rig *r)
 	snprintf(be->name, sizeof(be->name), "push");
 	be->nr_queues = 1;
 	be->fds[0] = -1;
-	struct net_config nc;
-	char err[256];
-	if (config_parse_net(&nc, "user", err, sizeof(err)) < 0)
-		return -1;
-	if (pci_host_init(&r->host, &r->vm.pio, &r->vm.mmio, 1ull << 36, msi_none, r) < 0)
-		return -1;
-	r->own_host = true;
-	r->be = be;
-	r->net = virtio_net_create_on(&r->vm, &r->host, &nc, 0, be);
-	if (!r->net)
-		return -1;
-	r->bar = find_net(r);
-	return r->bar ? 0 : -1;
+	return rig_attach(r, "user", be);
 }
 
 static void test_virtio_net_push_frames_wait_for_buffers_in_order(void)

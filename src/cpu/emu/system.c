@@ -577,6 +577,23 @@ static uint64_t iret_writable_flags(const struct emu_cpu *cpu, uint64_t rflags, 
 /* IRET in 32-bit protected mode (SDM Vol. 2, IRET: protected mode), to the same or an outer
  * privilege level. Task returns (NT) and returns to virtual-8086 mode are not supported and
  * raise #GP(0). */
+/* IRET's new SS (not null): a present, writable data segment at the new CPL (SDM Vol. 2A, IRET). */
+static int iret_load_ss(struct emu_cpu *cpu, uint16_t ss_sel, unsigned new_cpl, struct cpu_segment *ss)
+{
+	uint64_t raw[2];
+	int rc;
+
+	if ((rc = descriptor_read(cpu, ss_sel, false, raw, 0)))
+		return rc;
+	segment_from_descriptor(ss, ss_sel, raw, false);
+	if ((ss_sel & 3) != new_cpl || !ss->s || (ss->type & DESC_CODE) ||
+	    !(ss->type & DESC_WRITABLE) || ss->dpl != new_cpl)
+		return gp(cpu, ss_sel & 0xfffc);
+	if (!ss->present)
+		return emu_raise(cpu, EMU_VEC_SS, true, ss_sel & 0xfffc);
+	return EMU_OK;
+}
+
 static int exec_iret_protected(struct exec *x)
 {
 	struct emu_cpu *cpu = x->cpu;
@@ -601,7 +618,6 @@ static int exec_iret_protected(struct exec *x)
 	if ((v[0] & emu_size_mask(size)) > cs.limit)
 		return gp(cpu, 0);
 	if (new_cpl > cpu->cpl) {
-		uint64_t raw[2];
 		uint16_t ss_sel;
 
 		for (unsigned i = 3; i < 5; i++)
@@ -610,14 +626,8 @@ static int exec_iret_protected(struct exec *x)
 		ss_sel = (uint16_t)v[4];
 		if ((ss_sel & ~3u) == 0)
 			return gp(cpu, 0);
-		if ((rc = descriptor_read(cpu, ss_sel, false, raw, 0)))
+		if ((rc = iret_load_ss(cpu, ss_sel, new_cpl, &ss)))
 			return rc;
-		segment_from_descriptor(&ss, ss_sel, raw, false);
-		if ((ss_sel & 3) != new_cpl || !ss.s || (ss.type & DESC_CODE) ||
-		    !(ss.type & DESC_WRITABLE) || ss.dpl != new_cpl)
-			return gp(cpu, ss_sel & 0xfffc);
-		if (!ss.present)
-			return emu_raise(cpu, EMU_VEC_SS, true, ss_sel & 0xfffc);
 		ss.type |= DESC_ACCESSED;
 	}
 	writable = iret_writable_flags(cpu, rflags, size);
@@ -686,17 +696,8 @@ static int exec_iret(struct exec *x)
 			return gp(cpu, 0);
 		segment_null(&ss, ss_sel);
 		ss.dpl = (uint8_t)new_cpl;
-	} else {
-		uint64_t raw[2];
-
-		if ((rc = descriptor_read(cpu, ss_sel, false, raw, 0)))
-			return rc;
-		segment_from_descriptor(&ss, ss_sel, raw, false);
-		if ((ss_sel & 3) != new_cpl || !ss.s || (ss.type & DESC_CODE) ||
-		    !(ss.type & DESC_WRITABLE) || ss.dpl != new_cpl)
-			return gp(cpu, ss_sel & 0xfffc);
-		if (!ss.present)
-			return emu_raise(cpu, EMU_VEC_SS, true, ss_sel & 0xfffc);
+	} else if ((rc = iret_load_ss(cpu, ss_sel, new_cpl, &ss))) {
+		return rc;
 	}
 	/* RFLAGS: IOPL only at CPL 0, IF only at CPL <= IOPL; VM, VIF, VIP stay (no v8086). */
 	writable = iret_writable_flags(cpu, rflags, size);
