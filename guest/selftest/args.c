@@ -14,6 +14,38 @@ static bool args_flag(const char *value, size_t len, bool *flag)
 	return true;
 }
 
+/* "10.77.0.2" into network byte order (first octet in the low byte, as it sits in memory). */
+static bool args_ipv4(const char *value, size_t len, uint32_t *ip)
+{
+	uint32_t out = 0;
+	size_t start = 0;
+
+	for (unsigned octet = 0; octet < 4; octet++) {
+		size_t end = start;
+		uint64_t v;
+
+		while (end < len && value[end] != '.')
+			end++;
+		if (end == start || (octet < 3) != (end < len) || !parse_uint(value + start, end - start, &v) ||
+		    v > 255)
+			return false;
+		out |= (uint32_t)v << (8 * octet);
+		start = end + 1;
+	}
+	*ip = out;
+	return true;
+}
+
+static bool args_count(const char *value, size_t len, uint32_t max, uint32_t *out)
+{
+	uint64_t v;
+
+	if (!parse_uint(value, len, &v) || v == 0 || v > max)
+		return false;
+	*out = (uint32_t)v;
+	return true;
+}
+
 static bool args_apply(struct selftest_args *args, const char *key, size_t key_len,
 		       const char *value, size_t value_len)
 {
@@ -42,6 +74,20 @@ static bool args_apply(struct selftest_args *args, const char *key, size_t key_l
 		return args_flag(value, value_len, &args->hostile);
 	if (KEY_IS("hold"))
 		return args_flag(value, value_len, &args->hold);
+	if (KEY_IS("net"))
+		return args_flag(value, value_len, &args->net);
+	if (KEY_IS("net_cpl0"))
+		return args_flag(value, value_len, &args->net_cpl0);
+	if (KEY_IS("net_ip"))
+		return args_ipv4(value, value_len, &args->net_ip);
+	if (KEY_IS("net_peer"))
+		return args_ipv4(value, value_len, &args->net_peer);
+	if (KEY_IS("net_port"))
+		return args_count(value, value_len, 65535, &args->net_port);
+	if (KEY_IS("net_frames"))
+		return args_count(value, value_len, 100000000, &args->net_frames);
+	if (KEY_IS("net_rounds"))
+		return args_count(value, value_len, 100000, &args->net_rounds);
 	if (KEY_IS("disks")) {
 		if (!parse_uint(value, value_len, &v) || v > 32)
 			return false;

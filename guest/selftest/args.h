@@ -19,6 +19,12 @@ struct selftest_args {
 	uint32_t disks;    /* selftest.disks=N: virtio-blk devices expected */
 	bool have_serials;
 	char serials[96];  /* selftest.serials=A,B,...: get-id of each disk in order */
+	bool net;          /* selftest.net=1: the network bench (netbench.c) instead of nothing */
+	uint32_t net_ip, net_peer; /* selftest.net_ip=, net_peer=: IPv4, network byte order */
+	uint32_t net_port; /* selftest.net_port=N: the host peer's UDP port */
+	uint32_t net_frames; /* selftest.net_frames=N: frames per throughput run */
+	bool net_cpl0;     /* selftest.net_cpl0=1: the bench loops at CPL 0 instead of 3 */
+	uint32_t net_rounds; /* selftest.net_rounds=N: round trips per latency run */
 	char error[96];    /* first argument we could not understand; "" if none */
 };
 

@@ -37,6 +37,7 @@ static void (*const checks[])(struct selftest *) = {
 	check_smp,
 	check_rtc,
 	check_virtio,
+	check_netbench,
 };
 
 static void __attribute__((noreturn)) selftest_end(const struct selftest *t)
