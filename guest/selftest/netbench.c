@@ -59,6 +59,7 @@ struct bench {
 	uint8_t want_op; /* OP_* or IP_ICMP */
 	uint32_t want_seq;
 	bool got;
+	uint32_t stray; /* answers that were not the awaited one (late, duplicated) */
 	uint64_t got_tsc;
 	struct proto answer;
 	/* rx phase */
@@ -308,17 +309,22 @@ static void on_udp(struct bench *b, const uint8_t *udp, unsigned len)
 		b->got_tsc = rdtsc();
 		b->answer = p;
 		b->got = true;
+	} else {
+		b->stray++;
 	}
 }
 
 static void on_icmp(struct bench *b, const uint8_t *icmp, unsigned len)
 {
 	/* An echo reply (type 0) with our identifier and the sequence number we wait for. */
-	if (len < 8 || icmp[0] != 0 || b->want_op != IP_ICMP || b->got)
+	if (len < 8 || icmp[0] != 0)
 		return;
-	if (get16be(icmp + 4) == 0x564D && get16be(icmp + 6) == (uint16_t)b->want_seq) {
+	if (b->want_op == IP_ICMP && !b->got && get16be(icmp + 4) == 0x564D &&
+	    get16be(icmp + 6) == (uint16_t)b->want_seq) {
 		b->got_tsc = rdtsc();
 		b->got = true;
+	} else {
+		b->stray++;
 	}
 }
 
@@ -412,6 +418,7 @@ static void bench_rtt(struct bench *b, const struct selftest *t, bool icmp)
 {
 	const char *name = icmp ? "netbench-ping" : "netbench-echo";
 	unsigned rounds = t->args.net_rounds ? t->args.net_rounds : DEFAULT_ROUNDS, n = 0, lost = 0;
+	b->stray = 0;
 
 	if (rounds > MAX_ROUNDS)
 		rounds = MAX_ROUNDS;
@@ -452,8 +459,8 @@ static void bench_rtt(struct bench *b, const struct selftest *t, bool icmp)
 		return;
 	}
 	sort(samples, n);
-	out("%s rounds=%u lost=%u median_ns=%lu min_ns=%lu p90_ns=%lu",
-		       icmp ? "ping" : "echo", n, lost, ticks_to_ns(b, samples[n / 2]),
+	out("%s rounds=%u lost=%u stray=%u median_ns=%lu min_ns=%lu p90_ns=%lu",
+		       icmp ? "ping" : "echo", n, lost, b->stray, ticks_to_ns(b, samples[n / 2]),
 		       ticks_to_ns(b, samples[0]), ticks_to_ns(b, samples[n * 9 / 10]));
 	passed("%s", name);
 }
