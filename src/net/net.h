@@ -30,6 +30,10 @@ struct net_backend_ops {
 	/* One frame (header first when vnet_hdr). Bytes sent, or a negative errno. */
 	ssize_t (*transmit)(struct net_backend *be, unsigned queue, const struct iovec *iov,
 			    unsigned cnt);
+	/* After a batch of transmits (one kick's worth): catch up on what they changed. User mode
+	 * re-syncs libslirp's sockets and timers with the event loop here, once per batch instead
+	 * of once per frame. Optional. */
+	void (*flush)(struct net_backend *be);
 	/* Which offloads the device's reader accepts (NET_OFFLOAD_*). 0 or a negative errno. */
 	int (*set_offloads)(struct net_backend *be, unsigned flags);
 	/* Only queues [0, active) carry traffic (multiqueue TAP: detach the others). */

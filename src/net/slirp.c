@@ -2,11 +2,12 @@
  * 10.0.2.15), DNS at 10.0.2.3 forwarded to the host's resolver, the host itself at 10.0.2.2,
  * and host port forwarding (hostfwd=). Needs no root and no TAP.
  *
- * libslirp is driven from the main event loop: after every call into it (a frame from the
- * guest, a socket event, a timer) the set of sockets it wants polled is read again with
- * slirp_pollfds_fill and mirrored into the epoll loop, and one timerfd is armed for the
- * earliest of its timers and its poll timeout. When a socket is ready the sockets' real state
- * is taken with poll(timeout 0) and handed to slirp_pollfds_poll. */
+ * libslirp is driven from the main event loop: after every batch of calls into it (the frames
+ * of one transmit kick, a socket event, a timer) the set of sockets it wants polled is read
+ * again with slirp_pollfds_fill and mirrored into the epoll loop (epoll_ctl only for sockets
+ * whose events changed), and one timerfd is armed for the earliest of its timers and its poll
+ * timeout (only when that changed). When a socket is ready the sockets' real state is taken
+ * with poll(timeout 0) over the last fill's set and handed to slirp_pollfds_poll. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,7 +60,9 @@ struct user_net {
 	unsigned nr_pfds;
 	bool overflow;
 	int watched[USER_MAX_FDS]; /* fds in the event loop */
+	uint32_t watched_events[USER_MAX_FDS]; /* what each is watched for */
 	unsigned nr_watched;
+	int64_t armed_ms; /* the timerfd's deadline (CLOCK_MONOTONIC ms), -1 disarmed */
 	bool guest_error_reported;
 };
 
@@ -187,6 +190,54 @@ static int user_get_revents(int idx, void *opaque)
 
 static void user_on_event(void *opaque, int fd, uint32_t events);
 
+static void user_unwatch(struct user_net *u, unsigned i)
+{
+	u->nr_watched--;
+	u->watched[i] = u->watched[u->nr_watched];
+	u->watched_events[i] = u->watched_events[u->nr_watched];
+}
+
+/* Watch fd for ev: epoll_ctl only when it is new or its events changed. false if it cannot be
+ * watched. */
+static bool user_watch(struct user_net *u, int fd, uint32_t ev)
+{
+	unsigned i = 0;
+	while (i < u->nr_watched && u->watched[i] != fd)
+		i++;
+	bool known = i < u->nr_watched;
+	if (known && u->watched_events[i] == ev)
+		return true;
+	/* A socket closed and reopened under the same number left epoll: add it again. */
+	if (known && event_loop_modify(u->loop, fd, ev) == 0) {
+		u->watched_events[i] = ev;
+		return true;
+	}
+	if (known) {
+		event_loop_remove(u->loop, fd);
+		user_unwatch(u, i);
+	}
+	if (event_loop_add(u->loop, fd, ev, user_on_event, u) < 0)
+		return false;
+	u->watched[u->nr_watched] = fd;
+	u->watched_events[u->nr_watched++] = ev;
+	return true;
+}
+
+/* Arm the timerfd for `next` (ms, -1: never) unless it already is. */
+static void user_arm(struct user_net *u, int64_t next, int64_t now)
+{
+	if (next == u->armed_ms && (next < 0 || next > now))
+		return;
+	struct itimerspec its = { 0 };
+	if (next >= 0) {
+		int64_t d = next > now ? next - now : 1;
+		its.it_value.tv_sec = d / 1000;
+		its.it_value.tv_nsec = (d % 1000) * 1000000;
+	}
+	timerfd_settime(u->timer_fd, 0, &its, NULL);
+	u->armed_ms = next;
+}
+
 /* Mirror slirp's sockets into the event loop and arm the timer for its next deadline. */
 static void user_sync(struct user_net *u)
 {
@@ -204,31 +255,13 @@ static void user_sync(struct user_net *u)
 			continue;
 		}
 		event_loop_remove(u->loop, u->watched[i]);
-		u->watched[i] = u->watched[--u->nr_watched];
+		user_unwatch(u, i);
 	}
 	for (unsigned j = 0; j < u->nr_pfds; j++) {
-		int fd = u->pfds[j].fd;
 		uint32_t ev = ((u->pfds[j].events & (POLLIN | POLLPRI)) ? EPOLLIN | EPOLLPRI : 0) |
 			      ((u->pfds[j].events & POLLOUT) ? EPOLLOUT : 0);
-		bool known = false;
-		for (unsigned i = 0; i < u->nr_watched && !known; i++)
-			known = u->watched[i] == fd;
-		/* A socket closed and reopened under the same number left epoll: add it again. */
-		if (known && event_loop_modify(u->loop, fd, ev) == 0)
-			continue;
-		if (known)
-			event_loop_remove(u->loop, fd);
-		if (event_loop_add(u->loop, fd, ev, user_on_event, u) < 0) {
-			if (known) {
-				for (unsigned i = 0; i < u->nr_watched; i++)
-					if (u->watched[i] == fd)
-						u->watched[i] = u->watched[--u->nr_watched];
-			}
+		if (!user_watch(u, u->pfds[j].fd, ev))
 			timeout = timeout > 10 ? 10 : timeout; /* cannot watch it: poll soon */
-			continue;
-		}
-		if (!known)
-			u->watched[u->nr_watched++] = fd;
 	}
 	if (u->overflow && timeout > 10)
 		timeout = 10;
@@ -237,22 +270,16 @@ static void user_sync(struct user_net *u)
 	for (struct user_timer *t = u->timers; t; t = t->next)
 		if (t->expire_ms >= 0 && (next < 0 || t->expire_ms < next))
 			next = t->expire_ms;
-	struct itimerspec its = { 0 };
-	if (next >= 0) {
-		int64_t d = next > now ? next - now : 1;
-		its.it_value.tv_sec = d / 1000;
-		its.it_value.tv_nsec = (d % 1000) * 1000000;
-	}
-	timerfd_settime(u->timer_fd, 0, &its, NULL);
+	user_arm(u, next, now);
 }
 
-/* Let slirp handle its sockets and due timers, then sync. */
+/* Let slirp handle its sockets and due timers, then sync. The sockets polled are the last
+ * sync's set: every call into slirp is followed by a sync before the loop runs again, so the
+ * poll indexes slirp remembers are that fill's. */
 static void user_run(struct user_net *u)
 {
-	u->nr_pfds = 0;
-	u->overflow = false;
-	uint32_t timeout = UINT32_MAX;
-	slirp_pollfds_fill(u->slirp, &timeout, user_add_poll, u);
+	for (unsigned i = 0; i < u->nr_pfds; i++)
+		u->pfds[i].revents = 0;
 	int n = poll(u->pfds, u->nr_pfds, 0);
 	slirp_pollfds_poll(u->slirp, n < 0, user_get_revents, u);
 	int64_t now = user_clock_ns(NULL) / 1000000;
@@ -299,8 +326,12 @@ static ssize_t user_transmit(struct net_backend *be, unsigned queue, const struc
 	if (cnt != 1 || iov[0].iov_len > INT32_MAX)
 		return -EINVAL;
 	slirp_input(u->slirp, iov[0].iov_base, (int)iov[0].iov_len);
-	user_sync(u);
-	return (ssize_t)iov[0].iov_len;
+	return (ssize_t)iov[0].iov_len; /* user_flush syncs once the batch is done */
+}
+
+static void user_flush(struct net_backend *be)
+{
+	user_sync((struct user_net *)be);
 }
 
 static void user_destroy(struct net_backend *be)
@@ -324,6 +355,7 @@ static void user_destroy(struct net_backend *be)
 
 static const struct net_backend_ops user_ops = {
 	.transmit = user_transmit,
+	.flush = user_flush,
 	.destroy = user_destroy,
 };
 
@@ -340,6 +372,7 @@ struct net_backend *net_user_open(const struct net_config *nc, struct event_loop
 	u->be.fds[0] = -1;
 	snprintf(u->be.name, sizeof(u->be.name), "user");
 	u->loop = loop;
+	u->armed_ms = -1;
 	u->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (u->timer_fd < 0 || event_loop_add(loop, u->timer_fd, EPOLLIN, user_on_timer, u) < 0) {
 		snprintf(err, err_len, "--net user: timer: %s", strerror(errno));

@@ -611,6 +611,11 @@ static void net_tx(struct virtio_net *net, unsigned pair)
 			break;
 		}
 	} while (r == 0 && virtq_enable_notify(vq));
+	if (net->be->ops->flush) {
+		net->in_transmit = true; /* frames it hands back arrive with the lock held */
+		net->be->ops->flush(net->be);
+		net->in_transmit = false;
+	}
 	virtio_device_notify_queue(&net->vdev, q);
 }
 
