@@ -301,9 +301,10 @@ static void on_udp(struct bench *b, const uint8_t *udp, unsigned len)
 	if (p.magic != PROTO_MAGIC)
 		return;
 	if (p.op == OP_DATA) {
+		b->rx_last = rdtsc();
 		if (b->rx_frames++ == 0)
-			b->rx_first = rdtsc();
-		return; /* rx_last: once per poll, in the rx phase */
+			b->rx_first = b->rx_last;
+		return;
 	}
 	if (p.op == b->want_op && p.seq == b->want_seq && !b->got) {
 		b->got_tsc = rdtsc();
@@ -536,7 +537,7 @@ static void bench_rx(struct bench *b, unsigned frames)
 		uint64_t before = b->rx_frames;
 		netdev_poll(&b->nd, on_frame, b);
 		if (b->rx_frames != before)
-			b->rx_last = last_seen = rdtsc();
+			last_seen = b->rx_last;
 		else
 			cpu_relax();
 	}
