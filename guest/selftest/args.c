@@ -103,6 +103,22 @@ static bool args_apply(struct selftest_args *args, const char *key, size_t key_l
 		args->have_serials = true;
 		return true;
 	}
+	if (KEY_IS("diskbench"))
+		return args_flag(value, value_len, &args->diskbench);
+	if (KEY_IS("diskbench_verify"))
+		return args_flag(value, value_len, &args->diskbench_verify);
+	if (KEY_IS("diskbench_ms")) {
+		if (!parse_uint(value, value_len, &v) || v == 0 || v > 600000)
+			return false;
+		args->diskbench_ms = (uint32_t)v;
+		return true;
+	}
+	if (KEY_IS("diskbench_cpl")) {
+		if (!parse_uint(value, value_len, &v) || (v != 0 && v != 3))
+			return false;
+		args->diskbench_cpl0 = v == 0;
+		return true;
+	}
 #undef KEY_IS
 	return false;
 }

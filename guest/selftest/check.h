@@ -46,5 +46,6 @@ void check_smp(struct selftest *t);
 void check_rtc(struct selftest *t);
 void check_virtio(struct selftest *t); /* only with selftest.virtio=1 or selftest.hostile=1 */
 void check_netbench(struct selftest *t); /* only with selftest.net=1 (netbench.c) */
+void check_diskbench(struct selftest *t); /* only with selftest.diskbench=1 */
 
 #endif

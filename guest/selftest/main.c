@@ -38,6 +38,7 @@ static void (*const checks[])(struct selftest *) = {
 	check_rtc,
 	check_virtio,
 	check_netbench,
+	check_diskbench,
 };
 
 static void __attribute__((noreturn)) selftest_end(const struct selftest *t)

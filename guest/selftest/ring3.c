@@ -92,6 +92,11 @@ static void identity_map_user(void)
 
 void ring3_setup(void)
 {
+	static bool done; /* a second LTR of our (now busy) TSS would fault */
+
+	if (done)
+		return;
+	done = true;
 	memcpy(gdt3, gdt, sizeof(gdt));
 	gdt3[4] = 0;
 	gdt3[5] = 0x00CFF3000000FFFFul; /* data, DPL 3, accessed */
