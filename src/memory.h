@@ -21,7 +21,6 @@ struct memory_region {
 struct guest_memory {
 	uint8_t *base; /* one mapping holding every region back to back */
 	uint64_t size; /* total RAM in bytes */
-	int fd; /* memfd behind the mapping */
 	unsigned nr_regions;
 	struct memory_region regions[2];
 };

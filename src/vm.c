@@ -159,7 +159,6 @@ struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *back
 	vm->backend = backend;
 	vm->nr_vcpus = cfg->nr_cpus;
 	vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	vm->mem.fd = -1;
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 	int ret = vm->stop_fd < 0 ? -errno : memory_init(&vm->mem, cfg->mem_size);
