@@ -27,6 +27,7 @@ struct block_io {
 	struct block_io_request *done, **done_tail; /* finished, not yet reaped */
 	unsigned executing; /* submitted and not finished */
 	bool stopping;
+	bool plugged, unsubmitted; /* io_uring: queued SQEs wait for the unplug */
 	pthread_t threads[BLOCK_IO_THREADS];
 	unsigned nr_threads;
 	char name[16];
@@ -232,6 +233,8 @@ void block_io_submit(struct block_io *io, struct block_io_request *req)
 	if (io->uring) {
 		if (io->overflow || !block_io_uring_queue(io, req))
 			list_append(&io->overflow_tail, req);
+		else if (io->plugged)
+			io->unsubmitted = true;
 		else
 			io_uring_submit(&io->ring);
 		pthread_mutex_unlock(&io->lock);
@@ -240,6 +243,25 @@ void block_io_submit(struct block_io *io, struct block_io_request *req)
 #endif
 	list_append(&io->pending_tail, req);
 	pthread_cond_signal(&io->work);
+	pthread_mutex_unlock(&io->lock);
+}
+
+void block_io_plug(struct block_io *io)
+{
+	pthread_mutex_lock(&io->lock);
+	io->plugged = true;
+	pthread_mutex_unlock(&io->lock);
+}
+
+void block_io_unplug(struct block_io *io)
+{
+	pthread_mutex_lock(&io->lock);
+	io->plugged = false;
+#ifdef HAVE_LIBURING
+	if (io->uring && io->unsubmitted)
+		io_uring_submit(&io->ring);
+#endif
+	io->unsubmitted = false;
 	pthread_mutex_unlock(&io->lock);
 }
 
@@ -274,6 +296,9 @@ void block_io_drain(struct block_io *io)
 	pthread_mutex_lock(&io->lock);
 #ifdef HAVE_LIBURING
 	if (io->uring) {
+		if (io->unsubmitted) /* never wait for requests the kernel was not given */
+			io_uring_submit(&io->ring);
+		io->unsubmitted = false;
 		while (io->executing)
 			block_io_uring_collect(io, true);
 		pthread_mutex_unlock(&io->lock);

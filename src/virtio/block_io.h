@@ -30,6 +30,11 @@ void block_io_destroy(struct block_io *io); /* waits for submitted requests */
 int block_io_fd(struct block_io *io);
 const char *block_io_engine(struct block_io *io); /* "io_uring" or "threads" */
 void block_io_submit(struct block_io *io, struct block_io_request *req);
+/* Between plug and unplug, io_uring submissions are queued and entered with one system call at
+ * the unplug: a driver that publishes 32 requests at once costs one io_uring_enter, not 32.
+ * (The thread pool starts each request at once either way.) */
+void block_io_plug(struct block_io *io);
+void block_io_unplug(struct block_io *io);
 /* Hand every completed request to done(); returns how many. Main thread. */
 unsigned block_io_reap(struct block_io *io, void (*done)(void *opaque, struct block_io_request *),
 		       void *opaque);
