@@ -34,6 +34,11 @@
  * and the emulator runs with CS.L = 0, CS.D = 1; there only EAX..EDI are compared and no REX,
  * RIP-relative or 16-bit (67) addressing is generated.
  *
+ * Every case runs in the emulator twice: through emu_step(), which picks the specialised handler
+ * of the instruction's form where there is one (fast.c, as the block loop does), and through
+ * emu_execute() alone (the generic path, which is what runs everything else); both must match
+ * the host. A "generic:" prefix on a failure names the second.
+ *
  * EMU_DIFF_ITERS sets the cases per instruction form (default 64), EMU_DIFF_SEED the seed. */
 #include <setjmp.h>
 #include <signal.h>
@@ -46,6 +51,7 @@
 #include "cpu/emu/alu.h"
 #include "cpu/emu/decode.h"
 #include "cpu/emu/emu.h"
+#include "cpu/emu/fast.h"
 #include "test.h"
 
 /* ---- the native page ---- */
@@ -152,7 +158,8 @@ struct tcase {
 
 static const char *group_name;
 static unsigned group_cases, group_failures;
-static unsigned long total_cases;
+static unsigned long total_cases, fast_cases;
+static bool generic_path; /* the emulator runs emu_execute() alone (run_emulator()) */
 
 static void case_init(struct tcase *c)
 {
@@ -463,6 +470,21 @@ struct emu_result {
 	struct emu_cpu cpu;
 };
 
+/* One instruction through emu_execute() without a specialised handler. Undecodable bytes go
+ * through emu_step() for its exception. Counts the cases that emu_step() runs through a handler. */
+static int step_generic(struct emu_cpu *cpu)
+{
+	const uint8_t *code = page + INSN_OFF;
+	struct emu_insn insn;
+
+	if (emu_decode(code, EMU_MAX_INSN_LEN, cpu->mode, &insn) != EMU_DECODE_OK)
+		return emu_step(cpu);
+	emu_fast_select(&insn, cpu->mode);
+	if (insn.fast)
+		fast_cases++;
+	return emu_execute(cpu, &insn);
+}
+
 static void run_emulator(const struct tcase *c, struct emu_result *r)
 {
 	static struct emu_flat_memory mem;
@@ -507,7 +529,7 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	memcpy(&r->cpu.fx, c->x87, 24);
 	memcpy(r->cpu.fx.st, c->x87 + 32, sizeof(r->cpu.fx.st));
 	for (unsigned i = 0; i < c->max_steps; i++) {
-		r->status = emu_step(&r->cpu);
+		r->status = generic_path ? step_generic(&r->cpu) : emu_step(&r->cpu);
 		if (r->status != EMU_OK || r->cpu.s.rip != s.rip)
 			break;
 	}
@@ -523,7 +545,8 @@ static void report(const struct tcase *c, const char *what)
 	test_failed_checks++;
 	if (group_failures > 5)
 		return;
-	printf("FAIL - %s%s: %s; bytes", compat ? "compat32: " : "", group_name, what);
+	printf("FAIL - %s%s%s: %s; bytes", generic_path ? "generic: " : "",
+	       compat ? "compat32: " : "", group_name, what);
 	for (unsigned i = 0; i < c->len; i++)
 		printf(" %02x", c->code[i]);
 	printf("; rflags in %#llx;", (unsigned long long)c->rflags);
@@ -563,19 +586,13 @@ static bool x87_differs(const uint8_t *img, const struct emu_fxstate *fx, char *
 	return false;
 }
 
-/* Run one case both ways and compare. */
-static void check_case(struct tcase *c)
+/* Compare the emulator's run of a case with the native one (signal `sig`, 0 for none). */
+static void compare_case(struct tcase *c, int sig, const struct emu_result *rp)
 {
-	static struct emu_result r;
 	uint64_t mask = COMPARED_FLAGS & ~c->flags_undef;
 	uint64_t expect_rip;
 	char what[256];
-	int sig;
 
-	group_cases++;
-	total_cases++;
-	sig = run_native(c);
-	run_emulator(c, &r);
 	if (sig) {
 		/* Linux reports #DE as SIGFPE, #UD as SIGILL and #GP (alignment) as SIGSEGV. */
 		unsigned vector = sig == SIGFPE	   ? (c->fpe_is_mf   ? EMU_VEC_MF
@@ -585,52 +602,52 @@ static void check_case(struct tcase *c)
 				  : sig == SIGSEGV ? EMU_VEC_GP
 						   : 255;
 
-		if (r.status == EMU_EXCEPTION && r.cpu.exc.vector == vector &&
-		    r.cpu.s.rip == (uint64_t)(uintptr_t)page + INSN_OFF) {
+		if (rp->status == EMU_EXCEPTION && rp->cpu.exc.vector == vector &&
+		    rp->cpu.s.rip == (uint64_t)(uintptr_t)page + INSN_OFF) {
 			/* A fault leaves the state as it was before the instruction. */
-			if (memcmp(r.cpu.s.gpr, c->gpr, sizeof(c->gpr)) ||
-			    memcmp(r.cpu.fx.xmm, c->xmm, sizeof(c->xmm)) ||
-			    ((r.cpu.s.rflags ^ c->rflags) & COMPARED_FLAGS) ||
+			if (memcmp(rp->cpu.s.gpr, c->gpr, sizeof(c->gpr)) ||
+			    memcmp(rp->cpu.fx.xmm, c->xmm, sizeof(c->xmm)) ||
+			    ((rp->cpu.s.rflags ^ c->rflags) & COMPARED_FLAGS) ||
 			    memcmp(emu_scratch, c->scratch, SCRATCH_SIZE) ||
-			    x87_differs(c->x87, &r.cpu.fx, what, sizeof(what)))
+			    x87_differs(c->x87, &rp->cpu.fx, what, sizeof(what)))
 				report(c, "emulator changed state on a fault");
 			return;
 		}
 		snprintf(what, sizeof(what), "native signal %d, emulator status %d vector %u", sig,
-			 r.status, r.cpu.exc.vector);
+			 rp->status, rp->cpu.exc.vector);
 		report(c, what);
 		return;
 	}
-	if (r.status != EMU_OK) {
-		snprintf(what, sizeof(what), "emulator status %d vector %u (native ran)", r.status,
-			 r.cpu.exc.vector);
+	if (rp->status != EMU_OK) {
+		snprintf(what, sizeof(what), "emulator status %d vector %u (native ran)", rp->status,
+			 rp->cpu.exc.vector);
 		report(c, what);
 		return;
 	}
 	for (unsigned i = 0; i < (compat ? 8u : 16u); i++) {
 		uint64_t cmp_mask = compat ? 0xffffffffull : ~0ull;
 
-		if ((ctx->gpr[i] ^ r.cpu.s.gpr[i]) & cmp_mask) {
+		if ((ctx->gpr[i] ^ rp->cpu.s.gpr[i]) & cmp_mask) {
 			snprintf(what, sizeof(what), "%s native %#llx emulator %#llx", reg_names[i],
 				 (unsigned long long)ctx->gpr[i],
-				 (unsigned long long)r.cpu.s.gpr[i]);
+				 (unsigned long long)rp->cpu.s.gpr[i]);
 			report(c, what);
 			return;
 		}
 	}
-	if ((ctx->rflags ^ r.cpu.s.rflags) & mask) {
+	if ((ctx->rflags ^ rp->cpu.s.rflags) & mask) {
 		snprintf(what, sizeof(what), "rflags native %#llx emulator %#llx (compared %#llx)",
-			 (unsigned long long)ctx->rflags, (unsigned long long)r.cpu.s.rflags,
+			 (unsigned long long)ctx->rflags, (unsigned long long)rp->cpu.s.rflags,
 			 (unsigned long long)mask);
 		report(c, what);
 		return;
 	}
 	for (unsigned i = 0; i < (compat ? 8u : 16u); i++) {
-		if (memcmp(ctx->xmm[i], r.cpu.fx.xmm[i], 16)) {
+		if (memcmp(ctx->xmm[i], rp->cpu.fx.xmm[i], 16)) {
 			uint64_t n[2], e[2];
 
 			memcpy(n, ctx->xmm[i], 16);
-			memcpy(e, r.cpu.fx.xmm[i], 16);
+			memcpy(e, rp->cpu.fx.xmm[i], 16);
 			snprintf(what, sizeof(what),
 				 "xmm%u native %016llx%016llx emulator %016llx%016llx", i,
 				 (unsigned long long)n[1], (unsigned long long)n[0],
@@ -639,20 +656,20 @@ static void check_case(struct tcase *c)
 			return;
 		}
 	}
-	if (x87_differs(page + FX_OUT_OFF, &r.cpu.fx, what, sizeof(what))) {
+	if (x87_differs(page + FX_OUT_OFF, &rp->cpu.fx, what, sizeof(what))) {
 		report(c, what);
 		return;
 	}
-	if (ctx->mxcsr != r.cpu.fx.mxcsr) {
+	if (ctx->mxcsr != rp->cpu.fx.mxcsr) {
 		snprintf(what, sizeof(what), "mxcsr native %#x emulator %#x", ctx->mxcsr,
-			 r.cpu.fx.mxcsr);
+			 rp->cpu.fx.mxcsr);
 		report(c, what);
 		return;
 	}
 	expect_rip = ctx->branch_taken ? target_addr(c) : fallthrough_addr(c);
-	if (r.cpu.s.rip != expect_rip) {
+	if (rp->cpu.s.rip != expect_rip) {
 		snprintf(what, sizeof(what), "rip native %#llx emulator %#llx",
-			 (unsigned long long)expect_rip, (unsigned long long)r.cpu.s.rip);
+			 (unsigned long long)expect_rip, (unsigned long long)rp->cpu.s.rip);
 		report(c, what);
 		return;
 	}
@@ -666,6 +683,28 @@ static void check_case(struct tcase *c)
 			return;
 		}
 	}
+}
+
+/* Run one case natively and in the emulator both ways (emu_step() with the specialised
+ * handlers, emu_execute() alone), and compare each with the native run. */
+static void check_case(struct tcase *c)
+{
+	static struct emu_result r;
+	unsigned failures = group_failures;
+	int sig;
+
+	group_cases++;
+	total_cases++;
+	sig = run_native(c);
+	generic_path = false;
+	run_emulator(c, &r);
+	compare_case(c, sig, &r);
+	if (group_failures != failures)
+		return; /* one report per case */
+	generic_path = true;
+	run_emulator(c, &r);
+	compare_case(c, sig, &r);
+	generic_path = false;
 }
 
 /* ---- encoding instructions ---- */
@@ -2782,6 +2821,46 @@ static void test_mmx(void)
 	}
 }
 
+/* Which forms emu_fast_select() gives a handler: the hot ones in 64-bit mode, never LOCK,
+ * AH..BH, DIV or another mode (those must reach emu_execute()). And the differential groups
+ * above must have run some of their cases through handlers. */
+static void test_fast_selection(void)
+{
+	static const struct {
+		uint8_t bytes[12];
+		enum emu_mode mode;
+		bool fast;
+	} forms[] = {
+		{ { 0x48, 0x01, 0xd8 }, EMU_MODE_64, true }, /* add rax, rbx */
+		{ { 0x48, 0x89, 0x05, 0, 0, 0, 0 }, EMU_MODE_64, true }, /* mov [rip], rax */
+		{ { 0x48, 0xc1, 0xe0, 0x05 }, EMU_MODE_64, true }, /* shl rax, 5 */
+		{ { 0x75, 0x00 }, EMU_MODE_64, true }, /* jne */
+		{ { 0x48, 0xf7, 0xe3 }, EMU_MODE_64, true }, /* mul rbx */
+		{ { 0xf3, 0x0f, 0x1e, 0xfa }, EMU_MODE_64, true }, /* endbr64 */
+		{ { 0x65, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0 }, EMU_MODE_64, true }, /* mov rax, gs:[0] */
+		{ { 0xf0, 0x48, 0x01, 0x18 }, EMU_MODE_64, false }, /* lock add [rax], rbx */
+		{ { 0x88, 0xe0 }, EMU_MODE_64, false }, /* mov al, ah */
+		{ { 0x48, 0xf7, 0xf3 }, EMU_MODE_64, false }, /* div rbx */
+		{ { 0x67, 0x8b, 0x00 }, EMU_MODE_64, false }, /* mov eax, [eax] */
+		{ { 0x48, 0x87, 0x18 }, EMU_MODE_64, false }, /* xchg [rax], rbx: locked */
+		{ { 0x01, 0xd8 }, EMU_MODE_32, false }, /* add eax, ebx */
+	};
+
+	for (unsigned i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		struct emu_insn insn;
+
+		CHECK_EQ(emu_decode(forms[i].bytes, sizeof(forms[i].bytes), forms[i].mode, &insn),
+			 EMU_DECODE_OK);
+		emu_fast_select(&insn, forms[i].mode);
+		if ((insn.fast != NULL) != forms[i].fast) {
+			printf("  form %u (%02x %02x %02x): handler %s\n", i, forms[i].bytes[0],
+			       forms[i].bytes[1], forms[i].bytes[2], insn.fast ? "chosen" : "missing");
+			test_failed_checks++;
+		}
+	}
+	CHECK(fast_cases > 0);
+}
+
 static void run_groups(void)
 {
 	test_alu();
@@ -2853,7 +2932,8 @@ int main(void)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	printf("# %lu cases in %.2f s\n", total_cases,
-	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	RUN_TEST(test_fast_selection);
+	printf("# %lu cases (%lu of them through a specialised handler) in %.2f s\n", total_cases,
+	       fast_cases, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return TEST_EXIT();
 }

@@ -1,6 +1,7 @@
 /* The software CPU's state handling and its fetch-decode-execute step. */
 #include "cpu/emu/decode.h"
 #include "cpu/emu/emu.h"
+#include "cpu/emu/fast.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -201,7 +202,10 @@ static int fetch_decode(struct emu_cpu *cpu, struct emu_insn *insn, const struct
 			return rc;
 		rc = emu_decode(bytes, EMU_MAX_INSN_LEN, cpu->mode, insn);
 	}
-	return rc == EMU_DECODE_OK ? EMU_OK : decode_error(cpu, rc);
+	if (rc != EMU_DECODE_OK)
+		return decode_error(cpu, rc);
+	emu_fast_select(insn, cpu->mode);
+	return EMU_OK;
 }
 
 int emu_step(struct emu_cpu *cpu)
@@ -212,7 +216,7 @@ int emu_step(struct emu_cpu *cpu)
 
 	if ((rc = fetch_decode(cpu, &decoded, &insn)))
 		return rc;
-	return emu_execute(cpu, insn);
+	return emu_execute_insn(cpu, insn);
 }
 
 /* ---- blocks ---- */
@@ -319,6 +323,7 @@ static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t 
 			left = BLOCK_MAX_BYTES - pos;
 		if (!left || emu_decode(host + pos, left, cpu->mode, insn) != EMU_DECODE_OK)
 			break;
+		emu_fast_select(insn, cpu->mode);
 		pos += insn->len;
 		b->n++;
 		if (block_ends(insn))
@@ -394,7 +399,7 @@ int emu_run(struct emu_cpu *cpu)
 			const struct emu_insn *insn = &b->insn[i];
 			uint64_t next = cpu->s.rip + insn->len;
 
-			if ((rc = emu_execute(cpu, insn)))
+			if ((rc = emu_execute_insn(cpu, insn)))
 				goto out;
 			if (cpu->s.rip != next || cpu->block_exit)
 				break;

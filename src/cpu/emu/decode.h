@@ -51,6 +51,11 @@ enum emu_imm_kind {
 	EMU_IMM_GRP3, /* F6/F7: B or Z only for /0 and /1 */
 };
 
+struct emu_insn;
+struct emu_cpu;
+/* A specialised handler for one instruction form (fast.h). */
+typedef int (*emu_fast_fn)(struct emu_cpu *cpu, const struct emu_insn *insn);
+
 struct emu_insn {
 	uint8_t len;
 	uint8_t map; /* enum emu_map */
@@ -69,9 +74,11 @@ struct emu_insn {
 	uint8_t scale; /* 1, 2, 4 or 8 */
 	uint8_t imm_size; /* bytes of immediate decoded */
 	uint16_t attr; /* EMU_OP_* of the opcode */
+	uint8_t fast_a, fast_b; /* register operands resolved by emu_fast_select() */
 	int64_t disp;
 	uint64_t imm; /* sign- or zero-extended per enum emu_imm_kind */
 	uint64_t imm2; /* ENTER's nesting level; a far pointer's selector */
+	emu_fast_fn fast; /* set by emu_fast_select(), NULL: emu_execute() */
 };
 
 enum emu_decode_result {

@@ -1,0 +1,1228 @@
+/* Specialised handlers for the most frequent instruction forms in 64-bit mode (fast.h).
+ *
+ * Each handler is emu_execute()'s code for one form with the operation and operand size as
+ * compile-time constants (the macros below instantiate them), so the generic parts — the
+ * struct exec, the map/opcode switches, the size switches of register access, the LOCK
+ * checks — drop out. Faults leave the state unchanged as emu_execute() promises: memory is
+ * read first, a memory destination is written before any register or flag changes, and the
+ * lazy flags are committed last. The differential test (tests/unit/test_emu_diff.c) runs every
+ * case through emu_step(), which selects these handlers, and through emu_execute() alone. */
+#include "cpu/emu/fast.h"
+
+#include <string.h>
+
+#include "cpu/emu/alu.h"
+
+#define INLINE static inline __attribute__((always_inline))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+
+/* TEST: AND without a result (an operation number beside enum emu_alu_op). */
+#define OP_TEST 8
+
+/* ---- retiring ---- */
+
+INLINE int retire_to(struct emu_cpu *cpu, uint64_t rip)
+{
+	cpu->s.rip = rip;
+	cpu->instructions++;
+	cpu->interrupt_shadow = false;
+	return EMU_OK;
+}
+
+INLINE uint64_t next_rip(const struct emu_cpu *cpu, const struct emu_insn *insn)
+{
+	return cpu->s.rip + insn->len;
+}
+
+INLINE int retire(struct emu_cpu *cpu, const struct emu_insn *insn)
+{
+	return retire_to(cpu, next_rip(cpu, insn));
+}
+
+/* ---- registers (never AH..BH: emu_fast_select() leaves those to emu_execute()) ---- */
+
+INLINE uint64_t rget(const struct emu_cpu *cpu, unsigned r, unsigned size)
+{
+	return cpu->s.gpr[r] & emu_size_mask(size);
+}
+
+/* 32-bit results zero-extend, 8- and 16-bit ones merge (SDM Vol. 1 §3.4.1.1). */
+INLINE void rset(struct emu_cpu *cpu, unsigned r, unsigned size, uint64_t v)
+{
+	uint64_t *p = &cpu->s.gpr[r];
+
+	switch (size) {
+	case 1:
+		*p = (*p & ~0xffull) | (v & 0xff);
+		break;
+	case 2:
+		*p = (*p & ~0xffffull) | (v & 0xffff);
+		break;
+	case 4:
+		*p = (uint32_t)v;
+		break;
+	default:
+		*p = v;
+		break;
+	}
+}
+
+/* ---- memory (64-bit addresses: only FS and GS have a base) ---- */
+
+INLINE uint64_t fast_ea(const struct emu_cpu *cpu, const struct emu_insn *insn)
+{
+	uint64_t ea = (uint64_t)insn->disp;
+
+	if (insn->base < 16)
+		ea += cpu->s.gpr[insn->base];
+	else if (insn->base == EMU_REG_RIP)
+		ea += next_rip(cpu, insn);
+	if (insn->index != EMU_REG_NONE)
+		ea += cpu->s.gpr[insn->index] * insn->scale;
+	return ea;
+}
+
+INLINE uint64_t fast_la(const struct emu_cpu *cpu, const struct emu_insn *insn)
+{
+	uint64_t ea = fast_ea(cpu, insn);
+
+	if (insn->seg >= SEG_FS)
+		ea += cpu->s.seg[insn->seg].base;
+	return ea;
+}
+
+INLINE uint64_t load(const uint8_t *p, unsigned size)
+{
+	uint8_t b;
+	uint16_t w;
+	uint32_t d;
+	uint64_t q;
+
+	switch (size) {
+	case 1:
+		memcpy(&b, p, 1);
+		return b;
+	case 2:
+		memcpy(&w, p, 2);
+		return w;
+	case 4:
+		memcpy(&d, p, 4);
+		return d;
+	default:
+		memcpy(&q, p, 8);
+		return q;
+	}
+}
+
+INLINE void store(uint8_t *p, unsigned size, uint64_t v)
+{
+	uint8_t b = (uint8_t)v;
+	uint16_t w = (uint16_t)v;
+	uint32_t d = (uint32_t)v;
+
+	switch (size) {
+	case 1:
+		memcpy(p, &b, 1);
+		break;
+	case 2:
+		memcpy(p, &w, 2);
+		break;
+	case 4:
+		memcpy(p, &d, 4);
+		break;
+	default:
+		memcpy(p, &v, 8);
+		break;
+	}
+}
+
+static int mread_slow(struct emu_cpu *cpu, uint64_t la, unsigned size, uint64_t *v)
+{
+	*v = 0;
+	return cpu->mem->read(cpu, la, v, size, EMU_ACCESS_READ);
+}
+
+static int mwrite_slow(struct emu_cpu *cpu, uint64_t la, unsigned size, uint64_t v)
+{
+	return cpu->mem->write(cpu, la, &v, size);
+}
+
+INLINE int mread(struct emu_cpu *cpu, uint64_t la, unsigned size, uint64_t *v)
+{
+	const uint8_t *p = emu_tlb_fast(cpu, cpu->tlb.read, la, size);
+
+	if (LIKELY(p)) {
+		*v = load(p, size);
+		return EMU_OK;
+	}
+	return mread_slow(cpu, la, size, v);
+}
+
+INLINE int mwrite(struct emu_cpu *cpu, uint64_t la, unsigned size, uint64_t v)
+{
+	uint8_t *p = emu_tlb_fast(cpu, cpu->tlb.write, la, size);
+
+	if (LIKELY(p)) {
+		store(p, size, v);
+		return EMU_OK;
+	}
+	return mwrite_slow(cpu, la, size, v);
+}
+
+/* ---- flags ---- */
+
+/* ADD/ADC/SUB/SBB/CMP/logic/TEST as emu_alu() computes them, with the lazy flags returned in
+ * *cc for the caller to commit once nothing can fault any more. */
+INLINE uint64_t alu(const struct emu_cpu *cpu, unsigned op, unsigned size, uint64_t a, uint64_t b,
+		    struct emu_lazy_flags *cc)
+{
+	uint64_t mask = emu_size_mask(size), r;
+	bool c = false;
+	uint8_t kind;
+
+	a &= mask;
+	b &= mask;
+	switch (op) {
+	case ALU_ADD:
+		r = a + b;
+		kind = EMU_CC_ADD;
+		break;
+	case ALU_ADC:
+		c = emu_lazy_cf(cpu);
+		r = a + b + c;
+		kind = EMU_CC_ADC;
+		break;
+	case ALU_SBB:
+		c = emu_lazy_cf(cpu);
+		r = a - b - c;
+		kind = EMU_CC_SBB;
+		break;
+	case ALU_SUB:
+	case ALU_CMP:
+		r = a - b;
+		kind = EMU_CC_SUB;
+		break;
+	case ALU_OR:
+		r = a | b;
+		kind = EMU_CC_LOGIC;
+		break;
+	case ALU_XOR:
+		r = a ^ b;
+		kind = EMU_CC_LOGIC;
+		break;
+	default: /* AND, TEST */
+		r = a & b;
+		kind = EMU_CC_LOGIC;
+		break;
+	}
+	r &= mask;
+	cc->op = kind;
+	cc->size = (uint8_t)size;
+	cc->carry = c;
+	cc->src1 = a;
+	cc->src2 = b;
+	cc->res = r;
+	return r;
+}
+
+INLINE bool alu_writes(unsigned op)
+{
+	return op != ALU_CMP && op != OP_TEST;
+}
+
+/* All six status flags at once (MUL, IMUL): no recorded operation is needed any more. */
+INLINE void flags_replace(struct emu_cpu *cpu, uint64_t f)
+{
+	cpu->cc.op = EMU_CC_NONE;
+	cpu->s.rflags = (cpu->s.rflags & ~EMU_FLAGS_ARITH) | f;
+}
+
+INLINE uint64_t szp(uint64_t r, unsigned size)
+{
+	uint64_t f = 0;
+
+	r &= emu_size_mask(size);
+	if (!r)
+		f |= EMU_FLAG_ZF;
+	if (r & emu_sign_bit(size))
+		f |= EMU_FLAG_SF;
+	if (!__builtin_parity((unsigned)(r & 0xff)))
+		f |= EMU_FLAG_PF;
+	return f;
+}
+
+/* ---- instantiation ---- */
+
+#define SIZE_IDX(size) ((size) == 1 ? 0 : (size) == 2 ? 1 : (size) == 4 ? 2 : 3)
+#define FOR_SIZES(gen, ...) gen(__VA_ARGS__, 1) gen(__VA_ARGS__, 2) gen(__VA_ARGS__, 4) gen(__VA_ARGS__, 8)
+#define FOR_ALU_OPS(gen, form)                                                                     \
+	FOR_SIZES(gen, form, 0)                                                                    \
+	FOR_SIZES(gen, form, 1)                                                                    \
+	FOR_SIZES(gen, form, 2)                                                                    \
+	FOR_SIZES(gen, form, 3)                                                                    \
+	FOR_SIZES(gen, form, 4)                                                                    \
+	FOR_SIZES(gen, form, 5)                                                                    \
+	FOR_SIZES(gen, form, 6)                                                                    \
+	FOR_SIZES(gen, form, 7)                                                                    \
+	FOR_SIZES(gen, form, 8)
+#define HANDLER(name)                                                                              \
+	static int name(struct emu_cpu *cpu, const struct emu_insn *insn __attribute__((unused)))
+
+/* ---- ALU: op reg,reg / reg,imm / mem,reg / reg,mem / mem,imm ----
+ * fast_a is the destination register (or the register operand of a memory destination's
+ * source), fast_b the source register. */
+
+INLINE int alu_rr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
+{
+	struct emu_lazy_flags cc;
+	uint64_t r = alu(cpu, op, size, cpu->s.gpr[insn->fast_a], cpu->s.gpr[insn->fast_b], &cc);
+
+	if (alu_writes(op))
+		rset(cpu, insn->fast_a, size, r);
+	cpu->cc = cc;
+	return retire(cpu, insn);
+}
+
+INLINE int alu_ri(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
+{
+	struct emu_lazy_flags cc;
+	uint64_t r = alu(cpu, op, size, cpu->s.gpr[insn->fast_a], insn->imm, &cc);
+
+	if (alu_writes(op))
+		rset(cpu, insn->fast_a, size, r);
+	cpu->cc = cc;
+	return retire(cpu, insn);
+}
+
+INLINE int alu_mr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
+{
+	struct emu_lazy_flags cc;
+	uint64_t la = fast_la(cpu, insn), a, r;
+	int rc;
+
+	if ((rc = mread(cpu, la, size, &a)))
+		return rc;
+	r = alu(cpu, op, size, a, cpu->s.gpr[insn->fast_b], &cc);
+	if (alu_writes(op) && (rc = mwrite(cpu, la, size, r)))
+		return rc;
+	cpu->cc = cc;
+	return retire(cpu, insn);
+}
+
+INLINE int alu_rm(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
+{
+	struct emu_lazy_flags cc;
+	uint64_t b, r;
+	int rc;
+
+	if ((rc = mread(cpu, fast_la(cpu, insn), size, &b)))
+		return rc;
+	r = alu(cpu, op, size, cpu->s.gpr[insn->fast_a], b, &cc);
+	if (alu_writes(op))
+		rset(cpu, insn->fast_a, size, r);
+	cpu->cc = cc;
+	return retire(cpu, insn);
+}
+
+INLINE int alu_mi(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
+{
+	struct emu_lazy_flags cc;
+	uint64_t la = fast_la(cpu, insn), a, r;
+	int rc;
+
+	if ((rc = mread(cpu, la, size, &a)))
+		return rc;
+	r = alu(cpu, op, size, a, insn->imm, &cc);
+	if (alu_writes(op) && (rc = mwrite(cpu, la, size, r)))
+		return rc;
+	cpu->cc = cc;
+	return retire(cpu, insn);
+}
+
+#define DEF_ALU(form, op, size)                                                                    \
+	HANDLER(alu_##form##_##op##_##size)                                                        \
+	{                                                                                          \
+		return alu_##form(cpu, insn, op, size);                                            \
+	}
+#define ENT_ALU(form, op, size) [op][SIZE_IDX(size)] = alu_##form##_##op##_##size,
+FOR_ALU_OPS(DEF_ALU, rr)
+FOR_ALU_OPS(DEF_ALU, ri)
+FOR_ALU_OPS(DEF_ALU, mr)
+FOR_ALU_OPS(DEF_ALU, rm)
+FOR_ALU_OPS(DEF_ALU, mi)
+enum alu_form { FORM_RR, FORM_RI, FORM_MR, FORM_RM, FORM_MI };
+static const emu_fast_fn alu_table[5][9][4] = {
+	[FORM_RR] = { FOR_ALU_OPS(ENT_ALU, rr) },
+	[FORM_RI] = { FOR_ALU_OPS(ENT_ALU, ri) },
+	[FORM_MR] = { FOR_ALU_OPS(ENT_ALU, mr) },
+	[FORM_RM] = { FOR_ALU_OPS(ENT_ALU, rm) },
+	[FORM_MI] = { FOR_ALU_OPS(ENT_ALU, mi) },
+};
+
+/* ---- MOV (88-8B, B0-BF, C6/C7 /0) and MOVZX/MOVSX/MOVSXD: fast_a = destination register,
+ * fast_b = source register ---- */
+
+INLINE int mov_rr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	rset(cpu, insn->fast_a, size, cpu->s.gpr[insn->fast_b]);
+	return retire(cpu, insn);
+}
+
+INLINE int mov_ri(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	rset(cpu, insn->fast_a, size, insn->imm);
+	return retire(cpu, insn);
+}
+
+INLINE int mov_rm(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	uint64_t v;
+	int rc;
+
+	if ((rc = mread(cpu, fast_la(cpu, insn), size, &v)))
+		return rc;
+	rset(cpu, insn->fast_a, size, v);
+	return retire(cpu, insn);
+}
+
+INLINE int mov_mr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	int rc;
+
+	if ((rc = mwrite(cpu, fast_la(cpu, insn), size, cpu->s.gpr[insn->fast_b])))
+		return rc;
+	return retire(cpu, insn);
+}
+
+INLINE int mov_mi(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	int rc;
+
+	if ((rc = mwrite(cpu, fast_la(cpu, insn), size, insn->imm)))
+		return rc;
+	return retire(cpu, insn);
+}
+
+#define DEF_MOV(form, size)                                                                        \
+	HANDLER(mov_##form##_##size)                                                               \
+	{                                                                                          \
+		return mov_##form(cpu, insn, size);                                                \
+	}
+#define ENT_MOV(form, size) [SIZE_IDX(size)] = mov_##form##_##size,
+FOR_SIZES(DEF_MOV, rr)
+FOR_SIZES(DEF_MOV, ri)
+FOR_SIZES(DEF_MOV, rm)
+FOR_SIZES(DEF_MOV, mr)
+FOR_SIZES(DEF_MOV, mi)
+static const emu_fast_fn mov_table[5][4] = {
+	[FORM_RR] = { FOR_SIZES(ENT_MOV, rr) }, [FORM_RI] = { FOR_SIZES(ENT_MOV, ri) },
+	[FORM_MR] = { FOR_SIZES(ENT_MOV, mr) }, [FORM_RM] = { FOR_SIZES(ENT_MOV, rm) },
+	[FORM_MI] = { FOR_SIZES(ENT_MOV, mi) },
+};
+
+/* Zero- or sign-extension of a `from`-byte source into a `to`-byte register. */
+INLINE uint64_t extend(uint64_t v, unsigned from, bool sign)
+{
+	v &= emu_size_mask(from);
+	return sign ? emu_sext(v, from) : v;
+}
+
+INLINE int movx_r(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned from, unsigned to,
+		  bool sign)
+{
+	rset(cpu, insn->fast_a, to, extend(cpu->s.gpr[insn->fast_b], from, sign));
+	return retire(cpu, insn);
+}
+
+INLINE int movx_m(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned from, unsigned to,
+		  bool sign)
+{
+	uint64_t v;
+	int rc;
+
+	if ((rc = mread(cpu, fast_la(cpu, insn), from, &v)))
+		return rc;
+	rset(cpu, insn->fast_a, to, extend(v, from, sign));
+	return retire(cpu, insn);
+}
+
+#define DEF_MOVX(from, to, sign)                                                                   \
+	HANDLER(movx_r_##from##_##to##_##sign)                                                     \
+	{                                                                                          \
+		return movx_r(cpu, insn, from, to, sign);                                          \
+	}                                                                                          \
+	HANDLER(movx_m_##from##_##to##_##sign)                                                     \
+	{                                                                                          \
+		return movx_m(cpu, insn, from, to, sign);                                          \
+	}
+DEF_MOVX(1, 2, 0)
+DEF_MOVX(1, 4, 0)
+DEF_MOVX(1, 8, 0)
+DEF_MOVX(2, 4, 0)
+DEF_MOVX(2, 8, 0)
+DEF_MOVX(1, 2, 1)
+DEF_MOVX(1, 4, 1)
+DEF_MOVX(1, 8, 1)
+DEF_MOVX(2, 4, 1)
+DEF_MOVX(2, 8, 1)
+DEF_MOVX(4, 8, 1)
+
+/* LEA: the offset alone, no segment base. */
+HANDLER(lea_4)
+{
+	rset(cpu, insn->fast_a, 4, fast_ea(cpu, insn));
+	return retire(cpu, insn);
+}
+
+HANDLER(lea_8)
+{
+	rset(cpu, insn->fast_a, 8, fast_ea(cpu, insn));
+	return retire(cpu, insn);
+}
+
+/* ---- INC/DEC, NOT/NEG (FE/FF /0 /1, F6/F7 /2 /3): fast_a = the register operand ---- */
+
+INLINE void incdec_flags(struct emu_cpu *cpu, bool dec, unsigned size, uint64_t a, uint64_t r,
+			 bool cf)
+{
+	cpu->cc.op = dec ? EMU_CC_DEC : EMU_CC_INC;
+	cpu->cc.size = (uint8_t)size;
+	cpu->cc.carry = cf;
+	cpu->cc.src1 = a & emu_size_mask(size);
+	cpu->cc.src2 = 1;
+	cpu->cc.res = r;
+}
+
+INLINE int incdec_r(struct emu_cpu *cpu, const struct emu_insn *insn, bool dec, unsigned size)
+{
+	uint64_t a = cpu->s.gpr[insn->fast_a], r = (dec ? a - 1 : a + 1) & emu_size_mask(size);
+
+	incdec_flags(cpu, dec, size, a, r, emu_lazy_cf(cpu));
+	rset(cpu, insn->fast_a, size, r);
+	return retire(cpu, insn);
+}
+
+INLINE int incdec_m(struct emu_cpu *cpu, const struct emu_insn *insn, bool dec, unsigned size)
+{
+	uint64_t la = fast_la(cpu, insn), a, r;
+	int rc;
+
+	if ((rc = mread(cpu, la, size, &a)))
+		return rc;
+	r = (dec ? a - 1 : a + 1) & emu_size_mask(size);
+	if ((rc = mwrite(cpu, la, size, r)))
+		return rc;
+	incdec_flags(cpu, dec, size, a, r, emu_lazy_cf(cpu));
+	return retire(cpu, insn);
+}
+
+INLINE int not_r(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	rset(cpu, insn->fast_a, size, ~cpu->s.gpr[insn->fast_a]);
+	return retire(cpu, insn);
+}
+
+INLINE int not_m(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	uint64_t la = fast_la(cpu, insn), a;
+	int rc;
+
+	if ((rc = mread(cpu, la, size, &a)) || (rc = mwrite(cpu, la, size, ~a)))
+		return rc;
+	return retire(cpu, insn);
+}
+
+INLINE int neg_r(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	struct emu_lazy_flags cc;
+
+	rset(cpu, insn->fast_a, size, alu(cpu, ALU_SUB, size, 0, cpu->s.gpr[insn->fast_a], &cc));
+	cpu->cc = cc;
+	return retire(cpu, insn);
+}
+
+INLINE int neg_m(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	struct emu_lazy_flags cc;
+	uint64_t la = fast_la(cpu, insn), a;
+	int rc;
+
+	if ((rc = mread(cpu, la, size, &a)) ||
+	    (rc = mwrite(cpu, la, size, alu(cpu, ALU_SUB, size, 0, a, &cc))))
+		return rc;
+	cpu->cc = cc;
+	return retire(cpu, insn);
+}
+
+#define DEF_UNARY(size)                                                                            \
+	HANDLER(inc_r_##size) { return incdec_r(cpu, insn, false, size); }                        \
+	HANDLER(dec_r_##size) { return incdec_r(cpu, insn, true, size); }                         \
+	HANDLER(inc_m_##size) { return incdec_m(cpu, insn, false, size); }                        \
+	HANDLER(dec_m_##size) { return incdec_m(cpu, insn, true, size); }                         \
+	HANDLER(not_r_##size) { return not_r(cpu, insn, size); }                                  \
+	HANDLER(not_m_##size) { return not_m(cpu, insn, size); }                                  \
+	HANDLER(neg_r_##size) { return neg_r(cpu, insn, size); }                                  \
+	HANDLER(neg_m_##size) { return neg_m(cpu, insn, size); }
+DEF_UNARY(1)
+DEF_UNARY(2)
+DEF_UNARY(4)
+DEF_UNARY(8)
+/* [op: 0 INC, 1 DEC, 2 NOT, 3 NEG][memory][size] */
+#define ENT_UNARY(name)                                                                            \
+	{ { name##_r_1, name##_r_2, name##_r_4, name##_r_8 },                                      \
+	  { name##_m_1, name##_m_2, name##_m_4, name##_m_8 } }
+static const emu_fast_fn unary_table[4][2][4] = { ENT_UNARY(inc), ENT_UNARY(dec), ENT_UNARY(not),
+						  ENT_UNARY(neg) };
+
+/* ---- MUL/IMUL (F7 /4 /5, 0F AF, 69, 6B) ---- */
+
+/* MUL/IMUL rDX:rAX ← rAX * src (32 and 64 bits). SF ZF PF from the low half, AF 0 (as
+ * exec_muldiv()), CF = OF = the upper half is significant. */
+INLINE int mul1(struct emu_cpu *cpu, const struct emu_insn *insn, uint64_t src, unsigned size,
+		bool sign)
+{
+	uint64_t mask = emu_size_mask(size), a = cpu->s.gpr[CPU_RAX] & mask, lo, hi;
+	unsigned bits = 8 * size;
+	bool overflow;
+
+	if (!sign) {
+		unsigned __int128 w = (unsigned __int128)a * (src & mask);
+
+		lo = (uint64_t)w & mask;
+		hi = (uint64_t)(w >> bits) & mask;
+		overflow = hi != 0;
+	} else {
+		__int128 w = (__int128)(int64_t)emu_sext(a, size) * (int64_t)emu_sext(src, size);
+
+		lo = (uint64_t)w & mask;
+		hi = (uint64_t)(w >> bits) & mask;
+		overflow = w != (__int128)(int64_t)emu_sext(lo, size);
+	}
+	rset(cpu, CPU_RAX, size, lo);
+	rset(cpu, CPU_RDX, size, hi);
+	flags_replace(cpu, szp(lo, size) | (overflow ? EMU_FLAG_CF | EMU_FLAG_OF : 0));
+	return retire(cpu, insn);
+}
+
+#define DEF_MUL1(size)                                                                             \
+	HANDLER(mul_r_##size) { return mul1(cpu, insn, cpu->s.gpr[insn->fast_a], size, false); }  \
+	HANDLER(imul1_r_##size) { return mul1(cpu, insn, cpu->s.gpr[insn->fast_a], size, true); } \
+	HANDLER(mul_m_##size)                                                                      \
+	{                                                                                          \
+		uint64_t v;                                                                        \
+		int rc = mread(cpu, fast_la(cpu, insn), size, &v);                                \
+		return rc ? rc : mul1(cpu, insn, v, size, false);                                 \
+	}                                                                                          \
+	HANDLER(imul1_m_##size)                                                                    \
+	{                                                                                          \
+		uint64_t v;                                                                        \
+		int rc = mread(cpu, fast_la(cpu, insn), size, &v);                                \
+		return rc ? rc : mul1(cpu, insn, v, size, true);                                  \
+	}
+DEF_MUL1(4)
+DEF_MUL1(8)
+
+/* IMUL reg, src[, imm]: fast_a = destination; b = the other factor. */
+INLINE int imul2(struct emu_cpu *cpu, const struct emu_insn *insn, uint64_t a, uint64_t b,
+		 unsigned size)
+{
+	__int128 p = (__int128)(int64_t)emu_sext(a, size) * (int64_t)emu_sext(b, size);
+	uint64_t lo = (uint64_t)p & emu_size_mask(size);
+	bool overflow = p != (__int128)(int64_t)emu_sext(lo, size);
+
+	rset(cpu, insn->fast_a, size, lo);
+	flags_replace(cpu, szp(lo, size) | (overflow ? EMU_FLAG_CF | EMU_FLAG_OF : 0));
+	return retire(cpu, insn);
+}
+
+#define DEF_IMUL2(size)                                                                            \
+	HANDLER(imul_rr_##size)                                                                    \
+	{                                                                                          \
+		return imul2(cpu, insn, cpu->s.gpr[insn->fast_b], cpu->s.gpr[insn->fast_a], size); \
+	}                                                                                          \
+	HANDLER(imul_rri_##size)                                                                   \
+	{                                                                                          \
+		return imul2(cpu, insn, cpu->s.gpr[insn->fast_b], insn->imm, size);               \
+	}                                                                                          \
+	HANDLER(imul_rm_##size)                                                                    \
+	{                                                                                          \
+		uint64_t v;                                                                        \
+		int rc = mread(cpu, fast_la(cpu, insn), size, &v);                                \
+		return rc ? rc : imul2(cpu, insn, v, cpu->s.gpr[insn->fast_a], size);             \
+	}                                                                                          \
+	HANDLER(imul_rmi_##size)                                                                   \
+	{                                                                                          \
+		uint64_t v;                                                                        \
+		int rc = mread(cpu, fast_la(cpu, insn), size, &v);                                \
+		return rc ? rc : imul2(cpu, insn, v, insn->imm, size);                            \
+	}
+DEF_IMUL2(2)
+DEF_IMUL2(4)
+DEF_IMUL2(8)
+
+/* ---- shifts and rotates (C0/C1/D0-D3), register operand: fast_a; emu_shift() sets the flags
+ * (nothing can fault) ---- */
+
+INLINE int shift_r(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size, unsigned count)
+{
+	uint64_t r = emu_shift(cpu, (insn->modrm >> 3) & 7, size, cpu->s.gpr[insn->fast_a], count);
+
+	rset(cpu, insn->fast_a, size, r);
+	return retire(cpu, insn);
+}
+
+#define DEF_SHIFT(size)                                                                            \
+	HANDLER(shift_imm_##size) { return shift_r(cpu, insn, size, (unsigned)insn->imm & 0xff); } \
+	HANDLER(shift_1_##size) { return shift_r(cpu, insn, size, 1); }                            \
+	HANDLER(shift_cl_##size)                                                                   \
+	{                                                                                          \
+		return shift_r(cpu, insn, size, (unsigned)cpu->s.gpr[CPU_RCX] & 0xff);             \
+	}
+DEF_SHIFT(1)
+DEF_SHIFT(2)
+DEF_SHIFT(4)
+DEF_SHIFT(8)
+static const emu_fast_fn shift_table[3][4] = {
+	{ shift_imm_1, shift_imm_2, shift_imm_4, shift_imm_8 },
+	{ shift_1_1, shift_1_2, shift_1_4, shift_1_8 },
+	{ shift_cl_1, shift_cl_2, shift_cl_4, shift_cl_8 },
+};
+
+/* ---- conditions: Jcc, CMOVcc, SETcc ---- */
+
+HANDLER(jcc)
+{
+	uint64_t next = next_rip(cpu, insn);
+
+	if (emu_condition(cpu, insn->opcode & 15))
+		next += insn->imm;
+	return retire_to(cpu, next);
+}
+
+/* The source is read whatever the condition; a 32-bit destination is zero-extended even when
+ * nothing moves (exec_cmov()). */
+INLINE int cmov(struct emu_cpu *cpu, const struct emu_insn *insn, uint64_t v, unsigned size)
+{
+	if (emu_condition(cpu, insn->opcode & 15))
+		rset(cpu, insn->fast_a, size, v);
+	else if (size == 4)
+		rset(cpu, insn->fast_a, 4, cpu->s.gpr[insn->fast_a]);
+	return retire(cpu, insn);
+}
+
+#define DEF_CMOV(size)                                                                             \
+	HANDLER(cmov_r_##size) { return cmov(cpu, insn, cpu->s.gpr[insn->fast_b], size); }        \
+	HANDLER(cmov_m_##size)                                                                     \
+	{                                                                                          \
+		uint64_t v;                                                                        \
+		int rc = mread(cpu, fast_la(cpu, insn), size, &v);                                \
+		return rc ? rc : cmov(cpu, insn, v, size);                                        \
+	}
+DEF_CMOV(2)
+DEF_CMOV(4)
+DEF_CMOV(8)
+
+HANDLER(setcc_r)
+{
+	rset(cpu, insn->fast_a, 1, emu_condition(cpu, insn->opcode & 15));
+	return retire(cpu, insn);
+}
+
+HANDLER(setcc_m)
+{
+	int rc = mwrite(cpu, fast_la(cpu, insn), 1, emu_condition(cpu, insn->opcode & 15));
+
+	return rc ? rc : retire(cpu, insn);
+}
+
+/* ---- branches and the stack (64-bit operands, stack addresses: SS has no base) ---- */
+
+HANDLER(jmp_rel)
+{
+	return retire_to(cpu, next_rip(cpu, insn) + insn->imm);
+}
+
+INLINE int push(struct emu_cpu *cpu, uint64_t v)
+{
+	uint64_t rsp = cpu->s.gpr[CPU_RSP] - 8;
+	int rc = mwrite(cpu, rsp, 8, v);
+
+	if (rc == EMU_OK)
+		cpu->s.gpr[CPU_RSP] = rsp;
+	return rc;
+}
+
+HANDLER(call_rel)
+{
+	uint64_t next = next_rip(cpu, insn);
+	int rc = push(cpu, next);
+
+	return rc ? rc : retire_to(cpu, next + insn->imm);
+}
+
+INLINE int call_to(struct emu_cpu *cpu, const struct emu_insn *insn, uint64_t target)
+{
+	int rc = push(cpu, next_rip(cpu, insn));
+
+	return rc ? rc : retire_to(cpu, target);
+}
+
+HANDLER(call_r)
+{
+	return call_to(cpu, insn, cpu->s.gpr[insn->fast_a]);
+}
+
+HANDLER(call_m)
+{
+	uint64_t target;
+	int rc = mread(cpu, fast_la(cpu, insn), 8, &target);
+
+	return rc ? rc : call_to(cpu, insn, target);
+}
+
+HANDLER(jmp_r)
+{
+	return retire_to(cpu, cpu->s.gpr[insn->fast_a]);
+}
+
+HANDLER(jmp_m)
+{
+	uint64_t target;
+	int rc = mread(cpu, fast_la(cpu, insn), 8, &target);
+
+	return rc ? rc : retire_to(cpu, target);
+}
+
+HANDLER(ret)
+{
+	uint64_t target;
+	int rc = mread(cpu, cpu->s.gpr[CPU_RSP], 8, &target);
+
+	if (rc)
+		return rc;
+	cpu->s.gpr[CPU_RSP] += 8;
+	return retire_to(cpu, target);
+}
+
+HANDLER(push_r)
+{
+	int rc = push(cpu, cpu->s.gpr[insn->fast_a]);
+
+	return rc ? rc : retire(cpu, insn);
+}
+
+HANDLER(push_i)
+{
+	int rc = push(cpu, insn->imm);
+
+	return rc ? rc : retire(cpu, insn);
+}
+
+HANDLER(push_m)
+{
+	uint64_t v;
+	int rc = mread(cpu, fast_la(cpu, insn), 8, &v);
+
+	if (rc || (rc = push(cpu, v)))
+		return rc;
+	return retire(cpu, insn);
+}
+
+/* POP reg: with RSP as the register the popped value wins. */
+HANDLER(pop_r)
+{
+	uint64_t v;
+	int rc = mread(cpu, cpu->s.gpr[CPU_RSP], 8, &v);
+
+	if (rc)
+		return rc;
+	cpu->s.gpr[CPU_RSP] += 8;
+	cpu->s.gpr[insn->fast_a] = v;
+	return retire(cpu, insn);
+}
+
+/* LEAVE: RSP ← RBP, then POP RBP. */
+HANDLER(leave)
+{
+	uint64_t v;
+	int rc = mread(cpu, cpu->s.gpr[CPU_RBP], 8, &v);
+
+	if (rc)
+		return rc;
+	cpu->s.gpr[CPU_RSP] = cpu->s.gpr[CPU_RBP] + 8;
+	cpu->s.gpr[CPU_RBP] = v;
+	return retire(cpu, insn);
+}
+
+/* ---- the rest ---- */
+
+HANDLER(nop)
+{
+	return retire(cpu, insn);
+}
+
+INLINE int xchg_rr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	uint64_t a = cpu->s.gpr[insn->fast_a], b = cpu->s.gpr[insn->fast_b];
+
+	rset(cpu, insn->fast_a, size, b);
+	rset(cpu, insn->fast_b, size, a);
+	return retire(cpu, insn);
+}
+
+HANDLER(xchg_rr_4) { return xchg_rr(cpu, insn, 4); }
+HANDLER(xchg_rr_8) { return xchg_rr(cpu, insn, 8); }
+
+HANDLER(cdqe)
+{
+	cpu->s.gpr[CPU_RAX] = emu_sext(cpu->s.gpr[CPU_RAX], 4);
+	return retire(cpu, insn);
+}
+
+HANDLER(cltq_4) /* CWDE */
+{
+	rset(cpu, CPU_RAX, 4, emu_sext(cpu->s.gpr[CPU_RAX], 2));
+	return retire(cpu, insn);
+}
+
+HANDLER(cqo)
+{
+	cpu->s.gpr[CPU_RDX] = (int64_t)cpu->s.gpr[CPU_RAX] < 0 ? ~0ull : 0;
+	return retire(cpu, insn);
+}
+
+HANDLER(cdq)
+{
+	rset(cpu, CPU_RDX, 4, (cpu->s.gpr[CPU_RAX] & 0x80000000u) ? ~0ull : 0);
+	return retire(cpu, insn);
+}
+
+/* ---- selection ---- */
+
+/* A register operand of `size` bytes that is not AH..BH (byte registers 4-7 without REX). */
+static bool plain_reg(const struct emu_insn *insn, unsigned reg, unsigned size)
+{
+	return size != 1 || reg < 4 || reg >= 8 || (insn->prefix & EMU_PFX_REX);
+}
+
+static unsigned opcode_reg(const struct emu_insn *insn)
+{
+	return (insn->opcode & 7) | ((insn->rex & 1) << 3);
+}
+
+/* op r/m,r (00-3F forms 0/1, 84, 85) or op r,r/m (forms 2/3). */
+static emu_fast_fn select_alu_modrm(struct emu_insn *insn, unsigned op, bool rm_is_dest)
+{
+	unsigned size = insn->opsize, s = SIZE_IDX(size);
+
+	if (!plain_reg(insn, insn->reg, size))
+		return NULL;
+	if (insn->mod == 3) {
+		if (!plain_reg(insn, insn->rm, size))
+			return NULL;
+		insn->fast_a = rm_is_dest ? insn->rm : insn->reg;
+		insn->fast_b = rm_is_dest ? insn->reg : insn->rm;
+		return alu_table[FORM_RR][op][s];
+	}
+	insn->fast_a = insn->fast_b = insn->reg;
+	return alu_table[rm_is_dest ? FORM_MR : FORM_RM][op][s];
+}
+
+/* op r/m, imm (80/81/83, F6/F7 /0 /1 TEST). */
+static emu_fast_fn select_alu_imm(struct emu_insn *insn, unsigned op)
+{
+	unsigned size = insn->opsize, s = SIZE_IDX(size);
+
+	if (insn->mod != 3)
+		return alu_table[FORM_MI][op][s];
+	if (!plain_reg(insn, insn->rm, size))
+		return NULL;
+	insn->fast_a = insn->rm;
+	return alu_table[FORM_RI][op][s];
+}
+
+static emu_fast_fn select_mov(struct emu_insn *insn, bool rm_is_dest)
+{
+	unsigned size = insn->opsize, s = SIZE_IDX(size);
+
+	if (!plain_reg(insn, insn->reg, size))
+		return NULL;
+	if (insn->mod == 3) {
+		if (!plain_reg(insn, insn->rm, size))
+			return NULL;
+		insn->fast_a = rm_is_dest ? insn->rm : insn->reg;
+		insn->fast_b = rm_is_dest ? insn->reg : insn->rm;
+		return mov_table[FORM_RR][s];
+	}
+	insn->fast_a = insn->fast_b = insn->reg;
+	return mov_table[rm_is_dest ? FORM_MR : FORM_RM][s];
+}
+
+static emu_fast_fn select_movx(struct emu_insn *insn, unsigned from, bool sign)
+{
+	static const emu_fast_fn zx_r[2][4] = { { NULL, movx_r_1_2_0, movx_r_1_4_0, movx_r_1_8_0 },
+						{ NULL, NULL, movx_r_2_4_0, movx_r_2_8_0 } };
+	static const emu_fast_fn zx_m[2][4] = { { NULL, movx_m_1_2_0, movx_m_1_4_0, movx_m_1_8_0 },
+						{ NULL, NULL, movx_m_2_4_0, movx_m_2_8_0 } };
+	static const emu_fast_fn sx_r[2][4] = { { NULL, movx_r_1_2_1, movx_r_1_4_1, movx_r_1_8_1 },
+						{ NULL, NULL, movx_r_2_4_1, movx_r_2_8_1 } };
+	static const emu_fast_fn sx_m[2][4] = { { NULL, movx_m_1_2_1, movx_m_1_4_1, movx_m_1_8_1 },
+						{ NULL, NULL, movx_m_2_4_1, movx_m_2_8_1 } };
+	unsigned s = SIZE_IDX(insn->opsize), f = from == 1 ? 0 : 1;
+
+	insn->fast_a = insn->reg;
+	if (insn->mod != 3)
+		return sign ? sx_m[f][s] : zx_m[f][s];
+	if (!plain_reg(insn, insn->rm, from))
+		return NULL;
+	insn->fast_b = insn->rm;
+	return sign ? sx_r[f][s] : zx_r[f][s];
+}
+
+static emu_fast_fn select_group3(struct emu_insn *insn)
+{
+	unsigned op = (insn->modrm >> 3) & 7, size = insn->opsize, s = SIZE_IDX(size);
+	bool mem = insn->mod != 3;
+
+	if (!mem) {
+		if (!plain_reg(insn, insn->rm, size))
+			return NULL;
+		insn->fast_a = insn->rm;
+	}
+	switch (op) {
+	case 0:
+	case 1:
+		return select_alu_imm(insn, OP_TEST);
+	case 2:
+	case 3:
+		return unary_table[op][mem][s];
+	case 4:
+		if (size == 8)
+			return mem ? mul_m_8 : mul_r_8;
+		if (size == 4)
+			return mem ? mul_m_4 : mul_r_4;
+		return NULL;
+	case 5:
+		if (size == 8)
+			return mem ? imul1_m_8 : imul1_r_8;
+		if (size == 4)
+			return mem ? imul1_m_4 : imul1_r_4;
+		return NULL;
+	default:
+		return NULL; /* DIV, IDIV: #DE */
+	}
+}
+
+static emu_fast_fn select_group45(struct emu_insn *insn)
+{
+	unsigned op = (insn->modrm >> 3) & 7, size = insn->opsize;
+	bool mem = insn->mod != 3;
+
+	if (!mem) {
+		if (!plain_reg(insn, insn->rm, size))
+			return NULL;
+		insn->fast_a = insn->rm;
+	}
+	if (op <= 1)
+		return unary_table[op][mem][SIZE_IDX(size)];
+	if (insn->opcode == 0xFE)
+		return NULL;
+	switch (op) {
+	case 2: /* CALL near indirect: 64-bit operand whatever the prefixes (exec_group45()) */
+		return mem ? call_m : call_r;
+	case 4:
+		return mem ? jmp_m : jmp_r;
+	case 6:
+		return size != 2 && mem ? push_m : NULL; /* 64-bit unless 66 */
+	default:
+		return NULL;
+	}
+}
+
+static emu_fast_fn select_shift(struct emu_insn *insn)
+{
+	unsigned op = insn->opcode, kind = op <= 0xC1 ? 0 : op <= 0xD1 ? 1 : 2;
+
+	if (insn->mod != 3 || !plain_reg(insn, insn->rm, insn->opsize))
+		return NULL;
+	insn->fast_a = insn->rm;
+	return shift_table[kind][SIZE_IDX(insn->opsize)];
+}
+
+static emu_fast_fn select_map1(struct emu_insn *insn)
+{
+	unsigned op = insn->opcode, size = insn->opsize, s = SIZE_IDX(size);
+
+	if (op < 0x40 && (op & 7) < 6) {
+		unsigned alu_op = op >> 3;
+
+		switch (op & 7) {
+		case 0:
+		case 1:
+			return select_alu_modrm(insn, alu_op, true);
+		case 2:
+		case 3:
+			return select_alu_modrm(insn, alu_op, false);
+		default: /* accumulator, immediate */
+			insn->fast_a = CPU_RAX;
+			return alu_table[FORM_RI][alu_op][s];
+		}
+	}
+	switch (op) {
+	case 0x50 ... 0x57:
+		insn->fast_a = (uint8_t)opcode_reg(insn);
+		return size == 8 ? push_r : NULL;
+	case 0x58 ... 0x5F:
+		insn->fast_a = (uint8_t)opcode_reg(insn);
+		return size == 8 ? pop_r : NULL;
+	case 0x63: /* MOVSXD */
+		if (size != 8)
+			return NULL;
+		insn->fast_a = insn->reg;
+		insn->fast_b = insn->rm;
+		return insn->mod == 3 ? movx_r_4_8_1 : movx_m_4_8_1;
+	case 0x68:
+	case 0x6A:
+		return size == 8 ? push_i : NULL;
+	case 0x69:
+	case 0x6B:
+		if (size == 1)
+			return NULL;
+		insn->fast_a = insn->reg;
+		insn->fast_b = insn->rm;
+		if (insn->mod == 3)
+			return size == 2 ? imul_rri_2 : size == 4 ? imul_rri_4 : imul_rri_8;
+		return size == 2 ? imul_rmi_2 : size == 4 ? imul_rmi_4 : imul_rmi_8;
+	case 0x70 ... 0x7F:
+		return jcc;
+	case 0x80 ... 0x83:
+		return select_alu_imm(insn, (insn->modrm >> 3) & 7);
+	case 0x84:
+	case 0x85:
+		return select_alu_modrm(insn, OP_TEST, true);
+	case 0x87:
+		if (insn->mod != 3 || size < 4)
+			return NULL; /* XCHG with memory is locked */
+		insn->fast_a = insn->reg;
+		insn->fast_b = insn->rm;
+		return size == 8 ? xchg_rr_8 : xchg_rr_4;
+	case 0x88:
+	case 0x89:
+		return select_mov(insn, true);
+	case 0x8A:
+	case 0x8B:
+		return select_mov(insn, false);
+	case 0x8D:
+		if (insn->mod == 3 || size < 4)
+			return NULL;
+		insn->fast_a = insn->reg;
+		return size == 8 ? lea_8 : lea_4;
+	case 0x90:
+		return (insn->rex & 1) ? NULL : nop; /* REX.B 90: XCHG r8, rAX */
+	case 0x98:
+		return size == 8 ? cdqe : size == 4 ? cltq_4 : NULL;
+	case 0x99:
+		return size == 8 ? cqo : size == 4 ? cdq : NULL;
+	case 0xA8:
+	case 0xA9:
+		insn->fast_a = CPU_RAX;
+		return alu_table[FORM_RI][OP_TEST][s];
+	case 0xB0 ... 0xBF:
+		insn->fast_a = (uint8_t)opcode_reg(insn);
+		if (!plain_reg(insn, insn->fast_a, size))
+			return NULL;
+		return mov_table[FORM_RI][s];
+	case 0xC0:
+	case 0xC1:
+	case 0xD0 ... 0xD3:
+		return select_shift(insn);
+	case 0xC3:
+		return size == 8 ? ret : NULL;
+	case 0xC6:
+	case 0xC7:
+		if ((insn->modrm >> 3) & 7)
+			return NULL;
+		if (insn->mod != 3)
+			return mov_table[FORM_MI][s];
+		insn->fast_a = insn->rm;
+		return plain_reg(insn, insn->rm, size) ? mov_table[FORM_RI][s] : NULL;
+	case 0xC9:
+		return size == 8 ? leave : NULL;
+	case 0xE8:
+		return size == 8 ? call_rel : NULL;
+	case 0xE9:
+	case 0xEB:
+		return jmp_rel;
+	case 0xF6:
+	case 0xF7:
+		return select_group3(insn);
+	case 0xFE:
+	case 0xFF:
+		return select_group45(insn);
+	default:
+		return NULL;
+	}
+}
+
+static emu_fast_fn select_map0f(struct emu_insn *insn)
+{
+	unsigned op = insn->opcode, size = insn->opsize;
+
+	switch (op) {
+	case 0x0D: /* PREFETCH/PREFETCHW */
+	case 0x18 ... 0x1F: /* hint NOPs, NOP Ev */
+		return nop;
+	case 0x40 ... 0x4F:
+		if (size == 1)
+			return NULL;
+		insn->fast_a = insn->reg;
+		insn->fast_b = insn->rm;
+		if (insn->mod == 3)
+			return size == 2 ? cmov_r_2 : size == 4 ? cmov_r_4 : cmov_r_8;
+		return size == 2 ? cmov_m_2 : size == 4 ? cmov_m_4 : cmov_m_8;
+	case 0x80 ... 0x8F:
+		return jcc;
+	case 0x90 ... 0x9F:
+		if (insn->mod != 3)
+			return setcc_m;
+		insn->fast_a = insn->rm;
+		return plain_reg(insn, insn->rm, 1) ? setcc_r : NULL;
+	case 0xAF:
+		if (size == 1)
+			return NULL;
+		insn->fast_a = insn->reg;
+		insn->fast_b = insn->rm;
+		if (insn->mod == 3)
+			return size == 2 ? imul_rr_2 : size == 4 ? imul_rr_4 : imul_rr_8;
+		return size == 2 ? imul_rm_2 : size == 4 ? imul_rm_4 : imul_rm_8;
+	case 0xB6:
+	case 0xB7:
+	case 0xBE:
+	case 0xBF:
+		if (size == 1)
+			return NULL;
+		return select_movx(insn, (op & 1) ? 2 : 1, op >= 0xBE);
+	default:
+		return NULL;
+	}
+}
+
+void emu_fast_select(struct emu_insn *insn, enum emu_mode mode)
+{
+	insn->fast = NULL;
+	if (mode != EMU_MODE_64 || (insn->prefix & (EMU_PFX_LOCK | EMU_PFX_ADSIZE)))
+		return;
+	/* F2/F3 change or qualify some instructions (string, SSE, POPCNT, PAUSE): only where
+	 * they mean nothing here. */
+	if (insn->prefix & (EMU_PFX_REP | EMU_PFX_REPNE)) {
+		if (insn->map == EMU_MAP_1 && insn->opcode == 0xC3)
+			insn->fast = ret;
+		else if (insn->map == EMU_MAP_0F && insn->opcode >= 0x18 && insn->opcode <= 0x1F)
+			insn->fast = nop; /* ENDBR64 is F3 0F 1E FA */
+		return;
+	}
+	if (insn->map == EMU_MAP_1)
+		insn->fast = select_map1(insn);
+	else if (insn->map == EMU_MAP_0F)
+		insn->fast = select_map0f(insn);
+}
