@@ -33,9 +33,12 @@ static int client_request(const char *path, const char *method, const char *targ
 			  const char *body, struct client_response *r)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	r->status = 0; /* no answer yet, whatever the failure below */
+	r->body = NULL;
+	r->body_len = 0;
 	if (strlen(path) >= sizeof(addr.sun_path))
 		return -ENAMETOOLONG;
-	strcpy(addr.sun_path, path);
+	memcpy(addr.sun_path, path, strlen(path) + 1);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;

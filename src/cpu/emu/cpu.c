@@ -158,14 +158,6 @@ void emu_update_mode(struct emu_cpu *cpu)
 	cpu->cpl = cpu->s.seg[SEG_SS].dpl;
 }
 
-int emu_raise(struct emu_cpu *cpu, unsigned vector, bool has_error_code, uint32_t error_code)
-{
-	cpu->exc.vector = (uint8_t)vector;
-	cpu->exc.has_error_code = has_error_code;
-	cpu->exc.error_code = error_code;
-	return EMU_EXCEPTION;
-}
-
 static uint64_t code_linear(const struct emu_cpu *cpu, uint64_t rip)
 {
 	if (cpu->mode == EMU_MODE_64)

@@ -271,8 +271,16 @@ int emu_step(struct emu_cpu *cpu);
  * is then as emu_step() leaves it); instructions before it retired. */
 int emu_run(struct emu_cpu *cpu);
 
-/* Record an exception for the caller of emu_step(); returns EMU_EXCEPTION. */
-int emu_raise(struct emu_cpu *cpu, unsigned vector, bool has_error_code, uint32_t error_code);
+/* Record an exception for the caller of emu_step(); returns EMU_EXCEPTION. Inline so that
+ * callers (and static analysers) see that it never returns EMU_OK. */
+static inline int emu_raise(struct emu_cpu *cpu, unsigned vector, bool has_error_code,
+			    uint32_t error_code)
+{
+	cpu->exc.vector = (uint8_t)vector;
+	cpu->exc.has_error_code = has_error_code;
+	cpu->exc.error_code = error_code;
+	return EMU_EXCEPTION;
+}
 
 /* Events delivered through the IDT (system.c). */
 enum emu_event_kind {

@@ -802,7 +802,7 @@ static int read_far_pointer(struct exec *x, uint64_t *offset, uint64_t *sel)
 	int rc;
 
 	if (x->insn->mod == 3)
-		return exec_ud(x);
+		return emu_raise(x->cpu, EMU_VEC_UD, false, 0);
 	if ((rc = exec_mem_read(x, x->la, size, offset)))
 		return rc;
 	return exec_mem_read(x, x->la + size, 2, sel);
