@@ -84,6 +84,11 @@ asan:
 # The software CPU's differential test against the host with many more cases than `make check`
 # runs (EMU_DIFF_ITERS per form, default 2000: ~7M cases) and a new seed each time, printed
 # first so that a failure can be replayed with EMU_DIFF_SEED.
+# The house style's checks (style.md) on what changed since .clang-format was adopted, or since
+# LINT_BASE=REV: clang-format on changed lines, cppcheck and clang-tidy on changed files.
+lint:
+	tools/lint $(LINT_BASE)
+
 fuzz-emu: $(BUILD)/tests/unit/test_emu_diff
 	@seed=$${EMU_DIFF_SEED:-$$(date +%s)}; echo "EMU_DIFF_SEED=$$seed"; \
 		EMU_DIFF_SEED=$$seed EMU_DIFF_ITERS=$${EMU_DIFF_ITERS:-2000} $< >$(BUILD)/fuzz-emu.log; \
@@ -123,5 +128,5 @@ clean:
 	rm -rf $(BUILD) build-asan build-fuzz vmm
 	$(MAKE) -C guest/selftest clean
 
-.PHONY: all selftest unit check guest asan fuzz fuzz-emu install clean
+.PHONY: all selftest unit check guest asan fuzz fuzz-emu lint install clean
 -include $(OBJS:.o=.d) $(UNIT_BINS:=.d)

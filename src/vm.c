@@ -167,9 +167,9 @@ struct vm *vm_create(const struct vm_config *cfg, const struct cpu_backend *back
 			(unsigned long long)(cfg->mem_size >> 20), strerror(-ret));
 		goto fail;
 	}
-	if ((ret = backend->vm_init(vm)) < 0 || (ret = devices_init(vm, console_out_fd)) < 0 ||
-	    (ret = virtio_devices_init(vm)) < 0 || (ret = vm_load_kernel(vm, img)) < 0 ||
-	    (ret = vm_create_vcpus(vm)) < 0)
+	/* Each step prints its own message. */
+	if (backend->vm_init(vm) < 0 || devices_init(vm, console_out_fd) < 0 ||
+	    virtio_devices_init(vm) < 0 || vm_load_kernel(vm, img) < 0 || vm_create_vcpus(vm) < 0)
 		goto fail;
 	vm->created_ns = trace_now_ns();
 	trace_event(vm, TRACE_BOOT, TRACE_HOST, "VM created; entry rip 0x%llx",

@@ -24,7 +24,7 @@ struct buffer {
 	size_t len;
 };
 
-static void die(const char *what, const char *why)
+static __attribute__((noreturn)) void die(const char *what, const char *why)
 {
 	fprintf(stderr, "mkbzimage: %s: %s\n", what, why);
 	exit(1);
@@ -119,5 +119,7 @@ int main(int argc, char **argv)
 	if (!out || fwrite(setup.data, 1, setup.len, out) != setup.len ||
 	    fwrite(payload.data, 1, payload.len, out) != payload.len || fclose(out))
 		die(argv[3], "cannot write");
+	free(setup.data);
+	free(payload.data);
 	return 0;
 }

@@ -43,6 +43,7 @@ static bool e820_is_ram(const struct boot_info *boot, uint64_t start, uint64_t e
 
 bool smp_prepare_trampoline(const struct boot_info *boot, char *why, unsigned why_size)
 {
+	/* cppcheck-suppress comparePointers ; the linker puts both labels around one section */
 	uint64_t size = (uint64_t)(ap_trampoline_end - ap_trampoline_start);
 
 	if (size > PAGE_SIZE) {

@@ -31,7 +31,7 @@ int bzimage_parse(const uint8_t *data, size_t size, struct bzimage_info *info, c
 	info->version = get16(data + HDR_VERSION);
 	if (info->version < 0x020C) {
 		snprintf(err, err_len, "boot protocol %u.%02u is too old (need 2.12 or newer)",
-			 info->version >> 8, info->version & 0xFF);
+			 (unsigned)info->version >> 8, (unsigned)info->version & 0xFF);
 		return -1;
 	}
 	info->xloadflags = get16(data + HDR_XLOADFLAGS);

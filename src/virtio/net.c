@@ -373,7 +373,7 @@ static void net_rx_tap(struct virtio_net *net, unsigned pair)
 			net->stats.rx_dropped++; /* truncated or runt: the buffers are reused */
 			continue;
 		}
-		uint8_t dst[6];
+		uint8_t dst[6] = { 0 };
 		net_pool_read(p, NET_HDR_LEN, dst, 6);
 		if (!net_filter_accepts(net, dst)) {
 			net->stats.rx_filtered++;

@@ -334,7 +334,7 @@ static void build_epilogue32(unsigned insn_len)
 {
 	static const uint8_t restore[] = { 0x41, 0x5F, 0x41, 0x5E, 0x41, 0x5D,
 					   0x41, 0x5C, 0x5D, 0x5B, 0xC3 };
-	uint8_t *fall = page + INSN_OFF + insn_len, *p = fall, *target = fall + BRANCH_DISTANCE;
+	uint8_t *fall = page + INSN_OFF + insn_len, *p, *target = fall + BRANCH_DISTANCE;
 	uint8_t *store = target + 10, *l64;
 
 	for (unsigned taken = 0; taken < 2; taken++) {
@@ -1344,10 +1344,8 @@ static void test_extend(void)
 			spec_op(&s, 0x98 + rnd_below(2), -1);
 			break;
 		case 3: /* BSWAP r32/r64 (16-bit is undefined) */
-			if (size == 2) {
-				s.nr_prefix = 0;
-				size = 4;
-			}
+			if (size == 2)
+				s.nr_prefix = 0; /* 32-bit instead */
 			reg = rnd_reg();
 			if (reg & 8)
 				s.rex |= 0x41;

@@ -166,6 +166,7 @@ static void machine_reset(void)
 	put64(PT + 8 * (RO_PAGE >> 12), RO_PAGE | P);
 	put64(PT + 8 * (NOT_PRESENT >> 12), 0);
 	put64(PT + 8 * (MMIO_PAGE >> 12), MMIO_GPA | P | W);
+	/* cppcheck-suppress comparePointers ; both labels delimit one asm function */
 	memcpy(ram + CODE, lock_worker, (size_t)(lock_worker_end - lock_worker));
 	put64(DATA + C_CX16, CX16_START);
 	put64(DATA + C_CX8, CX8_START);
@@ -251,7 +252,7 @@ static void run_workers(const struct emu_memory_ops *mem, void *mem_opaque)
 	deadline.tv_sec += TIME_LIMIT_S;
 	for (unsigned i = 0; i < THREADS; i++) {
 		if (pthread_timedjoin_np(workers[i].thread, NULL, &deadline)) {
-			printf("  vCPU %u still running after %u s: a lock word was lost?\n", i,
+			printf("  vCPU %u still running after %d s: a lock word was lost?\n", i,
 			       TIME_LIMIT_S);
 			__atomic_store_n(&give_up, true, __ATOMIC_RELAXED);
 			pthread_join(workers[i].thread, NULL);

@@ -60,8 +60,9 @@ static void state_round_trips_through_kvm(void)
 {
 	int fd = open("/dev/kvm", O_RDWR);
 	if (fd < 0) {
+		const char *ci = getenv("CI");
 		printf("%s - state_round_trips_through_kvm: /dev/kvm is not usable\n",
-		       getenv("CI") && !strcmp(getenv("CI"), "true") ? "FAIL" : "SKIP");
+		       ci && !strcmp(ci, "true") ? "FAIL" : "SKIP");
 		test_failed_checks = -1000000; /* reported above */
 		return;
 	}

@@ -543,7 +543,8 @@ static void test_virtio_net_rx_hostile_chains_dropped(void)
 static uint8_t ctrl(struct rig *r, uint8_t class, uint8_t cmd, const void *data, uint32_t len)
 {
 	uint8_t buf[512] = { class, cmd }, ack = 0xEE;
-	memcpy(buf + 2, data, len);
+	if (len)
+		memcpy(buf + 2, data, len);
 	memory_write(&r->vm.mem, BUF(2, 0), buf, len + 2);
 	memory_write(&r->vm.mem, BUF(2, 1), &ack, 1);
 	desc(r, 2, 0, BUF(2, 0), len + 2, VIRTQ_DESC_F_NEXT, 1);

@@ -203,6 +203,7 @@ static uint64_t rotate(uint64_t a, unsigned size, unsigned count, bool right)
 {
 	unsigned bits = 8 * size;
 
+	/* cppcheck-suppress zerodivcond ; size is 1, 2, 4 or 8 */
 	count %= bits;
 	if (!count)
 		return a;

@@ -957,7 +957,7 @@ static int fp_binary(struct exec *x, fp_fn fn, unsigned size)
 static int fp_compare_flags(struct exec *x, bool is_double, bool unordered)
 {
 	uint32_t guest = x->cpu->fx.mxcsr, out;
-	uint64_t f, mask = EMU_FLAGS_ARITH;
+	uint64_t f = 0, mask = EMU_FLAGS_ARITH;
 	xmm_t d, s;
 	int rc;
 
