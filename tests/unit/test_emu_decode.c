@@ -101,7 +101,8 @@ static void test_decode_lengths(void)
 		if (rc != t->result || (rc == 0 && insn.len != t->len)) {
 			printf("  case %u (mode %d, first byte %02x): result %d len %d, "
 			       "expected %d len %u\n",
-			       i, t->mode, t->bytes[0], rc, rc ? 0 : (int)insn.len, t->result, t->len);
+			       i, t->mode, t->bytes[0], rc, rc ? 0 : (int)insn.len, t->result,
+			       t->len);
 			test_failed_checks++;
 		}
 	}

@@ -990,7 +990,8 @@ static void test_sse_state(void)
 		cpu.fx.mxcsr = 0x1f80 & ~0x200u;
 		CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
 		CHECK_EQ(cpu.exc.vector, EMU_VEC_XM);
-		CHECK(!memcmp(cpu.fx.xmm[0], &one, 4)); // NOLINT(bugprone-suspicious-memory-comparison): bits
+		/* NOLINTNEXTLINE(bugprone-suspicious-memory-comparison): the bits are checked */
+		CHECK(!memcmp(cpu.fx.xmm[0], &one, 4));
 		CHECK_EQ(cpu.fx.mxcsr & 0x3f, 0x4);
 		cpu.fx.mxcsr = 0x1f80; /* masked: +inf and ZE */
 		CHECK_EQ(emu_step(&cpu), EMU_OK);

@@ -557,10 +557,12 @@ static void report_ud(struct emu_vcpu *ev)
 		for (unsigned i = 0; i < got; i++)
 			snprintf(hex + 3 * i, 4, "%02x ", bytes[i]);
 		memcpy(evm->ud_seen[evm->ud_logged++], bytes, 4);
-		fprintf(stderr, "vmm: emu: vCPU %u: #UD (not implemented or invalid) at rip 0x%llx "
-				"(cs 0x%x, %d-bit): %s%s\n",
-			ev->vcpu->index, (unsigned long long)cpu->s.rip, cpu->s.seg[SEG_CS].selector,
-			cpu->mode == EMU_MODE_64 ? 64 : cpu->mode == EMU_MODE_32 ? 32 : 16, hex,
+		int bits = cpu->mode == EMU_MODE_64 ? 64 : cpu->mode == EMU_MODE_32 ? 32 : 16;
+		fprintf(stderr,
+			"vmm: emu: vCPU %u: #UD (not implemented or invalid) at rip 0x%llx "
+			"(cs 0x%x, %d-bit): %s%s\n",
+			ev->vcpu->index, (unsigned long long)cpu->s.rip,
+			cpu->s.seg[SEG_CS].selector, bits, hex,
 			evm->ud_logged == EMU_UD_LOG_MAX ? "(further ones are only counted)" : "");
 	}
 	pthread_mutex_unlock(&evm->lock);
