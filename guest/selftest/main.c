@@ -36,6 +36,7 @@ static void (*const checks[])(struct selftest *) = {
 	check_ioapic,
 	check_smp,
 	check_rtc,
+	check_string_io,
 	check_virtio,
 	check_netbench,
 	check_diskbench,

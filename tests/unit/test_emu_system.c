@@ -71,13 +71,29 @@ static int phys_mmio(struct emu_cpu *c, uint64_t gpa, void *data, unsigned len, 
 	return EMU_OK;
 }
 
+/* Port I/O: reads give 0x5A bytes, or with pio_sequence the bytes 1, 2, 3... in order; writes
+ * are recorded in pio_out (what a device would have seen, in order). pio_stop_every makes
+ * every other access stop first, as the monitor's exits do. */
+static bool pio_sequence, pio_stop_every;
+static uint8_t pio_next, pio_out[64];
+static unsigned pio_out_len, pio_stops;
+
 static int phys_pio(struct emu_cpu *c, uint16_t port, void *data, unsigned len, bool is_write)
 {
 	(void)c;
+	if (pio_stop_every && !(pio_stops++ & 1))
+		return EMU_STOP;
 	pio_count++;
 	pio_last_port = port;
-	if (!is_write)
+	if (is_write) {
+		for (unsigned i = 0; i < len && pio_out_len < sizeof(pio_out); i++)
+			pio_out[pio_out_len++] = ((uint8_t *)data)[i];
+	} else if (pio_sequence) {
+		for (unsigned i = 0; i < len; i++)
+			((uint8_t *)data)[i] = ++pio_next;
+	} else {
 		memset(data, 0x5A, len);
+	}
 	return EMU_OK;
 }
 
@@ -196,6 +212,9 @@ static void machine_reset(void)
 	cpu.msr.lstar = LSTAR_ENTRY;
 	cpu.msr.sfmask = EMU_FLAG_IF | EMU_FLAG_DF | EMU_FLAG_TF;
 	mmio_reads = mmio_writes = pio_count = 0;
+	pio_sequence = pio_stop_every = false;
+	pio_next = 0;
+	pio_out_len = pio_stops = 0;
 }
 
 /* Put code at a linear address of the user page (identity: user pages map phys = linear). */
@@ -379,6 +398,112 @@ static void test_io_permission_bitmap(void)
 	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
 	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
 	CHECK_EQ(pio_count, 1);
+}
+
+/* Run the instruction at USER_RW until RIP leaves it (REP items, stops), at most `limit` steps;
+ * the status of the last step. */
+static int run_until_done(unsigned limit)
+{
+	int rc = EMU_OK;
+
+	for (unsigned i = 0; i < limit && cpu.s.rip == USER_RW; i++)
+		if ((rc = emu_step(&cpu)) != EMU_OK && rc != EMU_STOP)
+			break;
+	return rc;
+}
+
+/* INS/OUTS: items in order, DF, operand and address sizes, the segment override on OUTS' source,
+ * ES for INS' destination, stops per item, partial progress on a fault, the IOPL check. */
+static void test_string_io(void)
+{
+	static const uint8_t rep_insb[] = { 0xF3, 0x6C }, rep_insw[] = { 0x66, 0xF3, 0x6D },
+			     rep_insd_a32[] = { 0x67, 0xF3, 0x6D }, rep_outsb_fs[] = { 0x64, 0xF3, 0x6E },
+			     outsd_rexw[] = { 0x48, 0x6F }, rep_outsw[] = { 0xF3, 0x66, 0x6F };
+	const uint64_t buf = USER_RW + 0x800;
+
+	machine_reset();
+	cpu.s.rflags |= EMU_FLAG_IOPL;
+	pio_sequence = pio_stop_every = true;
+	code(USER_RW, rep_insb, sizeof(rep_insb));
+	cpu.s.gpr[CPU_RDX] = 0x3F8;
+	cpu.s.gpr[CPU_RDI] = buf;
+	cpu.s.gpr[CPU_RCX] = 5;
+	CHECK_EQ(run_until_done(100), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 2);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0);
+	CHECK_EQ(cpu.s.gpr[CPU_RDI], buf + 5);
+	CHECK_EQ(pio_count, 5);
+	CHECK_EQ(pio_last_port, 0x3F8);
+	CHECK(!memcmp(ram + buf, "\1\2\3\4\5\0", 6));
+	/* Words, backwards (DF): the first item at the highest address. */
+	pio_stop_every = false;
+	code(USER_RW, rep_insw, sizeof(rep_insw));
+	cpu.s.rflags |= EMU_FLAG_DF;
+	cpu.s.gpr[CPU_RDI] = buf + 0x20;
+	cpu.s.gpr[CPU_RCX] = 2;
+	CHECK_EQ(run_until_done(10), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RDI], buf + 0x1C);
+	CHECK(!memcmp(ram + buf + 0x1E, "\x08\x09\x06\x07", 4));
+	cpu.s.rflags &= ~EMU_FLAG_DF;
+	/* 32-bit addresses: EDI and ECX count, written as 32-bit registers (zero-extended). */
+	code(USER_RW, rep_insd_a32, sizeof(rep_insd_a32));
+	cpu.s.gpr[CPU_RDI] = 0xFFFFFFFF00000000ull | buf;
+	cpu.s.gpr[CPU_RCX] = 0x1234567800000001ull;
+	CHECK_EQ(run_until_done(10), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RDI], buf + 4);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0);
+	CHECK(!memcmp(ram + buf, "\x0A\x0B\x0C\x0D", 4));
+	/* OUTS through FS (its base), bytes in order. */
+	memcpy(ram + buf + 0x40, "hello", 5);
+	cpu.s.seg[SEG_FS].base = 0x40;
+	code(USER_RW, rep_outsb_fs, sizeof(rep_outsb_fs));
+	cpu.s.gpr[CPU_RSI] = buf;
+	cpu.s.gpr[CPU_RCX] = 5;
+	pio_stop_every = true;
+	CHECK_EQ(run_until_done(100), EMU_OK);
+	CHECK_EQ(pio_out_len, 5);
+	CHECK(!memcmp(pio_out, "hello", 5));
+	CHECK_EQ(cpu.s.gpr[CPU_RSI], buf + 5);
+	/* OUTSD with REX.W: still 4 bytes; without REP, RCX is not used. */
+	pio_stop_every = false;
+	pio_out_len = 0;
+	code(USER_RW, outsd_rexw, sizeof(outsd_rexw));
+	cpu.s.gpr[CPU_RSI] = buf + 0x40;
+	cpu.s.gpr[CPU_RCX] = 0;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(pio_out_len, 4);
+	CHECK_EQ(cpu.s.gpr[CPU_RSI], buf + 0x44);
+	/* REP with a zero count: nothing. */
+	code(USER_RW, rep_outsw, sizeof(rep_outsw));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(pio_out_len, 4);
+	CHECK_EQ(cpu.s.rip, USER_RW + 3);
+	/* A fault midway: the items before it stay done, RIP on the instruction. */
+	code(USER_RW, rep_outsw, sizeof(rep_outsw));
+	cpu.s.gpr[CPU_RSI] = NOT_PRESENT - 4;
+	cpu.s.gpr[CPU_RCX] = 4;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.exc.cr2, NOT_PRESENT);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 2);
+	CHECK_EQ(cpu.s.gpr[CPU_RSI], NOT_PRESENT);
+	CHECK_EQ(pio_out_len, 8);
+	CHECK_EQ(cpu.s.rip, USER_RW);
+	/* INS into a read-only page faults before the port is read. */
+	unsigned reads = pio_count;
+	code(USER_RW, rep_insb, sizeof(rep_insb));
+	cpu.s.gpr[CPU_RDI] = USER_RO;
+	cpu.s.gpr[CPU_RCX] = 1;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(pio_count, reads);
+	/* CPL 3 above IOPL without a bitmap: #GP before anything. */
+	cpu.s.rflags &= ~EMU_FLAG_IOPL;
+	cpu.s.gpr[CPU_RDI] = buf;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	CHECK_EQ(pio_count, reads);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 1);
 }
 
 /* The frame of an exception taken from CPL 3: on RSP0, with SS:RSP, aligned to 16. */
@@ -1577,6 +1702,7 @@ int main(void)
 	RUN_TEST(test_sse_state);
 	RUN_TEST(test_x87_state);
 	RUN_TEST(test_io_permission_bitmap);
+	RUN_TEST(test_string_io);
 	RUN_TEST(test_debug_watchpoints);
 	RUN_TEST(test_debug_breakpoints);
 	RUN_TEST(test_mmx_and_fxsave_formats);

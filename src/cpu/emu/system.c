@@ -1502,6 +1502,76 @@ static int exec_port_io(struct exec *x)
 	return EMU_OK;
 }
 
+/* INS/OUTS (6C-6F, SDM Vol. 2 INS/INSB/INSW/INSD and OUTS): the port in DX, memory at ES:rDI
+ * (INS, no segment override) or seg:rSI (OUTS, DS unless overridden), rDI/rSI stepped by the
+ * item size backwards when DF is set; only the address-size part of them and of rCX moves. Each
+ * item is one port access through cpu->phys->pio, so a monitor exit per item (KVM reports a REP
+ * INS/OUTS as one exit with several items; the devices see the same accesses in the same order).
+ * The I/O permission check comes first, before the count is looked at, as QEMU does. */
+#define STRING_IO_BATCH 4096 /* items between looks at interrupts, as exec.c's REP batch */
+
+static int string_io_once(struct exec *x, uint16_t port, unsigned size, bool out)
+{
+	struct emu_cpu *cpu = x->cpu;
+	unsigned index = out ? CPU_RSI : CPU_RDI;
+	uint64_t offset = cpu->s.gpr[index] & exec_addr_mask(x);
+	uint64_t la = exec_seg_linear(x, out ? x->insn->seg : SEG_ES, offset);
+	int64_t step = (cpu->s.rflags & EMU_FLAG_DF) ? -(int64_t)size : (int64_t)size;
+	uint64_t v = 0;
+	uint32_t data = 0;
+	void *host;
+	int rc;
+
+	if (out) {
+		if ((rc = exec_mem_read(x, la, size, &v)))
+			return rc;
+		data = (uint32_t)v;
+		if ((rc = cpu->phys->pio(cpu, port, &data, size, true)))
+			return rc;
+	} else {
+		/* A port read cannot be taken back: fault on the destination before it. */
+		if (cpu->mem->lock_operand && (rc = cpu->mem->lock_operand(cpu, la, size, &host)))
+			return rc;
+		if ((rc = cpu->phys->pio(cpu, port, &data, size, false)) ||
+		    (rc = exec_mem_write(x, la, size, data)))
+			return rc;
+	}
+	exec_reg_set(x, index, x->insn->adsize, offset + (uint64_t)step);
+	return EMU_OK;
+}
+
+static int exec_string_io(struct exec *x)
+{
+	struct emu_cpu *cpu = x->cpu;
+	const struct emu_insn *insn = x->insn;
+	unsigned size = insn->opsize == 8 ? 4 : insn->opsize, as = insn->adsize;
+	uint16_t port = (uint16_t)cpu->s.gpr[CPU_RDX];
+	bool out = insn->opcode & 2;
+	int rc;
+
+	if ((cpu->s.cr0 & CR0_PE) && cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12) &&
+	    (rc = io_permitted(cpu, port, size)))
+		return rc;
+	if (!cpu->phys || !cpu->phys->pio)
+		return exec_ud(x);
+	if (!(insn->prefix & (EMU_PFX_REP | EMU_PFX_REPNE)))
+		return string_io_once(x, port, size, out);
+	for (unsigned n = 0; n < STRING_IO_BATCH; n++) {
+		uint64_t count = cpu->s.gpr[CPU_RCX] & emu_size_mask(as);
+
+		if (!count)
+			return EMU_OK;
+		if ((rc = string_io_once(x, port, size, out)))
+			return rc; /* RIP stays: the items done stay done (x->partial) */
+		x->partial = true;
+		exec_reg_set(x, CPU_RCX, as, count - 1);
+	}
+	if (!(cpu->s.gpr[CPU_RCX] & emu_size_mask(as)))
+		return EMU_OK;
+	x->next_rip = cpu->s.rip; /* not finished: run again, after any interrupt */
+	return EMU_OK;
+}
+
 static int exec_mov_to_sreg(struct exec *x)
 {
 	unsigned sreg = x->insn->reg & 7;
@@ -1575,6 +1645,8 @@ int exec_system_map1(struct exec *x)
 	case 0xE4 ... 0xE7:
 	case 0xEC ... 0xEF:
 		return exec_port_io(x);
+	case 0x6C ... 0x6F:
+		return exec_string_io(x);
 	case 0xFF:
 		return exec_far_jump(x, ((insn->modrm >> 3) & 7) == 3);
 	case 0x9A: /* CALL ptr16:16/32 (not in 64-bit mode) */
