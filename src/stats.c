@@ -97,6 +97,8 @@ void stats_format(struct vm *vm, FILE *out)
 	stats_format_bus(&vm->pio, out);
 	stats_format_bus(&vm->mmio, out);
 	stats_format_irqs(vm, out);
+	if (vm->backend->format_stats)
+		vm->backend->format_stats(vm, out);
 	if (vm->virtio) {
 		fprintf(out, "devices:\n");
 		virtio_devices_format_stats(vm, out);

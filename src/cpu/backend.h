@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cpu/state.h"
 
@@ -104,6 +105,10 @@ struct cpu_backend {
 	 * next instruction, DR6 bits 0-3 the hw[] entries hit, bit 14 a single step). 0 or a
 	 * negative errno. */
 	int (*set_guest_debug)(struct vcpu *vcpu, const struct cpu_debug *debug);
+
+	/* Optional: the backend's own lines for --stats and `vmm stat` (any thread, while the
+	 * vCPUs run). */
+	void (*format_stats)(struct vm *vm, FILE *out);
 };
 
 extern const struct cpu_backend cpu_backend_kvm;

@@ -32,7 +32,7 @@ fi
 # An instruction the software CPU does not implement (VEX VZEROUPPER, run twice at one place
 # by the echo fixture's 'u') raises #UD in the guest, whose handler steps over it: counted
 # twice, logged once with its bytes and RIP, and the guest goes on ('q' powers off).
-printf uq | timeout -s KILL 60 "$VMM" --accel emu "$ROOT/build/tests/fixtures/echo.bzImage" \
+printf uq | timeout -s KILL 60 "$VMM" --accel emu --stats "$ROOT/build/tests/fixtures/echo.bzImage" \
 	>"$TMP/ud.out" 2>"$TMP/ud.err"
 RC=$?
 if [ "$RC" -eq 0 ] && grep -aq "ud: 2" "$TMP/ud.out" &&
@@ -41,6 +41,12 @@ if [ "$RC" -eq 0 ] && grep -aq "ud: 2" "$TMP/ud.out" &&
 	ok emu_unimplemented_instruction_is_ud_counted_logged_once
 else
 	fail emu_unimplemented_instruction_is_ud_counted_logged_once "status $RC: $(cat "$TMP/ud.out" "$TMP/ud.err" | head -c 600)"
+fi
+# --stats (the same text as `vmm stat`) counts them too; the self-test guest has none.
+if grep -q '^software CPU: #UD for instructions not implemented (or invalid) 2$' "$TMP/ud.err"; then
+	ok emu_stats_count_ud
+else
+	fail emu_stats_count_ud "$(grep -a 'software CPU' "$TMP/ud.err" || echo 'no software CPU line')"
 fi
 # A wrong expectation must be caught by the guest: proves the checks can fail.
 run_vmm "$TMP/wrong.out" "$TMP/wrong.err" --accel emu -m 256M "$SELFTEST_BZ" selftest.mem=512M selftest.quick=1

@@ -668,6 +668,16 @@ static void emu_vm_destroy(struct vm *vm)
 	vm->backend_data = NULL;
 }
 
+/* The #UD count for --stats and `vmm stat`, as the exit message gives it. */
+static void emu_format_stats(struct vm *vm, FILE *out)
+{
+	struct emu_vm *evm = vm->backend_data;
+
+	if (evm)
+		fprintf(out, "software CPU: #UD for instructions not implemented (or invalid) %llu\n",
+			(unsigned long long)__atomic_load_n(&evm->ud_count, __ATOMIC_RELAXED));
+}
+
 static int emu_vcpu_init(struct vcpu *vcpu)
 {
 	struct emu_vm *evm = vcpu->vm->backend_data;
@@ -1001,4 +1011,5 @@ const struct cpu_backend cpu_backend_emu = {
 	.vm_paused = emu_vm_paused,
 	.vm_resuming = emu_vm_resuming,
 	.set_guest_debug = emu_set_guest_debug,
+	.format_stats = emu_format_stats,
 };
