@@ -88,6 +88,8 @@ static bool args_apply(struct selftest_args *args, const char *key, size_t key_l
 		return args_count(value, value_len, 100000000, &args->net_frames);
 	if (KEY_IS("net_rounds"))
 		return args_count(value, value_len, 100000, &args->net_rounds);
+	if (KEY_IS("watch"))
+		return args_flag(value, value_len, &args->watch);
 	if (KEY_IS("disks")) {
 		if (!parse_uint(value, value_len, &v) || v > 32)
 			return false;

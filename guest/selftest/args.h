@@ -15,6 +15,7 @@ struct selftest_args {
 	bool virtio;       /* selftest.virtio=1: drive the virtio devices */
 	bool hostile;      /* selftest.hostile=1: then attack a virtio-blk device */
 	bool hold;         /* selftest.hold=1: after the summary, halt instead of ending */
+	bool watch;        /* selftest.watch=1: check data breakpoints (kvm-pvm has none) */
 	bool disks_given;
 	uint32_t disks;    /* selftest.disks=N: virtio-blk devices expected */
 	bool have_serials;

@@ -45,6 +45,7 @@ void check_ioapic(struct selftest *t);
 void check_smp(struct selftest *t);
 void check_rtc(struct selftest *t);
 void check_string_io(struct selftest *t);
+void check_debug_registers(struct selftest *t);
 void check_virtio(struct selftest *t); /* only with selftest.virtio=1 or selftest.hostile=1 */
 void check_netbench(struct selftest *t); /* only with selftest.net=1 (netbench.c) */
 void check_diskbench(struct selftest *t); /* only with selftest.diskbench=1 */

@@ -37,6 +37,7 @@ static void (*const checks[])(struct selftest *) = {
 	check_smp,
 	check_rtc,
 	check_string_io,
+	check_debug_registers,
 	check_virtio,
 	check_netbench,
 	check_diskbench,

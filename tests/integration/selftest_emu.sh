@@ -13,14 +13,14 @@ ACCEL=emu
 
 for image in bzImage elf; do
 	img=$ROOT/guest/selftest/selftest.$image
-	selftest_boot "emu_${image}_1cpu_256M" 0 "$img" -m 256M -c 1 -- selftest.mem=256M selftest.cpus=1 selftest.quick=1
+	selftest_boot "emu_${image}_1cpu_256M" 0 "$img" -m 256M -c 1 -- selftest.mem=256M selftest.cpus=1 selftest.quick=1 selftest.watch=1
 	selftest_boot "emu_${image}_2cpus_64M" 0 "$img" -m 64M -c 2 -- selftest.mem=64M selftest.cpus=2 selftest.quick=1
 	selftest_boot "emu_${image}_2cpus_5G_above_the_hole" 0 "$img" -m 5G -c 2 -- selftest.mem=5G selftest.cpus=2 selftest.quick=1
 done
 selftest_boot emu_bzImage_4cpus_3G 0 "$SELFTEST_BZ" -m 3G -c 4 -- selftest.mem=3G selftest.cpus=4
 grep -aq "ok - highmem" "$TMP/emu_bzImage_2cpus_5G_above_the_hole.out" && ok emu_highmem_checked_at_5G || fail emu_highmem_checked_at_5G "no highmem check in the 5G run"
 grep -aq "ok - smp" "$TMP/emu_bzImage_4cpus_3G.out" && ok emu_four_aps_came_up || fail emu_four_aps_came_up "$(grep -a smp "$TMP/emu_bzImage_4cpus_3G.out")"
-for check in lapic-timer ioapic cpuid-kvmclock; do
+for check in lapic-timer ioapic cpuid-kvmclock string-io debug-exec-breakpoint debug-data-breakpoints debug-single-step; do
 	grep -aq "ok - $check" "$TMP/emu_bzImage_1cpu_256M.out" && ok "emu_$check" || fail "emu_$check" "$(grep -a -- "$check" "$TMP/emu_bzImage_1cpu_256M.out")"
 done
 # No instruction the self-test guest runs may be missing from the software CPU.

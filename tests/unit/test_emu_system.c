@@ -1670,6 +1670,122 @@ static void test_debug_breakpoints(void)
 	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * 3);
 }
 
+/* The guest's own debug registers: execute breakpoints as #DB faults (RF lets the instruction
+ * run), data breakpoints and TF single step as #DB traps after the instruction, DR6's bits,
+ * nothing while DR7 enables nothing, gdb's watchpoints beside the guest's. */
+static void test_guest_debug_registers(void)
+{
+	static const uint8_t nops[] = { 0x90, 0x90, 0x90 }, store8[] = { 0x88, 0x03 },
+			     load8[] = { 0x8a, 0x03 }, int80[] = { 0xcd, 0x80 },
+			     load_np[] = { 0x8b, 0x04, 0x25, 0x00, 0x40, 0x20, 0x00 },
+			     mov_dr7[] = { 0x0f, 0x23, 0xf8, 0x0f, 0x21, 0xf9 };
+	const uint64_t w = USER_RW + 0x800;
+
+	machine_reset();
+	CHECK_EQ(cpu.dr[6], 0xFFFF0FF0);
+	CHECK_EQ(cpu.dr[7], 0x400);
+	/* An execute breakpoint on the second NOP (DR0, L0, RW 00). */
+	code(USER_RW, nops, sizeof(nops));
+	cpu.dr[0] = USER_RW + 1;
+	cpu.dr[7] = 0x401;
+	emu_debug_update(&cpu);
+	CHECK(cpu.mem == &emu_paged_memory_ops); /* no data breakpoint: no wrapper */
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 1); /* one instruction at a time while DR7 enables one */
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_DB);
+	CHECK_EQ(cpu.s.rip, USER_RW + 1); /* a fault */
+	CHECK_EQ(cpu.dr[6], 0xFFFF0FF1);
+	cpu.s.rflags |= EMU_FLAG_RF; /* what the handler's IRET loads */
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 2);
+	CHECK(!(cpu.s.rflags & EMU_FLAG_RF)); /* cleared after that one instruction */
+	/* Disabled (L0 clear): the same address does not fire. */
+	cpu.dr[7] = 0x400;
+	emu_debug_update(&cpu);
+	cpu.s.rip = USER_RW + 1;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 2);
+	/* Data breakpoints: DR1 write-only 4 bytes at w (G1, RW 01, LEN 11), DR2 read/write one
+	 * byte at w + 9 (L2, RW 11, LEN 00); a trap after the instruction. */
+	cpu.dr[1] = w + 2; /* the low bits below the length are ignored */
+	cpu.dr[2] = w + 9;
+	cpu.dr[7] = 0x400 | (1u << 3) | (1u << 4) | (0xDu << 20) | (0x3u << 24);
+	emu_debug_update(&cpu);
+	CHECK(cpu.mem != &emu_paged_memory_ops);
+	code(USER_RW, store8, sizeof(store8));
+	cpu.s.gpr[CPU_RBX] = w + 3;
+	cpu.s.gpr[CPU_RAX] = 0x42;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_DB);
+	CHECK_EQ(cpu.s.rip, USER_RW + 2); /* a trap: the store is done */
+	CHECK_EQ(ram[w + 3], 0x42);
+	CHECK_EQ(cpu.dr[6] & 0xF, 2);
+	code(USER_RW, load8, sizeof(load8)); /* a read of a write-only breakpoint */
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	cpu.s.gpr[CPU_RBX] = w + 9;
+	code(USER_RW, load8, sizeof(load8));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.dr[6] & 0xF, 4);
+	cpu.s.gpr[CPU_RBX] = w + 10;
+	code(USER_RW, store8, sizeof(store8));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	/* gdb's watchpoint on the same byte: its hit for the stub, the guest's #DB as well. */
+	struct emu_debug d;
+	struct cpu_debug ctl = { .enabled = true, .nr_hw = 1 };
+	ctl.hw[0] = (typeof(ctl.hw[0])){ .addr = w + 9, .type = CPU_HW_ACCESS, .len = 1 };
+	emu_debug_set(&cpu, &d, &ctl);
+	cpu.s.gpr[CPU_RBX] = w + 9;
+	code(USER_RW, load8, sizeof(load8));
+	d.data_hits = 0;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(d.data_hits, 1);
+	CHECK_EQ(cpu.dr[6] & 0xF, 4);
+	ctl.enabled = false;
+	emu_debug_set(&cpu, &d, &ctl);
+	CHECK(cpu.mem != &emu_paged_memory_ops); /* the guest's still need the wrapper */
+	/* A fault while breakpoints are enabled pushes RF = 1 (restarted, it runs). */
+	code(USER_RW, load_np, sizeof(load_np));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK(cpu.s.rflags & EMU_FLAG_RF);
+	cpu.s.rflags &= ~EMU_FLAG_RF;
+	cpu.dr[7] = 0x400;
+	emu_debug_update(&cpu);
+	CHECK(cpu.mem == &emu_paged_memory_ops);
+	/* Single step: a trap with BS after each instruction that starts with TF set. */
+	code(USER_RW, nops, sizeof(nops));
+	cpu.s.rflags |= EMU_FLAG_TF;
+	cpu.dr[6] = 0xFFFF0FF0;
+	CHECK_EQ(emu_run(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_DB);
+	CHECK_EQ(cpu.s.rip, USER_RW + 1);
+	CHECK_EQ(cpu.dr[6], 0xFFFF0FF0 | EMU_DR6_BS);
+	/* ... but not across INT n, which clears TF for its handler. */
+	code(USER_RW, int80, sizeof(int80));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * 0x80);
+	CHECK(!(cpu.s.rflags & EMU_FLAG_TF));
+	/* MOV to DR7 (CPL 0): the reserved upper half is #GP; bit 10 reads as 1. */
+	machine_reset();
+	to_kernel_mode(0x100000);
+	code(0x100000, mov_dr7, sizeof(mov_dr7));
+	cpu.s.gpr[CPU_RAX] = 1ull << 32;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+	cpu.s.gpr[CPU_RAX] = 0x00010003; /* L0 G0, RW0 01 */
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0x00010403);
+	CHECK(cpu.mem != &emu_paged_memory_ops);
+	/* INIT: the reset values, no wrapper. */
+	struct cpu_state st;
+	emu_cpu_get_state(&cpu, &st);
+	emu_cpu_init(&cpu, &st);
+	CHECK_EQ(cpu.dr[7], 0x400);
+	CHECK(cpu.mem == &emu_paged_memory_ops);
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -1705,6 +1821,7 @@ int main(void)
 	RUN_TEST(test_string_io);
 	RUN_TEST(test_debug_watchpoints);
 	RUN_TEST(test_debug_breakpoints);
+	RUN_TEST(test_guest_debug_registers);
 	RUN_TEST(test_mmx_and_fxsave_formats);
 	RUN_TEST(test_cpuid_matches_implementation);
 	RUN_TEST(test_arch_capabilities_msr);

@@ -58,6 +58,8 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	struct emu_icache *icache = cpu->icache;
 	struct emu_debug *debug = cpu->debug; /* INIT/SIPI keep gdb's breakpoints */
 
+	if (cpu->watch_inner) /* the plain memory ops; emu_debug_update() wraps them again */
+		mem = cpu->watch_inner;
 	memset(cpu, 0, sizeof(*cpu));
 	/* A cache that cannot be allocated only costs speed. Blocks never need flushing. */
 	cpu->icache = icache ? icache : calloc(1, sizeof(*cpu->icache));
@@ -76,6 +78,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->s.rflags |= EMU_FLAG_FIXED1;
 	cpu->cc.op = EMU_CC_NONE;
 	emu_update_mode(cpu);
+	emu_debug_reset_dr(cpu);
 }
 
 void emu_cpu_destroy(struct emu_cpu *cpu)
@@ -132,6 +135,7 @@ void emu_cpu_set_state(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->cc.op = EMU_CC_NONE;
 	emu_tlb_flush(cpu, true);
 	emu_update_mode(cpu);
+	emu_debug_update(cpu);
 }
 
 void emu_cpu_get_state(struct emu_cpu *cpu, struct cpu_state *state)
@@ -200,7 +204,7 @@ static int fetch_decode(struct emu_cpu *cpu, struct emu_insn *insn, const struct
 	return EMU_OK;
 }
 
-int emu_step(struct emu_cpu *cpu)
+int emu_step_insn(struct emu_cpu *cpu)
 {
 	const struct emu_insn *insn;
 	struct emu_insn decoded;
@@ -209,6 +213,11 @@ int emu_step(struct emu_cpu *cpu)
 	if ((rc = fetch_decode(cpu, &decoded, &insn)))
 		return rc;
 	return emu_execute_insn(cpu, insn);
+}
+
+int emu_step(struct emu_cpu *cpu)
+{
+	return emu_debug_active(cpu) ? emu_debug_step(cpu) : emu_step_insn(cpu);
 }
 
 /* ---- blocks ---- */
@@ -374,7 +383,7 @@ int emu_run(struct emu_cpu *cpu)
 	uint64_t la, ctx;
 	int rc = EMU_OK;
 
-	if (!cpu->icache || !cpu->mem->fetch)
+	if (!cpu->icache || !cpu->mem->fetch || emu_debug_active(cpu))
 		return emu_step(cpu);
 	if ((rc = block_find(cpu, &b)))
 		return rc;

@@ -192,7 +192,7 @@ struct emu_icache;
  * becomes a #BP fault left to the caller (RIP at the INT3) instead of going through the IDT. */
 struct emu_debug {
 	struct cpu_debug ctl; /* what the stub asked for */
-	const struct emu_memory_ops *inner; /* the CPU's memory ops, wrapped while watching */
+	bool watch; /* ctl has data breakpoints */
 	uint8_t data_hits; /* DR6 bits 0-3: data breakpoints hit since the caller cleared it */
 };
 
@@ -226,7 +226,17 @@ struct emu_cpu {
 	bool shadow_next; /* set by the instruction executing now */
 	uint64_t instructions; /* retired */
 	struct emu_msrs msr;
-	uint64_t dr[8]; /* debug registers: stored, breakpoints not implemented */
+	uint64_t dr[8]; /* debug registers DR0-DR7 (4 and 5 alias 6 and 7); debug.c */
+	/* The guest's own breakpoints (debug.c): DR7's enable bits L0-G3, and the data
+	 * breakpoints hit by the instruction executing now (DR6 B0-B3). While DR7 enables
+	 * something or RFLAGS.TF is set, emu_step()/emu_run() take debug.c's path, one
+	 * instruction at a time; otherwise they cost one test per block. */
+	uint8_t dr7_enabled;
+	uint8_t dr_data_hits;
+	bool no_single_step; /* set by IDT delivery and SYSCALL: no TF trap after them */
+	/* The memory ops under debug.c's watchpoint wrapper while it is installed (gdb's
+	 * watchpoints or the guest's data breakpoints), else NULL. */
+	const struct emu_memory_ops *watch_inner;
 	struct emu_fxstate fx; /* x87/MMX registers, XMM registers, MXCSR */
 	struct emu_tlb tlb;
 	struct emu_icache *icache; /* decoded blocks by guest-physical address (cpu.c) */
@@ -260,7 +270,29 @@ void emu_debug_set(struct emu_cpu *cpu, struct emu_debug *d, const struct cpu_de
 unsigned emu_debug_exec_hits(const struct emu_debug *d, uint64_t la);
 /* DR6 as a debug exit reports it: the bits that read as 1 (SDM Vol. 3 §18.2.3), BS for a step. */
 #define EMU_DR6_FIXED1 0xFFFF0FF0ull
+#define EMU_DR6_BD (1ull << 13)
 #define EMU_DR6_BS (1ull << 14)
+#define EMU_DR7_FIXED1 0x400ull
+
+/* The guest's debug registers (debug.c): MOV to DRn with the reserved bits checked (#GP), DR7
+ * taking effect at once; and the reset values (emu_cpu_init, INIT). */
+int emu_debug_write_dr(struct emu_cpu *cpu, unsigned n, uint64_t value);
+void emu_debug_reset_dr(struct emu_cpu *cpu);
+/* Recompute what DR7 enables and install or remove the watchpoint wrapper (after the debug
+ * registers or gdb's setting changed, or an INIT). */
+void emu_debug_update(struct emu_cpu *cpu);
+/* One instruction with the guest's breakpoints and single step (debug.c; emu_step() calls it
+ * while DR7 enables something or TF is set): an instruction breakpoint is a #DB fault before
+ * it (unless RFLAGS.RF), data breakpoints and TF a #DB trap after it (EMU_EXCEPTION with the
+ * instruction retired and RIP at the next one); DR6 says which. */
+int emu_debug_step(struct emu_cpu *cpu);
+/* Whether emu_step()/emu_run() must go through emu_debug_step(). */
+static inline bool emu_debug_active(const struct emu_cpu *cpu)
+{
+	return cpu->dr7_enabled || (cpu->s.rflags & EMU_FLAG_TF);
+}
+/* Fetch, decode and execute one instruction, without the guest's debug checks (cpu.c). */
+int emu_step_insn(struct emu_cpu *cpu);
 #define EMU_NO_BLOCK_PAGE (~0ull)
 
 /* Fetch, decode and execute one instruction at CS:RIP. */

@@ -490,6 +490,7 @@ static int deliver_protected_mode(struct emu_cpu *cpu, unsigned vector, enum emu
 static int deliver_once(struct emu_cpu *cpu, unsigned vector, enum emu_event_kind kind,
 			bool has_error_code, uint32_t error_code, uint64_t rip)
 {
+	cpu->no_single_step = true; /* INT n and friends are not single-stepped (debug.c) */
 	if (!(cpu->s.cr0 & CR0_PE))
 		return deliver_real_mode(cpu, vector, rip);
 	if (!(cpu->s.efer & EFER_LMA))
@@ -842,6 +843,7 @@ static int exec_syscall(struct exec *x)
 	uint16_t sel = (uint16_t)(cpu->msr.star >> 32) & 0xfffc;
 	struct cpu_segment cs;
 
+	cpu->no_single_step = true; /* SFMASK clears TF: no trap into the kernel's entry */
 	if (cpu->mode != EMU_MODE_64 || !(cpu->s.efer & EFER_SCE))
 		return exec_ud(x); /* compatibility-mode SYSCALL is not supported */
 	cpu->s.gpr[CPU_RCX] = x->next_rip;
@@ -1083,6 +1085,8 @@ static int exec_mov_cr(struct exec *x)
 	}
 }
 
+#define DR7_GD (1ull << 13)
+
 static int exec_mov_dr(struct exec *x)
 {
 	struct emu_cpu *cpu = x->cpu;
@@ -1096,12 +1100,16 @@ static int exec_mov_dr(struct exec *x)
 		dr += 2;
 	if (cpu->cpl)
 		return gp(cpu, 0);
+	if (cpu->dr[7] & DR7_GD) { /* general detect: a #DB fault before any DR access */
+		cpu->dr[7] &= ~DR7_GD;
+		cpu->dr[6] = (cpu->dr[6] & ~0xfull) | EMU_DR6_BD;
+		return emu_raise(cpu, EMU_VEC_DB, false, 0);
+	}
 	if (x->insn->opcode == 0x21) {
 		exec_reg_set(x, x->insn->rm, size, cpu->dr[dr]);
 		return EMU_OK;
 	}
-	cpu->dr[dr] = exec_reg_get(x, x->insn->rm, size);
-	return EMU_OK;
+	return emu_debug_write_dr(cpu, dr, exec_reg_get(x, x->insn->rm, size));
 }
 
 /* ---- descriptor tables: 0F 00 and 0F 01 ---- */
