@@ -1761,6 +1761,22 @@ static void test_guest_debug_registers(void)
 	CHECK_EQ(cpu.exc.vector, EMU_VEC_DB);
 	CHECK_EQ(cpu.s.rip, USER_RW + 1);
 	CHECK_EQ(cpu.dr[6], 0xFFFF0FF0 | EMU_DR6_BS);
+	/* A REP string instruction: one iteration per step, RIP still on it. */
+	static const uint8_t rep_stosb[] = { 0xf3, 0xaa }, mov_ss_nop[] = { 0x8e, 0xd0, 0x90 };
+	code(USER_RW, rep_stosb, sizeof(rep_stosb));
+	cpu.s.gpr[CPU_RDI] = w;
+	cpu.s.gpr[CPU_RCX] = 3;
+	CHECK_EQ(emu_run(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_DB);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 2);
+	CHECK_EQ(cpu.s.rip, USER_RW);
+	/* MOV SS holds the trap back to the instruction after it. */
+	code(USER_RW, mov_ss_nop, sizeof(mov_ss_nop));
+	cpu.s.gpr[CPU_RAX] = 0x2b;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_DB);
+	CHECK_EQ(cpu.s.rip, USER_RW + 3);
 	/* ... but not across INT n, which clears TF for its handler. */
 	code(USER_RW, int80, sizeof(int80));
 	CHECK_EQ(emu_step(&cpu), EMU_OK);

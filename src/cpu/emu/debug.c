@@ -201,14 +201,15 @@ static int dr_raise(struct emu_cpu *cpu, uint64_t dr6_bits)
 int emu_debug_step(struct emu_cpu *cpu)
 {
 	bool single_step = cpu->s.rflags & EMU_FLAG_TF, resumed = cpu->s.rflags & EMU_FLAG_RF;
-	unsigned hits;
+	/* After MOV SS/POP SS the traps of that instruction come with this one's. */
+	unsigned held = cpu->dr_mov_ss ? cpu->dr_data_hits : 0, hits;
 	int rc;
 
 	if (cpu->dr7_enabled && !resumed &&
 	    (hits = dr_exec_hits(cpu, debug_linear_rip(cpu))))
 		return dr_raise(cpu, hits); /* a fault: RIP stays, the handler sets RF to go on */
 	cpu->dr_data_hits = 0;
-	cpu->no_single_step = false;
+	cpu->no_single_step = cpu->dr_mov_ss = false;
 	rc = emu_step_insn(cpu);
 	if (rc == EMU_EXCEPTION) {
 		/* A fault's frame has RF set, so that the instruction, restarted by the
@@ -222,7 +223,11 @@ int emu_debug_step(struct emu_cpu *cpu)
 	/* Retired: RF covered this one instruction (one that loads it, IRET, keeps it). */
 	if (resumed)
 		cpu->s.rflags &= ~EMU_FLAG_RF;
-	hits = cpu->dr_data_hits;
+	hits = cpu->dr_data_hits | held;
+	if (cpu->dr_mov_ss) { /* held for the next instruction */
+		cpu->dr_data_hits = (uint8_t)hits;
+		return EMU_OK;
+	}
 	cpu->dr_data_hits = 0;
 	/* TF at the start of the instruction decides (a POPF that clears it still traps, one
 	 * that sets it does not), except across INT n/INT3/INTO/INT1 and SYSCALL, which clear

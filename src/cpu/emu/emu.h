@@ -234,6 +234,7 @@ struct emu_cpu {
 	uint8_t dr7_enabled;
 	uint8_t dr_data_hits;
 	bool no_single_step; /* set by IDT delivery and SYSCALL: no TF trap after them */
+	bool dr_mov_ss; /* set by MOV SS/POP SS: #DB traps wait for the next instruction */
 	/* The memory ops under debug.c's watchpoint wrapper while it is installed (gdb's
 	 * watchpoints or the guest's data breakpoints), else NULL. */
 	const struct emu_memory_ops *watch_inner;

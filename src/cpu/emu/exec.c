@@ -771,7 +771,9 @@ static int exec_string(struct exec *x, enum string_op op)
 
 	if (!rep)
 		return string_once(x, op, size);
-	for (unsigned n = 0; n < EXEC_REP_BATCH; n++) {
+	/* Under single step or breakpoints one iteration at a time: #DB traps follow each. */
+	unsigned batch = emu_debug_active(x->cpu) ? 1 : EXEC_REP_BATCH;
+	for (unsigned n = 0; n < batch; n++) {
 		uint64_t count = x->cpu->s.gpr[CPU_RCX] & emu_size_mask(as);
 
 		if (!count)

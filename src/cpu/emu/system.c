@@ -1564,7 +1564,10 @@ static int exec_string_io(struct exec *x)
 		return exec_ud(x);
 	if (!(insn->prefix & (EMU_PFX_REP | EMU_PFX_REPNE)))
 		return string_io_once(x, port, size, out);
-	for (unsigned n = 0; n < STRING_IO_BATCH; n++) {
+	/* Under single step or breakpoints one item at a time: the trap comes after each. */
+	unsigned batch = emu_debug_active(cpu) ? 1 : STRING_IO_BATCH;
+
+	for (unsigned n = 0; n < batch; n++) {
 		uint64_t count = cpu->s.gpr[CPU_RCX] & emu_size_mask(as);
 
 		if (!count)
@@ -1592,8 +1595,10 @@ static int exec_mov_to_sreg(struct exec *x)
 		return rc;
 	if ((rc = segment_load_data(x->cpu, sreg, (uint16_t)sel)))
 		return rc;
-	if (sreg == SEG_SS) /* interrupts wait for the RSP load that follows */
+	if (sreg == SEG_SS) { /* interrupts and #DB traps wait for the RSP load that follows */
 		x->cpu->shadow_next = true;
+		x->cpu->dr_mov_ss = true;
+	}
 	return EMU_OK;
 }
 
@@ -1611,7 +1616,7 @@ static int exec_push_pop_sreg(struct exec *x, unsigned sreg, bool push)
 	if ((rc = segment_load_data(cpu, sreg, (uint16_t)v)))
 		cpu->s.gpr[CPU_RSP] = old_rsp;
 	else if (sreg == SEG_SS)
-		cpu->shadow_next = true;
+		cpu->shadow_next = cpu->dr_mov_ss = true;
 	return rc;
 }
 
