@@ -5,7 +5,7 @@
  * stack switches, #DF and triple faults, IRET, SYSCALL/SYSRET, SWAPGS, MSRs, control registers.
  * Real mode: delivery through the IVT and IRET. Not yet: 32-bit protected-mode delivery (raise a
  * triple fault rather than guess) and IRET,
- * call gates, task switches, the guest's own debug breakpoints (gdb's are debug.c's). */
+ * call gates, task switches. Debug registers and single step are debug.c's. */
 #include "cpu/emu/alu.h"
 #include "cpu/emu/exec.h"
 
