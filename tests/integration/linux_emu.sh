@@ -3,7 +3,9 @@
 # (--accel emu): boots to a shell with 1 and 2 vCPUs (the second one exercises SIPI bring-up and
 # LOCK-prefixed instructions between vCPU threads), runs `ls /`, `cat /proc/cpuinfo` and `dmesg`,
 # each with status 0; with 1 vCPU `vmm stop` (the ACPI power button, which the guest's acpid turns
-# into a poweroff) ends vmm with status 0, with 2 `poweroff -f` does. The limits are generous (a boot
+# into a poweroff) ends vmm with status 0, with 2 `poweroff -f` does. In both, vmm-dbgtest checks
+# the CPU's debug registers and single step through ptrace (execute breakpoint, write watchpoint,
+# PTRACE_SINGLESTEP), as on a real CPU. The limits are generous (a boot
 # takes 1-2 minutes on a 2-core machine); nothing is timed, the boot time is only reported.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/console.bash"
@@ -25,6 +27,12 @@ stop_by=vmm_stop
 if ! gzip -dc "$INITRD" | cpio -t --quiet 2>/dev/null | grep -qx 'etc/acpi/PWRF/00000080'; then
 	fail linux_emu_guest_handles_power_button "$INITRD has no acpid rule: it predates it (run make guest)"
 	stop_by=poweroff
+fi
+has_dbgtest=
+if gzip -dc "$INITRD" | cpio -t --quiet 2>/dev/null | grep -qx 'bin/vmm-dbgtest'; then
+	has_dbgtest=yes
+else
+	fail linux_emu_ptrace_debug_registers "$INITRD has no vmm-dbgtest: it predates it (run make guest)"
 fi
 
 # gdb on Linux, in the 1-vCPU boot: the address comes from the guest's own /proc/kallsyms (Debian's
@@ -162,6 +170,10 @@ for cpus in 1 2; do
 		run_cmd "${name}_dmesg" 'dmesg' "smp: Brought up 1 node, $cpus CPUs"
 	else
 		run_cmd "${name}_dmesg" 'dmesg' 'Linux version'
+	fi
+	# The guest's debug registers and TF through Linux's ptrace/hw_breakpoint (vmm-dbgtest).
+	if [ -n "$has_dbgtest" ]; then
+		run_cmd "${name}_ptrace_debug_registers" 'vmm-dbgtest; echo "dbgtest=$?"' '^dbgtest=0$'
 	fi
 	if [ ${#trace_args[@]} -gt 0 ]; then
 		trace_linux_guest_work "$name"
