@@ -6,8 +6,8 @@
  * of one transmit kick, a socket event, a timer) the set of sockets it wants polled is read
  * again with slirp_pollfds_fill and mirrored into the epoll loop (epoll_ctl only for sockets
  * whose events changed), and one timerfd is armed for the earliest of its timers and its poll
- * timeout (only when that changed). When a socket is ready the sockets' real state is taken
- * with poll(timeout 0) over the last fill's set and handed to slirp_pollfds_poll. */
+ * timeout (only when that changed). When a socket is ready, what epoll says about it is handed
+ * to slirp_pollfds_poll; when the timer fires, every socket's state, from poll(timeout 0). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -273,14 +273,27 @@ static void user_sync(struct user_net *u)
 	user_arm(u, next, now);
 }
 
-/* Let slirp handle its sockets and due timers, then sync. The sockets polled are the last
- * sync's set: every call into slirp is followed by a sync before the loop runs again, so the
- * poll indexes slirp remembers are that fill's. */
-static void user_run(struct user_net *u)
+/* Let slirp handle its sockets and due timers, then sync. The sockets are the last sync's set:
+ * every call into slirp is followed by a sync before the loop runs again, so the poll indexes
+ * slirp remembers are that fill's. A socket event (fd >= 0) hands slirp what epoll said about
+ * that socket, no system call; the others report through epoll in their turn. The timer
+ * (fd < 0) takes every socket's state with poll(), for those epoll could not watch. */
+static void user_run(struct user_net *u, int fd, uint32_t events)
 {
-	for (unsigned i = 0; i < u->nr_pfds; i++)
+	int n = 0;
+	for (unsigned i = 0; i < u->nr_pfds; i++) {
 		u->pfds[i].revents = 0;
-	int n = poll(u->pfds, u->nr_pfds, 0);
+		if (u->pfds[i].fd != fd)
+			continue;
+		u->pfds[i].revents = (short)(((events & EPOLLIN) ? POLLIN : 0) |
+					     ((events & EPOLLOUT) ? POLLOUT : 0) |
+					     ((events & EPOLLPRI) ? POLLPRI : 0) |
+					     ((events & EPOLLERR) ? POLLERR : 0) |
+					     ((events & EPOLLHUP) ? POLLHUP : 0));
+		n = 1;
+	}
+	if (fd < 0)
+		n = poll(u->pfds, u->nr_pfds, 0);
 	slirp_pollfds_poll(u->slirp, n < 0, user_get_revents, u);
 	int64_t now = user_clock_ns(NULL) / 1000000;
 	bool fired;
@@ -303,9 +316,7 @@ static void user_run(struct user_net *u)
 
 static void user_on_event(void *opaque, int fd, uint32_t events)
 {
-	(void)fd;
-	(void)events;
-	user_run(opaque);
+	user_run(opaque, fd, events);
 }
 
 static void user_on_timer(void *opaque, int fd, uint32_t events)
@@ -315,7 +326,7 @@ static void user_on_timer(void *opaque, int fd, uint32_t events)
 	if (read(fd, &expirations, sizeof(expirations)) < 0) {
 		/* spurious wake-up: nothing to read */
 	}
-	user_run(opaque);
+	user_run(opaque, -1, 0);
 }
 
 static ssize_t user_transmit(struct net_backend *be, unsigned queue, const struct iovec *iov,
