@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -28,6 +29,7 @@
 
 #define DISKIO_MAX_DEPTH 256
 #define DISKIO_ALIGN 4096
+#define DISKIO_HUGE (2u << 20)
 
 struct diskio_job {
 	int write;
@@ -227,9 +229,14 @@ int main(int argc, char **argv)
 	if (job.region < job.block)
 		return fprintf(stderr, "diskio: %s is smaller than one block\n", path), 2;
 
-	char *bufs = aligned_alloc(DISKIO_ALIGN, (size_t)job.block * job.depth);
+	/* 2 MiB-aligned and, where the kernel allows, on transparent huge pages, like the guest RAM
+	 * of vmm and QEMU: an O_DIRECT request then pins one page and goes to the disk in large
+	 * pieces, instead of one segment per 4 KiB page (which halves 1 MiB throughput here). */
+	size_t bytes = (job.block * job.depth + DISKIO_HUGE - 1) / DISKIO_HUGE * DISKIO_HUGE;
+	char *bufs = aligned_alloc(DISKIO_HUGE, bytes);
 	if (!bufs)
 		return fprintf(stderr, "diskio: out of memory\n"), 2;
+	madvise(bufs, bytes, MADV_HUGEPAGE); /* a hint: without THP, 4 KiB pages it is */
 	for (uint64_t i = 0; i < job.block * job.depth; i++)
 		bufs[i] = (char)(i * 131 + (i >> 12) + 1); /* no zero pages to optimise away */
 	if (diskio_run(&job, fd, bufs, &res) < 0)
