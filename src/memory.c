@@ -3,7 +3,28 @@
 
 #include <errno.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/mman.h>
+
+#define MEMORY_HUGE_PAGE (2ull << 20)
+
+/* size bytes of anonymous memory starting on a 2 MiB boundary, so that every 2 MiB of guest
+ * RAM can be one huge page (and one huge mapping in KVM); older kernels do not align large
+ * anonymous mappings by themselves. NULL and errno on failure. */
+static uint8_t *memory_map_aligned(uint64_t size)
+{
+	uint8_t *raw = mmap(NULL, size + MEMORY_HUGE_PAGE, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
+		return NULL;
+	uintptr_t start = ((uintptr_t)raw + MEMORY_HUGE_PAGE - 1) & ~(uintptr_t)(MEMORY_HUGE_PAGE - 1);
+	uint8_t *base = (uint8_t *)start;
+	if (base > raw)
+		munmap(raw, (size_t)(base - raw));
+	if (raw + size + MEMORY_HUGE_PAGE > base + size)
+		munmap(base + size, (size_t)(raw + size + MEMORY_HUGE_PAGE - (base + size)));
+	return base;
+}
 
 int memory_init(struct guest_memory *mem, uint64_t size)
 {
@@ -14,9 +35,8 @@ int memory_init(struct guest_memory *mem, uint64_t size)
 	 * anonymous memory but not for shmem (shmem_enabled "never" by default), and huge pages
 	 * make the guest's DMA buffers physically contiguous, which O_DIRECT disk I/O on them
 	 * needs to pin and to merge into few large requests (1 MiB reads: 2-4x faster here). */
-	void *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (base == MAP_FAILED)
+	uint8_t *base = memory_map_aligned(size);
+	if (!base)
 		return -errno;
 	/* Guest RAM is mostly untouched at start: let THP back it where the host allows. */
 	madvise(base, size, MADV_HUGEPAGE);
