@@ -17,7 +17,8 @@ static uint8_t *memory_map_aligned(uint64_t size)
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (raw == MAP_FAILED)
 		return NULL;
-	uintptr_t start = ((uintptr_t)raw + MEMORY_HUGE_PAGE - 1) & ~(uintptr_t)(MEMORY_HUGE_PAGE - 1);
+	uintptr_t start =
+		((uintptr_t)raw + MEMORY_HUGE_PAGE - 1) & ~(uintptr_t)(MEMORY_HUGE_PAGE - 1);
 	uint8_t *base = (uint8_t *)start;
 	if (base > raw)
 		munmap(raw, (size_t)(base - raw));

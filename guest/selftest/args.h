@@ -26,10 +26,10 @@ struct selftest_args {
 	uint32_t net_frames; /* selftest.net_frames=N: frames per throughput run */
 	bool net_cpl0;     /* selftest.net_cpl0=1: the bench loops at CPL 0 instead of 3 */
 	uint32_t net_rounds; /* selftest.net_rounds=N: round trips per latency run */
-	bool diskbench;        /* selftest.diskbench=1: the disk benchmark (diskbench.c) */
+	bool diskbench; /* selftest.diskbench=1: the disk benchmark (diskbench.c) */
 	uint32_t diskbench_ms; /* selftest.diskbench_ms=N: per workload; 0 = the default */
 	bool diskbench_verify; /* selftest.diskbench_verify=1: check the data (tests) */
-	bool diskbench_cpl0;   /* selftest.diskbench_cpl=0: run the loop at CPL 0 (default 3) */
+	bool diskbench_cpl0; /* selftest.diskbench_cpl=0: run the loop at CPL 0 (default 3) */
 	char error[96];    /* first argument we could not understand; "" if none */
 };
 

@@ -54,10 +54,10 @@ struct job {
 	uint64_t notify; /* queue 0's notify address */
 	unsigned depth;
 	bool write, random, verify;
-	uint32_t bytes;   /* per request */
-	uint64_t blocks;  /* request-sized blocks on the disk */
-	uint64_t next;    /* sequential: next block */
-	uint64_t rng;     /* random: xorshift64 state */
+	uint32_t bytes; /* per request */
+	uint64_t blocks; /* request-sized blocks on the disk */
+	uint64_t next; /* sequential: next block */
+	uint64_t rng; /* random: xorshift64 state */
 	uint64_t run_tsc; /* submit new requests for this long */
 	uint64_t stall_tsc;
 	/* results */
@@ -165,7 +165,8 @@ static void job_loop(void *arg)
 	struct job *j = arg;
 	volatile struct virtq_avail *avail = &j->rings->avail;
 	volatile struct virtq_used *used = &j->rings->used;
-	volatile uint16_t *used_event = (volatile uint16_t *)((uintptr_t)avail + 4 + 2 * (uintptr_t)j->qsize);
+	volatile uint16_t *used_event =
+		(volatile uint16_t *)((uintptr_t)avail + 4 + 2 * (uintptr_t)j->qsize);
 	uint16_t avail_idx = avail->idx, used_seen = used->idx;
 	unsigned inflight = 0;
 
@@ -249,7 +250,8 @@ static void slots_build(struct virtio_dev *d, const struct job *j)
 		headers[s] = (struct blk_header){ j->write ? BLK_T_OUT : BLK_T_IN, 0, 0 };
 		statuses[s] = 0xFF;
 		desc[0] = (struct virtq_desc){ (uint64_t)&headers[s], sizeof(headers[s]),
-					       VIRTQ_DESC_F_NEXT, (uint16_t)(s * DESCS_PER_SLOT + 1) };
+					       VIRTQ_DESC_F_NEXT,
+					       (uint16_t)(s * DESCS_PER_SLOT + 1) };
 		desc[1] = (struct virtq_desc){ (uint64_t)slot_data(j, s), j->bytes,
 					       (uint16_t)(VIRTQ_DESC_F_NEXT |
 							  (j->write ? 0 : VIRTQ_DESC_F_WRITE)),
@@ -266,9 +268,9 @@ struct workload {
 };
 
 static const struct workload workloads[] = {
-	{ "read", false, false, SEQ_BYTES, 1 },    { "write", true, false, SEQ_BYTES, 1 },
-	{ "randread", false, true, BLOCK, 1 },     { "randread", false, true, BLOCK, MAX_DEPTH },
-	{ "randwrite", true, true, BLOCK, 1 },     { "randwrite", true, true, BLOCK, MAX_DEPTH },
+	{ "read", false, false, SEQ_BYTES, 1 }, { "write", true, false, SEQ_BYTES, 1 },
+	{ "randread", false, true, BLOCK, 1 },	{ "randread", false, true, BLOCK, MAX_DEPTH },
+	{ "randwrite", true, true, BLOCK, 1 },	{ "randwrite", true, true, BLOCK, MAX_DEPTH },
 };
 
 /* Runs one workload; false (and a FAIL line) when the device misbehaved. */
@@ -278,10 +280,18 @@ static bool run_workload(const struct selftest *t, struct virtio_dev *d, const s
 	uint64_t ms = t->args.diskbench_ms ? t->args.diskbench_ms : DEFAULT_MS;
 
 	job = (struct job){
-		.rings = d->rings, .qsize = d->qsize, .notify = d->notify_address, .depth = w->depth,
-		.write = w->write, .random = w->random, .verify = t->args.diskbench_verify,
-		.bytes = w->bytes, .blocks = capacity * SECTOR / w->bytes, .rng = 0x9E3779B97F4A7C15ull,
-		.run_tsc = tsc_hz / 1000 * ms, .stall_tsc = tsc_hz * STALL_SECONDS,
+		.rings = d->rings,
+		.qsize = d->qsize,
+		.notify = d->notify_address,
+		.depth = w->depth,
+		.write = w->write,
+		.random = w->random,
+		.verify = t->args.diskbench_verify,
+		.bytes = w->bytes,
+		.blocks = capacity * SECTOR / w->bytes,
+		.rng = 0x9E3779B97F4A7C15ull,
+		.run_tsc = tsc_hz / 1000 * ms,
+		.stall_tsc = tsc_hz * STALL_SECONDS,
 	};
 	slots_build(d, &job);
 	if (user)
@@ -307,8 +317,8 @@ static bool run_workload(const struct selftest *t, struct virtio_dev *d, const s
 
 static struct virtio_dev *first_blk(const struct selftest *t)
 {
-	unsigned n = virtio_find(&t->acpi, t->bsp_apic_id, devs, VIRTIO_MAX_DEVICES, err,
-				 sizeof(err));
+	unsigned n =
+		virtio_find(&t->acpi, t->bsp_apic_id, devs, VIRTIO_MAX_DEVICES, err, sizeof(err));
 
 	if (err[0])
 		return 0;
@@ -328,7 +338,8 @@ void check_diskbench(struct selftest *t)
 		return;
 	}
 	if (!buffer_is_ram(t)) {
-		check_fail("diskbench", "no E820 RAM at 0x%lx-0x%lx for the buffers (use -m 64M or more)",
+		check_fail("diskbench",
+			   "no E820 RAM at 0x%lx-0x%lx for the buffers (use -m 64M or more)",
 			   BUFFER_BASE, BUFFER_BASE + BUFFER_SIZE);
 		return;
 	}
@@ -340,19 +351,22 @@ void check_diskbench(struct selftest *t)
 	uint64_t capacity = virtio_read_config32(d, 0) | (uint64_t)virtio_read_config32(d, 4) << 32;
 	if (d->qsize < MAX_DEPTH * DESCS_PER_SLOT || capacity < SEQ_BYTES / SECTOR ||
 	    !(d->features & (1ull << VIRTIO_F_EVENT_IDX))) {
-		check_fail("diskbench", "queue of %u, %lu sectors, features 0x%lx: need %u entries, "
-			   "1 MiB and EVENT_IDX", d->qsize, capacity, d->features,
-			   MAX_DEPTH * DESCS_PER_SLOT);
+		check_fail("diskbench",
+			   "queue of %u, %lu sectors, features 0x%lx: need %u entries, "
+			   "1 MiB and EVENT_IDX",
+			   d->qsize, capacity, d->features, MAX_DEPTH * DESCS_PER_SLOT);
 		return;
 	}
 	bool user = !t->args.diskbench_cpl0;
 	if (user)
 		ring3_setup();
 	uint64_t tsc_hz = tsc_calibrate();
-	check_note("diskbench: virtio-blk %02x.%x, %lu sectors, queue %u, TSC %lu kHz, loop at CPL %u, "
-		   "%u ms per workload%s", d->pci.dev, d->pci.fn, capacity, d->qsize, tsc_hz / 1000,
-		   user ? 3 : 0,
-		   t->args.diskbench_ms ? t->args.diskbench_ms : DEFAULT_MS, t->args.diskbench_verify ? ", verifying data" : "");
+	check_note("diskbench: virtio-blk %02x.%x, %lu sectors, queue %u, TSC %lu kHz, loop at CPL "
+		   "%u, "
+		   "%u ms per workload%s",
+		   d->pci.dev, d->pci.fn, capacity, d->qsize, tsc_hz / 1000, user ? 3 : 0,
+		   t->args.diskbench_ms ? t->args.diskbench_ms : DEFAULT_MS,
+		   t->args.diskbench_verify ? ", verifying data" : "");
 	for (unsigned i = 0; i < ARRAY_SIZE(workloads); i++)
 		if (!run_workload(t, d, &workloads[i], capacity, tsc_hz, user))
 			return;
