@@ -1794,6 +1794,15 @@ static void test_guest_debug_registers(void)
 	CHECK_EQ(emu_step(&cpu), EMU_OK);
 	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0x00010403);
 	CHECK(cpu.mem != &emu_paged_memory_ops);
+	/* General detect (DR7.GD): the next MOV DR is a #DB fault with DR6.BD, GD cleared. */
+	cpu.dr[7] |= 1u << 13;
+	cpu.s.rip = 0x100003;
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_DB);
+	CHECK_EQ(cpu.s.rip, 0x100003);
+	CHECK(cpu.dr[6] & EMU_DR6_BD);
+	CHECK(!(cpu.dr[7] & (1u << 13)));
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
 	/* INIT: the reset values, no wrapper. */
 	struct cpu_state st;
 	emu_cpu_get_state(&cpu, &st);
