@@ -10,6 +10,7 @@
 #include "lib.h"
 
 #define VECTOR_DB 1
+#define VECTOR_UD 6
 #define RFLAGS_TF (1ul << 8)
 #define RFLAGS_RF (1ul << 16)
 #define DR6_RESET 0xFFFF0FF0ul
@@ -150,6 +151,34 @@ static bool debug_single_step(char *why, size_t size)
 	return true;
 }
 
+static volatile uint64_t fault_rflags;
+
+/* #UD: record the frame's RFLAGS and step over the UD2. */
+static void ud_handler(const struct interrupt_frame *frame)
+{
+	struct interrupt_frame *f = (struct interrupt_frame *)frame;
+
+	fault_rflags = f->rflags;
+	f->rip += 2;
+}
+
+/* A fault's frame carries RF = 1 (SDM Vol. 3 §18.3.1.1: so that the instruction, restarted,
+ * does not hit its own execute breakpoint again), with or without breakpoints. (That the CPU
+ * clears it again at the start of the next instruction would show in a software interrupt's
+ * frame, but INT n at CPL 0 is an emulation failure on kvm-pvm: test_emu_system checks it.) */
+static bool debug_fault_frame_rf(char *why, size_t size)
+{
+	fault_rflags = 0;
+	interrupts_set_handler(VECTOR_UD, ud_handler);
+	__asm__ volatile("ud2" : : : "memory");
+	interrupts_set_handler(VECTOR_UD, 0);
+	if (!(fault_rflags & RFLAGS_RF)) {
+		format(why, size, "RFLAGS 0x%lx in the #UD frame", fault_rflags);
+		return false;
+	}
+	return true;
+}
+
 static void debug_report(const char *name, bool ok, const char *why)
 {
 	if (ok)
@@ -162,6 +191,9 @@ void check_debug_registers(struct selftest *t)
 {
 	char why[160] = "";
 
+	/* First: the #DB handler below leaves RF set in frames, which must not hide a CPU that
+	 * never sets it itself. */
+	debug_report("fault-frame-rf", debug_fault_frame_rf(why, sizeof(why)), why);
 	interrupts_set_handler(VECTOR_DB, debug_handler);
 	debug_report("debug-exec-breakpoint", debug_exec_breakpoint(why, sizeof(why)), why);
 	/* Only when asked: KVM without VMX/SVM (kvm-pvm) emulates guest CPL 0 code in the host,

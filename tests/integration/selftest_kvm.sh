@@ -26,7 +26,7 @@ selftest_boot seed_maxcpus_form 0 "$SELFTEST_BZ" -- maxcpus=2 selftest.cpus=2 se
 grep -aq "ok - highmem" "$TMP/bzImage_2cpus_5G_above_the_hole.out" && ok highmem_checked_at_5G || fail highmem_checked_at_5G "no highmem check in the 5G run"
 grep -aq "ok - smp" "$TMP/bzImage_4cpus_3G.out" && ok four_aps_came_up || fail four_aps_came_up "$(grep -a smp "$TMP/bzImage_4cpus_3G.out")"
 # The same CPU checks the software CPU passes (selftest_emu.sh), with the host CPU's answers.
-for check in string-io debug-exec-breakpoint debug-single-step ${watch[@]:+debug-data-breakpoints}; do
+for check in string-io fault-frame-rf debug-exec-breakpoint debug-single-step ${watch[@]:+debug-data-breakpoints}; do
 	grep -aq "ok - $check" "$TMP/bzImage_1cpu_256M.out" && ok "kvm_$check" || fail "kvm_$check" "$(grep -a -- "$check" "$TMP/bzImage_1cpu_256M.out")"
 done
 # A wrong expectation must be caught by the guest: proves the checks can fail.

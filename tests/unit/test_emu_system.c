@@ -1435,7 +1435,7 @@ static void test_protected_mode_interrupts(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RSP], ksp - 20);
 	CHECK_EQ(get32(ksp - 20), 0x50010);
 	CHECK_EQ(get32(ksp - 16), 0x23);
-	CHECK_EQ(get32(ksp - 12), EMU_FLAG_FIXED1 | EMU_FLAG_IF);
+	CHECK_EQ(get32(ksp - 12), EMU_FLAG_FIXED1 | EMU_FLAG_IF | EMU_FLAG_RF); /* a fault: RF */
 	CHECK_EQ(get32(ksp - 8), 0x8000);
 	CHECK_EQ(get32(ksp - 4), 0x2b);
 	CHECK(cpu.s.rflags & EMU_FLAG_IF); /* a trap gate */
@@ -1677,7 +1677,6 @@ static void test_guest_debug_registers(void)
 {
 	static const uint8_t nops[] = { 0x90, 0x90, 0x90 }, store8[] = { 0x88, 0x03 },
 			     load8[] = { 0x8a, 0x03 }, int80[] = { 0xcd, 0x80 },
-			     load_np[] = { 0x8b, 0x04, 0x25, 0x00, 0x40, 0x20, 0x00 },
 			     mov_dr7[] = { 0x0f, 0x23, 0xf8, 0x0f, 0x21, 0xf9 };
 	const uint64_t w = USER_RW + 0x800;
 
@@ -1744,12 +1743,6 @@ static void test_guest_debug_registers(void)
 	ctl.enabled = false;
 	emu_debug_set(&cpu, &d, &ctl);
 	CHECK(cpu.mem != &emu_paged_memory_ops); /* the guest's still need the wrapper */
-	/* A fault while breakpoints are enabled pushes RF = 1 (restarted, it runs). */
-	code(USER_RW, load_np, sizeof(load_np));
-	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
-	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
-	CHECK(cpu.s.rflags & EMU_FLAG_RF);
-	cpu.s.rflags &= ~EMU_FLAG_RF;
 	cpu.dr[7] = 0x400;
 	emu_debug_update(&cpu);
 	CHECK(cpu.mem == &emu_paged_memory_ops);
@@ -1811,6 +1804,43 @@ static void test_guest_debug_registers(void)
 	CHECK(cpu.mem == &emu_paged_memory_ops);
 }
 
+/* RF: a fault's frame has it set (SDM Vol. 3 §18.3.1.1), an IRET that loads it lets the next
+ * instruction past its breakpoint, and that instruction clears it as it starts (a software
+ * interrupt then pushes RF = 0). */
+static void test_resume_flag(void)
+{
+	static const uint8_t load_np[] = { 0x8b, 0x04, 0x25, 0x00, 0x40, 0x20, 0x00 },
+			     nop_int80[] = { 0x90, 0xcd, 0x80 };
+
+	machine_reset();
+	code(USER_RW, load_np, sizeof(load_np));
+	CHECK_EQ(emu_step(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(emu_deliver_exception(&cpu), EMU_OK);
+	CHECK(get64(cpu.s.gpr[CPU_RSP] + 24) & EMU_FLAG_RF); /* error code, RIP, CS, RFLAGS */
+	CHECK(!(cpu.s.rflags & EMU_FLAG_RF));
+	machine_reset();
+	code(USER_RW, nop_int80, sizeof(nop_int80));
+	cpu.dr[0] = USER_RW; /* an execute breakpoint on the NOP, which RF lets pass */
+	cpu.dr[7] = 0x401;
+	emu_debug_update(&cpu);
+	cpu.s.rflags |= EMU_FLAG_RF;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 1);
+	CHECK(!(cpu.s.rflags & EMU_FLAG_RF));
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * 0x80);
+	CHECK(!(get64(cpu.s.gpr[CPU_RSP] + 16) & EMU_FLAG_RF)); /* RIP, CS, RFLAGS */
+	/* Without breakpoints too: RF from an IRET does not outlive the next instruction. */
+	machine_reset();
+	code(USER_RW, nop_int80, sizeof(nop_int80));
+	cpu.s.rflags |= EMU_FLAG_RF;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, HANDLERS + 16 * 0x80);
+	CHECK(!(get64(cpu.s.gpr[CPU_RSP] + 16) & EMU_FLAG_RF));
+}
+
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
@@ -1847,6 +1877,7 @@ int main(void)
 	RUN_TEST(test_debug_watchpoints);
 	RUN_TEST(test_debug_breakpoints);
 	RUN_TEST(test_guest_debug_registers);
+	RUN_TEST(test_resume_flag);
 	RUN_TEST(test_mmx_and_fxsave_formats);
 	RUN_TEST(test_cpuid_matches_implementation);
 	RUN_TEST(test_arch_capabilities_msr);

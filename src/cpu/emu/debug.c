@@ -210,19 +210,15 @@ int emu_debug_step(struct emu_cpu *cpu)
 		return dr_raise(cpu, hits); /* a fault: RIP stays, the handler sets RF to go on */
 	cpu->dr_data_hits = 0;
 	cpu->no_single_step = cpu->dr_mov_ss = false;
+	/* RF is cleared as the instruction starts, after the breakpoint check (SDM Vol. 3
+	 * §18.3.1.1): only an IRET that loads it leaves it set; a fault's frame sets it again
+	 * (emu_deliver_exception()). */
+	cpu->s.rflags &= ~EMU_FLAG_RF;
 	rc = emu_step_insn(cpu);
-	if (rc == EMU_EXCEPTION) {
-		/* A fault's frame has RF set, so that the instruction, restarted by the
-		 * handler's IRET, does not hit its own execute breakpoint again. */
-		if (cpu->exc.vector != EMU_VEC_DB)
-			cpu->s.rflags |= EMU_FLAG_RF;
-		return rc;
-	}
+	if (rc == EMU_STOP && resumed) /* restarted later, still past its breakpoint */
+		cpu->s.rflags |= EMU_FLAG_RF;
 	if (rc != EMU_OK)
-		return rc; /* a stop (restarted later) or HLT */
-	/* Retired: RF covered this one instruction (one that loads it, IRET, keeps it). */
-	if (resumed)
-		cpu->s.rflags &= ~EMU_FLAG_RF;
+		return rc; /* a fault, a stop or HLT */
 	hits = cpu->dr_data_hits | held;
 	if (cpu->dr_mov_ss) { /* held for the next instruction */
 		cpu->dr_data_hits = (uint8_t)hits;

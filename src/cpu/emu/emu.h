@@ -229,7 +229,7 @@ struct emu_cpu {
 	uint64_t dr[8]; /* debug registers DR0-DR7 (4 and 5 alias 6 and 7); debug.c */
 	/* The guest's own breakpoints (debug.c): DR7's enable bits L0-G3, and the data
 	 * breakpoints hit by the instruction executing now (DR6 B0-B3). While DR7 enables
-	 * something or RFLAGS.TF is set, emu_step()/emu_run() take debug.c's path, one
+	 * something or RFLAGS.TF or RF is set, emu_step()/emu_run() take debug.c's path, one
 	 * instruction at a time; otherwise they cost one test per block. */
 	uint8_t dr7_enabled;
 	uint8_t dr_data_hits;
@@ -282,15 +282,18 @@ void emu_debug_reset_dr(struct emu_cpu *cpu);
 /* Recompute what DR7 enables and install or remove the watchpoint wrapper (after the debug
  * registers or gdb's setting changed, or an INIT). */
 void emu_debug_update(struct emu_cpu *cpu);
-/* One instruction with the guest's breakpoints and single step (debug.c; emu_step() calls it
- * while DR7 enables something or TF is set): an instruction breakpoint is a #DB fault before
- * it (unless RFLAGS.RF), data breakpoints and TF a #DB trap after it (EMU_EXCEPTION with the
- * instruction retired and RIP at the next one); DR6 says which. */
+/* One instruction with the guest's breakpoints, single step and RF (debug.c; emu_step() calls it
+ * while emu_debug_active()): an instruction breakpoint is a #DB fault before it (unless
+ * RFLAGS.RF, which the instruction then clears as it starts), data breakpoints and TF a #DB
+ * trap after it (EMU_EXCEPTION with the instruction retired and RIP at the next one); DR6 says
+ * which. */
 int emu_debug_step(struct emu_cpu *cpu);
-/* Whether emu_step()/emu_run() must go through emu_debug_step(). */
+/* Whether emu_step()/emu_run() must go through emu_debug_step(): DR7 enables a breakpoint, TF is
+ * set, or RF is (loaded by an IRET, usually from a fault's frame): the next instruction clears
+ * it as it starts. */
 static inline bool emu_debug_active(const struct emu_cpu *cpu)
 {
-	return cpu->dr7_enabled || (cpu->s.rflags & EMU_FLAG_TF);
+	return cpu->dr7_enabled || (cpu->s.rflags & (EMU_FLAG_TF | EMU_FLAG_RF));
 }
 /* Fetch, decode and execute one instruction, without the guest's debug checks (cpu.c). */
 int emu_step_insn(struct emu_cpu *cpu);

@@ -545,6 +545,11 @@ int emu_inject_interrupt(struct emu_cpu *cpu, unsigned vector)
 
 int emu_deliver_exception(struct emu_cpu *cpu)
 {
+	/* A fault's frame has RF set, so that the instruction, restarted by the handler's IRET,
+	 * does not hit its own execute breakpoint again (SDM Vol. 3 §18.3.1.1); not #DB's: an
+	 * instruction breakpoint's frame keeps RF clear, a trap's holds the current RF. */
+	if (cpu->exc.vector != EMU_VEC_DB)
+		cpu->s.rflags |= EMU_FLAG_RF;
 	return emu_deliver_event(cpu, cpu->exc.vector, EMU_EVENT_EXCEPTION,
 				 cpu->exc.has_error_code, cpu->exc.error_code, cpu->s.rip);
 }
