@@ -63,8 +63,9 @@ if [ "${serial:-0}" -gt 0 ] && [ -n "$io_exits" ] && [ "$io_exits" -gt 0 ]; then
 else
 	fail stats_serial_exits_counted "serial accesses '${serial:-}', io exits '${io_exits:-}'"
 fi
-# Each port exit is one access (no string I/O in the self-test), claimed or not.
-if [ -n "$io_exits" ] && [ "$pio_sum" -eq "$io_exits" ]; then
+# Each port exit is one access, claimed or not, except string I/O: the self-test's string-io
+# check moves 94 items with 8 instructions, which KVM may report several items to an exit.
+if [ -n "$io_exits" ] && [ "$pio_sum" -ge "$io_exits" ] && [ $((pio_sum - io_exits)) -le 86 ]; then
 	ok stats_pio_ranges_add_up_to_io_exits
 else
 	fail stats_pio_ranges_add_up_to_io_exits "ranges $pio_sum, io exits ${io_exits:-none}"
