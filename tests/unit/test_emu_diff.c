@@ -154,6 +154,7 @@ struct tcase {
 	unsigned used; /* registers with a role (not free for address registers) */
 	unsigned max_steps; /* emulator steps allowed (REP string instructions) */
 	unsigned mem_off; /* scratch offset of the ModRM memory operand */
+	unsigned insns; /* instructions in code[] when more than one: each is stepped */
 };
 
 static const char *group_name;
@@ -474,7 +475,7 @@ struct emu_result {
  * through emu_step() for its exception. Counts the cases that emu_step() runs through a handler. */
 static int step_generic(struct emu_cpu *cpu)
 {
-	const uint8_t *code = page + INSN_OFF;
+	const uint8_t *code = (const uint8_t *)(uintptr_t)cpu->s.rip; /* flat: host = linear */
 	struct emu_insn insn;
 
 	if (emu_decode(code, EMU_MAX_INSN_LEN, cpu->mode, &insn) != EMU_DECODE_OK)
@@ -528,9 +529,9 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	r->cpu.fx.mxcsr = c->mxcsr;
 	memcpy(&r->cpu.fx, c->x87, 24);
 	memcpy(r->cpu.fx.st, c->x87 + 32, sizeof(r->cpu.fx.st));
-	for (unsigned i = 0; i < c->max_steps; i++) {
+	for (unsigned i = 0; i < (c->insns ? c->insns : c->max_steps); i++) {
 		r->status = generic_path ? step_generic(&r->cpu) : emu_step(&r->cpu);
-		if (r->status != EMU_OK || r->cpu.s.rip != s.rip)
+		if (r->status != EMU_OK || (!c->insns && r->cpu.s.rip != s.rip))
 			break;
 	}
 	emu_flags_sync(&r->cpu);
@@ -1556,6 +1557,75 @@ static void test_conditional(void)
 
 /* Jcc, JMP, CALL, RET, indirect JMP/CALL, LOOP/JrCXZ: targets are the fall-through or the
  * block BRANCH_DISTANCE bytes after it. */
+/* Two instructions: a flag producer (ALU op, TEST, INC/DEC between two registers) and a
+ * consumer of one condition (Jcc, SETcc, CMOVcc), so conditions are evaluated from each kind
+ * of recorded (lazy) flags, not only from RFLAGS as in a one-instruction case. */
+static void test_flags_then_condition(void)
+{
+	static const unsigned regs[] = { 0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
+
+	group_begin("flags then condition (ALU/TEST/INC/DEC, then Jcc/SETcc/CMOVcc)");
+	for (unsigned n = 0; n < iters * 32; n++) {
+		unsigned size = size_at(rnd_below(4)), cc = rnd() & 15, form = rnd_below(10);
+		unsigned nregs = compat ? 7 : 15; /* compat32: EAX..EDI, no REX, no 64-bit size */
+		unsigned a = regs[rnd_below(nregs)], b = regs[rnd_below(nregs)];
+		unsigned d = regs[rnd_below(nregs)];
+		uint8_t *p;
+		struct tcase c;
+
+		if (compat && size == 8)
+			size = 4;
+		case_init(&c);
+		c.gpr[a] = rnd_value(size);
+		c.gpr[b] = rnd_below(4) ? rnd_value(size) : c.gpr[a];
+		p = c.code;
+		if (size == 2)
+			*p++ = 0x66;
+		if (!compat)
+			*p++ = (uint8_t)(0x40 | (size == 8 ? 8 : 0) | ((b & 8) ? 4 : 0) |
+					 ((a & 8) ? 1 : 0));
+		if (form < 8) { /* ALU op a, b (forms 00-3F /r) */
+			*p++ = (uint8_t)(form * 8 + (size > 1));
+			if (form == 2 || form == 3)
+				c.flags_undef = 0; /* ADC/SBB read CF: defined */
+			else if (form == 1 || form == 4 || form == 6)
+				c.flags_undef = EMU_FLAG_AF;
+		} else if (form == 8) { /* TEST a, b */
+			*p++ = (uint8_t)(0x84 + (size > 1));
+			c.flags_undef = EMU_FLAG_AF;
+		} else { /* INC/DEC a */
+			*p++ = (uint8_t)(0xFE + (size > 1));
+			b = rnd_below(2);
+		}
+		*p++ = (uint8_t)(0xC0 | ((b & 7) << 3) | (a & 7));
+		switch (rnd_below(3)) {
+		case 0: /* Jcc rel8 */
+			*p++ = (uint8_t)(0x70 + cc);
+			*p++ = BRANCH_DISTANCE;
+			break;
+		case 1: /* SETcc d8 (compat32: AL, CL, DL, BL, AH, CH, DH, BH) */
+			if (!compat)
+				*p++ = (uint8_t)(0x40 | ((d & 8) ? 1 : 0));
+			*p++ = 0x0F;
+			*p++ = (uint8_t)(0x90 + cc);
+			*p++ = (uint8_t)(0xC0 | (d & 7));
+			break;
+		default: /* CMOVcc d, a (32 or 64 bits) */
+			if (!compat)
+				*p++ = (uint8_t)(0x40 | (rnd_below(2) ? 8 : 0) | ((d & 8) ? 4 : 0) |
+						 ((a & 8) ? 1 : 0));
+			*p++ = 0x0F;
+			*p++ = (uint8_t)(0x40 + cc);
+			*p++ = (uint8_t)(0xC0 | ((d & 7) << 3) | (a & 7));
+			break;
+		}
+		c.len = (unsigned)(p - c.code);
+		c.insns = 2;
+		check_case(&c);
+	}
+	group_end();
+}
+
 static void test_branches(void)
 {
 	group_begin("jcc/jmp/call/ret/loop (70-7F, 0F 80-8F, E0-E3, E8, E9, EB, C2, C3, FF /2 /4)");
@@ -2873,6 +2943,7 @@ static void run_groups(void)
 	test_bit_test();
 	test_bit_scan();
 	test_conditional();
+	test_flags_then_condition();
 	test_branches();
 	test_stack();
 	test_strings();

@@ -85,31 +85,8 @@ void emu_flags_set(struct emu_cpu *cpu, uint64_t mask, uint64_t value)
 }
 
 /* Single flags of the recorded operation, without materialising the others (Jcc, SETcc,
- * CMOVcc, ADC and SBB read one or two). Same formulas as flags_compute(). */
-bool emu_lazy_cf(const struct emu_cpu *cpu)
-{
-	const struct emu_lazy_flags *cc = &cpu->cc;
-	uint64_t mask = emu_size_mask(cc->size);
-	uint64_t a = cc->src1 & mask, b = cc->src2 & mask, r = cc->res & mask;
-
-	switch (cc->op) {
-	case EMU_CC_NONE:
-		return cpu->s.rflags & EMU_FLAG_CF;
-	case EMU_CC_ADD:
-		return r < a;
-	case EMU_CC_ADC:
-		return cc->carry ? r <= a : r < a;
-	case EMU_CC_SUB:
-		return a < b;
-	case EMU_CC_SBB:
-		return cc->carry ? a <= b : a < b;
-	case EMU_CC_LOGIC:
-		return false;
-	default: /* INC, DEC: preserved */
-		return cc->carry;
-	}
-}
-
+ * CMOVcc, ADC and SBB read one or two). Same formulas as flags_compute(); CF is
+ * emu_lazy_cf() (alu.h). */
 static bool lazy_zf(const struct emu_cpu *cpu)
 {
 	if (cpu->cc.op == EMU_CC_NONE)

@@ -36,10 +36,33 @@ void emu_flags_set(struct emu_cpu *cpu, uint64_t mask, uint64_t value);
 /* SF, ZF and PF of a result, as most instructions set them. */
 uint64_t emu_flags_szp(uint64_t result, unsigned size);
 
-/* CF of the recorded operation without materialising the other flags. */
-bool emu_lazy_cf(const struct emu_cpu *cpu);
+/* CF of the recorded operation without materialising the other flags. Inline: ADC/SBB
+ * chains (multi-precision arithmetic) read it once per instruction. */
+static inline bool emu_lazy_cf(const struct emu_cpu *cpu)
+{
+	const struct emu_lazy_flags *cc = &cpu->cc;
+	uint64_t a = cc->src1, b = cc->src2, r = cc->res; /* recorded masked to the size */
 
-/* Record a flag-producing operation for lazy evaluation (struct emu_lazy_flags). */
+	switch (cc->op) {
+	case EMU_CC_NONE:
+		return cpu->s.rflags & EMU_FLAG_CF;
+	case EMU_CC_ADD:
+		return r < a;
+	case EMU_CC_ADC:
+		return cc->carry ? r <= a : r < a;
+	case EMU_CC_SUB:
+		return a < b;
+	case EMU_CC_SBB:
+		return cc->carry ? a <= b : a < b;
+	case EMU_CC_LOGIC:
+		return false;
+	default: /* INC, DEC: preserved */
+		return cc->carry;
+	}
+}
+
+/* Record a flag-producing operation for lazy evaluation (struct emu_lazy_flags). a, b and res
+ * are masked to `size` (emu_lazy_cf() relies on it). */
 static inline void emu_flags_record(struct emu_cpu *cpu, enum emu_cc_op op, unsigned size,
 				    uint64_t a, uint64_t b, uint64_t res, bool carry)
 {

@@ -27,15 +27,6 @@
 #define JUMP_CACHE_SIZE 4096
 #define BLOCK_VALID (1ull << 63)
 
-struct emu_block {
-	uint64_t tag; /* gpa | mode << 56 | BLOCK_VALID, 0 when empty */
-	uint16_t nbytes;
-	uint8_t n;
-	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
-	uint8_t bytes[BLOCK_MAX_BYTES];
-	struct emu_insn insn[BLOCK_MAX_INSNS];
-};
-
 struct emu_jump_entry {
 	uint64_t la; /* linear address of the block's first instruction */
 	uint64_t ctx; /* jump_ctx() when it was filled */
@@ -44,7 +35,26 @@ struct emu_jump_entry {
 	const uint8_t *host; /* the block's bytes in guest RAM */
 };
 
+/* Block chaining: each block remembers the last two blocks that ran right after it, as jump
+ * cache entries of its own (same validity: linear address, context, the block's tag, its
+ * bytes), so going from a block to its usual successors skips the jump cache, whose entries
+ * are spread over 160 KiB. */
+#define BLOCK_LINKS 2
+
+struct emu_block {
+	uint64_t tag; /* gpa | mode << 56 | BLOCK_VALID, 0 when empty */
+	uint16_t nbytes;
+	uint8_t n;
+	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
+	uint8_t next_link; /* the link to replace next */
+	struct emu_jump_entry link[BLOCK_LINKS];
+	struct emu_insn insn[BLOCK_MAX_INSNS];
+	uint8_t bytes[BLOCK_MAX_BYTES];
+};
+
 struct emu_icache {
+	struct emu_block *prev; /* the block emu_run() executed last, NULL after emu_step() */
+	uint64_t prev_ctx; /* jump_ctx() when it started */
 	struct emu_jump_entry jump[JUMP_CACHE_SIZE];
 	struct emu_block block[BLOCK_CACHE_SIZE];
 };
@@ -63,8 +73,12 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	memset(cpu, 0, sizeof(*cpu));
 	/* A cache that cannot be allocated only costs speed. Blocks never need flushing. */
 	cpu->icache = icache ? icache : calloc(1, sizeof(*cpu->icache));
-	if (icache) /* a new TLB generation (0) must not meet entries of the old one */
+	if (icache) { /* a new TLB generation (0) must not meet entries of the old one */
 		memset(icache->jump, 0, sizeof(icache->jump));
+		for (unsigned i = 0; i < BLOCK_CACHE_SIZE; i++)
+			memset(icache->block[i].link, 0, sizeof(icache->block[i].link));
+		icache->prev = NULL;
+	}
 	cpu->mem = mem;
 	cpu->mem_opaque = mem_opaque;
 	cpu->phys = phys;
@@ -306,6 +320,20 @@ static uint64_t jump_ctx(const struct emu_cpu *cpu)
 	return (cpu->tlb.generation << 4) | 8 | ((uint64_t)cpu->mode << 1) | (cpu->cpl == 3);
 }
 
+/* An instruction without a specialised handler, in a block: emu_execute(), and the end of
+ * the block unless it fell through to the next instruction (a REP string instruction that
+ * stopped between iterations, a fault). Specialised handlers only branch as a block's last
+ * instruction (block_ends()), so emu_run() checks only block_exit between instructions. */
+static int block_generic(struct emu_cpu *cpu, const struct emu_insn *insn)
+{
+	uint64_t next = cpu->s.rip + insn->len;
+	int rc = emu_execute(cpu, insn);
+
+	if (cpu->s.rip != next)
+		cpu->block_exit = true;
+	return rc;
+}
+
 /* Decode the block at `host` (guest-physical `gpa`, `avail` bytes to the end of the page). An
  * instruction that does not fit in the page or does not decode ends the block before it;
  * b->n = 0 when the first one does. */
@@ -316,6 +344,7 @@ static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t 
 
 	b->tag = 0;
 	b->n = 0;
+	memset(b->link, 0, sizeof(b->link));
 	while (b->n < BLOCK_MAX_INSNS) {
 		struct emu_insn *insn = &b->insn[b->n];
 		unsigned left = avail - pos;
@@ -325,6 +354,8 @@ static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t 
 		if (!left || emu_decode(host + pos, left, cpu->mode, insn) != EMU_DECODE_OK)
 			break;
 		emu_fast_select(insn, cpu->mode);
+		if (!insn->fast)
+			insn->fast = block_generic;
 		pos += insn->len;
 		b->n++;
 		if (block_ends(insn))
@@ -336,6 +367,15 @@ static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t 
 	b->tag = tag;
 }
 
+/* Remember jump cache entry `j` as a successor of `prev` (if any). */
+static void block_link(struct emu_block *prev, const struct emu_jump_entry *j)
+{
+	if (prev) {
+		prev->link[prev->next_link] = *j;
+		prev->next_link = (uint8_t)((prev->next_link + 1) % BLOCK_LINKS);
+	}
+}
+
 /* The block at CS:RIP, NULL when there is none (not RAM, or its first instruction crosses the
  * page or does not decode: emu_step() handles those). */
 static int block_find(struct emu_cpu *cpu, struct emu_block **out)
@@ -343,6 +383,8 @@ static int block_find(struct emu_cpu *cpu, struct emu_block **out)
 	struct emu_icache *ic = cpu->icache;
 	uint64_t la = code_linear(cpu, cpu->s.rip), ctx = jump_ctx(cpu);
 	struct emu_jump_entry *j = &ic->jump[(la ^ (la >> 12)) & (JUMP_CACHE_SIZE - 1)];
+	/* The block before this one, if it ran in the same context: its links may know this. */
+	struct emu_block *prev = ic->prev_ctx == ctx ? ic->prev : NULL;
 	struct emu_block *b;
 	const uint8_t *host;
 	unsigned avail;
@@ -350,9 +392,21 @@ static int block_find(struct emu_cpu *cpu, struct emu_block **out)
 	int rc;
 
 	*out = NULL;
+	if (prev) {
+		for (unsigned k = 0; k < BLOCK_LINKS; k++) {
+			const struct emu_jump_entry *l = &prev->link[k];
+
+			if (l->la == la && l->ctx == ctx && l->block->tag == l->tag &&
+			    !memcmp(l->block->bytes, l->host, l->block->nbytes)) {
+				*out = l->block;
+				return EMU_OK;
+			}
+		}
+	}
 	if (j->la == la && j->ctx == ctx && j->block->tag == j->tag) {
 		b = j->block;
 		if (!memcmp(b->bytes, j->host, b->nbytes)) {
+			block_link(prev, j);
 			*out = b;
 			return EMU_OK;
 		}
@@ -367,6 +421,7 @@ static int block_find(struct emu_cpu *cpu, struct emu_block **out)
 		return EMU_OK;
 	*j = (struct emu_jump_entry){ .la = la, .ctx = jump_ctx(cpu), .tag = tag, .block = b,
 				      .host = host };
+	block_link(prev, j);
 	*out = b;
 	return EMU_OK;
 }
@@ -385,28 +440,27 @@ int emu_run(struct emu_cpu *cpu)
 
 	if (!cpu->icache || !cpu->mem->fetch || emu_debug_active(cpu))
 		return emu_step(cpu);
-	if ((rc = block_find(cpu, &b)))
+	rc = block_find(cpu, &b);
+	cpu->icache->prev_ctx = 0; /* jump_ctx() is never 0: no link from here if no block runs */
+	if (rc)
 		return rc;
 	if (!b)
 		return emu_step(cpu);
 	la = code_linear(cpu, cpu->s.rip);
 	ctx = jump_ctx(cpu);
+	cpu->icache->prev = b;
+	cpu->icache->prev_ctx = ctx;
 	cpu->block_exit = false;
 	cpu->block_page = b->tag & ~(0xfffull | (0xffull << 56));
 	for (unsigned loop = 0; loop < BLOCK_LOOP_MAX; loop++) {
-		unsigned i;
+		const struct emu_insn *insn = b->insn, *end = b->insn + b->n;
 
-		for (i = 0; i < b->n; i++) {
-			const struct emu_insn *insn = &b->insn[i];
-			uint64_t next = cpu->s.rip + insn->len;
-
-			if ((rc = emu_execute_insn(cpu, insn)))
+		do {
+			if ((rc = insn->fast(cpu, insn)))
 				goto out;
-			if (cpu->s.rip != next || cpu->block_exit)
-				break;
-		}
-		if (!b->loops || cpu->block_exit || i + 1 != b->n ||
-		    code_linear(cpu, cpu->s.rip) != la || jump_ctx(cpu) != ctx)
+		} while (++insn < end && !cpu->block_exit);
+		if (!b->loops || cpu->block_exit || code_linear(cpu, cpu->s.rip) != la ||
+		    jump_ctx(cpu) != ctx)
 			break;
 	}
 out:

@@ -688,22 +688,179 @@ static const emu_fast_fn shift_table[3][4] = {
 	{ shift_cl_1, shift_cl_2, shift_cl_4, shift_cl_8 },
 };
 
+/* SHL/SAL, SHR, SAR inline: emu_shift()'s formulas for these three with the operation and size
+ * fixed (the flags are all six at once, AF 0; a masked count of 0 changes no flag). */
+INLINE int shift_fixed(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size,
+		       unsigned count)
+{
+	unsigned bits = 8 * size;
+	uint64_t mask = emu_size_mask(size), a = cpu->s.gpr[insn->fast_a] & mask, r, cf, of;
+
+	count &= size == 8 ? 63 : 31;
+	if (!count) {
+		rset(cpu, insn->fast_a, size, a);
+		return retire(cpu, insn);
+	}
+	if (op == SHIFT_SHL) {
+		r = count < bits ? (a << count) & mask : 0;
+		cf = count <= bits ? (a >> (bits - count)) & 1 : 0;
+		of = ((r & emu_sign_bit(size)) ? 1 : 0) ^ cf;
+	} else if (op == SHIFT_SHR) {
+		r = count < bits ? a >> count : 0;
+		cf = count <= bits ? (a >> (count - 1)) & 1 : 0;
+		of = (a & emu_sign_bit(size)) ? 1 : 0;
+	} else if (count >= bits) { /* SAR: the sign fills, and is CF */
+		cf = (a & emu_sign_bit(size)) ? 1 : 0;
+		r = cf ? mask : 0;
+		of = 0;
+	} else {
+		cf = (emu_sext(a, size) >> (count - 1)) & 1;
+		r = (uint64_t)((int64_t)emu_sext(a, size) >> count) & mask;
+		of = 0;
+	}
+	rset(cpu, insn->fast_a, size, r);
+	flags_replace(cpu, szp(r, size) | cf | (of << 11));
+	return retire(cpu, insn);
+}
+
+#define SHIFT_COUNT_imm ((unsigned)insn->imm & 0xff)
+#define SHIFT_COUNT_1 1u
+#define SHIFT_COUNT_cl ((unsigned)cpu->s.gpr[CPU_RCX] & 0xff)
+#define DEF_SHIFT_FIXED(kind, size)                                                 \
+	HANDLER(shl_##kind##_##size)                                                \
+	{                                                                           \
+		return shift_fixed(cpu, insn, SHIFT_SHL, size, SHIFT_COUNT_##kind); \
+	}                                                                           \
+	HANDLER(shr_##kind##_##size)                                                \
+	{                                                                           \
+		return shift_fixed(cpu, insn, SHIFT_SHR, size, SHIFT_COUNT_##kind); \
+	}                                                                           \
+	HANDLER(sar_##kind##_##size)                                                \
+	{                                                                           \
+		return shift_fixed(cpu, insn, SHIFT_SAR, size, SHIFT_COUNT_##kind); \
+	}
+FOR_SIZES(DEF_SHIFT_FIXED, imm)
+FOR_SIZES(DEF_SHIFT_FIXED, 1)
+FOR_SIZES(DEF_SHIFT_FIXED, cl)
+#define ENT_SHIFT_FIXED(name, kind)                                                        \
+	{                                                                                  \
+		name##_##kind##_1, name##_##kind##_2, name##_##kind##_4, name##_##kind##_8 \
+	}
+/* [kind: imm, 1, CL][0 SHL, 1 SHR, 2 SAR][size] */
+static const emu_fast_fn shift_fixed_table[3][3][4] = {
+	{ ENT_SHIFT_FIXED(shl, imm), ENT_SHIFT_FIXED(shr, imm), ENT_SHIFT_FIXED(sar, imm) },
+	{ ENT_SHIFT_FIXED(shl, 1), ENT_SHIFT_FIXED(shr, 1), ENT_SHIFT_FIXED(sar, 1) },
+	{ ENT_SHIFT_FIXED(shl, cl), ENT_SHIFT_FIXED(shr, cl), ENT_SHIFT_FIXED(sar, cl) },
+};
+
 /* ---- conditions: Jcc, CMOVcc, SETcc ---- */
 
-HANDLER(jcc)
+/* Condition code `cc` (SDM Vol. 1 appendix B) with the flags of the two commonest producers,
+ * SUB/CMP and logic/TEST, worked out here (alu.c's formulas); anything else, and PF, through
+ * emu_condition(). */
+INLINE bool cond(struct emu_cpu *cpu, unsigned cc)
 {
-	uint64_t next = next_rip(cpu, insn);
+	const struct emu_lazy_flags *f = &cpu->cc;
+	unsigned size = f->size;
+	uint64_t mask, sign, a, b, r;
+	bool v;
 
-	if (emu_condition(cpu, insn->opcode & 15))
-		next += insn->imm;
-	return retire_to(cpu, next);
+	if ((cc >> 1) == 2 || (cc >> 1) == 4) { /* ZF, SF: of the result whatever the operation */
+		if (f->op == EMU_CC_NONE)
+			v = cpu->s.rflags & ((cc >> 1) == 2 ? EMU_FLAG_ZF : EMU_FLAG_SF);
+		else if ((cc >> 1) == 2)
+			v = !(f->res & emu_size_mask(size));
+		else
+			v = f->res & emu_sign_bit(size);
+		return (cc & 1) ? !v : v;
+	}
+	if ((f->op != EMU_CC_SUB && f->op != EMU_CC_LOGIC) || (cc >> 1) == 5)
+		return emu_condition(cpu, cc);
+	mask = emu_size_mask(size);
+	sign = emu_sign_bit(size);
+	a = f->src1 & mask;
+	b = f->src2 & mask;
+	r = f->res & mask;
+	if (f->op == EMU_CC_SUB) {
+		switch (cc >> 1) {
+		case 0: /* OF */
+			v = (a ^ b) & (a ^ r) & sign;
+			break;
+		case 1: /* CF */
+			v = a < b;
+			break;
+		case 2: /* ZF */
+			v = !r;
+			break;
+		case 3: /* CF | ZF */
+			v = a <= b;
+			break;
+		case 4: /* SF */
+			v = r & sign;
+			break;
+		case 6: /* SF != OF: signed less */
+			v = (int64_t)emu_sext(a, size) < (int64_t)emu_sext(b, size);
+			break;
+		default: /* ZF | SF != OF */
+			v = (int64_t)emu_sext(a, size) <= (int64_t)emu_sext(b, size);
+			break;
+		}
+	} else { /* CF = OF = 0 */
+		switch (cc >> 1) {
+		case 0:
+		case 1:
+			v = false;
+			break;
+		case 2:
+		case 3:
+			v = !r;
+			break;
+		case 4:
+		case 6:
+			v = r & sign;
+			break;
+		default:
+			v = !r || (r & sign);
+			break;
+		}
+	}
+	return (cc & 1) ? !v : v;
 }
+
+#define DEF_JCC(cc)                                  \
+	HANDLER(jcc_##cc)                            \
+	{                                            \
+		uint64_t next = next_rip(cpu, insn); \
+                                                     \
+		if (cond(cpu, cc))                   \
+			next += insn->imm;           \
+		return retire_to(cpu, next);         \
+	}
+DEF_JCC(0)
+DEF_JCC(1)
+DEF_JCC(2)
+DEF_JCC(3)
+DEF_JCC(4)
+DEF_JCC(5)
+DEF_JCC(6)
+DEF_JCC(7)
+DEF_JCC(8)
+DEF_JCC(9)
+DEF_JCC(10)
+DEF_JCC(11)
+DEF_JCC(12)
+DEF_JCC(13)
+DEF_JCC(14)
+DEF_JCC(15)
+static const emu_fast_fn jcc_table[16] = { jcc_0,  jcc_1,  jcc_2,  jcc_3, jcc_4,  jcc_5,
+					   jcc_6,  jcc_7,  jcc_8,  jcc_9, jcc_10, jcc_11,
+					   jcc_12, jcc_13, jcc_14, jcc_15 };
 
 /* The source is read whatever the condition; a 32-bit destination is zero-extended even when
  * nothing moves (exec_cmov()). */
 INLINE int cmov(struct emu_cpu *cpu, const struct emu_insn *insn, uint64_t v, unsigned size)
 {
-	if (emu_condition(cpu, insn->opcode & 15))
+	if (cond(cpu, insn->opcode & 15))
 		rset(cpu, insn->fast_a, size, v);
 	else if (size == 4)
 		rset(cpu, insn->fast_a, 4, cpu->s.gpr[insn->fast_a]);
@@ -724,13 +881,13 @@ DEF_CMOV(8)
 
 HANDLER(setcc_r)
 {
-	rset(cpu, insn->fast_a, 1, emu_condition(cpu, insn->opcode & 15));
+	rset(cpu, insn->fast_a, 1, cond(cpu, insn->opcode & 15));
 	return retire(cpu, insn);
 }
 
 HANDLER(setcc_m)
 {
-	int rc = mwrite(cpu, fast_la(cpu, insn), 1, emu_condition(cpu, insn->opcode & 15));
+	int rc = mwrite(cpu, fast_la(cpu, insn), 1, cond(cpu, insn->opcode & 15));
 
 	return rc ? rc : retire(cpu, insn);
 }
@@ -1046,7 +1203,17 @@ static emu_fast_fn select_shift(struct emu_insn *insn)
 	if (insn->mod != 3 || !plain_reg(insn, insn->rm, insn->opsize))
 		return NULL;
 	insn->fast_a = insn->rm;
-	return shift_table[kind][SIZE_IDX(insn->opsize)];
+	switch ((insn->modrm >> 3) & 7) {
+	case SHIFT_SHL:
+	case SHIFT_SAL:
+		return shift_fixed_table[kind][0][SIZE_IDX(insn->opsize)];
+	case SHIFT_SHR:
+		return shift_fixed_table[kind][1][SIZE_IDX(insn->opsize)];
+	case SHIFT_SAR:
+		return shift_fixed_table[kind][2][SIZE_IDX(insn->opsize)];
+	default: /* rotates */
+		return shift_table[kind][SIZE_IDX(insn->opsize)];
+	}
 }
 
 static emu_fast_fn select_map1(struct emu_insn *insn)
@@ -1094,7 +1261,7 @@ static emu_fast_fn select_map1(struct emu_insn *insn)
 			return size == 2 ? imul_rri_2 : size == 4 ? imul_rri_4 : imul_rri_8;
 		return size == 2 ? imul_rmi_2 : size == 4 ? imul_rmi_4 : imul_rmi_8;
 	case 0x70 ... 0x7F:
-		return jcc;
+		return jcc_table[op & 15];
 	case 0x80 ... 0x83:
 		return select_alu_imm(insn, (insn->modrm >> 3) & 7);
 	case 0x84:
@@ -1181,7 +1348,7 @@ static emu_fast_fn select_map0f(struct emu_insn *insn)
 			return size == 2 ? cmov_r_2 : size == 4 ? cmov_r_4 : cmov_r_8;
 		return size == 2 ? cmov_m_2 : size == 4 ? cmov_m_4 : cmov_m_8;
 	case 0x80 ... 0x8F:
-		return jcc;
+		return jcc_table[op & 15];
 	case 0x90 ... 0x9F:
 		if (insn->mod != 3)
 			return setcc_m;
