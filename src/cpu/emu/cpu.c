@@ -23,7 +23,7 @@
  * generation and so forgets all of it at once. */
 #define BLOCK_MAX_INSNS 16
 #define BLOCK_MAX_BYTES 128
-#define BLOCK_CACHE_SIZE 4096 /* blocks, direct-mapped by guest-physical address */
+#define BLOCK_CACHE_SIZE 8192 /* blocks, direct-mapped by guest-physical address */
 #define JUMP_CACHE_SIZE 4096
 #define BLOCK_VALID (1ull << 63)
 
@@ -47,9 +47,10 @@ struct emu_block {
 	uint8_t n;
 	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
 	uint8_t next_link; /* the link to replace next */
+	/* Entering a block reads the tag and compares the bytes: keep them together. */
+	uint8_t bytes[BLOCK_MAX_BYTES];
 	struct emu_jump_entry link[BLOCK_LINKS];
 	struct emu_insn insn[BLOCK_MAX_INSNS];
-	uint8_t bytes[BLOCK_MAX_BYTES];
 };
 
 struct emu_icache {

@@ -266,14 +266,16 @@ static int decode_immediate(struct decode_cursor *c, struct emu_insn *insn)
 		sign = false;
 		break;
 	case EMU_IMM_ENTER:
-		if ((err = cursor_take(c, 2, &insn->imm)) || (err = cursor_take(c, 1, &insn->imm2)))
+		if ((err = cursor_take(c, 2, &insn->imm)) || (err = cursor_take(c, 1, &v)))
 			return err;
+		insn->imm2 = (uint16_t)v;
 		insn->imm_size = 3;
 		return 0;
 	case EMU_IMM_FAR:
 		if ((err = cursor_take(c, insn->opsize == 2 ? 2 : 4, &insn->imm)) ||
-		    (err = cursor_take(c, 2, &insn->imm2)))
+		    (err = cursor_take(c, 2, &v)))
 			return err;
+		insn->imm2 = (uint16_t)v;
 		insn->imm_size = insn->opsize == 2 ? 4 : 6;
 		return 0;
 	}

@@ -73,13 +73,15 @@ struct emu_insn {
 	uint8_t base, index; /* memory operand: registers, EMU_REG_NONE or EMU_REG_RIP */
 	uint8_t scale; /* 1, 2, 4 or 8 */
 	uint8_t imm_size; /* bytes of immediate decoded */
-	uint16_t attr; /* EMU_OP_* of the opcode */
 	uint8_t fast_a, fast_b; /* register operands resolved by emu_fast_select() */
-	int64_t disp;
+	uint16_t attr; /* EMU_OP_* of the opcode */
+	uint16_t imm2; /* ENTER's nesting level; a far pointer's selector */
+	int32_t disp; /* displacements are at most 32 bits, sign-extended */
 	uint64_t imm; /* sign- or zero-extended per enum emu_imm_kind */
-	uint64_t imm2; /* ENTER's nesting level; a far pointer's selector */
 	emu_fast_fn fast; /* set by emu_fast_select(), NULL: emu_execute() */
 };
+/* Blocks hold up to 16 of these (cpu.c): keep it small. */
+_Static_assert(sizeof(struct emu_insn) == 48, "struct emu_insn is 48 bytes");
 
 enum emu_decode_result {
 	EMU_DECODE_OK = 0,
