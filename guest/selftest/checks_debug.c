@@ -32,16 +32,16 @@ static volatile unsigned debug_events;
 static struct debug_event debug_event[DEBUG_MAX_EVENTS];
 static volatile uint64_t watched[2] __attribute__((aligned(16)));
 
-#define DR_ACCESSORS(n)                                                                            \
-	static __attribute__((unused)) void set_dr##n(uint64_t v)                                  \
-	{                                                                                          \
-		__asm__ volatile("mov %0, %%dr" #n : : "r"(v) : "memory");                          \
-	}                                                                                          \
-	static __attribute__((unused)) uint64_t get_dr##n(void)                                    \
-	{                                                                                          \
-		uint64_t v;                                                                        \
-		__asm__ volatile("mov %%dr" #n ", %0" : "=r"(v));                                   \
-		return v;                                                                          \
+#define DR_ACCESSORS(n)                                                    \
+	static __attribute__((unused)) void set_dr##n(uint64_t v)          \
+	{                                                                  \
+		__asm__ volatile("mov %0, %%dr" #n : : "r"(v) : "memory"); \
+	}                                                                  \
+	static __attribute__((unused)) uint64_t get_dr##n(void)            \
+	{                                                                  \
+		uint64_t v;                                                \
+		__asm__ volatile("mov %%dr" #n ", %0" : "=r"(v));          \
+		return v;                                                  \
 	}
 DR_ACCESSORS(0)
 DR_ACCESSORS(1)
@@ -84,7 +84,9 @@ static bool debug_exec_breakpoint(char *why, size_t size)
 	debug_reset();
 	/* L0, RW0 = 00 (execute), LEN0 = 00 */
 	__asm__ volatile("lea 1f(%%rip), %0; mov %0, %%dr0; mov %1, %%dr7; nop; 1: nop"
-			 : "=&r"(target) : "r"(DR7_FIXED | 1) : "memory");
+			 : "=&r"(target)
+			 : "r"(DR7_FIXED | 1)
+			 : "memory");
 	set_dr7(DR7_FIXED);
 	if (get_dr0() != target) {
 		format(why, size, "DR0 reads 0x%lx after writing 0x%lx", get_dr0(), target);
@@ -92,8 +94,11 @@ static bool debug_exec_breakpoint(char *why, size_t size)
 	}
 	if (debug_events != 1 || debug_event[0].rip != target || (debug_event[0].dr6 & 0xF) != 1 ||
 	    (debug_event[0].rflags & RFLAGS_RF)) {
-		format(why, size, "execute breakpoint: %u #DB, rip 0x%lx (expected 0x%lx), dr6 0x%lx, rflags 0x%lx",
-		       debug_events, debug_event[0].rip, target, debug_event[0].dr6, debug_event[0].rflags);
+		format(why, size,
+		       "execute breakpoint: %u #DB, rip 0x%lx (expected 0x%lx), dr6 0x%lx, rflags "
+		       "0x%lx",
+		       debug_events, debug_event[0].rip, target, debug_event[0].dr6,
+		       debug_event[0].rflags);
 		return false;
 	}
 	return true;
@@ -109,14 +114,18 @@ static bool debug_data_breakpoints(char *why, size_t size)
 	set_dr1((uint64_t)&watched[0] + 4);
 	set_dr7(dr7_data(1, DR7_RW_WRITE, DR7_LEN_4));
 	__asm__ volatile("movb $0x5a, (%1); 1: lea 1b(%%rip), %0"
-			 : "=r"(next) : "r"((uint64_t)&watched[0] + 6) : "memory");
+			 : "=r"(next)
+			 : "r"((uint64_t)&watched[0] + 6)
+			 : "memory");
 	unsigned after_store = debug_events;
 	value = watched[0]; /* a load of a write breakpoint */
 	unsigned after_load = debug_events;
 	set_dr7(DR7_FIXED);
 	if (after_store != 1 || after_load != 1 || debug_event[0].rip != next ||
 	    (debug_event[0].dr6 & 0xF) != 2 || (uint8_t)(value >> 48) != 0x5a) {
-		format(why, size, "write breakpoint: %u #DB after the store (rip 0x%lx, expected 0x%lx), %u after a load, dr6 0x%lx",
+		format(why, size,
+		       "write breakpoint: %u #DB after the store (rip 0x%lx, expected 0x%lx), %u "
+		       "after a load, dr6 0x%lx",
 		       after_store, debug_event[0].rip, next, after_load, debug_event[0].dr6);
 		return false;
 	}
@@ -124,10 +133,13 @@ static bool debug_data_breakpoints(char *why, size_t size)
 	set_dr1((uint64_t)&watched[1]);
 	set_dr7(dr7_data(1, DR7_RW_ACCESS, DR7_LEN_8));
 	__asm__ volatile("mov (%2), %1; 1: lea 1b(%%rip), %0"
-			 : "=r"(next), "=r"(value) : "r"(&watched[1]) : "memory");
+			 : "=r"(next), "=r"(value)
+			 : "r"(&watched[1])
+			 : "memory");
 	set_dr7(DR7_FIXED);
 	if (debug_events != 1 || debug_event[0].rip != next || (debug_event[0].dr6 & 0xF) != 2) {
-		format(why, size, "read/write breakpoint: %u #DB, rip 0x%lx (expected 0x%lx), dr6 0x%lx",
+		format(why, size,
+		       "read/write breakpoint: %u #DB, rip 0x%lx (expected 0x%lx), dr6 0x%lx",
 		       debug_events, debug_event[0].rip, next, debug_event[0].dr6);
 		return false;
 	}
@@ -142,8 +154,11 @@ static bool debug_single_step(char *why, size_t size)
 
 	debug_reset();
 	__asm__ volatile("pushfq; orq %1, (%%rsp); popfq; nop; 1: lea 1b(%%rip), %0"
-			 : "=r"(after_nop) : "i"(RFLAGS_TF) : "memory", "cc");
-	if (debug_events != 1 || debug_event[0].rip != after_nop || !(debug_event[0].dr6 & DR6_BS)) {
+			 : "=r"(after_nop)
+			 : "i"(RFLAGS_TF)
+			 : "memory", "cc");
+	if (debug_events != 1 || debug_event[0].rip != after_nop ||
+	    !(debug_event[0].dr6 & DR6_BS)) {
 		format(why, size, "single step: %u #DB, rip 0x%lx (expected 0x%lx), dr6 0x%lx",
 		       debug_events, debug_event[0].rip, after_nop, debug_event[0].dr6);
 		return false;
@@ -199,7 +214,8 @@ void check_debug_registers(struct selftest *t)
 	/* Only when asked: KVM without VMX/SVM (kvm-pvm) emulates guest CPL 0 code in the host,
 	 * whose emulator ignores data breakpoints, and every user of this guest would fail. */
 	if (t->args.watch)
-		debug_report("debug-data-breakpoints", debug_data_breakpoints(why, sizeof(why)), why);
+		debug_report("debug-data-breakpoints", debug_data_breakpoints(why, sizeof(why)),
+			     why);
 	else
 		check_note("debug-data-breakpoints not checked (selftest.watch=1 checks them)");
 	debug_report("debug-single-step", debug_single_step(why, sizeof(why)), why);

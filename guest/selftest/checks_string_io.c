@@ -24,7 +24,10 @@ static struct string_io_regs rep_outsb(uint16_t port, const void *src, uint64_t 
 	struct string_io_regs r = { (uint64_t)src, 0, count };
 
 	if (down)
-		__asm__ volatile("std; rep outsb; cld" : "+S"(r.rsi), "+c"(r.rcx) : "d"(port) : "memory");
+		__asm__ volatile("std; rep outsb; cld"
+				 : "+S"(r.rsi), "+c"(r.rcx)
+				 : "d"(port)
+				 : "memory");
 	else
 		__asm__ volatile("rep outsb" : "+S"(r.rsi), "+c"(r.rcx) : "d"(port) : "memory");
 	return r;
@@ -35,7 +38,10 @@ static struct string_io_regs rep_insb(uint16_t port, void *dst, uint64_t count, 
 	struct string_io_regs r = { 0, (uint64_t)dst, count };
 
 	if (down)
-		__asm__ volatile("std; rep insb; cld" : "+D"(r.rdi), "+c"(r.rcx) : "d"(port) : "memory");
+		__asm__ volatile("std; rep insb; cld"
+				 : "+D"(r.rdi), "+c"(r.rcx)
+				 : "d"(port)
+				 : "memory");
 	else
 		__asm__ volatile("rep insb" : "+D"(r.rdi), "+c"(r.rcx) : "d"(port) : "memory");
 	return r;
@@ -54,7 +60,8 @@ static bool string_io_loopback(char *why, size_t why_size)
 	outb(COM1 + UART_MCR, UART_MCR_LOOP | 0x03);
 	r = rep_outsb(COM1, text, n, false);
 	if (r.rcx || r.rsi != (uint64_t)text + n) {
-		format(why, why_size, "rep outsb left rcx %lu, rsi +%ld", r.rcx, r.rsi - (uint64_t)text);
+		format(why, why_size, "rep outsb left rcx %lu, rsi +%ld", r.rcx,
+		       r.rsi - (uint64_t)text);
 		return false;
 	}
 	r = rep_insb(COM1, got, n, false);
@@ -67,7 +74,8 @@ static bool string_io_loopback(char *why, size_t why_size)
 	memset(got, 0, sizeof(got));
 	r = rep_outsb(COM1, text + n - 1, n, true);
 	if (r.rcx || r.rsi != (uint64_t)text - 1) {
-		format(why, why_size, "std; rep outsb left rcx %lu, rsi %ld", r.rcx, r.rsi - (uint64_t)text);
+		format(why, why_size, "std; rep outsb left rcx %lu, rsi %ld", r.rcx,
+		       r.rsi - (uint64_t)text);
 		return false;
 	}
 	r = rep_insb(COM1, got + n - 1, n, true);
@@ -107,13 +115,15 @@ static bool string_io_pci(char *why, size_t why_size)
 	rcx = 3;
 	__asm__ volatile("rep insl" : "+D"(rdi), "+c"(rcx) : "d"(PCI_CONFIG_DATA) : "memory");
 	if (ids[0] != id || ids[1] != id || ids[2] != id || rdi != (uint64_t)(ids + 3)) {
-		format(why, why_size, "rep insl: 0x%x 0x%x 0x%x, inl 0x%x", ids[0], ids[1], ids[2], id);
+		format(why, why_size, "rep insl: 0x%x 0x%x 0x%x, inl 0x%x", ids[0], ids[1], ids[2],
+		       id);
 		return false;
 	}
 	rdi = (uint64_t)vendor;
 	rcx = 2;
 	__asm__ volatile("rep insw" : "+D"(rdi), "+c"(rcx) : "d"(PCI_CONFIG_DATA) : "memory");
-	if (vendor[0] != (uint16_t)id || vendor[1] != (uint16_t)id || rdi != (uint64_t)(vendor + 2)) {
+	if (vendor[0] != (uint16_t)id || vendor[1] != (uint16_t)id ||
+	    rdi != (uint64_t)(vendor + 2)) {
 		format(why, why_size, "rep insw: 0x%x 0x%x, inl 0x%x", vendor[0], vendor[1], id);
 		return false;
 	}

@@ -417,8 +417,9 @@ static int run_until_done(unsigned limit)
 static void test_string_io(void)
 {
 	static const uint8_t rep_insb[] = { 0xF3, 0x6C }, rep_insw[] = { 0x66, 0xF3, 0x6D },
-			     rep_insd_a32[] = { 0x67, 0xF3, 0x6D }, rep_outsb_fs[] = { 0x64, 0xF3, 0x6E },
-			     outsd_rexw[] = { 0x48, 0x6F }, rep_outsw[] = { 0xF3, 0x66, 0x6F };
+			     rep_insd_a32[] = { 0x67, 0xF3, 0x6D },
+			     rep_outsb_fs[] = { 0x64, 0xF3, 0x6E }, outsd_rexw[] = { 0x48, 0x6F },
+			     rep_outsw[] = { 0xF3, 0x66, 0x6F };
 	const uint64_t buf = USER_RW + 0x800;
 
 	machine_reset();

@@ -674,7 +674,8 @@ static void emu_format_stats(struct vm *vm, FILE *out)
 	struct emu_vm *evm = vm->backend_data;
 
 	if (evm)
-		fprintf(out, "software CPU: #UD for instructions not implemented (or invalid) %llu\n",
+		fprintf(out,
+			"software CPU: #UD for instructions not implemented (or invalid) %llu\n",
 			(unsigned long long)__atomic_load_n(&evm->ud_count, __ATOMIC_RELAXED));
 }
 

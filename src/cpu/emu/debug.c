@@ -23,7 +23,12 @@
 #define DR6_WRITABLE 0xe00full /* B0-B3, BD, BS, BT */
 #define DR6_HITS 0xfull
 
-enum dr_rw { DR_RW_EXEC = 0, DR_RW_WRITE = 1, DR_RW_IO = 2, DR_RW_ACCESS = 3 };
+enum dr_rw {
+	DR_RW_EXEC = 0,
+	DR_RW_WRITE = 1,
+	DR_RW_IO = 2,
+	DR_RW_ACCESS = 3
+};
 
 static bool debug_overlaps(uint64_t la, unsigned len, uint64_t addr, unsigned blen)
 {
@@ -53,7 +58,8 @@ static unsigned dr_len(const struct emu_cpu *cpu, unsigned i)
 static bool dr_watching(const struct emu_cpu *cpu)
 {
 	for (unsigned i = 0; i < 4; i++)
-		if (dr_enabled(cpu, i) && (dr_rw(cpu, i) == DR_RW_WRITE || dr_rw(cpu, i) == DR_RW_ACCESS))
+		if (dr_enabled(cpu, i) &&
+		    (dr_rw(cpu, i) == DR_RW_WRITE || dr_rw(cpu, i) == DR_RW_ACCESS))
 			return true;
 	return false;
 }
@@ -205,8 +211,7 @@ int emu_debug_step(struct emu_cpu *cpu)
 	unsigned held = cpu->dr_mov_ss ? cpu->dr_data_hits : 0, hits;
 	int rc;
 
-	if (cpu->dr7_enabled && !resumed &&
-	    (hits = dr_exec_hits(cpu, debug_linear_rip(cpu))))
+	if (cpu->dr7_enabled && !resumed && (hits = dr_exec_hits(cpu, debug_linear_rip(cpu))))
 		return dr_raise(cpu, hits); /* a fault: RIP stays, the handler sets RF to go on */
 	cpu->dr_data_hits = 0;
 	cpu->no_single_step = cpu->dr_mov_ss = false;
