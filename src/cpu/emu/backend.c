@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cpu/cpuid.h"
 #include "cpu/emu/apic_bus.h"
@@ -38,9 +39,12 @@
 #include "cpu/emu/pvclock.h"
 #include "vm.h"
 
-#define EMU_BATCH 4096 /* blocks between looks at the clock */
+/* Blocks between looks at the clock: what a running vCPU adds to its LAPIC timer's latency
+ * (512 blocks are ~100 us of guest code at ~30 M instructions/s; a look costs ~0.1 us). */
+#define EMU_BATCH 512
 #define EMU_LOG_MAX 80 /* replayed accesses per instruction (FXSAVE to MMIO: 64 pieces) */
 #define EMU_UD_LOG_MAX 32 /* distinct #UD instructions reported */
+#define EMU_IOEVENTFD_MAX 256 /* notify addresses that signal an eventfd without an exit */
 
 #define PAGE_SIZE 4096ull
 
@@ -91,15 +95,30 @@ struct emu_vcpu {
 	uint64_t system_time_msr;
 	uint64_t system_time_gpa; /* 0: disabled */
 	bool guest_stopped; /* set PVCLOCK_GUEST_STOPPED at the next update */
-	uint64_t sleep_ns; /* time spent halted or waiting for SIPI, for the statistics */
+	/* Statistics (this vCPU's thread writes them, any thread reads them): time spent halted
+	 * or waiting for SIPI, sleeps, interrupts taken, and how long a woken vCPU took to run
+	 * again (from the first ev_wake() of a sleep to the thread holding its lock again). */
+	uint64_t sleep_ns, sleeps, interrupts, wakeups, wake_latency_ns;
+	/* Guarded by `lock`: the thread waits in ev_sleep(), and when it was first woken. */
+	bool sleeping;
+	uint64_t woken_at_ns; /* 0: not woken since it went to sleep */
 	/* gdb (set_guest_debug, written with the vCPU parked) */
 	bool debugging; /* instructions go through ev_step_debug() */
 	bool single_step; /* a debug exit after each instruction; no interrupt taken meanwhile */
 	struct emu_debug debug;
 };
 
+/* A write to `addr` signals `fd` from the vCPU thread (KVM_IOEVENTFD without a data match). */
+struct emu_ioeventfd {
+	uint64_t addr;
+	int fd;
+};
+
 struct emu_vm {
 	struct vm *vm;
+	pthread_rwlock_t ioeventfd_lock; /* vCPUs read the table, BAR (un)mapping writes it */
+	unsigned nr_ioeventfds;
+	struct emu_ioeventfd ioeventfds[EMU_IOEVENTFD_MAX];
 	struct ioapic ioapic;
 	bool ioapic_ready;
 	struct lapic *lapics[VM_MAX_VCPUS];
@@ -146,6 +165,8 @@ static void ev_wake(struct emu_vcpu *ev)
 	if (!ev->sync_ready)
 		return;
 	pthread_mutex_lock(&ev->lock);
+	if (ev->sleeping && !ev->woken_at_ns)
+		ev->woken_at_ns = mono_ns();
 	pthread_cond_signal(&ev->cond);
 	pthread_mutex_unlock(&ev->lock);
 }
@@ -396,6 +417,56 @@ static bool in_window(uint64_t gpa, unsigned len, uint64_t base, uint64_t size)
 	return gpa >= base && gpa - base < size && len <= size - (gpa - base);
 }
 
+/* A write to a registered notify address: signal its eventfd here, in the vCPU thread, instead
+ * of leaving vcpu_run() for the monitor to do the same (the instruction then completes without
+ * a restart). Whatever was written is ignored, as KVM does for an ioeventfd without a data match. */
+static bool ioeventfd_signal(struct emu_vm *evm, uint64_t gpa)
+{
+	bool hit = false;
+
+	pthread_rwlock_rdlock(&evm->ioeventfd_lock);
+	for (unsigned i = 0; i < evm->nr_ioeventfds && !hit; i++) {
+		if (evm->ioeventfds[i].addr == gpa) {
+			uint64_t one = 1;
+
+			hit = true;
+			if (write(evm->ioeventfds[i].fd, &one, sizeof(one)) < 0) {
+				/* counter full (EAGAIN): a wake-up is pending anyway */
+			}
+		}
+	}
+	pthread_rwlock_unlock(&evm->ioeventfd_lock);
+	return hit;
+}
+
+static int emu_ioeventfd(struct vm *vm, uint64_t addr, int fd, bool assign)
+{
+	struct emu_vm *evm = vm->backend_data;
+	int ret = assign ? -ENOSPC : -ENOENT;
+
+	pthread_rwlock_wrlock(&evm->ioeventfd_lock);
+	for (unsigned i = 0; i < evm->nr_ioeventfds; i++) {
+		struct emu_ioeventfd *e = &evm->ioeventfds[i];
+
+		if (e->addr != addr)
+			continue;
+		if (assign) {
+			ret = -EEXIST;
+		} else if (e->fd == fd) {
+			*e = evm->ioeventfds[--evm->nr_ioeventfds];
+			ret = 0;
+		}
+		goto out;
+	}
+	if (assign && evm->nr_ioeventfds < EMU_IOEVENTFD_MAX) {
+		evm->ioeventfds[evm->nr_ioeventfds++] = (struct emu_ioeventfd){ addr, fd };
+		ret = 0;
+	}
+out:
+	pthread_rwlock_unlock(&evm->ioeventfd_lock);
+	return ret;
+}
+
 static int phys_mmio(struct emu_cpu *cpu, uint64_t gpa, void *data, unsigned len, bool is_write)
 {
 	struct emu_vcpu *ev = to_ev(cpu);
@@ -432,6 +503,8 @@ static int phys_mmio(struct emu_cpu *cpu, uint64_t gpa, void *data, unsigned len
 		}
 		return EMU_OK;
 	}
+	if (is_write && ioeventfd_signal(evm, gpa))
+		return EMU_OK;
 	/* Pieces of at most 8 bytes (an MMIO exit's size), naturally split. */
 	for (unsigned off = 0; off < len;) {
 		unsigned n = len - off < 8 ? len - off : 8;
@@ -644,6 +717,7 @@ static int emu_vm_init(struct vm *vm)
 	vm->backend_data = evm;
 	evm->vm = vm;
 	pthread_mutex_init(&evm->lock, NULL);
+	pthread_rwlock_init(&evm->ioeventfd_lock, NULL);
 	int ret = ioapic_init(&evm->ioapic, (uint8_t)vm->nr_vcpus, 0x11, &emu_ioapic_ops, evm);
 	if (ret < 0)
 		return ret;
@@ -664,19 +738,43 @@ static void emu_vm_destroy(struct vm *vm)
 	if (evm->ioapic_ready)
 		ioapic_destroy(&evm->ioapic);
 	pthread_mutex_destroy(&evm->lock);
+	pthread_rwlock_destroy(&evm->ioeventfd_lock);
 	free(evm);
 	vm->backend_data = NULL;
 }
 
-/* The #UD count for --stats and `vmm stat`, as the exit message gives it. */
+/* One vCPU's counters for --stats and `vmm stat` (any thread: values may be slightly old). */
+static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
+{
+	struct emu_tlb *tlb = &ev->cpu.tlb;
+	uint64_t wakeups = stats_load(ev->wakeups);
+
+	fprintf(out, "  vcpu%u: %llu instructions, %llu interrupts taken; halted %.6f s in %llu sleeps, "
+		     "%llu wake-ups %.1f us each to run again; TLB flushes: %llu all, %llu non-global, "
+		     "%llu pages\n",
+		ev->vcpu->index, (unsigned long long)__atomic_load_n(&ev->cpu.instructions, __ATOMIC_RELAXED),
+		(unsigned long long)stats_load(ev->interrupts),
+		(double)stats_load(ev->sleep_ns) / 1e9, (unsigned long long)stats_load(ev->sleeps),
+		(unsigned long long)wakeups,
+		wakeups ? (double)stats_load(ev->wake_latency_ns) / 1e3 / (double)wakeups : 0.0,
+		(unsigned long long)stats_load(tlb->flushes_all),
+		(unsigned long long)stats_load(tlb->flushes_nonglobal),
+		(unsigned long long)stats_load(tlb->flushes_page));
+}
+
+/* The #UD count for --stats and `vmm stat`, as the exit message gives it, and each vCPU's
+ * counters. */
 static void emu_format_stats(struct vm *vm, FILE *out)
 {
 	struct emu_vm *evm = vm->backend_data;
 
-	if (evm)
-		fprintf(out,
-			"software CPU: #UD for instructions not implemented (or invalid) %llu\n",
-			(unsigned long long)__atomic_load_n(&evm->ud_count, __ATOMIC_RELAXED));
+	if (!evm)
+		return;
+	fprintf(out, "software CPU: #UD for instructions not implemented (or invalid) %llu\n",
+		(unsigned long long)__atomic_load_n(&evm->ud_count, __ATOMIC_RELAXED));
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		if (vm->vcpus[i].backend_data)
+			ev_format_stats(vm->vcpus[i].backend_data, out);
 }
 
 static int emu_vcpu_init(struct vcpu *vcpu)
@@ -766,9 +864,11 @@ static int emu_vcpu_set_state(struct vcpu *vcpu, const struct cpu_state *state)
 /* Sleep until something needs this vCPU: an event in its LAPIC, a kick, the timer. */
 static void ev_sleep(struct emu_vcpu *ev, bool want_intr)
 {
-	uint64_t start = mono_ns();
+	uint64_t start = mono_ns(), woken_at;
 
 	pthread_mutex_lock(&ev->lock);
+	ev->sleeping = true;
+	ev->woken_at_ns = 0;
 	for (;;) {
 		unsigned pending = lapic_pending(&ev->lapic);
 		uint64_t deadline = __atomic_load_n(&ev->timer_deadline, __ATOMIC_ACQUIRE);
@@ -791,8 +891,16 @@ static void ev_sleep(struct emu_vcpu *ev, bool want_intr)
 				       .tv_nsec = (long)(wake % 1000000000ull) };
 		pthread_cond_timedwait(&ev->cond, &ev->lock, &ts);
 	}
+	ev->sleeping = false;
+	woken_at = ev->woken_at_ns;
 	pthread_mutex_unlock(&ev->lock);
-	ev->sleep_ns += mono_ns() - start;
+	uint64_t end = mono_ns();
+	stats_add(ev->sleep_ns, end - start);
+	stats_add(ev->sleeps, 1);
+	if (woken_at) {
+		stats_add(ev->wakeups, 1);
+		stats_add(ev->wake_latency_ns, end > woken_at ? end - woken_at : 0);
+	}
 }
 
 static void exit_from_log(struct emu_vcpu *ev, struct vcpu_exit *exit)
@@ -883,6 +991,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 				ev->halted = false;
 				rc = emu_inject_interrupt(cpu, vector);
 				lapic_ack_interrupt(&ev->lapic, vector);
+				stats_add(ev->interrupts, 1);
 				if (rc == EMU_SHUTDOWN) {
 					exit->reason = VCPU_EXIT_SHUTDOWN;
 					return 0;
@@ -1009,6 +1118,7 @@ const struct cpu_backend cpu_backend_emu = {
 	.vcpu_kick = emu_vcpu_kick,
 	.irq_line = emu_irq_line,
 	.irq_msi = emu_irq_msi,
+	.ioeventfd = emu_ioeventfd,
 	.vm_paused = emu_vm_paused,
 	.vm_resuming = emu_vm_resuming,
 	.set_guest_debug = emu_set_guest_debug,

@@ -153,6 +153,9 @@ struct emu_phys_ops {
 	int (*pio)(struct emu_cpu *cpu, uint16_t port, void *data, unsigned len, bool is_write);
 };
 
+/* A statistics counter with one writer that other threads may read at any time. */
+#define EMU_STAT_INC(c) __atomic_store_n(&(c), (c) + 1, __ATOMIC_RELAXED)
+
 /* Software TLB (mmu.c): direct-mapped, one array per access kind. The tag is the linear page
  * with bit 0 = user access and bit 1 = valid, so a lookup is one index and one compare. */
 #define EMU_TLB_SIZE 256
@@ -167,6 +170,9 @@ struct emu_tlb_entry {
 struct emu_tlb {
 	bool used; /* any entry filled since the last full flush (flushes are free otherwise) */
 	uint64_t generation; /* bumped by every flush: what cpu.c caches by linear address */
+	/* Statistics (written by the owning thread only, read anywhere with relaxed loads):
+	 * flushes of everything, of all but global pages (CR3 writes), of one page (INVLPG). */
+	uint64_t flushes_all, flushes_nonglobal, flushes_page;
 	struct emu_tlb_entry read[EMU_TLB_SIZE], write[EMU_TLB_SIZE], fetch[EMU_TLB_SIZE];
 };
 

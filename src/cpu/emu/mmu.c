@@ -194,6 +194,10 @@ void emu_tlb_flush(struct emu_cpu *cpu, bool include_global)
 	struct emu_tlb_entry *arrays[3] = { cpu->tlb.read, cpu->tlb.write, cpu->tlb.fetch };
 
 	cpu->tlb.generation++;
+	if (include_global)
+		EMU_STAT_INC(cpu->tlb.flushes_all);
+	else
+		EMU_STAT_INC(cpu->tlb.flushes_nonglobal);
 	if (!cpu->tlb.used)
 		return;
 	if (include_global)
@@ -210,6 +214,7 @@ void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear)
 
 	/* Large pages are cached per 4 KiB page, so flushing the one page is enough. */
 	cpu->tlb.generation++;
+	EMU_STAT_INC(cpu->tlb.flushes_page);
 	cpu->tlb.read[i].tag = cpu->tlb.write[i].tag = cpu->tlb.fetch[i].tag = 0;
 }
 
