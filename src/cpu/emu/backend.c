@@ -7,8 +7,9 @@
  * log below only ever holds one instruction's accesses. HLT sleeps on a condition variable until an interrupt, the timer or a kick.
  *
  * Memory: RAM pages come straight from guest memory; the LAPIC page and the IOAPIC are handled
- * here; every other non-RAM access stops the instruction (EMU_STOP) and becomes a
- * VCPU_EXIT_MMIO/IO. The instruction is restarted from scratch at the next vcpu_run(), and the
+ * here; a write to a virtio notify address registered through ioeventfd signals its eventfd
+ * here too (no exit: the main loop takes the kick, as with KVM_IOEVENTFD); every other non-RAM
+ * access stops the instruction (EMU_STOP) and becomes a VCPU_EXIT_MMIO/IO. The instruction is restarted from scratch at the next vcpu_run(), and the
  * accesses it already completed are replayed from a per-instruction log, in order (kind,
  * address, size, direction and written data must match): a read-modify-write, a MOVS between
  * MMIO and RAM or an access split in 8-byte pieces makes several. The log is emptied when an
