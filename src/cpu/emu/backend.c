@@ -750,10 +750,12 @@ static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
 	struct emu_tlb *tlb = &ev->cpu.tlb;
 	uint64_t wakeups = stats_load(ev->wakeups);
 
-	fprintf(out, "  vcpu%u: %llu instructions, %llu interrupts taken; halted %.6f s in %llu sleeps, "
-		     "%llu wake-ups %.1f us each to run again; TLB flushes: %llu all, %llu non-global, "
-		     "%llu pages\n",
-		ev->vcpu->index, (unsigned long long)__atomic_load_n(&ev->cpu.instructions, __ATOMIC_RELAXED),
+	fprintf(out,
+		"  vcpu%u: %llu instructions, %llu interrupts taken; halted %.6f s in %llu sleeps, "
+		"%llu wake-ups %.1f us each to run again; TLB flushes: %llu all, %llu non-global, "
+		"%llu pages\n",
+		ev->vcpu->index,
+		(unsigned long long)__atomic_load_n(&ev->cpu.instructions, __ATOMIC_RELAXED),
 		(unsigned long long)stats_load(ev->interrupts),
 		(double)stats_load(ev->sleep_ns) / 1e9, (unsigned long long)stats_load(ev->sleeps),
 		(unsigned long long)wakeups,
