@@ -6,7 +6,9 @@ export VMM_RUNTIME_DIR=$TMP/run
 mkdir -p "$VMM_RUNTIME_DIR"
 COUNT=$ROOT/build/tests/fixtures/count.bzImage
 name=stat$$
-(sleep 60) | "$VMM" --name "$name" "$COUNT" >"$TMP/console" 2>"$TMP/err" &
+# The console's input stays open (a sleep) while the VM runs; the sleep is ended with the VM, or
+# waiting for the VM would wait for it too (a minute).
+(echo $BASHPID >"$TMP/feeder.pid"; exec sleep 60) | "$VMM" --name "$name" "$COUNT" >"$TMP/console" 2>"$TMP/err" &
 pid=$!
 for _ in $(seq 100); do [ -s "$TMP/console" ] && break; sleep 0.1; done
 "$VMM" stat "$name" >"$TMP/stat1"
@@ -22,6 +24,7 @@ timeout 5 "$VMM" stat --watch 1 "$name" >"$TMP/watch"
 n=$(grep -c '^vmm statistics:' "$TMP/watch")
 if [ "$n" -ge 3 ]; then ok stat_watch_refreshes; else fail stat_watch_refreshes "$n reports in 5 s"; fi
 "$VMM" kill "$name" >/dev/null 2>&1
+kill "$(cat "$TMP/feeder.pid")" 2>/dev/null
 wait $pid
 "$VMM" stat "$name" >/dev/null 2>"$TMP/gone"
 rc=$?
@@ -30,7 +33,8 @@ if [ $rc -ne 0 ] && grep -q "no such VM running" "$TMP/gone"; then ok stat_of_a_
 # it runs (the echo fixture's 'u' runs VZEROUPPER twice).
 if "$VMM" --version 2>/dev/null | grep -q 'emu'; then
 	name=statemu$$
-	(printf u; sleep 60) | "$VMM" --name "$name" --accel emu "$ROOT/build/tests/fixtures/echo.bzImage" >"$TMP/console-emu" 2>"$TMP/err-emu" &
+	(echo $BASHPID >"$TMP/feeder-emu.pid"; printf u; exec sleep 60) |
+		"$VMM" --name "$name" --accel emu "$ROOT/build/tests/fixtures/echo.bzImage" >"$TMP/console-emu" 2>"$TMP/err-emu" &
 	pid=$!
 	for _ in $(seq 300); do grep -aq "ud: 2" "$TMP/console-emu" && break; sleep 0.1; done
 	"$VMM" stat "$name" >"$TMP/stat-emu"
@@ -40,6 +44,7 @@ if "$VMM" --version 2>/dev/null | grep -q 'emu'; then
 		fail stat_counts_ud_on_the_software_cpu "$(grep -a 'software CPU' "$TMP/stat-emu" || tail -c 300 "$TMP/console-emu")"
 	fi
 	"$VMM" kill "$name" >/dev/null 2>&1
+	kill "$(cat "$TMP/feeder-emu.pid")" 2>/dev/null
 	wait $pid || true # killed: its status is not what this checks
 else
 	skip stat_counts_ud_on_the_software_cpu "this vmm is built without the software CPU"
