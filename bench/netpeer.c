@@ -42,8 +42,9 @@ static uint64_t now_ns(void)
 static void burst(int s, const struct proto *req, const struct sockaddr_in *to)
 {
 	static uint8_t data[MAX_DATAGRAM];
-	size_t size = req->v0 < sizeof(struct proto) ? sizeof(struct proto)
-		      : req->v0 > 1472 ? 1472 : (size_t)req->v0;
+	size_t size = req->v0 > 1472 ? 1472 : (size_t)req->v0; /* one MTU-size datagram at most */
+	if (size < sizeof(struct proto))
+		size = sizeof(struct proto);
 	struct proto d = { .magic = PROTO_MAGIC, .op = 'd' };
 	uint64_t sent = 0, refused = 0, start = now_ns();
 	for (uint32_t i = 0; i < req->count; i++) {
@@ -111,7 +112,8 @@ int main(int argc, char **argv)
 			/* frames - 1 intervals between the first and the last, scaled to all frames so
 			 * the rate is frames / time like the guest's figures */
 			p.v2 = sink.frames > 1 ? (sink.last_ns - sink.first_ns) * sink.frames /
-							 (sink.frames - 1) : 0;
+							 (sink.frames - 1)
+					       : 0;
 			break;
 		case 'b':
 			break;

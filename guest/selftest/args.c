@@ -26,8 +26,8 @@ static bool args_ipv4(const char *value, size_t len, uint32_t *ip)
 
 		while (end < len && value[end] != '.')
 			end++;
-		if (end == start || (octet < 3) != (end < len) || !parse_uint(value + start, end - start, &v) ||
-		    v > 255)
+		if (end == start || (octet < 3) != (end < len) ||
+		    !parse_uint(value + start, end - start, &v) || v > 255)
 			return false;
 		out |= (uint32_t)v << (8 * octet);
 		start = end + 1;

@@ -40,7 +40,13 @@
 
 /* The bench protocol's payload (bench/netpeer.c has the same): little-endian fields. */
 #define PROTO_MAGIC 0x31424E56u /* "VNB1" */
-enum proto_op { OP_ECHO = 'e', OP_RESET = 'r', OP_DATA = 'd', OP_QUERY = 'q', OP_BURST = 'b' };
+enum proto_op {
+	OP_ECHO = 'e',
+	OP_RESET = 'r',
+	OP_DATA = 'd',
+	OP_QUERY = 'q',
+	OP_BURST = 'b'
+};
 struct proto {
 	uint32_t magic;
 	uint8_t op, pad[3];
@@ -77,7 +83,8 @@ static void report_add(char tag, const char *fmt, va_list ap)
 	if (report_len + 2 >= sizeof(report))
 		return;
 	report[report_len++] = tag;
-	report_len += (unsigned)vformat(report + report_len, sizeof(report) - report_len - 1, fmt, ap);
+	report_len +=
+		(unsigned)vformat(report + report_len, sizeof(report) - report_len - 1, fmt, ap);
 	if (report_len > sizeof(report) - 2)
 		report_len = sizeof(report) - 2;
 	report[report_len++] = '\n';
@@ -170,8 +177,15 @@ static uint64_t ticks_to_ns(const struct bench *b, uint64_t ticks)
 	return ticks * 1000000 / b->tsc_khz;
 }
 
-static void put16be(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static uint16_t get16be(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static void put16be(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+static uint16_t get16be(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
 
 /* RFC 1071 checksum. */
 static uint16_t checksum(const uint8_t *p, unsigned len)
@@ -259,7 +273,7 @@ static void send_arp(struct bench *b, uint16_t op, const uint8_t *to_mac, uint32
 		return;
 	uint8_t *f = buf + NETDEV_HDR, *a = f + ETH_HLEN;
 	eth_header(b, f, op == 1 ? broadcast : to_mac, ETH_ARP);
-	put16be(a, 1);       /* Ethernet */
+	put16be(a, 1); /* Ethernet */
 	put16be(a + 2, ETH_IP);
 	a[4] = 6;
 	a[5] = 4;
@@ -443,7 +457,9 @@ static void bench_rtt(struct bench *b, const struct selftest *t, bool icmp)
 			len = HEADERS - UDP_HLEN + 8 + 32;
 			expect(b, IP_ICMP, (uint16_t)i);
 		} else {
-			struct proto p = { .magic = PROTO_MAGIC, .op = OP_ECHO, .seq = 0x10000 + i };
+			struct proto p = { .magic = PROTO_MAGIC,
+					   .op = OP_ECHO,
+					   .seq = 0x10000 + i };
 			len = udp_frame(b, f, &p, sizeof(p));
 			expect(b, OP_ECHO, p.seq);
 		}
@@ -461,8 +477,8 @@ static void bench_rtt(struct bench *b, const struct selftest *t, bool icmp)
 	}
 	sort(samples, n);
 	out("%s rounds=%u lost=%u stray=%u median_ns=%lu min_ns=%lu p90_ns=%lu",
-		       icmp ? "ping" : "echo", n, lost, b->stray, ticks_to_ns(b, samples[n / 2]),
-		       ticks_to_ns(b, samples[0]), ticks_to_ns(b, samples[n * 9 / 10]));
+	    icmp ? "ping" : "echo", n, lost, b->stray, ticks_to_ns(b, samples[n / 2]),
+	    ticks_to_ns(b, samples[0]), ticks_to_ns(b, samples[n * 9 / 10]));
 	passed("%s", name);
 }
 
@@ -471,9 +487,8 @@ static void print_rate(const char *what, uint64_t frames, uint64_t bytes, uint64
 {
 	uint64_t us = ns / 1000 ? ns / 1000 : 1;
 
-	out("%s frames=%lu bytes=%lu us=%lu fps=%lu mbps=%lu.%lu%s", what,
-		       frames, bytes, us, frames * 1000000 / us, bytes / us, bytes * 10 / us % 10,
-		       extra);
+	out("%s frames=%lu bytes=%lu us=%lu fps=%lu mbps=%lu.%lu%s", what, frames, bytes, us,
+	    frames * 1000000 / us, bytes / us, bytes * 10 / us % 10, extra);
 }
 
 /* Guest → host: frames back to back from one prepared frame, the peer counts them. */
@@ -513,7 +528,8 @@ static void bench_tx(struct bench *b, unsigned frames)
 		failed("netbench-tx\tthe peer did not answer the query");
 		return;
 	}
-	format(extra, sizeof(extra), " lost=%lu", frames - (b->answer.v0 < frames ? b->answer.v0 : frames));
+	format(extra, sizeof(extra), " lost=%lu",
+	       frames - (b->answer.v0 < frames ? b->answer.v0 : frames));
 	print_rate("tx", b->answer.v0, b->answer.v1, b->answer.v2, extra);
 	if (b->answer.v0 == 0)
 		failed("netbench-tx\tthe peer received nothing");
@@ -546,7 +562,8 @@ static void bench_rx(struct bench *b, unsigned frames)
 		return;
 	}
 	/* From the first frame to the last: frames - 1 intervals. */
-	format(extra, sizeof(extra), " lost=%lu", frames - (b->rx_frames < frames ? b->rx_frames : frames));
+	format(extra, sizeof(extra), " lost=%lu",
+	       frames - (b->rx_frames < frames ? b->rx_frames : frames));
 	print_rate("rx", b->rx_frames - 1, (b->rx_frames - 1) * UDP_PAYLOAD_MAX,
 		   ticks_to_ns(b, b->rx_last - b->rx_first), extra);
 	passed("netbench-rx");
@@ -555,7 +572,8 @@ static void bench_rx(struct bench *b, unsigned frames)
 static struct virtio_dev *find_net(struct selftest *t)
 {
 	char err[120];
-	unsigned n = virtio_find(&t->acpi, t->bsp_apic_id, devs, VIRTIO_MAX_DEVICES, err, sizeof(err));
+	unsigned n =
+		virtio_find(&t->acpi, t->bsp_apic_id, devs, VIRTIO_MAX_DEVICES, err, sizeof(err));
 
 	for (unsigned i = 0; i < n; i++)
 		if (devs[i].type == VIRTIO_ID_NET)
@@ -591,7 +609,8 @@ void check_netbench(struct selftest *t)
 	if (!t->args.net)
 		return;
 	if (!t->args.net_ip || !t->args.net_peer || !pmtimer_present()) {
-		check_fail("netbench-init", "needs selftest.net_ip=, selftest.net_peer= and a PM timer");
+		check_fail("netbench-init",
+			   "needs selftest.net_ip=, selftest.net_peer= and a PM timer");
 		return;
 	}
 	struct virtio_dev *d = find_net(t);
@@ -606,7 +625,8 @@ void check_netbench(struct selftest *t)
 		check_fail("netbench-init", "%s", err);
 		return;
 	}
-	console_printf("netbench: clock tsc_khz=%lu (calibrated against the ACPI PM timer), loops at CPL %u\n",
+	console_printf("netbench: clock tsc_khz=%lu (calibrated against the ACPI PM timer), loops "
+		       "at CPL %u\n",
 		       b->tsc_khz, t->args.net_cpl0 ? 0 : 3);
 	check_ok("netbench-init");
 	if (t->args.net_cpl0) {

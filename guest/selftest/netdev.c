@@ -60,7 +60,8 @@ static bool setup_queue(struct virtio_dev *d, struct netdev_ring *r, uint16_t in
 	write64(common + COMMON_Q_DESC, (uint64_t)r->rings->desc);
 	write64(common + COMMON_Q_AVAIL, (uint64_t)&r->rings->avail);
 	write64(common + COMMON_Q_USED, (uint64_t)&r->rings->used);
-	r->notify = d->notify + (uint64_t)mmio_read16(common + COMMON_Q_NOFF) * d->notify_multiplier;
+	r->notify =
+		d->notify + (uint64_t)mmio_read16(common + COMMON_Q_NOFF) * d->notify_multiplier;
 	mmio_write16(common + COMMON_Q_ENABLE, 1);
 	return true;
 }
@@ -113,7 +114,8 @@ bool netdev_start(struct netdev *n, struct virtio_dev *d, char *err, unsigned er
 	mmio_write32(common + COMMON_GF, (uint32_t)d->features);
 	mmio_write32(common + COMMON_GFSELECT, 1);
 	mmio_write32(common + COMMON_GF, (uint32_t)(d->features >> 32));
-	mmio_write8(common + COMMON_STATUS, mmio_read8(common + COMMON_STATUS) | VIRTIO_STATUS_FEATURES_OK);
+	mmio_write8(common + COMMON_STATUS,
+		    mmio_read8(common + COMMON_STATUS) | VIRTIO_STATUS_FEATURES_OK);
 	if (!(mmio_read8(common + COMMON_STATUS) & VIRTIO_STATUS_FEATURES_OK)) {
 		format(err, err_size, "features 0x%lx refused", d->features);
 		return false;
@@ -124,8 +126,9 @@ bool netdev_start(struct netdev *n, struct virtio_dev *d, char *err, unsigned er
 		return false;
 	}
 	for (unsigned i = 0; i < 6; i++)
-		n->mac[i] = (d->features & 1ull << NET_F_MAC) ? virtio_read_config8(d, i)
-							     : (uint8_t[]){ 0x52, 0x54, 0, 0x12, 0x34, 0x56 }[i];
+		n->mac[i] = (d->features & 1ull << NET_F_MAC)
+				    ? virtio_read_config8(d, i)
+				    : (uint8_t[]){ 0x52, 0x54, 0, 0x12, 0x34, 0x56 }[i];
 	/* Every receive buffer available before the device starts. */
 	for (uint16_t i = 0; i < n->rx.size; i++) {
 		n->rx.rings->desc[i] = (struct virtq_desc){ (uint64_t)rx_buffers[i], RX_BUFFER,
@@ -137,9 +140,11 @@ bool netdev_start(struct netdev *n, struct virtio_dev *d, char *err, unsigned er
 	n->rx.published = n->rx.size;
 	*used_event(&n->rx) = 0x7FFF;
 	*used_event(&n->tx) = 0x7FFF;
-	mmio_write8(common + COMMON_STATUS, mmio_read8(common + COMMON_STATUS) | VIRTIO_STATUS_DRIVER_OK);
+	mmio_write8(common + COMMON_STATUS,
+		    mmio_read8(common + COMMON_STATUS) | VIRTIO_STATUS_DRIVER_OK);
 	uint8_t status = mmio_read8(common + COMMON_STATUS);
-	if ((status & (VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_NEEDS_RESET)) != VIRTIO_STATUS_DRIVER_OK) {
+	if ((status & (VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_NEEDS_RESET)) !=
+	    VIRTIO_STATUS_DRIVER_OK) {
 		format(err, err_size, "status 0x%x after DRIVER_OK", status);
 		return false;
 	}
@@ -147,8 +152,8 @@ bool netdev_start(struct netdev *n, struct virtio_dev *d, char *err, unsigned er
 	return true;
 }
 
-unsigned netdev_poll(struct netdev *n, void (*handle)(const uint8_t *frame, unsigned len, void *arg),
-		     void *arg)
+unsigned netdev_poll(struct netdev *n,
+		     void (*handle)(const uint8_t *frame, unsigned len, void *arg), void *arg)
 {
 	struct netdev_ring *r = &n->rx;
 	volatile struct virtq_used *used = &r->rings->used;
@@ -175,7 +180,8 @@ unsigned netdev_poll(struct netdev *n, void (*handle)(const uint8_t *frame, unsi
 
 static void tx_reclaim(struct netdev *n)
 {
-	n->tx.used_seen = n->tx.rings->used.idx; /* frames complete in order: only the count counts */
+	n->tx.used_seen =
+		n->tx.rings->used.idx; /* frames complete in order: only the count counts */
 }
 
 unsigned netdev_tx_pending(struct netdev *n)

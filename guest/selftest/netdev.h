@@ -15,17 +15,17 @@
 #include "virtio.h"
 
 #define VIRTIO_ID_NET 1
-#define NETDEV_HDR 12       /* struct virtio_net_hdr_v1 (virtio 1.2 §5.1.6) */
+#define NETDEV_HDR 12 /* struct virtio_net_hdr_v1 (virtio 1.2 §5.1.6) */
 #define NETDEV_FRAME_MAX 1514 /* Ethernet header + 1500-byte MTU */
-#define NETDEV_SMALL 128    /* per-slot buffer for small frames (ARP, ICMP, control) */
+#define NETDEV_SMALL 128 /* per-slot buffer for small frames (ARP, ICMP, control) */
 
 struct netdev_ring {
 	struct virtq_rings *rings;
 	uint16_t size;
-	uint16_t avail_idx;  /* entries we have made available */
-	uint16_t published;  /* avail->idx as last written */
-	uint16_t used_seen;  /* used entries consumed */
-	uint64_t notify;     /* notify address of this queue */
+	uint16_t avail_idx; /* entries we have made available */
+	uint16_t published; /* avail->idx as last written */
+	uint16_t used_seen; /* used entries consumed */
+	uint64_t notify; /* notify address of this queue */
 	uint16_t index;
 	uint64_t kicks;
 };
@@ -43,8 +43,8 @@ bool netdev_start(struct netdev *n, struct virtio_dev *d, char *err, unsigned er
 
 /* Calls handle(frame, len, arg) for every received frame (virtio header stripped), re-posts
  * the buffers (one kick at most). Returns how many frames there were. */
-unsigned netdev_poll(struct netdev *n, void (*handle)(const uint8_t *frame, unsigned len, void *arg),
-		     void *arg);
+unsigned netdev_poll(struct netdev *n,
+		     void (*handle)(const uint8_t *frame, unsigned len, void *arg), void *arg);
 
 /* A small transmit buffer for the next slot (header zeroed, frame to be written after it), or
  * 0 if the ring is full of frames the device has not taken yet. */

@@ -38,11 +38,12 @@ void ring3_return(void) __attribute__((noreturn));
 __asm__(".text\n"
 	".globl ring3_call\n"
 	"ring3_call:\n" /* rdi = fn, rsi = arg, rdx = stack top */
-	"	pushq %rbx\n	pushq %rbp\n	pushq %r12\n	pushq %r13\n	pushq %r14\n	pushq %r15\n"
+	"	pushq %rbx\n	pushq %rbp\n	pushq %r12\n	pushq %r13\n	pushq %r14\n	"
+	"pushq %r15\n"
 	"	movq %rsp, ring3_kernel_rsp(%rip)\n"
 	"	pushq $0x2b\n" /* SS */
-	"	pushq %rdx\n"  /* RSP */
-	"	pushq $0x2\n"  /* RFLAGS: interrupts off, IOPL 0 */
+	"	pushq %rdx\n" /* RSP */
+	"	pushq $0x2\n" /* RFLAGS: interrupts off, IOPL 0 */
 	"	pushq $0x33\n" /* CS */
 	"	leaq 1f(%rip), %rax\n"
 	"	pushq %rax\n"
@@ -54,7 +55,8 @@ __asm__(".text\n"
 	".globl ring3_return\n"
 	"ring3_return:\n"
 	"	movq ring3_kernel_rsp(%rip), %rsp\n"
-	"	popq %r15\n	popq %r14\n	popq %r13\n	popq %r12\n	popq %rbp\n	popq %rbx\n"
+	"	popq %r15\n	popq %r14\n	popq %r13\n	popq %r12\n	popq %rbp\n	"
+	"popq %rbx\n"
 	"	ret\n");
 
 /* The way back: the ud2 after the function, taken as #UD at CPL 0 on the TSS's stack. The
