@@ -20,6 +20,8 @@
 
 static struct selftest test;
 
+/* One check per line, in the order they run. */
+/* clang-format off */
 static void (*const checks[])(struct selftest *) = {
 	check_bootinfo,
 	check_e820,
@@ -42,6 +44,7 @@ static void (*const checks[])(struct selftest *) = {
 	check_netbench,
 	check_diskbench,
 };
+/* clang-format on */
 
 static void __attribute__((noreturn)) selftest_end(const struct selftest *t)
 {
