@@ -28,6 +28,22 @@
 #define VIRTIO_STATUS_NEEDS_RESET 0x40
 #define VIRTIO_STATUS_FAILED 0x80
 
+/* struct virtio_pci_common_cfg offsets (§4.1.4.3), for the drivers here. */
+#define COMMON_DFSELECT 0x00
+#define COMMON_DF 0x04
+#define COMMON_GFSELECT 0x08
+#define COMMON_GF 0x0C
+#define COMMON_MSIX 0x10
+#define COMMON_STATUS 0x14
+#define COMMON_Q_SELECT 0x16
+#define COMMON_Q_SIZE 0x18
+#define COMMON_Q_MSIX 0x1A
+#define COMMON_Q_ENABLE 0x1C
+#define COMMON_Q_NOFF 0x1E
+#define COMMON_Q_DESC 0x20
+#define COMMON_Q_AVAIL 0x28
+#define COMMON_Q_USED 0x30
+
 #define VIRTQ_DESC_F_NEXT 1
 #define VIRTQ_DESC_F_WRITE 2
 #define VIRTQ_DESC_F_INDIRECT 4

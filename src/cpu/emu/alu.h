@@ -18,6 +18,28 @@ static inline uint64_t emu_size_mask(unsigned size)
 	return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1;
 }
 
+/* Write `size` bytes of v to a register: 32-bit results zero-extend to 64 bits, 8- and 16-bit
+ * results merge (SDM Vol. 1 §3.4.1.1). Byte writes go to the low byte (AH..BH are the
+ * caller's business). */
+static inline __attribute__((always_inline)) void emu_gpr_write(uint64_t *r, unsigned size,
+								 uint64_t v)
+{
+	switch (size) {
+	case 1:
+		*r = (*r & ~0xffull) | (v & 0xff);
+		break;
+	case 2:
+		*r = (*r & ~0xffffull) | (v & 0xffff);
+		break;
+	case 4:
+		*r = v & 0xffffffffull;
+		break;
+	default:
+		*r = v;
+		break;
+	}
+}
+
 static inline uint64_t emu_sign_bit(unsigned size)
 {
 	return 1ull << (8 * size - 1);

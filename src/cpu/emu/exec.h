@@ -47,30 +47,17 @@ static inline __attribute__((always_inline)) uint64_t exec_reg_get(const struct 
 	return x->cpu->s.gpr[reg] & emu_size_mask(size);
 }
 
-/* 32-bit results zero-extend to 64 bits; 8- and 16-bit results merge (SDM Vol. 1 §3.4.1.1). */
-static inline __attribute__((always_inline)) void exec_reg_set(struct exec *x, unsigned reg, unsigned size, uint64_t v)
+/* As emu_gpr_write(), and without REX byte registers 4-7 are AH..BH. */
+static inline __attribute__((always_inline)) void exec_reg_set(struct exec *x, unsigned reg,
+							       unsigned size, uint64_t v)
 {
-	uint64_t *r = &x->cpu->s.gpr[reg];
+	if (size == 1 && reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX)) {
+		uint64_t *r = &x->cpu->s.gpr[reg - 4];
 
-	switch (size) {
-	case 1:
-		if (reg >= 4 && reg < 8 && !(x->insn->prefix & EMU_PFX_REX)) {
-			r = &x->cpu->s.gpr[reg - 4];
-			*r = (*r & ~0xff00ull) | ((v & 0xff) << 8);
-		} else {
-			*r = (*r & ~0xffull) | (v & 0xff);
-		}
-		break;
-	case 2:
-		*r = (*r & ~0xffffull) | (v & 0xffff);
-		break;
-	case 4:
-		*r = v & 0xffffffffull;
-		break;
-	default:
-		*r = v;
-		break;
+		*r = (*r & ~0xff00ull) | ((v & 0xff) << 8);
+		return;
 	}
+	emu_gpr_write(&x->cpu->s.gpr[reg], size, v);
 }
 
 /* Addresses: segment base applied (64-bit mode: FS/GS only), address-size masking. */

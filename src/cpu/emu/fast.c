@@ -49,22 +49,7 @@ INLINE uint64_t rget(const struct emu_cpu *cpu, unsigned r, unsigned size)
 /* 32-bit results zero-extend, 8- and 16-bit ones merge (SDM Vol. 1 §3.4.1.1). */
 INLINE void rset(struct emu_cpu *cpu, unsigned r, unsigned size, uint64_t v)
 {
-	uint64_t *p = &cpu->s.gpr[r];
-
-	switch (size) {
-	case 1:
-		*p = (*p & ~0xffull) | (v & 0xff);
-		break;
-	case 2:
-		*p = (*p & ~0xffffull) | (v & 0xffff);
-		break;
-	case 4:
-		*p = (uint32_t)v;
-		break;
-	default:
-		*p = v;
-		break;
-	}
+	emu_gpr_write(&cpu->s.gpr[r], size, v);
 }
 
 /* ---- memory (64-bit addresses: only FS and GS have a base) ---- */
@@ -272,71 +257,66 @@ INLINE uint64_t szp(uint64_t r, unsigned size)
  * fast_a is the destination register (or the register operand of a memory destination's
  * source), fast_b the source register. */
 
-INLINE int alu_rr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
+/* The two shapes every form reduces to: a register destination (fast_a) with the source value
+ * b, and a memory destination read, operated on with b and written back unless the operation
+ * only sets flags. Always inlined with a constant op and size, so each handler stays one
+ * straight path. */
+INLINE int alu_to_reg(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op,
+		      unsigned size, uint64_t b)
 {
 	struct emu_lazy_flags cc;
-	uint64_t r = alu(cpu, op, size, cpu->s.gpr[insn->fast_a], cpu->s.gpr[insn->fast_b], &cc);
+	uint64_t r = alu(cpu, op, size, cpu->s.gpr[insn->fast_a], b, &cc);
 
 	if (alu_writes(op))
 		rset(cpu, insn->fast_a, size, r);
 	cpu->cc = cc;
 	return retire(cpu, insn);
+}
+
+INLINE int alu_to_mem(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op,
+		      unsigned size, uint64_t b)
+{
+	struct emu_lazy_flags cc;
+	uint64_t la = fast_la(cpu, insn), a, r;
+	int rc;
+
+	if ((rc = mread(cpu, la, size, &a)))
+		return rc;
+	r = alu(cpu, op, size, a, b, &cc);
+	if (alu_writes(op) && (rc = mwrite(cpu, la, size, r)))
+		return rc;
+	cpu->cc = cc;
+	return retire(cpu, insn);
+}
+
+INLINE int alu_rr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
+{
+	return alu_to_reg(cpu, insn, op, size, cpu->s.gpr[insn->fast_b]);
 }
 
 INLINE int alu_ri(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
 {
-	struct emu_lazy_flags cc;
-	uint64_t r = alu(cpu, op, size, cpu->s.gpr[insn->fast_a], insn->imm, &cc);
-
-	if (alu_writes(op))
-		rset(cpu, insn->fast_a, size, r);
-	cpu->cc = cc;
-	return retire(cpu, insn);
-}
-
-INLINE int alu_mr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
-{
-	struct emu_lazy_flags cc;
-	uint64_t la = fast_la(cpu, insn), a, r;
-	int rc;
-
-	if ((rc = mread(cpu, la, size, &a)))
-		return rc;
-	r = alu(cpu, op, size, a, cpu->s.gpr[insn->fast_b], &cc);
-	if (alu_writes(op) && (rc = mwrite(cpu, la, size, r)))
-		return rc;
-	cpu->cc = cc;
-	return retire(cpu, insn);
+	return alu_to_reg(cpu, insn, op, size, insn->imm);
 }
 
 INLINE int alu_rm(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
 {
-	struct emu_lazy_flags cc;
-	uint64_t b, r;
+	uint64_t b;
 	int rc;
 
 	if ((rc = mread(cpu, fast_la(cpu, insn), size, &b)))
 		return rc;
-	r = alu(cpu, op, size, cpu->s.gpr[insn->fast_a], b, &cc);
-	if (alu_writes(op))
-		rset(cpu, insn->fast_a, size, r);
-	cpu->cc = cc;
-	return retire(cpu, insn);
+	return alu_to_reg(cpu, insn, op, size, b);
+}
+
+INLINE int alu_mr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
+{
+	return alu_to_mem(cpu, insn, op, size, cpu->s.gpr[insn->fast_b]);
 }
 
 INLINE int alu_mi(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size)
 {
-	struct emu_lazy_flags cc;
-	uint64_t la = fast_la(cpu, insn), a, r;
-	int rc;
-
-	if ((rc = mread(cpu, la, size, &a)))
-		return rc;
-	r = alu(cpu, op, size, a, insn->imm, &cc);
-	if (alu_writes(op) && (rc = mwrite(cpu, la, size, r)))
-		return rc;
-	cpu->cc = cc;
-	return retire(cpu, insn);
+	return alu_to_mem(cpu, insn, op, size, insn->imm);
 }
 
 #define DEF_ALU(form, op, size)                                                                    \

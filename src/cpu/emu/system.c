@@ -1490,6 +1490,21 @@ static int io_permitted(struct emu_cpu *cpu, uint16_t port, unsigned size)
 	return EMU_OK;
 }
 
+/* Whether this CPL may use `size` bytes at `port` (protected mode above IOPL: the TSS's I/O
+ * bitmap decides) and whether ports exist at all; IN/OUT and INS/OUTS both ask first. */
+static int io_allowed(struct exec *x, uint16_t port, unsigned size)
+{
+	struct emu_cpu *cpu = x->cpu;
+	int rc;
+
+	if ((cpu->s.cr0 & CR0_PE) && cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12) &&
+	    (rc = io_permitted(cpu, port, size)))
+		return rc;
+	if (!cpu->phys || !cpu->phys->pio)
+		return exec_ud(x);
+	return EMU_OK;
+}
+
 /* IN/OUT (E4-E7, EC-EF). */
 static int exec_port_io(struct exec *x)
 {
@@ -1501,11 +1516,8 @@ static int exec_port_io(struct exec *x)
 	uint32_t data = 0;
 	int rc;
 
-	if ((cpu->s.cr0 & CR0_PE) && cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12) &&
-	    (rc = io_permitted(cpu, port, size)))
+	if ((rc = io_allowed(x, port, size)))
 		return rc;
-	if (!cpu->phys || !cpu->phys->pio)
-		return exec_ud(x);
 	if (out)
 		data = (uint32_t)exec_reg_get(x, CPU_RAX, size);
 	if ((rc = cpu->phys->pio(cpu, port, &data, size, out)))
@@ -1562,11 +1574,8 @@ static int exec_string_io(struct exec *x)
 	bool out = insn->opcode & 2;
 	int rc;
 
-	if ((cpu->s.cr0 & CR0_PE) && cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12) &&
-	    (rc = io_permitted(cpu, port, size)))
+	if ((rc = io_allowed(x, port, size)))
 		return rc;
-	if (!cpu->phys || !cpu->phys->pio)
-		return exec_ud(x);
 	if (!(insn->prefix & (EMU_PFX_REP | EMU_PFX_REPNE)))
 		return string_io_once(x, port, size, out);
 	/* Under single step or breakpoints one item at a time: the trap comes after each. */
