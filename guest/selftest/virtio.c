@@ -12,7 +12,6 @@
 #define CAP_ISR 3
 #define CAP_DEVICE 4
 
-
 #define MSIX_CONTROL 2
 #define MSIX_ENABLE 0x8000
 #define MSIX_TABLE 4

@@ -22,7 +22,7 @@ static inline uint64_t emu_size_mask(unsigned size)
  * results merge (SDM Vol. 1 §3.4.1.1). Byte writes go to the low byte (AH..BH are the
  * caller's business). */
 static inline __attribute__((always_inline)) void emu_gpr_write(uint64_t *r, unsigned size,
-								 uint64_t v)
+								uint64_t v)
 {
 	switch (size) {
 	case 1:

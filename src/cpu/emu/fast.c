@@ -261,8 +261,8 @@ INLINE uint64_t szp(uint64_t r, unsigned size)
  * b, and a memory destination read, operated on with b and written back unless the operation
  * only sets flags. Always inlined with a constant op and size, so each handler stays one
  * straight path. */
-INLINE int alu_to_reg(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op,
-		      unsigned size, uint64_t b)
+INLINE int alu_to_reg(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size,
+		      uint64_t b)
 {
 	struct emu_lazy_flags cc;
 	uint64_t r = alu(cpu, op, size, cpu->s.gpr[insn->fast_a], b, &cc);
@@ -273,8 +273,8 @@ INLINE int alu_to_reg(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned
 	return retire(cpu, insn);
 }
 
-INLINE int alu_to_mem(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op,
-		      unsigned size, uint64_t b)
+INLINE int alu_to_mem(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, unsigned size,
+		      uint64_t b)
 {
 	struct emu_lazy_flags cc;
 	uint64_t la = fast_la(cpu, insn), a, r;
