@@ -68,3 +68,44 @@ selftest_boot() {
 		ok "$name"
 	fi
 }
+
+# notify_exits_test NAME ACCEL IOEVENTFD-FUNCTION TIMEOUT GUEST-ARGS...: queue notifications go
+# through the backend's ioeventfd, so the self-test guest's notify writes never reach the monitor
+# as MMIO exits (virtio_bar_io in the notify region), yet the queues are kicked (virtio_on_kick).
+# Counted with gdb breakpoints, once as built and once with IOEVENTFD-FUNCTION made to fail
+# (-ENOSYS), when the writes must arrive as exits again.
+notify_exits_test() {
+	local name=$1 accel=$2 ioeventfd=$3 limit=$4 run out
+	local -A mmio kicks passed
+	shift 4
+	if ! command -v gdb >/dev/null; then
+		skip "$name" "gdb is not installed"
+		return
+	fi
+	for run in with without; do
+		out=$TMP/$name-$run
+		{
+			echo "set pagination off"; echo "set confirm off"
+			echo "handle all nostop noprint pass"
+			printf 'break virtio_bar_io if offset >= 0x3000 && is_write\ncommands\nsilent\nprintf "COUNT-NOTIFY-MMIO\\n"\ncontinue\nend\n'
+			printf 'break virtio_on_kick\ncommands\nsilent\nprintf "COUNT-KICK\\n"\ncontinue\nend\n'
+			[ $run = with ] || printf 'break %s\ncommands\nsilent\nreturn (int)-38\ncontinue\nend\n' "$ioeventfd"
+			echo run
+		} >"$out.gdb"
+		truncate -s 1M "$out.img"
+		timeout -s KILL "$limit" gdb -q -batch -x "$out.gdb" --args "$VMM" --accel "$accel" -m 64M \
+			-d "$out.img" "$SELFTEST_BZ" "$@" selftest.virtio=1 >"$out.gdbout" 2>&1 </dev/null
+		mmio[$run]=$(grep -c '^COUNT-NOTIFY-MMIO' "$out.gdbout")
+		kicks[$run]=$(grep -c '^COUNT-KICK' "$out.gdbout")
+		passed[$run]=$(grep -ac 'passed, 0 failed' "$out.gdbout")
+	done
+	echo "# notify writes reaching the monitor as MMIO exits: ${mmio[with]} with ioeventfd" \
+		"(${kicks[with]} kicks), ${mmio[without]} without (${kicks[without]} kicks)"
+	if [ "${passed[with]}" -ne 1 ] || [ "${passed[without]}" -ne 1 ]; then
+		fail "$name" "a guest run under gdb failed: $(grep -a 'FAIL\|passed' "$TMP/$name"-*.gdbout | head -4)"
+	elif [ "${mmio[with]}" -eq 0 ] && [ "${kicks[with]}" -gt 0 ] && [ "${mmio[without]}" -gt 0 ]; then
+		ok "$name"
+	else
+		fail "$name" "with ioeventfd: ${mmio[with]} notify MMIO exits, ${kicks[with]} kicks; without: ${mmio[without]} exits"
+	fi
+}

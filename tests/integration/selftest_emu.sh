@@ -56,42 +56,6 @@ selftest_boot emu_panic_exits_4 4 "$SELFTEST_BZ" -- selftest.panic=1 selftest.qu
 selftest_boot emu_reboot_exits_3 3 "$SELFTEST_BZ" -- selftest.reboot=1 selftest.quick=1
 selftest_boot emu_triple_fault_exits_5 5 "$SELFTEST_ELF" -- selftest.triple=1 selftest.quick=1
 
-# Queue notifications on the software CPU: a notify write to an address the transport registered
-# with the backend's ioeventfd signals the queue's eventfd from the vCPU thread, so it never
-# reaches the monitor as an MMIO exit (virtio_bar_io in the notify region), yet the queues are
-# kicked (virtio_on_kick). Counted with gdb breakpoints, once as built and once with
-# emu_ioeventfd made to fail, when they must arrive as exits again.
-emu_notify_count() { # OUT-PREFIX [extra gdb commands file]
-	local gdbcmds=$TMP/$1.gdb
-	{
-		echo "set pagination off"; echo "set confirm off"
-		echo "handle all nostop noprint pass"
-		printf 'break virtio_bar_io if offset >= 0x3000 && is_write\ncommands\nsilent\nprintf "COUNT-NOTIFY-MMIO\\n"\ncontinue\nend\n'
-		printf 'break virtio_on_kick\ncommands\nsilent\nprintf "COUNT-KICK\\n"\ncontinue\nend\n'
-		[ -n "${2:-}" ] && cat "$2"
-		echo run
-	} >"$gdbcmds"
-	truncate -s 1M "$TMP/$1.img"
-	timeout -s KILL 300 gdb -q -batch -x "$gdbcmds" --args "$VMM" --accel emu -m 64M -d "$TMP/$1.img" \
-		"$SELFTEST_BZ" selftest.quick=1 selftest.cpus=1 selftest.virtio=1 >"$TMP/$1.gdbout" 2>&1 </dev/null
-	MMIO=$(grep -c '^COUNT-NOTIFY-MMIO' "$TMP/$1.gdbout")
-	KICKS=$(grep -c '^COUNT-KICK' "$TMP/$1.gdbout")
-	PASSED=$(grep -ac 'passed, 0 failed' "$TMP/$1.gdbout")
-}
-if ! command -v gdb >/dev/null; then
-	skip emu_notify_without_mmio_exits "gdb is not installed"
-else
-	emu_notify_count emu_with_ioeventfd
-	m1=$MMIO k1=$KICKS p1=$PASSED
-	printf 'break emu_ioeventfd\ncommands\nsilent\nreturn (int)-38\ncontinue\nend\n' >"$TMP/emu_noioev"
-	emu_notify_count emu_without_ioeventfd "$TMP/emu_noioev"
-	m2=$MMIO k2=$KICKS p2=$PASSED
-	echo "# notify writes reaching the monitor as MMIO exits: $m1 with ioeventfd ($k1 kicks), $m2 without ($k2 kicks)"
-	if [ "$p1" -ne 1 ] || [ "$p2" -ne 1 ]; then
-		fail emu_notify_without_mmio_exits "a guest run under gdb failed: $(grep -a 'FAIL\|passed' "$TMP"/emu_with*.gdbout "$TMP"/emu_without*.gdbout | head -4)"
-	elif [ "$m1" -eq 0 ] && [ "$k1" -gt 0 ] && [ "$m2" -gt 0 ]; then
-		ok emu_notify_without_mmio_exits
-	else
-		fail emu_notify_without_mmio_exits "with ioeventfd: $m1 notify MMIO exits, $k1 kicks; without: $m2 exits"
-	fi
-fi
+# Queue notifications on the software CPU go through its ioeventfd table (emu_ioeventfd), not
+# MMIO exits (lib.sh).
+notify_exits_test emu_notify_without_mmio_exits emu emu_ioeventfd 300 selftest.quick=1 selftest.cpus=1

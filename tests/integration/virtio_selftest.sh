@@ -118,43 +118,8 @@ else
 	skip sigkill_after_flush_cache_none "$TMP does not support O_DIRECT"
 fi
 
-# Queue notifications go through KVM_IOEVENTFD: the guest's notify writes never reach the monitor
-# as MMIO exits (virtio_bar_io in the notify region), yet the queues are kicked (virtio_on_kick).
-# Counted with gdb breakpoints; without ioeventfd (kvm_ioeventfd made to fail) they do arrive.
-notify_count() { # OUT-PREFIX [extra gdb commands file]
-	local gdbcmds=$TMP/$1.gdb
-	{
-		echo "set pagination off"; echo "set confirm off"
-		echo "handle all nostop noprint pass"
-		printf 'break virtio_bar_io if offset >= 0x3000 && is_write\ncommands\nsilent\nprintf "COUNT-NOTIFY-MMIO\\n"\ncontinue\nend\n'
-		printf 'break virtio_on_kick\ncommands\nsilent\nprintf "COUNT-KICK\\n"\ncontinue\nend\n'
-		[ -n "${2:-}" ] && cat "$2"
-		echo run
-	} >"$gdbcmds"
-	blank "$1.img" 1M
-	timeout -s KILL 120 gdb -q -batch -x "$gdbcmds" --args "$VMM" --accel kvm -m 64M -d "$TMP/$1.img" \
-		"$SELFTEST_BZ" "${GUEST[@]}" selftest.virtio=1 >"$TMP/$1.gdbout" 2>&1 </dev/null
-	MMIO=$(grep -c '^COUNT-NOTIFY-MMIO' "$TMP/$1.gdbout")
-	KICKS=$(grep -c '^COUNT-KICK' "$TMP/$1.gdbout")
-	PASSED=$(grep -ac 'passed, 0 failed' "$TMP/$1.gdbout")
-}
-if ! command -v gdb >/dev/null; then
-	skip notify_without_mmio_exits "gdb is not installed"
-else
-	notify_count with_ioeventfd
-	m1=$MMIO k1=$KICKS p1=$PASSED
-	printf 'break kvm_ioeventfd\ncommands\nsilent\nreturn (int)-38\ncontinue\nend\n' >"$TMP/noioev"
-	notify_count without_ioeventfd "$TMP/noioev"
-	m2=$MMIO k2=$KICKS p2=$PASSED
-	echo "# notify writes reaching the monitor as MMIO exits: $m1 with ioeventfd ($k1 kicks), $m2 without ($k2 kicks)"
-	if [ "$p1" -ne 1 ] || [ "$p2" -ne 1 ]; then
-		fail notify_without_mmio_exits "a guest run under gdb failed: $(grep -a FAIL "$TMP"/with*.gdbout "$TMP"/without*.gdbout | head -3)"
-	elif [ "$m1" -eq 0 ] && [ "$k1" -gt 0 ] && [ "$m2" -gt 0 ]; then
-		ok notify_without_mmio_exits
-	else
-		fail notify_without_mmio_exits "with ioeventfd: $m1 notify MMIO exits, $k1 kicks; without: $m2 exits"
-	fi
-fi
+# Queue notifications go through KVM_IOEVENTFD (kvm_ioeventfd), not MMIO exits (lib.sh).
+notify_exits_test notify_without_mmio_exits kvm kvm_ioeventfd 120 "${GUEST[@]}"
 
 # SIGKILL leaves the host's page cache alone, so the test above cannot tell a flush that reached
 # the disk from one that did not: check that the guest's FLUSH became an fdatasync of the image
