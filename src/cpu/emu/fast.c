@@ -965,30 +965,28 @@ HANDLER(push_m)
 	return retire(cpu, insn);
 }
 
-/* POP reg: with RSP as the register the popped value wins. */
-HANDLER(pop_r)
+/* Pop 8 bytes at `sp` into `reg`: RSP becomes sp + 8 first, so POP RSP keeps the popped value. */
+INLINE int pop_at(struct emu_cpu *cpu, const struct emu_insn *insn, uint64_t sp, unsigned reg)
 {
 	uint64_t v;
-	int rc = mread(cpu, cpu->s.gpr[CPU_RSP], 8, &v);
+	int rc = mread(cpu, sp, 8, &v);
 
 	if (rc)
 		return rc;
-	cpu->s.gpr[CPU_RSP] += 8;
-	cpu->s.gpr[insn->fast_a] = v;
+	cpu->s.gpr[CPU_RSP] = sp + 8;
+	cpu->s.gpr[reg] = v;
 	return retire(cpu, insn);
+}
+
+HANDLER(pop_r)
+{
+	return pop_at(cpu, insn, cpu->s.gpr[CPU_RSP], insn->fast_a);
 }
 
 /* LEAVE: RSP ← RBP, then POP RBP. */
 HANDLER(leave)
 {
-	uint64_t v;
-	int rc = mread(cpu, cpu->s.gpr[CPU_RBP], 8, &v);
-
-	if (rc)
-		return rc;
-	cpu->s.gpr[CPU_RSP] = cpu->s.gpr[CPU_RBP] + 8;
-	cpu->s.gpr[CPU_RBP] = v;
-	return retire(cpu, insn);
+	return pop_at(cpu, insn, cpu->s.gpr[CPU_RBP], CPU_RBP);
 }
 
 /* ---- the rest ---- */
