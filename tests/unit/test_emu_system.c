@@ -674,6 +674,26 @@ static void test_arch_capabilities_msr(void)
 	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
 }
 
+/* Linux's microcode revision probe: WRMSR 0 to IA32_BIOS_SIGN_ID, CPUID(1), RDMSR. Both work
+ * (a #GP shows as "unchecked MSR access error" in the guest's boot log); the revision is 1. */
+static void test_bios_sign_id_msr(void)
+{
+	static const uint8_t prog[] = { 0x0F, 0x30, 0x0F, 0xA2, 0x0F, 0x32 }; /* wrmsr; cpuid; rdmsr */
+
+	machine_reset();
+	to_kernel_mode(0x50000);
+	memcpy(ram + 0x50000, prog, sizeof(prog));
+	cpu.s.gpr[CPU_RCX] = 0x8b;
+	cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RDX] = 0;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	cpu.s.gpr[CPU_RAX] = 1;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	cpu.s.gpr[CPU_RCX] = 0x8b;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+	CHECK_EQ(cpu.s.gpr[CPU_RDX], 1);
+}
+
 static void test_msrs_and_control_registers(void)
 {
 	/* wrmsr; rdmsr; mov rax, cr3; mov cr3, rax; cpuid; rdmsr (unknown) */
@@ -1882,6 +1902,7 @@ int main(void)
 	RUN_TEST(test_mmx_and_fxsave_formats);
 	RUN_TEST(test_cpuid_matches_implementation);
 	RUN_TEST(test_arch_capabilities_msr);
+	RUN_TEST(test_bios_sign_id_msr);
 	emu_cpu_destroy(&cpu);
 	free(ram);
 	return TEST_EXIT();
