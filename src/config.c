@@ -127,6 +127,21 @@ static int parse_reboot(struct vm_config *cfg, const char *text, char *err, unsi
 	return 0;
 }
 
+static int parse_kernel_decompress(struct vm_config *cfg, const char *text, char *err,
+				   unsigned err_len)
+{
+	if (!strcmp(text, "host"))
+		cfg->decompress_in_guest = false;
+	else if (!strcmp(text, "guest"))
+		cfg->decompress_in_guest = true;
+	else {
+		snprintf(err, err_len, "--kernel-decompress %s: unknown place (use host or guest)",
+			 text);
+		return -1;
+	}
+	return 0;
+}
+
 int config_parse_disk(struct disk_config *d, const char *text, char *err, unsigned err_len)
 {
 	memset(d, 0, sizeof(*d));
@@ -221,7 +236,15 @@ static int parse_name(struct vm_config *cfg, const char *arg, char *err, unsigne
 	return 0;
 }
 
-enum { OPT_ACCEL = 256, OPT_REBOOT, OPT_VERSION, OPT_TRACE_FILE, OPT_STATS, OPT_GDB_WAIT };
+enum {
+	OPT_ACCEL = 256,
+	OPT_REBOOT,
+	OPT_VERSION,
+	OPT_TRACE_FILE,
+	OPT_STATS,
+	OPT_GDB_WAIT,
+	OPT_KERNEL_DECOMPRESS
+};
 
 /* The control socket and the console's other ends (src/api/, docs/vmm.1). */
 enum { OPT_NAME = 300, OPT_API_SOCK, OPT_CONSOLE_PTY, OPT_CONSOLE_LOG };
@@ -240,6 +263,7 @@ static const struct option config_options[] = {
 	{ "help", no_argument, NULL, 'h' },
 	{ "accel", required_argument, NULL, OPT_ACCEL },
 	{ "reboot", required_argument, NULL, OPT_REBOOT },
+	{ "kernel-decompress", required_argument, NULL, OPT_KERNEL_DECOMPRESS },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ "trace", required_argument, NULL, 't' },
 	{ "trace-file", required_argument, NULL, OPT_TRACE_FILE },
@@ -266,6 +290,8 @@ static int parse_option(struct vm_config *cfg, int opt, const char *arg, int bad
 	case 'h': cfg->show_help = true; return 0;
 	case OPT_ACCEL: return parse_accel(cfg, arg, err, err_len);
 	case OPT_REBOOT: return parse_reboot(cfg, arg, err, err_len);
+	case OPT_KERNEL_DECOMPRESS:
+		return parse_kernel_decompress(cfg, arg, err, err_len);
 	case OPT_VERSION: cfg->show_version = true; return 0;
 	case 't': return trace_parse_categories(arg, &cfg->trace_mask, err, err_len);
 	case OPT_TRACE_FILE: cfg->trace_path = arg; return 0;

@@ -52,6 +52,7 @@ struct vm_config {
 	bool cpus_given; /* -c was given: maxcpus= in the kernel arguments does not override it */
 	enum accel_kind accel;
 	enum reboot_action reboot;
+	bool decompress_in_guest; /* --kernel-decompress guest: a bzImage always runs its decompressor */
 	bool keep;
 	bool show_help, show_version;
 	/* --name, --api-sock (NULL: the default socket; "none": no socket), --console-pty,

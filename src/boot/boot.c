@@ -13,6 +13,7 @@
 #define ZP_HDR 0x1F1
 #define ZP_VID_MODE 0x1FA
 #define ZP_TYPE_OF_LOADER 0x210
+#define ZP_LOADFLAGS 0x211
 #define ZP_RAMDISK_IMAGE 0x218
 #define ZP_RAMDISK_SIZE 0x21C
 #define ZP_CMD_LINE_PTR 0x228
@@ -96,41 +97,8 @@ static int boot_place_initrd(struct guest_memory *mem, const struct boot_params_
 	return memory_write(mem, *addr, in->initrd, in->initrd_size);
 }
 
-static int boot_load_bzimage(struct guest_memory *mem, const struct boot_params_in *in,
-			     struct cpu_state *st, char *err, size_t err_len)
+static void boot_write_e820(struct guest_memory *mem, uint8_t *zp)
 {
-	struct bzimage_info bz;
-	if (bzimage_parse(in->kernel, in->kernel_size, &bz, err, err_len) < 0)
-		return -1;
-	uint64_t kernel_end = BOOT_HIGH_START + bz.init_size;
-	if (kernel_end > memory_low_end(mem)) {
-		snprintf(err, err_len, "kernel needs %u MiB from 1 MiB, more than the guest has (use a larger -m)",
-			 bz.init_size >> 20);
-		return -1;
-	}
-	memory_write(mem, BOOT_HIGH_START, in->kernel + bz.setup_size,
-		     in->kernel_size - bz.setup_size);
-
-	uint8_t *zp = memory_gpa_to_host(mem, BOOT_ZERO_PAGE_ADDR, ZP_SIZE);
-	memset(zp, 0, ZP_SIZE);
-	memcpy(zp + ZP_HDR, in->kernel + ZP_HDR, bz.header_end - ZP_HDR);
-	put16(zp + ZP_VID_MODE, 0xFFFF);
-	zp[ZP_TYPE_OF_LOADER] = 0xFF;
-	uint64_t limit = bz.cmdline_size ? bz.cmdline_size : 256;
-	if (boot_write_cmdline(mem, in->cmdline, limit, err, err_len) < 0)
-		return -1;
-	put32(zp + ZP_CMD_LINE_PTR, (uint32_t)BOOT_CMDLINE_ADDR);
-	put32(zp + ZP_EXT_CMD_LINE_PTR, 0);
-	put64(zp + ZP_ACPI_RSDP_ADDR, in->rsdp_addr);
-	if (in->initrd) {
-		uint64_t addr, max = (uint64_t)bz.initrd_addr_max + 1;
-		if (boot_place_initrd(mem, in, kernel_end, max, &addr, err, err_len) < 0)
-			return -1;
-		put32(zp + ZP_RAMDISK_IMAGE, (uint32_t)addr);
-		put32(zp + ZP_RAMDISK_SIZE, (uint32_t)in->initrd_size);
-		put32(zp + ZP_EXT_RAMDISK_IMAGE, (uint32_t)(addr >> 32));
-		put32(zp + ZP_EXT_RAMDISK_SIZE, (uint32_t)((uint64_t)in->initrd_size >> 32));
-	}
 	struct e820_entry map[E820_MAX_ENTRIES];
 	unsigned n = e820_build(mem, map, E820_MAX_ENTRIES);
 	zp[ZP_E820_ENTRIES] = (uint8_t)n;
@@ -139,16 +107,115 @@ static int boot_load_bzimage(struct guest_memory *mem, const struct boot_params_
 		put64(zp + ZP_E820_TABLE + i * 20 + 8, map[i].size);
 		put32(zp + ZP_E820_TABLE + i * 20 + 16, map[i].type);
 	}
-	if (boot_write_page_tables(mem) < 0 || boot_write_gdt(mem, st, true) < 0)
+}
+
+/* Decompress on the host when the payload allows it (direct.c); false with the reason in
+ * report->note when the kernel is to decompress itself. */
+static bool boot_direct_prepare(struct guest_memory *mem, const struct boot_params_in *in,
+				const struct bzimage_info *bz, struct direct_kernel *dk,
+				struct boot_report *report)
+{
+	if (in->decompress_in_guest) {
+		snprintf(report->note, sizeof(report->note), "--kernel-decompress guest");
+		return false;
+	}
+	if (direct_prepare(in, bz, dk, report) < 0)
+		return false;
+	if (bz->pref_address + dk->image_size > memory_low_end(mem)) {
+		snprintf(report->note, sizeof(report->note),
+			 "%llu MiB from 0x%llx do not fit in RAM below 4 GiB",
+			 (unsigned long long)dk->image_size >> 20,
+			 (unsigned long long)bz->pref_address);
+		direct_free(dk);
+		return false;
+	}
+	return true;
+}
+
+/* The protected-mode part at 1 MiB, entered at its startup_64: the kernel decompresses and
+ * places itself. */
+static int boot_write_compressed(struct guest_memory *mem, const struct boot_params_in *in,
+				 const struct bzimage_info *bz, char *err, size_t err_len)
+{
+	if (BOOT_HIGH_START + bz->init_size > memory_low_end(mem)) {
+		snprintf(
+			err, err_len,
+			"kernel needs %u MiB from 1 MiB, more than the guest has (use a larger -m)",
+			bz->init_size >> 20);
 		return -1;
-	/* boot.rst, "64-bit Boot Protocol": long mode, identity-mapped, RSI = boot_params. */
+	}
+	return memory_write(mem, BOOT_HIGH_START, in->kernel + bz->setup_size,
+			    in->kernel_size - bz->setup_size);
+}
+
+static int boot_load_bzimage(struct guest_memory *mem, const struct boot_params_in *in,
+			     struct cpu_state *st, struct boot_report *report, char *err,
+			     size_t err_len)
+{
+	struct bzimage_info bz;
+	if (bzimage_parse(in->kernel, in->kernel_size, &bz, err, err_len) < 0)
+		return -1;
+	struct direct_kernel dk = { 0 };
+	bool direct = boot_direct_prepare(mem, in, &bz, &dk, report);
+	/* Where the kernel lies until it runs, which the initrd must stay clear of. */
+	uint64_t kernel_end =
+		direct ? bz.pref_address + dk.image_size : BOOT_HIGH_START + bz.init_size;
+	if (!direct && boot_write_compressed(mem, in, &bz, err, err_len) < 0)
+		return -1;
+
+	int ret = -1;
+	uint8_t *zp = memory_gpa_to_host(mem, BOOT_ZERO_PAGE_ADDR, ZP_SIZE);
+	memset(zp, 0, ZP_SIZE);
+	memcpy(zp + ZP_HDR, in->kernel + ZP_HDR, bz.header_end - ZP_HDR);
+	put16(zp + ZP_VID_MODE, 0xFFFF);
+	zp[ZP_TYPE_OF_LOADER] = 0xFF;
+	uint64_t limit = bz.cmdline_size ? bz.cmdline_size : 256;
+	if (boot_write_cmdline(mem, in->cmdline, limit, err, err_len) < 0)
+		goto out;
+	put32(zp + ZP_CMD_LINE_PTR, (uint32_t)BOOT_CMDLINE_ADDR);
+	put32(zp + ZP_EXT_CMD_LINE_PTR, 0);
+	put64(zp + ZP_ACPI_RSDP_ADDR, in->rsdp_addr);
+	uint64_t initrd_addr = 0;
+	if (in->initrd) {
+		uint64_t max = (uint64_t)bz.initrd_addr_max + 1;
+		if (boot_place_initrd(mem, in, kernel_end, max, &initrd_addr, err, err_len) < 0)
+			goto out;
+		put32(zp + ZP_RAMDISK_IMAGE, (uint32_t)initrd_addr);
+		put32(zp + ZP_RAMDISK_SIZE, (uint32_t)in->initrd_size);
+		put32(zp + ZP_EXT_RAMDISK_IMAGE, (uint32_t)(initrd_addr >> 32));
+		put32(zp + ZP_EXT_RAMDISK_SIZE, (uint32_t)((uint64_t)in->initrd_size >> 32));
+	}
+	boot_write_e820(mem, zp);
+	uint64_t entry = BOOT_HIGH_START + 0x200;
+	if (direct) {
+		/* What the kernel's KASLR code keeps clear (arch/x86/boot/compressed/kaslr.c). */
+		const struct boot_range avoid[] = {
+			{ initrd_addr, in->initrd ? in->initrd_size : 0 },
+			{ BOOT_CMDLINE_ADDR, strlen(in->cmdline) + 1 },
+			{ BOOT_ZERO_PAGE_ADDR, ZP_SIZE },
+		};
+		if (direct_place(mem, in, &bz, &dk, avoid, 3, &entry, report) < 0) {
+			/* The initrd is clear of 1 MiB + init_size too: fall back. */
+			entry = BOOT_HIGH_START + 0x200;
+			if (boot_write_compressed(mem, in, &bz, err, err_len) < 0)
+				goto out;
+		}
+		zp[ZP_LOADFLAGS] = direct_loadflags(zp[ZP_LOADFLAGS], report);
+	}
+	if (boot_write_page_tables(mem) < 0 || boot_write_gdt(mem, st, true) < 0)
+		goto out;
+	/* boot.rst, "64-bit Boot Protocol": long mode, identity-mapped, RSI = boot_params; the
+	 * decompressed kernel's own startup_64 expects the same (arch/x86/kernel/head_64.S). */
 	st->cr0 = CR0_PE | CR0_ET | CR0_PG;
 	st->cr3 = BOOT_PML4_ADDR;
 	st->cr4 = CR4_PAE;
 	st->efer = EFER_LME | EFER_LMA;
-	st->rip = BOOT_HIGH_START + 0x200;
+	st->rip = entry;
 	st->gpr[CPU_RSI] = BOOT_ZERO_PAGE_ADDR;
-	return 0;
+	ret = 0;
+out:
+	direct_free(&dk);
+	return ret;
 }
 
 static int boot_load_elf(struct guest_memory *mem, const struct boot_params_in *in,
@@ -210,12 +277,17 @@ static int boot_load_elf(struct guest_memory *mem, const struct boot_params_in *
 }
 
 int boot_load(struct guest_memory *mem, const struct boot_params_in *in, struct cpu_state *st,
-	      char *err, size_t err_len)
+	      struct boot_report *report, char *err, size_t err_len)
 {
+	struct boot_report unused;
+	if (!report)
+		report = &unused;
+	memset(report, 0, sizeof(*report));
+	report->format = "";
 	memset(st, 0, sizeof(*st));
 	cpu_state_reset_defaults(st);
 	if (in->kernel_size >= 0x206 && !memcmp(in->kernel + 0x202, "HdrS", 4))
-		return boot_load_bzimage(mem, in, st, err, err_len);
+		return boot_load_bzimage(mem, in, st, report, err, err_len);
 	if (in->kernel_size >= 4 && !memcmp(in->kernel, "\177ELF", 4))
 		return boot_load_elf(mem, in, st, err, err_len);
 	snprintf(err, err_len, "not a kernel (neither a bzImage nor an ELF vmlinux)");

@@ -10,9 +10,15 @@
 #define HDR_JUMP 0x200
 #define HDR_MAGIC 0x202
 #define HDR_VERSION 0x206
+#define HDR_LOADFLAGS 0x211
 #define HDR_INITRD_ADDR_MAX 0x22C
+#define HDR_KERNEL_ALIGNMENT 0x230
+#define HDR_RELOCATABLE 0x234
 #define HDR_XLOADFLAGS 0x236
 #define HDR_CMDLINE_SIZE 0x238
+#define HDR_PAYLOAD_OFFSET 0x248
+#define HDR_PAYLOAD_LENGTH 0x24C
+#define HDR_PREF_ADDRESS 0x258
 #define HDR_INIT_SIZE 0x260
 #define XLF_KERNEL_64 (1u << 0)
 
@@ -50,6 +56,13 @@ int bzimage_parse(const uint8_t *data, size_t size, struct bzimage_info *info, c
 	info->initrd_addr_max = get32(data + HDR_INITRD_ADDR_MAX);
 	info->cmdline_size = get32(data + HDR_CMDLINE_SIZE);
 	info->init_size = get32(data + HDR_INIT_SIZE);
+	info->loadflags = data[HDR_LOADFLAGS];
+	info->relocatable = data[HDR_RELOCATABLE] != 0;
+	info->kernel_alignment = get32(data + HDR_KERNEL_ALIGNMENT);
+	info->pref_address =
+		get32(data + HDR_PREF_ADDRESS) | (uint64_t)get32(data + HDR_PREF_ADDRESS + 4) << 32;
+	info->payload_offset = get32(data + HDR_PAYLOAD_OFFSET);
+	info->payload_length = get32(data + HDR_PAYLOAD_LENGTH);
 	size_t payload = size - info->setup_size;
 	if (info->init_size < payload)
 		info->init_size = (uint32_t)payload;

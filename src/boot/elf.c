@@ -49,7 +49,13 @@ static int elf_add_segment(struct elf_info *info, const Elf64_Phdr *ph, size_t s
 	return 0;
 }
 
-int elf_parse(const uint8_t *data, size_t size, struct elf_info *info, char *err, size_t err_len)
+static uint64_t elf_max(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+int elf_parse_image(const uint8_t *data, size_t size, struct elf_info *info, char *err,
+		    size_t err_len)
 {
 	memset(info, 0, sizeof(*info));
 	Elf64_Ehdr eh;
@@ -67,29 +73,45 @@ int elf_parse(const uint8_t *data, size_t size, struct elf_info *info, char *err
 		snprintf(err, err_len, "truncated or corrupt ELF kernel (program headers)");
 		return -1;
 	}
-	int have_entry = 0;
+	info->entry = eh.e_entry;
+	info->file_end =
+		elf_max(sizeof(eh), eh.e_phoff + (uint64_t)eh.e_phnum * sizeof(Elf64_Phdr));
+	/* The section headers, when inside the file, are part of it (a stripped vmlinux ends
+	 * with them); what follows is not ELF (the relocation table of a bzImage payload). */
+	uint64_t sh_end = eh.e_shoff + (uint64_t)eh.e_shnum * eh.e_shentsize;
+	if (eh.e_shoff && eh.e_shoff <= size && sh_end >= eh.e_shoff && sh_end <= size)
+		info->file_end = elf_max(info->file_end, sh_end);
 	for (unsigned i = 0; i < eh.e_phnum; i++) {
 		Elf64_Phdr ph;
 		memcpy(&ph, data + eh.e_phoff + (size_t)i * sizeof(ph), sizeof(ph));
 		if (ph.p_type == PT_LOAD && ph.p_memsz) {
 			if (elf_add_segment(info, &ph, size, err, err_len) < 0)
 				return -1;
-		} else if (ph.p_type == PT_NOTE && !have_entry) {
+			info->file_end = elf_max(info->file_end, ph.p_offset + ph.p_filesz);
+		} else if (ph.p_type == PT_NOTE && !info->has_pvh_entry) {
 			if (ph.p_offset > size || ph.p_filesz > size - ph.p_offset) {
 				snprintf(err, err_len, "truncated or corrupt ELF kernel (notes)");
 				return -1;
 			}
-			have_entry = elf_find_pvh_note(data + ph.p_offset, ph.p_filesz,
-						       &info->pvh_entry);
+			info->has_pvh_entry = elf_find_pvh_note(data + ph.p_offset, ph.p_filesz,
+								&info->pvh_entry);
 		}
-	}
-	if (!have_entry) {
-		snprintf(err, err_len,
-			 "ELF kernel has no PVH entry note (use the bzImage, or a vmlinux built with CONFIG_PVH=y)");
-		return -1;
 	}
 	if (!info->nr_segments) {
 		snprintf(err, err_len, "ELF kernel has no loadable segments");
+		return -1;
+	}
+	return 0;
+}
+
+int elf_parse(const uint8_t *data, size_t size, struct elf_info *info, char *err, size_t err_len)
+{
+	if (elf_parse_image(data, size, info, err, err_len) < 0)
+		return -1;
+	if (!info->has_pvh_entry) {
+		snprintf(err, err_len,
+			 "ELF kernel has no PVH entry note (use the bzImage, or a vmlinux built "
+			 "with CONFIG_PVH=y)");
 		return -1;
 	}
 	return 0;

@@ -210,7 +210,7 @@ static void bzimage_load_fills_boot_params(void)
 				     .rsdp_addr = 0xE0000 };
 	struct cpu_state st;
 	char err[256];
-	CHECK(boot_load(&mem, &in, &st, err, sizeof(err)) == 0);
+	CHECK(boot_load(&mem, &in, &st, NULL, err, sizeof(err)) == 0);
 	uint8_t *zp = memory_gpa_to_host(&mem, BOOT_ZERO_PAGE_ADDR, 4096);
 	CHECK(!memcmp(zp + 0x202, "HdrS", 4));
 	CHECK_EQ(get32(zp + 0x228), BOOT_CMDLINE_ADDR);
@@ -247,21 +247,21 @@ static void bzimage_load_refuses_what_does_not_fit(void)
 				     .initrd_size = big, .cmdline = "x" };
 	struct cpu_state st;
 	char err[256];
-	CHECK(boot_load(&mem, &in, &st, err, sizeof(err)) < 0 && strstr(err, "initrd"));
+	CHECK(boot_load(&mem, &in, &st, NULL, err, sizeof(err)) < 0 && strstr(err, "initrd"));
 	in.initrd = NULL;
 	in.initrd_size = 0;
 	char *longline = malloc(3000);
 	memset(longline, 'a', 2999);
 	longline[2999] = 0;
 	in.cmdline = longline; /* the header's cmdline_size is 2048 */
-	CHECK(boot_load(&mem, &in, &st, err, sizeof(err)) < 0 && strstr(err, "command line"));
+	CHECK(boot_load(&mem, &in, &st, NULL, err, sizeof(err)) < 0 && strstr(err, "command line"));
 	put32(k + 0x260, 200u << 20); /* init_size larger than RAM */
 	in.cmdline = "x";
-	CHECK(boot_load(&mem, &in, &st, err, sizeof(err)) < 0 && strstr(err, "-m"));
+	CHECK(boot_load(&mem, &in, &st, NULL, err, sizeof(err)) < 0 && strstr(err, "-m"));
 	const uint8_t junk[64] = { 1, 2, 3 };
 	in.kernel = junk;
 	in.kernel_size = sizeof(junk);
-	CHECK(boot_load(&mem, &in, &st, err, sizeof(err)) < 0 && strstr(err, "not a kernel"));
+	CHECK(boot_load(&mem, &in, &st, NULL, err, sizeof(err)) < 0 && strstr(err, "not a kernel"));
 	free(longline);
 	free(initrd);
 	free(k);
@@ -280,7 +280,7 @@ static void pvh_load_fills_start_info(void)
 				     .rsdp_addr = 0xE0000 };
 	struct cpu_state st;
 	char err[256];
-	CHECK(boot_load(&mem, &in, &st, err, sizeof(err)) == 0);
+	CHECK(boot_load(&mem, &in, &st, NULL, err, sizeof(err)) == 0);
 	uint8_t *si = memory_gpa_to_host(&mem, BOOT_PVH_INFO_ADDR, 64);
 	CHECK_EQ(get32(si), 0x336ec578);
 	CHECK_EQ(get32(si + 4), 1);

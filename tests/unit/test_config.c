@@ -94,6 +94,12 @@ static void errors_name_the_problem(void)
 	CHECK(parse(&c, err, accel, 3) < 0 && strstr(err, "use kvm, emu or auto"));
 	const char *reboot[] = { "--reboot", "maybe", "k" };
 	CHECK(parse(&c, err, reboot, 3) < 0 && strstr(err, "exit or restart"));
+	const char *decompress[] = { "--kernel-decompress", "bios", "k" };
+	CHECK(parse(&c, err, decompress, 3) < 0 && strstr(err, "use host or guest"));
+	const char *host[] = { "--kernel-decompress=host", "k" };
+	CHECK(parse(&c, err, host, 2) == 0 && !c.decompress_in_guest);
+	const char *guest[] = { "--kernel-decompress", "guest", "k" };
+	CHECK(parse(&c, err, guest, 3) == 0 && c.decompress_in_guest);
 	const char *slash[] = { "--name", "a/b", "k" };
 	CHECK(parse(&c, err, slash, 3) < 0 && strstr(err, "--name a/b: not a VM name"));
 	const char *dot[] = { "--name", ".a", "k" };
