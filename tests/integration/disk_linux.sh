@@ -7,13 +7,14 @@
 # the monitor keeps running; virtio-rng as the guest's hwrng; and last the durability test: data
 # written and fsynced (a FLUSH) in the guest, the monitor killed with SIGKILL, the data in the image.
 # Runs on KVM where the host has VMX/SVM, on the software CPU elsewhere. The tools disk
-# (guest/linux/out/tools.img) brings Debian's mke2fs. Nothing is timed.
+# (guest/linux/out/tools.img) brings Debian's mke2fs. The kernel starts through its own
+# decompressor here (--kernel-decompress guest), the one boot that does. Nothing is timed.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/console.bash"
 KERNEL=$ROOT/guest/linux/out/vmlinuz
 INITRD=$ROOT/guest/linux/out/initramfs.cpio.gz
 TOOLS=$ROOT/guest/linux/out/tools.img
-TESTS="disk_linux_boots disk_linux_order_and_serials disk_linux_mkfs_ext4_files disk_linux_ro_disk
+TESTS="disk_linux_boots disk_linux_decompressor_forced disk_linux_order_and_serials disk_linux_mkfs_ext4_files disk_linux_ro_disk
 disk_linux_enospc_reaches_guest disk_linux_virtio_rng disk_linux_raw_write_fsync_read_back
 disk_linux_sigkill_after_fsync_keeps_data disk_linux_ext4_checked_from_host"
 skip_all() { for t in $TESTS; do if [ "${CI:-}" = true ]; then fail "$t" "$1"; else skip "$t" "$1"; fi; done; exit 0; }
@@ -52,7 +53,10 @@ truncate -s 64M "$TMP/full/full.img"
 export VMM_RUNTIME_DIR=$TMP/run
 name=disklinux$$
 start=$SECONDS
+# This boot also runs the kernel's own decompressor (--kernel-decompress guest), which the other
+# Linux boots skip: disk_linux_decompressor_forced.
 console_start "$TMP/boot.log" --accel "$ACCEL" --name "$name" -m 512M \
+	--kernel-decompress guest -t boot --trace-file "$TMP/boot.trace" \
 	-d "$TMP/ext4.img,serial=ext4-disk" -d "$TMP/raw.img,serial=raw-disk,cache=none" \
 	-d "$TMP/ro.img,ro,serial=ro-disk" -d "$TMP/full/full.img,serial=full-disk" -d "$TOOLS,ro" \
 	-i "$INITRD" "$KERNEL" quiet panic=-1
@@ -63,6 +67,12 @@ if ! console_expect "init: ready" 900 || ! console_expect "# " 60; then
 	skip_all "the guest did not boot"
 fi
 ok disk_linux_boots
+if grep -q 'kernel: decompresses itself in the guest (--kernel-decompress guest)' "$TMP/boot.trace" &&
+	! grep -q 'decompressed by vmm' "$TMP/boot.trace"; then
+	ok disk_linux_decompressor_forced
+else
+	fail disk_linux_decompressor_forced "$(grep -m 2 'kernel' "$TMP/boot.trace")"
+fi
 echo "# disk_linux: shell after $((SECONDS - start)) s on $ACCEL"
 console_send 'stty -echo cols 1000'
 console_expect "# " 60

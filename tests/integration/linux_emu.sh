@@ -5,7 +5,10 @@
 # each with status 0; with 1 vCPU `vmm stop` (the ACPI power button, which the guest's acpid turns
 # into a poweroff) ends vmm with status 0, with 2 `poweroff -f` does. In both, vmm-dbgtest checks
 # the CPU's debug registers and single step through ptrace (execute breakpoint, write watchpoint,
-# PTRACE_SINGLESTEP), as on a real CPU. The limits are generous (a boot
+# PTRACE_SINGLESTEP), as on a real CPU. Both start without the kernel's decompressor (vmm
+# decompresses the LZ4 payload): the 1-vCPU boot with KASLR, the 2-vCPU one with nokaslr, each
+# checked against /proc/kallsyms and /proc/iomem; and two more starts, stopped at their first
+# instruction, have different KASLR addresses. The limits are generous (a boot
 # takes 1-2 minutes on a 2-core machine); nothing is timed, the boot time is only reported.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/console.bash"
@@ -92,6 +95,56 @@ EOF2
 }
 gdb_port=$((20000 + RANDOM % 20000))
 
+# The direct start of the bzImage (src/boot/direct.c): vmm decompressed the LZ4 payload, and the
+# trace says where it put the kernel; the running kernel agrees (its _text in /proc/kallsyms at
+# 0xffffffff81000000 + the virtual offset, "Kernel code" in /proc/iomem at the physical address).
+# MODE: KASLR (random, any offset) or nokaslr (as linked: 16 MiB, offset 0).
+direct_boot_check() { # NAME TRACE MODE
+	local name=$1 trace=$2 mode=$3 line phys off text code
+	line=$(grep -m 1 'kernel: lz4 payload decompressed by vmm' "$trace")
+	if ! [[ "$line" =~ startup_64\ at\ physical\ (0x[0-9a-f]+),\ virtual\ offset\ (0x[0-9a-f]+)\ \((.*)\)$ ]]; then
+		fail "${name}_direct_boot_traced" "no direct start in the trace: $(grep -m 2 'kernel' "$trace")"
+		return
+	fi
+	phys=${BASH_REMATCH[1]} off=${BASH_REMATCH[2]}
+	[ "${BASH_REMATCH[3]}" = "$mode" ] && ok "${name}_direct_boot_traced_$mode" ||
+		fail "${name}_direct_boot_traced_$mode" "$line"
+	if [ "$mode" = nokaslr ] && { [ $((phys)) -ne $((0x1000000)) ] || [ $((off)) -ne 0 ]; }; then
+		fail "${name}_nokaslr_runs_as_linked" "$line"
+	fi
+	run_cmd "${name}_kernel_where_vmm_put_it" 'grep -m 1 -w _text /proc/kallsyms; grep -m 1 "Kernel code" /proc/iomem' '_text' || return
+	text=$(awk '$3 == "_text" { print $1 }' <<<"$RUN_OUT")
+	code=$(sed -n 's/^ *\([0-9a-f]*\)-[0-9a-f]* : Kernel code.*/\1/p' <<<"$RUN_OUT")
+	if [ -n "$text" ] && [ -n "$code" ] && [ $((16#$text)) -eq $((0xffffffff81000000 + off)) ] &&
+		[ $((16#$code)) -eq $((phys)) ]; then
+		ok "${name}_kernel_at_traced_addresses"
+	else
+		fail "${name}_kernel_at_traced_addresses" "trace: physical $phys, offset $off; guest: _text ${text:-?}, Kernel code ${code:-?}"
+	fi
+}
+
+# KASLR's choices differ from one start to the next: two loads of the kernel, each held at its
+# first instruction (--gdb-wait) once the trace has its line, then stopped. (The chance that two
+# random starts agree on both addresses is about 1 in 100000.)
+kaslr_differs_between_starts() {
+	local i pid got=()
+	for i in 1 2; do
+		"$VMM" --accel emu -m 512M -g $((gdb_port + i)) --gdb-wait --api-sock none -t boot \
+			--trace-file "$TMP/kaslr$i.trace" -i "$INITRD" "$KERNEL" </dev/null >/dev/null 2>&1 &
+		pid=$!
+		for _ in $(seq 600); do grep -q 'VM created' "$TMP/kaslr$i.trace" 2>/dev/null && break; sleep 0.1; done
+		kill "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		got+=("$(sed -n 's/.*startup_64 at \(physical 0x[0-9a-f]*, virtual offset 0x[0-9a-f]*\) (KASLR)$/\1/p' "$TMP/kaslr$i.trace")")
+	done
+	if [ -n "${got[0]}" ] && [ -n "${got[1]}" ] && [ "${got[0]}" != "${got[1]}" ]; then
+		ok linux_emu_kaslr_differs_between_starts
+	else
+		fail linux_emu_kaslr_differs_between_starts "first '${got[0]}', second '${got[1]}': $(grep -h kernel "$TMP"/kaslr*.trace | head -2)"
+	fi
+}
+kaslr_differs_between_starts
+
 # Whether this vmm has user-mode networking (libslirp) built in.
 has_user_net() {
 	"$VMM" --accel emu -m 64M -n user /nonexistent 2>&1 | grep -qv 'not built'
@@ -145,8 +198,11 @@ trace_linux_check() {
 for cpus in 1 2; do
 	name=linux_emu_${cpus}cpu
 	start=$SECONDS
-	gdb_args=() trace_args=()
+	gdb_args=() trace_args=() kernel_args=(panic=-1) kaslr_mode=KASLR
 	[ "$cpus" -eq 1 ] && command -v gdb >/dev/null && gdb_args=(-g "$gdb_port")
+	# The 1-vCPU boot starts with KASLR (traced), the 2-vCPU one with nokaslr.
+	[ "$cpus" -eq 1 ] && trace_args=(-t boot --trace-file "$TMP/$name.trace")
+	[ "$cpus" -eq 2 ] && kernel_args+=(nokaslr) && kaslr_mode=nokaslr
 	# The 2-vCPU boot also traces every category, with a disk and (when built in) a user-mode
 	# NIC, so that each category has its events: trace_linux_check below.
 	if [ "$cpus" -eq 2 ]; then
@@ -154,7 +210,7 @@ for cpus in 1 2; do
 		trace_args=(-t all --trace-file "$TMP/$name.trace" --stats -d "$TMP/trace-disk.img")
 		has_user_net && trace_args+=(-n user)
 	fi
-	console_start "$TMP/$name.log" --name "$name" --accel emu -c $cpus -m 512M "${gdb_args[@]}" "${trace_args[@]}" -i "$INITRD" "$KERNEL" panic=-1
+	console_start "$TMP/$name.log" --name "$name" --accel emu -c $cpus -m 512M "${gdb_args[@]}" "${trace_args[@]}" -i "$INITRD" "$KERNEL" "${kernel_args[@]}"
 	if ! console_expect "init: ready" 900 || ! console_expect "# " 60; then
 		fail "${name}_boots_to_shell" "no shell after $((SECONDS - start)) s: $(tail -c 600 "$TMP/$name.log") $(tail -c 300 "$TMP/$name.log.err")"
 		console_kill
@@ -181,7 +237,8 @@ for cpus in 1 2; do
 	if [ -n "$has_dbgtest" ]; then
 		run_cmd "${name}_ptrace_debug_registers" 'vmm-dbgtest; echo "dbgtest=$?"' '^dbgtest=0$'
 	fi
-	if [ ${#trace_args[@]} -gt 0 ]; then
+	direct_boot_check "$name" "$TMP/$name.trace" "$kaslr_mode"
+	if [ "$cpus" -eq 2 ]; then
 		trace_linux_guest_work "$name"
 	fi
 	if [ ${#gdb_args[@]} -gt 0 ]; then
@@ -203,5 +260,5 @@ for cpus in 1 2; do
 		fail "${name}_${how}_exits_0" "status $CONSOLE_STATUS: $(tail -c 300 "$TMP/$name.log") $(tail -c 300 "$TMP/$name.log.err")"
 	fi
 	echo "# $name: $((SECONDS - start)) s from start to exit"
-	[ ${#trace_args[@]} -gt 0 ] && trace_linux_check "$name" "$TMP/$name.trace" "$TMP/$name.log.err"
+	[ "$cpus" -eq 2 ] && trace_linux_check "$name" "$TMP/$name.trace" "$TMP/$name.log.err"
 done
