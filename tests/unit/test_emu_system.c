@@ -678,7 +678,8 @@ static void test_arch_capabilities_msr(void)
  * (a #GP shows as "unchecked MSR access error" in the guest's boot log); the revision is 1. */
 static void test_bios_sign_id_msr(void)
 {
-	static const uint8_t prog[] = { 0x0F, 0x30, 0x0F, 0xA2, 0x0F, 0x32 }; /* wrmsr; cpuid; rdmsr */
+	/* wrmsr; cpuid; rdmsr */
+	static const uint8_t prog[] = { 0x0F, 0x30, 0x0F, 0xA2, 0x0F, 0x32 };
 
 	machine_reset();
 	to_kernel_mode(0x50000);

@@ -902,8 +902,9 @@ static int msr_read(struct emu_cpu *cpu, uint32_t index, uint64_t *v)
 	case MSR_TSC: *v = emu_read_tsc(cpu); break;
 	case MSR_APIC_BASE: *v = cpu->s.apic_base; break;
 	case MSR_ARCH_CAPABILITIES: *v = EMU_ARCH_CAPABILITIES; break;
-	/* The loaded microcode's revision in bits 63:32; revision 1, as KVM reports. */
-	case MSR_BIOS_SIGN_ID: *v = 1ull << 32; break;
+	case MSR_BIOS_SIGN_ID: /* microcode revision 1, as on KVM */
+		*v = 1ull << 32;
+		break;
 	case MSR_SYSENTER_CS: *v = cpu->msr.sysenter_cs; break;
 	case MSR_SYSENTER_ESP: *v = cpu->msr.sysenter_esp; break;
 	case MSR_SYSENTER_EIP: *v = cpu->msr.sysenter_eip; break;
@@ -943,8 +944,8 @@ static int msr_write(struct emu_cpu *cpu, uint32_t index, uint64_t v)
 	switch (index) {
 	case MSR_TSC: cpu->msr.tsc_offset += v - emu_read_tsc(cpu); break;
 	case MSR_APIC_BASE: cpu->s.apic_base = v; break; /* the LAPIC itself comes with step 3 */
-	/* Linux writes 0 before CPUID(1) to read the microcode revision back; nothing to keep. */
-	case MSR_BIOS_SIGN_ID: break;
+	case MSR_BIOS_SIGN_ID: /* Linux writes 0 before reading the revision: nothing to keep */
+		break;
 	case MSR_SYSENTER_CS: cpu->msr.sysenter_cs = v; break;
 	case MSR_SYSENTER_ESP: cpu->msr.sysenter_esp = v; break;
 	case MSR_SYSENTER_EIP: cpu->msr.sysenter_eip = v; break;
