@@ -2,9 +2,13 @@
 #include "memory.h"
 
 #include <errno.h>
+#include <linux/membarrier.h>
+#include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define MEMORY_HUGE_PAGE (2ull << 20)
 
@@ -58,6 +62,7 @@ int memory_init(struct guest_memory *mem, uint64_t size)
 
 void memory_destroy(struct guest_memory *mem)
 {
+	memory_code_destroy(&mem->code);
 	if (mem->base)
 		munmap(mem->base, mem->size);
 	mem->base = NULL;
@@ -80,6 +85,7 @@ int memory_write(const struct guest_memory *mem, uint64_t gpa, const void *src, 
 	if (!dst)
 		return -EFAULT;
 	memcpy(dst, src, len);
+	memory_written(mem, dst, len);
 	return 0;
 }
 
@@ -95,4 +101,81 @@ int memory_read(const struct guest_memory *mem, uint64_t gpa, void *dst, uint64_
 uint64_t memory_low_end(const struct guest_memory *mem)
 {
 	return mem->regions[0].size;
+}
+
+/* ---- code pages (memory.h) ---- */
+
+int memory_code_init(struct memory_code_pages *cp, uint8_t *base, uint64_t size)
+{
+	memset(cp, 0, sizeof(*cp));
+	cp->version = calloc((size + 4095) / 4096, sizeof(*cp->version));
+	if (!cp->version)
+		return -ENOMEM;
+	cp->base = base;
+	cp->nr_pages = (size + 4095) / 4096;
+	/* Without it (kernels before 4.14) a write racing with the first decode of its page
+	 * could be missed: see memory.h. */
+	cp->membarrier =
+		syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+	return 0;
+}
+
+void memory_code_destroy(struct memory_code_pages *cp)
+{
+	free(cp->version);
+	cp->version = NULL;
+}
+
+uint32_t memory_code_mark(struct memory_code_pages *cp, uint32_t *word)
+{
+	uint32_t v = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+
+	for (;;) {
+		if ((v & MEMORY_CODE_SETTLED) == MEMORY_CODE_SETTLED)
+			return v;
+		if (!(v & MEMORY_CODE_DECODED)) {
+			if (!__atomic_compare_exchange_n(word, &v, v | MEMORY_CODE_DECODED, false,
+							 __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+				continue;
+			v |= MEMORY_CODE_DECODED;
+			__atomic_store_n(&cp->marks, cp->marks + 1, __ATOMIC_RELAXED);
+		}
+		/* Marked (by us or by a decoder still in its membarrier): every write from before
+		 * the mark is visible after this, every write after it bumps the version. */
+		if (cp->membarrier)
+			syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+		if (__atomic_compare_exchange_n(word, &v, v | MEMORY_CODE_SETTLED, false,
+						__ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+			return v | MEMORY_CODE_SETTLED;
+		/* A writer bumped it meanwhile, or another decoder settled it: look again. */
+	}
+}
+
+void memory_code_bump(uint32_t *word)
+{
+	uint32_t v = __atomic_load_n(word, __ATOMIC_RELAXED);
+
+	/* Only while marked: when another writer bumped it first, it is unmarked already. */
+	while ((v & MEMORY_CODE_DECODED) &&
+	       !__atomic_compare_exchange_n(word, &v, (v | MEMORY_CODE_SETTLED) + 1, false,
+					    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+		;
+}
+
+void memory_written(const struct guest_memory *mem, const void *host, uint64_t len)
+{
+	memory_code_written(&mem->code, host, len);
+}
+
+void memory_code_written(const struct memory_code_pages *cp, const void *host, uint64_t len)
+{
+	const uint8_t *p = host;
+
+	if (!cp->version || !len)
+		return;
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	for (uint64_t i = (uint64_t)(p - cp->base) >> 12;
+	     i <= (uint64_t)(p + len - 1 - cp->base) >> 12; i++)
+		if (__atomic_load_n(&cp->version[i], __ATOMIC_RELAXED) & MEMORY_CODE_DECODED)
+			memory_code_bump(&cp->version[i]);
 }

@@ -43,11 +43,16 @@ void check_pmtimer(struct selftest *t);
 void check_lapic_timer(struct selftest *t);
 void check_ioapic(struct selftest *t);
 void check_smp(struct selftest *t);
+void check_smc(struct selftest *t); /* after check_smp: starts an AP again */
 void check_rtc(struct selftest *t);
 void check_string_io(struct selftest *t);
 void check_debug_registers(struct selftest *t);
 void check_virtio(struct selftest *t); /* only with selftest.virtio=1 or selftest.hostile=1 */
 void check_netbench(struct selftest *t); /* only with selftest.net=1 (netbench.c) */
 void check_diskbench(struct selftest *t); /* only with selftest.diskbench=1 */
+
+/* checks_smc.c: write `mov eax, value; ret` at code, and call it. */
+void smc_write_return(volatile uint8_t *code, uint32_t value);
+uint32_t smc_call(const void *code);
 
 #endif

@@ -18,6 +18,7 @@
 #define BLK_ID_BYTES 20
 #define SECTOR 512
 #define PATTERN_SECTOR 1
+#define CODE_SECTOR 2 /* check_dma_into_code() */
 #define WAIT_MS 2000
 #define HOSTILE_WAIT_MS 1000
 #define NOT_RAM 0x10000000000ull /* 1 TiB: far above any RAM these tests give the guest */
@@ -38,6 +39,7 @@ static unsigned nr_devs;
 static struct blk_header header;
 static uint8_t data[4096] __attribute__((aligned(4096)));
 static uint8_t scratch[SECTOR] __attribute__((aligned(512)));
+static uint8_t dma_code[4096] __attribute__((aligned(4096))); /* code the device overwrites */
 static volatile uint8_t status_byte;
 static struct virtq_desc table_a[8] __attribute__((aligned(16)));
 static struct virtq_desc table_b[8] __attribute__((aligned(16)));
@@ -136,6 +138,36 @@ static bool expected_serial(const struct selftest *t, unsigned i, char *out, uns
 	return true;
 }
 
+/* A sector holding code is read into a page that already ran other code: the CPU must run
+ * what the device wrote (the software CPU decodes the page again). */
+static void check_dma_into_code(struct virtio_dev *d, unsigned disk)
+{
+	char name[40];
+	uint8_t status = 0xFF;
+	uint32_t before, after;
+	enum result r;
+
+	name_of(name, sizeof(name), disk, "dma-into-code");
+	smc_write_return(dma_code, 1);
+	before = smc_call(dma_code);
+	memset(scratch, 0xCC, SECTOR); /* int3 after the code */
+	smc_write_return(scratch, 2);
+	r = blk_request(d, BLK_T_OUT, CODE_SECTOR, scratch, SECTOR, false, &status);
+	if (r == DONE && status == BLK_S_OK)
+		r = blk_request(d, BLK_T_IN, CODE_SECTOR, dma_code, SECTOR, false, &status);
+	if (r != DONE || status != BLK_S_OK) {
+		check_fail(name, "sector %u: %s, status %u", CODE_SECTOR,
+			   r == DONE ? "answered" : result_name(r), status);
+		return;
+	}
+	after = smc_call(dma_code);
+	if (before != 1 || after != 2)
+		check_fail(name, "returned %u, then %u after the read; expected 1, then 2", before,
+			   after);
+	else
+		check_ok(name);
+}
+
 static void check_blk(struct selftest *t, struct virtio_dev *d, unsigned disk)
 {
 	char name[40], serial[BLK_ID_BYTES + 1];
@@ -191,6 +223,9 @@ static void check_blk(struct selftest *t, struct virtio_dev *d, unsigned disk)
 		else
 			check_ok(name_of(name, sizeof(name), disk, "write"));
 	}
+
+	if (!ro)
+		check_dma_into_code(d, disk);
 
 	r = blk_request(d, BLK_T_IN, capacity, data, SECTOR, false, &status);
 	if (r == DONE && status == BLK_S_IOERR)

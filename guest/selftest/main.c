@@ -37,6 +37,7 @@ static void (*const checks[])(struct selftest *) = {
 	check_lapic_timer,
 	check_ioapic,
 	check_smp,
+	check_smc,
 	check_rtc,
 	check_string_io,
 	check_debug_registers,

@@ -24,10 +24,16 @@ static volatile uint32_t ap_reported_id[MAX_CPUS];
 static volatile uint32_t ap_ready[MAX_CPUS];
 
 void ap_main(uint32_t slot);
+void (*volatile ap_task)(void);
+
 void ap_main(uint32_t slot)
 {
+	void (*task)(void) = ap_task;
+
 	ap_reported_id[slot] = lapic_id();
 	__atomic_store_n(&ap_ready[slot], 1, __ATOMIC_RELEASE);
+	if (task)
+		task();
 }
 
 static bool e820_is_ram(const struct boot_info *boot, uint64_t start, uint64_t end)

@@ -105,9 +105,10 @@ static size_t gdb_access(void *target, unsigned thread, uint64_t addr, void *buf
 		uint8_t *host = gdb_map(g, &st, va, chunk);
 		if (!host)
 			break;
-		if (is_write)
+		if (is_write) {
 			memcpy(host, (const uint8_t *)buf + done, chunk);
-		else
+			memory_written(&g->vm->mem, host, chunk); /* breakpoints, patched code */
+		} else
 			memcpy((uint8_t *)buf + done, host, chunk);
 		done += chunk;
 	}

@@ -61,6 +61,7 @@ struct blk_request {
 	uint32_t type;
 	uint8_t *status;
 	uint32_t written; /* bytes written into the guest's buffers, status byte included */
+	unsigned first_in, nr_in; /* the chain's writable buffers in iov[] (memory_written) */
 	uint64_t generation;
 	struct blk_request *next_free;
 	void *bounce; /* cache=none and unaligned guest buffers */
@@ -128,6 +129,7 @@ static void blk_finish(struct blk_request *req, uint8_t status)
 	*req->status = status;
 	if (status != VIRTIO_BLK_S_OK)
 		blk->errors++;
+	virtq_written(&blk->vdev.queues[req->queue].vq, req->iov + req->first_in, req->nr_in);
 	virtq_push(&blk->vdev.queues[req->queue].vq, req->head, req->written + 1);
 	blk_request_put(blk, req);
 }
@@ -224,6 +226,8 @@ static bool blk_handle_chain(struct virtio_blk *blk, unsigned q, struct blk_requ
 	req->blk = blk;
 	req->queue = q;
 	req->head = chain->head;
+	req->first_in = chain->nr_out;
+	req->nr_in = chain->nr_in;
 	req->type = hdr.type;
 	req->generation = blk->generation;
 	const struct iovec *last = &chain->iov[chain->nr_out + chain->nr_in - 1];

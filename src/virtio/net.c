@@ -297,6 +297,7 @@ static void net_rx_complete(struct virtio_net *net, struct net_pair *p, uint64_t
 	for (uint16_t i = 0; i < used; i++) {
 		struct net_chain *c = net_pool_at(p, 0);
 		uint32_t n = (uint32_t)(c->len < left ? c->len : left);
+		virtq_written(vq, c->iov, c->nr);
 		virtq_push(vq, c->head, n);
 		left -= n;
 		p->pool_first = (p->pool_first + 1) % NET_RX_POOL;

@@ -36,6 +36,7 @@ static void rng_queue_notify(struct virtio_device *vdev, unsigned q)
 				written += (uint32_t)n;
 			}
 			rng->bytes += written;
+			virtq_written(vq, chain.iov + chain.nr_out, chain.nr_in);
 			virtq_push(vq, chain.head, written);
 		}
 	} while (r == 0 && virtq_enable_notify(vq));

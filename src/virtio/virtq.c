@@ -85,6 +85,7 @@ int virtq_pop(struct virtq *vq, struct virtq_chain *c)
 		return virtq_bad(vq, "available ring names a descriptor beyond the queue size");
 
 	c->head = head;
+	c->mem = vq->mem;
 	c->nr_out = c->nr_in = 0;
 	c->out_len = c->in_len = 0;
 	const uint8_t *table = (const uint8_t *)vq->desc;
@@ -142,6 +143,12 @@ int virtq_pop(struct virtq *vq, struct virtq_chain *c)
 	vq->last_avail++;
 	vq->chains++;
 	return 1;
+}
+
+void virtq_written(const struct virtq *vq, const struct iovec *iov, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		memory_written(vq->mem, iov[i].iov_base, iov[i].iov_len);
 }
 
 void virtq_push(struct virtq *vq, uint16_t head, uint32_t written)
@@ -216,6 +223,8 @@ uint64_t virtq_chain_write(const struct virtq_chain *c, uint64_t offset, const v
 		}
 		uint64_t n = l - offset < len - done ? l - offset : len - done;
 		memcpy((uint8_t *)c->iov[i].iov_base + offset, (const uint8_t *)src + done, n);
+		if (c->mem)
+			memory_written(c->mem, (uint8_t *)c->iov[i].iov_base + offset, n);
 		done += n;
 		offset = 0;
 	}

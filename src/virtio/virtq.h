@@ -53,6 +53,7 @@ struct virtq_chain {
 	uint64_t out_len, in_len;
 	unsigned cap; /* entries in iov */
 	struct iovec *iov; /* [0, nr_out) readable, [nr_out, nr_out + nr_in) writable */
+	const struct guest_memory *mem; /* set by virtq_pop(), for virtq_chain_write() */
 };
 
 void virtq_init(struct virtq *vq, const struct guest_memory *mem, const char *name);
@@ -75,6 +76,9 @@ bool virtq_should_notify(struct virtq *vq);
 bool virtq_enable_notify(struct virtq *vq);
 /* Mark broken with one log line (devices call this for bad request layouts). */
 void virtq_fail(struct virtq *vq, const char *why);
+/* The device wrote into these buffers of guest RAM (before it pushes their chain): code the
+ * software CPU decoded there is stale (memory_written()). virtq_chain_write() does it itself. */
+void virtq_written(const struct virtq *vq, const struct iovec *iov, unsigned n);
 
 /* Copy helpers over a chain's readable / writable buffers; return bytes copied. */
 uint64_t virtq_chain_read(const struct virtq_chain *c, uint64_t offset, void *dst, uint64_t len);

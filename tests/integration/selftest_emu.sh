@@ -18,6 +18,13 @@ for image in bzImage elf; do
 	selftest_boot "emu_${image}_2cpus_5G_above_the_hole" 0 "$img" -m 5G -c 2 -- selftest.mem=5G selftest.cpus=2 selftest.quick=1
 done
 selftest_boot emu_bzImage_4cpus_3G 0 "$SELFTEST_BZ" -m 3G -c 4 -- selftest.mem=3G selftest.cpus=4
+# Code changed under the CPU that runs it: through a second mapping, by the other vCPU, by a
+# disk read into it (the decoded blocks must be dropped: memory.h's code-page tracking).
+truncate -s 1M "$TMP/smc.img"
+selftest_boot emu_bzImage_2cpus_smc 0 "$SELFTEST_BZ" -m 64M -c 2 -d "$TMP/smc.img" -- selftest.mem=64M selftest.cpus=2 selftest.quick=1 selftest.virtio=1
+for check in smc-alias smc-cross-cpu virtio-blk0-dma-into-code; do
+	grep -aq "ok - $check\$" "$TMP/emu_bzImage_2cpus_smc.out" && ok "emu_$check" || fail "emu_$check" "$(grep -a -- "$check" "$TMP/emu_bzImage_2cpus_smc.out")"
+done
 grep -aq "ok - highmem" "$TMP/emu_bzImage_2cpus_5G_above_the_hole.out" && ok emu_highmem_checked_at_5G || fail emu_highmem_checked_at_5G "no highmem check in the 5G run"
 grep -aq "ok - smp" "$TMP/emu_bzImage_4cpus_3G.out" && ok emu_four_aps_came_up || fail emu_four_aps_came_up "$(grep -a smp "$TMP/emu_bzImage_4cpus_3G.out")"
 for check in lapic-timer ioapic cpuid-kvmclock string-io fault-frame-rf debug-exec-breakpoint debug-data-breakpoints debug-single-step; do

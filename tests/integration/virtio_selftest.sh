@@ -70,6 +70,10 @@ if guest two_disks -c 2 -d "$TMP/a.img,serial=first" -d "$TMP/b.img,serial=secon
 		fail two_disks_images_written "sector 1 of a.img or b.img does not hold the guest's pattern"
 	grep -aq 'virtio-blk1: sector 0 starts "MARK-b.img' "$TMP/two_disks.out" && ok two_disks_in_order ||
 		fail two_disks_in_order "$(grep -a 'sector 0' "$TMP/two_disks.out")"
+	# Code changed under the CPU that runs it, as selftest_emu.sh checks on the software CPU.
+	for check in smc-alias smc-cross-cpu virtio-blk0-dma-into-code; do
+		has two_disks "$check" && ok "kvm_$check" || fail "kvm_$check" "$(grep -a -- "$check" "$TMP/two_disks.out")"
+	done
 fi
 
 # A read-only disk next to a writable one: the guest's write is refused and the file unchanged;

@@ -105,6 +105,7 @@ __asm__(".pushsection .rodata\n"
 	".popsection\n");
 
 static uint8_t *ram;
+static struct memory_code_pages code_pages; /* ram's code versions (memory.h) */
 static uint64_t mmio_value;
 static unsigned mmio_reads, mmio_writes;
 
@@ -199,6 +200,7 @@ static void cpu_setup(struct emu_cpu *cpu, const struct emu_memory_ops *mem, voi
 	cpu->mem = mem;
 	cpu->mem_opaque = mem_opaque;
 	cpu->phys = &phys_ops;
+	cpu->code = &code_pages;
 	emu_cpu_init(cpu, &s);
 }
 
@@ -442,7 +444,7 @@ static void test_locked_mmio(void)
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
-	if (!ram)
+	if (!ram || memory_code_init(&code_pages, ram, MEM_SIZE) < 0)
 		return 1;
 	RUN_TEST(test_smp_counters_paged);
 	RUN_TEST(test_smp_counters_flat);
@@ -450,6 +452,7 @@ int main(void)
 	RUN_TEST(test_locked_sets_dirty_and_works);
 	RUN_TEST(test_locked_mmio);
 	emu_cpu_destroy(&one);
+	memory_code_destroy(&code_pages);
 	free(ram);
 	return TEST_EXIT();
 }

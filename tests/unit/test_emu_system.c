@@ -40,6 +40,7 @@
 #define NX (1ull << 63)
 
 static uint8_t *ram;
+static struct memory_code_pages code_pages; /* ram's code versions (memory.h) */
 static struct emu_cpu cpu;
 static unsigned mmio_reads, mmio_writes, pio_count;
 static uint64_t mmio_last_gpa, mmio_last_value;
@@ -150,6 +151,7 @@ static void machine_reset(void)
 	struct cpu_state s;
 
 	memset(ram, 0, MEM_SIZE);
+	memory_code_written(&code_pages, ram, MEM_SIZE);
 	/* Page tables. */
 	put64(PML4, PDPT | P | W | U);
 	put64(PDPT, PD | P | W | U);
@@ -207,6 +209,7 @@ static void machine_reset(void)
 	s.gpr[CPU_RSP] = USER_RW + 0xF00;
 	cpu.mem = &emu_paged_memory_ops;
 	cpu.phys = &phys_ops;
+	cpu.code = &code_pages;
 	emu_cpu_init(&cpu, &s);
 	cpu.msr.star = (0x23ull << 48) | (0x10ull << 32);
 	cpu.msr.lstar = LSTAR_ENTRY;
@@ -221,6 +224,7 @@ static void machine_reset(void)
 static void code(uint64_t linear, const uint8_t *bytes, unsigned n)
 {
 	memcpy(ram + linear, bytes, n);
+	memory_code_written(&code_pages, ram + linear, n); /* as a device's DMA would */
 	cpu.s.rip = linear;
 }
 
@@ -972,6 +976,61 @@ static void test_decode_cache_sees_new_code(void)
 	CHECK_EQ(cpu.s.rip, USER_RW + 8);
 }
 
+/* Run the block at `rip` on `c` (it ends in jmp $). */
+static void run_block_at(struct emu_cpu *c, uint64_t rip)
+{
+	c->s.rip = rip;
+	CHECK_EQ(emu_run(c), EMU_OK);
+}
+
+/* Code decoded into a block is decoded again after a write to its page from anywhere: a
+ * store through another linear mapping of the page (the TLB's fast path, the slow path and a
+ * locked operand), a store by another vCPU, the monitor's own write. */
+static void test_blocks_other_writers(void)
+{
+	static const uint8_t target[] = { 0xB0, 0x01, 0xEB, 0xFE }; /* mov al, 1; jmp $ */
+	/* at 0x206000: mov [0x207001], bl; jmp $; at +0x10: xchg [0x207001], bl; jmp $ */
+	static const uint8_t store[] = { 0x88, 0x1C, 0x25, 0x01, 0x70, 0x20, 0x00, 0xEB, 0xFE };
+	static const uint8_t xchg[] = { 0x86, 0x1C, 0x25, 0x01, 0x70, 0x20, 0x00, 0xEB, 0xFE };
+	struct emu_cpu other = { .mem = &emu_paged_memory_ops,
+				 .phys = &phys_ops,
+				 .code = &code_pages };
+	struct cpu_state s;
+
+	machine_reset();
+	put64(PT_USER + 56, 0x200000 | P | W | U); /* linear 0x207000: USER_RW's page again */
+	code(0x206000, store, sizeof(store));
+	code(0x206010, xchg, sizeof(xchg));
+	code(USER_RW, target, sizeof(target));
+	run_block_at(&cpu, USER_RW);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	for (unsigned value = 9; value <= 10; value++) { /* a TLB miss, then the fast path */
+		cpu.s.gpr[CPU_RBX] = value;
+		run_block_at(&cpu, 0x206000);
+		run_block_at(&cpu, USER_RW);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, value);
+	}
+	cpu.s.gpr[CPU_RBX] = 11;
+	run_block_at(&cpu, 0x206010);
+	run_block_at(&cpu, USER_RW);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 11);
+	/* Another vCPU (its own TLB and blocks, the same RAM) stores into the code. */
+	emu_cpu_get_state(&cpu, &s);
+	emu_cpu_init(&other, &s);
+	for (unsigned value = 12; value <= 13; value++) {
+		other.s.gpr[CPU_RBX] = value;
+		run_block_at(&other, 0x206000);
+		run_block_at(&cpu, USER_RW);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, value);
+	}
+	emu_cpu_destroy(&other);
+	/* The monitor writes (DMA, gdb): memory_code_written(). */
+	ram[USER_RW + 1] = 14;
+	memory_code_written(&code_pages, ram + USER_RW + 1, 1);
+	run_block_at(&cpu, USER_RW);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 14);
+}
+
 /* emu_run(): a block runs to its branch; it sees code patched behind its back, code it
  * patches itself in its own block, a new mapping after a TLB flush; an MMIO access ends it. */
 static void test_blocks(void)
@@ -999,6 +1058,7 @@ static void test_blocks(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 7);
 	/* Remap the code page: the old translation (and block) until the TLB is flushed. */
 	memcpy(ram + 0x206000, (const uint8_t[]){ 0xB0, 0x06, 0xEB, 0xFE }, 4);
+	memory_code_written(&code_pages, ram + 0x206000, 4);
 	code(USER_RW, (const uint8_t[]){ 0xB0, 0x01, 0xEB, 0xFE }, 4);
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
@@ -1042,6 +1102,7 @@ static void test_blocks(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 0);
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 3);
+	test_blocks_other_writers();
 }
 
 /* VERR/VERW/LAR/LSL report through ZF instead of faulting (Linux runs VERW on every return
@@ -1866,7 +1927,7 @@ static void test_resume_flag(void)
 int main(void)
 {
 	ram = aligned_alloc(4096, MEM_SIZE);
-	if (!ram)
+	if (!ram || memory_code_init(&code_pages, ram, MEM_SIZE) < 0)
 		return 1;
 	RUN_TEST(test_paging_translations);
 	RUN_TEST(test_paging_faults);

@@ -255,6 +255,7 @@ static void pvclock_refresh(struct emu_vcpu *ev)
 		sample.flags |= PVCLOCK_GUEST_STOPPED;
 	ev->guest_stopped = false;
 	pvclock_update_time_info(host, &sample);
+	memory_written(&vm->mem, host, sizeof(struct pvclock_vcpu_time_info));
 }
 
 static void pvclock_wall_clock(struct emu_vcpu *ev, uint64_t gpa)
@@ -270,6 +271,7 @@ static void pvclock_wall_clock(struct emu_vcpu *ev, uint64_t gpa)
 	pthread_mutex_lock(&evm->lock);
 	pvclock_update_wall_clock(host, wall - virtual_ns(evm));
 	pthread_mutex_unlock(&evm->lock);
+	memory_written(&evm->vm->mem, host, sizeof(struct pvclock_wall_clock));
 }
 
 /* ---- platform hooks: MSRs, CPUID, CR8 ---- */
@@ -719,7 +721,12 @@ static int emu_vm_init(struct vm *vm)
 	evm->vm = vm;
 	pthread_mutex_init(&evm->lock, NULL);
 	pthread_rwlock_init(&evm->ioeventfd_lock, NULL);
-	int ret = ioapic_init(&evm->ioapic, (uint8_t)vm->nr_vcpus, 0x11, &emu_ioapic_ops, evm);
+	/* Decoded blocks stay valid until their page is written (memory.h); the loaders write
+	 * before any vCPU runs, devices and gdb call memory_written(). */
+	int ret = memory_code_init(&vm->mem.code, vm->mem.base, vm->mem.size);
+	if (ret < 0)
+		return ret;
+	ret = ioapic_init(&evm->ioapic, (uint8_t)vm->nr_vcpus, 0x11, &emu_ioapic_ops, evm);
 	if (ret < 0)
 		return ret;
 	evm->ioapic_ready = true;
@@ -775,6 +782,9 @@ static void emu_format_stats(struct vm *vm, FILE *out)
 		return;
 	fprintf(out, "software CPU: #UD for instructions not implemented (or invalid) %llu\n",
 		(unsigned long long)__atomic_load_n(&evm->ud_count, __ATOMIC_RELAXED));
+	fprintf(out, "software CPU: code pages marked as decoded %llu (each a membarrier%s)\n",
+		(unsigned long long)__atomic_load_n(&vm->mem.code.marks, __ATOMIC_RELAXED),
+		vm->mem.code.membarrier ? "" : ": not available");
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		if (vm->vcpus[i].backend_data)
 			ev_format_stats(vm->vcpus[i].backend_data, out);
@@ -809,6 +819,7 @@ static int emu_vcpu_init(struct vcpu *vcpu)
 	ev->cpu.mem_opaque = ev;
 	ev->cpu.phys = &emu_phys;
 	ev->cpu.phys_opaque = evm;
+	ev->cpu.code = &evm->vm->mem.code;
 	ev->cpu.platform = &emu_platform;
 	reset_state(&s, lapic_get_base(&ev->lapic));
 	ev_reinit(ev, &s);

@@ -11,18 +11,21 @@
 /* Decode once, into blocks: a block is a run of decoded instructions that starts at one
  * guest-physical address and ends at a branch or any instruction that may change the mode,
  * the paging or the interrupt state (block_ends()), at the end of the page, or after
- * BLOCK_MAX_INSNS. Blocks are cached by guest-physical address and mode and keep a copy of
- * their bytes, which is compared with guest memory each time the block is entered, so
- * self-modifying code, DMA into code pages and remapping need no invalidation; a write by the
- * block itself into its own page ends the block after that instruction (mmu.c sets
- * block_exit), so the next instruction is fetched anew.
+ * BLOCK_MAX_INSNS. Blocks are cached by guest-physical address and mode. Each records the
+ * version of its page (memory.h's code-page tracking) when it was decoded, and entering it
+ * compares that with the page's version now: every writer of guest RAM (this and the other
+ * vCPUs' stores, locked operands, page-table A/D bits, devices' DMA, loaders, gdb) makes a
+ * new version of a page it writes after code was decoded from it, so self-modifying and
+ * cross-modifying code, DMA into code pages and writes through another mapping of the page
+ * are decoded again. Tracking is by guest-physical page, so remapping needs nothing. A write
+ * by the block itself into its own page also ends the block after that instruction (mmu.c
+ * sets block_exit), so the next instruction is fetched anew.
  *
  * Finding the block of CS:RIP without a TLB lookup: a jump cache maps the linear address, mode
  * and user/supervisor fetch to the block and the host address of its bytes. It is valid for
  * one TLB generation: every TLB flush (CR3, INVLPG, CR0/CR4/EFER changes) bumps the
  * generation and so forgets all of it at once. */
 #define BLOCK_MAX_INSNS 16
-#define BLOCK_MAX_BYTES 128
 #define BLOCK_CACHE_SIZE 8192 /* blocks, direct-mapped by guest-physical address */
 #define JUMP_CACHE_SIZE 4096
 #define BLOCK_VALID (1ull << 63)
@@ -32,23 +35,21 @@ struct emu_jump_entry {
 	uint64_t ctx; /* jump_ctx() when it was filled */
 	uint64_t tag; /* the block's tag then: the block may have been replaced since */
 	struct emu_block *block;
-	const uint8_t *host; /* the block's bytes in guest RAM */
 };
 
 /* Block chaining: each block remembers the last two blocks that ran right after it, as jump
  * cache entries of its own (same validity: linear address, context, the block's tag, its
- * bytes), so going from a block to its usual successors skips the jump cache, whose entries
- * are spread over 160 KiB. */
+ * page's version), so going from a block to its usual successors skips the jump cache. */
 #define BLOCK_LINKS 2
 
 struct emu_block {
 	uint64_t tag; /* gpa | mode << 56 | BLOCK_VALID, 0 when empty */
-	uint16_t nbytes;
+	/* Entering a block reads the tag and compares the version: keep them together. */
+	const uint32_t *version_word; /* its page's code version (memory.h) */
+	uint32_t version; /* what it was when the block was decoded */
 	uint8_t n;
 	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
 	uint8_t next_link; /* the link to replace next */
-	/* Entering a block reads the tag and compares the bytes: keep them together. */
-	uint8_t bytes[BLOCK_MAX_BYTES];
 	struct emu_jump_entry link[BLOCK_LINKS];
 	struct emu_insn insn[BLOCK_MAX_INSNS];
 };
@@ -67,6 +68,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	void *mem_opaque = cpu->mem_opaque, *phys_opaque = cpu->phys_opaque;
 	const struct emu_platform_ops *platform = cpu->platform;
 	struct emu_icache *icache = cpu->icache;
+	struct memory_code_pages *code = cpu->code;
 	struct emu_debug *debug = cpu->debug; /* INIT/SIPI keep gdb's breakpoints */
 
 	if (cpu->watch_inner) /* the plain memory ops; emu_debug_update() wraps them again */
@@ -84,6 +86,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->mem_opaque = mem_opaque;
 	cpu->phys = phys;
 	cpu->phys_opaque = phys_opaque;
+	cpu->code = code;
 	cpu->platform = platform;
 	cpu->debug = debug;
 	cpu->block_page = EMU_NO_BLOCK_PAGE;
@@ -342,16 +345,18 @@ static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t 
 			unsigned avail, uint64_t tag)
 {
 	unsigned pos = 0;
+	uint32_t *word = memory_code_word(cpu->code, host);
 
 	b->tag = 0;
 	b->n = 0;
 	memset(b->link, 0, sizeof(b->link));
+	/* Marked before the bytes are read: a write from now on makes a new version. */
+	b->version = memory_code_mark(cpu->code, word);
+	b->version_word = word;
 	while (b->n < BLOCK_MAX_INSNS) {
 		struct emu_insn *insn = &b->insn[b->n];
 		unsigned left = avail - pos;
 
-		if (left > BLOCK_MAX_BYTES - pos)
-			left = BLOCK_MAX_BYTES - pos;
 		if (!left || emu_decode(host + pos, left, cpu->mode, insn) != EMU_DECODE_OK)
 			break;
 		emu_fast_select(insn, cpu->mode);
@@ -362,10 +367,14 @@ static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t 
 		if (block_ends(insn))
 			break;
 	}
-	memcpy(b->bytes, host, pos);
-	b->nbytes = (uint16_t)pos;
 	b->loops = b->n && is_relative_jump(&b->insn[b->n - 1]);
 	b->tag = tag;
+}
+
+/* Whether nothing wrote the block's page since it was decoded. */
+static inline bool block_current(const struct emu_block *b)
+{
+	return __atomic_load_n(b->version_word, __ATOMIC_RELAXED) == b->version;
 }
 
 /* Remember jump cache entry `j` as a successor of `prev` (if any). */
@@ -398,37 +407,33 @@ static int block_find(struct emu_cpu *cpu, struct emu_block **out)
 			const struct emu_jump_entry *l = &prev->link[k];
 
 			if (l->la == la && l->ctx == ctx && l->block->tag == l->tag &&
-			    !memcmp(l->block->bytes, l->host, l->block->nbytes)) {
+			    block_current(l->block)) {
 				*out = l->block;
 				return EMU_OK;
 			}
 		}
 	}
-	if (j->la == la && j->ctx == ctx && j->block->tag == j->tag) {
-		b = j->block;
-		if (!memcmp(b->bytes, j->host, b->nbytes)) {
-			block_link(prev, j);
-			*out = b;
-			return EMU_OK;
-		}
+	if (j->la == la && j->ctx == ctx && j->block->tag == j->tag && block_current(j->block)) {
+		block_link(prev, j);
+		*out = j->block;
+		return EMU_OK;
 	}
 	if ((rc = cpu->mem->fetch(cpu, la, &host, &avail, &gpa)) || !host)
 		return rc;
 	tag = gpa | ((uint64_t)cpu->mode << 56) | BLOCK_VALID;
 	b = &ic->block[(gpa ^ (gpa >> 9) ^ (gpa >> 21)) & (BLOCK_CACHE_SIZE - 1)];
-	if (b->tag != tag || memcmp(b->bytes, host, b->nbytes))
+	if (b->tag != tag || !block_current(b))
 		block_build(cpu, b, host, avail, tag);
 	if (!b->n)
 		return EMU_OK;
-	*j = (struct emu_jump_entry){ .la = la, .ctx = jump_ctx(cpu), .tag = tag, .block = b,
-				      .host = host };
+	*j = (struct emu_jump_entry){ .la = la, .ctx = jump_ctx(cpu), .tag = tag, .block = b };
 	block_link(prev, j);
 	*out = b;
 	return EMU_OK;
 }
 
 /* A block that branches back to its own start (a loop) runs again at once, up to this many
- * times, without looking it up or comparing its bytes: nothing can have changed them but a
+ * times, without looking it up or comparing its version: nothing can have changed them but a
  * write by this CPU to the block's page, which ends the loop (block_exit), or another vCPU or
  * a device, which a real CPU does not promise to notice before it serialises either. */
 #define BLOCK_LOOP_MAX 64
@@ -439,7 +444,7 @@ int emu_run(struct emu_cpu *cpu)
 	uint64_t la, ctx;
 	int rc = EMU_OK;
 
-	if (!cpu->icache || !cpu->mem->fetch || emu_debug_active(cpu))
+	if (!cpu->icache || !cpu->code || !cpu->mem->fetch || emu_debug_active(cpu))
 		return emu_step(cpu);
 	rc = block_find(cpu, &b);
 	cpu->icache->prev_ctx = 0; /* jump_ctx() is never 0: no link from here if no block runs */

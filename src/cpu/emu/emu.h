@@ -13,6 +13,7 @@
 
 #include "cpu/backend.h"
 #include "cpu/state.h"
+#include "memory.h"
 
 /* RFLAGS bits (SDM Vol. 1 §3.4.3). */
 #define EMU_FLAG_CF (1ull << 0)
@@ -247,6 +248,10 @@ struct emu_cpu {
 	struct emu_fxstate fx; /* x87/MMX registers, XMM registers, MXCSR */
 	struct emu_tlb tlb;
 	struct emu_icache *icache; /* decoded blocks by guest-physical address (cpu.c) */
+	/* The code-page versions of the RAM that cpu->phys->ram_page() returns (memory.h): set
+	 * with phys, needed by emu_paged_memory_ops (every store into RAM reports itself) and by
+	 * emu_run()'s blocks (without it, emu_run() steps one instruction at a time). */
+	struct memory_code_pages *code;
 	struct emu_debug *debug; /* guest debugging on (emu_debug_set), else NULL */
 	/* While emu_run() executes a block: the guest-physical page of its code. A write to it
 	 * or any MMIO access sets block_exit (mmu.c), which ends the block after the
@@ -371,7 +376,7 @@ extern const struct emu_memory_ops emu_paged_memory_ops; /* mmu.c, below */
  * for this kind of access at the current CPL, else NULL (then use cpu->mem). Only while
  * cpu->mem is the paging layer itself: a wrapper around it (debug.c's watchpoints) sees every
  * access. A write to the page of the block being executed ends the block (emu_run():
- * self-modifying code). */
+ * self-modifying code); the caller reports every write with emu_code_stored() after it. */
 static inline uint8_t *emu_tlb_fast(struct emu_cpu *cpu, const struct emu_tlb_entry *array,
 				    uint64_t linear, unsigned len)
 {
@@ -384,6 +389,13 @@ static inline uint8_t *emu_tlb_fast(struct emu_cpu *cpu, const struct emu_tlb_en
 	if (array == cpu->tlb.write && e->gpa == cpu->block_page)
 		cpu->block_exit = true;
 	return e->host + (linear & 0xfff);
+}
+
+/* After a store of at most one page's bytes at `host` (RAM, from emu_tlb_fast() or the TLB):
+ * code decoded from that page is no longer valid (memory_code_store()). */
+static inline void emu_code_stored(const struct emu_cpu *cpu, const void *host)
+{
+	memory_code_store(cpu->code, host);
 }
 
 /* Linear memory through paging (mmu.c): CR0.PG/CR4/EFER decide the translation, the software

@@ -210,7 +210,10 @@ int exec_mem_write_bytes(struct exec *x, uint64_t la, const void *src, unsigned 
 	lk->pending = false;
 	if (!lk->host)
 		return cpu->mem->write(cpu, la, src, len); /* under the bus lock */
-	return host_cas(lk->host, len, lk->old, src) ? EMU_OK : EXEC_RETRY;
+	if (!host_cas(lk->host, len, lk->old, src))
+		return EXEC_RETRY;
+	emu_code_stored(cpu, lk->host);
+	return EMU_OK;
 }
 
 /* ---- stack (SDM Vol. 1 §6.2) ---- */

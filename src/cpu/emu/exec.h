@@ -129,6 +129,7 @@ static inline int exec_mem_write(struct exec *x, uint64_t la, unsigned size, uin
 			memcpy(p, &v, 8);
 			break;
 		}
+		emu_code_stored(x->cpu, p);
 		return EMU_OK;
 	}
 	return x->cpu->mem->write(x->cpu, la, &v, size);

@@ -149,6 +149,7 @@ INLINE int mwrite(struct emu_cpu *cpu, uint64_t la, unsigned size, uint64_t v)
 
 	if (LIKELY(p)) {
 		store(p, size, v);
+		emu_code_stored(cpu, p);
 		return EMU_OK;
 	}
 	return mwrite_slow(cpu, la, size, v);

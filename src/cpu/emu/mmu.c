@@ -133,8 +133,11 @@ static int walk_long_mode(struct emu_cpu *cpu, uint64_t linear, enum emu_access 
 
 		if (i == w->nr_entries - 1 && access == EMU_ACCESS_WRITE)
 			bits |= PTE_D;
-		if ((__atomic_load_n(w->entries[i], __ATOMIC_RELAXED) & bits) != bits)
+		if ((__atomic_load_n(w->entries[i], __ATOMIC_RELAXED) & bits) != bits) {
 			__atomic_fetch_or(w->entries[i], bits, __ATOMIC_RELAXED);
+			/* Page tables are RAM like any other: code may share their page. */
+			emu_code_stored(cpu, w->entries[i]);
+		}
 	}
 	return EMU_OK;
 }
@@ -265,6 +268,7 @@ static int page_write(struct emu_cpu *cpu, struct emu_tlb_entry *e, uint64_t lin
 		cpu->block_exit = true; /* self-modifying code: fetch the next instruction anew */
 	if (e->host) {
 		memcpy(e->host + off, src, len);
+		emu_code_stored(cpu, e->host + off);
 		return EMU_OK;
 	}
 	cpu->block_exit = true;
