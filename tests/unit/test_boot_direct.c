@@ -380,6 +380,15 @@ static void direct_boot_falls_back_to_the_decompressor(void)
 		}
 		free(c);
 	}
+	/* init_size (50 MiB) from pref_address passes the end of 64 MiB of RAM: not decompressed at
+	 * all, while 1 MiB + init_size still fits for the kernel's own decompressor. */
+	memory_destroy(&mem);
+	CHECK(memory_init(&mem, 64ull << 20) == 0);
+	put32(k + 0x260, 50u << 20);
+	in.kernel = k;
+	CHECK_EQ(boot_load(&mem, &in, &st, &rep, err, sizeof(err)), 0);
+	CHECK(!rep.direct && rep.decompressed == 0 && strstr(rep.note, "do not fit"));
+	CHECK_EQ(st.rip, 0x100200);
 	free(k);
 	memory_destroy(&mem);
 }
