@@ -123,10 +123,11 @@ static bool boot_direct_prepare(struct guest_memory *mem, const struct boot_para
 	if (bz->pref_address + bz->init_size > memory_low_end(mem) ||
 	    direct_prepare(in, bz, dk, report) < 0 ||
 	    bz->pref_address + dk->image_size > memory_low_end(mem)) {
+		uint64_t need = dk->data ? dk->image_size : bz->init_size;
 		if (!report->note[0])
 			snprintf(report->note, sizeof(report->note),
 				 "%llu MiB from 0x%llx do not fit in RAM below 4 GiB",
-				 (unsigned long long)(dk->data ? dk->image_size : bz->init_size) >> 20,
+				 (unsigned long long)need >> 20,
 				 (unsigned long long)bz->pref_address);
 		direct_free(dk);
 		return false;
