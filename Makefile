@@ -97,11 +97,18 @@ fuzz-emu: $(BUILD)/tests/unit/test_emu_diff
 # libFuzzer target for the virtqueue code under ASan/UBSan (needs clang). Run it with e.g.
 # build-fuzz/fuzz_virtq -max_total_time=60
 FUZZ_SRCS := tests/fuzz/fuzz_virtq.c src/virtio/virtq.c src/memory.c
-fuzz: build-fuzz/fuzz_virtq build-fuzz/fuzz_api build-fuzz/fuzz_gdb fuzz-emu
+fuzz: build-fuzz/fuzz_virtq build-fuzz/fuzz_api build-fuzz/fuzz_gdb build-fuzz/fuzz_boot fuzz-emu
 build-fuzz/fuzz_virtq: $(FUZZ_SRCS) src/virtio/virtq.h src/memory.h
 	@mkdir -p build-fuzz
 	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Isrc -o $@ $(FUZZ_SRCS)
+
+# A bzImage's LZ4 payload through the direct start (build-fuzz/fuzz_boot -max_total_time=60).
+FUZZ_BOOT_SRCS := tests/fuzz/fuzz_boot.c $(wildcard src/boot/*.c) src/memory.c
+build-fuzz/fuzz_boot: $(FUZZ_BOOT_SRCS) src/boot/boot.h src/boot/lz4.h src/memory.h
+	@mkdir -p build-fuzz
+	clang -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Isrc -o $@ $(FUZZ_BOOT_SRCS)
 
 # The gdb stub's packet framing and command interpreter (build-fuzz/fuzz_gdb -max_total_time=60).
 FUZZ_GDB_SRCS := tests/fuzz/fuzz_gdb.c src/gdb/packet.c src/gdb/protocol.c src/gdb/x86.c
