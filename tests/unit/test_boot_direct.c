@@ -317,6 +317,11 @@ static void direct_boot_with_nokaslr_runs_as_linked(void)
 	in.cmdline = "nokaslrx xnokaslr";
 	CHECK_EQ(boot_load(&mem, &in, &st, &rep, err, sizeof(err)), 0);
 	CHECK(rep.kaslr);
+	/* memmap= reserves RAM the kernel's KASLR would avoid: the physical address stays as
+	 * linked, the virtual offset is still random. */
+	in.cmdline = "memmap=1M$0x3000000";
+	CHECK_EQ(boot_load(&mem, &in, &st, &rep, err, sizeof(err)), 0);
+	CHECK(rep.direct && rep.kaslr && rep.phys == PREF && rep.virt_offset != 0);
 	/* mem= below pref_address + the image: nowhere to go, the kernel decompresses itself. */
 	in.cmdline = "nokaslr mem=16M";
 	CHECK_EQ(boot_load(&mem, &in, &st, &rep, err, sizeof(err)), 0);
