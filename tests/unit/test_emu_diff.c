@@ -52,6 +52,7 @@
 #include "cpu/emu/decode.h"
 #include "cpu/emu/emu.h"
 #include "cpu/emu/fast.h"
+#include "cpu/emu/jit.h"
 #include "test.h"
 
 /* ---- the native page ---- */
@@ -139,7 +140,7 @@ static uint64_t rnd_value(unsigned size)
 /* ---- one test case ---- */
 
 struct tcase {
-	uint8_t code[16];
+	uint8_t code[128]; /* one instruction, or a sequence (test_jit_sequences()) */
 	unsigned len;
 	uint64_t gpr[16];
 	uint64_t rflags;
@@ -161,6 +162,9 @@ static const char *group_name;
 static unsigned group_cases, group_failures;
 static unsigned long total_cases, fast_cases;
 static bool generic_path; /* the emulator runs emu_execute() alone (run_emulator()) */
+static bool jit_path; /* the emulator runs the case's instructions as one compiled block */
+static struct emu_jit *jit; /* compiles at the first entry; a small buffer, flushed often */
+static unsigned long jit_cases, jit_inlined; /* cases run compiled; instructions inlined */
 
 static void case_init(struct tcase *c)
 {
@@ -486,6 +490,35 @@ static int step_generic(struct emu_cpu *cpu)
 	return emu_execute(cpu, &insn);
 }
 
+#define JIT_SEQ_MAX 10 /* instructions in a test_jit_sequences() case */
+
+/* The case's instructions (c->insns, or one) decoded as cpu.c's blocks decode them, compiled
+ * at once and run as emu_run() runs compiled code. */
+static int run_jit(struct emu_cpu *cpu, const struct tcase *c)
+{
+	static struct emu_insn insn[JIT_SEQ_MAX];
+	const uint8_t *code = (const uint8_t *)(uintptr_t)cpu->s.rip; /* flat: host = linear */
+	unsigned n = c->insns ? c->insns : 1, pos = 0;
+	struct emu_jit_ref ref = { 0 };
+	emu_jit_fn fn;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (emu_decode(code + pos, EMU_MAX_INSN_LEN, cpu->mode, &insn[i]) != EMU_DECODE_OK)
+			return emu_step(cpu);
+		emu_fast_select(&insn[i], cpu->mode);
+		if (!insn[i].fast)
+			insn[i].fast = emu_block_generic;
+		jit_inlined += (unsigned long)emu_jit_inlines(&insn[i]);
+		pos += insn[i].len;
+	}
+	fn = emu_jit_block(jit, &ref, insn, n);
+	if (!fn)
+		return -1;
+	jit_cases++;
+	cpu->block_exit = false;
+	return emu_jit_run(fn, cpu);
+}
+
 static void run_emulator(const struct tcase *c, struct emu_result *r)
 {
 	static struct emu_flat_memory mem;
@@ -529,7 +562,12 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	r->cpu.fx.mxcsr = c->mxcsr;
 	memcpy(&r->cpu.fx, c->x87, 24);
 	memcpy(r->cpu.fx.st, c->x87 + 32, sizeof(r->cpu.fx.st));
-	for (unsigned i = 0; i < (c->insns ? c->insns : c->max_steps); i++) {
+	for (unsigned i = 0; i < (c->insns ? 1 : c->max_steps) && jit_path; i++) {
+		r->status = run_jit(&r->cpu, c);
+		if (r->status != EMU_OK || (!c->insns && r->cpu.s.rip != s.rip))
+			break;
+	}
+	for (unsigned i = 0; i < (c->insns ? c->insns : c->max_steps) && !jit_path; i++) {
 		r->status = generic_path ? step_generic(&r->cpu) : emu_step(&r->cpu);
 		if (r->status != EMU_OK || (!c->insns && r->cpu.s.rip != s.rip))
 			break;
@@ -546,7 +584,10 @@ static void report(const struct tcase *c, const char *what)
 	test_failed_checks++;
 	if (group_failures > 5)
 		return;
-	printf("FAIL - %s%s%s: %s; bytes", generic_path ? "generic: " : "",
+	printf("FAIL - %s%s%s: %s; bytes",
+	       generic_path ? "generic: "
+	       : jit_path   ? "jit: "
+			    : "",
 	       compat ? "compat32: " : "", group_name, what);
 	for (unsigned i = 0; i < c->len; i++)
 		printf(" %02x", c->code[i]);
@@ -706,6 +747,12 @@ static void check_case(struct tcase *c)
 	run_emulator(c, &r);
 	compare_case(c, sig, &r);
 	generic_path = false;
+	if (compat || group_failures != failures)
+		return; /* the JIT compiles 64-bit blocks only */
+	jit_path = true;
+	run_emulator(c, &r);
+	compare_case(c, sig, &r);
+	jit_path = false;
 }
 
 /* ---- encoding instructions ---- */
@@ -2929,6 +2976,252 @@ static void test_fast_selection(void)
 	CHECK(fast_cases > 0);
 }
 
+/* ---- sequences for the JIT ---- */
+
+#define ARITH_DEFINED (EMU_FLAG_CF | EMU_FLAG_PF | EMU_FLAG_ZF | EMU_FLAG_SF | EMU_FLAG_OF)
+
+/* A register for a sequence: any but RSP (the native stub's stack). */
+static unsigned seq_reg(void)
+{
+	unsigned r;
+
+	do
+		r = rnd_below(16);
+	while (r == CPU_RSP);
+	return r;
+}
+
+static uint8_t *seq_rex(uint8_t *p, bool w, unsigned reg, unsigned rm, bool force)
+{
+	uint8_t rex = (uint8_t)(0x40 | (w ? 8 : 0) | ((reg & 8) ? 4 : 0) | ((rm & 8) ? 1 : 0));
+
+	if (rex != 0x40 || force)
+		*p++ = rex;
+	return p;
+}
+
+static uint8_t *seq_modrm(uint8_t *p, unsigned reg, unsigned rm)
+{
+	*p++ = (uint8_t)(0xC0 | ((reg & 7) << 3) | (rm & 7));
+	return p;
+}
+
+/* One instruction of a sequence at p; *written and *undef: the flags it sets and leaves
+ * undefined; `reads`: whether it reads flags (only emitted when they are all defined). */
+static uint8_t *seq_insn(uint8_t *p, bool flags_defined, uint64_t *written, uint64_t *undef)
+{
+	unsigned a = seq_reg(), b = seq_reg(), kind = rnd_below(flags_defined ? 16 : 13);
+	bool w = rnd_below(2);
+	unsigned op = rnd_below(8);
+
+	*written = 0;
+	*undef = 0;
+	switch (kind) {
+	case 0: /* ALU a, b / TEST a, b */
+	case 1:
+		p = seq_rex(p, w, b, a, false);
+		if (op == 2 || op == 3) /* ADC/SBB read CF: below */
+			op = 0;
+		*p++ = rnd_below(8) ? (uint8_t)(op * 8 + 1) : 0x85;
+		p = seq_modrm(p, b, a);
+		*written = EMU_FLAGS_ARITH;
+		*undef = (p[-2] == 0x85 || op == 1 || op == 4 || op == 6) ? EMU_FLAG_AF : 0;
+		return p;
+	case 2: /* ALU a, imm8 / imm32 */
+		if (op == 2 || op == 3)
+			op = 5;
+		p = seq_rex(p, w, 0, a, false);
+		if (rnd_below(2)) {
+			*p++ = 0x83;
+			p = seq_modrm(p, op, a);
+			*p++ = (uint8_t)rnd_value(1);
+		} else {
+			uint32_t imm = (uint32_t)rnd_value(4);
+
+			*p++ = 0x81;
+			p = seq_modrm(p, op, a);
+			memcpy(p, &imm, 4);
+			p += 4;
+		}
+		*written = EMU_FLAGS_ARITH;
+		*undef = (op == 1 || op == 4 || op == 6) ? EMU_FLAG_AF : 0;
+		return p;
+	case 3: /* MOV a, b / MOV a, imm */
+		if (rnd_below(2)) {
+			p = seq_rex(p, w, b, a, false);
+			*p++ = 0x89;
+			return seq_modrm(p, b, a);
+		} else {
+			uint64_t imm = rnd_value(8);
+
+			p = seq_rex(p, w, 0, a, false);
+			*p++ = (uint8_t)(0xB8 + (a & 7));
+			memcpy(p, &imm, w ? 8 : 4);
+			return p + (w ? 8 : 4);
+		}
+	case 4: { /* LEA a, [b + index * scale + disp32] or [rip + disp32] */
+		unsigned index = seq_reg();
+		int32_t disp = (int32_t)rnd_value(4);
+
+		if (rnd_below(4) == 0) {
+			p = seq_rex(p, w, a, 0, false);
+			*p++ = 0x8D;
+			*p++ = (uint8_t)(0x05 | ((a & 7) << 3));
+		} else {
+			uint8_t rex = (uint8_t)(0x40 | (w ? 8 : 0) | ((a & 8) ? 4 : 0) |
+						((index & 8) ? 2 : 0) | ((b & 8) ? 1 : 0));
+
+			if (rex != 0x40)
+				*p++ = rex;
+			*p++ = 0x8D;
+			*p++ = (uint8_t)(0x84 | ((a & 7) << 3));
+			*p++ = (uint8_t)((rnd_below(4) << 6) | ((index & 7) << 3) | (b & 7));
+		}
+		memcpy(p, &disp, 4);
+		return p + 4;
+	}
+	case 5: { /* SHL/SHR/SAR a, imm8 or 1 */
+		static const unsigned ops[3] = { 4, 5, 7 };
+		unsigned mask = w ? 63 : 31, count = rnd_below(70);
+
+		if (rnd_below(4))
+			count = 1 + (unsigned)(rnd() & mask) % mask;
+
+		p = seq_rex(p, w, 0, a, false);
+		*p++ = count == 1 && rnd_below(2) ? 0xD1 : 0xC1;
+		p = seq_modrm(p, ops[rnd_below(3)], a);
+		if (p[-2] == 0xC1)
+			*p++ = (uint8_t)count;
+		if (count & mask) {
+			*written = EMU_FLAGS_ARITH;
+			*undef = EMU_FLAG_AF | ((count & mask) > 1 ? EMU_FLAG_OF : 0);
+		}
+		return p;
+	}
+	case 6: /* IMUL a, b / IMUL a, b, imm8 */
+		p = seq_rex(p, w, a, b, false);
+		if (rnd_below(2)) {
+			*p++ = 0x0F;
+			*p++ = 0xAF;
+			p = seq_modrm(p, a, b);
+		} else {
+			*p++ = 0x6B;
+			p = seq_modrm(p, a, b);
+			*p++ = (uint8_t)rnd_value(1);
+		}
+		*written = EMU_FLAGS_ARITH;
+		*undef = EMU_FLAG_SF | EMU_FLAG_ZF | EMU_FLAG_AF | EMU_FLAG_PF;
+		return p;
+	case 7: /* MOVZX/MOVSX a, b8/b16 (REX: no AH..BH), MOVSXD */
+		if (rnd_below(5) == 0) {
+			p = seq_rex(p, true, a, b, false);
+			*p++ = 0x63;
+			return seq_modrm(p, a, b);
+		}
+		p = seq_rex(p, w, a, b, true);
+		*p++ = 0x0F;
+		*p++ = (uint8_t)((const uint8_t[]){ 0xB6, 0xB7, 0xBE, 0xBF })[rnd_below(4)];
+		return seq_modrm(p, a, b);
+	case 8: /* handler forms: INC/DEC, NEG */
+		p = seq_rex(p, w, 0, a, false);
+		if (rnd_below(2)) {
+			*p++ = 0xFF;
+			p = seq_modrm(p, rnd_below(2), a);
+			*written = EMU_FLAGS_ARITH & ~EMU_FLAG_CF;
+		} else {
+			*p++ = 0xF7;
+			p = seq_modrm(p, 3, a);
+			*written = EMU_FLAGS_ARITH;
+		}
+		return p;
+	case 9: /* handler forms: 16-bit and 8-bit ALU */
+		if (op == 2 || op == 3)
+			op = 7;
+		if (w)
+			*p++ = 0x66;
+		p = seq_rex(p, false, b, a, true);
+		*p++ = (uint8_t)(op * 8 + (w ? 1 : 0));
+		p = seq_modrm(p, b, a);
+		*written = EMU_FLAGS_ARITH;
+		*undef = (op == 1 || op == 4 || op == 6) ? EMU_FLAG_AF : 0;
+		return p;
+	case 10: /* a memory operand: the handler (MOV a, [rsp]) */
+		p = seq_rex(p, w, a, 0, false);
+		*p++ = 0x8B;
+		*p++ = (uint8_t)(0x04 | ((a & 7) << 3));
+		*p++ = 0x24;
+		return p;
+	case 11: /* XOR a, a (zero idiom) */
+	case 12:
+		p = seq_rex(p, false, a, a, false);
+		*p++ = 0x31;
+		p = seq_modrm(p, a, a);
+		*written = EMU_FLAGS_ARITH;
+		*undef = EMU_FLAG_AF;
+		return p;
+	case 13: /* CMOVcc a, b */
+		p = seq_rex(p, w, a, b, false);
+		*p++ = 0x0F;
+		*p++ = (uint8_t)(0x40 + rnd_below(16));
+		return seq_modrm(p, a, b);
+	case 14: /* SETcc a8 */
+		p = seq_rex(p, false, 0, a, true);
+		*p++ = 0x0F;
+		*p++ = (uint8_t)(0x90 + rnd_below(16));
+		return seq_modrm(p, 0, a);
+	default: /* ADC/SBB a, b or imm8 */
+		p = seq_rex(p, w, b, a, false);
+		if (rnd_below(2)) {
+			*p++ = (uint8_t)(rnd_below(2) ? 0x11 : 0x19);
+			p = seq_modrm(p, b, a);
+		} else {
+			*p++ = 0x83;
+			p = seq_modrm(p, 2 + rnd_below(2), a);
+			*p++ = (uint8_t)rnd_value(1);
+		}
+		*written = EMU_FLAGS_ARITH;
+		return p;
+	}
+}
+
+/* Random sequences of register instructions, most of them forms the JIT inlines, some through
+ * handlers, now and then ending in a Jcc: the JIT compiles each sequence as one block, so flags
+ * skipped as dead, conditions from known producers and RIP kept across templates are checked
+ * against the host as a whole. */
+static void test_jit_sequences(void)
+{
+	if (compat)
+		return;
+	group_begin(
+		"jit: register sequences (ALU, MOV, LEA, shifts, IMUL, MOVZX, CMOVcc, SETcc, Jcc)");
+	for (unsigned n = 0; n < iters * 32; n++) {
+		unsigned count = 2 + rnd_below(JIT_SEQ_MAX - 2);
+		uint64_t undef = 0, written, u;
+		struct tcase c;
+		uint8_t *p;
+
+		case_init(&c);
+		p = c.code;
+		for (unsigned i = 0; i < count; i++) {
+			bool last_jcc =
+				i + 1 == count && rnd_below(3) == 0 && !(undef & ARITH_DEFINED);
+
+			if (last_jcc) {
+				*p++ = (uint8_t)(0x70 + rnd_below(16));
+				*p++ = BRANCH_DISTANCE;
+				break;
+			}
+			p = seq_insn(p, !(undef & ARITH_DEFINED), &written, &u);
+			undef = (undef & ~written) | u;
+		}
+		c.len = (unsigned)(p - c.code);
+		c.insns = count;
+		c.flags_undef = undef;
+		check_case(&c);
+	}
+	group_end();
+}
+
 static void run_groups(void)
 {
 	test_alu();
@@ -2944,6 +3237,7 @@ static void run_groups(void)
 	test_bit_scan();
 	test_conditional();
 	test_flags_then_condition();
+	test_jit_sequences();
 	test_branches();
 	test_stack();
 	test_strings();
@@ -2990,6 +3284,12 @@ int main(void)
 	sigaction(SIGILL, &sa, NULL);
 	sigaction(SIGTRAP, &sa, NULL);
 
+	/* 256 KiB of code memory: the cases fill it many times, so every flush is exercised. */
+	jit = emu_jit_create(256 << 10, 0, true);
+	if (!jit) {
+		printf("FAIL - no code memory for the JIT\n");
+		return 1;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int mode = 0; mode < 2; mode++) {
 		compat = mode == 1;
@@ -3004,5 +3304,8 @@ int main(void)
 	RUN_TEST(test_fast_selection);
 	printf("# %lu cases (%lu of them through a specialised handler) in %.2f s\n", total_cases,
 	       fast_cases, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	printf("# jit: %lu cases compiled, %lu instructions inlined, %llu flushes of code memory\n",
+	       jit_cases, jit_inlined, (unsigned long long)emu_jit_flushes(jit));
+	emu_jit_destroy(jit);
 	return TEST_EXIT();
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu/emu/emu.h"
+#include "cpu/emu/jit.h"
 #include "test.h"
 
 #define MEM_SIZE (8u << 20)
@@ -1105,6 +1106,20 @@ static void test_blocks(void)
 	test_blocks_other_writers();
 }
 
+/* The same blocks with every block compiled at its first entry (jit.c): code patched behind
+ * the CPU's back or by the block itself runs as new code, never the old compiled code; a
+ * remap follows the TLB; the MMIO exit and its restart leave the state as the interpreter. */
+static void test_blocks_compiled(void)
+{
+	cpu.jit = emu_jit_create(1 << 20, 0, true);
+	CHECK(cpu.jit != NULL);
+	if (!cpu.jit)
+		return;
+	test_blocks();
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* VERR/VERW/LAR/LSL report through ZF instead of faulting (Linux runs VERW on every return
  * to user mode). */
 static void test_segment_probes(void)
@@ -1952,6 +1967,7 @@ int main(void)
 	RUN_TEST(test_real_mode_trampoline);
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_blocks);
+	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);
 	RUN_TEST(test_x87_state);

@@ -35,6 +35,7 @@
 #include "cpu/cpuid.h"
 #include "cpu/emu/apic_bus.h"
 #include "cpu/emu/emu.h"
+#include "cpu/emu/jit.h"
 #include "cpu/emu/ioapic.h"
 #include "cpu/emu/lapic.h"
 #include "cpu/emu/pvclock.h"
@@ -131,6 +132,8 @@ struct emu_vm {
 	uint64_t ud_count; /* atomic */
 	unsigned ud_logged;
 	uint8_t ud_seen[EMU_UD_LOG_MAX][4];
+	bool jit; /* compile hot blocks to host code (VMM_EMU_JIT, default on) */
+	bool jit_templates; /* with inlined templates (VMM_EMU_JIT=calls: without) */
 };
 
 static struct emu_vcpu *to_ev(struct emu_cpu *cpu)
@@ -711,12 +714,32 @@ static int emu_set_guest_debug(struct vcpu *vcpu, const struct cpu_debug *debug)
 
 /* ---- the backend ---- */
 
+/* VMM_EMU_JIT=off runs every block in the interpreter (to tell a guest problem caused by the
+ * JIT from one that is not), =calls compiles blocks to handler calls only (no templates);
+ * unset or "on": hot blocks get host code with templates where the host is x86-64. */
+static int emu_jit_setting(bool *on, bool *templates)
+{
+	const char *v = getenv("VMM_EMU_JIT");
+
+	*on = !v || !*v || !strcmp(v, "on") || !strcmp(v, "calls");
+	*templates = *on && !(v && !strcmp(v, "calls"));
+	if (*on || !strcmp(v, "off"))
+		return 0;
+	fprintf(stderr, "vmm: VMM_EMU_JIT=%s: not a setting (use on, calls or off, or unset it)\n",
+		v);
+	return -EINVAL;
+}
+
 static int emu_vm_init(struct vm *vm)
 {
 	struct emu_vm *evm = calloc(1, sizeof(*evm));
 
 	if (!evm)
 		return -ENOMEM;
+	if (emu_jit_setting(&evm->jit, &evm->jit_templates) < 0) {
+		free(evm);
+		return -EINVAL;
+	}
 	vm->backend_data = evm;
 	evm->vm = vm;
 	pthread_mutex_init(&evm->lock, NULL);
@@ -823,6 +846,14 @@ static int emu_vcpu_init(struct vcpu *vcpu)
 	ev->cpu.platform = &emu_platform;
 	reset_state(&s, lapic_get_base(&ev->lapic));
 	ev_reinit(ev, &s);
+	if (evm->jit) {
+		ev->cpu.jit =
+			emu_jit_create(EMU_JIT_BUFFER_SIZE, EMU_JIT_THRESHOLD, evm->jit_templates);
+		if (!ev->cpu.jit && errno != ENOTSUP && vcpu->index == 0)
+			fprintf(stderr,
+				"vmm: emu: no code memory for the JIT (%s): interpreter only\n",
+				strerror(errno));
+	}
 	ev->wait_sipi = true; /* until vcpu_set_state (the BSP) or INIT/SIPI (APs) */
 	evm->lapics[vcpu->index] = &ev->lapic;
 	__atomic_store_n(&evm->nr_lapics, vcpu->index + 1, __ATOMIC_RELEASE);

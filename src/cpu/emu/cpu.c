@@ -2,6 +2,7 @@
 #include "cpu/emu/decode.h"
 #include "cpu/emu/emu.h"
 #include "cpu/emu/fast.h"
+#include "cpu/emu/jit.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ struct emu_block {
 	uint8_t n;
 	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
 	uint8_t next_link; /* the link to replace next */
+	struct emu_jit_ref jit; /* host code (jit.c), cleared whenever the block is rebuilt */
 	struct emu_jump_entry link[BLOCK_LINKS];
 	struct emu_insn insn[BLOCK_MAX_INSNS];
 };
@@ -70,6 +72,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	struct emu_icache *icache = cpu->icache;
 	struct memory_code_pages *code = cpu->code;
 	struct emu_debug *debug = cpu->debug; /* INIT/SIPI keep gdb's breakpoints */
+	struct emu_jit *jit = cpu->jit;
 
 	if (cpu->watch_inner) /* the plain memory ops; emu_debug_update() wraps them again */
 		mem = cpu->watch_inner;
@@ -89,6 +92,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->code = code;
 	cpu->platform = platform;
 	cpu->debug = debug;
+	cpu->jit = jit;
 	cpu->block_page = EMU_NO_BLOCK_PAGE;
 	cpu->msr.pat = 0x0007040600070406ull; /* the reset value (SDM Vol. 3 §11.12.4) */
 	emu_fpu_reset(cpu);
@@ -103,6 +107,8 @@ void emu_cpu_destroy(struct emu_cpu *cpu)
 {
 	free(cpu->icache);
 	cpu->icache = NULL;
+	emu_jit_destroy(cpu->jit);
+	cpu->jit = NULL;
 }
 
 /* The parts of struct cpu_state the CPU keeps in its own form: the FPU/SSE image (the same FXSAVE
@@ -328,7 +334,7 @@ static uint64_t jump_ctx(const struct emu_cpu *cpu)
  * the block unless it fell through to the next instruction (a REP string instruction that
  * stopped between iterations, a fault). Specialised handlers only branch as a block's last
  * instruction (block_ends()), so emu_run() checks only block_exit between instructions. */
-static int block_generic(struct emu_cpu *cpu, const struct emu_insn *insn)
+int emu_block_generic(struct emu_cpu *cpu, const struct emu_insn *insn)
 {
 	uint64_t next = cpu->s.rip + insn->len;
 	int rc = emu_execute(cpu, insn);
@@ -353,6 +359,7 @@ static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t 
 	/* Marked before the bytes are read: a write from now on makes a new version. */
 	b->version = memory_code_mark(cpu->code, word);
 	b->version_word = word;
+	memset(&b->jit, 0, sizeof(b->jit)); /* its code ran the old instructions */
 	while (b->n < BLOCK_MAX_INSNS) {
 		struct emu_insn *insn = &b->insn[b->n];
 		unsigned left = avail - pos;
@@ -361,7 +368,7 @@ static void block_build(struct emu_cpu *cpu, struct emu_block *b, const uint8_t 
 			break;
 		emu_fast_select(insn, cpu->mode);
 		if (!insn->fast)
-			insn->fast = block_generic;
+			insn->fast = emu_block_generic;
 		pos += insn->len;
 		b->n++;
 		if (block_ends(insn))
@@ -442,6 +449,7 @@ int emu_run(struct emu_cpu *cpu)
 {
 	struct emu_block *b;
 	uint64_t la, ctx;
+	emu_jit_fn code = NULL;
 	int rc = EMU_OK;
 
 	if (!cpu->icache || !cpu->code || !cpu->mem->fetch || emu_debug_active(cpu))
@@ -458,13 +466,20 @@ int emu_run(struct emu_cpu *cpu)
 	cpu->icache->prev_ctx = ctx;
 	cpu->block_exit = false;
 	cpu->block_page = b->tag & ~(0xfffull | (0xffull << 56));
+	if (cpu->jit && cpu->mode == EMU_MODE_64)
+		code = emu_jit_block(cpu->jit, &b->jit, b->insn, b->n);
 	for (unsigned loop = 0; loop < BLOCK_LOOP_MAX; loop++) {
 		const struct emu_insn *insn = b->insn, *end = b->insn + b->n;
 
-		do {
-			if ((rc = insn->fast(cpu, insn)))
+		if (code) {
+			if ((rc = emu_jit_run(code, cpu)))
 				goto out;
-		} while (++insn < end && !cpu->block_exit);
+		} else {
+			do {
+				if ((rc = insn->fast(cpu, insn)))
+					goto out;
+			} while (++insn < end && !cpu->block_exit);
+		}
 		if (!b->loops || cpu->block_exit || code_linear(cpu, cpu->s.rip) != la ||
 		    jump_ctx(cpu) != ctx)
 			break;

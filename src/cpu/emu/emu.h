@@ -191,6 +191,7 @@ enum emu_mode {
 };
 
 struct emu_icache;
+struct emu_jit;
 
 /* Guest debugging for the gdb stub (debug.c), with the x86 debug registers' semantics (SDM Vol. 3
  * §18.2): execute breakpoints are checked by the caller of emu_step() at instruction boundaries,
@@ -252,6 +253,7 @@ struct emu_cpu {
 	 * with phys, needed by emu_paged_memory_ops (every store into RAM reports itself) and by
 	 * emu_run()'s blocks (without it, emu_run() steps one instruction at a time). */
 	struct memory_code_pages *code;
+	struct emu_jit *jit; /* host code for hot blocks (jit.c), NULL: interpreter only */
 	struct emu_debug *debug; /* guest debugging on (emu_debug_set), else NULL */
 	/* While emu_run() executes a block: the guest-physical page of its code. A write to it
 	 * or any MMIO access sets block_exit (mmu.c), which ends the block after the

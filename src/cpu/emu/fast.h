@@ -30,4 +30,9 @@ static inline int emu_execute_insn(struct emu_cpu *cpu, const struct emu_insn *i
 	return emu_execute(cpu, insn);
 }
 
+/* An instruction without a specialised handler, in a block (cpu.c): emu_execute(), and
+ * block_exit unless it fell through to the next instruction. Blocks give it to every
+ * instruction whose insn->fast is NULL. */
+int emu_block_generic(struct emu_cpu *cpu, const struct emu_insn *insn);
+
 #endif

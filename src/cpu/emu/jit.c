@@ -1,0 +1,920 @@
+/* The software CPU's template JIT (jit.h): host x86-64 code for hot blocks.
+ *
+ * A compiled block is a function `int f(struct emu_cpu *cpu)` that keeps cpu in RBX and, for
+ * each instruction, either calls its handler (insn->fast with the instruction's address as an
+ * immediate; then leaves on a non-zero status or block_exit, as emu_run()'s loop does) or
+ * executes an inlined template. Every exit is a jump back to a shared epilogue placed before the
+ * entry point. */
+#include "cpu/emu/jit.h"
+
+#include "cpu/emu/fast.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct emu_jit {
+	uint8_t *rw; /* the buffer, written here */
+	uint8_t *rx; /* the same pages, executed here */
+	size_t size, pos;
+	uint32_t gen; /* bumped when the buffer is dropped; never 0 */
+	unsigned threshold;
+	bool inline_off; /* VMM_EMU_JIT=calls: handler calls only (to bisect a template) */
+	uint64_t flushes;
+};
+
+struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
+{
+	struct emu_jit *jit = calloc(1, sizeof(*jit));
+	int fd = -1, err;
+
+	if (!jit)
+		return NULL;
+	fd = memfd_create("vmm-emu-jit", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+		goto fail;
+	jit->rw = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (jit->rw == MAP_FAILED) {
+		jit->rw = NULL;
+		goto fail;
+	}
+	jit->rx = mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+	if (jit->rx == MAP_FAILED) {
+		jit->rx = NULL;
+		goto fail;
+	}
+	close(fd);
+	jit->size = size;
+	jit->gen = 1;
+	jit->threshold = threshold;
+	jit->inline_off = !templates;
+	return jit;
+fail:
+	err = errno;
+	if (fd >= 0)
+		close(fd);
+	emu_jit_destroy(jit);
+	errno = err;
+	return NULL;
+}
+
+void emu_jit_destroy(struct emu_jit *jit)
+{
+	if (!jit)
+		return;
+	if (jit->rw)
+		munmap(jit->rw, jit->size);
+	if (jit->rx)
+		munmap(jit->rx, jit->size);
+	free(jit);
+}
+
+uint64_t emu_jit_flushes(const struct emu_jit *jit)
+{
+	return jit->flushes;
+}
+
+/* ---- emitting ---- */
+
+struct emit {
+	uint8_t *p, *start, *end; /* writing, in the read-write view */
+	bool overflow;
+};
+
+static void emit_bytes(struct emit *e, const void *b, size_t n)
+{
+	if (e->overflow || (size_t)(e->end - e->p) < n) {
+		e->overflow = true;
+		return;
+	}
+	memcpy(e->p, b, n);
+	e->p += n;
+}
+
+static void emit1(struct emit *e, uint8_t b)
+{
+	emit_bytes(e, &b, 1);
+}
+
+static void emit4(struct emit *e, uint32_t v)
+{
+	emit_bytes(e, &v, 4);
+}
+
+static void emit8(struct emit *e, uint64_t v)
+{
+	emit_bytes(e, &v, 8);
+}
+
+/* Host registers. RBX holds cpu for the whole function (callee-saved). */
+enum {
+	RAX,
+	RCX,
+	RDX,
+	RBX,
+	RSP,
+	RBP,
+	RSI,
+	RDI
+};
+
+/* An instruction `op` with a ModRM naming host register `reg` and the memory operand
+ * [rbx + disp] (a field of struct emu_cpu). `w`: REX.W; `pfx`: a 66 prefix or 0. */
+static void emit_mem(struct emit *e, uint8_t pfx, bool w, const uint8_t *op, unsigned oplen,
+		     unsigned reg, int32_t disp)
+{
+	uint8_t rex = (uint8_t)(0x40 | (w ? 8 : 0) | ((reg & 8) ? 4 : 0));
+
+	if (pfx)
+		emit1(e, pfx);
+	if (rex != 0x40)
+		emit1(e, rex);
+	emit_bytes(e, op, oplen);
+	if (disp >= -128 && disp < 128) {
+		emit1(e, (uint8_t)(0x40 | ((reg & 7) << 3) | RBX));
+		emit1(e, (uint8_t)disp);
+	} else {
+		emit1(e, (uint8_t)(0x80 | ((reg & 7) << 3) | RBX));
+		emit4(e, (uint32_t)disp);
+	}
+}
+
+/* A rel32 jump or Jcc (cc < 16; 16: JMP) to `target` in the read-execute view. */
+static void emit_jump(struct emit *e, const struct emu_jit *jit, unsigned cc, const uint8_t *target)
+{
+	uint8_t *at;
+
+	if (cc < 16) {
+		emit1(e, 0x0F);
+		emit1(e, (uint8_t)(0x80 | cc));
+	} else {
+		emit1(e, 0xE9);
+	}
+	at = e->p + 4; /* the next instruction, in the read-write view */
+	emit4(e, (uint32_t)(int32_t)(target - (jit->rx + (at - jit->rw))));
+}
+
+#define CC_B 2
+#define CC_NZ 5
+#define CPU_OFF(field) ((int32_t)offsetof(struct emu_cpu, field))
+#define GPR(r) (CPU_OFF(s.gpr) + 8 * (int32_t)(r))
+
+/* One dword store writes the lazy flags' op, size and carry (and the padding byte after them). */
+_Static_assert(offsetof(struct emu_lazy_flags, op) == 0 &&
+		       offsetof(struct emu_lazy_flags, size) == 1 &&
+		       offsetof(struct emu_lazy_flags, carry) == 2 &&
+		       offsetof(struct emu_lazy_flags, res) == 8,
+	       "lazy flags layout");
+
+/* mov reg, [rbx + disp] and mov [rbx + disp], reg, 64 bits (w) or 32 bits (zero-extending). */
+static void emit_load(struct emit *e, bool w, unsigned reg, int32_t disp)
+{
+	emit_mem(e, 0, w, (const uint8_t[]){ 0x8B }, 1, reg, disp);
+}
+
+static void emit_store(struct emit *e, bool w, unsigned reg, int32_t disp)
+{
+	emit_mem(e, 0, w, (const uint8_t[]){ 0x89 }, 1, reg, disp);
+}
+
+/* A register-register instruction `op reg-field, rm-field` among RAX/RCX/RDX. */
+static void emit_rr(struct emit *e, uint8_t pfx, bool w, const uint8_t *op, unsigned oplen,
+		    unsigned reg, unsigned rm)
+{
+	if (pfx)
+		emit1(e, pfx);
+	if (w)
+		emit1(e, 0x48);
+	emit_bytes(e, op, oplen);
+	emit1(e, (uint8_t)(0xC0 | (reg << 3) | rm));
+}
+
+/* mov rcx, imm (sign-extended 32-bit immediate for w, else zero-extended 32 bits). */
+static void emit_mov_rcx_imm(struct emit *e, bool w, uint64_t imm)
+{
+	if (w) {
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0xC7, 0xC1 }, 3);
+		emit4(e, (uint32_t)imm);
+	} else {
+		emit1(e, 0xB9);
+		emit4(e, (uint32_t)imm);
+	}
+}
+
+/* ---- compiling ---- */
+
+/* What the host's arithmetic flags and the guest's lazy flags record hold at a point of the
+ * block, as far as the compiler knows. */
+enum producer {
+	PROD_UNKNOWN, /* nothing known: a condition must go through the handler */
+	PROD_ADD, /* the record holds an ADD of prod_size bytes */
+	PROD_SUB, /* SUB or CMP */
+	PROD_LOGIC, /* AND, OR, XOR, TEST */
+};
+
+struct compile {
+	struct emit e;
+	struct emu_jit *jit;
+	const uint8_t *exit; /* the epilogue, in the read-execute view: EAX is the status */
+	/* Instructions retired by inlined templates whose RIP, count and interrupt shadow are
+	 * not yet written to the CPU (emit_sync() does before anything can look). */
+	unsigned pend_n;
+	uint64_t pend_rip;
+	enum producer prod;
+	unsigned prod_size;
+	bool host_flags; /* the host's CF ZF SF OF PF equal the guest's (an inlined ALU op) */
+};
+
+/* Make RIP, the instruction count and the interrupt shadow exact (clobbers host flags). */
+static void emit_sync(struct compile *c)
+{
+	struct emit *e = &c->e;
+
+	if (!c->pend_n)
+		return;
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, 0, CPU_OFF(s.rip)); /* add [rip], imm */
+	emit4(e, (uint32_t)c->pend_rip);
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, CPU_OFF(instructions));
+	emit1(e, (uint8_t)c->pend_n);
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
+	emit1(e, 0);
+	c->pend_n = 0;
+	c->pend_rip = 0;
+	c->host_flags = false;
+}
+
+/* A call of insn->fast(cpu, insn), then the exits emu_run()'s loop takes after it. */
+static void emit_handler_call(struct compile *c, const struct emu_insn *insn, bool last)
+{
+	struct emit *e = &c->e;
+
+	emit_sync(c);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xBE }, 2); /* mov rsi, insn */
+	emit8(e, (uint64_t)(uintptr_t)insn);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, insn->fast */
+	emit8(e, (uint64_t)(uintptr_t)insn->fast);
+	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
+	emit_bytes(e, (const uint8_t[]){ 0x85, 0xC0 }, 2); /* test eax, eax */
+	emit_jump(e, c->jit, CC_NZ, c->exit);
+	if (!last) { /* cmp byte [cpu->block_exit], 0; jnz exit (EAX is 0) */
+		emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit));
+		emit1(e, 0);
+		emit_jump(e, c->jit, CC_NZ, c->exit);
+	}
+	c->host_flags = false;
+}
+
+/* ---- which forms are inlined ---- */
+
+enum form_kind {
+	FORM_CALL, /* the handler */
+	FORM_MOV_RR,
+	FORM_MOV_RI,
+	FORM_ALU, /* ADD OR ADC SBB AND SUB XOR CMP, TEST (op 8) with a register or immediate */
+	FORM_LEA,
+	FORM_SHIFT, /* SHL SHR SAR by an immediate or 1 */
+	FORM_IMUL, /* IMUL r, r (b) or r, r, imm */
+	FORM_MOVX, /* MOVZX, MOVSX, MOVSXD r, r */
+	FORM_CMOV,
+	FORM_SETCC,
+	FORM_JCC,
+	FORM_JMP,
+};
+
+#define OP_TEST 8
+
+struct form {
+	enum form_kind kind;
+	unsigned op; /* ALU or shift operation; condition code */
+	unsigned size; /* operand size (MOVX: destination) */
+	unsigned from; /* MOVX: source size */
+	bool sign; /* MOVX */
+	bool imm; /* the source is insn->imm */
+	unsigned count; /* SHIFT */
+};
+
+static bool wide(unsigned size)
+{
+	return size == 4 || size == 8;
+}
+
+static struct form classify_map1(const struct emu_insn *insn)
+{
+	unsigned op = insn->opcode, size = insn->opsize, ext = (insn->modrm >> 3) & 7;
+	struct form f = { .kind = FORM_CALL, .size = size };
+
+	if (op < 0x40 && (op & 7) < 6) {
+		if (!wide(size) || ((op & 7) < 4 && insn->mod != 3))
+			return f;
+		f.kind = FORM_ALU;
+		f.op = op >> 3;
+		f.imm = (op & 7) >= 4;
+		return f;
+	}
+	switch (op) {
+	case 0x63:
+		if (insn->mod == 3 && size == 8)
+			f = (struct form){ .kind = FORM_MOVX, .size = 8, .from = 4, .sign = true };
+		return f;
+	case 0x69:
+	case 0x6B:
+		if (insn->mod == 3 && wide(size))
+			f = (struct form){ .kind = FORM_IMUL, .size = size, .imm = true };
+		return f;
+	case 0x70 ... 0x7F:
+		return (struct form){ .kind = FORM_JCC, .op = op & 15 };
+	case 0x80 ... 0x83:
+		if (insn->mod == 3 && wide(size))
+			f = (struct form){ .kind = FORM_ALU, .op = ext, .size = size, .imm = true };
+		return f;
+	case 0x84:
+	case 0x85:
+		if (insn->mod == 3 && wide(size))
+			f = (struct form){ .kind = FORM_ALU, .op = OP_TEST, .size = size };
+		return f;
+	case 0x89:
+	case 0x8B:
+		if (insn->mod == 3 && wide(size))
+			f.kind = FORM_MOV_RR;
+		return f;
+	case 0x8D:
+		if (wide(size))
+			f.kind = FORM_LEA;
+		return f;
+	case 0xA9:
+		if (wide(size))
+			f = (struct form){
+				.kind = FORM_ALU, .op = OP_TEST, .size = size, .imm = true
+			};
+		return f;
+	case 0xB8 ... 0xBF:
+		if (wide(size))
+			f.kind = FORM_MOV_RI;
+		return f;
+	case 0xC7:
+		if (insn->mod == 3 && wide(size) && ext == 0)
+			f.kind = FORM_MOV_RI;
+		return f;
+	case 0xC1:
+	case 0xD1:
+		if (insn->mod == 3 && wide(size) &&
+		    (ext == 4 || ext == 5 || ext == 6 || ext == 7)) {
+			unsigned count = op == 0xD1 ? 1 : (unsigned)insn->imm & 0xff;
+
+			count &= size == 8 ? 63 : 31;
+			if (count) /* a count of 0 changes no flag: the handler */
+				f = (struct form){ .kind = FORM_SHIFT,
+						   .op = ext == 6 ? 4 : ext,
+						   .size = size,
+						   .count = count };
+		}
+		return f;
+	case 0xE9:
+	case 0xEB:
+		f.kind = FORM_JMP;
+		return f;
+	default:
+		return f;
+	}
+}
+
+static struct form classify_map0f(const struct emu_insn *insn)
+{
+	unsigned op = insn->opcode, size = insn->opsize;
+	struct form f = { .kind = FORM_CALL, .size = size };
+
+	switch (op) {
+	case 0x40 ... 0x4F:
+		if (insn->mod == 3 && wide(size))
+			f = (struct form){ .kind = FORM_CMOV, .op = op & 15, .size = size };
+		return f;
+	case 0x80 ... 0x8F:
+		return (struct form){ .kind = FORM_JCC, .op = op & 15 };
+	case 0x90 ... 0x9F:
+		if (insn->mod == 3)
+			f = (struct form){ .kind = FORM_SETCC, .op = op & 15, .size = 1 };
+		return f;
+	case 0xAF:
+		if (insn->mod == 3 && wide(size))
+			f = (struct form){ .kind = FORM_IMUL, .size = size };
+		return f;
+	case 0xB6:
+	case 0xB7:
+	case 0xBE:
+	case 0xBF:
+		if (insn->mod == 3 && size >= 2)
+			f = (struct form){ .kind = FORM_MOVX,
+					   .size = size,
+					   .from = (op & 1) ? 2 : 1,
+					   .sign = op >= 0xBE };
+		return f;
+	default:
+		return f;
+	}
+}
+
+/* Only forms fast.c has a handler for (64-bit mode, no LOCK/67/F2/F3, no AH..BH): its
+ * selection resolved the registers into fast_a/fast_b, which the templates use. */
+static struct form classify(const struct emu_insn *insn)
+{
+	if (!insn->fast || insn->fast == emu_block_generic)
+		return (struct form){ .kind = FORM_CALL };
+	if (insn->map == EMU_MAP_1)
+		return classify_map1(insn);
+	if (insn->map == EMU_MAP_0F)
+		return classify_map0f(insn);
+	return (struct form){ .kind = FORM_CALL };
+}
+
+int emu_jit_inlines(const struct emu_insn *insn)
+{
+	return classify(insn).kind != FORM_CALL;
+}
+
+/* Whether a form reads the arithmetic flags (conditions, carry in). */
+static bool form_reads_flags(const struct form *f)
+{
+	return f->kind == FORM_CMOV || f->kind == FORM_SETCC || f->kind == FORM_JCC ||
+	       (f->kind == FORM_ALU && (f->op == 2 || f->op == 3));
+}
+
+/* Whether an inlined form replaces all six flags. */
+static bool form_writes_flags(const struct form *f)
+{
+	return f->kind == FORM_ALU || f->kind == FORM_SHIFT || f->kind == FORM_IMUL;
+}
+
+/* The record an ALU handler leaves (fast.c's alu()), for a handler-run instruction. */
+static enum producer handler_producer(const struct emu_insn *insn, unsigned *size)
+{
+	unsigned op = insn->opcode, alu_op;
+
+	*size = insn->opsize;
+	if (insn->map != EMU_MAP_1 || !insn->fast || insn->fast == emu_block_generic)
+		return PROD_UNKNOWN;
+	if (op < 0x40 && (op & 7) < 6)
+		alu_op = op >> 3;
+	else if (op >= 0x80 && op <= 0x83)
+		alu_op = (insn->modrm >> 3) & 7;
+	else if (op == 0x84 || op == 0x85 || op == 0xA8 || op == 0xA9)
+		alu_op = OP_TEST;
+	else if ((op == 0xF6 || op == 0xF7) && ((insn->modrm >> 3) & 7) <= 1)
+		alu_op = OP_TEST;
+	else
+		return PROD_UNKNOWN;
+	switch (alu_op) {
+	case 0: /* ADD */
+		return PROD_ADD;
+	case 5: /* SUB */
+	case 7: /* CMP */
+		return PROD_SUB;
+	case 2: /* ADC */
+	case 3: /* SBB */
+		return PROD_UNKNOWN;
+	default:
+		return PROD_LOGIC;
+	}
+}
+
+/* Whether a handler-run instruction leaves the flags alone (so what is known stays known). */
+static bool handler_keeps_flags(const struct emu_insn *insn)
+{
+	unsigned op = insn->opcode;
+
+	if (!insn->fast || insn->fast == emu_block_generic)
+		return false;
+	if (insn->map == EMU_MAP_1)
+		return (op >= 0x88 && op <= 0x8B) || op == 0x8D || op == 0xC6 || op == 0xC7 ||
+		       (op >= 0x50 && op <= 0x5F) || op == 0x63 || (op >= 0xB0 && op <= 0xBF);
+	if (insn->map == EMU_MAP_0F)
+		return op == 0xB6 || op == 0xB7 || op == 0xBE || op == 0xBF;
+	return false;
+}
+
+/* Set the host's flags to the guest's from what is known; false when nothing is. Clobbers RDX
+ * only. */
+static bool emit_guest_flags(struct compile *c)
+{
+	struct emit *e = &c->e;
+	unsigned size = c->prod_size;
+	uint8_t pfx = size == 2 ? 0x66 : 0;
+	bool w = size == 8;
+	uint8_t byte = size == 1;
+
+	if (c->host_flags)
+		return true;
+	switch (c->prod) {
+	case PROD_SUB: /* mov rdx, [src1]; cmp rdx, [src2] */
+		emit_load(e, true, RDX, CPU_OFF(cc.src1));
+		emit_mem(e, pfx, w, (const uint8_t[]){ (uint8_t)(0x3B - byte) }, 1, RDX,
+			 CPU_OFF(cc.src2));
+		break;
+	case PROD_ADD: /* mov rdx, [src1]; add rdx, [src2] */
+		emit_load(e, true, RDX, CPU_OFF(cc.src1));
+		emit_mem(e, pfx, w, (const uint8_t[]){ (uint8_t)(0x03 - byte) }, 1, RDX,
+			 CPU_OFF(cc.src2));
+		break;
+	case PROD_LOGIC: /* mov rdx, [res]; test rdx, rdx */
+		emit_load(e, true, RDX, CPU_OFF(cc.res));
+		emit_rr(e, pfx, w, (const uint8_t[]){ (uint8_t)(0x85 - byte) }, 1, RDX, RDX);
+		break;
+	default:
+		return false;
+	}
+	c->host_flags = true;
+	return true;
+}
+
+/* ---- templates ---- */
+
+static void emit_mov_rr(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	emit_load(&c->e, f->size == 8, RAX, GPR(insn->fast_b));
+	emit_store(&c->e, true, RAX, GPR(insn->fast_a));
+}
+
+static void emit_mov_ri(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+	uint64_t imm = f->size == 8 ? insn->imm : insn->imm & 0xffffffffull;
+
+	if ((uint64_t)(int64_t)(int32_t)imm == imm) { /* mov qword [reg], simm32 */
+		emit_mem(e, 0, true, (const uint8_t[]){ 0xC7 }, 1, 0, GPR(insn->fast_a));
+		emit4(e, (uint32_t)imm);
+		return;
+	}
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, imm64 */
+	emit8(e, imm);
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+}
+
+/* ADD OR ADC SBB AND SUB XOR CMP TEST on EAX/RAX (a) and ECX/RCX (b), as fast.c's alu()
+ * records them: the inputs masked to the size, the result, the kind and the carry in. */
+static void emit_alu(struct compile *c, const struct emu_insn *insn, const struct form *f,
+		     bool record)
+{
+	/* The host's op r/m, reg for each operation; CMP and TEST as SUB and AND on a copy. */
+	static const uint8_t host_op[9] = { 0x01, 0x09, 0x11, 0x19, 0x21, 0x29, 0x31, 0x29, 0x21 };
+	static const uint8_t kind[9] = { EMU_CC_ADD,   EMU_CC_LOGIC, EMU_CC_ADC,
+					 EMU_CC_SBB,   EMU_CC_LOGIC, EMU_CC_SUB,
+					 EMU_CC_LOGIC, EMU_CC_SUB,   EMU_CC_LOGIC };
+	struct emit *e = &c->e;
+	bool w = f->size == 8, carry_in = f->op == 2 || f->op == 3;
+
+	emit_load(e, w, RAX, GPR(insn->fast_a));
+	if (f->imm)
+		emit_mov_rcx_imm(e, w, insn->imm);
+	else
+		emit_load(e, w, RCX, GPR(insn->fast_b));
+	if (carry_in) { /* the guest's CF into the host's (from the old record), and into DL */
+		emit_guest_flags(c);
+		emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
+	}
+	if (record) { /* plain moves: the host's CF survives them */
+		emit_store(e, true, RAX, CPU_OFF(cc.src1));
+		emit_store(e, true, RCX, CPU_OFF(cc.src2));
+	}
+	emit_rr(e, 0, w, &host_op[f->op], 1, RCX, RAX);
+	if (f->op != 7 && f->op != OP_TEST)
+		emit_store(e, true, RAX, GPR(insn->fast_a));
+	if (record) {
+		emit_store(e, true, RAX, CPU_OFF(cc.res));
+		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.op));
+		emit4(e, kind[f->op] | (uint32_t)f->size << 8);
+		if (carry_in)
+			emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RDX, CPU_OFF(cc.carry));
+	}
+	c->host_flags = true;
+	c->prod = kind[f->op] == EMU_CC_ADD	? PROD_ADD
+		  : kind[f->op] == EMU_CC_SUB	? PROD_SUB
+		  : kind[f->op] == EMU_CC_LOGIC ? PROD_LOGIC
+						: PROD_UNKNOWN;
+	c->prod_size = f->size;
+}
+
+/* LEA: base + index * scale + displacement, RIP-relative from the instruction's end. False
+ * when the displacement from the last synced RIP does not fit 32 bits. */
+static bool emit_lea(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	static const uint8_t ss[9] = { [1] = 0, [2] = 1, [4] = 2, [8] = 3 };
+	struct emit *e = &c->e;
+	int64_t disp = insn->disp;
+
+	if (insn->base < 16) {
+		emit_load(e, true, RAX, GPR(insn->base));
+	} else if (insn->base == EMU_REG_RIP) {
+		disp += (int64_t)(c->pend_rip + insn->len);
+		if (disp != (int32_t)disp)
+			return false;
+		emit_load(e, true, RAX, CPU_OFF(s.rip));
+	} else {
+		emit1(e, 0xB8); /* mov eax, 0 (flags kept) */
+		emit4(e, 0);
+	}
+	if (insn->index != EMU_REG_NONE) { /* mov rcx, [index]; lea rax, [rax + rcx*s + d] */
+		emit_load(e, true, RCX, GPR(insn->index));
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x84 }, 3);
+		emit1(e, (uint8_t)(ss[insn->scale] << 6 | RCX << 3 | RAX));
+	} else {
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3);
+	}
+	emit4(e, (uint32_t)(int32_t)disp);
+	if (f->size == 4)
+		emit_bytes(e, (const uint8_t[]){ 0x89, 0xC0 }, 2); /* mov eax, eax */
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+	return true;
+}
+
+/* SHL SHR SAR by a non-zero count, IMUL: only where their flags are dead (else the handler). */
+static void emit_shift(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8;
+
+	emit_load(e, w, RAX, GPR(insn->fast_a));
+	emit_rr(e, 0, w, (const uint8_t[]){ 0xC1 }, 1, f->op, RAX);
+	emit1(e, (uint8_t)f->count);
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+	c->host_flags = false;
+	c->prod = PROD_UNKNOWN;
+}
+
+static void emit_imul(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8;
+
+	if (f->imm) { /* imul rax, [b], imm32 */
+		emit_mem(e, 0, w, (const uint8_t[]){ 0x69 }, 1, RAX, GPR(insn->fast_b));
+		emit4(e, (uint32_t)insn->imm);
+	} else { /* mov rax, [a]; imul rax, [b] */
+		emit_load(e, w, RAX, GPR(insn->fast_a));
+		emit_mem(e, 0, w, (const uint8_t[]){ 0x0F, 0xAF }, 2, RAX, GPR(insn->fast_b));
+	}
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+	c->host_flags = false;
+	c->prod = PROD_UNKNOWN;
+}
+
+static void emit_movx(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8 && f->sign;
+
+	if (f->from == 4) /* movsxd rax, [b] */
+		emit_mem(e, 0, true, (const uint8_t[]){ 0x63 }, 1, RAX, GPR(insn->fast_b));
+	else /* movzx/movsx eax|rax, byte|word [b] */
+		emit_mem(e, 0, w, (const uint8_t[]){ 0x0F, (uint8_t)(insn->opcode) }, 2, RAX,
+			 GPR(insn->fast_b));
+	if (f->size == 2) /* mov [a], ax: the rest of the register stays */
+		emit_mem(e, 0x66, false, (const uint8_t[]){ 0x89 }, 1, RAX, GPR(insn->fast_a));
+	else
+		emit_store(e, true, RAX, GPR(insn->fast_a));
+}
+
+/* CMOVcc r, r: a 32-bit destination is zero-extended whether or not it moves. */
+static void emit_cmov(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8;
+
+	emit_load(e, w, RAX, GPR(insn->fast_a));
+	emit_mem(e, 0, w, (const uint8_t[]){ 0x0F, (uint8_t)(0x40 | f->op) }, 2, RAX,
+		 GPR(insn->fast_b));
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+}
+
+static void emit_setcc(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	emit_mem(&c->e, 0, false, (const uint8_t[]){ 0x0F, (uint8_t)(0x90 | f->op) }, 2, 0,
+		 GPR(insn->fast_a));
+}
+
+/* The block's last instruction, a relative jump (taken when `cc` holds, or always for 16):
+ * RIP, the count and the shadow written, then the exit with status 0. */
+static void emit_branch(struct compile *c, const struct emu_insn *insn, unsigned cc)
+{
+	struct emit *e = &c->e;
+
+	emit_load(e, true, RAX, CPU_OFF(s.rip));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + fall] */
+	emit4(e, (uint32_t)(c->pend_rip + insn->len));
+	if (cc < 16) { /* lea rcx, [rax + rel]; cmovcc rax, rcx */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x88 }, 3);
+		emit4(e, (uint32_t)insn->imm);
+		emit_rr(e, 0, true, (const uint8_t[]){ 0x0F, (uint8_t)(0x40 | cc) }, 2, RAX, RCX);
+	} else {
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x05 }, 2); /* add rax, rel */
+		emit4(e, (uint32_t)insn->imm);
+	}
+	emit_store(e, true, RAX, CPU_OFF(s.rip));
+	c->pend_rip = 0;
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, CPU_OFF(instructions));
+	emit1(e, (uint8_t)(c->pend_n + 1));
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
+	emit1(e, 0);
+	c->pend_n = 0;
+}
+
+/* Inline one instruction if its form has a template and what it needs is known; false: the
+ * caller calls the handler. `live`: its flags are read later (by an instruction of the block,
+ * a handler, or whatever runs after the block). */
+static bool emit_inline(struct compile *c, const struct emu_insn *insn, const struct form *f,
+			bool live)
+{
+	switch (f->kind) {
+	case FORM_MOV_RR:
+		emit_mov_rr(c, insn, f);
+		break;
+	case FORM_MOV_RI:
+		emit_mov_ri(c, insn, f);
+		break;
+	case FORM_ALU:
+		if ((f->op == 2 || f->op == 3) && !c->host_flags && c->prod == PROD_UNKNOWN)
+			return false;
+		emit_alu(c, insn, f, live);
+		break;
+	case FORM_LEA:
+		if (!emit_lea(c, insn, f))
+			return false;
+		break;
+	case FORM_SHIFT:
+		if (live)
+			return false;
+		emit_shift(c, insn, f);
+		break;
+	case FORM_IMUL:
+		if (live)
+			return false;
+		emit_imul(c, insn, f);
+		break;
+	case FORM_MOVX:
+		emit_movx(c, insn, f);
+		break;
+	case FORM_CMOV:
+		if (!emit_guest_flags(c))
+			return false;
+		emit_cmov(c, insn, f);
+		break;
+	case FORM_SETCC:
+		if (!emit_guest_flags(c))
+			return false;
+		emit_setcc(c, insn, f);
+		break;
+	case FORM_JCC:
+		if (!emit_guest_flags(c))
+			return false;
+		emit_branch(c, insn, f->op);
+		return true;
+	case FORM_JMP:
+		emit_branch(c, insn, 16);
+		return true;
+	default:
+		return false;
+	}
+	c->pend_n++;
+	c->pend_rip += insn->len;
+	return true;
+}
+
+/* Flag liveness, backwards: live[i] says whether instruction i's flags may be read after it.
+ * Everything after the block and every handler may read them (a handler may fault, and a
+ * fault leaves the flags exact); an inlined SHIFT/IMUL only where they are dead. */
+static void flags_liveness(const struct emu_insn *insn, const struct form *f, unsigned n,
+			   bool *live)
+{
+	bool l = true;
+
+	for (unsigned i = n; i-- > 0;) {
+		live[i] = l;
+		if (f[i].kind == FORM_CALL || form_reads_flags(&f[i]))
+			l = true;
+		else if ((f[i].kind == FORM_SHIFT || f[i].kind == FORM_IMUL) && l)
+			l = true; /* its handler runs */
+		else if (form_writes_flags(&f[i]))
+			l = false;
+		(void)insn;
+	}
+}
+
+#define JIT_MAX_INSNS 64
+
+/* Compile the block at the buffer's current position; NULL if it does not fit. */
+static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn, unsigned n)
+{
+	struct compile c = { .jit = jit };
+	struct emit *e = &c.e;
+	struct form f[JIT_MAX_INSNS];
+	bool live[JIT_MAX_INSNS];
+	uint8_t *entry;
+
+	if (n > JIT_MAX_INSNS)
+		return NULL;
+	for (unsigned i = 0; i < n; i++)
+		f[i] = classify(&insn[i]);
+	flags_liveness(insn, f, n, live);
+	e->start = e->p = jit->rw + ((jit->pos + 15) & ~(size_t)15);
+	e->end = jit->rw + jit->size;
+	if (e->p > e->end)
+		return NULL;
+	/* The epilogue first, so that every exit is a backward jump to a known address. */
+	c.exit = jit->rx + (e->p - jit->rw);
+	emit_bytes(e, (const uint8_t[]){ 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 6);
+	entry = e->p;
+	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
+	emit_bytes(e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
+	for (unsigned i = 0; i < n; i++) {
+		if (jit->inline_off || !emit_inline(&c, &insn[i], &f[i], live[i])) {
+			emit_handler_call(&c, &insn[i], i + 1 == n);
+			if (handler_keeps_flags(&insn[i]))
+				continue;
+			c.prod = handler_producer(&insn[i], &c.prod_size);
+		}
+	}
+	emit_sync(&c);
+	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
+	emit_jump(e, jit, 16, c.exit);
+	if (e->overflow)
+		return NULL;
+	jit->pos = (size_t)(e->p - jit->rw);
+	return (emu_jit_fn)(uintptr_t)(jit->rx + (entry - jit->rw));
+}
+
+emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const struct emu_insn *insn,
+			 unsigned n)
+{
+	emu_jit_fn code;
+
+	if (ref->code && ref->gen == jit->gen)
+		return ref->code;
+	if (ref->gen != jit->gen) { /* never compiled, or compiled into a dropped buffer */
+		ref->code = NULL;
+		ref->gen = jit->gen;
+		ref->runs = 0;
+	}
+	if (ref->runs < jit->threshold) {
+		ref->runs++;
+		return NULL;
+	}
+	code = compile_block(jit, insn, n);
+	if (!code) { /* full: drop everything, start again */
+		jit->pos = 0;
+		jit->gen = jit->gen + 1 ? jit->gen + 1 : 1;
+		jit->flushes++;
+		ref->gen = jit->gen;
+		code = compile_block(jit, insn, n);
+		if (!code) { /* larger than the whole buffer: stay interpreted */
+			ref->runs = 0;
+			return NULL;
+		}
+	}
+	ref->code = code;
+	return code;
+}
+
+#else /* not an x86-64 host: no JIT, the interpreter runs everything */
+
+struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
+{
+	(void)size;
+	(void)threshold;
+	(void)templates;
+	errno = ENOTSUP;
+	return NULL;
+}
+
+void emu_jit_destroy(struct emu_jit *jit)
+{
+	(void)jit;
+}
+
+emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const struct emu_insn *insn,
+			 unsigned n)
+{
+	(void)jit;
+	(void)ref;
+	(void)insn;
+	(void)n;
+	return NULL;
+}
+
+uint64_t emu_jit_flushes(const struct emu_jit *jit)
+{
+	(void)jit;
+	return 0;
+}
+
+int emu_jit_inlines(const struct emu_insn *insn)
+{
+	(void)insn;
+	return 0;
+}
+
+#endif

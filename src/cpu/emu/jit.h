@@ -1,0 +1,71 @@
+/* A small template JIT for the software CPU's blocks (jit.c), x86-64 hosts only.
+ *
+ * A block of decoded instructions (cpu.c) that has been entered `threshold` times in 64-bit mode
+ * gets host code: one function per block that does what emu_run()'s loop over the block does —
+ * each instruction's handler (insn->fast) in turn, leaving at the first non-zero status or when
+ * block_exit is set — with the commonest register-only forms inlined as host instructions on the
+ * guest registers in struct emu_cpu (see jit.c for which, and how flags and RIP are kept exact).
+ *
+ * Code memory is one fixed-size buffer per vCPU mapped twice from a memfd: written through a
+ * read-write view, executed through a read-execute view, never both at once (the guest is
+ * hostile: no page is writable and executable). When it is full, all compiled code is dropped at
+ * once (a new generation) and compilation starts again at the beginning. A block keeps its code
+ * in a struct emu_jit_ref, valid only for the generation it was compiled in; the block cache
+ * clears the ref whenever it rebuilds the block, so a block never runs another block's code or
+ * code compiled from its old instructions. The code refers to the block's struct emu_insn
+ * array, which must stay where it is (and unchanged) while the ref is valid. */
+#ifndef VMM_CPU_EMU_JIT_H
+#define VMM_CPU_EMU_JIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/emu/decode.h"
+#include "cpu/emu/emu.h"
+
+/* Entries before a block is compiled: compiling costs about as much as running a block a few
+ * hundred times through the interpreter, and most blocks of a boot run only a few times. */
+#define EMU_JIT_THRESHOLD 16
+/* Code memory per vCPU (a block's code is ~50-200 bytes per instruction). */
+#define EMU_JIT_BUFFER_SIZE (8u << 20)
+
+/* Host code for one block: returns what the last instruction's handler returned (0 when
+ * the block ran to its end or stopped early because block_exit was set). */
+typedef int (*emu_jit_fn)(struct emu_cpu *cpu);
+
+/* A block's compiled code and its use count. All zero: not compiled, never run. */
+struct emu_jit_ref {
+	emu_jit_fn code; /* valid while gen equals the JIT's generation */
+	uint32_t gen;
+	uint32_t runs; /* entries counted towards the threshold */
+};
+
+struct emu_jit;
+
+/* A JIT with `size` bytes of code memory compiling blocks at their `threshold`-th entry (0:
+ * the first); `templates` false: every instruction through its handler (VMM_EMU_JIT=calls, to
+ * tell a template's fault from the rest). NULL with errno set when the host gives no code
+ * memory, or on hosts other than x86-64 (ENOTSUP): the interpreter then runs everything. */
+struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates);
+void emu_jit_destroy(struct emu_jit *jit);
+
+/* The block's code if it has some in the current generation; otherwise count the entry and,
+ * at the threshold, compile the `n` instructions (every insn->fast set) and return the code.
+ * NULL: run the block through the interpreter. Only for blocks decoded in 64-bit mode. */
+emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const struct emu_insn *insn,
+			 unsigned n);
+
+/* Run compiled code as emu_run() runs a block body (block_exit cleared by the caller). */
+static inline int emu_jit_run(emu_jit_fn code, struct emu_cpu *cpu)
+{
+	return code(cpu);
+}
+
+/* Times all code was dropped because the buffer was full, and the buffer's generation. */
+uint64_t emu_jit_flushes(const struct emu_jit *jit);
+
+/* Whether a form would be inlined (tests: each group says how many of its cases were). */
+int emu_jit_inlines(const struct emu_insn *insn);
+
+#endif
