@@ -229,6 +229,7 @@ struct compile {
 	enum producer prod;
 	unsigned prod_size;
 	bool host_flags; /* the host's CF ZF SF OF PF equal the guest's (an inlined ALU op) */
+	bool uses_tlb; /* a memory template needs R12 from the prologue */
 };
 
 /* Make RIP, the instruction count and the interrupt shadow exact (clobbers host flags). */
@@ -286,6 +287,8 @@ enum form_kind {
 	FORM_SETCC,
 	FORM_JCC,
 	FORM_JMP,
+	FORM_LOAD, /* MOV r, m; MOVZX/MOVSX r, m8/m16; MOVSXD r, m32: the TLB inline, else the handler */
+	FORM_STORE, /* MOV m, r */
 };
 
 #define OP_TEST 8
@@ -320,8 +323,11 @@ static struct form classify_map1(const struct emu_insn *insn)
 	}
 	switch (op) {
 	case 0x63:
-		if (insn->mod == 3 && size == 8)
-			f = (struct form){ .kind = FORM_MOVX, .size = 8, .from = 4, .sign = true };
+		if (size == 8)
+			f = (struct form){ .kind = insn->mod == 3 ? FORM_MOVX : FORM_LOAD,
+					   .size = 8,
+					   .from = 4,
+					   .sign = true };
 		return f;
 	case 0x69:
 	case 0x6B:
@@ -341,8 +347,14 @@ static struct form classify_map1(const struct emu_insn *insn)
 		return f;
 	case 0x89:
 	case 0x8B:
-		if (insn->mod == 3 && wide(size))
+		if (!wide(size))
+			return f;
+		if (insn->mod == 3)
 			f.kind = FORM_MOV_RR;
+		else
+			f = (struct form){ .kind = op == 0x89 ? FORM_STORE : FORM_LOAD,
+					   .size = size,
+					   .from = size };
 		return f;
 	case 0x8D:
 		if (wide(size))
@@ -599,9 +611,10 @@ static void emit_alu(struct compile *c, const struct emu_insn *insn, const struc
 	c->prod_size = f->size;
 }
 
-/* LEA: base + index * scale + displacement, RIP-relative from the instruction's end. False
+/* RAX = base + index * scale + displacement (RIP-relative from the instruction's end), as
+ * fast.c's fast_ea(); plus the FS/GS base for a linear address (`seg`). Clobbers RCX. False
  * when the displacement from the last synced RIP does not fit 32 bits. */
-static bool emit_lea(struct compile *c, const struct emu_insn *insn, const struct form *f)
+static bool emit_address(struct compile *c, const struct emu_insn *insn, bool seg)
 {
 	static const uint8_t ss[9] = { [1] = 0, [2] = 1, [4] = 2, [8] = 3 };
 	struct emit *e = &c->e;
@@ -626,9 +639,153 @@ static bool emit_lea(struct compile *c, const struct emu_insn *insn, const struc
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3);
 	}
 	emit4(e, (uint32_t)(int32_t)disp);
+	if (seg && insn->seg >= SEG_FS) { /* mov rcx, [segment base]; lea rax, [rax + rcx] */
+		emit_load(e, true, RCX,
+			  CPU_OFF(s.seg) + (int32_t)(insn->seg * sizeof(struct cpu_segment)) +
+				  (int32_t)offsetof(struct cpu_segment, base));
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x04, 0x08 }, 4);
+	}
+	return true;
+}
+
+/* LEA: the offset alone, no segment base. */
+static bool emit_lea(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+
+	if (!emit_address(c, insn, false))
+		return false;
 	if (f->size == 4)
 		emit_bytes(e, (const uint8_t[]){ 0x89, 0xC0 }, 2); /* mov eax, eax */
 	emit_store(e, true, RAX, GPR(insn->fast_a));
+	return true;
+}
+
+/* A forward rel32 jump or Jcc (cc < 16; 16: JMP) whose target is patched later. */
+static uint8_t *emit_jump_fwd(struct emit *e, unsigned cc)
+{
+	if (cc < 16) {
+		emit1(e, 0x0F);
+		emit1(e, (uint8_t)(0x80 | cc));
+	} else {
+		emit1(e, 0xE9);
+	}
+	emit4(e, 0);
+	return e->overflow ? NULL : e->p - 4;
+}
+
+static void patch_jump(const struct emit *e, uint8_t *at)
+{
+	if (at && !e->overflow) {
+		int32_t rel = (int32_t)(e->p - (at + 4));
+
+		memcpy(at, &rel, 4);
+	}
+}
+
+#define CC_E 4
+#define CC_A 7
+
+/* add or subtract (sub) `rip` and `n` to/from RIP and the instruction count. */
+static void emit_add_retired(struct emit *e, uint64_t rip, unsigned n, bool sub)
+{
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, sub ? 5 : 0, CPU_OFF(s.rip));
+	emit4(e, (uint32_t)rip);
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, sub ? 5 : 0, CPU_OFF(instructions));
+	emit1(e, (uint8_t)n);
+}
+
+_Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, host) == 8 &&
+		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE == 256,
+	       "TLB entry layout");
+
+/* MOV/MOVZX/MOVSX/MOVSXD loads and MOV stores with emu_tlb_fast() inline: the linear address
+ * in RAX, the entry of its page in RDX, its host page in RCX, the offset in RSI; R12 holds the
+ * tag bits the prologue computed (user/valid for the CPL, or an impossible bit while cpu->mem
+ * is not the paging layer). Anything else — a miss, MMIO, a page crossing, a write to the
+ * block's own page — runs the handler, with RIP synced for it and the count put back after. */
+static bool emit_memory(struct compile *c, const struct emu_insn *insn, const struct form *f,
+			bool last)
+{
+	struct emit *e = &c->e;
+	bool store = f->kind == FORM_STORE;
+	uint8_t *slow[4], *done;
+	const uint8_t *mem_at = (const uint8_t[]){ 0x04, 0x31 }; /* [rcx + rsi] */
+
+	if (!emit_address(c, insn, true))
+		return false;
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC2 }, 3); /* mov rdx, rax */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xEA, 0x0C }, 4); /* shr rdx, 12 */
+	emit_bytes(e, (const uint8_t[]){ 0x0F, 0xB6, 0xD2 }, 3); /* movzx edx, dl */
+	emit_bytes(e, (const uint8_t[]){ 0xC1, 0xE2, 0x05 }, 3); /* shl edx, 5 */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x94, 0x13 }, 4); /* lea rdx, [rbx+rdx+d] */
+	emit4(e, (uint32_t)(store ? CPU_OFF(tlb.write) : CPU_OFF(tlb.read)));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC1 }, 3); /* mov rcx, rax */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x81, 0xE1, 0x00, 0xF0, 0xFF, 0xFF }, 7); /* and */
+	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x09, 0xE1 }, 3); /* or rcx, r12 */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x0A }, 3); /* cmp rcx, [rdx] */
+	slow[0] = emit_jump_fwd(e, CC_NZ);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x4A, 0x08 }, 4); /* mov rcx, [rdx + 8] */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x85, 0xC9 }, 3); /* test rcx, rcx */
+	slow[1] = emit_jump_fwd(e, CC_E);
+	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC6 }, 2); /* mov esi, eax */
+	emit_bytes(e, (const uint8_t[]){ 0x81, 0xE6, 0xFF, 0x0F, 0x00, 0x00 }, 6); /* and esi */
+	emit_bytes(e, (const uint8_t[]){ 0x81, 0xFE }, 2); /* cmp esi, 4096 - len */
+	emit4(e, 4096 - f->from);
+	slow[2] = emit_jump_fwd(e, CC_A);
+	slow[3] = NULL;
+	if (store) { /* mov rdi, [rdx + 16]; cmp rdi, [block_page]; je slow */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x7A, 0x10 }, 4);
+		emit_mem(e, 0, true, (const uint8_t[]){ 0x3B }, 1, RDI, CPU_OFF(block_page));
+		slow[3] = emit_jump_fwd(e, CC_E);
+		emit_load(e, f->size == 8, RAX, GPR(insn->fast_b));
+		emit_bytes(e,
+			   f->size == 8 ? (const uint8_t[]){ 0x48, 0x89 }
+					: (const uint8_t[]){ 0x89 },
+			   f->size == 8 ? 2 : 1);
+		emit_bytes(e, mem_at, 2);
+	} else {
+		if (f->from == 4 && f->sign) /* movsxd rax, dword [rcx + rsi] */
+			emit_bytes(e, (const uint8_t[]){ 0x48, 0x63 }, 2);
+		else if (f->from >= 4) /* mov eax|rax, [rcx + rsi] */
+			emit_bytes(e,
+				   f->from == 8 ? (const uint8_t[]){ 0x48, 0x8B }
+						: (const uint8_t[]){ 0x8B },
+				   f->from == 8 ? 2 : 1);
+		else if (f->size == 8 && f->sign) /* movsx rax, byte|word [rcx + rsi] */
+			emit_bytes(e, (const uint8_t[]){ 0x48, 0x0F, (uint8_t)insn->opcode }, 3);
+		else /* movzx/movsx eax, byte|word [rcx + rsi] */
+			emit_bytes(e, (const uint8_t[]){ 0x0F, (uint8_t)insn->opcode }, 2);
+		emit_bytes(e, mem_at, 2);
+		if (f->size == 2) /* mov [a], ax: the rest of the register stays */
+			emit_mem(e, 0x66, false, (const uint8_t[]){ 0x89 }, 1, RAX,
+				 GPR(insn->fast_a));
+		else
+			emit_store(e, true, RAX, GPR(insn->fast_a));
+	}
+	done = emit_jump_fwd(e, 16);
+	for (unsigned i = 0; i < 4; i++)
+		patch_jump(e, slow[i]);
+	/* The slow path: the handler with RIP and the count exact, then as if it had not
+	 * synced, so that both paths meet with the same instructions pending. */
+	if (c->pend_n) {
+		emit_add_retired(e, c->pend_rip, c->pend_n, false);
+		emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
+		emit1(e, 0);
+	}
+	{
+		unsigned pend_n = c->pend_n;
+		uint64_t pend_rip = c->pend_rip;
+
+		c->pend_n = 0;
+		emit_handler_call(c, insn, last);
+		c->pend_n = pend_n;
+		c->pend_rip = pend_rip;
+	}
+	emit_add_retired(e, c->pend_rip + insn->len, c->pend_n + 1, true);
+	patch_jump(e, done);
+	c->host_flags = false;
+	c->uses_tlb = true;
 	return true;
 }
 
@@ -727,9 +884,14 @@ static void emit_branch(struct compile *c, const struct emu_insn *insn, unsigned
  * caller calls the handler. `live`: its flags are read later (by an instruction of the block,
  * a handler, or whatever runs after the block). */
 static bool emit_inline(struct compile *c, const struct emu_insn *insn, const struct form *f,
-			bool live)
+			bool live, bool last)
 {
 	switch (f->kind) {
+	case FORM_LOAD:
+	case FORM_STORE:
+		if (!emit_memory(c, insn, f, last))
+			return false;
+		break;
 	case FORM_MOV_RR:
 		emit_mov_rr(c, insn, f);
 		break;
@@ -794,8 +956,9 @@ static void flags_liveness(const struct emu_insn *insn, const struct form *f, un
 
 	for (unsigned i = n; i-- > 0;) {
 		live[i] = l;
-		if (f[i].kind == FORM_CALL || form_reads_flags(&f[i]))
-			l = true;
+		if (f[i].kind == FORM_CALL || f[i].kind == FORM_LOAD || f[i].kind == FORM_STORE ||
+		    form_reads_flags(&f[i]))
+			l = true; /* memory forms: their slow path is the handler */
 		else if ((f[i].kind == FORM_SHIFT || f[i].kind == FORM_IMUL) && l)
 			l = true; /* its handler runs */
 		else if (form_writes_flags(&f[i]))
@@ -805,6 +968,24 @@ static void flags_liveness(const struct emu_insn *insn, const struct form *f, un
 }
 
 #define JIT_MAX_INSNS 64
+
+/* R12 = the TLB tag bits of this CPL (EMU_TLB_VALID, EMU_TLB_USER at CPL 3), or a bit no tag
+ * has while cpu->mem is not the paging layer (debug.c's watchpoints must see every access).
+ * Neither changes inside a block: only a block's last instruction may change them. */
+static void emit_tlb_tag(struct emit *e)
+{
+	emit_bytes(e, (const uint8_t[]){ 0x45, 0x31, 0xE4 }, 3); /* xor r12d, r12d */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(cpl)); /* cmp [cpl], 3 */
+	emit1(e, 3);
+	emit_bytes(e, (const uint8_t[]){ 0x41, 0x0F, 0x94, 0xC4 }, 4); /* sete r12b */
+	emit_bytes(e, (const uint8_t[]){ 0x41, 0x83, 0xCC, (uint8_t)EMU_TLB_VALID }, 4); /* or */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, &emu_paged_memory_ops */
+	emit8(e, (uint64_t)(uintptr_t)&emu_paged_memory_ops);
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x39 }, 1, RAX, CPU_OFF(mem)); /* cmp [mem], rax */
+	emit1(e, 0xB8); /* mov eax, 0x800 */
+	emit4(e, 0x800);
+	emit_bytes(e, (const uint8_t[]){ 0x44, 0x0F, 0x45, 0xE0 }, 4); /* cmovne r12d, eax */
+}
 
 /* Compile the block at the buffer's current position; NULL if it does not fit. */
 static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn, unsigned n)
@@ -830,8 +1011,10 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	entry = e->p;
 	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
 	emit_bytes(e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
+	if (!jit->inline_off)
+		emit_tlb_tag(e);
 	for (unsigned i = 0; i < n; i++) {
-		if (jit->inline_off || !emit_inline(&c, &insn[i], &f[i], live[i])) {
+		if (jit->inline_off || !emit_inline(&c, &insn[i], &f[i], live[i], i + 1 == n)) {
 			emit_handler_call(&c, &insn[i], i + 1 == n);
 			if (handler_keeps_flags(&insn[i]))
 				continue;
