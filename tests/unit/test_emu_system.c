@@ -1120,6 +1120,138 @@ static void test_blocks_compiled(void)
 	cpu.jit = NULL;
 }
 
+/* Loads and stores compiled with the inline TLB path (jit.c) end exactly as the interpreter's
+ * handlers: the same registers, RIP, count, exception (#PF on a read-only, not-present or
+ * supervisor page, a write crossing onto a read-only page), MMIO accesses, and a store into the
+ * block's own page or own code. Each case runs twice, the second time with the TLB warm, so
+ * the inline path is taken; the first compares the slow path. */
+struct jit_mem_case {
+	uint64_t src, dst;
+	bool kernel;
+};
+
+struct jit_mem_outcome {
+	int rc[8];
+	uint64_t gpr[16], rip, instructions, cr2;
+	uint8_t vector, has_error, pad[2];
+	uint32_t error;
+	unsigned mmio_reads, mmio_writes;
+	uint8_t page[4096];
+};
+
+#define JIT_MEM_END (USER_RW + 24)
+
+static void jit_mem_run(const struct jit_mem_case *k, struct jit_mem_outcome *o)
+{
+	memset(o, 0, sizeof(*o));
+	for (unsigned r = 0; r < 16; r++)
+		cpu.s.gpr[r] = 0x1111111111111111ull * r;
+	cpu.s.gpr[CPU_RSI] = k->src;
+	cpu.s.gpr[CPU_RDI] = k->dst;
+	cpu.s.rip = USER_RW;
+	mmio_reads = mmio_writes = 0;
+	for (unsigned i = 0; i < 8; i++) {
+		o->rc[i] = emu_run(&cpu) + 1;
+		if (o->rc[i] != EMU_OK + 1 || cpu.s.rip == JIT_MEM_END)
+			break;
+	}
+	memcpy(o->gpr, cpu.s.gpr, sizeof(o->gpr));
+	o->rip = cpu.s.rip;
+	o->instructions = cpu.instructions;
+	o->vector = cpu.exc.vector;
+	o->has_error = cpu.exc.has_error_code;
+	o->error = cpu.exc.error_code;
+	o->cr2 = cpu.exc.cr2;
+	o->mmio_reads = mmio_reads;
+	o->mmio_writes = mmio_writes;
+	memcpy(o->page, ram + USER_RW, sizeof(o->page));
+}
+
+static void jit_mem_cases(struct emu_jit *jit, struct jit_mem_outcome *out, unsigned *n)
+{
+	/* mov rax, [rsi]; mov [rdi], rax; movzx ecx, byte [rsi + 1]; movsx rdx, word [rsi + 3];
+	 * movsxd r8, dword [rsi + 5]; mov [rdi + 8], ecx; jmp $ */
+	static const uint8_t prog[] = { 0x48, 0x8B, 0x06, 0x48, 0x89, 0x07, 0x0F, 0xB6, 0x4E,
+					0x01, 0x48, 0x0F, 0xBF, 0x56, 0x03, 0x4C, 0x63, 0x46,
+					0x05, 0x89, 0x4F, 0x08, 0x90, 0x90, 0xEB, 0xFE };
+	static const struct jit_mem_case cases[] = {
+		{ USER_RW + 0x800, USER_RW + 0x900, false }, /* plain RAM */
+		{ USER_RW + 0xFFC, USER_RW + 0x900, false }, /* loads crossing onto USER_RO */
+		{ USER_RW + 0x800, USER_RW + 0xFFC, false }, /* a store crossing onto it: #PF */
+		{ USER_RO + 0x10, USER_RW + 0x900, false },
+		{ USER_RW + 0x800, USER_RO + 0x10, false }, /* #PF, write */
+		{ NOT_PRESENT + 8, USER_RW + 0x900, false },
+		{ USER_MMIO + 8, USER_RW + 0x900, false },
+		{ USER_RW + 0x800, USER_MMIO + 0x10, false },
+		{ SUPERVISOR_ONLY + 8, USER_RW + 0x900, false }, /* #PF from user mode */
+		{ USER_RW + 0x800, USER_RW + 0x40, false }, /* the block's own page */
+		{ USER_RW + 0x808, USER_RW + 0x9, false }, /* its own code: NOPs over MOVSX... */
+		{ SUPERVISOR_ONLY + 8, USER_RW + 0x900, true }, /* CPL 0 */
+	};
+	unsigned k = 0;
+
+	machine_reset();
+	cpu.jit = jit;
+	memcpy(ram + USER_RW, prog, sizeof(prog));
+	for (unsigned i = 0x800; i < 0x2000; i++)
+		ram[USER_RW + i] = (uint8_t)(i * 37 + 11);
+	memset(ram + USER_RW + 0x808, 0x90, 16);
+	for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		if (cases[c].kernel && cpu.cpl != 0)
+			to_kernel_mode(USER_RW);
+		for (unsigned twice = 0; twice < 2; twice++)
+			jit_mem_run(&cases[c], &out[k++]);
+	}
+	*n = k;
+	cpu.jit = NULL;
+}
+
+static void test_jit_memory_paths(void)
+{
+	static struct jit_mem_outcome interp[32], compiled[32];
+	struct emu_jit *jit = emu_jit_create(1 << 20, 0, true);
+	unsigned n = 0, m = 0;
+
+	CHECK(jit != NULL);
+	if (!jit)
+		return;
+	jit_mem_cases(NULL, interp, &n);
+	jit_mem_cases(jit, compiled, &m);
+	CHECK_EQ(n, m);
+	for (unsigned i = 0; i < n && i < m; i++) {
+		if (memcmp(&interp[i], &compiled[i], sizeof(interp[i]))) {
+			printf("  case %u (run %u): compiled %s differs: rc %d/%d rip %llx/%llx "
+			       "vector %u/%u rax %llx/%llx\n",
+			       i / 2, i % 2,
+			       memcmp(interp[i].page, compiled[i].page, 4096) ? "(page)" : "",
+			       interp[i].rc[0], compiled[i].rc[0],
+			       (unsigned long long)interp[i].rip,
+			       (unsigned long long)compiled[i].rip, interp[i].vector,
+			       compiled[i].vector, (unsigned long long)interp[i].gpr[0],
+			       (unsigned long long)compiled[i].gpr[0]);
+			for (unsigned r = 0; r < 16; r++)
+				if (interp[i].gpr[r] != compiled[i].gpr[r])
+					printf("    r%u %llx/%llx\n", r,
+					       (unsigned long long)interp[i].gpr[r],
+					       (unsigned long long)compiled[i].gpr[r]);
+			printf("    instructions %llu/%llu mmio %u/%u %u/%u\n",
+			       (unsigned long long)interp[i].instructions,
+			       (unsigned long long)compiled[i].instructions, interp[i].mmio_reads,
+			       compiled[i].mmio_reads, interp[i].mmio_writes,
+			       compiled[i].mmio_writes);
+			test_failed_checks++;
+		}
+	}
+	/* The interpreter's own outcomes are what they must be, for the cases that say most. */
+	CHECK_EQ(interp[1].rip, JIT_MEM_END); /* plain RAM, warm */
+	CHECK_EQ(interp[5].rc[0], EMU_EXCEPTION + 1); /* store crossing onto USER_RO */
+	CHECK_EQ(interp[5].vector, EMU_VEC_PF);
+	CHECK_EQ(interp[9].vector, EMU_VEC_PF);
+	CHECK(interp[15].mmio_writes > 0);
+	CHECK_EQ(interp[20].page[9], 0x90); /* its own code was patched (was 0x01) */
+	emu_jit_destroy(jit);
+}
+
 /* VERR/VERW/LAR/LSL report through ZF instead of faulting (Linux runs VERW on every return
  * to user mode). */
 static void test_segment_probes(void)
@@ -1968,6 +2100,7 @@ int main(void)
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_blocks);
 	RUN_TEST(test_blocks_compiled);
+	RUN_TEST(test_jit_memory_paths);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);
 	RUN_TEST(test_x87_state);
