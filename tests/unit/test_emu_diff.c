@@ -90,6 +90,9 @@ static bool compat;
 static uint8_t *stub64_entry, *stub32_entry; /* where the native stubs start */
 static struct native_ctx *ctx;
 static uint8_t emu_scratch[SCRATCH_SIZE];
+/* Code-page versions of emu_scratch (memory.h): the CPU reports its stores into RAM there
+ * (the locked path does, with the flat memory's host pointers). */
+static struct memory_code_pages scratch_code;
 
 #define COMPARED_FLAGS (EMU_FLAGS_ARITH | EMU_FLAG_DF)
 
@@ -555,6 +558,7 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	if (!r->cpu.mem) {
 		r->cpu.mem = &emu_flat_memory_ops;
 		r->cpu.mem_opaque = &mem;
+		r->cpu.code = &scratch_code;
 		emu_cpu_init(&r->cpu, &s);
 	}
 	emu_cpu_set_state(&r->cpu, &s);
@@ -3284,6 +3288,10 @@ int main(void)
 	sigaction(SIGILL, &sa, NULL);
 	sigaction(SIGTRAP, &sa, NULL);
 
+	if (memory_code_init(&scratch_code, emu_scratch, sizeof(emu_scratch)) < 0) {
+		printf("FAIL - code-page tracking for the scratch buffer\n");
+		return 1;
+	}
 	/* 256 KiB of code memory: the cases fill it many times, so every flush is exercised. */
 	jit = emu_jit_create(256 << 10, 0, true);
 	if (!jit) {

@@ -8,6 +8,7 @@
 #include "cpu/emu/jit.h"
 
 #include "cpu/emu/fast.h"
+#include "memory.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -695,6 +696,32 @@ static void emit_add_retired(struct emit *e, uint64_t rip, unsigned n, bool sub)
 	emit1(e, (uint8_t)n);
 }
 
+/* After a store into the host page in RCX: emu_code_stored() (memory.h's memory_code_store()):
+ * the page's version word, and a new version if code was decoded from the page. */
+static void emit_code_stored(struct emit *e)
+{
+	uint8_t *done;
+
+	emit_load(e, true, RAX, CPU_OFF(code)); /* mov rax, [cpu->code] */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xCA }, 3); /* mov rdx, rcx */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x2B, 0x50 }, 3); /* sub rdx, [rax + base] */
+	emit1(e, (uint8_t)offsetof(struct memory_code_pages, base));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xEA, 0x0C }, 4); /* shr rdx, 12 */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x40 }, 3); /* mov rax, [rax + version] */
+	emit1(e, (uint8_t)offsetof(struct memory_code_pages, version));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x3C, 0x90 }, 4); /* lea rdi, [rax+rdx*4] */
+	emit_bytes(e, (const uint8_t[]){ 0xF6, 0x07, MEMORY_CODE_DECODED }, 3); /* test [rdi] */
+	done = emit_jump_fwd(e, CC_E);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, memory_code_bump */
+	emit8(e, (uint64_t)(uintptr_t)memory_code_bump);
+	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
+	patch_jump(e, done);
+}
+
+_Static_assert(offsetof(struct memory_code_pages, base) < 128 &&
+		       offsetof(struct memory_code_pages, version) < 128,
+	       "code pages layout");
+
 _Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, host) == 8 &&
 		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE == 256,
 	       "TLB entry layout");
@@ -744,6 +771,7 @@ static bool emit_memory(struct compile *c, const struct emu_insn *insn, const st
 					: (const uint8_t[]){ 0x89 },
 			   f->size == 8 ? 2 : 1);
 		emit_bytes(e, mem_at, 2);
+		emit_code_stored(e);
 	} else {
 		if (f->from == 4 && f->sign) /* movsxd rax, dword [rcx + rsi] */
 			emit_bytes(e, (const uint8_t[]){ 0x48, 0x63 }, 2);
