@@ -80,7 +80,7 @@ struct emu_insn {
 	uint64_t imm; /* sign- or zero-extended per enum emu_imm_kind */
 	emu_fast_fn fast; /* set by emu_fast_select(), NULL: emu_execute() */
 };
-/* Blocks hold up to 16 of these (cpu.c): keep it small. */
+/* Blocks hold up to 40 of these (cpu.c): keep it small. */
 _Static_assert(sizeof(struct emu_insn) == 48, "struct emu_insn is 48 bytes");
 
 enum emu_decode_result {
