@@ -23,7 +23,8 @@
  * sets block_exit), so the next instruction is fetched anew.
  *
  * Finding the block of CS:RIP without a TLB lookup: a jump cache maps the linear address, mode
- * and user/supervisor fetch to the block and the host address of its bytes. It is valid for
+ * and user/supervisor fetch to the block (whose tag and version say whether it still holds
+ * that code). It is valid for
  * one TLB generation: every TLB flush (CR3, INVLPG, CR0/CR4/EFER changes) bumps the
  * generation and so forgets all of it at once. */
 /* 40: the kernel's hottest loop at boot (mpihelp_submul_1, RSA: 37 instructions) is one block
