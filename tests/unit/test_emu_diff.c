@@ -36,8 +36,12 @@
  *
  * Every case runs in the emulator twice: through emu_step(), which picks the specialised handler
  * of the instruction's form where there is one (fast.c, as the block loop does), and through
- * emu_execute() alone (the generic path, which is what runs everything else); both must match
- * the host. A "generic:" prefix on a failure names the second.
+ * emu_execute() alone (the generic path, which is what runs everything else) with memory that
+ * has no map op, so REP MOVS/STOS go element by element there instead of through their bulk
+ * path; both must match the host. A "generic:" prefix on a failure names the second.
+ *
+ * REP string instructions that fault in the middle (a guard page) are compared with the host's
+ * registers at its SIGSEGV (the signal's ucontext): iterations before the fault stay done.
  *
  * EMU_DIFF_ITERS sets the cases per instruction form (default 64), EMU_DIFF_SEED the seed. */
 #include <setjmp.h>
@@ -47,6 +51,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <ucontext.h>
 
 #include "cpu/emu/alu.h"
 #include "cpu/emu/decode.h"
@@ -93,6 +98,20 @@ static uint8_t emu_scratch[SCRATCH_SIZE];
 /* Code-page versions of emu_scratch (memory.h): the CPU reports its stores into RAM there
  * (the locked path does, with the flat memory's host pointers). */
 static struct memory_code_pages scratch_code;
+
+/* Three pages for string instructions that cross pages and fault in the middle: natively
+ * between two PROT_NONE guard pages, in the emulator one flat window at the same addresses
+ * (a copy), with nothing mapped around it. Cases that use it (c->sbuf_used) start both from
+ * sbuf_init, and their memory is compared as the scratch is. */
+#define SBUF_SIZE (3 * 4096)
+static uint8_t *sbuf; /* the first of the three pages */
+static uint8_t sbuf_init[SBUF_SIZE], emu_sbuf[SBUF_SIZE];
+
+/* The registers and fault of the native run's last signal (ucontext), for the page faults of
+ * string instructions in the middle of their iterations. */
+static struct {
+	uint64_t gpr[16], rflags, addr, err;
+} native_fault;
 
 #define COMPARED_FLAGS (EMU_FLAGS_ARITH | EMU_FLAG_DF)
 
@@ -159,6 +178,8 @@ struct tcase {
 	unsigned max_steps; /* emulator steps allowed (REP string instructions) */
 	unsigned mem_off; /* scratch offset of the ModRM memory operand */
 	unsigned insns; /* instructions in code[] when more than one: each is stepped */
+	bool sbuf_used; /* the string pages (sbuf) hold data: initialise and compare them */
+	bool partial_fault; /* a native page fault may come after iterations (REP strings) */
 };
 
 static const char *group_name;
@@ -442,8 +463,19 @@ static uint64_t target_addr(const struct tcase *c)
 
 static sigjmp_buf native_jmp;
 
-static void native_signal(int sig)
+static void native_signal(int sig, siginfo_t *info, void *uc_void)
 {
+	/* gregs' order (sys/ucontext.h) for rax..r15 */
+	static const int greg_of[16] = { REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP,
+					 REG_RSI, REG_RDI, REG_R8,  REG_R9,  REG_R10, REG_R11,
+					 REG_R12, REG_R13, REG_R14, REG_R15 };
+	const ucontext_t *uc = uc_void;
+
+	for (unsigned i = 0; i < 16; i++)
+		native_fault.gpr[i] = (uint64_t)uc->uc_mcontext.gregs[greg_of[i]];
+	native_fault.rflags = (uint64_t)uc->uc_mcontext.gregs[REG_EFL];
+	native_fault.err = (uint64_t)uc->uc_mcontext.gregs[REG_ERR];
+	native_fault.addr = (uint64_t)(uintptr_t)info->si_addr;
 	siglongjmp(native_jmp, sig);
 }
 
@@ -467,6 +499,8 @@ static int run_native(const struct tcase *c)
 	ctx->rflags = c->rflags;
 	ctx->branch_taken = 0;
 	memcpy(page + SCRATCH_OFF, c->scratch, SCRATCH_SIZE);
+	if (c->sbuf_used)
+		memcpy(sbuf, sbuf_init, SBUF_SIZE);
 	sig = sigsetjmp(native_jmp, 0); /* SA_NODEFER: no mask to restore */
 	if (sig == 0)
 		stub();
@@ -525,6 +559,7 @@ static int run_jit(struct emu_cpu *cpu, const struct tcase *c)
 static void run_emulator(const struct tcase *c, struct emu_result *r)
 {
 	static struct emu_flat_memory mem;
+	static struct emu_memory_ops no_map_ops;
 	struct cpu_state s;
 
 	memset(&s, 0, sizeof(s));
@@ -555,12 +590,20 @@ static void run_emulator(const struct tcase *c, struct emu_result *r)
 	memcpy(emu_scratch, c->scratch, SCRATCH_SIZE);
 	emu_flat_add(&mem, (uint64_t)(uintptr_t)page, page, SCRATCH_OFF, false);
 	emu_flat_add(&mem, scratch_addr(0), emu_scratch, SCRATCH_SIZE, true);
+	emu_flat_add(&mem, (uint64_t)(uintptr_t)sbuf, emu_sbuf, SBUF_SIZE, true);
+	if (c->sbuf_used)
+		memcpy(emu_sbuf, sbuf_init, SBUF_SIZE);
 	if (!r->cpu.mem) {
 		r->cpu.mem = &emu_flat_memory_ops;
 		r->cpu.mem_opaque = &mem;
 		r->cpu.code = &scratch_code;
 		emu_cpu_init(&r->cpu, &s);
 	}
+	/* The generic path also goes element by element through REP MOVS/STOS: the same
+	 * memory without the map op that their bulk path needs. */
+	no_map_ops = emu_flat_memory_ops;
+	no_map_ops.map = NULL;
+	r->cpu.mem = generic_path ? &no_map_ops : &emu_flat_memory_ops;
 	emu_cpu_set_state(&r->cpu, &s);
 	memcpy(r->cpu.fx.xmm, c->xmm, sizeof(c->xmm));
 	r->cpu.fx.mxcsr = c->mxcsr;
@@ -632,6 +675,73 @@ static bool x87_differs(const uint8_t *img, const struct emu_fxstate *fx, char *
 	return false;
 }
 
+/* The scratch (and the string pages, when the case uses them) against the native run. */
+static bool memory_differs(const struct tcase *c, char *what, size_t n)
+{
+	for (unsigned i = 0; i < SCRATCH_SIZE; i++) {
+		if (i >= c->ignore_off && i < c->ignore_off + c->ignore_len)
+			continue;
+		if (page[SCRATCH_OFF + i] != emu_scratch[i]) {
+			snprintf(what, n, "scratch[%#x] native %#x emulator %#x", i,
+				 page[SCRATCH_OFF + i], emu_scratch[i]);
+			return true;
+		}
+	}
+	if (c->sbuf_used && memcmp(sbuf, emu_sbuf, SBUF_SIZE)) {
+		unsigned i = 0;
+
+		while (sbuf[i] == emu_sbuf[i])
+			i++;
+		snprintf(what, n, "string pages [%#x] native %#x emulator %#x", i, sbuf[i],
+			 emu_sbuf[i]);
+		return true;
+	}
+	return false;
+}
+
+/* A native page fault in the middle of a REP string instruction: the emulator must fault
+ * at the same address with the same W bit, with the native registers at the fault (the
+ * iterations before it done, rCX/rSI/rDI at the faulting element) and the same memory. */
+static void compare_partial_fault(const struct tcase *c, const struct emu_result *rp)
+{
+	uint64_t mask = COMPARED_FLAGS & ~c->flags_undef;
+	char what[256];
+
+	if (rp->status != EMU_EXCEPTION || rp->cpu.exc.vector != EMU_VEC_PF ||
+	    rp->cpu.exc.cr2 != native_fault.addr ||
+	    rp->cpu.s.rip != (uint64_t)(uintptr_t)page + INSN_OFF ||
+	    ((rp->cpu.exc.error_code ^ native_fault.err) & 2)) {
+		snprintf(what, sizeof(what),
+			 "native #PF at %#llx err %#llx, emulator status %d vector %u cr2 %#llx "
+			 "err %#x",
+			 (unsigned long long)native_fault.addr,
+			 (unsigned long long)native_fault.err, rp->status, rp->cpu.exc.vector,
+			 (unsigned long long)rp->cpu.exc.cr2, rp->cpu.exc.error_code);
+		report(c, what);
+		return;
+	}
+	for (unsigned i = 0; i < (compat ? 8u : 16u); i++) {
+		uint64_t cmp_mask = compat ? 0xffffffffull : ~0ull;
+
+		if ((native_fault.gpr[i] ^ rp->cpu.s.gpr[i]) & cmp_mask) {
+			snprintf(what, sizeof(what), "at the fault: %s native %#llx emulator %#llx",
+				 reg_names[i], (unsigned long long)native_fault.gpr[i],
+				 (unsigned long long)rp->cpu.s.gpr[i]);
+			report(c, what);
+			return;
+		}
+	}
+	if ((native_fault.rflags ^ rp->cpu.s.rflags) & mask) {
+		snprintf(what, sizeof(what), "at the fault: rflags native %#llx emulator %#llx",
+			 (unsigned long long)native_fault.rflags,
+			 (unsigned long long)rp->cpu.s.rflags);
+		report(c, what);
+		return;
+	}
+	if (memory_differs(c, what, sizeof(what)))
+		report(c, what);
+}
+
 /* Compare the emulator's run of a case with the native one (signal `sig`, 0 for none). */
 static void compare_case(struct tcase *c, int sig, const struct emu_result *rp)
 {
@@ -639,6 +749,10 @@ static void compare_case(struct tcase *c, int sig, const struct emu_result *rp)
 	uint64_t expect_rip;
 	char what[256];
 
+	if (sig == SIGSEGV && c->partial_fault && native_fault.addr) {
+		compare_partial_fault(c, rp);
+		return;
+	}
 	if (sig) {
 		/* Linux reports #DE as SIGFPE, #UD as SIGILL and #GP (alignment) as SIGSEGV. */
 		unsigned vector = sig == SIGFPE	   ? (c->fpe_is_mf   ? EMU_VEC_MF
@@ -655,6 +769,7 @@ static void compare_case(struct tcase *c, int sig, const struct emu_result *rp)
 			    memcmp(rp->cpu.fx.xmm, c->xmm, sizeof(c->xmm)) ||
 			    ((rp->cpu.s.rflags ^ c->rflags) & COMPARED_FLAGS) ||
 			    memcmp(emu_scratch, c->scratch, SCRATCH_SIZE) ||
+			    (c->sbuf_used && memcmp(emu_sbuf, sbuf_init, SBUF_SIZE)) ||
 			    x87_differs(c->x87, &rp->cpu.fx, what, sizeof(what)))
 				report(c, "emulator changed state on a fault");
 			return;
@@ -719,16 +834,8 @@ static void compare_case(struct tcase *c, int sig, const struct emu_result *rp)
 		report(c, what);
 		return;
 	}
-	for (unsigned i = 0; i < SCRATCH_SIZE; i++) {
-		if (i >= c->ignore_off && i < c->ignore_off + c->ignore_len)
-			continue;
-		if (page[SCRATCH_OFF + i] != emu_scratch[i]) {
-			snprintf(what, sizeof(what), "scratch[%#x] native %#x emulator %#x", i,
-				 page[SCRATCH_OFF + i], emu_scratch[i]);
-			report(c, what);
-			return;
-		}
-	}
+	if (memory_differs(c, what, sizeof(what)))
+		report(c, what);
 }
 
 /* Run one case natively and in the emulator both ways (emu_step() with the specialised
@@ -1918,6 +2025,110 @@ static void test_strings(void)
 					(uint8_t)(1 + rnd_below(255));
 			}
 			c.max_steps = 100;
+			check_case(&c);
+		}
+		group_end();
+	}
+}
+
+/* A position in the string pages for an element of `size` bytes: aligned or not. */
+static unsigned sbuf_offset(unsigned size)
+{
+	unsigned off = rnd_below(SBUF_SIZE);
+
+	/* near a page boundary, often */
+	if (rnd_below(2))
+		off = (rnd_below(3) * 4096 + 4096 - 64 + rnd_below(128)) % SBUF_SIZE;
+	return rnd_below(2) ? off & ~(size - 1) : off;
+}
+
+/* How many elements from `off` in direction `down` stay in the string pages. */
+static unsigned sbuf_room(unsigned off, unsigned size, bool down)
+{
+	if (down)
+		return off + size > SBUF_SIZE ? 0 : off / size + 1;
+	return (SBUF_SIZE - off) / size;
+}
+
+/* REP MOVS/STOS/CMPS/SCAS/LODS over three pages with unmapped pages around them: every size,
+ * both directions, 64- and 32-bit addresses, counts that cross page boundaries or run into a
+ * guard page (a #PF in the middle: registers and memory at the fault must match the host's),
+ * and MOVS with overlapping source and destination at distances below, at and above the
+ * element size (the element-wise order replicates data, memmove would not). */
+static void test_strings_pages(void)
+{
+	static const char *names[5] = { "rep movs across pages", "rep cmps across pages",
+					"rep stos across pages", "rep lods across pages",
+					"rep scas across pages" };
+	static const uint8_t ops[5] = { 0xA4, 0xA6, 0xAA, 0xAC, 0xAE };
+	static const unsigned deltas[] = { 1,  2,  3,  4,  5,  6,   7,	  8,	9,    12,
+					   15, 16, 17, 31, 64, 100, 4095, 4096, 4097, 8192 };
+
+	for (unsigned g = 0; g < 5; g++) {
+		group_begin(names[g]);
+		for (unsigned n = 0; n < iters * 8; n++) {
+			unsigned size = size_at(n), si = sbuf_offset(size), di = sbuf_offset(size);
+			bool down = rnd_below(2), a32 = rnd_below(4) == 0 && !compat;
+			bool cond = g == 1 || g == 4;
+			uint64_t count;
+			struct tcase c;
+			struct insn_spec s;
+
+			case_init(&c);
+			spec_init(&s, size);
+			s.prefix[s.nr_prefix++] = cond && rnd_below(2) ? 0xF2 : 0xF3;
+			if (a32)
+				s.prefix[s.nr_prefix++] = 0x67;
+			spec_op(&s, ops[g] + (size > 1), -1);
+			encode(&c, &s);
+			if (g == 0 && rnd_below(2)) { /* overlapping, either way round */
+				unsigned d = deltas[rnd_below(sizeof(deltas) / sizeof(deltas[0]))];
+
+				di = rnd_below(2) ? si + d : si - d;
+				if (di + size > SBUF_SIZE)
+					di = si - d < SBUF_SIZE ? si - d : si;
+			}
+			if (cond) { /* equal data so that REPE runs on, a few differences */
+				uint8_t b = (uint8_t)rnd();
+
+				memset(sbuf_init, b, SBUF_SIZE);
+				for (unsigned k = rnd_below(4); k > 0; k--)
+					sbuf_init[rnd_below(SBUF_SIZE)] ^=
+						(uint8_t)(1 + rnd_below(255));
+				c.gpr[CPU_RAX] = 0x0101010101010101ull * b;
+			} else {
+				for (unsigned k = 0; k < SBUF_SIZE; k += 8) {
+					uint64_t v = rnd();
+
+					memcpy(sbuf_init + k, &v, 8);
+				}
+			}
+			switch (rnd_below(4)) {
+			case 0:
+				count = rnd_below(40);
+				break;
+			case 1: /* to the end of the pages, maybe one more (a fault) */
+				count = sbuf_room(di, size, down);
+				if (g == 0 && sbuf_room(si, size, down) < count)
+					count = sbuf_room(si, size, down);
+				count += rnd_below(3);
+				count = count ? count - 1 : 0;
+				break;
+			default:
+				count = rnd_below(SBUF_SIZE / size + 64);
+				break;
+			}
+			c.rflags |= down ? EMU_FLAG_DF : 0;
+			c.gpr[CPU_RSI] = (uint64_t)(uintptr_t)sbuf + si;
+			c.gpr[CPU_RDI] = (uint64_t)(uintptr_t)sbuf + di;
+			c.gpr[CPU_RCX] = count;
+			if (a32 || compat) { /* only the low halves count */
+				c.gpr[CPU_RSI] |= rnd() << 32;
+				c.gpr[CPU_RDI] |= rnd() << 32;
+				c.gpr[CPU_RCX] |= rnd() << 32;
+			}
+			c.sbuf_used = c.partial_fault = true;
+			c.max_steps = 64;
 			check_case(&c);
 		}
 		group_end();
@@ -3245,6 +3456,7 @@ static void run_groups(void)
 	test_branches();
 	test_stack();
 	test_strings();
+	test_strings_pages();
 	test_nops();
 	test_inc_dec_short();
 	test_invalid();
@@ -3272,6 +3484,14 @@ int main(void)
 		return 1;
 	}
 	ctx = (struct native_ctx *)(page + CTX_OFF);
+	/* guard, three string pages, guard */
+	sbuf = mmap(NULL, SBUF_SIZE + 2 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT,
+		    -1, 0);
+	if (sbuf == MAP_FAILED || mprotect(sbuf + 4096, SBUF_SIZE, PROT_READ | PROT_WRITE)) {
+		printf("FAIL - mmap of the string pages\n");
+		return 1;
+	}
+	sbuf += 4096;
 
 	static uint8_t alt_stack[1 << 16];
 
@@ -3280,8 +3500,8 @@ int main(void)
 	ss.ss_flags = 0;
 	sigaltstack(&ss, NULL);
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = native_signal;
-	sa.sa_flags = SA_ONSTACK | SA_NODEFER;
+	sa.sa_sigaction = native_signal;
+	sa.sa_flags = SA_ONSTACK | SA_NODEFER | SA_SIGINFO;
 	sigaction(SIGFPE, &sa, NULL);
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);

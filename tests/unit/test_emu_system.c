@@ -808,15 +808,15 @@ static void test_rep_restart(void)
 	code(USER_RW, rep_movsb, 2);
 	cpu.s.gpr[CPU_RSI] = BIG_2M;
 	cpu.s.gpr[CPU_RDI] = BIG_2M + 0x100000;
-	cpu.s.gpr[CPU_RCX] = 10000;
-	memset(ram + 0x600000, 0x77, 10000);
+	cpu.s.gpr[CPU_RCX] = 300000; /* more than one execution does: it yields, RIP stays */
+	memset(ram + 0x600000, 0x77, 300000);
 	while (cpu.s.rip == USER_RW && steps < 100) {
 		CHECK_EQ(emu_step(&cpu), EMU_OK);
 		steps++;
 	}
 	CHECK(steps > 1);
 	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0);
-	CHECK_EQ(ram[0x700000 + 9999], 0x77);
+	CHECK_EQ(ram[0x700000 + 299999], 0x77);
 	/* a fault in the middle: into the read-only page */
 	machine_reset();
 	code(USER_RW, rep_movsb, 2);
@@ -1712,6 +1712,353 @@ static void real_mode_start(uint16_t cs_sel)
 	emu_cpu_set_state(&cpu, &s);
 }
 
+/* ---- REP MOVS/STOS: the bulk path against the element-wise path ----
+ *
+ * exec.c copies and fills runs of elements through the paging layer's map op; without it
+ * (a copy of emu_paged_memory_ops with map = NULL) the same instruction goes element by
+ * element through read/write, which test_emu_diff.c checks against the host CPU. Both must
+ * leave the same registers, fault (vector, error code, CR2), MMIO accesses and memory,
+ * page-table accessed/dirty bits included. */
+
+static const struct {
+	uint64_t start, len;
+} string_regions[] = {
+	{ 0, 0x8000 }, /* page tables (A/D bits), the extra page directory below */
+	{ 0x10000, 0x20000 }, /* real- and protected-mode data */
+	{ USER_RW, 0x8000 }, /* the user pages */
+	{ 0x600000, 0x8000 }, /* the start of BIG_2M */
+	{ 0x7F8000, 0x8000 }, /* the end of BIG_2M (also at linear 0xFFE00000, see below) */
+	{ 0x100000, 0x1000 }, /* identity-mapped kernel data */
+};
+#define STRING_SNAPSHOT (0x8000 * 4 + 0x20000 + 0x1000)
+
+struct string_result {
+	int status;
+	struct emu_exception exc;
+	struct cpu_state s;
+	unsigned mmio_reads, mmio_writes;
+	uint8_t mem[STRING_SNAPSHOT];
+};
+
+static void string_snapshot(uint8_t *buf)
+{
+	for (unsigned i = 0; i < sizeof(string_regions) / sizeof(string_regions[0]); i++) {
+		memcpy(buf, ram + string_regions[i].start, string_regions[i].len);
+		buf += string_regions[i].len;
+	}
+}
+
+static void string_restore(const uint8_t *buf)
+{
+	for (unsigned i = 0; i < sizeof(string_regions) / sizeof(string_regions[0]); i++) {
+		memcpy(ram + string_regions[i].start, buf, string_regions[i].len);
+		buf += string_regions[i].len;
+	}
+}
+
+/* The instruction at CS:RIP from state `s0` and memory `mem0`, through `ops`, to its end, a
+ * fault or 64 executions. */
+static void string_run(const struct emu_memory_ops *ops, const struct cpu_state *s0,
+		       const uint8_t *mem0, struct string_result *r)
+{
+	string_restore(mem0);
+	emu_cpu_set_state(&cpu, s0);
+	cpu.mem = ops;
+	mmio_reads = mmio_writes = 0;
+	for (unsigned i = 0; i < 64; i++) {
+		r->status = emu_step(&cpu);
+		if (r->status != EMU_OK || cpu.s.rip != s0->rip)
+			break;
+	}
+	r->exc = cpu.exc;
+	emu_cpu_get_state(&cpu, &r->s);
+	r->mmio_reads = mmio_reads;
+	r->mmio_writes = mmio_writes;
+	string_snapshot(r->mem);
+	cpu.mem = &emu_paged_memory_ops;
+}
+
+/* Run the machine's current instruction both ways; the bulk path's result is left in
+ * `bulk`. Prints the first difference and returns false when they differ. */
+static bool string_paths_agree(const char *what, struct string_result *bulk)
+{
+	static struct string_result elem;
+	static uint8_t mem0[STRING_SNAPSHOT];
+	static struct emu_memory_ops no_map;
+	struct cpu_state s0;
+	const char *diff = NULL;
+
+	no_map = emu_paged_memory_ops;
+	no_map.map = NULL;
+	emu_cpu_get_state(&cpu, &s0);
+	string_snapshot(mem0);
+	string_run(&emu_paged_memory_ops, &s0, mem0, bulk);
+	string_run(&no_map, &s0, mem0, &elem);
+	if (bulk->status != elem.status)
+		diff = "status";
+	else if (bulk->status == EMU_EXCEPTION &&
+		 (bulk->exc.vector != elem.exc.vector ||
+		  bulk->exc.error_code != elem.exc.error_code || bulk->exc.cr2 != elem.exc.cr2))
+		diff = "exception";
+	else if (memcmp(bulk->s.gpr, elem.s.gpr, sizeof(elem.s.gpr)))
+		diff = "registers";
+	else if (bulk->s.rip != elem.s.rip || bulk->s.rflags != elem.s.rflags)
+		diff = "rip/rflags";
+	else if (bulk->mmio_reads != elem.mmio_reads || bulk->mmio_writes != elem.mmio_writes)
+		diff = "mmio accesses";
+	else if (memcmp(bulk->mem, elem.mem, STRING_SNAPSHOT))
+		diff = "memory";
+	if (!diff)
+		return true;
+	printf("  %s: %s differ (bulk status %d rcx %#llx rsi %#llx rdi %#llx cr2 %#llx; "
+	       "element-wise status %d rcx %#llx rsi %#llx rdi %#llx cr2 %#llx)\n",
+	       what, diff, bulk->status, (unsigned long long)bulk->s.gpr[CPU_RCX],
+	       (unsigned long long)bulk->s.gpr[CPU_RSI], (unsigned long long)bulk->s.gpr[CPU_RDI],
+	       (unsigned long long)bulk->exc.cr2, elem.status,
+	       (unsigned long long)elem.s.gpr[CPU_RCX], (unsigned long long)elem.s.gpr[CPU_RSI],
+	       (unsigned long long)elem.s.gpr[CPU_RDI], (unsigned long long)elem.exc.cr2);
+	return false;
+}
+
+static uint64_t string_rng = 0x2545f4914f6cdd1dull;
+
+static unsigned string_rnd(unsigned n)
+{
+	string_rng ^= string_rng << 13;
+	string_rng ^= string_rng >> 7;
+	string_rng ^= string_rng << 17;
+	return (unsigned)(string_rng % n);
+}
+
+/* A linear address for string data: in one of the special user pages (read-only,
+ * supervisor, NX, not present, MMIO) or RW memory, often near a page boundary. */
+static uint64_t string_place(unsigned size)
+{
+	static const uint64_t bases[] = { USER_RW,	   USER_RO,	   SUPERVISOR_ONLY, USER_NX,
+					  NOT_PRESENT,	   USER_MMIO,	   0x206000,	    BIG_2M,
+					  BIG_2M + 0x1000, BIG_2M + 0x2000 };
+	uint64_t la = bases[string_rnd(sizeof(bases) / sizeof(bases[0]))];
+	unsigned off = string_rnd(2) ? string_rnd(4096) : (4096 - 24 + string_rnd(48)) % 4096;
+
+	return la + (string_rnd(2) ? off & ~(size - 1) : off);
+}
+
+/* Random REP MOVS/STOS in 64-bit mode at CPL 3 and 0 (with and without CR0.WP) over pages
+ * with every kind of permission, MMIO and not-present pages, overlapping or not. */
+static void test_rep_strings_bulk(void)
+{
+	static const uint8_t ops[2] = { 0xA4, 0xAA };
+	static struct string_result r;
+	unsigned faults_midway = 0, completed_across = 0, disagree = 0;
+
+	for (unsigned n = 0; n < 800; n++) {
+		unsigned size = 1u << string_rnd(4), op = ops[string_rnd(2)], len = 0;
+		uint8_t insn[4];
+		uint64_t count;
+		char what[96];
+
+		machine_reset();
+		/* the code in a page of its own, which no data run reaches (a run over its own
+		 * instruction would diverge by where each path stops between executions) */
+		put64(PT_USER + 16 * 8, 0x210000 | P | W | U);
+		if (string_rnd(2)) {
+			to_kernel_mode(0x210000);
+			if (string_rnd(2))
+				cpu.s.cr0 &=
+					~(1ull << 16); /* WP off: read-only pages are writable */
+		}
+		if (size == 2)
+			insn[len++] = 0x66;
+		if (string_rnd(4) == 0)
+			insn[len++] = 0x67;
+		if (size == 8)
+			insn[len++] = 0x48;
+		insn[len++] = 0xF3;
+		insn[len++] = (uint8_t)(op + (size > 1));
+		/* prefixes in any order are fine; REX must come last */
+		if (size == 8) {
+			insn[len - 2] = 0x48;
+			insn[len - 3] = 0xF3;
+		}
+		code(0x210000, insn, len);
+		cpu.s.gpr[CPU_RSI] = string_place(size);
+		cpu.s.gpr[CPU_RDI] = string_rnd(4) ? string_place(size)
+						   : cpu.s.gpr[CPU_RSI] + string_rnd(17) - 8;
+		count = string_rnd(3) ? string_rnd(0x2400 / size) : string_rnd(40);
+		cpu.s.gpr[CPU_RCX] = count;
+		cpu.s.gpr[CPU_RAX] = 0x1122334455667788ull * (1 + string_rnd(1000));
+		if (string_rnd(2))
+			cpu.s.rflags |= EMU_FLAG_DF;
+		for (unsigned i = 0; i < 0x7000; i++)
+			ram[USER_RW + i] = (uint8_t)(i * 13 + n);
+		for (unsigned i = 0; i < 0x3000; i++)
+			ram[0x600000 + i] = (uint8_t)(i * 7 + n);
+		snprintf(what, sizeof(what), "case %u: %s%u rsi %#llx rdi %#llx rcx %#llx df %d", n,
+			 op == 0xA4 ? "movs" : "stos", size, (unsigned long long)cpu.s.gpr[CPU_RSI],
+			 (unsigned long long)cpu.s.gpr[CPU_RDI], (unsigned long long)count,
+			 !!(cpu.s.rflags & EMU_FLAG_DF));
+		if (!string_paths_agree(what, &r)) {
+			disagree++;
+			continue;
+		}
+		if (r.status == EMU_EXCEPTION && r.s.gpr[CPU_RCX] != count)
+			faults_midway++;
+		if (r.status == EMU_OK && count * size > 4096)
+			completed_across++;
+	}
+	CHECK_EQ(disagree, 0);
+	/* the cases must have covered what they are for */
+	CHECK(faults_midway > 20);
+	CHECK(completed_across > 20);
+}
+
+/* Address-size wrap and segment bases: 16-bit SI/DI in real mode, a 16-bit address size in
+ * 32-bit protected mode with a segment base, a 32-bit address size in 64-bit mode (ESI wraps
+ * from 4 GiB to 0), and a source and destination that are the same physical memory at two
+ * linear addresses (the data is replicated as element by element). */
+static void test_rep_strings_wrap(void)
+{
+	static struct string_result r;
+
+	for (unsigned down = 0; down < 2; down++) {
+		for (unsigned size = 1; size <= 4; size *= 2) {
+			uint8_t insn[4];
+			unsigned len = 0;
+
+			/* real mode: DS = 0x1010 (base 0x10100: SI wraps in the middle of a
+			 * page), ES = 0x2000, SI near 0xFFFF */
+			machine_reset();
+			real_mode_start(0x0800);
+			cpu.s.seg[SEG_DS].base = 0x10100;
+			cpu.s.seg[SEG_DS].selector = 0x1010;
+			cpu.s.seg[SEG_ES].base = 0x20000;
+			cpu.s.seg[SEG_ES].selector = 0x2000;
+			if (size == 4)
+				insn[len++] = 0x66;
+			insn[len++] = 0xF3;
+			insn[len++] = size == 1 ? 0xA4 : 0xA5;
+			memcpy(ram + 0x8000, insn, len);
+			cpu.s.rip = 0;
+			for (unsigned i = 0; i < 0x20000; i++)
+				ram[0x10000 + i] = (uint8_t)(i * 5 + 1);
+			cpu.s.gpr[CPU_RSI] = down ? 0x0030 : 0xFFC0 - (size == 2);
+			cpu.s.gpr[CPU_RDI] = down ? 0x0021 : 0xFF00;
+			cpu.s.gpr[CPU_RCX] = 0x12340000 | 0x100;
+			if (down)
+				cpu.s.rflags |= EMU_FLAG_DF;
+			CHECK(string_paths_agree("real mode, 16-bit SI/DI wrap", &r));
+			CHECK_EQ(r.s.gpr[CPU_RCX], 0x12340000); /* CX only */
+			CHECK(r.s.gpr[CPU_RSI] < 0x10000);
+			/* 32-bit protected mode, 67: 16-bit addresses; a DS base */
+			machine_reset();
+			protected_mode_start(0, 0x8000, KSTACK_TOP);
+			cpu.s.seg[SEG_DS].base = 0x10080;
+			len = 0;
+			if (size == 2)
+				insn[len++] = 0x66;
+			insn[len++] = 0x67;
+			insn[len++] = 0xF3;
+			insn[len++] = size == 1 ? 0xA4 : 0xA5;
+			memcpy(ram + 0x8000, insn, len);
+			cpu.s.gpr[CPU_RSI] = 0xABCD0000 | (down ? 0x0010 : 0xFFF0);
+			cpu.s.gpr[CPU_RDI] = 0x00020000 | (down ? 0x0008 : 0xFFE0);
+			cpu.s.gpr[CPU_RCX] = 0x80;
+			if (down)
+				cpu.s.rflags |= EMU_FLAG_DF;
+			CHECK(string_paths_agree("protected mode, 16-bit addresses", &r));
+		}
+	}
+	/* 64-bit mode at CPL 0, 67: ESI from 0xFFFFFFF0 wraps to 0, and with FS (base 0x100)
+	 * the linear address jumps from 0x1000000FF to 0x100 in the middle of a page. The last
+	 * 2 MiB below 4 GiB and the first 2 MiB above map BIG_2M's physical memory (page
+	 * directories at 0x7000 for PDPT[3] and 0x6000 for PDPT[4]). */
+	for (unsigned i = 0; i < 4; i++) {
+		bool down = i & 1, fs = i & 2;
+
+		machine_reset();
+		put64(PDPT + 24, 0x7000 | P | W);
+		put64(0x7000 + 511 * 8, 0x600000 | P | W | PS);
+		put64(PDPT + 32, 0x6000 | P | W);
+		put64(0x6000, 0x600000 | P | W | PS);
+		to_kernel_mode(0x50000);
+		cpu.s.seg[SEG_FS].base = 0x100;
+		memcpy(ram + 0x50000, (const uint8_t[]){ 0x64, 0x67, 0xF3, 0xA4 }, 4);
+		cpu.s.rip = fs ? 0x50000 : 0x50001;
+		for (unsigned k = 0; k < 0x8000; k++)
+			ram[0x7F8000 + k] = ram[0x600000 + k] = (uint8_t)(k * 3 + 7);
+		for (unsigned k = 0; k < 0x200; k++)
+			ram[k] = (uint8_t)(k + 0x55);
+		cpu.s.gpr[CPU_RSI] = down ? 0x10 : 0xFFFFFFF0;
+		cpu.s.gpr[CPU_RDI] = 0x1000F0; /* identity-mapped low memory, supervisor */
+		cpu.s.gpr[CPU_RCX] = 0x40;
+		if (down)
+			cpu.s.rflags |= EMU_FLAG_DF;
+		CHECK(string_paths_agree("64-bit mode, 32-bit addresses", &r));
+		CHECK_EQ(r.status, EMU_OK);
+		CHECK_EQ(r.s.gpr[CPU_RSI], down ? 0xFFFFFFD0 : 0x30);
+	}
+	for (unsigned down = 0; down < 2; down++) {
+		/* the same physical bytes through two linear addresses: BIG_2M + 0x1FF000 and
+		 * 0xFFFFF000 both map 0x7FF000; a copy one byte up replicates the first byte */
+		machine_reset();
+		put64(PDPT + 24, 0x7000 | P | W);
+		put64(0x7000 + 511 * 8, 0x600000 | P | W | PS);
+		to_kernel_mode(0x50000);
+		memcpy(ram + 0x50000, (const uint8_t[]){ 0xF3, 0xA4 }, 2);
+		for (unsigned i = 0; i < 0x1000; i++)
+			ram[0x7FF000 + i] = (uint8_t)(i + 1);
+		cpu.s.gpr[CPU_RSI] = down ? 0xFFFFF800 : BIG_2M + 0x1FF000;
+		cpu.s.gpr[CPU_RDI] = down ? BIG_2M + 0x1FF7FF : 0xFFFFF001;
+		cpu.s.gpr[CPU_RCX] = 0x400;
+		if (down)
+			cpu.s.rflags |= EMU_FLAG_DF;
+		CHECK(string_paths_agree("the same memory at two linear addresses", &r));
+		CHECK_EQ(r.status, EMU_OK);
+		/* 0x7FF3FF (up: 0x7FF001..0x7FF400 all hold the byte at 0x7FF000) or 0x7FF401
+		 * (down: 0x7FF7FF..0x7FF400 all hold the byte at 0x7FF800) */
+		CHECK_EQ(r.mem[0x8000 * 3 + 0x20000 + 0x7000 + (down ? 0x401 : 0x3FF)], 0x01);
+	}
+}
+
+/* REP STOS and MOVS that write the page of the block being executed end the block, so the
+ * instructions after them are decoded again (here two UD2 become NOPs), as element-wise
+ * writes do; an MMIO destination goes element by element through the MMIO callback. */
+static void test_rep_strings_block_and_mmio(void)
+{
+	/* mov edi, 0x206F16; mov ecx, 4; mov al, 0x90; rep stosb; 8 x nop; ud2; ud2; jmp $:
+	 * one block, whose REP STOSB turns the UD2s (0x206F16) into NOPs */
+	static const uint8_t smc[] = { 0xBF, 0x16, 0x6F, 0x20, 0x00, 0xB9, 0x04, 0x00, 0x00, 0x00,
+				       0xB0, 0x90, 0xF3, 0xAA, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+				       0x90, 0x90, 0x0F, 0x0B, 0x0F, 0x0B, 0xEB, 0xFE };
+	static struct string_result r;
+	int rc = EMU_OK;
+
+	machine_reset();
+	code(0x206F00, smc, sizeof(smc));
+	for (unsigned i = 0; i < 8 && cpu.s.rip != 0x206F1A && rc == EMU_OK; i++)
+		rc = emu_run(&cpu);
+	CHECK_EQ(rc, EMU_OK);
+	CHECK_EQ(cpu.s.rip, 0x206F1A);
+	/* rep stosd into MMIO: one callback per element; rep movsb out of MMIO */
+	machine_reset();
+	code(0x206F00, (const uint8_t[]){ 0xF3, 0xAB }, 2);
+	cpu.s.gpr[CPU_RDI] = USER_MMIO + 0x10;
+	cpu.s.gpr[CPU_RCX] = 8;
+	CHECK(string_paths_agree("rep stosd into MMIO", &r));
+	CHECK_EQ(r.mmio_writes, 8);
+	machine_reset();
+	code(0x206F00, (const uint8_t[]){ 0xF3, 0xA4 }, 2);
+	cpu.s.gpr[CPU_RSI] = USER_MMIO + 0xF;
+	cpu.s.gpr[CPU_RDI] = USER_RW + 0x800;
+	cpu.s.gpr[CPU_RCX] = 0x20; /* MMIO, then down into the not-present page */
+	cpu.s.rflags |= EMU_FLAG_DF;
+	CHECK(string_paths_agree("rep movsb out of MMIO", &r));
+	CHECK_EQ(r.mmio_reads, 0x10);
+	CHECK_EQ(r.status, EMU_EXCEPTION);
+	CHECK_EQ(r.exc.cr2, NOT_PRESENT + 0xFFF);
+	CHECK_EQ(r.s.gpr[CPU_RCX], 0x10);
+}
+
 /* Real mode: INT n and exceptions through the IVT (FLAGS, CS, IP pushed; IF cleared), IRET back,
  * an IVT entry past the IDT limit (#GP, then #DF: shutdown). */
 static void test_real_mode_interrupts(void)
@@ -2090,6 +2437,9 @@ int main(void)
 	RUN_TEST(test_long_mode_activation);
 	RUN_TEST(test_far_return);
 	RUN_TEST(test_rep_restart);
+	RUN_TEST(test_rep_strings_bulk);
+	RUN_TEST(test_rep_strings_wrap);
+	RUN_TEST(test_rep_strings_block_and_mmio);
 	RUN_TEST(test_fetch_across_pages);
 	RUN_TEST(test_interrupt_injection);
 	RUN_TEST(test_protected_to_long_mode);

@@ -120,6 +120,15 @@ struct emu_memory_ops {
 	 * host-contiguous memory (one page), else *host = NULL with EMU_OK (MMIO, two pages).
 	 * Without it every locked operand takes the bus-lock path. */
 	int (*lock_operand)(struct emu_cpu *cpu, uint64_t linear, unsigned len, void **host);
+	/* Optional, for REP MOVS/STOS over RAM (exec.c): translate the `len` bytes at `linear`,
+	 * which lie in one 4 KiB page, for `access` (EMU_ACCESS_READ or EMU_ACCESS_WRITE)
+	 * exactly as read() or write() of them would (same faults, accessed and dirty bits,
+	 * and for a write the same effect on the block being executed), moving no data, and
+	 * give their host address when they are plain RAM, else *host = NULL with EMU_OK
+	 * (MMIO, or a range the memory cannot map: the caller then goes element by element).
+	 * The caller then reads or writes the bytes through the host address itself. */
+	int (*map)(struct emu_cpu *cpu, uint64_t linear, unsigned len, enum emu_access access,
+		   void **host);
 };
 
 /* Lazily evaluated arithmetic flags: the last flag-producing operation is recorded and the six

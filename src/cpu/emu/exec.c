@@ -11,9 +11,11 @@
 #include <pthread.h>
 #include <string.h>
 
-/* A REP string instruction yields after this many iterations so interrupts can be taken. */
-#define EXEC_REP_BATCH 4096
-
+/* A REP string instruction yields (RIP stays on it) after this much work, so that the vCPU
+ * sees interrupts and its timers: bytes moved by the bulk path, where each element done one
+ * at a time counts EXEC_REP_ELEMENT_COST (4096 of them per execution). */
+#define EXEC_REP_BATCH_BYTES (32u * 1024)
+#define EXEC_REP_ELEMENT_COST 8u
 
 /* ---- registers ---- */
 
@@ -764,23 +766,152 @@ static int string_once(struct exec *x, enum string_op op, unsigned size)
 	return EMU_OK;
 }
 
+/* ---- the bulk path of REP MOVS/STOS ----
+ *
+ * Runs of elements that lie in one page of the source and one of the destination are mapped
+ * once (cpu->mem->map: the faults, A/D bits and TLB entries of the element-wise accesses) and
+ * copied or filled on the host. Anything the bulk path does not take — an element across a
+ * page or an address-size wrap, MMIO, a fault, memory without a map op (debug.c's watchpoint
+ * wrapper) — goes through string_once(), one element, which raises the exact fault with the
+ * registers at that element. */
+
+/* How many elements from offset `off` (linear `la`) stay in la's page and do not wrap the
+ * address size (mask `amask`) going up, or down when `down`; 0 if the first one crosses. */
+static uint64_t string_room(uint64_t off, uint64_t la, unsigned size, uint64_t amask, bool down)
+{
+	unsigned pofs = (unsigned)(la & 0xfff);
+	uint64_t n;
+
+	if (pofs + size > 4096 || off + size - 1 > amask)
+		return 0;
+	n = down ? pofs / size + 1 : (4096 - pofs) / size;
+	/* 64-bit addresses move the linear address with the offset; narrower ones wrap alone. */
+	if (amask != ~0ull) {
+		uint64_t wrap = down ? off / size + 1 : (amask - off + 1) / size;
+
+		if (wrap < n)
+			n = wrap;
+	}
+	return n;
+}
+
+/* `len` bytes of whole elements from `src` to `dst`, with the result of copying element by
+ * element in the direction of the instruction. Where the destination lies ahead of the source
+ * in that direction, closer than `len`, the element-wise order replicates data (memmove would
+ * not): chunks of whole elements no longer than the distance do the same, since no element of
+ * a chunk reads what an earlier element of the same chunk wrote. */
+static void string_copy(uint8_t *dst, const uint8_t *src, size_t len, unsigned size, bool down)
+{
+	uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
+	size_t dist = down ? s - d : d - s, chunk;
+
+	if ((down ? d >= s : d <= s) || dist >= len) {
+		memmove(dst, src, len);
+		return;
+	}
+	chunk = dist / size * size;
+	if (!chunk) { /* closer than one element: each reads what the previous one wrote */
+		for (size_t i = 0; i < len; i += size) {
+			size_t at = down ? len - size - i : i;
+
+			memmove(dst + at, src + at, size);
+		}
+		return;
+	}
+	for (size_t done = 0; done < len; done += chunk) {
+		size_t n = len - done < chunk ? len - done : chunk;
+
+		if (down)
+			memcpy(dst + len - done - n, src + len - done - n, n);
+		else
+			memcpy(dst + done, src + done, n);
+	}
+}
+
+/* `len` bytes of whole elements of `size` bytes, each the low bytes of `v`. */
+static void string_fill(uint8_t *dst, size_t len, unsigned size, uint64_t v)
+{
+	uint8_t pattern[64];
+
+	if (size == 1 || !v) {
+		memset(dst, (int)(v & 0xff), len);
+		return;
+	}
+	for (unsigned i = 0; i < sizeof(pattern); i += size)
+		memcpy(pattern + i, &v, size);
+	for (; len >= sizeof(pattern); dst += sizeof(pattern), len -= sizeof(pattern))
+		memcpy(dst, pattern, sizeof(pattern));
+	memcpy(dst, pattern, len);
+}
+
+/* Up to `max` (>= 1) elements of REP MOVS or STOS in one run: how many were done (RSI/RDI
+ * moved past them), 0 when the next element must go through string_once(). */
+static uint64_t string_bulk(struct exec *x, enum string_op op, unsigned size, uint64_t max)
+{
+	struct emu_cpu *cpu = x->cpu;
+	uint64_t amask = exec_addr_mask(x);
+	bool down = cpu->s.rflags & EMU_FLAG_DF;
+	uint64_t si = cpu->s.gpr[CPU_RSI] & amask, di = cpu->s.gpr[CPU_RDI] & amask;
+	uint64_t src_la = exec_seg_linear(x, x->insn->seg, si);
+	uint64_t dst_la = exec_seg_linear(x, SEG_ES, di);
+	uint64_t n = string_room(di, dst_la, size, amask, down), back;
+	void *src = NULL, *dst;
+	unsigned len;
+
+	if (op == STR_MOVS) {
+		uint64_t src_n = string_room(si, src_la, size, amask, down);
+
+		if (src_n < n)
+			n = src_n;
+	}
+	if (max < n)
+		n = max;
+	if (!n)
+		return 0;
+	len = (unsigned)(n * size);
+	back = down ? (n - 1) * size : 0; /* the run's lowest element is its last one */
+	/* The source first: a fault there must come before the destination's A/D bits. */
+	if (op == STR_MOVS &&
+	    (cpu->mem->map(cpu, src_la - back, len, EMU_ACCESS_READ, &src) || !src))
+		return 0;
+	if (cpu->mem->map(cpu, dst_la - back, len, EMU_ACCESS_WRITE, &dst) || !dst)
+		return 0;
+	if (op == STR_MOVS) {
+		string_copy(dst, src, len, size, down);
+		exec_reg_set(x, CPU_RSI, x->insn->adsize, down ? si - n * size : si + n * size);
+	} else {
+		string_fill(dst, len, size, exec_reg_get(x, CPU_RAX, size));
+	}
+	exec_reg_set(x, CPU_RDI, x->insn->adsize, down ? di - n * size : di + n * size);
+	return n;
+}
+
 static int exec_string(struct exec *x, enum string_op op)
 {
 	const struct emu_insn *insn = x->insn;
 	unsigned size = insn->opsize, as = insn->adsize;
 	bool rep = insn->prefix & (EMU_PFX_REP | EMU_PFX_REPNE);
 	bool cond = op == STR_CMPS || op == STR_SCAS;
+	/* Under single step or breakpoints one iteration at a time: #DB traps follow each. */
+	bool debug = emu_debug_active(x->cpu);
+	bool bulk = (op == STR_MOVS || op == STR_STOS) && x->cpu->mem->map && !debug;
+	unsigned budget = EXEC_REP_BATCH_BYTES;
 	int rc;
 
 	if (!rep)
 		return string_once(x, op, size);
-	/* Under single step or breakpoints one iteration at a time: #DB traps follow each. */
-	unsigned batch = emu_debug_active(x->cpu) ? 1 : EXEC_REP_BATCH;
-	for (unsigned n = 0; n < batch; n++) {
-		uint64_t count = x->cpu->s.gpr[CPU_RCX] & emu_size_mask(as);
+	do {
+		uint64_t count = x->cpu->s.gpr[CPU_RCX] & emu_size_mask(as), n;
 
 		if (!count)
 			return EMU_OK;
+		if (bulk &&
+		    (n = string_bulk(x, op, size, budget / size > count ? count : budget / size))) {
+			x->partial = true;
+			exec_reg_set(x, CPU_RCX, as, count - n);
+			budget -= (unsigned)(n * size);
+			continue;
+		}
 		if ((rc = string_once(x, op, size)))
 			goto interrupted;
 		x->partial = true;
@@ -788,7 +919,8 @@ static int exec_string(struct exec *x, enum string_op op)
 		/* REPE (F3) stops on ZF = 0, REPNE (F2) on ZF = 1; the last of F2/F3 counts. */
 		if (cond && emu_condition(x->cpu, 4) != (insn->last_rep == 0xF3))
 			return EMU_OK;
-	}
+		budget = budget > EXEC_REP_ELEMENT_COST ? budget - EXEC_REP_ELEMENT_COST : 0;
+	} while (budget >= size && !debug);
 	if (!(x->cpu->s.gpr[CPU_RCX] & emu_size_mask(as)))
 		return EMU_OK;
 	rc = EMU_OK;

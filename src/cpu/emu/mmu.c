@@ -351,9 +351,35 @@ static int paged_lock_operand(struct emu_cpu *cpu, uint64_t linear, unsigned len
 	return EMU_OK;
 }
 
+/* A run of elements of REP MOVS/STOS (exec.c): the same TLB entry, faults and A/D bits as
+ * page_read()/page_write() of these bytes, so the caller may copy or fill them through the host
+ * address. Every write the bulk path makes goes through here: a write to the page of the
+ * block being executed ends the block, as page_write() does. */
+static int paged_map(struct emu_cpu *cpu, uint64_t linear, unsigned len, enum emu_access access,
+		     void **host)
+{
+	unsigned off = (unsigned)(linear & ~PAGE_MASK);
+	struct emu_tlb_entry *e;
+	int rc;
+
+	*host = NULL;
+	if (!len || off + len > PAGE_SIZE ||
+	    (access != EMU_ACCESS_READ && access != EMU_ACCESS_WRITE))
+		return EMU_OK;
+	if ((rc = tlb_lookup(cpu, linear, access, &e)))
+		return rc;
+	if (!e->host)
+		return EMU_OK; /* MMIO: element by element, through page_read()/page_write() */
+	if (access == EMU_ACCESS_WRITE && e->gpa == cpu->block_page)
+		cpu->block_exit = true;
+	*host = e->host + off;
+	return EMU_OK;
+}
+
 const struct emu_memory_ops emu_paged_memory_ops = {
 	.read = paged_read,
 	.write = paged_write,
 	.fetch = paged_fetch,
 	.lock_operand = paged_lock_operand,
+	.map = paged_map,
 };
