@@ -2022,7 +2022,8 @@ static void test_rep_strings_wrap(void)
 
 /* REP STOS and MOVS that write the page of the block being executed end the block, so the
  * instructions after them are decoded again (here two UD2 become NOPs), as element-wise
- * writes do; an MMIO destination goes element by element through the MMIO callback. */
+ * writes do; blocks decoded earlier from a page they write are decoded again; an MMIO
+ * destination goes element by element through the MMIO callback. */
 static void test_rep_strings_block_and_mmio(void)
 {
 	/* mov edi, 0x206F16; mov ecx, 4; mov al, 0x90; rep stosb; 8 x nop; ud2; ud2; jmp $:
@@ -2039,6 +2040,22 @@ static void test_rep_strings_block_and_mmio(void)
 		rc = emu_run(&cpu);
 	CHECK_EQ(rc, EMU_OK);
 	CHECK_EQ(cpu.s.rip, 0x206F1A);
+	/* A block decoded before (mov al, 1; jmp $ at 0x206800), rewritten by a REP STOSB in
+	 * another page: entered again, it runs the new bytes (code-page versions, memory.h) */
+	machine_reset();
+	code(0x206800, (const uint8_t[]){ 0xB0, 0x01, 0xEB, 0xFE }, 4);
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	memcpy(ram + USER_RW + 0x100, (const uint8_t[]){ 0xF3, 0xAA, 0xEB, 0xFE }, 4);
+	cpu.s.rip = USER_RW + 0x100;
+	cpu.s.gpr[CPU_RDI] = 0x206801;
+	cpu.s.gpr[CPU_RCX] = 1;
+	cpu.s.gpr[CPU_RAX] = 5;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0);
+	cpu.s.rip = 0x206800;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 5);
 	/* rep stosd into MMIO: one callback per element; rep movsb out of MMIO */
 	machine_reset();
 	code(0x206F00, (const uint8_t[]){ 0xF3, 0xAB }, 2);

@@ -126,7 +126,8 @@ struct emu_memory_ops {
 	 * and for a write the same effect on the block being executed), moving no data, and
 	 * give their host address when they are plain RAM, else *host = NULL with EMU_OK
 	 * (MMIO, or a range the memory cannot map: the caller then goes element by element).
-	 * The caller then reads or writes the bytes through the host address itself. */
+	 * The caller then reads or writes the bytes through the host address itself, and
+	 * reports a write with emu_code_stored() after it when cpu->code is set. */
 	int (*map)(struct emu_cpu *cpu, uint64_t linear, unsigned len, enum emu_access access,
 		   void **host);
 };

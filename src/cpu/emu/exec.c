@@ -882,6 +882,8 @@ static uint64_t string_bulk(struct exec *x, enum string_op op, unsigned size, ui
 	} else {
 		string_fill(dst, len, size, exec_reg_get(x, CPU_RAX, size));
 	}
+	if (cpu->code) /* guest RAM with code tracking: after the store, as emu_tlb_fast() users */
+		emu_code_stored(cpu, dst);
 	exec_reg_set(x, CPU_RDI, x->insn->adsize, down ? di - n * size : di + n * size);
 	return n;
 }

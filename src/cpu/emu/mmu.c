@@ -354,7 +354,8 @@ static int paged_lock_operand(struct emu_cpu *cpu, uint64_t linear, unsigned len
 /* A run of elements of REP MOVS/STOS (exec.c): the same TLB entry, faults and A/D bits as
  * page_read()/page_write() of these bytes, so the caller may copy or fill them through the host
  * address. Every write the bulk path makes goes through here: a write to the page of the
- * block being executed ends the block, as page_write() does. */
+ * block being executed ends the block, as page_write() does, and the caller reports the store
+ * with emu_code_stored() once it is done (decoded code in the page is then stale). */
 static int paged_map(struct emu_cpu *cpu, uint64_t linear, unsigned len, enum emu_access access,
 		     void **host)
 {
