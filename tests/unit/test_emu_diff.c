@@ -3324,8 +3324,9 @@ static uint8_t *seq_insn(uint8_t *p, bool flags_defined, uint64_t *written, uint
 		memcpy(p, &disp, 4);
 		return p + 4;
 	}
-	case 5: { /* SHL/SHR/SAR a, imm8 or 1 */
-		static const unsigned ops[3] = { 4, 5, 7 };
+	case 5: { /* ROL/ROR/SHL/SHR/SAR a, imm8 or 1 */
+		static const unsigned ops[5] = { 0, 1, 4, 5, 7 };
+		unsigned sop = ops[rnd_below(5)];
 		unsigned mask = w ? 63 : 31, count = rnd_below(70);
 
 		if (rnd_below(4))
@@ -3333,12 +3334,13 @@ static uint8_t *seq_insn(uint8_t *p, bool flags_defined, uint64_t *written, uint
 
 		p = seq_rex(p, w, 0, a, false);
 		*p++ = count == 1 && rnd_below(2) ? 0xD1 : 0xC1;
-		p = seq_modrm(p, ops[rnd_below(3)], a);
+		p = seq_modrm(p, sop, a);
 		if (p[-2] == 0xC1)
 			*p++ = (uint8_t)count;
-		if (count & mask) {
-			*written = EMU_FLAGS_ARITH;
-			*undef = EMU_FLAG_AF | ((count & mask) > 1 ? EMU_FLAG_OF : 0);
+		if (count & mask) { /* rotates: CF and OF only */
+			*written = sop <= 1 ? EMU_FLAG_CF | EMU_FLAG_OF : EMU_FLAGS_ARITH;
+			*undef = (sop <= 1 ? 0 : EMU_FLAG_AF) |
+				 ((count & mask) > 1 ? EMU_FLAG_OF : 0);
 		}
 		return p;
 	}
@@ -3366,16 +3368,19 @@ static uint8_t *seq_insn(uint8_t *p, bool flags_defined, uint64_t *written, uint
 		*p++ = 0x0F;
 		*p++ = (uint8_t)((const uint8_t[]){ 0xB6, 0xB7, 0xBE, 0xBF })[rnd_below(4)];
 		return seq_modrm(p, a, b);
-	case 8: /* handler forms: INC/DEC, NEG */
+	case 8: /* INC/DEC, NEG, NOT */
 		p = seq_rex(p, w, 0, a, false);
 		if (rnd_below(2)) {
 			*p++ = 0xFF;
 			p = seq_modrm(p, rnd_below(2), a);
 			*written = EMU_FLAGS_ARITH & ~EMU_FLAG_CF;
-		} else {
+		} else if (rnd_below(2)) {
 			*p++ = 0xF7;
 			p = seq_modrm(p, 3, a);
 			*written = EMU_FLAGS_ARITH;
+		} else {
+			*p++ = 0xF7;
+			p = seq_modrm(p, 2, a);
 		}
 		return p;
 	case 9: /* handler forms: 16-bit and 8-bit ALU */
@@ -3436,8 +3441,9 @@ static void test_jit_sequences(void)
 {
 	if (compat)
 		return;
-	group_begin(
-		"jit: register sequences (ALU, MOV, LEA, shifts, IMUL, MOVZX, CMOVcc, SETcc, Jcc)");
+	group_begin("jit: register sequences (ALU, MOV, LEA, shifts, rotates, INC/DEC/NOT/NEG, "
+		    "IMUL, MOVZX, "
+		    "CMOVcc, SETcc, Jcc)");
 	for (unsigned n = 0; n < iters * 32; n++) {
 		unsigned count = 2 + rnd_below(JIT_SEQ_MAX - 2);
 		uint64_t undef = 0, written, u;

@@ -7,6 +7,7 @@
  * entry point. */
 #include "cpu/emu/jit.h"
 
+#include "cpu/emu/alu.h"
 #include "cpu/emu/fast.h"
 #include "memory.h"
 
@@ -282,6 +283,10 @@ enum form_kind {
 	FORM_ALU, /* ADD OR ADC SBB AND SUB XOR CMP, TEST (op 8) with a register or immediate */
 	FORM_LEA,
 	FORM_SHIFT, /* SHL SHR SAR by an immediate or 1 */
+	FORM_ROT, /* ROL ROR by an immediate or 1 */
+	FORM_NOT,
+	FORM_NEG,
+	FORM_INCDEC, /* INC (op 0), DEC (op 1) */
 	FORM_IMUL, /* IMUL r, r (b) or r, r, imm */
 	FORM_MOVX, /* MOVZX, MOVSX, MOVSXD r, r */
 	FORM_CMOV,
@@ -377,17 +382,24 @@ static struct form classify_map1(const struct emu_insn *insn)
 		return f;
 	case 0xC1:
 	case 0xD1:
-		if (insn->mod == 3 && wide(size) &&
-		    (ext == 4 || ext == 5 || ext == 6 || ext == 7)) {
+		if (insn->mod == 3 && wide(size) && ext != 2 && ext != 3) {
 			unsigned count = op == 0xD1 ? 1 : (unsigned)insn->imm & 0xff;
 
 			count &= size == 8 ? 63 : 31;
 			if (count) /* a count of 0 changes no flag: the handler */
-				f = (struct form){ .kind = FORM_SHIFT,
+				f = (struct form){ .kind = ext <= 1 ? FORM_ROT : FORM_SHIFT,
 						   .op = ext == 6 ? 4 : ext,
 						   .size = size,
 						   .count = count };
 		}
+		return f;
+	case 0xF7:
+		if (insn->mod == 3 && wide(size) && (ext == 2 || ext == 3))
+			f.kind = ext == 2 ? FORM_NOT : FORM_NEG;
+		return f;
+	case 0xFF:
+		if (insn->mod == 3 && wide(size) && ext <= 1)
+			f = (struct form){ .kind = FORM_INCDEC, .op = ext, .size = size };
 		return f;
 	case 0xE9:
 	case 0xEB:
@@ -461,7 +473,8 @@ static bool form_reads_flags(const struct form *f)
 /* Whether an inlined form replaces all six flags. */
 static bool form_writes_flags(const struct form *f)
 {
-	return f->kind == FORM_ALU || f->kind == FORM_SHIFT || f->kind == FORM_IMUL;
+	return f->kind == FORM_ALU || f->kind == FORM_SHIFT || f->kind == FORM_IMUL ||
+	       f->kind == FORM_NEG;
 }
 
 /* The record an ALU handler leaves (fast.c's alu()), for a handler-run instruction. */
@@ -831,6 +844,168 @@ static void emit_shift(struct compile *c, const struct emu_insn *insn, const str
 	c->prod = PROD_UNKNOWN;
 }
 
+/* SHL SHR SAR with their flags, as fast.c's shift_fixed(): all six replaced (AF 0), CF ZF SF
+ * PF from the host's shift (the count is 1..width-1), OF computed for every count. */
+static void emit_shift_flags(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8;
+	uint8_t top = (uint8_t)(8 * f->size - 1);
+
+	emit_load(e, w, RAX, GPR(insn->fast_a));
+	if (f->op == 5) { /* SHR: OF = the operand's sign; mov rsi, rax; shr rsi, top */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RSI);
+		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RSI);
+		emit1(e, top);
+	}
+	emit_rr(e, 0, w, (const uint8_t[]){ 0xC1 }, 1, f->op, RAX);
+	emit1(e, (uint8_t)f->count);
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+	emit_bytes(e, (const uint8_t[]){ 0x9C, 0x5A }, 2); /* pushfq; pop rdx */
+	emit_rr(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, RDX); /* and edx, CF PF ZF SF */
+	emit4(e, EMU_FLAG_CF | EMU_FLAG_PF | EMU_FLAG_ZF | EMU_FLAG_SF);
+	if (f->op == 4) { /* SHL: OF = the result's sign ^ CF */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RSI); /* mov rsi, rax */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RSI); /* shr rsi, top */
+		emit1(e, top);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x31 }, 1, RDX, RSI); /* xor esi, edx */
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 4, RSI); /* and esi, 1 */
+		emit1(e, 1);
+	}
+	if (f->op != 7) { /* shl esi, 11; or edx, esi */
+		emit_rr(e, 0, false, (const uint8_t[]){ 0xC1 }, 1, 4, RSI);
+		emit1(e, 11);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RSI, RDX);
+	}
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, 4, CPU_OFF(s.rflags)); /* and */
+	emit4(e, (uint32_t) ~(uint32_t)EMU_FLAGS_ARITH);
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x09 }, 1, RDX, CPU_OFF(s.rflags)); /* or */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(cc.op)); /* EMU_CC_NONE */
+	emit1(e, EMU_CC_NONE);
+	c->host_flags = false;
+	c->prod = PROD_UNKNOWN;
+}
+
+/* ROL ROR by a non-zero count, as alu.c's emu_shift(): only CF and OF change, so with live
+ * flags the recorded ones are made exact first (emu_flags_sync()); CF is the bit rotated in,
+ * OF (defined for a count of 1) the same formula as the handler's for every count. */
+static void emit_rotate(struct compile *c, const struct emu_insn *insn, const struct form *f,
+			bool live)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8, ror = f->op == 1;
+	uint8_t top = (uint8_t)(8 * f->size - 1);
+
+	if (live) { /* emu_flags_sync(cpu) */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, emu_flags_sync */
+		emit8(e, (uint64_t)(uintptr_t)emu_flags_sync);
+		emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
+	}
+	emit_load(e, w, RAX, GPR(insn->fast_a));
+	emit_rr(e, 0, w, (const uint8_t[]){ 0xC1 }, 1, f->op, RAX);
+	emit1(e, (uint8_t)f->count);
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+	c->host_flags = false;
+	c->prod = PROD_UNKNOWN;
+	if (!live)
+		return;
+	emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RCX); /* mov rcx, rax */
+	emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RCX); /* shr rcx, top: the sign */
+	emit1(e, top);
+	emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RDX); /* mov rdx, rax */
+	if (ror) { /* shr rdx, top - 1: the bit below the sign */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RDX);
+		emit1(e, (uint8_t)(top - 1));
+	}
+	emit_rr(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 4, RDX); /* and edx, 1 */
+	emit1(e, 1);
+	/* ROL: CF = bit 0 (EDX), OF = sign ^ CF; ROR: CF = sign (ECX), OF = sign ^ bit below */
+	if (ror) { /* xor edx, ecx; shl edx, 11; or ecx, edx */
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x31 }, 1, RCX, RDX);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0xC1 }, 1, 4, RDX);
+		emit1(e, 11);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RDX, RCX);
+	} else { /* xor ecx, edx; shl ecx, 11; or ecx, edx */
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x31 }, 1, RDX, RCX);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0xC1 }, 1, 4, RCX);
+		emit1(e, 11);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RDX, RCX);
+	}
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, 4, CPU_OFF(s.rflags)); /* and */
+	emit4(e, (uint32_t) ~(uint32_t)(EMU_FLAG_CF | EMU_FLAG_OF));
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x09 }, 1, RCX, CPU_OFF(s.rflags)); /* or */
+}
+
+/* NOT: no flag changes, and the host's flags survive (mov, not, mov). */
+static void emit_not(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8;
+
+	emit_load(e, w, RAX, GPR(insn->fast_a));
+	emit_rr(e, 0, w, (const uint8_t[]){ 0xF7 }, 1, 2, RAX);
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+}
+
+/* NEG: fast.c records SUB 0 - a. */
+static void emit_neg(struct compile *c, const struct emu_insn *insn, const struct form *f,
+		     bool record)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8;
+
+	emit_load(e, w, RCX, GPR(insn->fast_a));
+	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
+	if (record) {
+		emit_store(e, true, RAX, CPU_OFF(cc.src1));
+		emit_store(e, true, RCX, CPU_OFF(cc.src2));
+	}
+	emit_rr(e, 0, w, (const uint8_t[]){ 0x29 }, 1, RCX, RAX); /* sub rax, rcx */
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+	if (record) {
+		emit_store(e, true, RAX, CPU_OFF(cc.res));
+		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.op));
+		emit4(e, EMU_CC_SUB | (uint32_t)f->size << 8);
+	}
+	c->host_flags = true;
+	c->prod = PROD_SUB;
+	c->prod_size = f->size;
+}
+
+/* INC DEC: with live flags, the record keeps the guest's CF (from the host's, which the host's
+ * INC/DEC keep too, so the host's flags are the guest's after it); false when that CF is not
+ * known here (the handler runs). */
+static bool emit_incdec(struct compile *c, const struct emu_insn *insn, const struct form *f,
+			bool record)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8;
+
+	if (record) {
+		if (!emit_guest_flags(c))
+			return false;
+		emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
+	}
+	emit_load(e, w, RAX, GPR(insn->fast_a));
+	if (record) { /* plain moves: the host's CF survives them */
+		emit_store(e, true, RAX, CPU_OFF(cc.src1));
+		emit_mem(e, 0, true, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.src2));
+		emit4(e, 1);
+	}
+	emit_rr(e, 0, w, (const uint8_t[]){ 0xFF }, 1, f->op, RAX);
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+	if (record) {
+		emit_store(e, true, RAX, CPU_OFF(cc.res));
+		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.op));
+		emit4(e, (f->op ? EMU_CC_DEC : EMU_CC_INC) | (uint32_t)f->size << 8);
+		emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RDX, CPU_OFF(cc.carry));
+	}
+	c->host_flags = record;
+	c->prod = PROD_UNKNOWN;
+	return true;
+}
+
 static void emit_imul(struct compile *c, const struct emu_insn *insn, const struct form *f)
 {
 	struct emit *e = &c->e;
@@ -937,8 +1112,22 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 		break;
 	case FORM_SHIFT:
 		if (live)
+			emit_shift_flags(c, insn, f);
+		else
+			emit_shift(c, insn, f);
+		break;
+	case FORM_ROT:
+		emit_rotate(c, insn, f, live);
+		break;
+	case FORM_NOT:
+		emit_not(c, insn, f);
+		break;
+	case FORM_NEG:
+		emit_neg(c, insn, f, live);
+		break;
+	case FORM_INCDEC:
+		if (!emit_incdec(c, insn, f, live))
 			return false;
-		emit_shift(c, insn, f);
 		break;
 	case FORM_IMUL:
 		if (live)
@@ -987,8 +1176,10 @@ static void flags_liveness(const struct emu_insn *insn, const struct form *f, un
 		if (f[i].kind == FORM_CALL || f[i].kind == FORM_LOAD || f[i].kind == FORM_STORE ||
 		    form_reads_flags(&f[i]))
 			l = true; /* memory forms: their slow path is the handler */
-		else if ((f[i].kind == FORM_SHIFT || f[i].kind == FORM_IMUL) && l)
+		else if (f[i].kind == FORM_IMUL && l)
 			l = true; /* its handler runs */
+		else if (f[i].kind == FORM_ROT || f[i].kind == FORM_INCDEC)
+			continue; /* partial writers: the flags they keep are live as long as theirs */
 		else if (form_writes_flags(&f[i]))
 			l = false;
 		(void)insn;
