@@ -44,6 +44,8 @@
 /* Blocks between looks at the clock: what a running vCPU adds to its LAPIC timer's latency
  * (512 blocks are ~100 us of guest code at ~30 M instructions/s; a look costs ~0.1 us). */
 #define EMU_BATCH 512
+/* Blocks one emu_run() may chain (cpu.c) inside a batch: the batch still counts blocks. */
+#define EMU_CHAIN 16
 #define EMU_LOG_MAX 80 /* replayed accesses per instruction (FXSAVE to MMIO: 64 pieces) */
 #define EMU_UD_LOG_MAX 32 /* distinct #UD instructions reported */
 #define EMU_IOEVENTFD_MAX 256 /* notify addresses that signal an eventfd without an exit */
@@ -1048,11 +1050,16 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 			ev_sleep(ev, emu_interrupts_enabled(cpu));
 			continue;
 		}
-		for (unsigned n = 0; n < EMU_BATCH; n++) {
+		for (unsigned n = 0; n < EMU_BATCH; n += cpu->chain_ran) {
 			if (__atomic_load_n(&ev->attention, __ATOMIC_RELAXED))
 				break;
 			if (intr && emu_interrupts_enabled(cpu) && !ev->log.n)
 				break;
+			/* Chained blocks only when nothing here waits on each one: no replay log,
+			 * no pending interrupt waiting for IF (the flag covers the rest). */
+			cpu->chain_attention = &ev->attention;
+			cpu->chain_max = ev->log.n || intr ? 1 : EMU_CHAIN;
+			cpu->chain_ran = 1;
 			rc = ev->debugging ? ev_step_debug(ev, exit) : emu_run(cpu);
 			if (rc == EMU_OK) {
 				if (ev->log.n) {

@@ -469,7 +469,8 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
  * a device, which a real CPU does not promise to notice before it serialises either. */
 #define BLOCK_LOOP_MAX 64
 
-int emu_run(struct emu_cpu *cpu)
+/* One block (or one instruction through emu_step()); *block false when it was not a block. */
+static int run_block(struct emu_cpu *cpu, bool *block)
 {
 	struct emu_block_head *h;
 	struct emu_block *b;
@@ -478,6 +479,7 @@ int emu_run(struct emu_cpu *cpu)
 	uint32_t index;
 	int rc = EMU_OK;
 
+	*block = false;
 	if (!cpu->icache || !cpu->code || !cpu->mem->fetch || emu_debug_active(cpu))
 		return emu_step(cpu);
 	rc = block_find(cpu, &index);
@@ -486,6 +488,7 @@ int emu_run(struct emu_cpu *cpu)
 		return rc;
 	if (index == BLOCK_NONE)
 		return emu_step(cpu);
+	*block = true;
 	h = &cpu->icache->head[index];
 	b = &cpu->icache->block[index];
 	la = code_linear(cpu, cpu->s.rip);
@@ -514,5 +517,30 @@ int emu_run(struct emu_cpu *cpu)
 	}
 out:
 	cpu->block_page = EMU_NO_BLOCK_PAGE;
+	return rc;
+}
+
+/* Blocks in a chain leave to the caller at anything it must look at: a status, a block that
+ * ended early (block_exit: an MMIO access's replay log, a write to its own code), no block,
+ * a debug condition, or the caller's attention flag (interrupts, kicks). */
+static bool chain_goes_on(const struct emu_cpu *cpu)
+{
+	const unsigned *attention = cpu->chain_attention;
+
+	return !cpu->block_exit && !emu_debug_active(cpu) &&
+	       !(attention && __atomic_load_n(attention, __ATOMIC_RELAXED));
+}
+
+int emu_run(struct emu_cpu *cpu)
+{
+	unsigned max = cpu->chain_max ? cpu->chain_max : 1, n = 0;
+	bool block;
+	int rc;
+
+	do {
+		rc = run_block(cpu, &block);
+		n++;
+	} while (!rc && block && n < max && chain_goes_on(cpu));
+	cpu->chain_ran = n;
 	return rc;
 }
