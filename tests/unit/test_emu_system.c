@@ -1106,6 +1106,46 @@ static void test_blocks(void)
 	test_blocks_other_writers();
 }
 
+/* Chaining: one emu_run() runs up to chain_max blocks, and only one while the attention flag
+ * is set or chain_max is 0; an early block end (MMIO) stops the chain. */
+static void test_block_chains(void)
+{
+	unsigned attention = 0;
+	/* 4 x (inc eax; jmp next) then jmp $ */
+	static const uint8_t chain[] = { 0xFF, 0xC0, 0xEB, 0x00, 0xFF, 0xC0, 0xEB, 0x00, 0xFF,
+					 0xC0, 0xEB, 0x00, 0xFF, 0xC0, 0xEB, 0x00, 0xEB, 0xFE };
+
+	machine_reset();
+	code(USER_RW, chain, sizeof(chain));
+	CHECK_EQ(emu_run(&cpu), EMU_OK); /* chain_max 0: one block */
+	CHECK_EQ(cpu.chain_ran, 1);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 1);
+	cpu.chain_max = 2;
+	cpu.chain_attention = &attention;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.chain_ran, 2);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 3);
+	CHECK_EQ(cpu.s.rip, USER_RW + 12);
+	attention = 1;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.chain_ran, 1);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 4);
+	/* mov eax, [USER_MMIO + 8]; jmp next; mov bl, 3; jmp $: the MMIO block ends the chain */
+	machine_reset();
+	code(USER_RW, (const uint8_t[]){ 0x8B, 0x04, 0x25, 0x08, 0x50, 0x20, 0x00, 0xEB, 0x00,
+					 0xB3, 0x03, 0xEB, 0xFE }, 13);
+	cpu.chain_max = 8;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.chain_ran, 1);
+	CHECK_EQ(cpu.s.rip, USER_RW + 7);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 0);
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.chain_ran, 8);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 3);
+	cpu.chain_max = 0;
+	cpu.chain_attention = NULL;
+}
+
 /* The same blocks with every block compiled at its first entry (jit.c): code patched behind
  * the CPU's back or by the block itself runs as new code, never the old compiled code; a
  * remap follows the TLB; the MMIO exit and its restart leave the state as the interpreter. */
@@ -2466,6 +2506,7 @@ int main(void)
 	RUN_TEST(test_real_mode_trampoline);
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_blocks);
+	RUN_TEST(test_block_chains);
 	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_jit_memory_paths);
 	RUN_TEST(test_segment_probes);
