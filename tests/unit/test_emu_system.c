@@ -1114,6 +1114,8 @@ static void test_block_chains(void)
 	/* 4 x (inc eax; jmp next) then jmp $ */
 	static const uint8_t chain[] = { 0xFF, 0xC0, 0xEB, 0x00, 0xFF, 0xC0, 0xEB, 0x00, 0xFF,
 					 0xC0, 0xEB, 0x00, 0xFF, 0xC0, 0xEB, 0x00, 0xEB, 0xFE };
+	static const uint8_t mmio_chain[] = { 0x8B, 0x04, 0x25, 0x08, 0x50, 0x20, 0x00,
+					      0xEB, 0x00, 0xB3, 0x03, 0xEB, 0xFE };
 
 	machine_reset();
 	code(USER_RW, chain, sizeof(chain));
@@ -1130,10 +1132,9 @@ static void test_block_chains(void)
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.chain_ran, 1);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], 4);
-	/* mov eax, [USER_MMIO + 8]; jmp next; mov bl, 3; jmp $: the MMIO block ends the chain */
+	/* mmio_chain: mov eax, [USER_MMIO + 8]; jmp next; mov bl, 3; jmp $ */
 	machine_reset();
-	code(USER_RW, (const uint8_t[]){ 0x8B, 0x04, 0x25, 0x08, 0x50, 0x20, 0x00, 0xEB, 0x00,
-					 0xB3, 0x03, 0xEB, 0xFE }, 13);
+	code(USER_RW, mmio_chain, sizeof(mmio_chain));
 	cpu.chain_max = 8;
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.chain_ran, 1);
