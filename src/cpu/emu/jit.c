@@ -185,6 +185,14 @@ static void emit_store(struct emit *e, bool w, unsigned reg, int32_t disp)
 	emit_mem(e, 0, w, (const uint8_t[]){ 0x89 }, 1, reg, disp);
 }
 
+/* The lazy flags record's result (RAX) and its kind | size << 8, as the handlers write them. */
+static void emit_record_result(struct emit *e, unsigned kind, unsigned size)
+{
+	emit_store(e, true, RAX, CPU_OFF(cc.res));
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.op));
+	emit4(e, kind | (uint32_t)size << 8);
+}
+
 /* A register-register instruction `op reg-field, rm-field` among RAX/RCX/RDX. */
 static void emit_rr(struct emit *e, uint8_t pfx, bool w, const uint8_t *op, unsigned oplen,
 		    unsigned reg, unsigned rm)
@@ -611,9 +619,7 @@ static void emit_alu(struct compile *c, const struct emu_insn *insn, const struc
 	if (f->op != 7 && f->op != OP_TEST)
 		emit_store(e, true, RAX, GPR(insn->fast_a));
 	if (record) {
-		emit_store(e, true, RAX, CPU_OFF(cc.res));
-		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.op));
-		emit4(e, kind[f->op] | (uint32_t)f->size << 8);
+		emit_record_result(e, kind[f->op], f->size);
 		if (carry_in)
 			emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RDX, CPU_OFF(cc.carry));
 	}
@@ -964,9 +970,7 @@ static void emit_neg(struct compile *c, const struct emu_insn *insn, const struc
 	emit_rr(e, 0, w, (const uint8_t[]){ 0x29 }, 1, RCX, RAX); /* sub rax, rcx */
 	emit_store(e, true, RAX, GPR(insn->fast_a));
 	if (record) {
-		emit_store(e, true, RAX, CPU_OFF(cc.res));
-		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.op));
-		emit4(e, EMU_CC_SUB | (uint32_t)f->size << 8);
+		emit_record_result(e, EMU_CC_SUB, f->size);
 	}
 	c->host_flags = true;
 	c->prod = PROD_SUB;
@@ -996,9 +1000,7 @@ static bool emit_incdec(struct compile *c, const struct emu_insn *insn, const st
 	emit_rr(e, 0, w, (const uint8_t[]){ 0xFF }, 1, f->op, RAX);
 	emit_store(e, true, RAX, GPR(insn->fast_a));
 	if (record) {
-		emit_store(e, true, RAX, CPU_OFF(cc.res));
-		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.op));
-		emit4(e, (f->op ? EMU_CC_DEC : EMU_CC_INC) | (uint32_t)f->size << 8);
+		emit_record_result(e, f->op ? EMU_CC_DEC : EMU_CC_INC, f->size);
 		emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RDX, CPU_OFF(cc.carry));
 	}
 	c->host_flags = record;
