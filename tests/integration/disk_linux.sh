@@ -16,7 +16,7 @@ INITRD=$ROOT/guest/linux/out/initramfs.cpio.gz
 TOOLS=$ROOT/guest/linux/out/tools.img
 TESTS="disk_linux_boots disk_linux_decompressor_forced disk_linux_order_and_serials disk_linux_mkfs_ext4_files disk_linux_ro_disk
 disk_linux_enospc_reaches_guest disk_linux_virtio_rng disk_linux_raw_write_fsync_read_back
-disk_linux_sigkill_after_fsync_keeps_data disk_linux_ext4_checked_from_host"
+disk_linux_sigkill_after_fsync_keeps_data disk_linux_stat_host_io_time disk_linux_ext4_checked_from_host"
 skip_all() { for t in $TESTS; do if [ "${CI:-}" = true ]; then fail "$t" "$1"; else skip "$t" "$1"; fi; done; exit 0; }
 
 if grep -qwE 'vmx|svm' /proc/cpuinfo && kvm_usable; then
@@ -140,6 +140,13 @@ elif [ "${flushes:-0}" -lt 1 ]; then
 	fail disk_linux_sigkill_after_fsync_keeps_data "the guest sent no FLUSH: $(cat "$TMP/stat")"
 else
 	ok disk_linux_sigkill_after_fsync_keeps_data
+fi
+# The host's share of each request (vmm stat: the line after the disk's own).
+io_done=$(awk -v img="$TMP/raw.img: reads" 'found { print $3; exit } index($0, img) { found = 1 }' "$TMP/stat")
+if [ "${io_done:-0}" -ge 2 ] && grep -q "host I/O: $io_done requests completed, [0-9]* us from submission to completion" "$TMP/stat"; then
+	ok disk_linux_stat_host_io_time
+else
+	fail disk_linux_stat_host_io_time "no host I/O line after raw.img's: $(grep -A1 raw.img "$TMP/stat")"
 fi
 errors=$(sed -n "s|.*$TMP/full/full.img: .*errors \([0-9]*\),.*|\1|p" "$TMP/stat")
 [ "${errors:-0}" -ge 1 ] || fail disk_linux_enospc_reaches_guest "the monitor counted no error on full.img: $(cat "$TMP/stat")"

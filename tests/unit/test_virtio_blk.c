@@ -173,6 +173,16 @@ static void test_virtio_blk_read_write_flush_get_id(void)
 	CHECK_EQ(submit(&r, 0, 2047, 1024, true), 1); /* past the end: IOERR */
 	CHECK_EQ(submit(&r, 99, 0, 16, true), 2); /* unknown type: UNSUPP */
 	CHECK(msi_count == 0); /* MSI-X never enabled by this driver: no interrupts */
+	/* The read, the write and the flush went to the host; GET_ID and the refused ones did not. */
+	char *stats = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&stats, &len);
+	virtio_devices_format_stats(&r.vm, f);
+	fclose(f);
+	CHECK(strstr(stats, "reads 1 (512 bytes), writes 1 (1024 bytes), flushes 1, errors 2") !=
+	      NULL);
+	CHECK(strstr(stats, "host I/O: 3 requests completed, ") != NULL);
+	free(stats);
 	rig_free(&r);
 }
 
