@@ -1147,6 +1147,126 @@ static void test_block_chains(void)
 	cpu.chain_attention = NULL;
 }
 
+/* Compiled blocks chain (jit.c): the same counts and state as through emu_run()'s own chain,
+ * first with the exits not linked yet, then linked. */
+static void test_block_chains_linked(void)
+{
+	cpu.jit = emu_jit_create(1 << 20, 0, true);
+	CHECK(cpu.jit != NULL);
+	if (!cpu.jit)
+		return;
+	test_block_chains(); /* compiles and links */
+	test_block_chains(); /* the links of the same code (machine_reset() rewrote it: new) */
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
+/* The block cache's slot for a guest-physical address (cpu.c's hash, direct-mapped cache of
+ * 8192 blocks): to put two blocks into one slot. */
+static unsigned block_slot(uint64_t gpa)
+{
+	return (unsigned)((gpa ^ (gpa >> 9) ^ (gpa >> 21)) & 8191);
+}
+
+#define CHAIN_PAGE 0x110000ull /* kernel code (identity), and a page table: PD[3] → here */
+#define CHAIN_PTE (CHAIN_PAGE + 0x80) /* PTE 16 of that table: linear 0x610000 */
+#define CHAIN_B (CHAIN_PTE - 2) /* mov rax, imm64 (the PTE); hlt */
+#define CHAIN_A (CHAIN_PAGE + 0x100) /* mov rcx, [rdx]; jmp CHAIN_B */
+#define CHAIN_PTE_VALUE (0x120000 | P | W)
+
+/* A (kernel code) goes to B in its page, whose MOV's immediate is a page table entry that
+ * A's load may mark accessed (the walk's write makes a new version of the page); one run of
+ * A with RDX at `rdx`, from the chain's start, with `max` blocks and the attention flag. */
+static int chain_run(uint64_t rdx, unsigned max, unsigned attention)
+{
+	int rc;
+
+	cpu.s.rip = CHAIN_A;
+	cpu.s.gpr[CPU_RAX] = 0;
+	cpu.s.gpr[CPU_RDX] = rdx;
+	cpu.chain_max = max;
+	cpu.chain_attention = &attention;
+	rc = emu_run(&cpu);
+	cpu.chain_attention = NULL;
+	return rc;
+}
+
+/* Linked compiled blocks check, at each successor, that the chain may go on (attention flag,
+ * chain_max), that the successor's slot still holds its code (a block replaced there since
+ * must not run the old code, which calls handlers with the new block's instructions), and that
+ * its page has not been written since it was compiled (here by the page walk of the block
+ * that jumps to it, which does not end that block). */
+static void test_block_chain_checks(void)
+{
+	static const uint8_t a[] = { 0x48, 0x8B, 0x0A, 0xE9, 0x76, 0xFF, 0xFF, 0xFF };
+	/* A2: jmp B2; B2 (+0x40): cpuid; hlt; the other block: mov ebx, 0x12345678; hlt */
+	static const uint8_t a2[] = { 0xE9, 0x3B, 0xFF, 0xFF, 0xFF };
+	static const uint8_t b2[] = { 0x0F, 0xA2, 0xF4 };
+	static const uint8_t other[] = { 0xBB, 0x78, 0x56, 0x34, 0x12, 0xF4 };
+	const uint64_t page2 = 0x130000, b2_at = page2 + 0x40;
+	uint64_t other_at = 0x140000;
+	uint32_t cpuid[4];
+
+	machine_reset();
+	to_kernel_mode(CHAIN_A);
+	cpu.jit = emu_jit_create(1 << 20, 0, true);
+	CHECK(cpu.jit != NULL);
+	if (!cpu.jit)
+		return;
+	put64(PD + 24, CHAIN_PAGE | P | W);
+	put64(CHAIN_PTE, CHAIN_PTE_VALUE);
+	code(CHAIN_B, (const uint8_t[]){ 0x48, 0xB8 }, 2);
+	code(CHAIN_PTE + 8, (const uint8_t[]){ 0xF4 }, 1);
+	code(CHAIN_A, a, sizeof(a));
+	/* A compiled, B compiled, A's exit linked to B. */
+	CHECK_EQ(chain_run(CHAIN_PAGE, 4, 0), EMU_HALT);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], CHAIN_PTE_VALUE);
+	/* The attention flag and the end of the chain stop it at B. */
+	CHECK_EQ(chain_run(CHAIN_PAGE, 4, 1), EMU_OK);
+	CHECK_EQ(cpu.s.rip, CHAIN_B);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+	CHECK_EQ(cpu.chain_ran, 1);
+	CHECK_EQ(chain_run(CHAIN_PAGE, 1, 0), EMU_OK);
+	CHECK_EQ(cpu.s.rip, CHAIN_B);
+	CHECK_EQ(cpu.chain_ran, 1);
+	CHECK_EQ(chain_run(CHAIN_PAGE, 2, 0), EMU_HALT);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], CHAIN_PTE_VALUE);
+	CHECK_EQ(cpu.s.rip, CHAIN_PTE + 9);
+	/* A's load of linear 0x610000 sets the accessed bit in B's immediate: B decoded again. */
+	CHECK_EQ(chain_run(0x610000, 4, 0), EMU_HALT);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], CHAIN_PTE_VALUE | 0x20);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0); /* the page at 0x120000 */
+
+	/* B2 replaced in its slot by another block between two runs of A2 → B2. */
+	while (block_slot(other_at) != block_slot(b2_at))
+		other_at++;
+	CHECK(other_at < 0x1F0000);
+	code(page2 + 0x100, a2, sizeof(a2));
+	code(b2_at, b2, sizeof(b2));
+	code(other_at, other, sizeof(other));
+	emu_cpuid(&cpu, 0, 0, cpuid);
+	cpu.chain_max = 4;
+	for (unsigned run = 0; run < 2; run++) { /* A2 → B2 (cpuid; hlt); then linked */
+		cpu.s.rip = page2 + 0x100;
+		cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RBX] = 0;
+		CHECK_EQ(emu_run(&cpu), EMU_HALT);
+		CHECK_EQ(cpu.s.rip, b2_at + 3);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], cpuid[1]);
+	}
+	cpu.s.rip = other_at;
+	CHECK_EQ(emu_run(&cpu), EMU_HALT);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x12345678);
+	cpu.s.rip = page2 + 0x100;
+	cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RBX] = 0;
+	CHECK_EQ(emu_run(&cpu), EMU_HALT);
+	CHECK_EQ(cpu.s.rip, b2_at + 3);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX], cpuid[1]);
+	cpu.chain_max = 0;
+	cpu.chain_attention = NULL;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* The same blocks with every block compiled at its first entry (jit.c): code patched behind
  * the CPU's back or by the block itself runs as new code, never the old compiled code; a
  * remap follows the TLB; the MMIO exit and its restart leave the state as the interpreter. */
@@ -2508,7 +2628,9 @@ int main(void)
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_blocks);
 	RUN_TEST(test_block_chains);
+	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_blocks_compiled);
+	RUN_TEST(test_block_chains_linked);
 	RUN_TEST(test_jit_memory_paths);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);

@@ -36,6 +36,7 @@
 #define JUMP_CACHE_SIZE 4096
 #define BLOCK_VALID (1ull << 63)
 #define BLOCK_NONE UINT32_MAX /* no slot */
+#define BLOCK_GPA_MASK ((1ull << 56) - 1) /* a tag's guest-physical address */
 
 struct emu_jump_entry {
 	uint64_t la; /* linear address of the block's first instruction */
@@ -56,6 +57,7 @@ struct emu_block_head {
 	uint32_t version; /* what it was when the block was decoded */
 	uint8_t n;
 	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
+	bool falls_through; /* its last instruction does not end blocks (it stopped at the limit) */
 	struct emu_jit_ref jit; /* host code (jit.c), cleared whenever the block is rebuilt */
 };
 
@@ -80,6 +82,9 @@ struct emu_icache {
 	void *base; /* what to free */
 	uint32_t prev; /* the slot of the block emu_run() executed last, BLOCK_NONE if none */
 	uint64_t prev_ctx; /* jump_ctx() when it started */
+	/* The exit compiled code left through last towards a successor in its page, and the
+	 * JIT's generation then (emu_jit_link()); 0: none, or not to be linked. */
+	uint32_t link_exit, link_gen;
 	struct emu_jump_entry jump[JUMP_CACHE_SIZE];
 	struct emu_block_head head[BLOCK_CACHE_SIZE];
 	struct emu_block_links links[BLOCK_CACHE_SIZE];
@@ -414,6 +419,7 @@ static void block_build(struct emu_cpu *cpu, struct emu_block_head *h, struct em
 			break;
 	}
 	h->loops = h->n && is_relative_jump(&b->insn[h->n - 1]);
+	h->falls_through = h->n && !block_ends(&b->insn[h->n - 1]);
 	h->tag = tag;
 }
 
@@ -500,6 +506,44 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
  * a device, which a real CPU does not promise to notice before it serialises either. */
 #define BLOCK_LOOP_MAX 64
 
+/* The block's host code if it has some (or gets some now), after linking the exit that the
+ * compiled code before it left through to it, when that exit's target is this block. */
+static emu_jit_fn block_code(struct emu_cpu *cpu, struct emu_block_head *h, uint32_t index)
+{
+	struct emu_icache *ic = cpu->icache;
+	const struct emu_jit_chain chain = {
+		.gpa = h->tag & BLOCK_GPA_MASK,
+		.slot = index,
+		.version_word = h->version_word,
+		.version = h->version,
+		.falls_through = h->falls_through,
+	};
+	emu_jit_fn code =
+		emu_jit_block_chain(cpu->jit, &h->jit, ic->block[index].insn, h->n, &chain);
+
+	if (code && ic->link_exit)
+		emu_jit_link(cpu->jit, ic->link_exit, ic->link_gen, chain.gpa, code);
+	ic->link_exit = 0;
+	return code;
+}
+
+/* Compiled code from the block in `index` on: it may go on to successors (jit.h), so the last
+ * block it started is the one to link from, and the exit it took may be linked to the next. */
+static int run_compiled(struct emu_cpu *cpu, emu_jit_fn code)
+{
+	struct emu_icache *ic = cpu->icache;
+	int rc;
+
+	cpu->jit_exit = 0;
+	rc = emu_jit_run(code, cpu);
+	ic->prev = cpu->jit_last;
+	if (!rc && cpu->jit_exit) {
+		ic->link_exit = cpu->jit_exit;
+		ic->link_gen = emu_jit_generation(cpu->jit);
+	}
+	return rc;
+}
+
 /* One block (or one instruction through emu_step()); *block false when it was not a block. */
 static int run_block(struct emu_cpu *cpu, bool *block)
 {
@@ -527,21 +571,22 @@ static int run_block(struct emu_cpu *cpu, bool *block)
 	cpu->icache->prev = index;
 	cpu->icache->prev_ctx = ctx;
 	cpu->block_exit = false;
-	cpu->block_page = h->tag & ~(0xfffull | (0xffull << 56));
+	cpu->block_page = h->tag & BLOCK_GPA_MASK & ~0xfffull;
 	if (cpu->jit && cpu->mode == EMU_MODE_64)
-		code = emu_jit_block(cpu->jit, &h->jit, b->insn, h->n);
+		code = block_code(cpu, h, index);
+	else
+		cpu->icache->link_exit = 0;
+	if (code) { /* loops go round through their chain entry */
+		rc = run_compiled(cpu, code);
+		goto out;
+	}
 	for (unsigned loop = 0; loop < BLOCK_LOOP_MAX; loop++) {
 		const struct emu_insn *insn = b->insn, *end = b->insn + h->n;
 
-		if (code) {
-			if ((rc = emu_jit_run(code, cpu)))
+		do {
+			if ((rc = insn->fast(cpu, insn)))
 				goto out;
-		} else {
-			do {
-				if ((rc = insn->fast(cpu, insn)))
-					goto out;
-			} while (++insn < end && !cpu->block_exit);
-		}
+		} while (++insn < end && !cpu->block_exit);
 		if (!h->loops || cpu->block_exit || code_linear(cpu, cpu->s.rip) != la ||
 		    jump_ctx(cpu) != ctx)
 			break;
@@ -562,16 +607,20 @@ static bool chain_goes_on(const struct emu_cpu *cpu)
 	       !(attention && __atomic_load_n(attention, __ATOMIC_RELAXED));
 }
 
+/* chain_left counts down the blocks after the first, here and in compiled code's chains. */
 int emu_run(struct emu_cpu *cpu)
 {
-	unsigned max = cpu->chain_max ? cpu->chain_max : 1, n = 0;
+	unsigned max = cpu->chain_max ? cpu->chain_max : 1;
 	bool block;
 	int rc;
 
-	do {
+	cpu->chain_left = max - 1;
+	for (;;) {
 		rc = run_block(cpu, &block);
-		n++;
-	} while (!rc && block && n < max && chain_goes_on(cpu));
-	cpu->chain_ran = n;
+		if (rc || !block || !cpu->chain_left || !chain_goes_on(cpu))
+			break;
+		cpu->chain_left--;
+	}
+	cpu->chain_ran = max - cpu->chain_left;
 	return rc;
 }

@@ -277,6 +277,16 @@ struct emu_cpu {
 	const unsigned *chain_attention;
 	unsigned chain_max;
 	unsigned chain_ran;
+	/* Compiled blocks that go straight on to their successors (jit.c) share the chain: a
+	 * successor's code starts only while chain_left (what is left of chain_max after the
+	 * first block, emu_run() keeps it) is non-zero, and takes one from it. What compiled
+	 * code leaves for emu_run(): the block cache slot of the last block it started
+	 * (jit_last) and the exit it took last towards a successor (jit_exit, an offset in the
+	 * JIT's buffer, 0: none), which emu_run() may link to the successor's code. */
+	unsigned chain_left;
+	uint32_t jit_last;
+	uint32_t jit_exit;
+	uint64_t jit_scratch; /* compiled code's own (RIP before a block's last handler) */
 };
 
 /* Set up `cpu` from an architectural state; the memory callbacks (mem, phys and their opaque

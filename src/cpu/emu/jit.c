@@ -240,6 +240,13 @@ struct compile {
 	unsigned prod_size;
 	bool host_flags; /* the host's CF ZF SF OF PF equal the guest's (an inlined ALU op) */
 	bool uses_tlb; /* a memory template needs R12 from the prologue */
+	/* Chaining (jit.h): the block's facts (NULL: no chaining), a return with status 0 (in
+	 * the read-execute view), the page offset of the instruction being compiled, and
+	 * whether the block's exits have been emitted (its last instruction branched). */
+	const struct emu_jit_chain *chain;
+	const uint8_t *ret0;
+	unsigned insn_off;
+	bool ended;
 };
 
 /* Make RIP, the instruction count and the interrupt shadow exact (clobbers host flags). */
@@ -1059,12 +1066,176 @@ static void emit_setcc(struct compile *c, const struct emu_insn *insn, const str
 		 GPR(insn->fast_a));
 }
 
+/* ---- exits and chaining ---- */
+
+/* Leave the block towards the instruction at page offset `target` of the block's page
+ * (outside [0, 4096): another page), with RIP, the count and the shadow exact: a return with
+ * status 0, or for a target in the page of a chained block a jump that emu_jit_link() can
+ * point at the successor's chain entry (jit.h). Until it does, the jump goes to the return;
+ * either way cpu->jit_exit says which exit it was. After it, the exit's record: the
+ * successor's guest-physical address, which emu_jit_link() checks (the jump's rel32 is the
+ * four bytes before it). A block that stopped early (block_exit) returns. */
+static void emit_exit_to(struct compile *c, int64_t target)
+{
+	struct emit *e = &c->e;
+	uint64_t gpa;
+
+	if (!c->chain || target < 0 || target >= 4096) {
+		emit_jump(e, c->jit, 16, c->ret0);
+		return;
+	}
+	gpa = (c->chain->gpa & ~0xfffull) | (uint64_t)target;
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit)); /* cmp, 0 */
+	emit1(e, 0);
+	emit_jump(e, c->jit, CC_NZ, c->ret0);
+	/* mov dword [jit_exit], the record's offset: the jump (5 bytes) then the record */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
+	emit4(e, (uint32_t)(e->p + 4 + 5 - c->jit->rw));
+	emit_jump(e, c->jit, 16, c->ret0);
+	emit8(e, gpa);
+}
+
+/* The chain entry (jit.h) of the block whose code starts at `entry` (read-execute view):
+ * the checks, each leaving through the return with status 0, then a jump to the body (whose
+ * rel32 this returns, to be patched). Before the epilogue. */
+static uint8_t *emit_chain_entry(struct compile *c, const struct emu_jit_ref *ref,
+				 uint8_t **entry_at)
+{
+	struct emit *e = &c->e;
+	uint8_t *skip, *out[4];
+
+	/* mov rax, [chain_attention]; test rax, rax; jz skip; cmp dword [rax], 0; jne out */
+	emit_load(e, true, RAX, CPU_OFF(chain_attention));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x85, 0xC0 }, 3);
+	skip = emit_jump_fwd(e, CC_E);
+	emit_bytes(e, (const uint8_t[]){ 0x83, 0x38, 0x00 }, 3);
+	out[0] = emit_jump_fwd(e, CC_NZ);
+	patch_jump(e, skip);
+	/* cmp dword [chain_left], 0; je out */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(chain_left));
+	emit1(e, 0);
+	out[1] = emit_jump_fwd(e, CC_E);
+	/* mov rax, &ref->code; mov rcx, entry; cmp [rax], rcx; jne out */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
+	emit8(e, (uint64_t)(uintptr_t)&ref->code);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB9 }, 2);
+	*entry_at = e->p; /* the entry's address, once known */
+	emit8(e, 0);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x39, 0x08 }, 3);
+	out[2] = emit_jump_fwd(e, CC_NZ);
+	/* mov rax, version_word; cmp dword [rax], version; jne out */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
+	emit8(e, (uint64_t)(uintptr_t)c->chain->version_word);
+	emit_bytes(e, (const uint8_t[]){ 0x81, 0x38 }, 2);
+	emit4(e, c->chain->version);
+	out[3] = emit_jump_fwd(e, CC_NZ);
+	/* dec dword [chain_left]; jmp body */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xFF }, 1, 1, CPU_OFF(chain_left));
+	{
+		uint8_t *body = emit_jump_fwd(e, 16);
+
+		for (unsigned i = 0; i < 4; i++)
+			patch_jump(e, out[i]);
+		return body;
+	}
+}
+
+/* Whether `insn` is a relative branch whose targets are known when compiling: Jcc, LOOPcc,
+ * JrCXZ, JMP rel, CALL rel (taken: `*cond` false for the unconditional ones). */
+static bool relative_branch(const struct emu_insn *insn, bool *cond)
+{
+	unsigned op = insn->opcode;
+
+	*cond = true;
+	if (insn->map == EMU_MAP_0F)
+		return op >= 0x80 && op <= 0x8F;
+	if (insn->map != EMU_MAP_1)
+		return false;
+	if ((op >= 0x70 && op <= 0x7F) || (op >= 0xE0 && op <= 0xE3))
+		return true;
+	*cond = false;
+	return op == 0xE8 || op == 0xE9 || op == 0xEB;
+}
+
+/* A block's last instruction run by its handler when it is a relative branch: RIP before it
+ * kept in jit_scratch (after the sync), and afterwards the exit its new RIP names. */
+static void emit_branch_before_handler(struct compile *c)
+{
+	emit_sync(c);
+	emit_load(&c->e, true, RAX, CPU_OFF(s.rip));
+	emit_store(&c->e, true, RAX, CPU_OFF(jit_scratch));
+}
+
+static void emit_branch_after_handler(struct compile *c, const struct emu_insn *insn, bool cond)
+{
+	struct emit *e = &c->e;
+	int64_t fall = (int64_t)c->insn_off + insn->len, taken = fall + (int64_t)insn->imm;
+	uint8_t *other;
+
+	/* mov rax, [rip]; sub rax, [jit_scratch]; cmp rax, taken - start; jne other */
+	emit_load(e, true, RAX, CPU_OFF(s.rip));
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x2B }, 1, RAX, CPU_OFF(jit_scratch));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3D }, 2);
+	emit4(e, (uint32_t)(insn->len + insn->imm));
+	other = emit_jump_fwd(e, CC_NZ);
+	emit_exit_to(c, taken);
+	patch_jump(e, other);
+	if (cond) { /* cmp rax, len; jne ret0 */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x3D }, 2);
+		emit4(e, insn->len);
+		emit_jump(e, c->jit, CC_NZ, c->ret0);
+		emit_exit_to(c, fall);
+	} else {
+		emit_jump(e, c->jit, 16, c->ret0);
+	}
+	c->ended = true;
+}
+
+/* One way out of an inlined branch with RIP (synced) in RAX: RIP += delta (pend_rip + len,
+ * then the displacement when taken), the count and the shadow, then the exit. */
+static void emit_branch_exit(struct compile *c, const struct emu_insn *insn, bool taken)
+{
+	struct emit *e = &c->e;
+	int64_t target = (int64_t)c->insn_off + insn->len;
+
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + fall] */
+	emit4(e, (uint32_t)(c->pend_rip + insn->len));
+	if (taken) {
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + rel] */
+		emit4(e, (uint32_t)insn->imm);
+		target += (int64_t)insn->imm;
+	}
+	emit_store(e, true, RAX, CPU_OFF(s.rip));
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, CPU_OFF(instructions));
+	emit1(e, (uint8_t)(c->pend_n + 1));
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
+	emit1(e, 0);
+	emit_exit_to(c, target);
+}
+
 /* The block's last instruction, a relative jump (taken when `cc` holds, or always for 16):
- * RIP, the count and the shadow written, then the exit with status 0. */
+ * RIP, the count and the shadow written, then the exit with status 0 (for a chained block,
+ * one exit per target, after a host branch on the condition). */
 static void emit_branch(struct compile *c, const struct emu_insn *insn, unsigned cc)
 {
 	struct emit *e = &c->e;
 
+	if (c->chain) {
+		uint8_t *fall = NULL;
+
+		emit_load(e, true, RAX, CPU_OFF(s.rip)); /* flags kept */
+		if (cc < 16)
+			fall = emit_jump_fwd(e, cc ^ 1);
+		emit_branch_exit(c, insn, true);
+		if (cc < 16) {
+			patch_jump(e, fall);
+			emit_branch_exit(c, insn, false);
+		}
+		c->pend_rip = 0;
+		c->pend_n = 0;
+		c->ended = true;
+		return;
+	}
 	emit_load(e, true, RAX, CPU_OFF(s.rip));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + fall] */
 	emit4(e, (uint32_t)(c->pend_rip + insn->len));
@@ -1209,13 +1380,16 @@ static void emit_tlb_tag(struct emit *e)
 }
 
 /* Compile the block at the buffer's current position; NULL if it does not fit. */
-static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn, unsigned n)
+static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *ref,
+				const struct emu_insn *insn, unsigned n,
+				const struct emu_jit_chain *chain)
 {
-	struct compile c = { .jit = jit };
+	struct compile c = { .jit = jit, .chain = chain };
 	struct emit *e = &c.e;
 	struct form f[JIT_MAX_INSNS];
-	bool live[JIT_MAX_INSNS];
-	uint8_t *entry;
+	bool live[JIT_MAX_INSNS], cond;
+	uint8_t *entry, *chain_at, *entry_at = NULL, *body = NULL;
+	uint32_t dist = 0;
 
 	if (n > JIT_MAX_INSNS)
 		return NULL;
@@ -1226,25 +1400,55 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	e->end = jit->rw + jit->size;
 	if (e->p > e->end)
 		return NULL;
-	/* The epilogue first, so that every exit is a backward jump to a known address. */
+	/* The chain entry, the return with status 0 and the epilogue first, so that every exit
+	 * is a backward jump to a known address; then where the chain entry is (emu_jit_link()
+	 * reads it), the entry, and the body that both lead to. */
+	chain_at = e->p;
+	if (chain)
+		body = emit_chain_entry(&c, ref, &entry_at);
+	c.ret0 = jit->rx + (e->p - jit->rw);
+	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
 	c.exit = jit->rx + (e->p - jit->rw);
 	emit_bytes(e, (const uint8_t[]){ 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 6);
+	if (chain)
+		dist = (uint32_t)(e->p + 4 - chain_at);
+	emit4(e, dist);
 	entry = e->p;
+	if (entry_at && !e->overflow) {
+		uint64_t rx = (uint64_t)(uintptr_t)(jit->rx + (entry - jit->rw));
+
+		memcpy(entry_at, &rx, 8);
+	}
 	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
 	emit_bytes(e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
 	if (!jit->inline_off)
 		emit_tlb_tag(e);
-	for (unsigned i = 0; i < n; i++) {
-		if (jit->inline_off || !emit_inline(&c, &insn[i], &f[i], live[i], i + 1 == n)) {
-			emit_handler_call(&c, &insn[i], i + 1 == n);
-			if (handler_keeps_flags(&insn[i]))
-				continue;
-			c.prod = handler_producer(&insn[i], &c.prod_size);
-		}
+	if (chain) { /* mov dword [jit_last], slot */
+		patch_jump(e, body);
+		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
+		emit4(e, chain->slot);
+		c.insn_off = (unsigned)(chain->gpa & 0xfff);
 	}
-	emit_sync(&c);
-	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
-	emit_jump(e, jit, 16, c.exit);
+	for (unsigned i = 0; i < n; i++) {
+		bool last = i + 1 == n;
+
+		if (jit->inline_off || !emit_inline(&c, &insn[i], &f[i], live[i], last)) {
+			bool branch = chain && last && relative_branch(&insn[i], &cond);
+
+			if (branch)
+				emit_branch_before_handler(&c);
+			emit_handler_call(&c, &insn[i], last);
+			if (branch)
+				emit_branch_after_handler(&c, &insn[i], cond);
+			else if (!handler_keeps_flags(&insn[i]))
+				c.prod = handler_producer(&insn[i], &c.prod_size);
+		}
+		c.insn_off += insn[i].len;
+	}
+	if (!c.ended) {
+		emit_sync(&c);
+		emit_exit_to(&c, chain && chain->falls_through ? (int64_t)c.insn_off : -1);
+	}
 	if (e->overflow)
 		return NULL;
 	jit->pos = (size_t)(e->p - jit->rw);
@@ -1253,6 +1457,36 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 
 emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const struct emu_insn *insn,
 			 unsigned n)
+{
+	return emu_jit_block_chain(jit, ref, insn, n, NULL);
+}
+
+uint32_t emu_jit_generation(const struct emu_jit *jit)
+{
+	return jit->gen;
+}
+
+void emu_jit_link(struct emu_jit *jit, uint32_t exit, uint32_t gen, uint64_t gpa, emu_jit_fn code)
+{
+	const uint8_t *entry = (const uint8_t *)(uintptr_t)code;
+	uint64_t want;
+	uint32_t dist;
+	int32_t rel;
+
+	if (!exit || gen != jit->gen || exit < 4 || exit + 8 > jit->pos || entry < jit->rx + 4 ||
+	    entry > jit->rx + jit->pos)
+		return;
+	memcpy(&want, jit->rw + exit, 8);
+	memcpy(&dist, jit->rw + (entry - jit->rx) - 4, 4);
+	if (want != gpa || !dist)
+		return;
+	rel = (int32_t)((entry - dist) - (jit->rx + exit));
+	memcpy(jit->rw + exit - 4, &rel, 4);
+}
+
+emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
+			       const struct emu_insn *insn, unsigned n,
+			       const struct emu_jit_chain *chain)
 {
 	emu_jit_fn code;
 
@@ -1267,13 +1501,13 @@ emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const str
 		ref->runs++;
 		return NULL;
 	}
-	code = compile_block(jit, insn, n);
+	code = compile_block(jit, ref, insn, n, chain);
 	if (!code) { /* full: drop everything, start again */
 		jit->pos = 0;
 		jit->gen = jit->gen + 1 ? jit->gen + 1 : 1;
 		jit->flushes++;
 		ref->gen = jit->gen;
-		code = compile_block(jit, insn, n);
+		code = compile_block(jit, ref, insn, n, chain);
 		if (!code) { /* larger than the whole buffer: stay interpreted */
 			ref->runs = 0;
 			return NULL;
@@ -1307,6 +1541,29 @@ emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const str
 	(void)insn;
 	(void)n;
 	return NULL;
+}
+
+emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
+			       const struct emu_insn *insn, unsigned n,
+			       const struct emu_jit_chain *chain)
+{
+	(void)chain;
+	return emu_jit_block(jit, ref, insn, n);
+}
+
+uint32_t emu_jit_generation(const struct emu_jit *jit)
+{
+	(void)jit;
+	return 0;
+}
+
+void emu_jit_link(struct emu_jit *jit, uint32_t exit, uint32_t gen, uint64_t gpa, emu_jit_fn code)
+{
+	(void)jit;
+	(void)exit;
+	(void)gen;
+	(void)gpa;
+	(void)code;
 }
 
 uint64_t emu_jit_flushes(const struct emu_jit *jit)

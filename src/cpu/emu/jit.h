@@ -56,6 +56,38 @@ void emu_jit_destroy(struct emu_jit *jit);
 emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const struct emu_insn *insn,
 			 unsigned n);
 
+/* Chaining: what the block cache (cpu.c) tells the compiler about a block so that its code can
+ * go straight to its successors' code. An exit to a constant target in the block's own page
+ * (a relative jump or call taken or not, or the fall-through of a block that stopped at its
+ * size limit) leaves through a jump that emu_jit_link() points at the successor's chain
+ * entry, once both are compiled: in the same page of the same mode, the successor's
+ * guest-physical address is the block's page plus the target's offset, whatever linear
+ * mapping the block ran through. The successor's chain entry checks, each time, that the
+ * caller's attention flag is clear, the chain has blocks left (cpu->chain_left), its block
+ * cache slot still holds this code (`ref` below, cleared when the block is rebuilt) and the
+ * block's page still has the version it was decoded from; otherwise it returns to emu_run()
+ * with RIP at its first instruction. RIP, the count and the interrupt shadow are exact at
+ * every exit, as for a return. Links live in the code buffer: a flush drops them with the
+ * code, so they only ever join code of one generation. */
+struct emu_jit_chain {
+	uint64_t gpa; /* guest-physical address of the block's first instruction */
+	uint32_t slot; /* its block cache slot: compiled code sets cpu->jit_last to it */
+	const uint32_t *version_word; /* its page's code version (memory.h), and the value */
+	uint32_t version; /* it had when the block was decoded */
+	bool falls_through; /* the last instruction is not a block end: the next one follows */
+};
+
+/* emu_jit_block() for a block that may be chained (chain: its facts) or not (NULL). */
+emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
+			       const struct emu_insn *insn, unsigned n,
+			       const struct emu_jit_chain *chain);
+/* The buffer's generation: an exit taken (cpu->jit_exit) is only linked in its own. */
+uint32_t emu_jit_generation(const struct emu_jit *jit);
+/* Make exit `exit` (cpu->jit_exit after code of generation `gen` returned) jump straight to
+ * `code`, the chainable code of the block at `gpa`, if that is the exit's target (else
+ * nothing: the caller may have gone elsewhere, e.g. into an interrupt handler). */
+void emu_jit_link(struct emu_jit *jit, uint32_t exit, uint32_t gen, uint64_t gpa, emu_jit_fn code);
+
 /* Run compiled code as emu_run() runs a block body (block_exit cleared by the caller). */
 static inline int emu_jit_run(emu_jit_fn code, struct emu_cpu *cpu)
 {
