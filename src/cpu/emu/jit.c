@@ -1129,8 +1129,11 @@ static uint8_t *emit_chain_entry(struct compile *c, const struct emu_jit_ref *re
 	emit_bytes(e, (const uint8_t[]){ 0x81, 0x38 }, 2);
 	emit4(e, c->chain->version);
 	out[3] = emit_jump_fwd(e, CC_NZ);
-	/* dec dword [chain_left]; jmp body */
+	/* dec dword [chain_left]; mov dword [jit_exit], 0 (linked: nothing for emu_run() to
+	 * link unless a later exit says so); jmp body */
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xFF }, 1, 1, CPU_OFF(chain_left));
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
+	emit4(e, 0);
 	{
 		uint8_t *body = emit_jump_fwd(e, 16);
 
