@@ -26,7 +26,7 @@ struct disk_config {
 	enum disk_cache cache;
 };
 
-/* -n tap[=IFNAME][,mac=MAC][,queues=N] | user[,mac=MAC][,hostfwd=tcp:[ADDR]:PORT-[ADDR]:PORT...] */
+/* -n tap[=IFNAME][,mac=MAC][,queues=N] | user[,mac=MAC][,mtu=N][,hostfwd=tcp:[ADDR]:PORT-[ADDR]:PORT...] */
 enum net_kind { NET_TAP, NET_USER };
 struct net_hostfwd {
 	bool udp;
@@ -41,7 +41,13 @@ struct net_config {
 	unsigned queues; /* queue pairs, 1..CONFIG_MAX_NET_QUEUES */
 	struct net_hostfwd hostfwd[CONFIG_MAX_HOSTFWD];
 	unsigned nr_hostfwd;
+	unsigned mtu; /* user: the link's MTU (CONFIG_NET_USER_MTU unless mtu=) */
 };
+/* User mode's default MTU: libslirp's largest, as slirp4netns and passt use; the link only
+ * exists between the guest and the monitor, and every 1500-byte frame the guest does not have
+ * to make or take saves it the per-packet work of its network stack. */
+#define CONFIG_NET_USER_MTU 65520
+#define CONFIG_NET_MTU_MIN 68
 
 struct vm_config {
 	const char *kernel_path;

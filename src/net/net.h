@@ -47,7 +47,10 @@ struct net_backend {
 	unsigned nr_queues;
 	int fds[CONFIG_MAX_NET_QUEUES]; /* readable frames per queue; -1 for push backends */
 	bool vnet_hdr; /* frames carry struct virtio_net_hdr_v1 (12 bytes) */
-	unsigned offloads; /* NET_OFFLOAD_* this backend can turn on */
+	/* NET_OFFLOAD_* this backend can turn on. A push backend (no vnet_hdr) may only name
+	 * NET_OFFLOAD_CSUM: the device then completes and validates checksums itself (csum.c). */
+	unsigned offloads;
+	unsigned mtu; /* the link's MTU the guest is told (VIRTIO_NET_F_MTU); 0: 1500 */
 	/* Push backends: the device's receive function, set by the device. */
 	void (*receive)(void *opaque, const void *frame, size_t len);
 	void *receive_opaque;
@@ -60,6 +63,18 @@ struct net_backend *net_tap_open(const struct net_config *nc, const char *defaul
 /* slirp.c: user-mode networking, driven by loop. NULL with one line in err. */
 struct net_backend *net_user_open(const struct net_config *nc, struct event_loop *loop,
 				  char *err, size_t err_len);
+
+/* csum.c: Internet checksums (RFC 1071). */
+/* Add the big-endian 16-bit words of p (an odd last byte padded with zero) to sum. */
+uint64_t net_csum_add(uint64_t sum, const uint8_t *p, size_t len);
+/* Fold a sum's carries into 16 bits (not complemented). */
+uint16_t net_csum_fold(uint64_t sum);
+/* Complete a partial checksum (virtio's NEEDS_CSUM): the complement of the sum from `start` to
+ * the end of the frame, stored at start + offset. -1 when that does not fit in len. */
+int net_csum_complete(uint8_t *frame, size_t len, size_t start, size_t offset);
+/* Whether an Ethernet frame holds a whole IPv4/IPv6 TCP or UDP datagram whose checksum is
+ * right (pseudo-header included). false for anything else, or when it is wrong. */
+bool net_csum_l4_valid(const uint8_t *frame, size_t len);
 
 /* net_config.c */
 int net_parse_mac(const char *text, size_t len, uint8_t mac[6]);

@@ -1,5 +1,5 @@
 /* -n/--net option values: tap[=IFNAME][,mac=MAC][,queues=N] and
- * user[,mac=MAC][,hostfwd=tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT...]. Pure parsing, unit-tested
+ * user[,mac=MAC][,mtu=N][,hostfwd=tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT...]. Pure parsing, unit-tested
  * in tests/unit/test_config.c and test_net.c. */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -9,7 +9,9 @@
 #include "config.h"
 #include "net/net.h"
 
-#define NET_USAGE "use -n tap[=IFNAME][,mac=MAC][,queues=N] or -n user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]"
+#define NET_USAGE                                         \
+	"use -n tap[=IFNAME][,mac=MAC][,queues=N] or -n " \
+	"user[,mtu=N][,hostfwd=tcp::HOSTPORT-:GUESTPORT]"
 
 int net_parse_mac(const char *text, size_t len, uint8_t mac[6])
 {
@@ -121,6 +123,7 @@ int config_parse_net(struct net_config *n, const char *text, char *err, unsigned
 		memcpy(n->ifname, text + 4, nlen);
 	} else if (len == 4 && !strncmp(text, "user", 4)) {
 		n->kind = NET_USER;
+		n->mtu = CONFIG_NET_USER_MTU;
 	} else {
 		snprintf(err, err_len, "--net %s: unknown network type '%.*s' (" NET_USAGE ")", text,
 			 (int)len, text);
@@ -152,6 +155,19 @@ int config_parse_net(struct net_config *n, const char *text, char *err, unsigned
 				return -1;
 			}
 			n->queues = (unsigned)q;
+		} else if (olen > 4 && !strncmp(opt, "mtu=", 4) && n->kind == NET_USER) {
+			char buf[8] = { 0 }, *end;
+			memcpy(buf, opt + 4, olen - 4 < 7 ? olen - 4 : 7);
+			long m = strtol(buf, &end, 10);
+			if (olen - 4 >= 7 || *end || end == buf || m < CONFIG_NET_MTU_MIN ||
+			    m > CONFIG_NET_USER_MTU) {
+				snprintf(err, err_len,
+					 "--net %s: mtu=%.*s is not an MTU (use %d to %d bytes)",
+					 text, (int)(olen - 4), opt + 4, CONFIG_NET_MTU_MIN,
+					 CONFIG_NET_USER_MTU);
+				return -1;
+			}
+			n->mtu = (unsigned)m;
 		} else if (olen > 8 && !strncmp(opt, "hostfwd=", 8) && n->kind == NET_USER) {
 			if (n->nr_hostfwd == CONFIG_MAX_HOSTFWD) {
 				snprintf(err, err_len, "--net %s: more than %d hostfwd rules (forward fewer ports)",
@@ -168,7 +184,7 @@ int config_parse_net(struct net_config *n, const char *text, char *err, unsigned
 			snprintf(err, err_len, "--net %s: unknown option '%.*s' for %s (%s)", text,
 				 (int)olen, opt, n->kind == NET_TAP ? "tap" : "user",
 				 n->kind == NET_TAP ? "tap takes mac= and queues="
-						    : "user takes mac= and hostfwd=");
+						    : "user takes mac=, mtu= and hostfwd=");
 			return -1;
 		}
 	}

@@ -1,6 +1,8 @@
 /* User-mode networking with libslirp: NAT to the host's sockets, DHCP (the guest gets
  * 10.0.2.15), DNS at 10.0.2.3 forwarded to the host's resolver, the host itself at 10.0.2.2,
- * and host port forwarding (hostfwd=). Needs no root and no TAP.
+ * and host port forwarding (hostfwd=). Needs no root and no TAP. The link's MTU is the guest's
+ * choice of mtu= (65520 unless given: libslirp's largest), told to the guest through virtio-net's
+ * MTU field.
  *
  * libslirp is driven from the main event loop: after every batch of calls into it (the frames
  * of one transmit kick, a socket event, a timer) the set of sockets it wants polled is read
@@ -381,6 +383,10 @@ struct net_backend *net_user_open(const struct net_config *nc, struct event_loop
 	u->be.ops = &user_ops;
 	u->be.nr_queues = 1;
 	u->be.fds[0] = -1;
+	u->be.mtu = nc->mtu ? nc->mtu : 1500;
+	/* libslirp takes and makes whole frames: the device completes the guest's partial
+	 * checksums before slirp_input and validates what slirp sends (net/csum.c). */
+	u->be.offloads = NET_OFFLOAD_CSUM;
 	snprintf(u->be.name, sizeof(u->be.name), "user");
 	u->loop = loop;
 	u->armed_ms = -1;
@@ -393,7 +399,8 @@ struct net_backend *net_user_open(const struct net_config *nc, struct event_loop
 		user_destroy(&u->be);
 		return NULL;
 	}
-	SlirpConfig cfg = { .version = 4, .in_enabled = true, .if_mtu = 1500, .if_mru = 1500 };
+	unsigned mtu = nc->mtu ? nc->mtu : 1500;
+	SlirpConfig cfg = { .version = 4, .in_enabled = true, .if_mtu = mtu, .if_mru = mtu };
 	inet_pton(AF_INET, "10.0.2.0", &cfg.vnetwork);
 	inet_pton(AF_INET, "255.255.255.0", &cfg.vnetmask);
 	inet_pton(AF_INET, "10.0.2.2", &cfg.vhost);

@@ -129,4 +129,6 @@ void virtio_devices_format_stats(struct vm *vm, FILE *out)
 		virtio_blk_format_stats(d->disks[i], out);
 	if (d->rng)
 		virtio_rng_format_stats(d->rng, out);
+	for (unsigned i = 0; i < d->nr_nets; i++)
+		virtio_net_format_stats(d->nets[i], out);
 }

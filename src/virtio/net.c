@@ -10,6 +10,10 @@
  * handles a batch of frames and sends at most one interrupt; EVENT_IDX decides whether even
  * that is needed.
  *
+ * Push backends (user mode) take and give plain frames: transmit copies the frame once (and
+ * completes a partial checksum there, VIRTIO_NET_F_CSUM); a received frame is copied into the
+ * guest's buffers, marked DATA_VALID when its TCP/UDP checksum checked out (GUEST_CSUM).
+ *
  * The guest is hostile: a frame too short for the header, larger than negotiated, or with a
  * header the negotiated features do not allow is dropped and counted; so is a receive chain
  * with readable buffers or too small for a header. Malformed rings (loops, addresses outside
@@ -104,6 +108,12 @@ static bool net_has(const struct virtio_net *net, unsigned bit)
 	return virtio_device_has_feature(&net->vdev, bit);
 }
 
+/* The link's MTU: the backend's (user mode's mtu=), else Ethernet's. */
+static unsigned net_mtu(const struct virtio_net *net)
+{
+	return net->be->mtu ? net->be->mtu : NET_MTU;
+}
+
 static unsigned net_ctrl_queue(const struct virtio_net *net)
 {
 	/* §5.1.2: controlq is 2N with MQ, otherwise 2. */
@@ -166,7 +176,7 @@ static void net_start(struct virtio_net *net)
 	net->rx_need = NET_HDR_LEN + (big_rx ? NET_MAX_GSO_FRAME : NET_MTU + NET_ETH_HLEN + NET_VLAN_HLEN);
 	bool big_tx = net_has(net, VIRTIO_NET_F_HOST_TSO4) || net_has(net, VIRTIO_NET_F_HOST_TSO6) ||
 		      net_has(net, VIRTIO_NET_F_HOST_UFO);
-	net->tx_max = big_tx ? NET_MAX_GSO_FRAME : NET_MTU + NET_ETH_HLEN + NET_VLAN_HLEN;
+	net->tx_max = big_tx ? NET_MAX_GSO_FRAME : net_mtu(net) + NET_ETH_HLEN + NET_VLAN_HLEN;
 	net->active_pairs = 1;
 	if (net->be->ops->set_active_queues)
 		net->be->ops->set_active_queues(net->be, 1);
@@ -405,6 +415,11 @@ static int net_rx_deliver(struct virtio_net *net, const void *frame, size_t len)
 			return 0;
 	}
 	uint8_t hdr[NET_HDR_LEN] = { 0 };
+	/* §5.1.6.4.1: DATA_VALID only for a checksum the device validated itself. */
+	if (net_has(net, VIRTIO_NET_F_GUEST_CSUM) && net_csum_l4_valid(frame, len)) {
+		hdr[0] = VIRTIO_NET_HDR_F_DATA_VALID;
+		net->stats.rx_csum_valid++;
+	}
 	net_pool_write(p, 0, hdr, sizeof(hdr));
 	net_pool_write(p, NET_HDR_LEN, frame, len);
 	net_rx_complete(net, p, NET_HDR_LEN + len);
@@ -569,6 +584,10 @@ static void net_tx_one(struct virtio_net *net, unsigned pair, const struct virtq
 			memcpy(net->frame + done, net->tx_iov[i].iov_base, net->tx_iov[i].iov_len);
 			done += net->tx_iov[i].iov_len;
 		}
+		/* The device's part of VIRTIO_NET_F_CSUM: the checksum the guest left to it. */
+		if ((hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM) &&
+		    net_csum_complete(net->frame, done, get16(hdr + 6), get16(hdr + 8)) == 0)
+			net->stats.tx_csum_done++;
 		struct iovec one = { net->frame, done };
 		sent = net->be->ops->transmit(net->be, pair, &one, 1);
 	}
@@ -768,9 +787,36 @@ static void net_reset(struct virtio_device *vdev)
 	memcpy(net->config, net->mac, 6);
 }
 
+/* --stats: what the guest sent and got, per frame, with the transport's kicks and interrupts
+ * above it (exits and interrupts per packet). Lock held by the caller. */
+static void net_format_stats(struct virtio_device *vdev, FILE *out)
+{
+	struct virtio_net *net = vdev->opaque;
+	const struct virtio_net_stats *s = &net->stats;
+	fprintf(out,
+		"    %s, mtu %u, link %s: tx %llu frames (%llu bytes, %llu dropped), rx %llu "
+		"frames (%llu bytes, %llu dropped, %llu filtered), control ok %llu, errors %llu, "
+		"backend errors %llu\n",
+		net->be->name, net_mtu(net), net->link_failed ? "down" : "up",
+		(unsigned long long)s->tx_packets, (unsigned long long)s->tx_bytes,
+		(unsigned long long)s->tx_dropped, (unsigned long long)s->rx_packets,
+		(unsigned long long)s->rx_bytes, (unsigned long long)s->rx_dropped,
+		(unsigned long long)s->rx_filtered, (unsigned long long)s->ctrl_ok,
+		(unsigned long long)s->ctrl_err, (unsigned long long)s->backend_errors);
+	if (net->be->offloads & NET_OFFLOAD_CSUM && !net->be->vnet_hdr)
+		fprintf(out, "    checksums completed for the guest %llu, validated for it %llu\n",
+			(unsigned long long)s->tx_csum_done, (unsigned long long)s->rx_csum_valid);
+}
+
+void virtio_net_format_stats(struct virtio_net *net, FILE *out)
+{
+	virtio_device_format_stats(&net->vdev, out);
+}
+
 static const struct virtio_device_ops net_ops = {
 	.queue_notify = net_queue_notify,
 	.reset = net_reset,
+	.format_stats = net_format_stats,
 };
 
 void virtio_net_destroy(struct virtio_net *net)
@@ -826,15 +872,16 @@ struct virtio_net *virtio_net_create_on(struct vm *vm, struct pci_host *host,
 	memcpy(net->config, net->mac, 6);
 	put16(net->config + 6, VIRTIO_NET_S_LINK_UP);
 	put16(net->config + 8, (uint16_t)net->max_pairs);
-	put16(net->config + 10, NET_MTU);
+	put16(net->config + 10, (uint16_t)net_mtu(net));
 	uint64_t f = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_MTU) |
 		     (1ull << VIRTIO_NET_F_STATUS) | (1ull << VIRTIO_NET_F_MRG_RXBUF) |
 		     (1ull << VIRTIO_NET_F_CTRL_VQ) | (1ull << VIRTIO_NET_F_CTRL_RX) |
 		     (1ull << VIRTIO_NET_F_CTRL_MAC_ADDR);
 	if (net->max_pairs > 1)
 		f |= 1ull << VIRTIO_NET_F_MQ;
-	if (be->vnet_hdr && (be->offloads & NET_OFFLOAD_CSUM)) {
+	if (be->offloads & NET_OFFLOAD_CSUM)
 		f |= (1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM);
+	if (be->vnet_hdr && (be->offloads & NET_OFFLOAD_CSUM)) {
 		if (be->offloads & NET_OFFLOAD_TSO4)
 			f |= (1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_GUEST_TSO4);
 		if (be->offloads & NET_OFFLOAD_TSO6)

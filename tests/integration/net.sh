@@ -26,6 +26,7 @@ expect_error net_multicast_mac 2 "is a multicast address" -n tap,mac=01:00:5e:00
 expect_error net_bad_queue_count 2 "not a queue count" -n tap,queues=0 "$KERNEL"
 expect_error net_unknown_type 2 "unknown network type" -n bridge "$KERNEL"
 expect_error net_bad_hostfwd 2 "not a forwarding rule" -n user,hostfwd=tcp:99999-:80 "$KERNEL"
+expect_error net_bad_user_mtu 2 "mtu=65536 is not an MTU (use 68 to 65520 bytes)" -n user,mtu=65536 "$KERNEL"
 
 require_kvm net_tap_lifecycle || exit 0
 

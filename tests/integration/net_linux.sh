@@ -128,14 +128,17 @@ else
 fi
 guest_stop 2
 
-# User mode: DHCP, a server on the host's loopback (10.0.2.2 is the host), and hostfwd inwards.
+# User mode: DHCP, a server on the host's loopback (10.0.2.2 is the host), and hostfwd inwards,
+# both ways with 100 KB on the link's MTU of 65520 and the device's checksum offload (a checksum
+# it completed or validated wrongly stalls the transfer).
 if [ $up1 = yes ] &&
-	guest_run 1 "grep -qx 52:54:00:ab:cd:ef /sys/class/net/eth2/address" usermac 30 &&
+	guest_run 1 "grep -qx 52:54:00:ab:cd:ef /sys/class/net/eth2/address && grep -qx 65520 /sys/class/net/eth2/mtu" usermac 30 &&
 	guest_run 1 "ip link set eth2 up && udhcpc -i eth2 -q -n" dhcp 60 &&
 	guest_run 1 "wget -q -O /tmp/c http://10.0.2.2:8001/blob && md5sum /tmp/c | grep -q $sum" userfetch 120 &&
-	guest_run 1 "mkdir -p /tmp/w && echo hello-from-guest >/tmp/w/i && httpd -p 8080 -h /tmp/w" usersrv 30 &&
+	guest_run 1 "mkdir -p /tmp/w && echo hello-from-guest >/tmp/w/i && cp /tmp/c /tmp/w/blob && httpd -p 8080 -h /tmp/w" usersrv 30 &&
 	ip netns exec "$NS" bash -c 'exec 3<>/dev/tcp/127.0.0.1/18081; printf "GET /i HTTP/1.0\r\n\r\n" >&3; cat <&3' |
-	grep -q hello-from-guest; then
+	grep -q hello-from-guest &&
+	[ "$(ip netns exec "$NS" busybox wget -q -O - http://127.0.0.1:18081/blob | md5sum | cut -d' ' -f1)" = "$sum" ]; then
 	ok net_linux_user_dhcp_fetch_hostfwd
 else
 	fail net_linux_user_dhcp_fetch_hostfwd "console: $(tail -c 300 "$TMP/out1" | tr -d '\r'); $(cat "$TMP/err1")"

@@ -443,24 +443,46 @@ static void test_virtio_net_rx_mergeable_buffers(void)
 	rig_free(&r);
 }
 
-/* Fake push backend (as user mode): no fd, no header; frames come through be->receive. */
+/* Fake push backend (as user mode): no fd, no header; frames come through be->receive, and
+ * the last frame transmitted is kept. */
+struct push_be {
+	struct net_backend be; /* first */
+	uint8_t last[70000];
+	size_t last_len;
+	unsigned sent;
+};
 static ssize_t push_transmit(struct net_backend *be, unsigned q, const struct iovec *iov, unsigned cnt)
 {
-	(void)be, (void)q, (void)iov, (void)cnt;
-	return 0;
+	struct push_be *p = (struct push_be *)be;
+	(void)q;
+	if (cnt != 1 || iov[0].iov_len > sizeof(p->last))
+		return -EINVAL;
+	memcpy(p->last, iov[0].iov_base, iov[0].iov_len);
+	p->last_len = iov[0].iov_len;
+	p->sent++;
+	return (ssize_t)iov[0].iov_len;
 }
 static void push_destroy(struct net_backend *be) { free(be); }
 static const struct net_backend_ops push_ops = { .transmit = push_transmit, .destroy = push_destroy };
 
-static int rig_init_push(struct rig *r)
+/* A push backend with these offloads (NET_OFFLOAD_CSUM or 0) and MTU (0: the default). */
+static int rig_init_push_with(struct rig *r, unsigned offloads, unsigned mtu)
 {
 	rig_base(r);
-	struct net_backend *be = calloc(1, sizeof(*be));
+	struct push_be *p = calloc(1, sizeof(*p));
+	struct net_backend *be = &p->be;
 	be->ops = &push_ops;
 	snprintf(be->name, sizeof(be->name), "push");
 	be->nr_queues = 1;
 	be->fds[0] = -1;
+	be->offloads = offloads;
+	be->mtu = mtu;
 	return rig_attach(r, "user", be);
+}
+
+static int rig_init_push(struct rig *r)
+{
+	return rig_init_push_with(r, 0, 0);
 }
 
 static void test_virtio_net_push_frames_wait_for_buffers_in_order(void)
@@ -739,6 +761,198 @@ static void test_virtio_net_real_tap_answers_ping_in_netns(void)
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* The checksum of data the test sums its own way: 16-bit big-endian words, one at a time. */
+static uint16_t naive_csum(const uint8_t *p, size_t len, uint32_t start)
+{
+	uint32_t sum = start;
+	for (size_t i = 0; i < len; i += 2)
+		sum += (uint32_t)(p[i] << 8 | (i + 1 < len ? p[i + 1] : 0));
+	while (sum >> 16)
+		sum = (sum & 0xFFFF) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+/* An Ethernet frame with an IPv4 (ip6 false) or IPv6 header and a UDP (or TCP) datagram of
+ * `payload` bytes whose checksum is right. Returns the frame's length. */
+static size_t make_ip_frame(uint8_t *f, bool ip6, bool tcp, size_t payload)
+{
+	size_t iph = ip6 ? 40 : 20, l4h = tcp ? 20 : 8, l4_len = l4h + payload;
+	memset(f, 0, 14 + iph + l4_len);
+	make_frame(f, bcast, 14);
+	f[12] = ip6 ? 0x86 : 0x08, f[13] = ip6 ? 0xDD : 0x00;
+	uint8_t *ip = f + 14, *l4 = ip + iph;
+	uint8_t proto = tcp ? 6 : 17;
+	uint32_t pseudo = proto + (uint32_t)l4_len;
+	if (ip6) {
+		ip[0] = 0x60;
+		ip[4] = (uint8_t)(l4_len >> 8), ip[5] = (uint8_t)l4_len;
+		ip[6] = proto, ip[7] = 64;
+		for (unsigned i = 0; i < 32; i++)
+			ip[8 + i] = (uint8_t)(0x20 + i * 3);
+		pseudo += naive_csum(ip + 8, 32, 0);
+	} else {
+		ip[0] = 0x45;
+		ip[2] = (uint8_t)((20 + l4_len) >> 8), ip[3] = (uint8_t)(20 + l4_len);
+		ip[8] = 64, ip[9] = proto;
+		memcpy(ip + 12, "\x0a\x00\x02\x02\x0a\x00\x02\x0f", 8);
+		pseudo += naive_csum(ip + 12, 8, 0);
+	}
+	l4[0] = 0x13, l4[1] = 0x89, l4[2] = 0xC3, l4[3] = 0x51; /* ports */
+	if (tcp)
+		l4[12] = 0x50, l4[13] = 0x10; /* data offset 5, ACK */
+	else
+		l4[4] = (uint8_t)(l4_len >> 8), l4[5] = (uint8_t)l4_len;
+	for (size_t i = 0; i < payload; i++)
+		l4[l4h + i] = (uint8_t)(i * 13 + 5);
+	uint16_t c = (uint16_t)~naive_csum(l4, l4_len, pseudo);
+	unsigned at = tcp ? 16 : 6;
+	l4[at] = (uint8_t)(c >> 8), l4[at + 1] = (uint8_t)c;
+	return 14 + iph + l4_len;
+}
+
+static void test_net_csum_complete_and_validate(void)
+{
+	uint8_t f[2000];
+	for (unsigned kind = 0; kind < 4; kind++) {
+		bool ip6 = kind & 1, tcp = kind & 2;
+		for (size_t payload = 0; payload < 6; payload++) { /* odd and even lengths */
+			size_t len = make_ip_frame(f, ip6, tcp, payload + 1000);
+			CHECK(net_csum_l4_valid(f, len));
+			/* Any flipped bit in the datagram or its addresses is caught. */
+			f[len - 1] ^= 0x40;
+			CHECK(!net_csum_l4_valid(f, len));
+			f[len - 1] ^= 0x40;
+			f[14 + (ip6 ? 8 : 12)] ^= 1;
+			CHECK(!net_csum_l4_valid(f, len));
+			f[14 + (ip6 ? 8 : 12)] ^= 1;
+			/* Completing from the pseudo-header sum gives back the same checksum. */
+			size_t l4 = 14 + (ip6 ? 40 : 20), at = l4 + (tcp ? 16 : 6);
+			uint8_t want[2] = { f[at], f[at + 1] };
+			uint32_t pseudo =
+				(tcp ? 6 : 17) + (uint32_t)(len - l4) +
+				(ip6 ? naive_csum(f + 22, 32, 0) : naive_csum(f + 26, 8, 0));
+			uint16_t partial = naive_csum(NULL, 0, pseudo);
+			f[at] = (uint8_t)(partial >> 8), f[at + 1] = (uint8_t)partial;
+			CHECK_EQ(net_csum_complete(f, len, l4, at - l4), 0);
+			CHECK(f[at] == want[0] && f[at + 1] == want[1]);
+		}
+	}
+	/* Not validated: truncated or lying lengths, fragments, other protocols, no UDP checksum. */
+	size_t len = make_ip_frame(f, false, false, 100);
+	CHECK(!net_csum_l4_valid(f, len - 1)); /* IP total length beyond the frame */
+	CHECK(!net_csum_l4_valid(f, 20));
+	f[20] = 0x20; /* more fragments */
+	CHECK(!net_csum_l4_valid(f, len));
+	f[20] = 0;
+	f[23] = 1; /* ICMP */
+	CHECK(!net_csum_l4_valid(f, len));
+	f[23] = 17;
+	f[14] = 0x4F; /* header length 60 */
+	CHECK(!net_csum_l4_valid(f, len));
+	f[14] = 0x45;
+	f[40] = f[41] = 0; /* UDP without a checksum */
+	CHECK(!net_csum_l4_valid(f, len));
+	len = make_ip_frame(f, true, true, 10);
+	f[18] = 0xFF; /* IPv6 payload length beyond the frame */
+	CHECK(!net_csum_l4_valid(f, len));
+	CHECK(!net_csum_l4_valid(f, 13));
+	/* Completing outside the frame is refused. */
+	CHECK_EQ(net_csum_complete(f, 100, 99, 0), -1);
+	CHECK_EQ(net_csum_complete(f, 100, 98, 1), -1);
+	CHECK_EQ(net_csum_complete(f, 100, 200, 0), -1);
+	CHECK_EQ(net_csum_complete(f, 100, 98, 0), 0);
+}
+
+static void test_virtio_net_push_backend_checksum_offload_and_mtu(void)
+{
+	struct rig r;
+	CHECK_EQ(rig_init_push_with(&r, NET_OFFLOAD_CSUM, 65520), 0);
+	struct push_be *pb = (struct push_be *)r.be;
+	uint64_t f = device_features(&r);
+	CHECK(f & (1ull << VIRTIO_NET_F_CSUM));
+	CHECK(f & (1ull << VIRTIO_NET_F_GUEST_CSUM));
+	CHECK(!(f & (1ull << VIRTIO_NET_F_HOST_TSO4))); /* no segmentation without a TAP */
+	CHECK(!(f & (1ull << VIRTIO_NET_F_GUEST_TSO4)));
+	CHECK_EQ(mmio_r(&r, r.bar + VIRTIO_BAR_DEVICE + 10, 2), 65520);
+	CHECK_EQ(driver_start(&r, (1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM) |
+					  (1ull << VIRTIO_NET_F_MRG_RXBUF)),
+		 0x0F);
+	/* Transmit: the partial checksum left to the device is completed before the backend. */
+	static uint8_t frame[65600];
+	uint8_t hdr[12] = { VIRTIO_NET_HDR_F_NEEDS_CSUM };
+	size_t len = make_ip_frame(frame, false, true, 60000); /* fits the MTU, not 1500 */
+	uint8_t want[2] = { frame[50], frame[51] };
+	uint32_t pseudo = 6 + (uint32_t)(len - 34) + naive_csum(frame + 26, 8, 0);
+	uint16_t partial = naive_csum(NULL, 0, pseudo);
+	frame[50] = (uint8_t)(partial >> 8), frame[51] = (uint8_t)partial;
+	hdr[6] = 34, hdr[8] = 16; /* csum_start: the TCP header; csum_offset: its checksum */
+	tx_frame(&r, hdr, 12, frame, len);
+	CHECK_EQ(pb->sent, 1);
+	CHECK_EQ(pb->last_len, len);
+	CHECK(pb->last[50] == want[0] && pb->last[51] == want[1]);
+	CHECK(net_csum_l4_valid(pb->last, pb->last_len));
+	/* Larger than the MTU: dropped. */
+	tx_frame(&r, (uint8_t[12]){ 0 }, 12, frame, 65520 + 14 + 4 + 1);
+	CHECK_EQ(pb->sent, 1);
+	/* Receive: DATA_VALID only on frames whose checksum the device checked. */
+	rx_offer(&r, 3, 2048, true);
+	len = make_ip_frame(frame, true, false, 500);
+	r.be->receive(r.be->receive_opaque, frame, len);
+	frame[len - 1] ^= 1; /* wrong checksum */
+	r.be->receive(r.be->receive_opaque, frame, len);
+	make_frame(frame, bcast, 300); /* not IP */
+	r.be->receive(r.be->receive_opaque, frame, 300);
+	CHECK_EQ(used_idx(&r, 0), 3);
+	uint8_t flags[3];
+	for (unsigned i = 0; i < 3; i++) {
+		uint32_t id, l;
+		used_elem(&r, 0, i, &id, &l);
+		memory_read(&r.vm.mem, BUF(0, id), &flags[i], 1);
+	}
+	CHECK_EQ(flags[0], VIRTIO_NET_HDR_F_DATA_VALID);
+	CHECK_EQ(flags[1], 0);
+	CHECK_EQ(flags[2], 0);
+	struct virtio_net_stats st;
+	virtio_net_get_stats(r.net, &st);
+	CHECK_EQ(st.tx_csum_done, 1);
+	CHECK_EQ(st.rx_csum_valid, 1);
+	CHECK_EQ(st.tx_dropped, 1);
+	/* A driver that did not take GUEST_CSUM never sees DATA_VALID. */
+	CHECK_EQ(driver_start(&r, 1ull << VIRTIO_NET_F_MRG_RXBUF), 0x0F);
+	rx_offer(&r, 1, 2048, true);
+	len = make_ip_frame(frame, false, false, 100);
+	r.be->receive(r.be->receive_opaque, frame, len);
+	CHECK_EQ(used_idx(&r, 0), 1);
+	memory_read(&r.vm.mem, BUF(0, 0), &flags[0], 1);
+	CHECK_EQ(flags[0], 0);
+	rig_free(&r);
+	/* Without the offload (and MTU) the backend gets neither. */
+	CHECK_EQ(rig_init_push(&r), 0);
+	f = device_features(&r);
+	CHECK(!(f & (1ull << VIRTIO_NET_F_CSUM)) && !(f & (1ull << VIRTIO_NET_F_GUEST_CSUM)));
+	CHECK_EQ(mmio_r(&r, r.bar + VIRTIO_BAR_DEVICE + 10, 2), 1500);
+	rig_free(&r);
+}
+
+static void test_net_user_mtu_option(void)
+{
+	struct net_config nc;
+	char err[256];
+	CHECK_EQ(config_parse_net(&nc, "user", err, sizeof(err)), 0);
+	CHECK_EQ(nc.mtu, CONFIG_NET_USER_MTU);
+	CHECK_EQ(config_parse_net(&nc, "user,mtu=1500,hostfwd=tcp::2222-:22", err, sizeof(err)), 0);
+	CHECK_EQ(nc.mtu, 1500);
+	CHECK_EQ(config_parse_net(&nc, "user,mtu=68", err, sizeof(err)), 0);
+	CHECK_EQ(nc.mtu, 68);
+	const char *bad[] = { "user,mtu=67",  "user,mtu=65521",	   "user,mtu=",
+			      "user,mtu=15x", "user,mtu=99999999", "tap,mtu=1500" };
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		CHECK_EQ(config_parse_net(&nc, bad[i], err, sizeof(err)), -1);
+		CHECK(strstr(err, "mtu") != NULL);
+	}
+}
+
 int main(void)
 {
 	RUN_TEST(test_virtio_net_config_and_features);
@@ -747,6 +961,9 @@ int main(void)
 	RUN_TEST(test_virtio_net_hostile_tx_dropped_and_counted);
 	RUN_TEST(test_virtio_net_rx_mergeable_buffers);
 	RUN_TEST(test_virtio_net_push_frames_wait_for_buffers_in_order);
+	RUN_TEST(test_net_csum_complete_and_validate);
+	RUN_TEST(test_virtio_net_push_backend_checksum_offload_and_mtu);
+	RUN_TEST(test_net_user_mtu_option);
 	RUN_TEST(test_virtio_net_rx_hostile_chains_dropped);
 	RUN_TEST(test_virtio_net_control_queue_and_filter);
 	RUN_TEST(test_virtio_net_backend_failure_takes_link_down);
