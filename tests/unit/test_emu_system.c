@@ -1413,6 +1413,339 @@ static void test_jit_memory_paths(void)
 	emu_jit_destroy(jit);
 }
 
+/* ---- the JIT's templates against the interpreter's handlers, with random inputs ---- */
+
+static uint64_t tmpl_rng = 0x9E3779B97F4A7C15ull;
+
+static uint64_t tmpl_rnd64(void)
+{
+	tmpl_rng ^= tmpl_rng << 13;
+	tmpl_rng ^= tmpl_rng >> 7;
+	tmpl_rng ^= tmpl_rng << 17;
+	return tmpl_rng;
+}
+
+static unsigned tmpl_rnd(unsigned n)
+{
+	return (unsigned)(tmpl_rnd64() % n);
+}
+
+#define TMPL_DATA 0x206000 /* a user RW page beside the code's (the next one is not present) */
+
+/* An address for a memory operand: mostly the data page (often near its end, so that some
+ * accesses cross onto the not-present page), sometimes a page that faults (read-only for a
+ * write, supervisor-only, not present), MMIO, the code's own page or a non-canonical one. */
+static uint64_t tmpl_address(void)
+{
+	static const uint64_t special[] = { USER_RO,   SUPERVISOR_ONLY, NOT_PRESENT,
+					    USER_MMIO, USER_RW + 0x800, 0x8000000000000000ull };
+	unsigned off = tmpl_rnd(2) ? tmpl_rnd(4096 - 64) : 4096 - 16 + tmpl_rnd(16);
+
+	if (tmpl_rnd(8))
+		return TMPL_DATA + off;
+	return special[tmpl_rnd(sizeof(special) / sizeof(special[0]))] + (off & 0x7f8);
+}
+
+/* Registers: RSI and RDI hold addresses (a case's memory operands use them as bases), the
+ * rest random; only PUSH/POP (and CALL/RET) use RSP. */
+static unsigned tmpl_reg(void)
+{
+	unsigned r;
+
+	do
+		r = tmpl_rnd(16);
+	while (r == CPU_RSP);
+	return r;
+}
+
+/* Prefixes for operand size `size` with ModRM reg `reg`, rm/base `rm`: 66, REX (always for
+ * byte forms, so that registers 4-7 are SPL..DIL, as fast.c selects them). */
+static uint8_t *tmpl_prefix(uint8_t *p, unsigned size, unsigned reg, unsigned rm)
+{
+	if (size == 2)
+		*p++ = 0x66;
+	if (size == 1 || size == 8 || reg >= 8 || rm >= 8)
+		*p++ = (uint8_t)(0x40 | (size == 8 ? 8 : 0) | (reg >= 8 ? 4 : 0) |
+				 (rm >= 8 ? 1 : 0));
+	return p;
+}
+
+/* ModRM for [base + disp8] (base RSI or RDI) or a register. */
+static uint8_t *tmpl_modrm(uint8_t *p, unsigned reg, bool mem, unsigned rm)
+{
+	if (!mem) {
+		*p++ = (uint8_t)(0xC0 | (reg & 7) << 3 | (rm & 7));
+		return p;
+	}
+	*p++ = (uint8_t)(0x40 | (reg & 7) << 3 | (rm & 7));
+	*p++ = (uint8_t)(tmpl_rnd(4) ? tmpl_rnd(32) : 0);
+	return p;
+}
+
+static uint8_t *tmpl_imm(uint8_t *p, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		*p++ = (uint8_t)tmpl_rnd64();
+	return p;
+}
+
+/* One instruction of the forms the templates cover. */
+static uint8_t *tmpl_insn(uint8_t *p)
+{
+	static const unsigned sizes[] = { 1, 2, 4, 8 };
+	unsigned size = sizes[tmpl_rnd(4)], reg = tmpl_reg(),
+		 base = tmpl_rnd(2) ? CPU_RSI : CPU_RDI;
+	unsigned op = tmpl_rnd(8), byte = size == 1 ? 0 : 1,
+		 isz = size == 1   ? 1
+		       : size == 2 ? 2
+				   : 4;
+	bool mem = tmpl_rnd(4) != 0;
+	unsigned rm = mem ? base : tmpl_reg();
+
+	switch (tmpl_rnd(13)) {
+	case 0: /* ALU r/m, r and r, r/m */
+		p = tmpl_prefix(p, size, reg, rm);
+		*p++ = (uint8_t)(op << 3 | tmpl_rnd(2) << 1 | byte);
+		return tmpl_modrm(p, reg, mem, rm);
+	case 1: /* ALU r/m, imm (80, 81, 83) */
+		p = tmpl_prefix(p, size, 0, rm);
+		*p++ = size == 1 ? 0x80 : tmpl_rnd(2) ? 0x83 : 0x81;
+		p = tmpl_modrm(p, op, mem, rm);
+		return tmpl_imm(p, p[-1 - (mem ? 1 : 0)] == 0x83 ? 1 : isz);
+	case 2: /* TEST r/m, r; TEST r/m, imm; TEST accumulator, imm */
+		p = tmpl_prefix(p, size, reg, rm);
+		if (tmpl_rnd(3) == 0) {
+			*p++ = (uint8_t)(0x84 | byte);
+			return tmpl_modrm(p, reg, mem, rm);
+		}
+		if (tmpl_rnd(2)) {
+			*p++ = (uint8_t)(0xA8 | byte);
+			return tmpl_imm(p, isz);
+		}
+		*p++ = (uint8_t)(0xF6 | byte);
+		p = tmpl_modrm(p, 0, mem, rm);
+		return tmpl_imm(p, isz);
+	case 3: /* INC/DEC r/m */
+		p = tmpl_prefix(p, size, 0, rm);
+		*p++ = (uint8_t)(0xFE | byte);
+		return tmpl_modrm(p, tmpl_rnd(2), mem, rm);
+	case 4: /* MOV r/m, r; MOV r, r/m */
+		p = tmpl_prefix(p, size, reg, rm);
+		*p++ = (uint8_t)(0x88 | tmpl_rnd(2) << 1 | byte);
+		return tmpl_modrm(p, reg, mem, rm);
+	case 5: /* MOV r/m, imm */
+		p = tmpl_prefix(p, size, 0, rm);
+		*p++ = (uint8_t)(0xC6 | byte);
+		p = tmpl_modrm(p, 0, mem, rm);
+		return tmpl_imm(p, isz);
+	case 6: /* MOVZX/MOVSX r, r/m8|16; MOVSXD r, r/m32 */
+		if (tmpl_rnd(4) == 0) {
+			p = tmpl_prefix(p, 8, reg, rm);
+			*p++ = 0x63;
+			return tmpl_modrm(p, reg, mem, rm);
+		}
+		p = tmpl_prefix(p, size == 1 ? 4 : size, reg, rm);
+		if (!mem && p[-1] < 0x40)
+			*p++ = 0x40; /* byte sources 4-7 are SPL..DIL */
+		*p++ = 0x0F;
+		*p++ = (uint8_t)(0xB6 | tmpl_rnd(2) | tmpl_rnd(2) << 3);
+		return tmpl_modrm(p, reg, mem, rm);
+	case 7: /* PUSH r, POP r (RSP too: PUSH RSP stores the old value, POP RSP keeps the popped) */
+		if (tmpl_rnd(8) == 0)
+			reg = CPU_RSP;
+		if (reg >= 8)
+			*p++ = 0x41;
+		*p++ = (uint8_t)((tmpl_rnd(2) ? 0x50 : 0x58) | (reg & 7));
+		return p;
+	case 8: /* NOPs: 90, NOP r/m (no access, whatever the address), ENDBR64, PREFETCH */
+		switch (tmpl_rnd(4)) {
+		case 0:
+			*p++ = 0x90;
+			return p;
+		case 1:
+			*p++ = 0x0F;
+			*p++ = 0x1F;
+			return tmpl_modrm(p, 0, true, base);
+		case 2:
+			return memcpy(p, (const uint8_t[]){ 0xF3, 0x0F, 0x1E, 0xFA }, 4), p + 4;
+		default:
+			*p++ = 0x0F;
+			*p++ = 0x18;
+			return tmpl_modrm(p, 1, true, base);
+		}
+	case 9: /* SETcc r/m8 */
+		p = tmpl_prefix(p, 1, 0, rm);
+		*p++ = 0x0F;
+		*p++ = (uint8_t)(0x90 | tmpl_rnd(16));
+		return tmpl_modrm(p, 0, mem, rm);
+	case 10: /* CMOVcc r, r/m */
+		p = tmpl_prefix(p, size == 1 ? 8 : size, reg, rm);
+		*p++ = 0x0F;
+		*p++ = (uint8_t)(0x40 | tmpl_rnd(16));
+		return tmpl_modrm(p, reg, mem, rm);
+	case 11: /* ADC/SBB r, r after a known producer */
+		p = tmpl_prefix(p, size, reg, rm);
+		*p++ = (uint8_t)((tmpl_rnd(2) ? 0x10 : 0x18) | byte);
+		return tmpl_modrm(p, reg, false, tmpl_reg());
+	default: /* SHL/SHR/SAR/ROL r, imm (flags for a later condition) */
+		p = tmpl_prefix(p, size < 4 ? 4 : size, 0, rm);
+		*p++ = 0xC1;
+		p = tmpl_modrm(p, (unsigned[]){ 0, 1, 4, 5, 7 }[tmpl_rnd(5)], false, rm);
+		*p++ = (uint8_t)(1 + tmpl_rnd(31));
+		return p;
+	}
+}
+
+struct tmpl_case {
+	uint8_t code[160];
+	unsigned len;
+	uint64_t gpr[16], rflags;
+	bool kernel;
+};
+
+struct tmpl_outcome { /* no padding: compared with memcmp() */
+	uint64_t gpr[16], rip, rflags, instructions, cr2;
+	int rc;
+	uint32_t error;
+	uint8_t vector, has_error, pad[6];
+	unsigned mmio_reads, mmio_writes;
+	uint8_t data[4096], stack[4096];
+};
+_Static_assert(sizeof(struct tmpl_outcome) == 184 + 8192, "struct tmpl_outcome has no padding");
+
+/* A block of 1-8 instructions ending in a Jcc, JMP, CALL or RET. */
+static void tmpl_case_make(struct tmpl_case *k)
+{
+	unsigned n = 1 + tmpl_rnd(8);
+	uint8_t *p = k->code;
+
+	for (unsigned i = 0; i < n; i++)
+		p = tmpl_insn(p);
+	switch (tmpl_rnd(4)) {
+	case 0: /* jcc +0x10 */
+		*p++ = (uint8_t)(0x70 | tmpl_rnd(16));
+		*p++ = 0x10;
+		break;
+	case 1: /* call +0x20 */
+		p = memcpy(p, (const uint8_t[]){ 0xE8, 0x20, 0, 0, 0 }, 5), p += 5;
+		break;
+	case 2:
+		*p++ = 0xC3;
+		break;
+	default: /* jmp +0x10 */
+		*p++ = 0xEB;
+		*p++ = 0x10;
+		break;
+	}
+	k->len = (unsigned)(p - k->code);
+	for (unsigned r = 0; r < 16; r++)
+		k->gpr[r] = tmpl_rnd(4) ? tmpl_rnd64() : tmpl_rnd64() & 0xff;
+	k->gpr[CPU_RSI] = tmpl_address();
+	k->gpr[CPU_RDI] = tmpl_address();
+	k->gpr[CPU_RSP] = tmpl_rnd(6) ? TMPL_DATA + 16 + 8 * tmpl_rnd(500) : tmpl_address();
+	k->rflags = EMU_FLAG_FIXED1 | EMU_FLAG_IF | (tmpl_rnd64() & EMU_FLAGS_ARITH);
+	k->kernel = tmpl_rnd(4) == 0;
+}
+
+/* Run the case's block once from a fresh state (memory, registers), the TLB as it is. */
+static void tmpl_run(const struct tmpl_case *k, struct tmpl_outcome *o)
+{
+	for (unsigned i = 0; i < 4096; i++) {
+		ram[TMPL_DATA + i] = (uint8_t)(i * 131 + 7);
+		ram[USER_RW + 0x800 + i % 0x800] = (uint8_t)(i * 29 + 3);
+	}
+	code(USER_RW, k->code, k->len);
+	memcpy(cpu.s.gpr, k->gpr, sizeof(cpu.s.gpr));
+	cpu.s.rflags = k->rflags;
+	cpu.cc.op = EMU_CC_NONE;
+	cpu.exc.vector = 0;
+	cpu.instructions = 0;
+	mmio_reads = mmio_writes = 0;
+	memset(o, 0, sizeof(*o));
+	o->rc = emu_run(&cpu);
+	emu_flags_sync(&cpu);
+	memcpy(o->gpr, cpu.s.gpr, sizeof(o->gpr));
+	o->rip = cpu.s.rip;
+	o->rflags = cpu.s.rflags;
+	o->instructions = cpu.instructions;
+	if (o->rc == EMU_EXCEPTION) {
+		o->vector = cpu.exc.vector;
+		o->has_error = cpu.exc.has_error_code;
+		o->error = cpu.exc.error_code;
+		o->cr2 = cpu.exc.cr2;
+	}
+	o->mmio_reads = mmio_reads;
+	o->mmio_writes = mmio_writes;
+	memcpy(o->data, ram + TMPL_DATA, 4096);
+	memcpy(o->stack, ram + USER_RW, 4096);
+}
+
+static bool tmpl_outcomes_differ(const struct tmpl_case *k, const struct tmpl_outcome *a,
+				 const struct tmpl_outcome *b, const char *what)
+{
+	if (!memcmp(a, b, sizeof(*a)))
+		return false;
+	printf("  %s differs (interpreted/compiled): rc %d/%d rip %llx/%llx rflags %llx/%llx "
+	       "count %llu/%llu vector %u/%u error %x/%x cr2 %llx/%llx data %s code page %s; "
+	       "bytes",
+	       what, a->rc, b->rc, (unsigned long long)a->rip, (unsigned long long)b->rip,
+	       (unsigned long long)a->rflags, (unsigned long long)b->rflags,
+	       (unsigned long long)a->instructions, (unsigned long long)b->instructions, a->vector,
+	       b->vector, a->error, b->error, (unsigned long long)a->cr2,
+	       (unsigned long long)b->cr2, memcmp(a->data, b->data, 4096) ? "differs" : "same",
+	       memcmp(a->stack, b->stack, 4096) ? "differs" : "same");
+	for (unsigned i = 0; i < k->len; i++)
+		printf(" %02x", k->code[i]);
+	printf("\n");
+	for (unsigned r = 0; r < 16; r++)
+		if (a->gpr[r] != b->gpr[r])
+			printf("    r%u in %llx: %llx/%llx\n", r, (unsigned long long)k->gpr[r],
+			       (unsigned long long)a->gpr[r], (unsigned long long)b->gpr[r]);
+	return true;
+}
+
+/* Random blocks of the forms the JIT inlines (memory ALU, INC/DEC, MOV and MOVZX/MOVSX with
+ * memory, MOV m, imm, byte and word ALU, PUSH/POP/CALL/RET, NOPs) with conditions after them,
+ * random registers, flags and memory, and addresses that fault (#PF with each error code,
+ * #GP/#SS for non-canonical ones), cross pages, reach MMIO or the code's own page: compiled
+ * they end exactly as interpreted, with the TLB cold and warm, at CPL 3 and CPL 0. */
+static void test_jit_templates_random(void)
+{
+	static struct tmpl_outcome interp[2], compiled[2];
+	static struct tmpl_case k;
+	struct emu_jit *jit = emu_jit_create(1 << 20, 0, true);
+	unsigned failures = 0, warm_hits = 0;
+
+	CHECK(jit != NULL);
+	if (!jit)
+		return;
+	for (unsigned n = 0; n < 3000 && failures < 5; n++) {
+		tmpl_case_make(&k);
+		for (unsigned compiled_run = 0; compiled_run < 2; compiled_run++) {
+			struct tmpl_outcome *o = compiled_run ? compiled : interp;
+
+			machine_reset();
+			if (k.kernel)
+				to_kernel_mode(USER_RW);
+			cpu.jit = compiled_run ? jit : NULL;
+			tmpl_run(&k, &o[0]); /* cold TLB */
+			tmpl_run(&k, &o[1]); /* warm: the inline path where the access may */
+			cpu.jit = NULL;
+		}
+		for (unsigned w = 0; w < 2; w++) {
+			if (tmpl_outcomes_differ(&k, &interp[w], &compiled[w],
+						 w ? "warm" : "cold")) {
+				failures++;
+				test_failed_checks++;
+				break;
+			}
+		}
+		warm_hits += interp[1].rc == EMU_OK;
+	}
+	CHECK(warm_hits > 1000); /* most blocks run to their end */
+	emu_jit_destroy(jit);
+}
+
 /* VERR/VERW/LAR/LSL report through ZF instead of faulting (Linux runs VERW on every return
  * to user mode). */
 static void test_segment_probes(void)
@@ -2632,6 +2965,7 @@ int main(void)
 	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_block_chains_linked);
 	RUN_TEST(test_jit_memory_paths);
+	RUN_TEST(test_jit_templates_random);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);
 	RUN_TEST(test_x87_state);

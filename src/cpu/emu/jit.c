@@ -205,18 +205,6 @@ static void emit_rr(struct emit *e, uint8_t pfx, bool w, const uint8_t *op, unsi
 	emit1(e, (uint8_t)(0xC0 | (reg << 3) | rm));
 }
 
-/* mov rcx, imm (sign-extended 32-bit immediate for w, else zero-extended 32 bits). */
-static void emit_mov_rcx_imm(struct emit *e, bool w, uint64_t imm)
-{
-	if (w) {
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0xC7, 0xC1 }, 3);
-		emit4(e, (uint32_t)imm);
-	} else {
-		emit1(e, 0xB9);
-		emit4(e, (uint32_t)imm);
-	}
-}
-
 /* ---- compiling ---- */
 
 /* What the host's arithmetic flags and the guest's lazy flags record hold at a point of the
@@ -310,6 +298,14 @@ enum form_kind {
 	FORM_JMP,
 	FORM_LOAD, /* MOV r, m; MOVZX/MOVSX r, m8/m16; MOVSXD r, m32: the TLB inline, else the handler */
 	FORM_STORE, /* MOV m, r */
+	FORM_STORE_IMM, /* MOV m, imm */
+	FORM_ALU_MEM, /* ALU (not ADC/SBB) or TEST with a memory operand (`mem_a`: the destination) */
+	FORM_INCDEC_MEM, /* INC (op 0), DEC (op 1) m */
+	FORM_PUSH, /* PUSH r64 */
+	FORM_POP, /* POP r64 */
+	FORM_CALL_REL, /* CALL rel32: the block's last instruction */
+	FORM_RET, /* RET: the block's last instruction */
+	FORM_NOP, /* NOP, NOP r/m (no memory access), PREFETCH, ENDBR64 */
 };
 
 #define OP_TEST 8
@@ -321,6 +317,7 @@ struct form {
 	unsigned from; /* MOVX: source size */
 	bool sign; /* MOVX */
 	bool imm; /* the source is insn->imm */
+	bool mem_a; /* ALU_MEM: the first operand (and destination) is the memory operand */
 	unsigned count; /* SHIFT */
 };
 
@@ -329,20 +326,37 @@ static bool wide(unsigned size)
 	return size == 4 || size == 8;
 }
 
+/* ALU op (not ADC/SBB: their carry in is not worth the registers here) or TEST with a memory
+ * operand: `mem_a` when the memory operand comes first (and is written unless CMP/TEST). */
+static struct form alu_mem_form(unsigned op, unsigned size, bool mem_a, bool imm)
+{
+	if (op == 2 || op == 3)
+		return (struct form){ .kind = FORM_CALL, .size = size };
+	return (struct form){
+		.kind = FORM_ALU_MEM, .op = op, .size = size, .imm = imm, .mem_a = mem_a
+	};
+}
+
 static struct form classify_map1(const struct emu_insn *insn)
 {
 	unsigned op = insn->opcode, size = insn->opsize, ext = (insn->modrm >> 3) & 7;
 	struct form f = { .kind = FORM_CALL, .size = size };
 
 	if (op < 0x40 && (op & 7) < 6) {
-		if (!wide(size) || ((op & 7) < 4 && insn->mod != 3))
-			return f;
-		f.kind = FORM_ALU;
 		f.op = op >> 3;
 		f.imm = (op & 7) >= 4;
+		f.kind = FORM_ALU;
+		if ((op & 7) < 4 && insn->mod != 3)
+			f = alu_mem_form(f.op, size, (op & 7) < 2, false);
 		return f;
 	}
 	switch (op) {
+	case 0x50 ... 0x57:
+		f.kind = FORM_PUSH;
+		return f;
+	case 0x58 ... 0x5F:
+		f.kind = FORM_POP;
+		return f;
 	case 0x63:
 		if (size == 8)
 			f = (struct form){ .kind = insn->mod == 3 ? FORM_MOVX : FORM_LOAD,
@@ -358,41 +372,44 @@ static struct form classify_map1(const struct emu_insn *insn)
 	case 0x70 ... 0x7F:
 		return (struct form){ .kind = FORM_JCC, .op = op & 15 };
 	case 0x80 ... 0x83:
-		if (insn->mod == 3 && wide(size))
-			f = (struct form){ .kind = FORM_ALU, .op = ext, .size = size, .imm = true };
-		return f;
+		if (insn->mod != 3)
+			return alu_mem_form(ext, size, true, true);
+		return (struct form){ .kind = FORM_ALU, .op = ext, .size = size, .imm = true };
 	case 0x84:
 	case 0x85:
-		if (insn->mod == 3 && wide(size))
-			f = (struct form){ .kind = FORM_ALU, .op = OP_TEST, .size = size };
-		return f;
-	case 0x89:
-	case 0x8B:
-		if (!wide(size))
-			return f;
-		if (insn->mod == 3)
-			f.kind = FORM_MOV_RR;
-		else
-			f = (struct form){ .kind = op == 0x89 ? FORM_STORE : FORM_LOAD,
+		if (insn->mod != 3)
+			return alu_mem_form(OP_TEST, size, true, false);
+		return (struct form){ .kind = FORM_ALU, .op = OP_TEST, .size = size };
+	case 0x88 ... 0x8B:
+		if (insn->mod != 3)
+			f = (struct form){ .kind = (op & 2) ? FORM_LOAD : FORM_STORE,
 					   .size = size,
 					   .from = size };
+		else if (wide(size))
+			f.kind = FORM_MOV_RR;
+		return f;
+	case 0x90:
+		f.kind = FORM_NOP;
 		return f;
 	case 0x8D:
 		if (wide(size))
 			f.kind = FORM_LEA;
 		return f;
+	case 0xA8:
 	case 0xA9:
-		if (wide(size))
-			f = (struct form){
-				.kind = FORM_ALU, .op = OP_TEST, .size = size, .imm = true
-			};
-		return f;
+		return (struct form){ .kind = FORM_ALU, .op = OP_TEST, .size = size, .imm = true };
 	case 0xB8 ... 0xBF:
 		if (wide(size))
 			f.kind = FORM_MOV_RI;
 		return f;
+	case 0xC3:
+		f.kind = FORM_RET;
+		return f;
+	case 0xC6:
 	case 0xC7:
-		if (insn->mod == 3 && wide(size) && ext == 0)
+		if (insn->mod != 3)
+			f.kind = FORM_STORE_IMM;
+		else if (wide(size))
 			f.kind = FORM_MOV_RI;
 		return f;
 	case 0xC1:
@@ -408,13 +425,28 @@ static struct form classify_map1(const struct emu_insn *insn)
 						   .count = count };
 		}
 		return f;
+	case 0xF6:
 	case 0xF7:
+		if (ext <= 1 && insn->mod != 3)
+			return alu_mem_form(OP_TEST, size, true, true);
+		if (ext <= 1)
+			return (struct form){
+				.kind = FORM_ALU, .op = OP_TEST, .size = size, .imm = true
+			};
 		if (insn->mod == 3 && wide(size) && (ext == 2 || ext == 3))
 			f.kind = ext == 2 ? FORM_NOT : FORM_NEG;
 		return f;
+	case 0xFE:
 	case 0xFF:
-		if (insn->mod == 3 && wide(size) && ext <= 1)
+		if (ext > 1)
+			return f;
+		if (insn->mod != 3)
+			f = (struct form){ .kind = FORM_INCDEC_MEM, .op = ext, .size = size };
+		else if (wide(size))
 			f = (struct form){ .kind = FORM_INCDEC, .op = ext, .size = size };
+		return f;
+	case 0xE8:
+		f.kind = FORM_CALL_REL;
 		return f;
 	case 0xE9:
 	case 0xEB:
@@ -431,6 +463,10 @@ static struct form classify_map0f(const struct emu_insn *insn)
 	struct form f = { .kind = FORM_CALL, .size = size };
 
 	switch (op) {
+	case 0x0D:
+	case 0x18 ... 0x1F:
+		f.kind = FORM_NOP;
+		return f;
 	case 0x40 ... 0x4F:
 		if (insn->mod == 3 && wide(size))
 			f = (struct form){ .kind = FORM_CMOV, .op = op & 15, .size = size };
@@ -449,8 +485,8 @@ static struct form classify_map0f(const struct emu_insn *insn)
 	case 0xB7:
 	case 0xBE:
 	case 0xBF:
-		if (insn->mod == 3 && size >= 2)
-			f = (struct form){ .kind = FORM_MOVX,
+		if (size >= 2)
+			f = (struct form){ .kind = insn->mod == 3 ? FORM_MOVX : FORM_LOAD,
 					   .size = size,
 					   .from = (op & 1) ? 2 : 1,
 					   .sign = op >= 0xBE };
@@ -483,6 +519,26 @@ static bool form_reads_flags(const struct form *f)
 {
 	return f->kind == FORM_CMOV || f->kind == FORM_SETCC || f->kind == FORM_JCC ||
 	       (f->kind == FORM_ALU && (f->op == 2 || f->op == 3));
+}
+
+/* Whether a form goes through the TLB inline, with its handler as the slow path (which may
+ * fault, so the flags before it must be exact). */
+static bool form_accesses_memory(const struct form *f)
+{
+	switch (f->kind) {
+	case FORM_LOAD:
+	case FORM_STORE:
+	case FORM_STORE_IMM:
+	case FORM_ALU_MEM:
+	case FORM_INCDEC_MEM:
+	case FORM_PUSH:
+	case FORM_POP:
+	case FORM_CALL_REL:
+	case FORM_RET:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* Whether an inlined form replaces all six flags. */
@@ -596,6 +652,49 @@ static void emit_mov_ri(struct compile *c, const struct emu_insn *insn, const st
 	emit_store(e, true, RAX, GPR(insn->fast_a));
 }
 
+/* Guest register r's low `size` bytes into `reg`, zero-extended. */
+static void emit_gpr_load(struct emit *e, unsigned size, unsigned reg, unsigned r)
+{
+	if (size < 4)
+		emit_mem(e, 0, false, (const uint8_t[]){ 0x0F, size == 1 ? 0xB6 : 0xB7 }, 2, reg,
+			 GPR(r));
+	else
+		emit_load(e, size == 8, reg, GPR(r));
+}
+
+/* A `size`-byte result in `reg` (RAX, RCX or RDX; zero-extended when 4 bytes) into guest
+ * register r as rset() writes it: 8 and 16 bits merge, 32 bits zero-extend. */
+static void emit_gpr_store(struct emit *e, unsigned size, unsigned reg, unsigned r)
+{
+	if (size == 1)
+		emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, reg, GPR(r));
+	else if (size == 2)
+		emit_mem(e, 0x66, false, (const uint8_t[]){ 0x89 }, 1, reg, GPR(r));
+	else
+		emit_store(e, true, reg, GPR(r));
+}
+
+/* mov reg, imm masked to `size` (sign-extended 32 bits for 8 bytes: ALU immediates fit). */
+static void emit_mov_imm(struct emit *e, unsigned size, unsigned reg, uint64_t imm)
+{
+	if (size == 8) {
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0xC7, (uint8_t)(0xC0 | reg) }, 3);
+		emit4(e, (uint32_t)imm);
+	} else {
+		emit1(e, (uint8_t)(0xB8 | reg));
+		emit4(e, (uint32_t)(imm & emu_size_mask(size)));
+	}
+}
+
+/* A register-register `op` of `size` bytes (`op` is the 16/32/64-bit opcode; the byte form
+ * is op - 1). */
+static void emit_rr_sized(struct emit *e, unsigned size, uint8_t op, unsigned reg, unsigned rm)
+{
+	uint8_t o = size == 1 ? (uint8_t)(op - 1) : op;
+
+	emit_rr(e, size == 2 ? 0x66 : 0, size == 8, &o, 1, reg, rm);
+}
+
 /* ADD OR ADC SBB AND SUB XOR CMP TEST on EAX/RAX (a) and ECX/RCX (b), as fast.c's alu()
  * records them: the inputs masked to the size, the result, the kind and the carry in. */
 static void emit_alu(struct compile *c, const struct emu_insn *insn, const struct form *f,
@@ -607,13 +706,13 @@ static void emit_alu(struct compile *c, const struct emu_insn *insn, const struc
 					 EMU_CC_SBB,   EMU_CC_LOGIC, EMU_CC_SUB,
 					 EMU_CC_LOGIC, EMU_CC_SUB,   EMU_CC_LOGIC };
 	struct emit *e = &c->e;
-	bool w = f->size == 8, carry_in = f->op == 2 || f->op == 3;
+	bool carry_in = f->op == 2 || f->op == 3;
 
-	emit_load(e, w, RAX, GPR(insn->fast_a));
+	emit_gpr_load(e, f->size, RAX, insn->fast_a);
 	if (f->imm)
-		emit_mov_rcx_imm(e, w, insn->imm);
+		emit_mov_imm(e, f->size, RCX, insn->imm);
 	else
-		emit_load(e, w, RCX, GPR(insn->fast_b));
+		emit_gpr_load(e, f->size, RCX, insn->fast_b);
 	if (carry_in) { /* the guest's CF into the host's (from the old record), and into DL */
 		emit_guest_flags(c);
 		emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
@@ -622,9 +721,9 @@ static void emit_alu(struct compile *c, const struct emu_insn *insn, const struc
 		emit_store(e, true, RAX, CPU_OFF(cc.src1));
 		emit_store(e, true, RCX, CPU_OFF(cc.src2));
 	}
-	emit_rr(e, 0, w, &host_op[f->op], 1, RCX, RAX);
+	emit_rr_sized(e, f->size, host_op[f->op], RCX, RAX);
 	if (f->op != 7 && f->op != OP_TEST)
-		emit_store(e, true, RAX, GPR(insn->fast_a));
+		emit_gpr_store(e, f->size, RAX, insn->fast_a);
 	if (record) {
 		emit_record_result(e, kind[f->op], f->size);
 		if (carry_in)
@@ -752,94 +851,341 @@ _Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_ent
 		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE == 256,
 	       "TLB entry layout");
 
-/* MOV/MOVZX/MOVSX/MOVSXD loads and MOV stores with emu_tlb_fast() inline: the linear address
- * in RAX, the entry of its page in RDX, its host page in RCX, the offset in RSI; R12 holds the
- * tag bits the prologue computed (user/valid for the CPL, or an impossible bit while cpu->mem
- * is not the paging layer). Anything else — a miss, MMIO, a page crossing, a write to the
- * block's own page — runs the handler, with RIP synced for it and the count put back after. */
-static bool emit_memory(struct compile *c, const struct emu_insn *insn, const struct form *f,
-			bool last)
+/* An instruction `op` whose ModRM names host register `reg` (< 8) and the memory operand
+ * [rcx + rsi] (a guest access through the TLB: the host page in RCX, the offset in RSI). */
+static void emit_at_host(struct emit *e, uint8_t pfx, bool w, const uint8_t *op, unsigned oplen,
+			 unsigned reg)
+{
+	if (pfx)
+		emit1(e, pfx);
+	if (w)
+		emit1(e, 0x48);
+	emit_bytes(e, op, oplen);
+	emit1(e, (uint8_t)(0x04 | (reg & 7) << 3));
+	emit1(e, 0x31);
+}
+
+/* A `size`-byte value at [rcx + rsi] into `reg`, zero-extended to 64 bits. */
+static void emit_host_load(struct emit *e, unsigned size, unsigned reg)
+{
+	if (size < 4)
+		emit_at_host(e, 0, false, (const uint8_t[]){ 0x0F, size == 1 ? 0xB6 : 0xB7 }, 2,
+			     reg);
+	else
+		emit_at_host(e, 0, size == 8, (const uint8_t[]){ 0x8B }, 1, reg);
+}
+
+/* The low `size` bytes of `reg` (RAX, RCX or RDX) to [rcx + rsi]. */
+static void emit_host_store(struct emit *e, unsigned size, unsigned reg)
+{
+	emit_at_host(e, size == 2 ? 0x66 : 0, size == 8,
+		     (const uint8_t[]){ size == 1 ? 0x88 : 0x89 }, 1, reg);
+}
+
+/* The jumps to the slow path that emit_tlb_lookup() leaves for emit_slow_path(). */
+struct tlb_jumps {
+	uint8_t *slow[4];
+};
+
+/* emu_tlb_fast() inline for `len` bytes at the linear address in RAX: the entry of its page in
+ * RDX, its host page in RCX, the offset in RSI; R12 holds the tag bits the prologue computed
+ * (user/valid for the CPL, or an impossible bit while cpu->mem is not the paging layer). A
+ * miss, MMIO, a page crossing or a write to the block's own page jumps to the slow path.
+ * Clobbers RDI and the host's flags. */
+static void emit_tlb_lookup(struct compile *c, bool write, unsigned len, struct tlb_jumps *t)
 {
 	struct emit *e = &c->e;
-	bool store = f->kind == FORM_STORE;
-	uint8_t *slow[4], *done;
-	const uint8_t *mem_at = (const uint8_t[]){ 0x04, 0x31 }; /* [rcx + rsi] */
 
-	if (!emit_address(c, insn, true))
-		return false;
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC2 }, 3); /* mov rdx, rax */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xEA, 0x0C }, 4); /* shr rdx, 12 */
 	emit_bytes(e, (const uint8_t[]){ 0x0F, 0xB6, 0xD2 }, 3); /* movzx edx, dl */
 	emit_bytes(e, (const uint8_t[]){ 0xC1, 0xE2, 0x05 }, 3); /* shl edx, 5 */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x94, 0x13 }, 4); /* lea rdx, [rbx+rdx+d] */
-	emit4(e, (uint32_t)(store ? CPU_OFF(tlb.write) : CPU_OFF(tlb.read)));
+	emit4(e, (uint32_t)(write ? CPU_OFF(tlb.write) : CPU_OFF(tlb.read)));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC1 }, 3); /* mov rcx, rax */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x81, 0xE1, 0x00, 0xF0, 0xFF, 0xFF }, 7); /* and */
 	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x09, 0xE1 }, 3); /* or rcx, r12 */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x0A }, 3); /* cmp rcx, [rdx] */
-	slow[0] = emit_jump_fwd(e, CC_NZ);
+	t->slow[0] = emit_jump_fwd(e, CC_NZ);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x4A, 0x08 }, 4); /* mov rcx, [rdx + 8] */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x85, 0xC9 }, 3); /* test rcx, rcx */
-	slow[1] = emit_jump_fwd(e, CC_E);
+	t->slow[1] = emit_jump_fwd(e, CC_E);
 	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC6 }, 2); /* mov esi, eax */
 	emit_bytes(e, (const uint8_t[]){ 0x81, 0xE6, 0xFF, 0x0F, 0x00, 0x00 }, 6); /* and esi */
 	emit_bytes(e, (const uint8_t[]){ 0x81, 0xFE }, 2); /* cmp esi, 4096 - len */
-	emit4(e, 4096 - f->from);
-	slow[2] = emit_jump_fwd(e, CC_A);
-	slow[3] = NULL;
-	if (store) { /* mov rdi, [rdx + 16]; cmp rdi, [block_page]; je slow */
+	emit4(e, 4096 - len);
+	t->slow[2] = emit_jump_fwd(e, CC_A);
+	t->slow[3] = NULL;
+	if (write) { /* mov rdi, [rdx + 16]; cmp rdi, [block_page]; je slow */
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x7A, 0x10 }, 4);
 		emit_mem(e, 0, true, (const uint8_t[]){ 0x3B }, 1, RDI, CPU_OFF(block_page));
-		slow[3] = emit_jump_fwd(e, CC_E);
-		emit_load(e, f->size == 8, RAX, GPR(insn->fast_b));
-		emit_bytes(e,
-			   f->size == 8 ? (const uint8_t[]){ 0x48, 0x89 }
-					: (const uint8_t[]){ 0x89 },
-			   f->size == 8 ? 2 : 1);
-		emit_bytes(e, mem_at, 2);
-		emit_code_stored(e);
-	} else {
-		if (f->from == 4 && f->sign) /* movsxd rax, dword [rcx + rsi] */
-			emit_bytes(e, (const uint8_t[]){ 0x48, 0x63 }, 2);
-		else if (f->from >= 4) /* mov eax|rax, [rcx + rsi] */
-			emit_bytes(e,
-				   f->from == 8 ? (const uint8_t[]){ 0x48, 0x8B }
-						: (const uint8_t[]){ 0x8B },
-				   f->from == 8 ? 2 : 1);
-		else if (f->size == 8 && f->sign) /* movsx rax, byte|word [rcx + rsi] */
-			emit_bytes(e, (const uint8_t[]){ 0x48, 0x0F, (uint8_t)insn->opcode }, 3);
-		else /* movzx/movsx eax, byte|word [rcx + rsi] */
-			emit_bytes(e, (const uint8_t[]){ 0x0F, (uint8_t)insn->opcode }, 2);
-		emit_bytes(e, mem_at, 2);
-		if (f->size == 2) /* mov [a], ax: the rest of the register stays */
-			emit_mem(e, 0x66, false, (const uint8_t[]){ 0x89 }, 1, RAX,
-				 GPR(insn->fast_a));
-		else
-			emit_store(e, true, RAX, GPR(insn->fast_a));
+		t->slow[3] = emit_jump_fwd(e, CC_E);
 	}
-	done = emit_jump_fwd(e, 16);
+	c->host_flags = false;
+	c->uses_tlb = true;
+}
+
+/* After a template's inline path: the slow path, which is the handler with RIP and the count
+ * exact. For an instruction that stays in the block (`ends` false) both paths then meet with
+ * the same instructions pending (the slow path takes back what it synced); one that ends the
+ * block wrote RIP and the count on its inline path, and both meet with nothing pending. */
+static void emit_slow_path(struct compile *c, const struct emu_insn *insn, bool last, bool ends,
+			   const struct tlb_jumps *t)
+{
+	struct emit *e = &c->e;
+	uint8_t *done = emit_jump_fwd(e, 16);
+	unsigned pend_n = c->pend_n;
+	uint64_t pend_rip = c->pend_rip;
+
 	for (unsigned i = 0; i < 4; i++)
-		patch_jump(e, slow[i]);
-	/* The slow path: the handler with RIP and the count exact, then as if it had not
-	 * synced, so that both paths meet with the same instructions pending. */
-	if (c->pend_n) {
-		emit_add_retired(e, c->pend_rip, c->pend_n, false);
+		patch_jump(e, t->slow[i]);
+	if (ends) {
+		emit_handler_call(c, insn, last); /* syncs what is pending first */
+		patch_jump(e, done);
+		c->host_flags = false;
+		return;
+	}
+	if (pend_n) {
+		emit_add_retired(e, pend_rip, pend_n, false);
 		emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
 		emit1(e, 0);
 	}
-	{
-		unsigned pend_n = c->pend_n;
-		uint64_t pend_rip = c->pend_rip;
-
-		c->pend_n = 0;
-		emit_handler_call(c, insn, last);
-		c->pend_n = pend_n;
-		c->pend_rip = pend_rip;
-	}
-	emit_add_retired(e, c->pend_rip + insn->len, c->pend_n + 1, true);
+	c->pend_n = 0;
+	emit_handler_call(c, insn, last);
+	c->pend_n = pend_n;
+	c->pend_rip = pend_rip;
+	emit_add_retired(e, pend_rip + insn->len, pend_n + 1, true);
 	patch_jump(e, done);
 	c->host_flags = false;
-	c->uses_tlb = true;
+}
+
+/* MOV/MOVZX/MOVSX/MOVSXD loads, MOV stores (of a register or an immediate) through the TLB
+ * inline, else the handler. */
+static bool emit_memory(struct compile *c, const struct emu_insn *insn, const struct form *f,
+			bool last)
+{
+	struct emit *e = &c->e;
+	bool store = f->kind != FORM_LOAD;
+	struct tlb_jumps t;
+
+	if (!emit_address(c, insn, true))
+		return false;
+	emit_tlb_lookup(c, store, f->from ? f->from : f->size, &t);
+	if (f->kind == FORM_STORE_IMM) { /* mov size [rcx + rsi], imm */
+		emit_at_host(e, f->size == 2 ? 0x66 : 0, f->size == 8,
+			     (const uint8_t[]){ f->size == 1 ? 0xC6 : 0xC7 }, 1, 0);
+		if (f->size == 1)
+			emit1(e, (uint8_t)insn->imm);
+		else if (f->size == 2)
+			emit_bytes(e, &(uint16_t){ (uint16_t)insn->imm }, 2);
+		else
+			emit4(e, (uint32_t)insn->imm);
+		emit_code_stored(e);
+	} else if (store) {
+		emit_load(e, true, RAX, GPR(insn->fast_b));
+		emit_host_store(e, f->size, RAX);
+		emit_code_stored(e);
+	} else {
+		if (f->from == 4 && f->sign) /* movsxd rax, dword [rcx + rsi] */
+			emit_at_host(e, 0, true, (const uint8_t[]){ 0x63 }, 1, RAX);
+		else if (f->from < 4 && f->sign) /* movsx eax|rax, byte|word [rcx + rsi] */
+			emit_at_host(e, 0, f->size == 8,
+				     (const uint8_t[]){ 0x0F, f->from == 1 ? 0xBE : 0xBF }, 2, RAX);
+		else
+			emit_host_load(e, f->from, RAX);
+		emit_gpr_store(e, f->size, RAX, insn->fast_a);
+	}
+	emit_slow_path(c, insn, last, false, &t);
+	return true;
+}
+
+/* ADD OR AND SUB XOR CMP TEST with a memory operand, as fast.c's alu_rm/alu_mr/alu_mi: the
+ * operand through the TLB inline (the write TLB when the result goes back to memory: writable
+ * implies readable), the other in RDX; the record as alu() leaves it where the flags are live. */
+static bool emit_alu_mem(struct compile *c, const struct emu_insn *insn, const struct form *f,
+			 bool record, bool last)
+{
+	static const uint8_t host_op[9] = { 0x01, 0x09, 0, 0, 0x21, 0x29, 0x31, 0x29, 0x21 };
+	static const uint8_t kind[9] = {
+		EMU_CC_ADD, EMU_CC_LOGIC, 0,	      0,	   EMU_CC_LOGIC,
+		EMU_CC_SUB, EMU_CC_LOGIC, EMU_CC_SUB, EMU_CC_LOGIC
+	};
+	struct emit *e = &c->e;
+	bool writes = f->op != 7 && f->op != OP_TEST, to_mem = writes && f->mem_a;
+	struct tlb_jumps t;
+
+	if (!emit_address(c, insn, true))
+		return false;
+	emit_tlb_lookup(c, to_mem, f->size, &t);
+	if (f->mem_a) { /* a from memory, b a register or the immediate */
+		emit_host_load(e, f->size, RAX);
+		if (f->imm)
+			emit_mov_imm(e, f->size, RDX, insn->imm);
+		else
+			emit_gpr_load(e, f->size, RDX, insn->fast_b);
+	} else { /* a the register, b from memory */
+		emit_host_load(e, f->size, RDX);
+		emit_gpr_load(e, f->size, RAX, insn->fast_a);
+	}
+	if (record) {
+		emit_store(e, true, RAX, CPU_OFF(cc.src1));
+		emit_store(e, true, RDX, CPU_OFF(cc.src2));
+	}
+	emit_rr_sized(e, f->size, host_op[f->op], RDX, RAX);
+	if (to_mem)
+		emit_host_store(e, f->size, RAX);
+	else if (writes)
+		emit_gpr_store(e, f->size, RAX, insn->fast_a);
+	if (record)
+		emit_record_result(e, kind[f->op], f->size);
+	if (to_mem)
+		emit_code_stored(e);
+	emit_slow_path(c, insn, last, false, &t);
+	/* Either path left alu()'s record (the inline one only where it is live). */
+	c->prod = !record		      ? PROD_UNKNOWN
+		  : kind[f->op] == EMU_CC_ADD ? PROD_ADD
+		  : kind[f->op] == EMU_CC_SUB ? PROD_SUB
+					      : PROD_LOGIC;
+	c->prod_size = f->size;
+	return true;
+}
+
+/* INC DEC m, as fast.c's incdec_m(): with live flags the record keeps the guest's CF, which
+ * must be known here (else the handler runs). */
+static bool emit_incdec_mem(struct compile *c, const struct emu_insn *insn, const struct form *f,
+			    bool record, bool last)
+{
+	struct emit *e = &c->e;
+	struct tlb_jumps t;
+
+	if (record && c->prod == PROD_UNKNOWN)
+		return false;
+	if (!emit_address(c, insn, true))
+		return false;
+	emit_tlb_lookup(c, true, f->size, &t);
+	if (record) {
+		emit_guest_flags(c); /* from the record: the lookup clobbered the host's */
+		emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
+	}
+	emit_host_load(e, f->size, RAX);
+	if (record) {
+		emit_store(e, true, RAX, CPU_OFF(cc.src1));
+		emit_mem(e, 0, true, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.src2));
+		emit4(e, 1);
+	}
+	emit_rr_sized(e, f->size, 0xFF, f->op, RAX);
+	emit_host_store(e, f->size, RAX);
+	if (record) {
+		emit_record_result(e, f->op ? EMU_CC_DEC : EMU_CC_INC, f->size);
+		emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RDX, CPU_OFF(cc.carry));
+	}
+	emit_code_stored(e);
+	emit_slow_path(c, insn, last, false, &t);
+	c->prod = PROD_UNKNOWN;
+	return true;
+}
+
+/* RAX = RSP (+ `delta`): a stack address (SS has no base in 64-bit mode). */
+static void emit_stack_address(struct emit *e, int8_t delta)
+{
+	emit_load(e, true, RAX, GPR(CPU_RSP));
+	if (delta) /* lea rax, [rax + delta] */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x40, (uint8_t)delta }, 4);
+}
+
+/* add qword [RSP], delta */
+static void emit_rsp_add(struct emit *e, int8_t delta)
+{
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, GPR(CPU_RSP));
+	emit1(e, (uint8_t)delta);
+}
+
+/* The block's last instruction retired on the inline path: RIP (already written, or += rel),
+ * the count and the shadow. */
+static void emit_retire_end(struct compile *c, bool add_rip, int32_t rel)
+{
+	struct emit *e = &c->e;
+
+	if (add_rip) { /* add qword [rip], rel */
+		emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, 0, CPU_OFF(s.rip));
+		emit4(e, (uint32_t)rel);
+	}
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, CPU_OFF(instructions));
+	emit1(e, (uint8_t)(c->pend_n + 1));
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
+	emit1(e, 0);
+}
+
+static void emit_exit_to(struct compile *c, int64_t target);
+static void emit_branch_before_handler(struct compile *c);
+static void emit_branch_after_handler(struct compile *c, const struct emu_insn *insn, bool cond);
+
+/* CALL rel32's slow path, as compile_block() runs a relative branch's handler: the exit its
+ * new RIP names (the block ends there). */
+static void emit_call_slow_path(struct compile *c, const struct emu_insn *insn, bool last,
+				const struct tlb_jumps *t)
+{
+	for (unsigned i = 0; i < 4; i++)
+		patch_jump(&c->e, t->slow[i]);
+	emit_branch_before_handler(c);
+	emit_handler_call(c, insn, last);
+	emit_branch_after_handler(c, insn, false);
+	c->host_flags = false;
+}
+
+/* PUSH r64, POP r64, CALL rel32, RET as fast.c's handlers: the stack slot through the TLB
+ * inline; PUSH reads its register before RSP moves, POP writes RSP before its register (POP
+ * RSP keeps the popped value); CALL and RET end the block with RIP written. */
+static bool emit_stack(struct compile *c, const struct emu_insn *insn, const struct form *f,
+		       bool last)
+{
+	struct emit *e = &c->e;
+	bool push = f->kind == FORM_PUSH || f->kind == FORM_CALL_REL;
+	bool ends = f->kind == FORM_CALL_REL || f->kind == FORM_RET;
+	int64_t next = (int64_t)(c->pend_rip + insn->len), target = next + (int64_t)insn->imm;
+	struct tlb_jumps t;
+
+	if (ends && (!last || target != (int32_t)target))
+		return false;
+	emit_stack_address(e, push ? -8 : 0);
+	emit_tlb_lookup(c, push, 8, &t);
+	switch (f->kind) {
+	case FORM_PUSH:
+		emit_load(e, true, RAX, GPR(insn->fast_a));
+		emit_host_store(e, 8, RAX);
+		emit_code_stored(e);
+		emit_rsp_add(e, -8);
+		break;
+	case FORM_POP:
+		emit_host_load(e, 8, RAX);
+		emit_rsp_add(e, 8);
+		emit_store(e, true, RAX, GPR(insn->fast_a));
+		break;
+	case FORM_CALL_REL: /* the return address: RIP + next */
+		emit_load(e, true, RAX, CPU_OFF(s.rip));
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + next] */
+		emit4(e, (uint32_t)next);
+		emit_host_store(e, 8, RAX);
+		emit_code_stored(e);
+		emit_rsp_add(e, -8);
+		emit_retire_end(c, true, (int32_t)target);
+		emit_exit_to(c, (int64_t)c->insn_off + insn->len + (int64_t)insn->imm);
+		emit_call_slow_path(c, insn, last, &t);
+		c->pend_n = 0;
+		c->pend_rip = 0;
+		return true;
+	default: /* RET */
+		emit_host_load(e, 8, RAX);
+		emit_rsp_add(e, 8);
+		emit_store(e, true, RAX, CPU_OFF(s.rip));
+		emit_retire_end(c, false, 0);
+		break;
+	}
+	emit_slow_path(c, insn, last, ends, &t);
+	if (ends) {
+		c->pend_n = 0;
+		c->pend_rip = 0;
+	}
 	return true;
 }
 
@@ -1268,8 +1614,27 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 	switch (f->kind) {
 	case FORM_LOAD:
 	case FORM_STORE:
+	case FORM_STORE_IMM:
 		if (!emit_memory(c, insn, f, last))
 			return false;
+		break;
+	case FORM_ALU_MEM:
+		if (!emit_alu_mem(c, insn, f, live, last))
+			return false;
+		break;
+	case FORM_INCDEC_MEM:
+		if (!emit_incdec_mem(c, insn, f, live, last))
+			return false;
+		break;
+	case FORM_PUSH:
+	case FORM_POP:
+		if (!emit_stack(c, insn, f, last))
+			return false;
+		break;
+	case FORM_CALL_REL:
+	case FORM_RET:
+		return emit_stack(c, insn, f, last);
+	case FORM_NOP:
 		break;
 	case FORM_MOV_RR:
 		emit_mov_rr(c, insn, f);
@@ -1349,7 +1714,7 @@ static void flags_liveness(const struct emu_insn *insn, const struct form *f, un
 
 	for (unsigned i = n; i-- > 0;) {
 		live[i] = l;
-		if (f[i].kind == FORM_CALL || f[i].kind == FORM_LOAD || f[i].kind == FORM_STORE ||
+		if (f[i].kind == FORM_CALL || form_accesses_memory(&f[i]) ||
 		    form_reads_flags(&f[i]))
 			l = true; /* memory forms: their slow path is the handler */
 		else if (f[i].kind == FORM_IMUL && l)
