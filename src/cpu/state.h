@@ -76,14 +76,22 @@ struct cpu_state {
 	struct cpu_fxsave fpu;
 };
 
+/* IA32_MISC_ENABLE (MSR 0x1a0) as firmware leaves it: fast strings enabled (bit 0; Linux takes
+ * a clear bit as firmware having turned REP MOVS/STOS off, and drops REP_GOOD and ERMS), no
+ * branch trace store (bit 11) and no PEBS (bit 12) -- KVM's own value plus fast strings, as
+ * QEMU sets it. */
+#define CPU_MISC_ENABLE_RESET ((1ull << 0) | (1ull << 11) | (1ull << 12))
+
 /* Power-on values of the parts a boot state must not leave at zero (SDM Vol. 3 §9.1.1):
- * FNINIT's control word, MXCSR with every exception masked, the default PAT, DR6/DR7. */
+ * FNINIT's control word, MXCSR with every exception masked, the default PAT, DR6/DR7, and
+ * IA32_MISC_ENABLE as firmware leaves it (CPU_MISC_ENABLE_RESET). */
 static inline void cpu_state_reset_defaults(struct cpu_state *st)
 {
 	st->fpu.fcw = 0x037F;
 	st->fpu.mxcsr = 0x1F80;
 	st->fpu.mxcsr_mask = 0xFFFF;
 	st->msr.pat = 0x0007040600070406ull;
+	st->msr.misc_enable = CPU_MISC_ENABLE_RESET;
 	st->dr6 = 0xFFFF0FF0;
 	st->dr7 = 0x400;
 }

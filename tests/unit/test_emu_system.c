@@ -700,6 +700,31 @@ static void test_bios_sign_id_msr(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RDX], 1);
 }
 
+/* Linux sets REP_GOOD (memcpy, memset, clear_page and copy_user by REP MOVSQ/STOSQ) for Intel
+ * family 6 only, and drops it again when IA32_MISC_ENABLE says fast strings are off: CPUID.1
+ * is family 6, and MISC_ENABLE reads with fast strings on, after init (an AP's INIT) as in the
+ * boot state (cpu_state_reset_defaults). */
+static void test_family_and_fast_strings(void)
+{
+	static const uint8_t prog[] = { 0x0F, 0x32 }; /* rdmsr */
+	struct cpu_state st;
+	uint32_t id[4];
+
+	emu_cpuid(&cpu, 1, 0, id);
+	CHECK_EQ((id[0] >> 8) & 0xf, 6); /* family */
+	CHECK_EQ(id[0], EMU_CPUID_SIGNATURE);
+	machine_reset();
+	to_kernel_mode(0x50000);
+	memcpy(ram + 0x50000, prog, sizeof(prog));
+	cpu.s.gpr[CPU_RCX] = 0x1a0;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], CPU_MISC_ENABLE_RESET);
+	CHECK(cpu.s.gpr[CPU_RAX] & 1); /* fast strings */
+	memset(&st, 0, sizeof(st));
+	cpu_state_reset_defaults(&st);
+	CHECK_EQ(st.msr.misc_enable, CPU_MISC_ENABLE_RESET);
+}
+
 static void test_msrs_and_control_registers(void)
 {
 	/* wrmsr; rdmsr; mov rax, cr3; mov cr3, rax; cpuid; rdmsr (unknown) */
@@ -2977,6 +3002,7 @@ int main(void)
 	RUN_TEST(test_resume_flag);
 	RUN_TEST(test_mmx_and_fxsave_formats);
 	RUN_TEST(test_cpuid_matches_implementation);
+	RUN_TEST(test_family_and_fast_strings);
 	RUN_TEST(test_arch_capabilities_msr);
 	RUN_TEST(test_bios_sign_id_msr);
 	emu_cpu_destroy(&cpu);

@@ -558,7 +558,7 @@ static void reset_state(struct cpu_state *s, uint64_t apic_base)
 	s->rip = 0xfff0;
 	s->rflags = 2;
 	s->cr0 = 0x60000010; /* CD, NW, ET */
-	s->gpr[CPU_RDX] = 0x600; /* family 6 signature in EDX, as after reset */
+	s->gpr[CPU_RDX] = EMU_CPUID_SIGNATURE; /* CPUID.1:EAX in EDX, as after reset */
 	s->apic_base = apic_base;
 }
 

@@ -139,6 +139,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->jit = jit;
 	cpu->block_page = EMU_NO_BLOCK_PAGE;
 	cpu->msr.pat = 0x0007040600070406ull; /* the reset value (SDM Vol. 3 §11.12.4) */
+	cpu->msr.misc_enable = CPU_MISC_ENABLE_RESET; /* an AP after INIT: firmware's value */
 	emu_fpu_reset(cpu);
 	cpu->s = *state;
 	cpu->s.rflags |= EMU_FLAG_FIXED1;

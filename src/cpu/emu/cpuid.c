@@ -72,8 +72,14 @@ void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint3
 		memcpy(&out[2], "ntel", 4);
 		break;
 	case 1:
-		/* Family 15, model 6, stepping 1: the generic model QEMU calls kvm64. */
-		out[0] = (0xf << 8) | (6 << 4) | 1;
+		/* Family 6, model 15, stepping 1. Family 6 is what makes Linux (init_intel) set
+		 * REP_GOOD, so its memcpy/memset/clear_page/copy_user run REP MOVSQ/STOSQ, which
+		 * exec.c moves a page at a time; family 15 (Netburst) gets MOV loops. Model 15
+		 * (Core 2's number; a model >= 15 keeps PAT, >= 13 reads MISC_ENABLE's fast-string
+		 * bit) is in none of Linux 6.1's model tables (vulnerability lists, intel_pstate,
+		 * intel_idle, TSC from MSRs, split lock, PMU), so no model-specific MSR or erratum
+		 * path runs: the kernel sees a generic family-6 CPU with only the features below. */
+		out[0] = EMU_CPUID_SIGNATURE;
 		out[1] = (8 << 8) /* CLFLUSH: 64 bytes */ | (1 << 16) | (cpu->apic_id << 24);
 		out[2] = F1_ECX_CX16 | F1_ECX_POPCNT | F1_ECX_HYPERVISOR;
 		out[3] = F1_EDX_FPU | F1_EDX_PSE | F1_EDX_TSC | F1_EDX_MSR | F1_EDX_PAE |

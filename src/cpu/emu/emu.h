@@ -378,6 +378,8 @@ bool emu_interrupts_enabled(const struct emu_cpu *cpu);
 int emu_inject_interrupt(struct emu_cpu *cpu, unsigned vector);
 
 /* CPUID as the guest sees it (cpuid.c); leaves describe exactly what is implemented. */
+/* CPUID.1:EAX, also EDX after reset and INIT: family 6, model 15, stepping 1 (cpuid.c says why). */
+#define EMU_CPUID_SIGNATURE 0x6F1u
 void emu_cpuid(const struct emu_cpu *cpu, uint32_t leaf, uint32_t subleaf, uint32_t out[4]);
 /* IA32_ARCH_CAPABILITIES (MSR 0x10a, advertised by CPUID.7.0:EDX[29]), read-only. This CPU does
  * not speculate, so it is immune to every attack these bits name: RDCL_NO (Meltdown), SSB_NO,
