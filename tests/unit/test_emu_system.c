@@ -1131,6 +1131,68 @@ static void test_blocks(void)
 	test_blocks_other_writers();
 }
 
+/* The jump cache and block links keep a block on a global page across a CR3 write (a
+ * non-global flush), as the TLB keeps the page's translation, even when the TLB entry itself
+ * was evicted meanwhile; a block on a non-global page, INVLPG and a full flush make the next
+ * entry follow the page tables. (A global translation that a CR3 write keeps stale is what
+ * a real CPU may do too: the guest must INVLPG or toggle CR4.PGE after changing it.) */
+static void test_blocks_global_pages(void)
+{
+	static const uint8_t old_code[] = { 0xB0, 0x01, 0xEB, 0xFE }; /* mov al, 1; jmp $ */
+	static const uint8_t new_code[] = { 0xB0, 0x06, 0xEB, 0xFE }; /* mov al, 6; jmp $ */
+	/* at linear 0x300000, whose fetch TLB slot is USER_RW's: mov bl, 1; jmp $ */
+	static const uint8_t evict[] = { 0xB3, 0x01, 0xEB, 0xFE };
+	const uint64_t G = 1ull << 8;
+
+	for (unsigned how = 0; how < 4; how++) {
+		machine_reset();
+		cpu.s.cr4 |= 1ull << 7; /* PGE */
+		emu_tlb_flush(&cpu, true);
+		/* how 0: global page, CR3 write; 1: non-global page, CR3 write; 2: global page,
+		 * INVLPG; 3: global page, full flush (CR4.PGE toggled). */
+		put64(PT_USER, 0x200000 | P | W | U | (how == 1 ? 0 : G));
+		put64(PT_USER + 256 * 8, 0x207000 | P | W | U);
+		code(USER_RW, old_code, sizeof(old_code));
+		code(0x206000, new_code, sizeof(new_code));
+		code(0x207000, evict, sizeof(evict));
+		run_block_at(&cpu, USER_RW);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+		/* Remapped without an invalidation; then the flush, and the TLB slot reused. */
+		put64(PT_USER, 0x206000 | P | W | U | (how == 1 ? 0 : G));
+		if (how <= 1)
+			emu_tlb_flush(&cpu, false);
+		else if (how == 2)
+			emu_tlb_flush_page(&cpu, USER_RW);
+		else
+			emu_tlb_flush(&cpu, true);
+		run_block_at(&cpu, 0x300000);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 1);
+		run_block_at(&cpu, USER_RW);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, how == 0 ? 1 : 6);
+	}
+	/* A link from a block on a global page to one on a non-global page: after a CR3 write
+	 * the successor is looked up again. At 0x201000 (global): mov al, 2; jmp USER_RW. */
+	machine_reset();
+	cpu.s.cr4 |= 1ull << 7;
+	emu_tlb_flush(&cpu, true);
+	put64(PT_USER + 8, 0x201000 | P | U | G);
+	code(0x201000, (const uint8_t[]){ 0xB0, 0x02, 0xE9, 0xF9, 0xEF, 0xFF, 0xFF }, 7);
+	code(USER_RW, old_code, sizeof(old_code));
+	code(0x206000, new_code, sizeof(new_code));
+	cpu.chain_max = 2;
+	for (unsigned i = 0; i < 2; i++) { /* the second pass follows the link */
+		run_block_at(&cpu, 0x201000);
+		CHECK_EQ(cpu.chain_ran, 2);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	}
+	put64(PT_USER, 0x206000 | P | W | U);
+	emu_tlb_flush(&cpu, false);
+	run_block_at(&cpu, 0x201000);
+	CHECK_EQ(cpu.chain_ran, 2);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 6);
+	cpu.chain_max = 0;
+}
+
 /* Chaining: one emu_run() runs up to chain_max blocks, and only one while the attention flag
  * is set or chain_max is 0; an early block end (MMIO) stops the chain. */
 static void test_block_chains(void)
@@ -2985,6 +3047,7 @@ int main(void)
 	RUN_TEST(test_real_mode_trampoline);
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_blocks);
+	RUN_TEST(test_blocks_global_pages);
 	RUN_TEST(test_block_chains);
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_blocks_compiled);

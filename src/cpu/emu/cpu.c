@@ -24,9 +24,10 @@
  *
  * Finding the block of CS:RIP without a TLB lookup: a jump cache maps the linear address, mode
  * and user/supervisor fetch to the block (whose tag and version say whether it still holds
- * that code). It is valid for
- * one TLB generation: every TLB flush (CR3, INVLPG, CR0/CR4/EFER changes) bumps the
- * generation and so forgets all of it at once. */
+ * that code). An entry is valid for one TLB generation, as the TLB entry it came from: a
+ * block on a non-global page until the next flush of any kind (CR3, INVLPG, CR0/CR4/EFER
+ * changes), a block on a global page (the kernel's) until the next INVLPG or full flush,
+ * so context switches keep the kernel's entries (mmu.c's two generations). */
 /* 40: the kernel's hottest loop at boot (mpihelp_submul_1, RSA: 37 instructions) is one block
  * that branches to itself, so it runs compiled (jit.c) without a lookup per pass; with 16 it
  * was three blocks and three lookups per pass. CPU to "Run /init" with the JIT at load ~8:
@@ -370,10 +371,18 @@ static bool is_relative_jump(const struct emu_insn *insn)
 	       ((op >= 0x70 && op <= 0x7F) || (op >= 0xE0 && op <= 0xE3) || op == 0xE9 || op == 0xEB);
 }
 
+/* The context of a jump cache entry or link for a block on a non-global page. Bit 4 is always
+ * set, so a never-filled (zero) entry never matches; bit 3 tells the two kinds apart. */
 static uint64_t jump_ctx(const struct emu_cpu *cpu)
 {
-	/* Bit 3 is always set, so a never-filled (zero) entry never matches. */
-	return (cpu->tlb.generation << 4) | 8 | ((uint64_t)cpu->mode << 1) | (cpu->cpl == 3);
+	return (cpu->tlb.generation << 5) | 16 | ((uint64_t)cpu->mode << 1) | (cpu->cpl == 3);
+}
+
+/* The same for a block on a global page: survives CR3 writes, as the page's TLB entry does. */
+static uint64_t jump_ctx_global(const struct emu_cpu *cpu)
+{
+	return (cpu->tlb.generation_global << 5) | 16 | 8 | ((uint64_t)cpu->mode << 1) |
+	       (cpu->cpl == 3);
 }
 
 /* An instruction without a specialised handler, in a block: emu_execute(), and the end of
@@ -458,7 +467,8 @@ static void block_link(struct emu_icache *ic, uint32_t prev, const struct emu_ju
 static int block_find(struct emu_cpu *cpu, uint32_t *out)
 {
 	struct emu_icache *ic = cpu->icache;
-	uint64_t la = code_linear(cpu, cpu->s.rip), ctx = jump_ctx(cpu);
+	uint64_t la = code_linear(cpu, cpu->s.rip), ctx = jump_ctx(cpu),
+		 gctx = jump_ctx_global(cpu);
 	struct emu_jump_entry *j = &ic->jump[(la ^ (la >> 12)) & (JUMP_CACHE_SIZE - 1)];
 	/* The block before this one, if it ran in the same context: its links may know this. */
 	uint32_t prev = ic->prev_ctx == ctx ? ic->prev : BLOCK_NONE;
@@ -474,14 +484,15 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 		const struct emu_block_links *l = &ic->links[prev];
 
 		for (unsigned k = 0; k < BLOCK_LINKS; k++) {
-			if (l->la[k] == la && l->ctx[k] == ctx &&
+			if (l->la[k] == la && (l->ctx[k] == ctx || l->ctx[k] == gctx) &&
 			    slot_current(ic, l->index[k], l->tag[k])) {
 				*out = l->index[k];
 				return EMU_OK;
 			}
 		}
 	}
-	if (j->la == la && j->ctx == ctx && slot_current(ic, j->index, j->tag)) {
+	if (j->la == la && (j->ctx == ctx || j->ctx == gctx) &&
+	    slot_current(ic, j->index, j->tag)) {
 		block_link(ic, prev, j);
 		*out = j->index;
 		return EMU_OK;
@@ -495,7 +506,10 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 		block_build(cpu, h, &ic->block[index], host, avail, tag);
 	if (!h->n)
 		return EMU_OK;
-	*j = (struct emu_jump_entry){ .la = la, .ctx = jump_ctx(cpu), .tag = tag, .index = index };
+	*j = (struct emu_jump_entry){ .la = la,
+				      .ctx = emu_tlb_fetch_global(cpu, la) ? gctx : ctx,
+				      .tag = tag,
+				      .index = index };
 	block_link(ic, prev, j);
 	*out = index;
 	return EMU_OK;

@@ -180,7 +180,12 @@ struct emu_tlb_entry {
 #define EMU_TLB_VALID 2ull /* tag bit: the entry is in use */
 struct emu_tlb {
 	bool used; /* any entry filled since the last full flush (flushes are free otherwise) */
-	uint64_t generation; /* bumped by every flush: what cpu.c caches by linear address */
+	/* What cpu.c caches by linear address (the jump cache, block links) is valid for one
+	 * generation: `generation` is bumped by every flush, `generation_global` only by those
+	 * that drop global pages too (INVLPG, full flushes), not by CR3 writes, so code on
+	 * global pages (the kernel's) stays cached across context switches as its TLB entries
+	 * do. */
+	uint64_t generation, generation_global;
 	/* Statistics (written by the owning thread only, read anywhere with relaxed loads):
 	 * flushes of everything, of all but global pages (CR3 writes), of one page (INVLPG). */
 	uint64_t flushes_all, flushes_nonglobal, flushes_page;
@@ -439,6 +444,8 @@ int emu_mmu_translate(struct emu_cpu *cpu, uint64_t linear, enum emu_access acce
 /* Forget cached translations: all, all but global pages (CR3 writes), or one page (INVLPG). */
 void emu_tlb_flush(struct emu_cpu *cpu, bool include_global);
 void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear);
+/* Whether the fetch TLB holds the page of `linear` as a global page (a CR3 write keeps it). */
+bool emu_tlb_fetch_global(const struct emu_cpu *cpu, uint64_t linear);
 
 /* A flat memory for tests and simple users (flatmem.c): a few windows of host memory at chosen
  * linear addresses; anything else raises #PF (or #GP for non-canonical addresses). */

@@ -198,6 +198,8 @@ void emu_tlb_flush(struct emu_cpu *cpu, bool include_global)
 
 	cpu->tlb.generation++;
 	if (include_global)
+		cpu->tlb.generation_global++;
+	if (include_global)
 		EMU_STAT_INC(cpu->tlb.flushes_all);
 	else
 		EMU_STAT_INC(cpu->tlb.flushes_nonglobal);
@@ -215,10 +217,20 @@ void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear)
 {
 	unsigned i = (unsigned)(linear >> 12) & (EMU_TLB_SIZE - 1);
 
-	/* Large pages are cached per 4 KiB page, so flushing the one page is enough. */
+	/* Large pages are cached per 4 KiB page, so flushing the one page is enough. What cpu.c
+	 * caches by linear address is not kept per page: all of it goes, global pages' too. */
 	cpu->tlb.generation++;
+	cpu->tlb.generation_global++;
 	EMU_STAT_INC(cpu->tlb.flushes_page);
 	cpu->tlb.read[i].tag = cpu->tlb.write[i].tag = cpu->tlb.fetch[i].tag = 0;
+}
+
+bool emu_tlb_fetch_global(const struct emu_cpu *cpu, uint64_t linear)
+{
+	const struct emu_tlb_entry *e = &cpu->tlb.fetch[(linear >> 12) & (EMU_TLB_SIZE - 1)];
+
+	/* Filled for either privilege: whether the page is global does not depend on it. */
+	return e->global && (e->tag & ~TLB_USER) == tlb_tag(linear, false);
 }
 
 /* The TLB entry for the page of `linear`, walking the page tables on a miss. */
