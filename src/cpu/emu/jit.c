@@ -1330,19 +1330,33 @@ static void emit_neg(struct compile *c, const struct emu_insn *insn, const struc
 	c->prod_size = f->size;
 }
 
-/* INC DEC: with live flags, the record keeps the guest's CF (from the host's, which the host's
- * INC/DEC keep too, so the host's flags are the guest's after it); false when that CF is not
- * known here (the handler runs). */
+/* The guest's CF for compiled code that cannot work it out (the record's operation is not
+ * known when compiling). */
+static uint64_t jit_lazy_cf(const struct emu_cpu *cpu)
+{
+	return emu_lazy_cf(cpu);
+}
+
+/* INC DEC: with live flags, the record keeps the guest's CF, from the host's when the record
+ * is known here, else from emu_lazy_cf(); the host's CF is then set to it before the host's
+ * INC/DEC (which keeps it), so the host's flags are the guest's after it. */
 static bool emit_incdec(struct compile *c, const struct emu_insn *insn, const struct form *f,
 			bool record)
 {
 	struct emit *e = &c->e;
-	bool w = f->size == 8;
+	bool w = f->size == 8, known = true;
 
 	if (record) {
-		if (!emit_guest_flags(c))
-			return false;
-		emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
+		known = emit_guest_flags(c);
+		if (known) {
+			emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
+		} else { /* edx = jit_lazy_cf(cpu) */
+			emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
+			emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, imm64 */
+			emit8(e, (uint64_t)(uintptr_t)jit_lazy_cf);
+			emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
+			emit_bytes(e, (const uint8_t[]){ 0x89, 0xC2 }, 2); /* mov edx, eax */
+		}
 	}
 	emit_load(e, w, RAX, GPR(insn->fast_a));
 	if (record) { /* plain moves: the host's CF survives them */
@@ -1350,6 +1364,8 @@ static bool emit_incdec(struct compile *c, const struct emu_insn *insn, const st
 		emit_mem(e, 0, true, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.src2));
 		emit4(e, 1);
 	}
+	if (!known) /* bt edx, 0: the host's CF = the guest's */
+		emit_bytes(e, (const uint8_t[]){ 0x0F, 0xBA, 0xE2, 0x00 }, 4);
 	emit_rr(e, 0, w, (const uint8_t[]){ 0xFF }, 1, f->op, RAX);
 	emit_store(e, true, RAX, GPR(insn->fast_a));
 	if (record) {
