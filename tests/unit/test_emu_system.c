@@ -1057,6 +1057,43 @@ static void test_blocks_other_writers(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 14);
 }
 
+/* Blocks whose guest-physical addresses fall in the same set of the block cache both stay
+ * decoded, and a third replaces the one of the two that was not used last. Code rewritten
+ * without telling the CPU (no memory_code_written()) shows which: a block still decoded runs
+ * its old instructions, a rebuilt one the new. Direct-mapped, B replaced A. */
+static void test_blocks_same_set(void)
+{
+	/* guest-physical 0x6040a0 and 0x6080c0 map to the slot of 0x610000 (gpa ^ gpa >> 9 ^
+	 * gpa >> 21); linear 0x400000 is guest-physical 0x600000 (a 2 MiB page) */
+	static const uint64_t a = 0x610000, b = 0x6040a0, c = 0x6080c0, to_linear = 0x200000;
+	static const uint8_t block[] = { 0xB0, 0x01, 0xEB, 0xFE }; /* mov al, 1; jmp $ */
+
+	machine_reset();
+	for (unsigned i = 0; i < 3; i++) {
+		uint64_t gpa = i == 0 ? a : i == 1 ? b : c;
+
+		memcpy(ram + gpa, block, sizeof(block));
+		ram[gpa + 1] = (uint8_t)(i == 2 ? 5 : i + 1);
+		memory_code_written(&code_pages, ram + gpa, sizeof(block));
+	}
+	run_block_at(&cpu, a - to_linear);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	run_block_at(&cpu, b - to_linear);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 2);
+	ram[a + 1] = 3; /* behind the CPU's back */
+	ram[b + 1] = 4;
+	run_block_at(&cpu, a - to_linear);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	run_block_at(&cpu, b - to_linear);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 2);
+	run_block_at(&cpu, c - to_linear); /* replaces a */
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 5);
+	run_block_at(&cpu, b - to_linear);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 2);
+	run_block_at(&cpu, a - to_linear);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 3);
+}
+
 /* emu_run(): a block runs to its branch; it sees code patched behind its back, code it
  * patches itself in its own block, a new mapping after a TLB flush; an MMIO access ends it. */
 static void test_blocks(void)
@@ -1248,11 +1285,11 @@ static void test_block_chains_linked(void)
 	cpu.jit = NULL;
 }
 
-/* The block cache's slot for a guest-physical address (cpu.c's hash, direct-mapped cache of
- * 8192 blocks): to put two blocks into one slot. */
-static unsigned block_slot(uint64_t gpa)
+/* The block cache's set for a guest-physical address (cpu.c's hash, 4096 sets of 2 blocks):
+ * two blocks decoded one after the other into a set replace any third there. */
+static unsigned block_set(uint64_t gpa)
 {
-	return (unsigned)((gpa ^ (gpa >> 9) ^ (gpa >> 21)) & 8191);
+	return (unsigned)((gpa ^ (gpa >> 9) ^ (gpa >> 21)) & 4095);
 }
 
 #define CHAIN_PAGE 0x110000ull /* kernel code (identity), and a page table: PD[3] → here */
@@ -1291,7 +1328,7 @@ static void test_block_chain_checks(void)
 	static const uint8_t b2[] = { 0x0F, 0xA2, 0xF4 };
 	static const uint8_t other[] = { 0xBB, 0x78, 0x56, 0x34, 0x12, 0xF4 };
 	const uint64_t page2 = 0x130000, b2_at = page2 + 0x40;
-	uint64_t other_at = 0x140000;
+	uint64_t other_at = 0x140000, other2_at;
 	uint32_t cpuid[4];
 
 	machine_reset();
@@ -1324,13 +1361,17 @@ static void test_block_chain_checks(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], CHAIN_PTE_VALUE | 0x20);
 	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0); /* the page at 0x120000 */
 
-	/* B2 replaced in its slot by another block between two runs of A2 → B2. */
-	while (block_slot(other_at) != block_slot(b2_at))
+	/* B2 replaced in its slot by other blocks between two runs of A2 → B2. */
+	while (block_set(other_at) != block_set(b2_at))
 		other_at++;
-	CHECK(other_at < 0x1F0000);
+	other2_at = other_at + sizeof(other);
+	while (block_set(other2_at) != block_set(b2_at))
+		other2_at++;
+	CHECK(other2_at < 0x1F0000);
 	code(page2 + 0x100, a2, sizeof(a2));
 	code(b2_at, b2, sizeof(b2));
 	code(other_at, other, sizeof(other));
+	code(other2_at, other, sizeof(other));
 	emu_cpuid(&cpu, 0, 0, cpuid);
 	cpu.chain_max = 4;
 	for (unsigned run = 0; run < 2; run++) { /* A2 → B2 (cpuid; hlt); then linked */
@@ -1340,9 +1381,12 @@ static void test_block_chain_checks(void)
 		CHECK_EQ(cpu.s.rip, b2_at + 3);
 		CHECK_EQ(cpu.s.gpr[CPU_RBX], cpuid[1]);
 	}
-	cpu.s.rip = other_at;
-	CHECK_EQ(emu_run(&cpu), EMU_HALT);
-	CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x12345678);
+	for (unsigned k = 0; k < 2; k++) {
+		cpu.s.rip = k ? other2_at : other_at;
+		cpu.s.gpr[CPU_RBX] = 0;
+		CHECK_EQ(emu_run(&cpu), EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x12345678);
+	}
 	cpu.s.rip = page2 + 0x100;
 	cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RBX] = 0;
 	CHECK_EQ(emu_run(&cpu), EMU_HALT);
@@ -3048,6 +3092,7 @@ int main(void)
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_blocks);
 	RUN_TEST(test_blocks_global_pages);
+	RUN_TEST(test_blocks_same_set);
 	RUN_TEST(test_block_chains);
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_blocks_compiled);
