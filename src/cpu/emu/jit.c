@@ -1252,7 +1252,7 @@ static void emit_rotate(struct compile *c, const struct emu_insn *insn, const st
 			bool live)
 {
 	struct emit *e = &c->e;
-	bool w = f->size == 8, ror = f->op == 1;
+	bool ror = f->op == 1;
 	uint8_t top = (uint8_t)(8 * f->size - 1);
 
 	if (live) { /* emu_flags_sync(cpu) */
@@ -1261,12 +1261,7 @@ static void emit_rotate(struct compile *c, const struct emu_insn *insn, const st
 		emit8(e, (uint64_t)(uintptr_t)emu_flags_sync);
 		emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
 	}
-	emit_load(e, w, RAX, GPR(insn->fast_a));
-	emit_rr(e, 0, w, (const uint8_t[]){ 0xC1 }, 1, f->op, RAX);
-	emit1(e, (uint8_t)f->count);
-	emit_store(e, true, RAX, GPR(insn->fast_a));
-	c->host_flags = false;
-	c->prod = PROD_UNKNOWN;
+	emit_shift(c, insn, f); /* the same group-2 instruction on RAX, stored back */
 	if (!live)
 		return;
 	emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RCX); /* mov rcx, rax */
