@@ -22,7 +22,7 @@
 #define WAIT_MS 2000
 #define HOSTILE_WAIT_MS 1000
 #define NOT_RAM 0x10000000000ull /* 1 TiB: far above any RAM these tests give the guest */
-#define LONG_CHAIN 200           /* buffers: more than the device's 128, fewer than the queue */
+#define LONG_CHAIN 300 /* buffers in one indirect table: more than the device's 256 (seg_max + 2) */
 #define RNG_BYTES 64
 #define TIMED_READS 32
 #define LOOP_QUEUE_SIZE 16 /* small, so the loop is caught as a loop before the buffer limit */
@@ -43,6 +43,7 @@ static uint8_t dma_code[4096] __attribute__((aligned(4096))); /* code the device
 static volatile uint8_t status_byte;
 static struct virtq_desc table_a[8] __attribute__((aligned(16)));
 static struct virtq_desc table_b[8] __attribute__((aligned(16)));
+static struct virtq_desc long_table[LONG_CHAIN] __attribute__((aligned(16)));
 static char err[160];
 
 enum result { DONE, NEEDS_RESET, TIMEOUT, BAD_USED };
@@ -359,12 +360,14 @@ static uint16_t hostile_build(struct virtio_dev *d, enum hostile_case c)
 		desc[2].next = 1; /* 0 → 1 → 2 → 1 → ... */
 		break;
 	case H_TOO_MANY_BUFFERS:
+		/* Indirect: a direct chain that long would be longer than the queue (another rule). */
 		header.type = BLK_T_OUT;
-		desc[1].flags = VIRTQ_DESC_F_NEXT;
-		desc[1].len = 16;
-		for (uint16_t i = 2; i < LONG_CHAIN - 1; i++)
-			desc_set(&desc[i], buf, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1));
-		desc_set(&desc[LONG_CHAIN - 1], st, 1, VIRTQ_DESC_F_WRITE, 0);
+		desc_set(&long_table[0], (uint64_t)&header, sizeof(header), VIRTQ_DESC_F_NEXT, 1);
+		for (uint16_t i = 1; i < LONG_CHAIN - 1; i++)
+			desc_set(&long_table[i], buf, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1));
+		desc_set(&long_table[LONG_CHAIN - 1], st, 1, VIRTQ_DESC_F_WRITE, 0);
+		desc_set(&desc[0], (uint64_t)long_table, sizeof(long_table), VIRTQ_DESC_F_INDIRECT,
+			 0);
 		break;
 	case H_INDIRECT_LOOP:
 		desc_set(&table_a[0], (uint64_t)&header, sizeof(header), VIRTQ_DESC_F_NEXT, 1);

@@ -14,7 +14,7 @@
 KERNEL=$ROOT/guest/linux/out/vmlinuz
 INITRD=$ROOT/guest/linux/out/initramfs.cpio.gz
 TOOLS=$ROOT/guest/linux/out/tools.img
-TESTS="disk_linux_boots disk_linux_decompressor_forced disk_linux_order_and_serials disk_linux_mkfs_ext4_files disk_linux_ro_disk
+TESTS="disk_linux_boots disk_linux_decompressor_forced disk_linux_order_and_serials disk_linux_queue_limits disk_linux_mkfs_ext4_files disk_linux_ro_disk
 disk_linux_enospc_reaches_guest disk_linux_virtio_rng disk_linux_raw_write_fsync_read_back
 disk_linux_sigkill_after_fsync_keeps_data disk_linux_stat_host_io_time disk_linux_ext4_checked_from_host"
 skip_all() { for t in $TESTS; do if [ "${CI:-}" = true ]; then fail "$t" "$1"; else skip "$t" "$1"; fi; done; exit 0; }
@@ -84,6 +84,11 @@ run_cmd disk_linux_order_and_serials 'for d in vda vdb vdc vdd vde; do echo "dis
 		grep -qxE "$want" <<<"$RUN_OUT" || fail disk_linux_order_and_serials "no line '$want' in: $RUN_OUT"
 	done
 }
+
+# The limits the guest's block layer took from the device: 254 segments a request (the queue's 256
+# descriptors less header and status, as QEMU offers; 126 split 1 MiB requests in two), 1 MiB each.
+run_cmd disk_linux_queue_limits 'echo "limits $(cat /sys/block/vdb/queue/max_segments) $(cat /sys/block/vdb/queue/max_segment_size)"' \
+	'^limits 254 1048576$'
 
 # ext4: mkfs on the blank disk, a small and a 2.5 MiB file, read back from the disk (caches
 # dropped), unmounted so the host can read it.

@@ -124,16 +124,11 @@ static void desc(struct rig *r, unsigned i, uint64_t addr, uint32_t len, uint16_
 	memory_write(&r->vm.mem, DESC + 16 * i, &d, 16);
 }
 
-/* Offer the 3-descriptor request at head 0 and let the main loop finish it. */
-static uint8_t submit(struct rig *r, uint32_t type, uint64_t sector, uint32_t len, bool data_writable)
+/* Make the chain at descriptor 0 available, notify, and let the main loop finish it: its status
+ * byte (0xEE when the device never answered). */
+static uint8_t offer_head0(struct rig *r)
 {
-	struct { uint32_t type, reserved; uint64_t sector; } hdr = { type, 0, sector };
-	memory_write(&r->vm.mem, HDR, &hdr, 16);
 	uint8_t st = 0xEE;
-	memory_write(&r->vm.mem, STATUS, &st, 1);
-	desc(r, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
-	desc(r, 1, DATA, len, VIRTQ_DESC_F_NEXT | (data_writable ? VIRTQ_DESC_F_WRITE : 0), 2);
-	desc(r, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
 	uint16_t head = 0;
 	memory_write(&r->vm.mem, AVAIL + 4 + 2 * (r->avail_idx % QSIZE), &head, 2);
 	r->avail_idx++;
@@ -143,9 +138,28 @@ static uint8_t submit(struct rig *r, uint32_t type, uint64_t sector, uint32_t le
 	for (int i = 0; i < 50 && used != r->avail_idx; i++) {
 		event_loop_run_once(&r->loop, 100);
 		memory_read(&r->vm.mem, USED + 2, &used, 2);
+		if (mmio_r(r, r->bar + VIRTIO_BAR_COMMON + 0x14, 1) & VIRTIO_STATUS_NEEDS_RESET)
+			break;
 	}
 	memory_read(&r->vm.mem, STATUS, &st, 1);
 	return st;
+}
+
+/* Offer the 3-descriptor request at head 0 and let the main loop finish it. */
+static uint8_t submit(struct rig *r, uint32_t type, uint64_t sector, uint32_t len,
+		      bool data_writable)
+{
+	struct {
+		uint32_t type, reserved;
+		uint64_t sector;
+	} hdr = { type, 0, sector };
+	memory_write(&r->vm.mem, HDR, &hdr, 16);
+	uint8_t st = 0xEE;
+	memory_write(&r->vm.mem, STATUS, &st, 1);
+	desc(r, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	desc(r, 1, DATA, len, VIRTQ_DESC_F_NEXT | (data_writable ? VIRTQ_DESC_F_WRITE : 0), 2);
+	desc(r, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	return offer_head0(r);
 }
 
 static void test_virtio_blk_read_write_flush_get_id(void)
@@ -233,10 +247,57 @@ static void test_virtio_blk_hostile_requests_need_reset(void)
 	rig_free(&r);
 }
 
+/* An indirect read of `segs` 512-byte data segments from sector 0 (header, segments, status). */
+static uint8_t read_segments(struct rig *r, unsigned segs)
+{
+	struct {
+		uint32_t type, reserved;
+		uint64_t sector;
+	} hdr = { 0, 0, 0 };
+	memory_write(&r->vm.mem, HDR, &hdr, 16);
+	uint8_t st = 0xEE;
+	memory_write(&r->vm.mem, STATUS, &st, 1);
+	const uint64_t table = 0x140000, data = 0x200000;
+	for (unsigned i = 0; i < segs + 2; i++) {
+		struct virtq_desc d = { data + 512 * (i - 1), 512,
+					VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, (uint16_t)(i + 1) };
+		if (i == 0)
+			d = (struct virtq_desc){ HDR, 16, VIRTQ_DESC_F_NEXT, 1 };
+		else if (i == segs + 1)
+			d = (struct virtq_desc){ STATUS, 1, VIRTQ_DESC_F_WRITE, 0 };
+		memory_write(&r->vm.mem, table + 16 * i, &d, 16);
+	}
+	desc(r, 0, table, 16 * (segs + 2), VIRTQ_DESC_F_INDIRECT, 0);
+	return offer_head0(r);
+}
+
+/* seg_max is the queue size less the header and status (QEMU's value): the guest's block layer
+ * sends a 1 MiB request in 254 segments as one request. A request of seg_max segments is served;
+ * one more breaks the queue (the driver ignored the limit). */
+static void test_virtio_blk_seg_max_is_queue_size_less_two(void)
+{
+	struct rig r;
+	CHECK_EQ(rig_init(&r, ""), 0);
+	CHECK_EQ(driver_start(&r), 0x0F);
+	uint64_t c = r.bar + VIRTIO_BAR_COMMON;
+	mmio_w(&r, c + 0x16, 0, 2);
+	uint32_t seg_max = (uint32_t)mmio_r(&r, r.bar + VIRTIO_BAR_DEVICE + 12, 4);
+	CHECK_EQ(seg_max, 254);
+	CHECK(mmio_r(&r, c + 0x18, 2) == QSIZE); /* the driver's size; the maximum was 256 */
+	CHECK_EQ(read_segments(&r, seg_max), 0);
+	uint8_t *data = memory_gpa_to_host(&r.vm.mem, 0x200000 + 512 * 3, 512);
+	CHECK(data && data[0] == 0x5A && data[511] == 0x5A); /* sector 3 of the image */
+	CHECK(!(mmio_r(&r, c + 0x14, 1) & VIRTIO_STATUS_NEEDS_RESET));
+	CHECK_EQ(read_segments(&r, seg_max + 1), 0xEE);
+	CHECK(mmio_r(&r, c + 0x14, 1) & VIRTIO_STATUS_NEEDS_RESET);
+	rig_free(&r);
+}
+
 int main(void)
 {
 	RUN_TEST(test_virtio_blk_read_write_flush_get_id);
 	RUN_TEST(test_virtio_blk_read_only_refuses_writes);
 	RUN_TEST(test_virtio_blk_hostile_requests_need_reset);
+	RUN_TEST(test_virtio_blk_seg_max_is_queue_size_less_two);
 	return TEST_EXIT();
 }
