@@ -1285,6 +1285,307 @@ static void test_block_chains_linked(void)
 	cpu.jit = NULL;
 }
 
+/* ---- compiled code across pages and after indirect branches (jit.c) ---- */
+
+#define XP_PAGE(i) (0x208000ull + 0x1000ull * (i)) /* user pages 8.., identity */
+
+/* Map XP_PAGE(i) (PT_USER entry 8 + i) to `phys` with `flags`. */
+static void xp_map(unsigned i, uint64_t phys, uint64_t flags)
+{
+	put64(PT_USER + 8 * (8 + i), phys | flags);
+}
+
+/* `op` (one byte, or 0F xx with op2) with a rel32 from `at` to `to`; returns the next address. */
+static uint64_t put_rel32(uint64_t at, uint8_t op, uint64_t to)
+{
+	uint8_t b[5] = { op };
+	int32_t rel = (int32_t)(to - (at + 5));
+
+	memcpy(b + 1, &rel, 4);
+	code(at, b, 5);
+	return at + 5;
+}
+
+/* A user-mode machine whose first pages XP_PAGE(0..5) are mapped, with a compiling JIT
+ * (threshold 0) or none. */
+static void xp_reset(bool jit)
+{
+	machine_reset();
+	for (unsigned i = 0; i < 6; i++)
+		xp_map(i, XP_PAGE(i), P | W | U);
+	if (jit && !cpu.jit)
+		cpu.jit = emu_jit_create(1 << 20, 0, true);
+	if (!jit && cpu.jit) {
+		emu_jit_destroy(cpu.jit);
+		cpu.jit = NULL;
+	}
+}
+
+/* One emu_run() from `a` with a chain of up to `max` blocks. */
+static int xp_run(uint64_t a, unsigned max)
+{
+	cpu.s.rip = a;
+	cpu.chain_max = max;
+	return emu_run(&cpu);
+}
+
+static void to_user_mode(void)
+{
+	segment(&cpu.s.seg[SEG_CS], 0x33, true, 3);
+	segment(&cpu.s.seg[SEG_SS], 0x2b, false, 3);
+	emu_update_mode(&cpu);
+}
+
+/* A link from a block to a successor in another page holds as long as the successor's
+ * translation does: a CR3 write (its page not global), an INVLPG of its page or a CPL change
+ * makes the next pass look the successor up again (here: the new code the page tables name,
+ * or the #PF the new CPL gets), and a global page's link survives CR3 writes as its TLB
+ * entry does. A at XP_PAGE(0) jumps to B at XP_PAGE(1) + 0x10 (mov al, 1 | 6; jmp $). */
+static void test_jit_cross_page_links(void)
+{
+	static const uint8_t old_b[] = { 0xB0, 0x01, 0xEB, 0xFE },
+			     new_b[] = { 0xB0, 0x06, 0xEB, 0xFE };
+	const uint64_t a = XP_PAGE(0) + 0x20, b = XP_PAGE(1) + 0x10, G = 1ull << 8;
+
+	for (unsigned how = 0; how < 5; how++) {
+		/* how 0: CR3 write; 1: INVLPG (global page); 2: full flush (global page); 3: CR3
+		 * write, global page (kept); 4: CPL 0 → 3 with B on a supervisor page. */
+		bool global = how >= 1 && how <= 3;
+		uint64_t flags = P | W | (how == 4 ? 0 : U) | (global ? G : 0);
+
+		xp_reset(true);
+		if (!cpu.jit)
+			return;
+		cpu.s.cr4 |= 1ull << 7; /* PGE */
+		emu_tlb_flush(&cpu, true);
+		xp_map(1, XP_PAGE(1), flags);
+		code(b, old_b, sizeof(old_b));
+		code(XP_PAGE(4) + 0x10, new_b, sizeof(new_b));
+		/* A: inc ecx; jmp b */
+		code(a, (const uint8_t[]){ 0xFF, 0xC1 }, 2);
+		put_rel32(a + 2, 0xE9, b);
+		if (how == 4)
+			to_kernel_mode(a);
+		for (unsigned i = 0; i < 3; i++) { /* compiles, links, follows the link */
+			cpu.s.gpr[CPU_RAX] = 0;
+			CHECK_EQ(xp_run(a, 2), EMU_OK);
+			CHECK_EQ(cpu.s.rip, b + 2);
+			CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+			CHECK_EQ(cpu.chain_ran, 2);
+		}
+		CHECK_EQ(cpu.s.gpr[CPU_RCX], 3);
+		/* B's page remapped to the new code, then the invalidation. */
+		xp_map(1, XP_PAGE(4), flags);
+		if (how == 0 || how == 3)
+			emu_tlb_flush(&cpu, false);
+		else if (how == 1)
+			emu_tlb_flush_page(&cpu, b);
+		else if (how == 2)
+			emu_tlb_flush(&cpu, true);
+		else
+			to_user_mode();
+		cpu.s.gpr[CPU_RAX] = 0;
+		if (how == 4) {
+			CHECK_EQ(xp_run(a, 2), EMU_EXCEPTION);
+			CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+			CHECK_EQ(cpu.s.rip, b);
+			CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+			continue;
+		}
+		CHECK_EQ(xp_run(a, 2), EMU_OK);
+		CHECK_EQ(cpu.s.rip, b + 2);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, how == 3 ? 1 : 6);
+		CHECK_EQ(cpu.chain_ran, 2);
+	}
+	cpu.chain_max = 0;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
+/* After RET the lookup table finds the return site's code only for the same linear address
+ * in the same TLB generation at the same CPL: two return sites in one table entry (their
+ * addresses 0x400 apart), a remapped return site after a CR3 write, and a return site on a
+ * supervisor page reached at CPL 0 and then at CPL 3 (#PF). F at XP_PAGE(1): ret. */
+static void test_jit_return_lookup(void)
+{
+	const uint64_t f = XP_PAGE(1) + 0x40, c1 = XP_PAGE(0) + 0xFB, c2 = XP_PAGE(0) + 0x4FB;
+	const uint64_t s = 0x100000; /* supervisor, identity (PT_LOW) */
+
+	xp_reset(true);
+	if (!cpu.jit)
+		return;
+	code(f, (const uint8_t[]){ 0xC3 }, 1);
+	/* c1: call f; mov al, 1; jmp $ and c2: call f; mov al, 2; jmp $ */
+	code(put_rel32(c1, 0xE8, f), (const uint8_t[]){ 0xB0, 0x01, 0xEB, 0xFE }, 4);
+	code(put_rel32(c2, 0xE8, f), (const uint8_t[]){ 0xB0, 0x02, 0xEB, 0xFE }, 4);
+	code(XP_PAGE(4) + 0xFB, ram + c1, 9); /* the same page's copy, with mov al, 7 */
+	ram[XP_PAGE(4) + 0x101] = 7;
+	memory_code_written(&code_pages, ram + XP_PAGE(4), 4096);
+	for (unsigned i = 0; i < 3; i++) {
+		cpu.s.gpr[CPU_RAX] = 0;
+		CHECK_EQ(xp_run(c1, 3), EMU_OK);
+		CHECK_EQ(cpu.s.rip, c1 + 7);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+		CHECK_EQ(cpu.chain_ran, 3);
+		CHECK_EQ(cpu.s.gpr[CPU_RSP], USER_RW + 0xF00);
+	}
+	for (unsigned i = 0; i < 2; i++) {
+		CHECK_EQ(xp_run(c2, 3), EMU_OK);
+		CHECK_EQ(cpu.s.rip, c2 + 7);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 2);
+		CHECK_EQ(xp_run(c1, 3), EMU_OK);
+		CHECK_EQ(cpu.s.rip, c1 + 7);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+	}
+	xp_map(0, XP_PAGE(4), P | W | U);
+	emu_tlb_flush(&cpu, false);
+	CHECK_EQ(xp_run(c1, 3), EMU_OK);
+	CHECK_EQ(cpu.s.rip, c1 + 7);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 7);
+
+	/* At CPL 0, s calls f (a user page) and f returns to s + 5, remembered at CPL 0. */
+	code(put_rel32(s, 0xE8, f), (const uint8_t[]){ 0xB0, 0x03, 0xEB, 0xFE }, 4);
+	to_kernel_mode(s);
+	cpu.s.gpr[CPU_RSP] = USER_RW + 0xF00;
+	for (unsigned i = 0; i < 3; i++) {
+		cpu.s.gpr[CPU_RAX] = 0;
+		CHECK_EQ(xp_run(s, 3), EMU_OK);
+		CHECK_EQ(cpu.s.rip, s + 7);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 3);
+	}
+	/* At CPL 3, f returns to s + 5 (pushed by hand): a fetch fault, not s's code. */
+	to_user_mode();
+	cpu.s.gpr[CPU_RSP] = USER_RW + 0xEF8;
+	put64(USER_RW + 0xEF8, s + 5);
+	cpu.s.gpr[CPU_RAX] = 0;
+	CHECK_EQ(xp_run(f, 3), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.s.rip, s + 5);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+	cpu.chain_max = 0;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
+/* A program of calls and returns across pages, an indirect CALL through a register and a JMP
+ * through memory, a block that falls through into the next page, to a #UD, run emu_run() by emu_run()
+ * compiled (linked across pages, returns found by the lookup) and interpreted: after every
+ * emu_run() the same status, RIP, instruction count, blocks run, registers and stack; and
+ * with the attention flag set now and then, the same. */
+struct xp_state {
+	int rc;
+	uint64_t rip, instructions, rax, rbx, rcx, rsp;
+	unsigned ran;
+};
+
+static void xp_program(void)
+{
+	const uint64_t m = XP_PAGE(0) + 0x100, f = XP_PAGE(1) + 0x200, g = XP_PAGE(2) + 0xFFA;
+	const uint64_t h = XP_PAGE(4) + 0x30, slot = XP_PAGE(5) + 0x80;
+	uint64_t p;
+	uint8_t b[10] = { 0x48, 0xBA };
+
+	/* m: mov ecx, 20; L: call f; add ebx, eax; mov rdx, g; call rdx; jmp [rip + slot];
+	 * M (back from h): dec ecx; jnz L; ud2 (the end: a #UD; a JMP $ would loop in one
+	 * interpreted block, where compiled code counts each pass as a block) */
+	code(m, (const uint8_t[]){ 0xB9, 0x14, 0x00, 0x00, 0x00 }, 5);
+	p = put_rel32(m + 5, 0xE8, f);
+	code(p, (const uint8_t[]){ 0x01, 0xC3 }, 2);
+	memcpy(b + 2, &g, 8);
+	code(p + 2, b, 10);
+	code(p + 12, (const uint8_t[]){ 0xFF, 0xD2, 0xFF, 0x25 }, 4);
+	put32(p + 16, (uint32_t)(slot - (p + 20)));
+	put64(slot, h);
+	memory_code_written(&code_pages, ram + p + 16, 4);
+	/* M at p + 20: dec ecx; jnz L (rel8); ud2 */
+	code(p + 20, (const uint8_t[]){ 0xFF, 0xC9, 0x75, (uint8_t)(m + 5 - (p + 24)), 0x0F, 0x0B },
+	     6);
+	/* f: add eax, 3; ret */
+	code(f, (const uint8_t[]){ 0x83, 0xC0, 0x03, 0xC3 }, 4);
+	/* g: add eax, 1; nop; nop; nop (the page ends) | inc eax; ret */
+	code(g, (const uint8_t[]){ 0x83, 0xC0, 0x01, 0x90, 0x90, 0x90 }, 6);
+	code(XP_PAGE(3), (const uint8_t[]){ 0xFF, 0xC0, 0xC3 }, 3);
+	/* h: add ebx, 2; jmp M */
+	code(h, (const uint8_t[]){ 0x83, 0xC3, 0x02 }, 3);
+	put_rel32(h + 3, 0xE9, p + 20);
+	cpu.s.rip = m;
+}
+
+static unsigned xp_trace(struct xp_state *out, unsigned cap, unsigned max, unsigned attention_every)
+{
+	unsigned n = 0, attention = 0;
+
+	cpu.chain_attention = &attention;
+	while (n < cap) {
+		struct xp_state *st = &out[n];
+
+		attention = attention_every && n % attention_every == attention_every - 1;
+		cpu.chain_max = max;
+		st->rc = emu_run(&cpu);
+		st->rip = cpu.s.rip;
+		st->instructions = cpu.instructions;
+		st->rax = cpu.s.gpr[CPU_RAX];
+		st->rbx = cpu.s.gpr[CPU_RBX];
+		st->rcx = cpu.s.gpr[CPU_RCX];
+		st->rsp = cpu.s.gpr[CPU_RSP];
+		st->ran = cpu.chain_ran;
+		n++;
+		if (st->rc)
+			break;
+	}
+	cpu.chain_attention = NULL;
+	cpu.chain_max = 0;
+	return n;
+}
+
+static bool xp_same(const struct xp_state *a, const struct xp_state *b)
+{
+	return a->rc == b->rc && a->rip == b->rip && a->instructions == b->instructions &&
+	       a->rax == b->rax && a->rbx == b->rbx && a->rcx == b->rcx && a->rsp == b->rsp &&
+	       a->ran == b->ran;
+}
+
+static void test_jit_cross_page_exact(void)
+{
+	static struct xp_state interp[1024], compiled[1024];
+	static const unsigned max[] = { 1, 2, 3, 7, 16, 64 };
+
+	for (unsigned k = 0; k < sizeof(max) / sizeof(max[0]); k++) {
+		for (unsigned att = 0; att < 4; att += 3) {
+			unsigned n, m;
+
+			xp_reset(false);
+			xp_program();
+			n = xp_trace(interp, 1024, max[k], att);
+			xp_reset(true);
+			if (!cpu.jit)
+				return;
+			xp_program();
+			m = xp_trace(compiled, 1024, max[k], att);
+			CHECK_EQ(m, n);
+			CHECK(n < 1024);
+			CHECK_EQ(interp[n - 1].rc, EMU_EXCEPTION);
+			CHECK_EQ(interp[n - 1].rip, XP_PAGE(0) + 0x100 + 34);
+			/* eax 3 + 5 (i - 1) added to ebx in pass i, and 2 from h */
+			CHECK_EQ(interp[n - 1].rax, 100);
+			CHECK_EQ(interp[n - 1].rbx, 1050);
+			for (unsigned i = 0; i < n && i < m; i++) {
+				if (!xp_same(&interp[i], &compiled[i])) {
+					printf("  max %u attention %u: run %u\n", max[k], att, i);
+					CHECK_EQ(compiled[i].rip, interp[i].rip);
+					CHECK_EQ(compiled[i].instructions, interp[i].instructions);
+					CHECK_EQ(compiled[i].ran, interp[i].ran);
+					CHECK_EQ(compiled[i].rax, interp[i].rax);
+					CHECK_EQ(compiled[i].rbx, interp[i].rbx);
+					break;
+				}
+			}
+		}
+	}
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* The block cache's set for a guest-physical address (cpu.c's hash, 4096 sets of 2 blocks):
  * two blocks decoded one after the other into a set replace any third there. */
 static unsigned block_set(uint64_t gpa)
@@ -3097,6 +3398,9 @@ int main(void)
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_block_chains_linked);
+	RUN_TEST(test_jit_cross_page_links);
+	RUN_TEST(test_jit_return_lookup);
+	RUN_TEST(test_jit_cross_page_exact);
 	RUN_TEST(test_jit_memory_paths);
 	RUN_TEST(test_jit_templates_random);
 	RUN_TEST(test_segment_probes);

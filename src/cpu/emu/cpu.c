@@ -136,6 +136,8 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->icache = icache;
 	if (icache)
 		icache->prev = BLOCK_NONE;
+	if (jit) /* its links and lookups name TLB generations, which start again */
+		emu_jit_forget(jit);
 	cpu->mem = mem;
 	cpu->mem_opaque = mem_opaque;
 	cpu->phys = phys;
@@ -565,8 +567,14 @@ static emu_jit_fn block_code(struct emu_cpu *cpu, struct emu_block_head *h, uint
 	emu_jit_fn code =
 		emu_jit_block_chain(cpu->jit, &h->jit, ic->block[index].insn, h->n, &chain);
 
-	if (code && ic->link_exit)
-		emu_jit_link(cpu->jit, ic->link_exit, ic->link_gen, chain.gpa, code);
+	if (code) { /* 64-bit mode: RIP is the linear address */
+		bool global = emu_tlb_fetch_global(cpu, cpu->s.rip);
+
+		if (ic->link_exit)
+			emu_jit_link(cpu->jit, cpu, ic->link_exit, ic->link_gen, chain.gpa, global,
+				     code);
+		emu_jit_remember(cpu->jit, cpu, global, code);
+	}
 	ic->link_exit = 0;
 	return code;
 }

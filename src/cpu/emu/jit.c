@@ -21,6 +21,25 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* A successor that compiled code may go to when its target is not fixed by its block's page
+ * (jit.h): the entries of the lookup table, and the record of an exit to another page. The
+ * pair (linear address, TLB generation) names one guest-physical address, as a TLB entry
+ * does; CPL and mode must be the ones it was made at (the mode always is: compiled code is
+ * 64-bit and a near branch keeps the mode). The successor's chain entry checks the rest. */
+struct jit_target {
+	uint64_t la; /* linear address (RIP) of the successor's first instruction */
+	uint64_t gen; /* the cpu->tlb.generation it holds for, JIT_NEVER: none */
+	uint64_t ggen; /* the cpu->tlb.generation_global it holds for (a global page), or NEVER */
+	uint64_t code; /* the successor's chain entry (read-execute view) | 1 when CPL 3 */
+};
+/* No generation reaches it (64-bit counters counting flushes). */
+#define JIT_NEVER UINT64_MAX
+/* The lookup table's entries (RET, indirect JMP/CALL): 32 KiB. */
+#define JIT_LOOKUP_SIZE 1024
+/* What an exit record to another page starts with (a same-page record is a guest-physical
+ * address, below 2^56), followed by its struct jit_target. */
+#define JIT_XPAGE UINT64_MAX
+
 struct emu_jit {
 	uint8_t *rw; /* the buffer, written here */
 	uint8_t *rx; /* the same pages, executed here */
@@ -29,7 +48,16 @@ struct emu_jit {
 	unsigned threshold;
 	bool inline_off; /* VMM_EMU_JIT=calls: handler calls only (to bisect a template) */
 	uint64_t flushes;
+	/* Blocks entered through emu_run(), by linear address (emu_jit_remember()), for the
+	 * lookup after RET and indirect JMP/CALL; emptied with the buffer. */
+	struct jit_target *lookup;
+	/* The shared code at the start of the buffer (jit_stubs()), read-execute view: check
+	 * the jit_target in RDX against RIP and the CPU and go to its code, else return 0;
+	 * find RIP's entry in the lookup table and do the same. */
+	const uint8_t *stub_check, *stub_lookup;
 };
+
+static bool jit_stubs(struct emu_jit *jit);
 
 struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
 {
@@ -38,6 +66,7 @@ struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
 
 	if (!jit)
 		return NULL;
+	jit->size = size; /* what emu_jit_destroy() unmaps */
 	fd = memfd_create("vmm-emu-jit", MFD_CLOEXEC);
 	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
 		goto fail;
@@ -52,10 +81,18 @@ struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
 		goto fail;
 	}
 	close(fd);
-	jit->size = size;
+	fd = -1;
 	jit->gen = 1;
 	jit->threshold = threshold;
 	jit->inline_off = !templates;
+	jit->lookup = malloc(JIT_LOOKUP_SIZE * sizeof(*jit->lookup));
+	if (!jit->lookup)
+		goto fail;
+	memset(jit->lookup, 0xff, JIT_LOOKUP_SIZE * sizeof(*jit->lookup));
+	if (!jit_stubs(jit)) {
+		errno = ENOSPC;
+		goto fail;
+	}
 	return jit;
 fail:
 	err = errno;
@@ -74,6 +111,7 @@ void emu_jit_destroy(struct emu_jit *jit)
 		munmap(jit->rw, jit->size);
 	if (jit->rx)
 		munmap(jit->rx, jit->size);
+	free(jit->lookup);
 	free(jit);
 }
 
@@ -1425,32 +1463,147 @@ static void emit_setcc(struct compile *c, const struct emu_insn *insn, const str
 
 /* ---- exits and chaining ---- */
 
+/* No constant target: what emit_exit_to() gets for a block that ends otherwise. */
+#define EXIT_NONE INT64_MIN
+
+/* The exit record of a jump to another page (jit.h): cpu->jit_exit names it, the check stub
+ * compares its struct jit_target (RDX) with RIP, the TLB generations and the CPL, which
+ * emu_jit_link() filled in when it linked the exit, and goes to the successor's chain entry
+ * or returns. Never linked, its generations match nothing. */
+static void emit_exit_xpage(struct compile *c)
+{
+	struct emit *e = &c->e;
+	const struct jit_target never = { .gen = JIT_NEVER, .ggen = JIT_NEVER };
+
+	/* mov dword [jit_exit], the record (after the LEA, 7 bytes, and the JMP, 5) */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
+	emit4(e, (uint32_t)(e->p + 4 + 7 + 5 - c->jit->rw));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x15 }, 3); /* lea rdx, [rip + 5 + 8] */
+	emit4(e, 5 + 8);
+	emit_jump(e, c->jit, 16, c->jit->stub_check);
+	emit8(e, JIT_XPAGE);
+	emit_bytes(e, &never, sizeof(never));
+}
+
 /* Leave the block towards the instruction at page offset `target` of the block's page
- * (outside [0, 4096): another page), with RIP, the count and the shadow exact: a return with
- * status 0, or for a target in the page of a chained block a jump that emu_jit_link() can
- * point at the successor's chain entry (jit.h). Until it does, the jump goes to the return;
- * either way cpu->jit_exit says which exit it was. After it, the exit's record: the
- * successor's guest-physical address, which emu_jit_link() checks (the jump's rel32 is the
- * four bytes before it). A block that stopped early (block_exit) returns. */
+ * (outside [0, 4096): another page; EXIT_NONE: not known when compiling), with RIP, the count
+ * and the shadow exact: a return with status 0, or for a chained block a jump that
+ * emu_jit_link() can point at the successor's chain entry (jit.h). In the block's page, until
+ * it does, the jump goes to the return; either way cpu->jit_exit says which exit it was, and
+ * after it comes the exit's record: the successor's guest-physical address, which
+ * emu_jit_link() checks (the jump's rel32 is the four bytes before it). In another page, the
+ * record says where the link holds (emit_exit_xpage()). A block that stopped early
+ * (block_exit) returns. */
 static void emit_exit_to(struct compile *c, int64_t target)
 {
 	struct emit *e = &c->e;
 	uint64_t gpa;
 
-	if (!c->chain || target < 0 || target >= 4096) {
+	if (!c->chain || target == EXIT_NONE) {
 		emit_jump(e, c->jit, 16, c->ret0);
 		return;
 	}
-	gpa = (c->chain->gpa & ~0xfffull) | (uint64_t)target;
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit)); /* cmp, 0 */
 	emit1(e, 0);
 	emit_jump(e, c->jit, CC_NZ, c->ret0);
+	if (target < 0 || target >= 4096) {
+		emit_exit_xpage(c);
+		return;
+	}
+	gpa = (c->chain->gpa & ~0xfffull) | (uint64_t)target;
 	/* mov dword [jit_exit], the record's offset: the jump (5 bytes) then the record */
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
 	emit4(e, (uint32_t)(e->p + 4 + 5 - c->jit->rw));
 	emit_jump(e, c->jit, 16, c->ret0);
 	emit8(e, gpa);
 }
+
+/* The exit after a RET or an indirect JMP/CALL (RIP written by it): the lookup table
+ * (emu_jit_remember()) may know the successor, else the return. jit_exit is 0 here (a
+ * successful chain entry cleared it): a miss leaves nothing for emu_run() to link. */
+static void emit_exit_lookup(struct compile *c)
+{
+	struct emit *e = &c->e;
+
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit)); /* cmp, 0 */
+	emit1(e, 0);
+	emit_jump(e, c->jit, CC_NZ, c->ret0);
+	emit_jump(e, c->jit, 16, c->jit->stub_lookup);
+}
+
+/* Whether `insn` (a block's last) is a near RET, or a near JMP/CALL through a register or
+ * memory, run by its fast.c handler (which leaves block_exit alone: emu_block_generic() sets
+ * it for any branch). */
+static bool indirect_branch(const struct emu_insn *insn)
+{
+	unsigned ext = (insn->modrm >> 3) & 7;
+
+	if (insn->map != EMU_MAP_1 || !insn->fast || insn->fast == emu_block_generic)
+		return false;
+	return insn->opcode == 0xC3 || (insn->opcode == 0xFF && (ext == 2 || ext == 4));
+}
+
+/* The shared code at the start of each generation of the buffer (struct emu_jit): the check
+ * of a struct jit_target, the lookup, and a return with status 0 after the prologue that
+ * every block's code shares (push rbx, r12, r13). Reached only from compiled code, with
+ * RBX = cpu and R12 the TLB tag bits, which stay right for the successor: same CPL, same
+ * memory ops. false: the buffer is too small. */
+static bool jit_stubs(struct emu_jit *jit)
+{
+	struct emit em = { .start = jit->rw, .p = jit->rw, .end = jit->rw + jit->size };
+	struct emit *e = &em;
+	const uint8_t *ret0, *check_gen;
+	uint8_t *gen_ok;
+
+	ret0 = jit->rx;
+	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0, 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 8);
+	/* check: RIP against [rdx] (la) */
+	jit->stub_check = jit->rx + (e->p - jit->rw);
+	emit_load(e, true, RAX, CPU_OFF(s.rip));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x02 }, 3); /* cmp rax, [rdx] */
+	emit_jump(e, jit, CC_NZ, ret0);
+	/* the generation: either the TLB's (the page's translation made in this one), or for
+	 * a global page the global one (kept across CR3 writes) */
+	check_gen = jit->rx + (e->p - jit->rw);
+	emit_load(e, true, RAX, CPU_OFF(tlb.generation));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x42, 0x08 }, 4); /* cmp rax, [rdx + 8] */
+	gen_ok = emit_jump_fwd(e, CC_E);
+	emit_load(e, true, RAX, CPU_OFF(tlb.generation_global));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x42, 0x10 }, 4); /* cmp rax, [rdx + 16] */
+	emit_jump(e, jit, CC_NZ, ret0);
+	patch_jump(e, gen_ok);
+	/* xor ecx, ecx; cmp dword [cpl], 3; sete cl; xor rcx, [rdx + 24]; test cl, 1; jnz ret0;
+	 * jmp rcx (the CPL's bit must match) */
+	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC9 }, 2);
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(cpl));
+	emit1(e, 3);
+	emit_bytes(e, (const uint8_t[]){ 0x0F, 0x94, 0xC1 }, 3);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x33, 0x4A, 0x18 }, 4);
+	emit_bytes(e, (const uint8_t[]){ 0xF6, 0xC1, 0x01 }, 3);
+	emit_jump(e, jit, CC_NZ, ret0);
+	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xE1 }, 2);
+	/* lookup: RDX = &lookup[(rip ^ rip >> 12) % size]; then the check */
+	jit->stub_lookup = jit->rx + (e->p - jit->rw);
+	emit_load(e, true, RAX, CPU_OFF(s.rip));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC2 }, 3); /* mov rdx, rax */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xEA, 0x0C }, 4); /* shr rdx, 12 */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x31, 0xC2 }, 3); /* xor rdx, rax */
+	emit_bytes(e, (const uint8_t[]){ 0x81, 0xE2 }, 2); /* and edx, size - 1 */
+	emit4(e, JIT_LOOKUP_SIZE - 1);
+	emit_bytes(e, (const uint8_t[]){ 0xC1, 0xE2, 0x05 }, 3); /* shl edx, 5 */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB9 }, 2); /* mov rcx, lookup */
+	emit8(e, (uint64_t)(uintptr_t)jit->lookup);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x01, 0xCA }, 3); /* add rdx, rcx */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x02 }, 3); /* cmp rax, [rdx] */
+	emit_jump(e, jit, CC_NZ, ret0);
+	emit_jump(e, jit, 16, check_gen);
+	if (e->overflow)
+		return false;
+	jit->pos = (size_t)(e->p - jit->rw);
+	return true;
+}
+
+_Static_assert(sizeof(struct jit_target) == 32, "the stubs' jit_target layout");
 
 /* The chain entry (jit.h) of the block whose code starts at `entry` (read-execute view):
  * the checks, each leaving through the return with status 0, then a jump to the body (whose
@@ -1826,7 +1979,11 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 	}
 	if (!c.ended) {
 		emit_sync(&c);
-		emit_exit_to(&c, chain && chain->falls_through ? (int64_t)c.insn_off : -1);
+		if (chain && n && indirect_branch(&insn[n - 1]))
+			emit_exit_lookup(&c);
+		else
+			emit_exit_to(&c, chain && chain->falls_through ? (int64_t)c.insn_off
+								       : EXIT_NONE);
 	}
 	if (e->overflow)
 		return NULL;
@@ -1845,22 +2002,75 @@ uint32_t emu_jit_generation(const struct emu_jit *jit)
 	return jit->gen;
 }
 
-void emu_jit_link(struct emu_jit *jit, uint32_t exit, uint32_t gen, uint64_t gpa, emu_jit_fn code)
+/* The chain entry of chainable code `code` (in this generation's buffer), NULL if none. */
+static const uint8_t *chain_entry(const struct emu_jit *jit, emu_jit_fn code)
 {
 	const uint8_t *entry = (const uint8_t *)(uintptr_t)code;
-	uint64_t want;
 	uint32_t dist;
+
+	if (entry < jit->rx + 4 || entry > jit->rx + jit->pos)
+		return NULL;
+	memcpy(&dist, jit->rw + (entry - jit->rx) - 4, 4);
+	return dist ? entry - dist : NULL;
+}
+
+/* Where the CPU is now, as a successor at its RIP (jit_target): valid in this TLB generation,
+ * or for a global page in this global generation, at this CPL. */
+static struct jit_target target_here(const struct emu_cpu *cpu, bool global, const uint8_t *at)
+{
+	return (struct jit_target){
+		.la = cpu->s.rip,
+		.gen = cpu->tlb.generation,
+		.ggen = global ? cpu->tlb.generation_global : JIT_NEVER,
+		.code = (uint64_t)(uintptr_t)at | (cpu->cpl == 3),
+	};
+}
+
+void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
+		  uint64_t gpa, bool global, emu_jit_fn code)
+{
+	const uint8_t *at = chain_entry(jit, code);
+	uint64_t want;
 	int32_t rel;
 
-	if (!exit || gen != jit->gen || exit < 4 || exit + 8 > jit->pos || entry < jit->rx + 4 ||
-	    entry > jit->rx + jit->pos)
+	if (!exit || gen != jit->gen || exit < 4 || exit + 8 > jit->pos || !at)
 		return;
 	memcpy(&want, jit->rw + exit, 8);
-	memcpy(&dist, jit->rw + (entry - jit->rx) - 4, 4);
-	if (want != gpa || !dist)
+	if (want == JIT_XPAGE) {
+		struct jit_target t = target_here(cpu, global, at);
+
+		if (exit + 8 + sizeof(t) <= jit->pos)
+			memcpy(jit->rw + exit + 8, &t, sizeof(t));
 		return;
-	rel = (int32_t)((entry - dist) - (jit->rx + exit));
+	}
+	if (want != gpa)
+		return;
+	rel = (int32_t)(at - (jit->rx + exit));
 	memcpy(jit->rw + exit - 4, &rel, 4);
+}
+
+void emu_jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool global, emu_jit_fn code)
+{
+	const uint8_t *at = chain_entry(jit, code);
+	uint64_t la = cpu->s.rip;
+
+	if (at)
+		jit->lookup[(la ^ (la >> 12)) & (JIT_LOOKUP_SIZE - 1)] =
+			target_here(cpu, global, at);
+}
+
+/* Drop all code (a new generation) and what refers to it, and start the buffer again. */
+static void jit_drop(struct emu_jit *jit)
+{
+	jit->pos = 0;
+	jit->gen = jit->gen + 1 ? jit->gen + 1 : 1;
+	memset(jit->lookup, 0xff, JIT_LOOKUP_SIZE * sizeof(*jit->lookup));
+	jit_stubs(jit); /* fits: it did at emu_jit_create() */
+}
+
+void emu_jit_forget(struct emu_jit *jit)
+{
+	jit_drop(jit);
 }
 
 emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
@@ -1882,8 +2092,7 @@ emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
 	}
 	code = compile_block(jit, ref, insn, n, chain);
 	if (!code) { /* full: drop everything, start again */
-		jit->pos = 0;
-		jit->gen = jit->gen + 1 ? jit->gen + 1 : 1;
+		jit_drop(jit);
 		jit->flushes++;
 		ref->gen = jit->gen;
 		code = compile_block(jit, ref, insn, n, chain);
@@ -1936,13 +2145,29 @@ uint32_t emu_jit_generation(const struct emu_jit *jit)
 	return 0;
 }
 
-void emu_jit_link(struct emu_jit *jit, uint32_t exit, uint32_t gen, uint64_t gpa, emu_jit_fn code)
+void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
+		  uint64_t gpa, bool global, emu_jit_fn code)
 {
 	(void)jit;
+	(void)cpu;
 	(void)exit;
 	(void)gen;
 	(void)gpa;
+	(void)global;
 	(void)code;
+}
+
+void emu_jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool global, emu_jit_fn code)
+{
+	(void)jit;
+	(void)cpu;
+	(void)global;
+	(void)code;
+}
+
+void emu_jit_forget(struct emu_jit *jit)
+{
+	(void)jit;
 }
 
 uint64_t emu_jit_flushes(const struct emu_jit *jit)

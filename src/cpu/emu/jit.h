@@ -62,13 +62,22 @@ emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const str
  * size limit) leaves through a jump that emu_jit_link() points at the successor's chain
  * entry, once both are compiled: in the same page of the same mode, the successor's
  * guest-physical address is the block's page plus the target's offset, whatever linear
- * mapping the block ran through. The successor's chain entry checks, each time, that the
+ * mapping the block ran through. An exit to a constant target in another page (the same
+ * branches, and the fall-through into the next page) records, once emu_jit_link() linked it,
+ * the successor's linear address, the TLB generation of the link (or for a global page the
+ * global one, which CR3 writes leave alone) and the CPL, and goes to the successor only while
+ * RIP, the generation and the CPL are those: a translation is valid for as long as its TLB
+ * entry, so a CR3 write, an INVLPG, any other TLB flush or a CPL change never lets it run a
+ * successor that the page tables no longer name. After a RET or a near JMP/CALL through a
+ * register or memory, the code looks RIP up in a small table of blocks that emu_run()
+ * entered (emu_jit_remember(): linear address, generation, CPL, as above) and goes to the
+ * successor on a hit. Either way the successor's chain entry checks, each time, that the
  * caller's attention flag is clear, the chain has blocks left (cpu->chain_left), its block
  * cache slot still holds this code (`ref` below, cleared when the block is rebuilt) and the
  * block's page still has the version it was decoded from; otherwise it returns to emu_run()
  * with RIP at its first instruction. RIP, the count and the interrupt shadow are exact at
- * every exit, as for a return. Links live in the code buffer: a flush drops them with the
- * code, so they only ever join code of one generation. */
+ * every exit, as for a return. Links and the table live with the code buffer: a flush drops
+ * them with the code, so they only ever join code of one generation. */
 struct emu_jit_chain {
 	uint64_t gpa; /* guest-physical address of the block's first instruction */
 	uint32_t slot; /* its block cache slot: compiled code sets cpu->jit_last to it */
@@ -85,8 +94,17 @@ emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
 uint32_t emu_jit_generation(const struct emu_jit *jit);
 /* Make exit `exit` (cpu->jit_exit after code of generation `gen` returned) jump straight to
  * `code`, the chainable code of the block at `gpa`, if that is the exit's target (else
- * nothing: the caller may have gone elsewhere, e.g. into an interrupt handler). */
-void emu_jit_link(struct emu_jit *jit, uint32_t exit, uint32_t gen, uint64_t gpa, emu_jit_fn code);
+ * nothing: the caller may have gone elsewhere, e.g. into an interrupt handler). The CPU is
+ * at that block's first instruction, in 64-bit mode, and its RIP's translation is in the
+ * current TLB generation (`global`: a global page's, kept across CR3 writes). */
+void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
+		  uint64_t gpa, bool global, emu_jit_fn code);
+/* Remember `code` (chainable, this generation) as the block at the CPU's RIP, as for
+ * emu_jit_link(), for the lookup after RET and indirect jumps and calls. */
+void emu_jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool global, emu_jit_fn code);
+/* Drop all code, links and remembered blocks (a new generation): the TLB generations they
+ * name start again (emu_cpu_init()). */
+void emu_jit_forget(struct emu_jit *jit);
 
 /* Run compiled code as emu_run() runs a block body (block_exit cleared by the caller). */
 static inline int emu_jit_run(emu_jit_fn code, struct emu_cpu *cpu)
