@@ -1057,41 +1057,155 @@ static void test_blocks_other_writers(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 14);
 }
 
-/* Blocks whose guest-physical addresses fall in the same set of the block cache both stay
- * decoded, and a third replaces the one of the two that was not used last. Code rewritten
- * without telling the CPU (no memory_code_written()) shows which: a block still decoded runs
- * its old instructions, a rebuilt one the new. Direct-mapped, B replaced A. */
-static void test_blocks_same_set(void)
+/* The block cache's hash bucket for a block at guest-physical `gpa` in 64-bit mode (cpu.c's
+ * block_bucket()). */
+static unsigned block_bucket(uint64_t gpa)
 {
-	/* guest-physical 0x6040a0 and 0x6080c0 map to the slot of 0x610000 (gpa ^ gpa >> 9 ^
-	 * gpa >> 21); linear 0x400000 is guest-physical 0x600000 (a 2 MiB page) */
-	static const uint64_t a = 0x610000, b = 0x6040a0, c = 0x6080c0, to_linear = 0x200000;
+	uint64_t tag = gpa | (uint64_t)EMU_MODE_64 << 56 | 1ull << 63;
+
+	return (unsigned)((tag * 0x9E3779B97F4A7C15ull) >> (64 - __builtin_ctz(32768)));
+}
+
+/* Blocks whose guest-physical addresses fall in the same hash bucket of the block cache all
+ * stay decoded, and a write to one's page (memory_code_written()) decodes that one again. Code
+ * rewritten without telling the CPU shows which: a block still decoded runs its old
+ * instructions, a rebuilt one the new. With two ways per set, a third replaced one of them. */
+#define SAME_BUCKET 8
+static void test_blocks_same_bucket(void)
+{
+	/* linear 0x400000 is guest-physical 0x600000 (a 2 MiB page); one block per 4 KiB page */
+	static const uint64_t to_linear = 0x200000;
 	static const uint8_t block[] = { 0xB0, 0x01, 0xEB, 0xFE }; /* mov al, 1; jmp $ */
+	uint64_t at[SAME_BUCKET], gpa = 0x610000, built;
+	unsigned bucket = block_bucket(gpa);
 
 	machine_reset();
-	for (unsigned i = 0; i < 3; i++) {
-		uint64_t gpa = i == 0 ? a : i == 1 ? b : c;
-
+	for (unsigned i = 0; i < SAME_BUCKET; i++) {
+		while (block_bucket(gpa) != bucket)
+			gpa++;
+		CHECK(gpa + sizeof(block) < MEM_SIZE);
+		at[i] = gpa;
 		memcpy(ram + gpa, block, sizeof(block));
-		ram[gpa + 1] = (uint8_t)(i == 2 ? 5 : i + 1);
+		ram[gpa + 1] = (uint8_t)(i + 1);
 		memory_code_written(&code_pages, ram + gpa, sizeof(block));
+		gpa = (gpa | 0xfff) + 1;
 	}
-	run_block_at(&cpu, a - to_linear);
-	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
-	run_block_at(&cpu, b - to_linear);
-	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 2);
-	ram[a + 1] = 3; /* behind the CPU's back */
-	ram[b + 1] = 4;
-	run_block_at(&cpu, a - to_linear);
-	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
-	run_block_at(&cpu, b - to_linear);
-	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 2);
-	run_block_at(&cpu, c - to_linear); /* replaces a */
-	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 5);
-	run_block_at(&cpu, b - to_linear);
-	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 2);
-	run_block_at(&cpu, a - to_linear);
-	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 3);
+	for (unsigned i = 0; i < SAME_BUCKET; i++) {
+		run_block_at(&cpu, at[i] - to_linear);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, i + 1);
+		ram[at[i] + 1] = (uint8_t)(i + 101); /* behind the CPU's back */
+	}
+	built = cpu.blocks.builds_empty + cpu.blocks.builds_evicted;
+	for (unsigned i = 0; i < SAME_BUCKET; i++) {
+		run_block_at(&cpu, at[i] - to_linear);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, i + 1);
+	}
+	CHECK_EQ(cpu.blocks.builds_empty + cpu.blocks.builds_evicted, built);
+	memory_code_written(&code_pages, ram + at[3] + 1, 1);
+	for (unsigned i = 0; i < SAME_BUCKET; i++) {
+		run_block_at(&cpu, at[i] - to_linear);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, i == 3 ? 104 : i + 1);
+	}
+	CHECK_EQ(cpu.blocks.builds_empty + cpu.blocks.builds_evicted, built);
+}
+
+#define FILL_AT 0x180000ull /* kernel code for the blocks that fill the cache */
+
+/* `count` new blocks of one HLT each (kernel mode) from FILL_AT + `from`, run by `c`. */
+static void fill_blocks(struct emu_cpu *c, unsigned from, unsigned count)
+{
+	memset(ram + FILL_AT + from, 0xF4, count);
+	memory_code_written(&code_pages, ram + FILL_AT + from, count);
+	for (unsigned i = 0; i < count; i++) {
+		c->s.rip = FILL_AT + from + i;
+		if (emu_run(c) != EMU_HALT) {
+			CHECK_EQ(emu_run(c), EMU_HALT);
+			return;
+		}
+	}
+}
+
+/* A vCPU of its own (an empty block cache) in kernel mode, with cpu's state. */
+static void fresh_cpu(struct emu_cpu *c)
+{
+	struct cpu_state s;
+
+	memset(c, 0, sizeof(*c));
+	c->mem = &emu_paged_memory_ops;
+	c->phys = &phys_ops;
+	c->code = &code_pages;
+	to_kernel_mode(0);
+	emu_cpu_get_state(&cpu, &s);
+	emu_cpu_init(c, &s);
+}
+
+/* `c` runs the block at `rip` (mov al, N; ... hlt, or up to the block size limit) and returns
+ * N: the one it decoded, which may be older than the bytes there now. */
+static unsigned block_value(struct emu_cpu *c, uint64_t rip)
+{
+	c->s.rip = rip;
+	c->s.gpr[CPU_RAX] = 0;
+	emu_run(c);
+	return (unsigned)(c->s.gpr[CPU_RAX] & 0xff);
+}
+
+/* The block cache holds EMU_BLOCK_SLOTS blocks whatever their addresses, and a new one
+ * replaces the one decoded longest ago; blocks take the instructions they need from a pool of
+ * EMU_BLOCK_POOL_INSNS, and when it comes round the blocks decoded into it longest ago go. */
+static void test_blocks_replaced_in_turn(void)
+{
+	static const uint8_t a[] = { 0xB0, 0x01, 0xF4 }; /* mov al, 1; hlt */
+	const uint64_t a_at = 0x150000, b_at = 0x150010, nops = 0x160000;
+	const unsigned per_pool = EMU_BLOCK_POOL_INSNS / EMU_BLOCK_MAX_INSNS;
+	struct emu_cpu c;
+	unsigned made = 0;
+
+	machine_reset();
+	fresh_cpu(&c);
+	code(a_at, a, sizeof(a));
+	code(b_at, a, sizeof(a));
+	ram[b_at + 1] = 2;
+	memory_code_written(&code_pages, ram + b_at, sizeof(a));
+	CHECK_EQ(block_value(&c, a_at), 1);
+	CHECK_EQ(block_value(&c, b_at), 2);
+	fill_blocks(&c, 0, EMU_BLOCK_SLOTS - 2); /* every slot taken */
+	CHECK_EQ(c.blocks.builds_empty, EMU_BLOCK_SLOTS);
+	CHECK_EQ(c.blocks.builds_evicted, 0);
+	ram[a_at + 1] = 3; /* behind the CPU's back */
+	ram[b_at + 1] = 4;
+	CHECK_EQ(block_value(&c, a_at), 1);
+	CHECK_EQ(block_value(&c, b_at), 2);
+	fill_blocks(&c, EMU_BLOCK_SLOTS - 2, 1); /* replaces a */
+	CHECK_EQ(c.blocks.builds_evicted, 1);
+	CHECK_EQ(block_value(&c, b_at), 2);
+	CHECK_EQ(block_value(&c, a_at), 3); /* decoded again: replaces b */
+	CHECK_EQ(block_value(&c, b_at), 4);
+	CHECK_EQ(c.blocks.builds_evicted, 3);
+	emu_cpu_destroy(&c);
+
+	/* Blocks of EMU_BLOCK_MAX_INSNS: mov al, 1 and NOPs, then NOPs from other addresses. */
+	fresh_cpu(&c);
+	memset(ram + a_at, 0x90, 64);
+	memset(ram + nops, 0x90, 0x4000);
+	code(a_at, a, 2);
+	memory_code_written(&code_pages, ram + nops, 0x4000);
+	CHECK_EQ(block_value(&c, a_at), 1);
+	CHECK_EQ(c.s.rip, a_at + 1 + EMU_BLOCK_MAX_INSNS);
+	ram[a_at + 1] = 3;
+	for (uint64_t at = nops; made < per_pool + 1 && at < nops + 0x4000; at++) {
+		if ((at & 0xfff) > 0x1000 - EMU_BLOCK_MAX_INSNS)
+			continue;
+		if (made == per_pool - 1) /* the pool full up to a's instructions */
+			CHECK_EQ(block_value(&c, a_at), 1);
+		c.s.rip = at;
+		CHECK_EQ(emu_run(&c), EMU_OK);
+		CHECK_EQ(c.s.rip, at + EMU_BLOCK_MAX_INSNS);
+		made++;
+	}
+	CHECK_EQ(made, per_pool + 1);
+	CHECK_EQ(c.blocks.builds_evicted, 0); /* slots to spare: the pool forgot a */
+	CHECK_EQ(block_value(&c, a_at), 3);
+	emu_cpu_destroy(&c);
 }
 
 /* emu_run(): a block runs to its branch; it sees code patched behind its back, code it
@@ -1586,13 +1700,6 @@ static void test_jit_cross_page_exact(void)
 	cpu.jit = NULL;
 }
 
-/* The block cache's set for a guest-physical address (cpu.c's hash, 4096 sets of 2 blocks):
- * two blocks decoded one after the other into a set replace any third there. */
-static unsigned block_set(uint64_t gpa)
-{
-	return (unsigned)((gpa ^ (gpa >> 9) ^ (gpa >> 21)) & 4095);
-}
-
 #define CHAIN_PAGE 0x110000ull /* kernel code (identity), and a page table: PD[3] → here */
 #define CHAIN_PTE (CHAIN_PAGE + 0x80) /* PTE 16 of that table: linear 0x610000 */
 #define CHAIN_B (CHAIN_PTE - 2) /* mov rax, imm64 (the PTE); hlt */
@@ -1628,8 +1735,8 @@ static void test_block_chain_checks(void)
 	static const uint8_t a2[] = { 0xE9, 0x3B, 0xFF, 0xFF, 0xFF };
 	static const uint8_t b2[] = { 0x0F, 0xA2, 0xF4 };
 	static const uint8_t other[] = { 0xBB, 0x78, 0x56, 0x34, 0x12, 0xF4 };
-	const uint64_t page2 = 0x130000, b2_at = page2 + 0x40;
-	uint64_t other_at = 0x140000, other2_at;
+	const uint64_t page2 = 0x130000, b2_at = page2 + 0x40, other_at = 0x140000;
+	struct emu_jit *jit;
 	uint32_t cpuid[4];
 
 	machine_reset();
@@ -1662,19 +1769,16 @@ static void test_block_chain_checks(void)
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], CHAIN_PTE_VALUE | 0x20);
 	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0); /* the page at 0x120000 */
 
-	/* B2 replaced in its slot by other blocks between two runs of A2 → B2. */
-	while (block_set(other_at) != block_set(b2_at))
-		other_at++;
-	other2_at = other_at + sizeof(other);
-	while (block_set(other2_at) != block_set(b2_at))
-		other2_at++;
-	CHECK(other2_at < 0x1F0000);
+	/* B2 replaced in its slot by another compiled block between two runs of A2 → B2: B2
+	 * decoded first, then A2 (the next slot), so that after EMU_BLOCK_SLOTS - 2 more blocks
+	 * the next new one takes B2's slot and A2 and its link stay. */
 	code(page2 + 0x100, a2, sizeof(a2));
 	code(b2_at, b2, sizeof(b2));
 	code(other_at, other, sizeof(other));
-	code(other2_at, other, sizeof(other));
 	emu_cpuid(&cpu, 0, 0, cpuid);
 	cpu.chain_max = 4;
+	cpu.s.rip = b2_at;
+	CHECK_EQ(emu_run(&cpu), EMU_HALT);
 	for (unsigned run = 0; run < 2; run++) { /* A2 → B2 (cpuid; hlt); then linked */
 		cpu.s.rip = page2 + 0x100;
 		cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RBX] = 0;
@@ -1682,12 +1786,14 @@ static void test_block_chain_checks(void)
 		CHECK_EQ(cpu.s.rip, b2_at + 3);
 		CHECK_EQ(cpu.s.gpr[CPU_RBX], cpuid[1]);
 	}
-	for (unsigned k = 0; k < 2; k++) {
-		cpu.s.rip = k ? other2_at : other_at;
-		cpu.s.gpr[CPU_RBX] = 0;
-		CHECK_EQ(emu_run(&cpu), EMU_HALT);
-		CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x12345678);
-	}
+	jit = cpu.jit; /* the fill interpreted: no compiled code, no flush of A2's */
+	cpu.jit = NULL;
+	fill_blocks(&cpu, 0, EMU_BLOCK_SLOTS - 2);
+	cpu.jit = jit;
+	cpu.s.rip = other_at;
+	cpu.s.gpr[CPU_RBX] = 0;
+	CHECK_EQ(emu_run(&cpu), EMU_HALT);
+	CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x12345678);
 	cpu.s.rip = page2 + 0x100;
 	cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RBX] = 0;
 	CHECK_EQ(emu_run(&cpu), EMU_HALT);
@@ -3393,7 +3499,8 @@ int main(void)
 	RUN_TEST(test_decode_cache_sees_new_code);
 	RUN_TEST(test_blocks);
 	RUN_TEST(test_blocks_global_pages);
-	RUN_TEST(test_blocks_same_set);
+	RUN_TEST(test_blocks_same_bucket);
+	RUN_TEST(test_blocks_replaced_in_turn);
 	RUN_TEST(test_block_chains);
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_blocks_compiled);

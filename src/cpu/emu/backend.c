@@ -776,6 +776,27 @@ static void emu_vm_destroy(struct vm *vm)
 	vm->backend_data = NULL;
 }
 
+/* The block cache's and the JIT's counters of one vCPU (emu.h's struct emu_block_stats). */
+static void ev_format_block_stats(struct emu_vcpu *ev, FILE *out)
+{
+	const struct emu_block_stats *b = &ev->cpu.blocks;
+
+	fprintf(out,
+		"  vcpu%u: blocks: %llu finds (%llu by link, %llu by jump cache), built %llu "
+		"into an empty slot, %llu over another block, %llu for a new code version; "
+		"entered %llu compiled, %llu interpreted, %llu chained; JIT buffer flushes %llu\n",
+		ev->vcpu->index, (unsigned long long)stats_load(b->finds),
+		(unsigned long long)stats_load(b->link_hits),
+		(unsigned long long)stats_load(b->jump_hits),
+		(unsigned long long)stats_load(b->builds_empty),
+		(unsigned long long)stats_load(b->builds_evicted),
+		(unsigned long long)stats_load(b->builds_version),
+		(unsigned long long)stats_load(b->compiled),
+		(unsigned long long)stats_load(b->interpreted),
+		(unsigned long long)stats_load(b->chained),
+		(unsigned long long)(ev->cpu.jit ? emu_jit_flushes(ev->cpu.jit) : 0));
+}
+
 /* One vCPU's counters for --stats and `vmm stat` (any thread: values may be slightly old). */
 static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
 {
@@ -795,6 +816,7 @@ static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
 		(unsigned long long)stats_load(tlb->flushes_all),
 		(unsigned long long)stats_load(tlb->flushes_nonglobal),
 		(unsigned long long)stats_load(tlb->flushes_page));
+	ev_format_block_stats(ev, out);
 }
 
 /* The #UD count for --stats and `vmm stat`, as the exit message gives it, and each vCPU's

@@ -32,13 +32,18 @@
  * that branches to itself, so it runs compiled (jit.c) without a lookup per pass; with 16 it
  * was three blocks and three lookups per pass. CPU to "Run /init" with the JIT at load ~8:
  * 11.4 s against 14.4 s (medians of 3); the cache holds ~16 MiB of blocks per vCPU. */
-#define BLOCK_MAX_INSNS 40
-/* Blocks, in sets of BLOCK_WAYS by guest-physical address (block_slot()). Direct-mapped, ~19 %
- * of block entries on the disk path (4 KiB random reads) decoded their block again because
- * another had taken its slot; with 2 ways of the same 8192 slots ~10 %. */
-#define BLOCK_CACHE_SIZE 8192
-#define BLOCK_WAYS 2
-#define BLOCK_SETS (BLOCK_CACHE_SIZE / BLOCK_WAYS)
+#define BLOCK_MAX_INSNS EMU_BLOCK_MAX_INSNS
+/* The block cache: BLOCK_SLOTS blocks found through a hash table by tag (chains of slots from
+ * BLOCK_BUCKETS buckets), their instructions in one pool of BLOCK_POOL_INSNS, each block using
+ * the n it needs. Slots and the pool are both taken in turn, round and round (block_alloc()):
+ * a new block replaces the oldest one in slot order, and any whose instructions lie where its
+ * own go, so the cache forgets the blocks decoded longest ago, whatever their addresses. With
+ * 2 ways of 8192 slots (each with room for 40 instructions: 16 MiB per vCPU) the disk path
+ * (4 KiB random reads) decoded ~380 blocks per request again because others of the same set
+ * had replaced them, and a third block cycling through a set of two missed every time. */
+#define BLOCK_SLOTS EMU_BLOCK_SLOTS
+#define BLOCK_BUCKETS 32768
+#define BLOCK_POOL_INSNS EMU_BLOCK_POOL_INSNS /* blocks average ~4.5 instructions */
 #define JUMP_CACHE_SIZE 4096
 #define BLOCK_VALID (1ull << 63)
 #define BLOCK_NONE UINT32_MAX /* no slot */
@@ -65,6 +70,8 @@ struct emu_block_head {
 	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
 	bool falls_through; /* its last instruction does not end blocks (it stopped at the limit) */
 	struct emu_jit_ref jit; /* host code (jit.c), cleared whenever the block is rebuilt */
+	uint32_t first; /* its instructions: the pool's [first, first + n) */
+	uint32_t next; /* the next slot of its hash bucket, BLOCK_NONE at the end */
 };
 
 /* Block chaining: each block remembers the last two blocks that ran right after it, as jump
@@ -80,10 +87,6 @@ struct emu_block_links {
 	uint8_t next; /* the link to replace next */
 } __attribute__((aligned(64)));
 
-struct emu_block {
-	struct emu_insn insn[BLOCK_MAX_INSNS];
-};
-
 struct emu_icache {
 	void *base; /* what to free */
 	uint32_t prev; /* the slot of the block emu_run() executed last, BLOCK_NONE if none */
@@ -91,15 +94,21 @@ struct emu_icache {
 	/* The exit compiled code left through last towards a successor in its page, and the
 	 * JIT's generation then (emu_jit_link()); 0: none, or not to be linked. */
 	uint32_t link_exit, link_gen;
+	uint32_t slot_next; /* the slot the next new block takes */
+	uint32_t pool_next; /* where the next block's instructions go in the pool */
 	struct emu_jump_entry jump[JUMP_CACHE_SIZE];
-	struct emu_block_head head[BLOCK_CACHE_SIZE];
-	struct emu_block_links links[BLOCK_CACHE_SIZE];
-	struct emu_block block[BLOCK_CACHE_SIZE];
-	uint8_t mru[BLOCK_SETS]; /* per set, the way block_slot() chose last */
+	struct emu_block_head head[BLOCK_SLOTS];
+	struct emu_block_links links[BLOCK_SLOTS];
+	uint32_t bucket[BLOCK_BUCKETS]; /* the first slot of each hash chain, BLOCK_NONE: none */
+	/* For each pool entry, the slot whose block's instructions started there when it was
+	 * decoded (BLOCK_NONE: none); the slot's head says whether they still do. */
+	uint32_t owner[BLOCK_POOL_INSNS];
+	struct emu_insn pool[BLOCK_POOL_INSNS];
 };
 
-/* A zeroed cache (calloc: pages the host zeroes as they are first touched), 64-byte aligned so
- * that each block's links are one cache line. */
+/* A cache with every slot empty (calloc: pages the host zeroes as they are first touched; the
+ * BLOCK_NONE bytes of the buckets and owners are touched at once), 64-byte aligned so that
+ * each block's links are one cache line. */
 static struct emu_icache *icache_alloc(void)
 {
 	uint8_t *base = calloc(1, sizeof(struct emu_icache) + 64);
@@ -109,7 +118,15 @@ static struct emu_icache *icache_alloc(void)
 		return NULL;
 	ic = (struct emu_icache *)(base + 64 - ((uintptr_t)base & 63));
 	ic->base = base;
+	memset(ic->bucket, 0xff, sizeof(ic->bucket));
+	memset(ic->owner, 0xff, sizeof(ic->owner));
 	return ic;
+}
+
+/* The instructions of the block in `h`. */
+static inline struct emu_insn *block_insns(struct emu_icache *ic, const struct emu_block_head *h)
+{
+	return &ic->pool[h->first];
 }
 
 void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
@@ -407,10 +424,10 @@ int emu_block_generic(struct emu_cpu *cpu, const struct emu_insn *insn)
 	return rc;
 }
 
-/* Decode the block at `host` (guest-physical `gpa`, `avail` bytes to the end of the page). An
- * instruction that does not fit in the page or does not decode ends the block before it;
- * h->n = 0 when the first one does. */
-static void block_build(struct emu_cpu *cpu, struct emu_block_head *h, struct emu_block *b,
+/* Decode the block at `host` (`avail` bytes to the end of the page) into instructions at
+ * `insn` (room for BLOCK_MAX_INSNS). An instruction that does not fit in the page or does not
+ * decode ends the block before it; h->n = 0 when the first one does. */
+static void block_build(struct emu_cpu *cpu, struct emu_block_head *h, struct emu_insn *b,
 			const uint8_t *host, unsigned avail, uint64_t tag)
 {
 	unsigned pos = 0;
@@ -423,7 +440,7 @@ static void block_build(struct emu_cpu *cpu, struct emu_block_head *h, struct em
 	h->version_word = word;
 	memset(&h->jit, 0, sizeof(h->jit)); /* its code ran the old instructions */
 	while (h->n < BLOCK_MAX_INSNS) {
-		struct emu_insn *insn = &b->insn[h->n];
+		struct emu_insn *insn = &b[h->n];
 		unsigned left = avail - pos;
 
 		if (!left || emu_decode(host + pos, left, cpu->mode, insn) != EMU_DECODE_OK)
@@ -436,8 +453,8 @@ static void block_build(struct emu_cpu *cpu, struct emu_block_head *h, struct em
 		if (block_ends(insn))
 			break;
 	}
-	h->loops = h->n && is_relative_jump(&b->insn[h->n - 1]);
-	h->falls_through = h->n && !block_ends(&b->insn[h->n - 1]);
+	h->loops = h->n && is_relative_jump(&b[h->n - 1]);
+	h->falls_through = h->n && !block_ends(&b[h->n - 1]);
 	h->tag = tag;
 }
 
@@ -470,27 +487,97 @@ static void block_link(struct emu_icache *ic, uint32_t prev, const struct emu_ju
 	l->next = (uint8_t)((l->next + 1) % BLOCK_LINKS);
 }
 
-/* The slot for the block tagged `tag` (at `gpa`): the way of its set that holds it (it may be
- * out of date), else an empty one, else the way not chosen last. Slots are only ever named
- * together with the tag they held (links, the jump cache, the JIT's refs live in the slot's
- * head and are cleared when it is rebuilt), so replacing a way needs no other bookkeeping. */
-static uint32_t block_slot(struct emu_icache *ic, uint64_t gpa, uint64_t tag)
+/* The hash chain of blocks tagged `tag` (the address's bits spread over the bucket index: a
+ * multiplicative hash, as kernel code is dense and its blocks start at any byte). */
+static inline uint32_t *block_bucket(struct emu_icache *ic, uint64_t tag)
 {
-	uint32_t set = (uint32_t)((gpa ^ (gpa >> 9) ^ (gpa >> 21)) & (BLOCK_SETS - 1));
-	const struct emu_block_head *h = &ic->head[set * BLOCK_WAYS];
-	uint8_t way;
+	_Static_assert((BLOCK_BUCKETS & (BLOCK_BUCKETS - 1)) == 0, "a power of two");
+	return &ic->bucket[(tag * 0x9E3779B97F4A7C15ull) >> (64 - __builtin_ctz(BLOCK_BUCKETS))];
+}
 
-	_Static_assert(BLOCK_WAYS == 2, "block_slot() knows two ways");
-	if (h[0].tag == tag)
-		way = 0;
-	else if (h[1].tag == tag)
-		way = 1;
-	else if (!h[0].tag || !h[1].tag)
-		way = h[0].tag != 0;
-	else
-		way = ic->mru[set] ^ 1;
-	ic->mru[set] = way;
-	return set * BLOCK_WAYS + way;
+/* The slot of the block tagged `tag` (it may be out of date), BLOCK_NONE if none. */
+static uint32_t block_lookup(struct emu_icache *ic, uint64_t tag)
+{
+	uint32_t index = *block_bucket(ic, tag);
+
+	while (index != BLOCK_NONE && ic->head[index].tag != tag)
+		index = ic->head[index].next;
+	return index;
+}
+
+/* Forget the block in slot `index` (if any): out of its hash chain, tag and code cleared. Slots
+ * are only ever named together with the tag they held (links, the jump cache; compiled code's
+ * chain entries compare the head's code ref), so that needs no other bookkeeping. */
+static void block_evict(struct emu_icache *ic, uint32_t index)
+{
+	struct emu_block_head *h = &ic->head[index];
+	uint32_t *p;
+
+	if (!h->tag)
+		return;
+	for (p = block_bucket(ic, h->tag); *p != index; p = &ic->head[*p].next)
+		;
+	*p = h->next;
+	h->tag = 0;
+	h->n = 0;
+	memset(&h->jit, 0, sizeof(h->jit));
+}
+
+/* Room in the pool for a block of up to BLOCK_MAX_INSNS instructions at ic->pool_next (back at
+ * the start when the end has too little), for slot `index`: the blocks whose instructions
+ * start there are forgotten first (those that started before and reach into it went when
+ * their own start was reached, as the pool is filled in order). */
+static uint32_t block_pool_take(struct emu_icache *ic, uint32_t index)
+{
+	uint32_t first = ic->pool_next;
+
+	if (first + BLOCK_MAX_INSNS > BLOCK_POOL_INSNS) {
+		for (uint32_t i = first; i < BLOCK_POOL_INSNS; i++) /* unused from now on */
+			if (ic->owner[i] != BLOCK_NONE) {
+				if (ic->head[ic->owner[i]].first == i)
+					block_evict(ic, ic->owner[i]);
+				ic->owner[i] = BLOCK_NONE;
+			}
+		first = 0;
+	}
+	for (uint32_t i = first; i < first + BLOCK_MAX_INSNS; i++)
+		if (ic->owner[i] != BLOCK_NONE) {
+			if (ic->head[ic->owner[i]].first == i)
+				block_evict(ic, ic->owner[i]);
+			ic->owner[i] = BLOCK_NONE;
+		}
+	ic->owner[first] = index;
+	return first;
+}
+
+/* A slot for a new block tagged `tag`, in its hash chain: the next one in turn, whose block
+ * (the oldest one decoded into a slot) is forgotten. */
+static uint32_t block_alloc(struct emu_icache *ic, uint64_t tag)
+{
+	uint32_t index = ic->slot_next, *bucket = block_bucket(ic, tag);
+	struct emu_block_head *h = &ic->head[index];
+
+	ic->slot_next = (index + 1) % BLOCK_SLOTS;
+	block_evict(ic, index);
+	h->next = *bucket;
+	*bucket = index;
+	return index;
+}
+
+/* Decode the block tagged `tag` into slot `index` (a new one, or the block's own when its page
+ * has a new version), its instructions at the next place in the pool. */
+static void block_decode(struct emu_cpu *cpu, uint32_t index, const uint8_t *host, unsigned avail,
+			 uint64_t tag)
+{
+	struct emu_icache *ic = cpu->icache;
+	struct emu_block_head *h = &ic->head[index];
+
+	h->tag = 0; /* not forgotten for its own instructions' room */
+	h->first = block_pool_take(ic, index);
+	block_build(cpu, h, &ic->pool[h->first], host, avail, tag);
+	ic->pool_next = h->first + h->n;
+	if (!h->n) /* nothing in the pool to forget it for */
+		ic->owner[h->first] = BLOCK_NONE;
 }
 
 /* The slot of the block at CS:RIP, BLOCK_NONE when there is none (not RAM, or its first
@@ -511,12 +598,14 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 	int rc;
 
 	*out = BLOCK_NONE;
+	EMU_STAT_INC(cpu->blocks.finds);
 	if (prev != BLOCK_NONE) {
 		const struct emu_block_links *l = &ic->links[prev];
 
 		for (unsigned k = 0; k < BLOCK_LINKS; k++) {
 			if (l->la[k] == la && (l->ctx[k] == ctx || l->ctx[k] == gctx) &&
 			    slot_current(ic, l->index[k], l->tag[k])) {
+				EMU_STAT_INC(cpu->blocks.link_hits);
 				*out = l->index[k];
 				return EMU_OK;
 			}
@@ -524,6 +613,7 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 	}
 	if (j->la == la && (j->ctx == ctx || j->ctx == gctx) &&
 	    slot_current(ic, j->index, j->tag)) {
+		EMU_STAT_INC(cpu->blocks.jump_hits);
 		block_link(ic, prev, j);
 		*out = j->index;
 		return EMU_OK;
@@ -531,10 +621,19 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 	if ((rc = cpu->mem->fetch(cpu, la, &host, &avail, &gpa)) || !host)
 		return rc;
 	tag = gpa | ((uint64_t)cpu->mode << 56) | BLOCK_VALID;
-	index = block_slot(ic, gpa, tag);
+	index = block_lookup(ic, tag);
+	if (index == BLOCK_NONE) {
+		index = block_alloc(ic, tag);
+		if (ic->head[index].version_word) /* the slot held a block before */
+			EMU_STAT_INC(cpu->blocks.builds_evicted);
+		else
+			EMU_STAT_INC(cpu->blocks.builds_empty);
+		block_decode(cpu, index, host, avail, tag);
+	} else if (!block_current(&ic->head[index])) {
+		EMU_STAT_INC(cpu->blocks.builds_version);
+		block_decode(cpu, index, host, avail, tag);
+	}
 	h = &ic->head[index];
-	if (h->tag != tag || !block_current(h))
-		block_build(cpu, h, &ic->block[index], host, avail, tag);
 	if (!h->n)
 		return EMU_OK;
 	*j = (struct emu_jump_entry){ .la = la,
@@ -564,8 +663,7 @@ static emu_jit_fn block_code(struct emu_cpu *cpu, struct emu_block_head *h, uint
 		.version = h->version,
 		.falls_through = h->falls_through,
 	};
-	emu_jit_fn code =
-		emu_jit_block_chain(cpu->jit, &h->jit, ic->block[index].insn, h->n, &chain);
+	emu_jit_fn code = emu_jit_block_chain(cpu->jit, &h->jit, block_insns(ic, h), h->n, &chain);
 
 	if (code) { /* 64-bit mode: RIP is the linear address */
 		bool global = emu_tlb_fetch_global(cpu, cpu->s.rip);
@@ -600,7 +698,7 @@ static int run_compiled(struct emu_cpu *cpu, emu_jit_fn code)
 static int run_block(struct emu_cpu *cpu, bool *block)
 {
 	struct emu_block_head *h;
-	struct emu_block *b;
+	const struct emu_insn *b;
 	uint64_t la, ctx;
 	emu_jit_fn code = NULL;
 	uint32_t index;
@@ -617,7 +715,7 @@ static int run_block(struct emu_cpu *cpu, bool *block)
 		return emu_step(cpu);
 	*block = true;
 	h = &cpu->icache->head[index];
-	b = &cpu->icache->block[index];
+	b = block_insns(cpu->icache, h);
 	la = code_linear(cpu, cpu->s.rip);
 	ctx = jump_ctx(cpu);
 	cpu->icache->prev = index;
@@ -629,11 +727,13 @@ static int run_block(struct emu_cpu *cpu, bool *block)
 	else
 		cpu->icache->link_exit = 0;
 	if (code) { /* loops go round through their chain entry */
+		EMU_STAT_INC(cpu->blocks.compiled);
 		rc = run_compiled(cpu, code);
 		goto out;
 	}
+	EMU_STAT_INC(cpu->blocks.interpreted);
 	for (unsigned loop = 0; loop < BLOCK_LOOP_MAX; loop++) {
-		const struct emu_insn *insn = b->insn, *end = b->insn + h->n;
+		const struct emu_insn *insn = b, *end = b + h->n;
 
 		do {
 			if ((rc = insn->fast(cpu, insn)))
@@ -662,17 +762,20 @@ static bool chain_goes_on(const struct emu_cpu *cpu)
 /* chain_left counts down the blocks after the first, here and in compiled code's chains. */
 int emu_run(struct emu_cpu *cpu)
 {
-	unsigned max = cpu->chain_max ? cpu->chain_max : 1;
+	unsigned max = cpu->chain_max ? cpu->chain_max : 1, runs = 0;
 	bool block;
 	int rc;
 
 	cpu->chain_left = max - 1;
 	for (;;) {
 		rc = run_block(cpu, &block);
+		runs++;
 		if (rc || !block || !cpu->chain_left || !chain_goes_on(cpu))
 			break;
 		cpu->chain_left--;
 	}
 	cpu->chain_ran = max - cpu->chain_left;
+	if (cpu->chain_ran > runs) /* compiled code went on to the others */
+		EMU_STAT_ADD(cpu->blocks.chained, cpu->chain_ran - runs);
 	return rc;
 }

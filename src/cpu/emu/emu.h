@@ -166,6 +166,7 @@ struct emu_phys_ops {
 
 /* A statistics counter with one writer that other threads may read at any time. */
 #define EMU_STAT_INC(c) __atomic_store_n(&(c), (c) + 1, __ATOMIC_RELAXED)
+#define EMU_STAT_ADD(c, n) __atomic_store_n(&(c), (c) + (n), __ATOMIC_RELAXED)
 
 /* Software TLB (mmu.c): direct-mapped, one array per access kind. The tag is the linear page
  * with bit 0 = user access and bit 1 = valid, so a lookup is one index and one compare. */
@@ -190,6 +191,25 @@ struct emu_tlb {
 	 * flushes of everything, of all but global pages (CR3 writes), of one page (INVLPG). */
 	uint64_t flushes_all, flushes_nonglobal, flushes_page;
 	struct emu_tlb_entry read[EMU_TLB_SIZE], write[EMU_TLB_SIZE], fetch[EMU_TLB_SIZE];
+};
+
+/* The block cache's counters (cpu.c), written by the owning thread only (EMU_STAT_INC), read
+ * anywhere with relaxed loads. finds: blocks looked up by emu_run(), of which link_hits came
+ * from the previous block's links and jump_hits from the jump cache; the rest took the slow
+ * path (a TLB lookup, the block cache's set), which built its block when the slot was empty
+ * (builds_empty), held another block (builds_evicted: that one is lost) or held this one
+ * decoded from an older version of its page (builds_version). Entries: blocks that emu_run()
+ * started compiled or interpreted; chained: compiled blocks that compiled code went on to. */
+/* The block cache's size (cpu.c): slots for this many blocks, and room for this many decoded
+ * instructions in all, at most EMU_BLOCK_MAX_INSNS per block. */
+#define EMU_BLOCK_SLOTS 32768
+#define EMU_BLOCK_POOL_INSNS (EMU_BLOCK_SLOTS * 6)
+#define EMU_BLOCK_MAX_INSNS 40
+
+struct emu_block_stats {
+	uint64_t finds, link_hits, jump_hits;
+	uint64_t builds_empty, builds_evicted, builds_version;
+	uint64_t compiled, interpreted, chained;
 };
 
 /* MSRs the software CPU implements beyond struct cpu_state (system.c). */
@@ -264,6 +284,7 @@ struct emu_cpu {
 	struct emu_fxstate fx; /* x87/MMX registers, XMM registers, MXCSR */
 	struct emu_tlb tlb;
 	struct emu_icache *icache; /* decoded blocks by guest-physical address (cpu.c) */
+	struct emu_block_stats blocks; /* what the block cache did (cpu.c) */
 	/* The code-page versions of the RAM that cpu->phys->ram_page() returns (memory.h): set
 	 * with phys, needed by emu_paged_memory_ops (every store into RAM reports itself) and by
 	 * emu_run()'s blocks (without it, emu_run() steps one instruction at a time). */

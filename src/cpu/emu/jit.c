@@ -117,7 +117,7 @@ void emu_jit_destroy(struct emu_jit *jit)
 
 uint64_t emu_jit_flushes(const struct emu_jit *jit)
 {
-	return jit->flushes;
+	return __atomic_load_n(&jit->flushes, __ATOMIC_RELAXED); /* --stats: any thread */
 }
 
 /* ---- emitting ---- */
@@ -2093,7 +2093,7 @@ emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
 	code = compile_block(jit, ref, insn, n, chain);
 	if (!code) { /* full: drop everything, start again */
 		jit_drop(jit);
-		jit->flushes++;
+		EMU_STAT_INC(jit->flushes);
 		ref->gen = jit->gen;
 		code = compile_block(jit, ref, insn, n, chain);
 		if (!code) { /* larger than the whole buffer: stay interpreted */
