@@ -21,7 +21,9 @@
 typedef uint64_t qemu_plugin_id_t;
 struct qemu_plugin_tb;
 struct qemu_info_t;
-enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
+enum qemu_plugin_op {
+	QEMU_PLUGIN_INLINE_ADD_U64
+};
 typedef void (*qemu_plugin_tb_trans_cb)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_tb_trans_cb cb);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
@@ -67,7 +69,8 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const struct qemu_info_t *in
 		if (!strncmp(argv[i], "out=", 4))
 			snprintf(out_path, sizeof(out_path), "%s", argv[i] + 4);
 	if (!out_path[0]) {
-		fprintf(stderr, "qemu_icount: give the output file: -plugin qemu_icount.so,out=FILE\n");
+		fprintf(stderr,
+			"qemu_icount: give the output file: -plugin qemu_icount.so,out=FILE\n");
 		return -1;
 	}
 	snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", out_path);
