@@ -1582,13 +1582,14 @@ static void test_jit_return_lookup(void)
 }
 
 /* A program of calls and returns across pages, an indirect CALL through a register and a JMP
- * through memory, a block that falls through into the next page, to a #UD, run emu_run() by emu_run()
- * compiled (linked across pages, returns found by the lookup) and interpreted: after every
- * emu_run() the same status, RIP, instruction count, blocks run, registers and stack; and
- * with the attention flag set now and then, the same. */
+ * through memory, a block that falls through into the next page, blocks that end at PUSHF
+ * and LFENCE, up to a #UD, run emu_run() by emu_run() compiled (linked across pages, returns
+ * found by the lookup) and interpreted: after every emu_run() the same status, RIP,
+ * instruction count, blocks run, registers and stack; and with the attention flag set now
+ * and then, the same. */
 struct xp_state {
 	int rc;
-	uint64_t rip, instructions, rax, rbx, rcx, rsp;
+	uint64_t rip, instructions, rax, rbx, rcx, rdx, rsp;
 	unsigned ran;
 };
 
@@ -1614,14 +1615,14 @@ static void xp_program(void)
 	/* M at p + 20: dec ecx; jnz L (rel8); ud2 */
 	code(p + 20, (const uint8_t[]){ 0xFF, 0xC9, 0x75, (uint8_t)(m + 5 - (p + 24)), 0x0F, 0x0B },
 	     6);
-	/* f: add eax, 3; ret */
-	code(f, (const uint8_t[]){ 0x83, 0xC0, 0x03, 0xC3 }, 4);
+	/* f: pushf (a block end that goes on to the next instruction); pop rdx; add eax, 3; ret */
+	code(f, (const uint8_t[]){ 0x9C, 0x5A, 0x83, 0xC0, 0x03, 0xC3 }, 6);
 	/* g: add eax, 1; nop; nop; nop (the page ends) | inc eax; ret */
 	code(g, (const uint8_t[]){ 0x83, 0xC0, 0x01, 0x90, 0x90, 0x90 }, 6);
 	code(XP_PAGE(3), (const uint8_t[]){ 0xFF, 0xC0, 0xC3 }, 3);
-	/* h: add ebx, 2; jmp M */
-	code(h, (const uint8_t[]){ 0x83, 0xC3, 0x02 }, 3);
-	put_rel32(h + 3, 0xE9, p + 20);
+	/* h: lfence (another); add ebx, 2; jmp M */
+	code(h, (const uint8_t[]){ 0x0F, 0xAE, 0xE8, 0x83, 0xC3, 0x02 }, 6);
+	put_rel32(h + 6, 0xE9, p + 20);
 	cpu.s.rip = m;
 }
 
@@ -1641,6 +1642,7 @@ static unsigned xp_trace(struct xp_state *out, unsigned cap, unsigned max, unsig
 		st->rax = cpu.s.gpr[CPU_RAX];
 		st->rbx = cpu.s.gpr[CPU_RBX];
 		st->rcx = cpu.s.gpr[CPU_RCX];
+		st->rdx = cpu.s.gpr[CPU_RDX];
 		st->rsp = cpu.s.gpr[CPU_RSP];
 		st->ran = cpu.chain_ran;
 		n++;
@@ -1655,8 +1657,8 @@ static unsigned xp_trace(struct xp_state *out, unsigned cap, unsigned max, unsig
 static bool xp_same(const struct xp_state *a, const struct xp_state *b)
 {
 	return a->rc == b->rc && a->rip == b->rip && a->instructions == b->instructions &&
-	       a->rax == b->rax && a->rbx == b->rbx && a->rcx == b->rcx && a->rsp == b->rsp &&
-	       a->ran == b->ran;
+	       a->rax == b->rax && a->rbx == b->rbx && a->rcx == b->rcx && a->rdx == b->rdx &&
+	       a->rsp == b->rsp && a->ran == b->ran;
 }
 
 static void test_jit_cross_page_exact(void)

@@ -665,14 +665,9 @@ static emu_jit_fn block_code(struct emu_cpu *cpu, struct emu_block_head *h, uint
 	};
 	emu_jit_fn code = emu_jit_block_chain(cpu->jit, &h->jit, block_insns(ic, h), h->n, &chain);
 
-	if (code) { /* 64-bit mode: RIP is the linear address */
-		bool global = emu_tlb_fetch_global(cpu, cpu->s.rip);
-
-		if (ic->link_exit)
-			emu_jit_link(cpu->jit, cpu, ic->link_exit, ic->link_gen, chain.gpa, global,
-				     code);
-		emu_jit_remember(cpu->jit, cpu, global, code);
-	}
+	if (code && ic->link_exit) /* 64-bit mode: RIP is the linear address */
+		emu_jit_link(cpu->jit, cpu, ic->link_exit, ic->link_gen, chain.gpa,
+			     emu_tlb_fetch_global(cpu, cpu->s.rip), code);
 	ic->link_exit = 0;
 	return code;
 }

@@ -48,8 +48,9 @@ struct emu_jit {
 	unsigned threshold;
 	bool inline_off; /* VMM_EMU_JIT=calls: handler calls only (to bisect a template) */
 	uint64_t flushes;
-	/* Blocks entered through emu_run(), by linear address (emu_jit_remember()), for the
-	 * lookup after RET and indirect JMP/CALL; emptied with the buffer. */
+	/* Blocks entered through emu_run() after a lookup missed them, by linear address
+	 * (emu_jit_link()), for the lookup after RET and indirect JMP/CALL; emptied with the
+	 * buffer. */
 	struct jit_target *lookup;
 	/* The shared code at the start of the buffer (jit_stubs()), read-execute view: check
 	 * the jit_target in RDX against RIP and the CPU and go to its code, else return 0;
@@ -1518,9 +1519,10 @@ static void emit_exit_to(struct compile *c, int64_t target)
 	emit8(e, gpa);
 }
 
-/* The exit after a RET or an indirect JMP/CALL (RIP written by it): the lookup table
- * (emu_jit_remember()) may know the successor, else the return. jit_exit is 0 here (a
- * successful chain entry cleared it): a miss leaves nothing for emu_run() to link. */
+/* The exit after a RET or an indirect JMP/CALL (RIP written by it): the lookup table may
+ * know the successor, else the return with jit_exit EMU_JIT_EXIT_LOOKUP, so that emu_run()
+ * has emu_jit_link() remember the block it finds. jit_exit is 0 here (a successful chain
+ * entry cleared it). */
 static void emit_exit_lookup(struct compile *c)
 {
 	struct emit *e = &c->e;
@@ -1543,25 +1545,64 @@ static bool indirect_branch(const struct emu_insn *insn)
 	return insn->opcode == 0xC3 || (insn->opcode == 0xFF && (ext == 2 || ext == 4));
 }
 
+/* Whether `insn`, a block's last instruction that ends blocks (cpu.c's block_ends()) for being
+ * rare or system-level, goes on to the next instruction and keeps everything a successor's
+ * code relies on: mode, CPL, paging and the TLB, the code segment, the debug state (TF,
+ * DR7). A fault returns a status; had its handler changed RIP, emu_block_generic() would
+ * have set block_exit. PUSHF, CLI, STI (which sets IF: a pending interrupt either made the
+ * caller's chain one block long or raises the attention flag, which the successor's chain
+ * entry checks), SWAPGS, RDTSC(P), CPUID, fences, FXSAVE/FXRSTOR, LDMXCSR/STMXCSR, CLFLUSH,
+ * CMPXCHG8B/16B. */
+static bool ends_at_next(const struct emu_insn *insn)
+{
+	unsigned op = insn->opcode;
+
+	if (insn->map == EMU_MAP_1)
+		return op == 0x9C || op == 0xFA || op == 0xFB;
+	if (insn->map != EMU_MAP_0F)
+		return false;
+	switch (op) {
+	case 0x01:
+		return insn->modrm == 0xF8 || insn->modrm == 0xF9;
+	case 0x31:
+	case 0xA2:
+	case 0xAE:
+		return true;
+	case 0xC7:
+		return insn->mod != 3 && ((insn->modrm >> 3) & 7) == 1;
+	default:
+		return false;
+	}
+}
+
 /* The shared code at the start of each generation of the buffer (struct emu_jit): the check
- * of a struct jit_target, the lookup, and a return with status 0 after the prologue that
- * every block's code shares (push rbx, r12, r13). Reached only from compiled code, with
+ * of a struct jit_target, the lookup, and a return with status 0 (after a miss, jit_exit
+ * EMU_JIT_EXIT_LOOKUP unless it names an exit) through the epilogue that every block's code
+ * shares (push rbx, r12, r13). Reached only from compiled code, with
  * RBX = cpu and R12 the TLB tag bits, which stay right for the successor: same CPL, same
  * memory ops. false: the buffer is too small. */
 static bool jit_stubs(struct emu_jit *jit)
 {
 	struct emit em = { .start = jit->rw, .p = jit->rw, .end = jit->rw + jit->size };
 	struct emit *e = &em;
-	const uint8_t *ret0, *check_gen;
-	uint8_t *gen_ok;
+	const uint8_t *miss, *check_gen;
+	uint8_t *gen_ok, *keep;
 
-	ret0 = jit->rx;
+	/* miss: a lookup's (jit_exit 0) says so in jit_exit, for emu_jit_link(); an exit to
+	 * another page keeps its record there */
+	miss = jit->rx;
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(jit_exit)); /* cmp, 0 */
+	emit1(e, 0);
+	keep = emit_jump_fwd(e, CC_NZ);
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
+	emit4(e, EMU_JIT_EXIT_LOOKUP);
+	patch_jump(e, keep);
 	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0, 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 8);
 	/* check: RIP against [rdx] (la) */
 	jit->stub_check = jit->rx + (e->p - jit->rw);
 	emit_load(e, true, RAX, CPU_OFF(s.rip));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x02 }, 3); /* cmp rax, [rdx] */
-	emit_jump(e, jit, CC_NZ, ret0);
+	emit_jump(e, jit, CC_NZ, miss);
 	/* the generation: either the TLB's (the page's translation made in this one), or for
 	 * a global page the global one (kept across CR3 writes) */
 	check_gen = jit->rx + (e->p - jit->rw);
@@ -1570,9 +1611,9 @@ static bool jit_stubs(struct emu_jit *jit)
 	gen_ok = emit_jump_fwd(e, CC_E);
 	emit_load(e, true, RAX, CPU_OFF(tlb.generation_global));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x42, 0x10 }, 4); /* cmp rax, [rdx + 16] */
-	emit_jump(e, jit, CC_NZ, ret0);
+	emit_jump(e, jit, CC_NZ, miss);
 	patch_jump(e, gen_ok);
-	/* xor ecx, ecx; cmp dword [cpl], 3; sete cl; xor rcx, [rdx + 24]; test cl, 1; jnz ret0;
+	/* xor ecx, ecx; cmp dword [cpl], 3; sete cl; xor rcx, [rdx + 24]; test cl, 1; jnz miss;
 	 * jmp rcx (the CPL's bit must match) */
 	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC9 }, 2);
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(cpl));
@@ -1580,7 +1621,7 @@ static bool jit_stubs(struct emu_jit *jit)
 	emit_bytes(e, (const uint8_t[]){ 0x0F, 0x94, 0xC1 }, 3);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x33, 0x4A, 0x18 }, 4);
 	emit_bytes(e, (const uint8_t[]){ 0xF6, 0xC1, 0x01 }, 3);
-	emit_jump(e, jit, CC_NZ, ret0);
+	emit_jump(e, jit, CC_NZ, miss);
 	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xE1 }, 2);
 	/* lookup: RDX = &lookup[(rip ^ rip >> 12) % size]; then the check */
 	jit->stub_lookup = jit->rx + (e->p - jit->rw);
@@ -1595,7 +1636,7 @@ static bool jit_stubs(struct emu_jit *jit)
 	emit8(e, (uint64_t)(uintptr_t)jit->lookup);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x01, 0xCA }, 3); /* add rdx, rcx */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x02 }, 3); /* cmp rax, [rdx] */
-	emit_jump(e, jit, CC_NZ, ret0);
+	emit_jump(e, jit, CC_NZ, miss);
 	emit_jump(e, jit, 16, check_gen);
 	if (e->overflow)
 		return false;
@@ -1981,9 +2022,10 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 		emit_sync(&c);
 		if (chain && n && indirect_branch(&insn[n - 1]))
 			emit_exit_lookup(&c);
+		else if (chain && n && (chain->falls_through || ends_at_next(&insn[n - 1])))
+			emit_exit_to(&c, (int64_t)c.insn_off);
 		else
-			emit_exit_to(&c, chain && chain->falls_through ? (int64_t)c.insn_off
-								       : EXIT_NONE);
+			emit_exit_to(&c, EXIT_NONE);
 	}
 	if (e->overflow)
 		return NULL;
@@ -2026,6 +2068,15 @@ static struct jit_target target_here(const struct emu_cpu *cpu, bool global, con
 	};
 }
 
+/* The CPU at `at`'s block, for the lookup after RET and indirect jumps and calls. */
+static void jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool global,
+			 const uint8_t *at)
+{
+	uint64_t la = cpu->s.rip;
+
+	jit->lookup[(la ^ (la >> 12)) & (JIT_LOOKUP_SIZE - 1)] = target_here(cpu, global, at);
+}
+
 void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
 		  uint64_t gpa, bool global, emu_jit_fn code)
 {
@@ -2033,6 +2084,10 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 	uint64_t want;
 	int32_t rel;
 
+	if (exit == EMU_JIT_EXIT_LOOKUP && gen == jit->gen && at) {
+		jit_remember(jit, cpu, global, at);
+		return;
+	}
 	if (!exit || gen != jit->gen || exit < 4 || exit + 8 > jit->pos || !at)
 		return;
 	memcpy(&want, jit->rw + exit, 8);
@@ -2047,16 +2102,6 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 		return;
 	rel = (int32_t)(at - (jit->rx + exit));
 	memcpy(jit->rw + exit - 4, &rel, 4);
-}
-
-void emu_jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool global, emu_jit_fn code)
-{
-	const uint8_t *at = chain_entry(jit, code);
-	uint64_t la = cpu->s.rip;
-
-	if (at)
-		jit->lookup[(la ^ (la >> 12)) & (JIT_LOOKUP_SIZE - 1)] =
-			target_here(cpu, global, at);
 }
 
 /* Drop all code (a new generation) and what refers to it, and start the buffer again. */
@@ -2153,14 +2198,6 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 	(void)exit;
 	(void)gen;
 	(void)gpa;
-	(void)global;
-	(void)code;
-}
-
-void emu_jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool global, emu_jit_fn code)
-{
-	(void)jit;
-	(void)cpu;
 	(void)global;
 	(void)code;
 }

@@ -69,9 +69,9 @@ emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const str
  * RIP, the generation and the CPL are those: a translation is valid for as long as its TLB
  * entry, so a CR3 write, an INVLPG, any other TLB flush or a CPL change never lets it run a
  * successor that the page tables no longer name. After a RET or a near JMP/CALL through a
- * register or memory, the code looks RIP up in a small table of blocks that emu_run()
- * entered (emu_jit_remember(): linear address, generation, CPL, as above) and goes to the
- * successor on a hit. Either way the successor's chain entry checks, each time, that the
+ * register or memory, the code looks RIP up in a small table of the blocks that such
+ * lookups missed and emu_run() then entered (emu_jit_link() with EMU_JIT_EXIT_LOOKUP: linear
+ * address, generation, CPL, as above) and goes to the successor on a hit. Either way the successor's chain entry checks, each time, that the
  * caller's attention flag is clear, the chain has blocks left (cpu->chain_left), its block
  * cache slot still holds this code (`ref` below, cleared when the block is rebuilt) and the
  * block's page still has the version it was decoded from; otherwise it returns to emu_run()
@@ -94,14 +94,14 @@ emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
 uint32_t emu_jit_generation(const struct emu_jit *jit);
 /* Make exit `exit` (cpu->jit_exit after code of generation `gen` returned) jump straight to
  * `code`, the chainable code of the block at `gpa`, if that is the exit's target (else
- * nothing: the caller may have gone elsewhere, e.g. into an interrupt handler). The CPU is
- * at that block's first instruction, in 64-bit mode, and its RIP's translation is in the
- * current TLB generation (`global`: a global page's, kept across CR3 writes). */
+ * nothing: the caller may have gone elsewhere, e.g. into an interrupt handler); for
+ * EMU_JIT_EXIT_LOOKUP (a lookup after RET or an indirect JMP/CALL missed), remember `code`
+ * in the lookup table. The CPU is at that block's first instruction, in 64-bit mode, and its
+ * RIP's translation is in the current TLB generation (`global`: a global page's, kept across
+ * CR3 writes). */
+#define EMU_JIT_EXIT_LOOKUP 1u
 void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
 		  uint64_t gpa, bool global, emu_jit_fn code);
-/* Remember `code` (chainable, this generation) as the block at the CPU's RIP, as for
- * emu_jit_link(), for the lookup after RET and indirect jumps and calls. */
-void emu_jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool global, emu_jit_fn code);
 /* Drop all code, links and remembered blocks (a new generation): the TLB generations they
  * name start again (emu_cpu_init()). */
 void emu_jit_forget(struct emu_jit *jit);
