@@ -346,6 +346,7 @@ static void net_rx_tap(struct virtio_net *net, unsigned pair)
 		return;
 	}
 	net_start(net);
+	uint16_t used_before = vq->used_idx;
 	for (unsigned budget = NET_BATCH; budget; budget--) {
 		bool full;
 		uint64_t have = net_rx_fill(net, p, net->rx_need, &full);
@@ -392,7 +393,10 @@ static void net_rx_tap(struct virtio_net *net, unsigned pair)
 		}
 		net_rx_complete(net, p, (uint64_t)got);
 	}
-	virtio_device_notify_queue(&net->vdev, 2 * pair);
+	/* Nothing used (the TAP had nothing, or the pass only took buffers): nothing to signal.
+	 * With EVENT_IDX that is the driver's check too, without it every pass would interrupt. */
+	if (vq->used_idx != used_before)
+		virtio_device_notify_queue(&net->vdev, 2 * pair);
 }
 
 /* Push backends: put one frame (no header) into the guest's receive buffers. 1 done; 0 the
@@ -611,6 +615,7 @@ static void net_tx(struct virtio_net *net, unsigned pair)
 	struct virtq *vq = &net->vdev.queues[q].vq;
 	struct virtq_chain chain = { .iov = net->tx_chain.iov, .cap = NET_CHAIN_IOV };
 	unsigned budget = NET_BATCH;
+	uint16_t used_before = vq->used_idx;
 	int r;
 	net_start(net);
 	do {
@@ -636,7 +641,8 @@ static void net_tx(struct virtio_net *net, unsigned pair)
 		net->be->ops->flush(net->be);
 		net->in_transmit = false;
 	}
-	virtio_device_notify_queue(&net->vdev, q);
+	if (vq->used_idx != used_before) /* as in net_rx_tap(): only when chains were used */
+		virtio_device_notify_queue(&net->vdev, q);
 }
 
 /* ---- Control queue (§5.1.6.5) ---- */
