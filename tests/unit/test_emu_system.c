@@ -1208,6 +1208,40 @@ static void test_blocks_replaced_in_turn(void)
 	emu_cpu_destroy(&c);
 }
 
+/* A block decoded again for a new version of its page, with the same bytes, is compiled again
+ * at its next entry; with other bytes it counts its entries to the JIT's threshold again. */
+static void test_blocks_same_bytes_recompiled(void)
+{
+	static const uint8_t a[] = { 0xB0, 0x01, 0xF4 }; /* mov al, 1; hlt */
+	const uint64_t a_at = 0x150000;
+	struct emu_cpu c;
+
+	machine_reset();
+	fresh_cpu(&c);
+	c.jit = emu_jit_create(1 << 20, 3, true);
+	if (!c.jit) { /* not an x86-64 host */
+		emu_cpu_destroy(&c);
+		return;
+	}
+	code(a_at, a, sizeof(a));
+	for (unsigned i = 0; i < 4; i++)
+		CHECK_EQ(block_value(&c, a_at), 1);
+	CHECK_EQ(c.blocks.interpreted, 3);
+	CHECK_EQ(c.blocks.compiled, 1);
+	memory_code_written(&code_pages, ram + a_at + 0x800, 1); /* same page, not the block */
+	CHECK_EQ(block_value(&c, a_at), 1);
+	CHECK_EQ(c.blocks.builds_version, 1);
+	CHECK_EQ(c.blocks.interpreted, 3);
+	CHECK_EQ(c.blocks.compiled, 2);
+	ram[a_at + 1] = 2;
+	memory_code_written(&code_pages, ram + a_at + 1, 1);
+	CHECK_EQ(block_value(&c, a_at), 2);
+	CHECK_EQ(c.blocks.builds_version, 2);
+	CHECK_EQ(c.blocks.interpreted, 4);
+	CHECK_EQ(c.blocks.compiled, 2);
+	emu_cpu_destroy(&c);
+}
+
 /* emu_run(): a block runs to its branch; it sees code patched behind its back, code it
  * patches itself in its own block, a new mapping after a TLB flush; an MMIO access ends it. */
 static void test_blocks(void)
@@ -3503,6 +3537,7 @@ int main(void)
 	RUN_TEST(test_blocks_global_pages);
 	RUN_TEST(test_blocks_same_bucket);
 	RUN_TEST(test_blocks_replaced_in_turn);
+	RUN_TEST(test_blocks_same_bytes_recompiled);
 	RUN_TEST(test_block_chains);
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_blocks_compiled);

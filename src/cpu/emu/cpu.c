@@ -580,6 +580,37 @@ static void block_decode(struct emu_cpu *cpu, uint32_t index, const uint8_t *hos
 		ic->owner[h->first] = BLOCK_NONE;
 }
 
+/* Decode the block in slot `index` again for a new version of its page. In a boot to "Run
+ * /init", 94 % of these rebuilds (13 435 of 14 336) decoded the very same instructions: their
+ * page was written, not their bytes. Those keep their place in the pool, and the
+ * next entry compiles them again at once (their compiled code checks the old version) instead
+ * of counting EMU_JIT_THRESHOLD entries in the interpreter. */
+static void block_redecode(struct emu_cpu *cpu, uint32_t index, const uint8_t *host, unsigned avail)
+{
+	struct emu_icache *ic = cpu->icache;
+	struct emu_block_head *h = &ic->head[index], fresh = *h;
+	struct emu_insn insn[BLOCK_MAX_INSNS];
+	uint64_t tag = h->tag;
+
+	block_build(cpu, &fresh, insn, host, avail, tag);
+	if (fresh.n == h->n && !memcmp(insn, block_insns(ic, h), h->n * sizeof(insn[0]))) {
+		h->version = fresh.version;
+		h->jit = (struct emu_jit_ref){
+			.gen = cpu->jit ? emu_jit_generation(cpu->jit) : 0,
+			.runs = UINT32_MAX,
+		};
+		return;
+	}
+	h->tag = 0; /* not forgotten for its own instructions' room */
+	fresh.first = block_pool_take(ic, index);
+	memcpy(&ic->pool[fresh.first], insn, fresh.n * sizeof(insn[0]));
+	fresh.next = h->next; /* forgetting others in its chain may have changed it */
+	*h = fresh;
+	ic->pool_next = h->first + h->n;
+	if (!h->n)
+		ic->owner[h->first] = BLOCK_NONE;
+}
+
 /* The slot of the block at CS:RIP, BLOCK_NONE when there is none (not RAM, or its first
  * instruction crosses the page or does not decode: emu_step() handles those). */
 static int block_find(struct emu_cpu *cpu, uint32_t *out)
@@ -631,7 +662,7 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 		block_decode(cpu, index, host, avail, tag);
 	} else if (!block_current(&ic->head[index])) {
 		EMU_STAT_INC(cpu->blocks.builds_version);
-		block_decode(cpu, index, host, avail, tag);
+		block_redecode(cpu, index, host, avail);
 	}
 	h = &ic->head[index];
 	if (!h->n)
