@@ -326,6 +326,145 @@ static void test_tlb_caches_until_invlpg(void)
 	CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
 }
 
+/* The TLB against its flushes, for each kind of entry: a global (TLB_G) and a non-global
+ * (TLB_N) supervisor page are read, written and fetched, then remapped behind the CPU's back;
+ * each access shows which translation the TLB still uses. */
+#define TLB_G 0x100000 /* PT_LOW's entry 256, made global */
+#define TLB_N 0x101000
+#define PTE_G_BIT (1ull << 8)
+
+static void tlb_map(uint64_t linear, uint64_t phys, bool global)
+{
+	put64(PT_LOW + 8 * (linear >> 12), phys | P | W | (global ? PTE_G_BIT : 0));
+}
+
+/* Which kinds of access to `linear` land in the page `phys` (bit 0 read, 1 write, 2 fetch);
+ * every page used here holds its page number in its first byte. */
+static unsigned tlb_kinds_at(uint64_t linear, uint64_t phys)
+{
+	const uint8_t *host = NULL, v = 0xEE;
+	uint8_t got = 0;
+	unsigned avail, kinds = 0;
+	uint64_t gpa;
+
+	CHECK_EQ(cpu.mem->read(&cpu, linear, &got, 1, EMU_ACCESS_READ), EMU_OK);
+	kinds |= got == (uint8_t)(phys >> 12);
+	ram[phys + 8] = 0;
+	CHECK_EQ(cpu.mem->write(&cpu, linear + 8, &v, 1), EMU_OK);
+	kinds |= (ram[phys + 8] == v) << 1;
+	CHECK_EQ(cpu.mem->fetch(&cpu, linear, &host, &avail, &gpa), EMU_OK);
+	kinds |= (host && *host == (uint8_t)(phys >> 12)) << 2;
+	return kinds;
+}
+
+/* Reads of `n` pages of the (non-global) 1 GiB page at BIG_1G, one TLB entry each and none
+ * of TLB_G's or TLB_N's; with `mmio`, each must miss the TLB and find the page remapped to
+ * MMIO. */
+static void tlb_read_big(unsigned n, bool mmio)
+{
+	unsigned before = mmio_reads;
+	uint8_t v;
+
+	for (unsigned i = 0, done = 0; done < n; i++) {
+		uint64_t linear = BIG_1G + 4096ull * i;
+		unsigned index = (unsigned)(linear >> 12) & (EMU_TLB_SIZE - 1);
+
+		if (index == ((TLB_G >> 12) & (EMU_TLB_SIZE - 1)) ||
+		    index == ((TLB_N >> 12) & (EMU_TLB_SIZE - 1)))
+			continue;
+		CHECK_EQ(cpu.mem->read(&cpu, linear, &v, 1, EMU_ACCESS_READ), EMU_OK);
+		done++;
+	}
+	CHECK_EQ(mmio_reads - before, mmio ? n : 0);
+}
+
+static void test_tlb_flush_kinds(void)
+{
+	uint64_t gen, gen_global;
+
+	machine_reset();
+	to_kernel_mode(0x50000);
+	cpu.s.cr4 |= 1ull << 7; /* PGE */
+	for (uint64_t page = 0x100; page < 0x104; page++)
+		ram[page << 12] = (uint8_t)page;
+	tlb_map(TLB_G, TLB_G, true);
+	emu_tlb_flush(&cpu, true);
+	CHECK_EQ(tlb_kinds_at(TLB_G, TLB_G), 7);
+	CHECK_EQ(tlb_kinds_at(TLB_N, TLB_N), 7);
+	/* Remapped without a flush: every kind keeps the old translation. */
+	tlb_map(TLB_G, 0x102000, true);
+	tlb_map(TLB_N, 0x103000, false);
+	CHECK_EQ(tlb_kinds_at(TLB_G, TLB_G), 7);
+	CHECK_EQ(tlb_kinds_at(TLB_N, TLB_N), 7);
+	/* A CR3 write drops the non-global page's entries of every kind, keeps the global's. */
+	gen = cpu.tlb.generation;
+	gen_global = cpu.tlb.generation_global;
+	emu_tlb_flush(&cpu, false);
+	CHECK_EQ(cpu.tlb.generation, gen + 1);
+	CHECK_EQ(cpu.tlb.generation_global, gen_global);
+	CHECK_EQ(tlb_kinds_at(TLB_G, TLB_G), 7);
+	CHECK_EQ(tlb_kinds_at(TLB_N, 0x103000), 7);
+	/* INVLPG drops both kinds of page (here the global one, all three kinds). */
+	emu_tlb_flush_page(&cpu, TLB_G);
+	CHECK_EQ(cpu.tlb.generation_global, gen_global + 1);
+	CHECK_EQ(tlb_kinds_at(TLB_G, 0x102000), 7);
+	tlb_map(TLB_N, TLB_N, false);
+	emu_tlb_flush_page(&cpu, TLB_N + 0xfff);
+	CHECK_EQ(tlb_kinds_at(TLB_N, TLB_N), 7);
+	/* A full flush drops global pages too. */
+	tlb_map(TLB_G, TLB_G, true);
+	tlb_map(TLB_N, 0x103000, false);
+	emu_tlb_flush(&cpu, false);
+	CHECK_EQ(tlb_kinds_at(TLB_G, 0x102000), 7);
+	CHECK_EQ(tlb_kinds_at(TLB_N, 0x103000), 7);
+	gen_global = cpu.tlb.generation_global;
+	emu_tlb_flush(&cpu, true);
+	CHECK_EQ(cpu.tlb.generation_global, gen_global + 1);
+	CHECK_EQ(tlb_kinds_at(TLB_G, TLB_G), 7);
+
+	/* Non-global entries filled since the last CR3 write, fewer and more than the flush
+	 * remembers one by one (EMU_TLB_FILL_LOG), all go; the global page stays. */
+	static const unsigned counts[] = { 3, EMU_TLB_FILL_LOG - 8, EMU_TLB_FILL_LOG + 1,
+					   EMU_TLB_SIZE };
+	for (unsigned k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+		unsigned most = EMU_TLB_SIZE < MEM_SIZE / 4096 ? EMU_TLB_SIZE : MEM_SIZE / 4096;
+		unsigned n = counts[k] < most - 8 ? counts[k] : most - 8; /* RAM, own entries */
+
+		put64(PDPT + 8, 0 | P | W | PS); /* BIG_1G -> phys 0 */
+		tlb_map(TLB_G, TLB_G, true);
+		emu_tlb_flush(&cpu, true);
+		CHECK_EQ(tlb_kinds_at(TLB_G, TLB_G), 7);
+		emu_tlb_flush(&cpu, false);
+		tlb_read_big(n, false);
+		put64(PDPT + 8, (1ull << 30) | P | W | PS); /* phys 1 GiB: not RAM */
+		tlb_map(TLB_G, 0x102000, true);
+		tlb_read_big(n, false); /* still cached */
+		emu_tlb_flush(&cpu, false);
+		CHECK_EQ(tlb_kinds_at(TLB_G, TLB_G), 7);
+		tlb_read_big(n, true);
+	}
+}
+
+/* A TLB entry filled by a supervisor access is not one for a user access of the page. */
+static void test_tlb_privilege(void)
+{
+	uint8_t v;
+
+	machine_reset();
+	cpu.cpl = 0;
+	CHECK_EQ(cpu.mem->read(&cpu, SUPERVISOR_ONLY, &v, 1, EMU_ACCESS_READ), EMU_OK);
+	CHECK_EQ(cpu.mem->write(&cpu, SUPERVISOR_ONLY, &v, 1), EMU_OK);
+	cpu.cpl = 3;
+	CHECK_EQ(cpu.mem->read(&cpu, SUPERVISOR_ONLY, &v, 1, EMU_ACCESS_READ), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.exc.error_code, 0x5);
+	CHECK_EQ(cpu.mem->write(&cpu, SUPERVISOR_ONLY, &v, 1), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.error_code, 0x7);
+	CHECK_EQ(emu_tlb_fast(&cpu, cpu.tlb.read, SUPERVISOR_ONLY, 1), NULL);
+	cpu.cpl = 0;
+	CHECK(emu_tlb_fast(&cpu, cpu.tlb.read, SUPERVISOR_ONLY, 1) != NULL);
+}
+
 static void test_page_crossing_write_is_all_or_nothing(void)
 {
 	/* mov [USER_RW + 0xFFE] ... crossing into USER_RO: mov dword [0x200FFE], 0x44332211 */
@@ -3511,6 +3650,8 @@ int main(void)
 	RUN_TEST(test_paging_translations);
 	RUN_TEST(test_paging_faults);
 	RUN_TEST(test_tlb_caches_until_invlpg);
+	RUN_TEST(test_tlb_flush_kinds);
+	RUN_TEST(test_tlb_privilege);
 	RUN_TEST(test_page_crossing_write_is_all_or_nothing);
 	RUN_TEST(test_mmio_and_pio);
 	RUN_TEST(test_exception_from_user_mode);

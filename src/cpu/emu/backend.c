@@ -806,7 +806,7 @@ static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
 	fprintf(out,
 		"  vcpu%u: %llu instructions, %llu interrupts taken; halted %.6f s in %llu sleeps, "
 		"%llu wake-ups %.1f us each to run again; TLB flushes: %llu all, %llu non-global, "
-		"%llu pages\n",
+		"%llu pages; TLB misses: %llu reads, %llu writes, %llu fetches\n",
 		ev->vcpu->index,
 		(unsigned long long)__atomic_load_n(&ev->cpu.instructions, __ATOMIC_RELAXED),
 		(unsigned long long)stats_load(ev->interrupts),
@@ -815,7 +815,10 @@ static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
 		wakeups ? (double)stats_load(ev->wake_latency_ns) / 1e3 / (double)wakeups : 0.0,
 		(unsigned long long)stats_load(tlb->flushes_all),
 		(unsigned long long)stats_load(tlb->flushes_nonglobal),
-		(unsigned long long)stats_load(tlb->flushes_page));
+		(unsigned long long)stats_load(tlb->flushes_page),
+		(unsigned long long)stats_load(tlb->misses_read),
+		(unsigned long long)stats_load(tlb->misses_write),
+		(unsigned long long)stats_load(tlb->misses_fetch));
 	ev_format_block_stats(ev, out);
 }
 

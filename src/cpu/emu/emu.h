@@ -169,8 +169,12 @@ struct emu_phys_ops {
 #define EMU_STAT_ADD(c, n) __atomic_store_n(&(c), (c) + (n), __ATOMIC_RELAXED)
 
 /* Software TLB (mmu.c): direct-mapped, one array per access kind. The tag is the linear page
- * with bit 0 = user access and bit 1 = valid, so a lookup is one index and one compare. */
-#define EMU_TLB_SIZE 256
+ * with bit 0 = user access and bit 1 = valid, so a lookup is one index and one compare.
+ * 4096 entries each (jit.c's inline lookup masks the index with EMU_TLB_SIZE - 1): the guest
+ * kernel's I/O paths (scheduler, block layer, interrupts) touch hundreds of pages per request;
+ * on a 4 KiB random read loop at depth 1, 256 entries walked the page tables 157-192 times per
+ * request (140-162 reads, 15-27 writes, 2-3 fetches), 4096 entries 10-31 times. */
+#define EMU_TLB_SIZE 4096
 struct emu_tlb_entry {
 	uint64_t tag;
 	uint8_t *host; /* host address of the page, NULL for MMIO */
@@ -179,6 +183,8 @@ struct emu_tlb_entry {
 };
 #define EMU_TLB_USER 1ull /* tag bit: filled for a CPL 3 access */
 #define EMU_TLB_VALID 2ull /* tag bit: the entry is in use */
+/* How many fills emu_tlb remembers for a flush of non-global entries (beyond: a full scan). */
+#define EMU_TLB_FILL_LOG 512
 struct emu_tlb {
 	bool used; /* any entry filled since the last full flush (flushes are free otherwise) */
 	/* What cpu.c caches by linear address (the jump cache, block links) is valid for one
@@ -188,10 +194,24 @@ struct emu_tlb {
 	 * do. */
 	uint64_t generation, generation_global;
 	/* Statistics (written by the owning thread only, read anywhere with relaxed loads):
-	 * flushes of everything, of all but global pages (CR3 writes), of one page (INVLPG). */
+	 * flushes of everything, of all but global pages (CR3 writes), of one page (INVLPG);
+	 * misses (page walks) of reads, writes and fetches. */
 	uint64_t flushes_all, flushes_nonglobal, flushes_page;
-	struct emu_tlb_entry read[EMU_TLB_SIZE], write[EMU_TLB_SIZE], fetch[EMU_TLB_SIZE];
+	uint64_t misses_read, misses_write, misses_fetch;
+	/* The entries filled since the last flush of non-global entries (index into `all`),
+	 * `nr_fills` of them; more than EMU_TLB_FILL_LOG: the flush scans every entry. A CR3
+	 * write then costs what was filled since the last one, not the size of the TLB. */
+	unsigned nr_fills;
+	uint16_t fills[EMU_TLB_FILL_LOG];
+	union {
+		struct {
+			struct emu_tlb_entry read[EMU_TLB_SIZE], write[EMU_TLB_SIZE],
+				fetch[EMU_TLB_SIZE];
+		};
+		struct emu_tlb_entry all[3 * EMU_TLB_SIZE];
+	};
 };
+_Static_assert(3 * EMU_TLB_SIZE <= 65536, "fill log indices are 16 bits");
 
 /* The block cache's counters (cpu.c), written by the owning thread only (EMU_STAT_INC), read
  * anywhere with relaxed loads. finds: blocks looked up by emu_run(), of which link_hits came

@@ -887,7 +887,8 @@ _Static_assert(offsetof(struct memory_code_pages, base) < 128 &&
 	       "code pages layout");
 
 _Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, host) == 8 &&
-		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE == 256,
+		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE <= 65536 &&
+		       (EMU_TLB_SIZE & (EMU_TLB_SIZE - 1)) == 0,
 	       "TLB entry layout");
 
 /* An instruction `op` whose ModRM names host register `reg` (< 8) and the memory operand
@@ -937,7 +938,8 @@ static void emit_tlb_lookup(struct compile *c, bool write, unsigned len, struct 
 
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC2 }, 3); /* mov rdx, rax */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xEA, 0x0C }, 4); /* shr rdx, 12 */
-	emit_bytes(e, (const uint8_t[]){ 0x0F, 0xB6, 0xD2 }, 3); /* movzx edx, dl */
+	emit_bytes(e, (const uint8_t[]){ 0x81, 0xE2 }, 2); /* and edx, EMU_TLB_SIZE - 1 */
+	emit4(e, EMU_TLB_SIZE - 1);
 	emit_bytes(e, (const uint8_t[]){ 0xC1, 0xE2, 0x05 }, 3); /* shl edx, 5 */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x94, 0x13 }, 4); /* lea rdx, [rbx+rdx+d] */
 	emit4(e, (uint32_t)(write ? CPU_OFF(tlb.write) : CPU_OFF(tlb.read)));

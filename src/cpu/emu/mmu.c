@@ -192,25 +192,43 @@ static uint64_t tlb_tag(uint64_t linear, bool user)
 	return (linear & PAGE_MASK) | (user ? TLB_USER : 0) | TLB_VALID;
 }
 
+/* Drop every entry that is not global: the ones filled since the last such flush (the others
+ * went then), or all of them when more were filled than the log holds. */
+static void tlb_flush_nonglobal(struct emu_tlb *tlb)
+{
+	if (tlb->nr_fills <= EMU_TLB_FILL_LOG) {
+		for (unsigned i = 0; i < tlb->nr_fills; i++)
+			if (!tlb->all[tlb->fills[i]].global)
+				tlb->all[tlb->fills[i]].tag = 0;
+	} else {
+		for (unsigned i = 0; i < 3 * EMU_TLB_SIZE; i++)
+			if (!tlb->all[i].global)
+				tlb->all[i].tag = 0;
+	}
+	tlb->nr_fills = 0;
+}
+
 void emu_tlb_flush(struct emu_cpu *cpu, bool include_global)
 {
-	struct emu_tlb_entry *arrays[3] = { cpu->tlb.read, cpu->tlb.write, cpu->tlb.fetch };
+	struct emu_tlb *tlb = &cpu->tlb;
 
-	cpu->tlb.generation++;
+	tlb->generation++;
 	if (include_global)
-		cpu->tlb.generation_global++;
+		tlb->generation_global++;
 	if (include_global)
-		EMU_STAT_INC(cpu->tlb.flushes_all);
+		EMU_STAT_INC(tlb->flushes_all);
 	else
-		EMU_STAT_INC(cpu->tlb.flushes_nonglobal);
-	if (!cpu->tlb.used)
+		EMU_STAT_INC(tlb->flushes_nonglobal);
+	if (!tlb->used)
 		return;
-	if (include_global)
-		cpu->tlb.used = false;
-	for (unsigned a = 0; a < 3; a++)
-		for (unsigned i = 0; i < EMU_TLB_SIZE; i++)
-			if (include_global || !arrays[a][i].global)
-				arrays[a][i].tag = 0;
+	if (!include_global) {
+		tlb_flush_nonglobal(tlb);
+		return;
+	}
+	tlb->used = false;
+	tlb->nr_fills = 0;
+	for (unsigned i = 0; i < 3 * EMU_TLB_SIZE; i++)
+		tlb->all[i].tag = 0;
 }
 
 void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear)
@@ -233,6 +251,25 @@ bool emu_tlb_fetch_global(const struct emu_cpu *cpu, uint64_t linear)
 	return e->global && (e->tag & ~TLB_USER) == tlb_tag(linear, false);
 }
 
+static void tlb_count_miss(struct emu_tlb *tlb, enum emu_access access)
+{
+	if (access == EMU_ACCESS_WRITE)
+		EMU_STAT_INC(tlb->misses_write);
+	else if (access == EMU_ACCESS_FETCH)
+		EMU_STAT_INC(tlb->misses_fetch);
+	else
+		EMU_STAT_INC(tlb->misses_read);
+}
+
+/* Remember a fill for tlb_flush_nonglobal() (counting on past the log's size: it overflowed). */
+static void tlb_log_fill(struct emu_tlb *tlb, const struct emu_tlb_entry *e)
+{
+	if (tlb->nr_fills < EMU_TLB_FILL_LOG)
+		tlb->fills[tlb->nr_fills] = (uint16_t)(e - tlb->all);
+	if (tlb->nr_fills <= EMU_TLB_FILL_LOG)
+		tlb->nr_fills++;
+}
+
 /* The TLB entry for the page of `linear`, walking the page tables on a miss. */
 static int tlb_lookup(struct emu_cpu *cpu, uint64_t linear, enum emu_access access,
 		      struct emu_tlb_entry **out)
@@ -244,8 +281,10 @@ static int tlb_lookup(struct emu_cpu *cpu, uint64_t linear, enum emu_access acce
 	int rc;
 
 	if (e->tag != tag) {
+		tlb_count_miss(&cpu->tlb, access);
 		if ((rc = walk(cpu, linear, access, &w)))
 			return rc;
+		tlb_log_fill(&cpu->tlb, e);
 		e->tag = tag;
 		cpu->tlb.used = true;
 		e->gpa = w.gpa & PAGE_MASK;
