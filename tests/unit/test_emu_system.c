@@ -2205,6 +2205,7 @@ static uint8_t *tmpl_imm(uint8_t *p, unsigned n)
 /* One instruction of the forms the templates cover. */
 static uint8_t *tmpl_insn(uint8_t *p)
 {
+	uint8_t *q;
 	static const unsigned sizes[] = { 1, 2, 4, 8 };
 	unsigned size = sizes[tmpl_rnd(4)], reg = tmpl_reg(),
 		 base = tmpl_rnd(2) ? CPU_RSI : CPU_RDI;
@@ -2257,8 +2258,9 @@ static uint8_t *tmpl_insn(uint8_t *p)
 			*p++ = 0x63;
 			return tmpl_modrm(p, reg, mem, rm);
 		}
+		q = p;
 		p = tmpl_prefix(p, size == 1 ? 4 : size, reg, rm);
-		if (!mem && p[-1] < 0x40)
+		if (!mem && p == q) /* no prefix (p[-1] is not this instruction's) */
 			*p++ = 0x40; /* byte sources 4-7 are SPL..DIL */
 		*p++ = 0x0F;
 		*p++ = (uint8_t)(0xB6 | tmpl_rnd(2) | tmpl_rnd(2) << 3);

@@ -104,11 +104,13 @@ static bool lazy_sf(const struct emu_cpu *cpu)
 static bool lazy_of(const struct emu_cpu *cpu)
 {
 	const struct emu_lazy_flags *cc = &cpu->cc;
-	uint64_t sign = emu_sign_bit(cc->size), a = cc->src1, b = cc->src2, r = cc->res;
+	uint64_t sign, a = cc->src1, b = cc->src2, r = cc->res;
 
-	switch (cc->op) {
-	case EMU_CC_NONE:
+	/* With no pending operation the size is whatever was left (0 after a reset): no sign. */
+	if (cc->op == EMU_CC_NONE)
 		return cpu->s.rflags & EMU_FLAG_OF;
+	sign = emu_sign_bit(cc->size);
+	switch (cc->op) {
 	case EMU_CC_ADD:
 	case EMU_CC_ADC:
 		return (a ^ r) & (b ^ r) & sign;
