@@ -523,6 +523,17 @@ static void block_evict(struct emu_icache *ic, uint32_t index)
 	memset(&h->jit, 0, sizeof(h->jit));
 }
 
+/* Forget the blocks whose instructions start in the pool's [from, to). */
+static void pool_forget(struct emu_icache *ic, uint32_t from, uint32_t to)
+{
+	for (uint32_t i = from; i < to; i++)
+		if (ic->owner[i] != BLOCK_NONE) {
+			if (ic->head[ic->owner[i]].first == i)
+				block_evict(ic, ic->owner[i]);
+			ic->owner[i] = BLOCK_NONE;
+		}
+}
+
 /* Room in the pool for a block of up to BLOCK_MAX_INSNS instructions at ic->pool_next (back at
  * the start when the end has too little), for slot `index`: the blocks whose instructions
  * start there are forgotten first (those that started before and reach into it went when
@@ -532,20 +543,10 @@ static uint32_t block_pool_take(struct emu_icache *ic, uint32_t index)
 	uint32_t first = ic->pool_next;
 
 	if (first + BLOCK_MAX_INSNS > BLOCK_POOL_INSNS) {
-		for (uint32_t i = first; i < BLOCK_POOL_INSNS; i++) /* unused from now on */
-			if (ic->owner[i] != BLOCK_NONE) {
-				if (ic->head[ic->owner[i]].first == i)
-					block_evict(ic, ic->owner[i]);
-				ic->owner[i] = BLOCK_NONE;
-			}
+		pool_forget(ic, first, BLOCK_POOL_INSNS); /* unused from now on */
 		first = 0;
 	}
-	for (uint32_t i = first; i < first + BLOCK_MAX_INSNS; i++)
-		if (ic->owner[i] != BLOCK_NONE) {
-			if (ic->head[ic->owner[i]].first == i)
-				block_evict(ic, ic->owner[i]);
-			ic->owner[i] = BLOCK_NONE;
-		}
+	pool_forget(ic, first, first + BLOCK_MAX_INSNS);
 	ic->owner[first] = index;
 	return first;
 }
