@@ -34,6 +34,8 @@ struct jit_target {
 };
 /* No generation reaches it (64-bit counters counting flushes). */
 #define JIT_NEVER UINT64_MAX
+/* The buffer's cold region is 1/JIT_COLD_PART of it (struct emu_jit). */
+#define JIT_COLD_PART 4
 /* The lookup table's entries (RET, indirect JMP/CALL): 32 KiB. */
 #define JIT_LOOKUP_SIZE 1024
 /* What an exit record to another page starts with (a same-page record is a guest-physical
@@ -43,7 +45,11 @@ struct jit_target {
 struct emu_jit {
 	uint8_t *rw; /* the buffer, written here */
 	uint8_t *rx; /* the same pages, executed here */
-	size_t size, pos;
+	/* Blocks' hot code (what runs when nothing unusual happens) fills [0, hot_size) from
+	 * its start, at pos; their cold code (TLB misses' slow paths, rare calls) fills
+	 * [hot_size, size) at cold_pos, so that the hot code of the kernel's paths is dense in
+	 * the host's caches. A block that does not fit in either drops everything. */
+	size_t size, pos, hot_size, cold_pos;
 	uint32_t gen; /* bumped when the buffer is dropped; never 0 */
 	unsigned threshold;
 	bool inline_off; /* VMM_EMU_JIT=calls: handler calls only (to bisect a template) */
@@ -84,6 +90,8 @@ struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
 	close(fd);
 	fd = -1;
 	jit->gen = 1;
+	jit->hot_size = size - size / JIT_COLD_PART;
+	jit->cold_pos = jit->hot_size;
 	jit->threshold = threshold;
 	jit->inline_off = !templates;
 	jit->lookup = malloc(JIT_LOOKUP_SIZE * sizeof(*jit->lookup));
@@ -201,6 +209,22 @@ static void emit_jump(struct emit *e, const struct emu_jit *jit, unsigned cc, co
 	emit4(e, (uint32_t)(int32_t)(target - (jit->rx + (at - jit->rw))));
 }
 
+/* A call of `fn` (in vmm's text): call rel32 when it is within reach of the code buffer
+ * (emu_jit_create() asks for a mapping near the text), else through RAX. */
+static void emit_call(struct emit *e, const struct emu_jit *jit, uint64_t fn)
+{
+	int64_t rel = (int64_t)(fn - (uint64_t)(uintptr_t)(jit->rx + (e->p + 5 - jit->rw)));
+
+	if (rel == (int32_t)rel) {
+		emit1(e, 0xE8);
+		emit4(e, (uint32_t)(int32_t)rel);
+		return;
+	}
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, fn; call rax */
+	emit8(e, fn);
+	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2);
+}
+
 #define CC_B 2
 #define CC_NZ 5
 #define CPU_OFF(field) ((int32_t)offsetof(struct emu_cpu, field))
@@ -256,7 +280,8 @@ enum producer {
 };
 
 struct compile {
-	struct emit e;
+	struct emit e; /* where the emit_* functions write: the hot code, or the cold while */
+	struct emit cold; /* cold_swap() swapped them (then this is the hot code) */
 	struct emu_jit *jit;
 	const uint8_t *exit; /* the epilogue, in the read-execute view: EAX is the status */
 	/* Instructions retired by inlined templates whose RIP, count and interrupt shadow are
@@ -851,6 +876,26 @@ static void patch_jump(const struct emit *e, uint8_t *at)
 #define CC_E 4
 #define CC_A 7
 
+/* Point the forward jump at `at` (emit_jump_fwd(), possibly in the other region) to `to`, a
+ * position in the read-write view. */
+static void patch_jump_to(const struct compile *c, uint8_t *at, const uint8_t *to)
+{
+	if (at && !c->e.overflow && !c->cold.overflow) {
+		int32_t rel = (int32_t)(to - (at + 4));
+
+		memcpy(at, &rel, 4);
+	}
+}
+
+/* Write to the cold region from here on (emit_*(c) write to c->e), or back to the hot one. */
+static void cold_swap(struct compile *c)
+{
+	struct emit hot = c->e;
+
+	c->e = c->cold;
+	c->cold = hot;
+}
+
 /* add or subtract (sub) `rip` and `n` to/from RIP and the instruction count. */
 static void emit_add_retired(struct emit *e, uint64_t rip, unsigned n, bool sub)
 {
@@ -861,10 +906,12 @@ static void emit_add_retired(struct emit *e, uint64_t rip, unsigned n, bool sub)
 }
 
 /* After a store into the host page in RCX: emu_code_stored() (memory.h's memory_code_store()):
- * the page's version word, and a new version if code was decoded from the page. */
-static void emit_code_stored(struct emit *e)
+ * the page's version word, and a new version if code was decoded from the page (rare: the
+ * call is cold code). */
+static void emit_code_stored(struct compile *c)
 {
-	uint8_t *done;
+	struct emit *e = &c->e;
+	uint8_t *cold, *back;
 
 	emit_load(e, true, RAX, CPU_OFF(code)); /* mov rax, [cpu->code] */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xCA }, 3); /* mov rdx, rcx */
@@ -875,11 +922,13 @@ static void emit_code_stored(struct emit *e)
 	emit1(e, (uint8_t)offsetof(struct memory_code_pages, version));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x3C, 0x90 }, 4); /* lea rdi, [rax+rdx*4] */
 	emit_bytes(e, (const uint8_t[]){ 0xF6, 0x07, MEMORY_CODE_DECODED }, 3); /* test [rdi] */
-	done = emit_jump_fwd(e, CC_E);
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, memory_code_bump */
-	emit8(e, (uint64_t)(uintptr_t)memory_code_bump);
-	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
-	patch_jump(e, done);
+	cold = emit_jump_fwd(e, CC_NZ);
+	back = e->p;
+	cold_swap(c);
+	patch_jump_to(c, cold, c->e.p);
+	emit_call(&c->e, c->jit, (uint64_t)(uintptr_t)memory_code_bump);
+	emit_jump(&c->e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
+	cold_swap(c);
 }
 
 _Static_assert(offsetof(struct memory_code_pages, base) < 128 &&
@@ -966,37 +1015,39 @@ static void emit_tlb_lookup(struct compile *c, bool write, unsigned len, struct 
 	c->uses_tlb = true;
 }
 
-/* After a template's inline path: the slow path, which is the handler with RIP and the count
- * exact. For an instruction that stays in the block (`ends` false) both paths then meet with
+/* After a template's inline path: the slow path (cold code, jumping back to the end of the
+ * inline path), which is the handler with RIP and the count exact. For an instruction that stays in the block (`ends` false) both paths then meet with
  * the same instructions pending (the slow path takes back what it synced); one that ends the
  * block wrote RIP and the count on its inline path, and both meet with nothing pending. */
 static void emit_slow_path(struct compile *c, const struct emu_insn *insn, bool last, bool ends,
 			   const struct tlb_jumps *t)
 {
-	struct emit *e = &c->e;
-	uint8_t *done = emit_jump_fwd(e, 16);
+	/* where the inline path goes on, in the read-execute view */
+	const uint8_t *done = c->jit->rx + (c->e.p - c->jit->rw);
 	unsigned pend_n = c->pend_n;
 	uint64_t pend_rip = c->pend_rip;
+	struct emit *e = &c->e;
 
+	cold_swap(c);
 	for (unsigned i = 0; i < 4; i++)
-		patch_jump(e, t->slow[i]);
+		patch_jump_to(c, t->slow[i], e->p);
 	if (ends) {
 		emit_handler_call(c, insn, last); /* syncs what is pending first */
-		patch_jump(e, done);
-		c->host_flags = false;
-		return;
+	} else {
+		if (pend_n) {
+			emit_add_retired(e, pend_rip, pend_n, false);
+			emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0,
+				 CPU_OFF(interrupt_shadow));
+			emit1(e, 0);
+		}
+		c->pend_n = 0;
+		emit_handler_call(c, insn, last);
+		c->pend_n = pend_n;
+		c->pend_rip = pend_rip;
+		emit_add_retired(e, pend_rip + insn->len, pend_n + 1, true);
 	}
-	if (pend_n) {
-		emit_add_retired(e, pend_rip, pend_n, false);
-		emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
-		emit1(e, 0);
-	}
-	c->pend_n = 0;
-	emit_handler_call(c, insn, last);
-	c->pend_n = pend_n;
-	c->pend_rip = pend_rip;
-	emit_add_retired(e, pend_rip + insn->len, pend_n + 1, true);
-	patch_jump(e, done);
+	emit_jump(e, c->jit, 16, done);
+	cold_swap(c);
 	c->host_flags = false;
 }
 
@@ -1021,11 +1072,11 @@ static bool emit_memory(struct compile *c, const struct emu_insn *insn, const st
 			emit_bytes(e, &(uint16_t){ (uint16_t)insn->imm }, 2);
 		else
 			emit4(e, (uint32_t)insn->imm);
-		emit_code_stored(e);
+		emit_code_stored(c);
 	} else if (store) {
 		emit_load(e, true, RAX, GPR(insn->fast_b));
 		emit_host_store(e, f->size, RAX);
-		emit_code_stored(e);
+		emit_code_stored(c);
 	} else {
 		if (f->from == 4 && f->sign) /* movsxd rax, dword [rcx + rsi] */
 			emit_at_host(e, 0, true, (const uint8_t[]){ 0x63 }, 1, RAX);
@@ -1080,7 +1131,7 @@ static bool emit_alu_mem(struct compile *c, const struct emu_insn *insn, const s
 	if (record)
 		emit_record_result(e, kind[f->op], f->size);
 	if (to_mem)
-		emit_code_stored(e);
+		emit_code_stored(c);
 	emit_slow_path(c, insn, last, false, &t);
 	/* Either path left alu()'s record (the inline one only where it is live). */
 	c->prod = !record		      ? PROD_UNKNOWN
@@ -1120,7 +1171,7 @@ static bool emit_incdec_mem(struct compile *c, const struct emu_insn *insn, cons
 		emit_record_result(e, f->op ? EMU_CC_DEC : EMU_CC_INC, f->size);
 		emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RDX, CPU_OFF(cc.carry));
 	}
-	emit_code_stored(e);
+	emit_code_stored(c);
 	emit_slow_path(c, insn, last, false, &t);
 	c->prod = PROD_UNKNOWN;
 	return true;
@@ -1161,16 +1212,18 @@ static void emit_exit_to(struct compile *c, int64_t target);
 static void emit_branch_before_handler(struct compile *c);
 static void emit_branch_after_handler(struct compile *c, const struct emu_insn *insn, bool cond);
 
-/* CALL rel32's slow path, as compile_block() runs a relative branch's handler: the exit its
- * new RIP names (the block ends there). */
+/* CALL rel32's slow path (cold code), as compile_block() runs a relative branch's handler: the
+ * exit its new RIP names (the block ends there). */
 static void emit_call_slow_path(struct compile *c, const struct emu_insn *insn, bool last,
 				const struct tlb_jumps *t)
 {
+	cold_swap(c);
 	for (unsigned i = 0; i < 4; i++)
-		patch_jump(&c->e, t->slow[i]);
+		patch_jump_to(c, t->slow[i], c->e.p);
 	emit_branch_before_handler(c);
 	emit_handler_call(c, insn, last);
 	emit_branch_after_handler(c, insn, false);
+	cold_swap(c);
 	c->host_flags = false;
 }
 
@@ -1194,7 +1247,7 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 	case FORM_PUSH:
 		emit_load(e, true, RAX, GPR(insn->fast_a));
 		emit_host_store(e, 8, RAX);
-		emit_code_stored(e);
+		emit_code_stored(c);
 		emit_rsp_add(e, -8);
 		break;
 	case FORM_POP:
@@ -1207,7 +1260,7 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + next] */
 		emit4(e, (uint32_t)next);
 		emit_host_store(e, 8, RAX);
-		emit_code_stored(e);
+		emit_code_stored(c);
 		emit_rsp_add(e, -8);
 		emit_retire_end(c, true, (int32_t)target);
 		emit_exit_to(c, (int64_t)c->insn_off + insn->len + (int64_t)insn->imm);
@@ -1972,7 +2025,9 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 		f[i] = classify(&insn[i]);
 	flags_liveness(insn, f, n, live);
 	e->start = e->p = jit->rw + ((jit->pos + 15) & ~(size_t)15);
-	e->end = jit->rw + jit->size;
+	e->end = jit->rw + jit->hot_size;
+	c.cold.start = c.cold.p = jit->rw + jit->cold_pos;
+	c.cold.end = jit->rw + jit->size;
 	if (e->p > e->end)
 		return NULL;
 	/* The chain entry, the return with status 0 and the epilogue first, so that every exit
@@ -2029,9 +2084,10 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 		else
 			emit_exit_to(&c, EXIT_NONE);
 	}
-	if (e->overflow)
+	if (e->overflow || c.cold.overflow)
 		return NULL;
 	jit->pos = (size_t)(e->p - jit->rw);
+	jit->cold_pos = (size_t)(c.cold.p - jit->rw);
 	return (emu_jit_fn)(uintptr_t)(jit->rx + (entry - jit->rw));
 }
 
@@ -2090,13 +2146,15 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 		jit_remember(jit, cpu, global, at);
 		return;
 	}
-	if (!exit || gen != jit->gen || exit < 4 || exit + 8 > jit->pos || !at)
+	if (!exit || gen != jit->gen || exit < 4 || !at)
 		return;
+	if (exit + 8 > jit->pos && (exit < jit->hot_size + 4 || exit + 8 > jit->cold_pos))
+		return; /* neither in the hot code nor in the cold code (a slow path's exit) */
 	memcpy(&want, jit->rw + exit, 8);
 	if (want == JIT_XPAGE) {
 		struct jit_target t = target_here(cpu, global, at);
 
-		if (exit + 8 + sizeof(t) <= jit->pos)
+		if (exit + 8 + sizeof(t) <= (exit < jit->hot_size ? jit->pos : jit->cold_pos))
 			memcpy(jit->rw + exit + 8, &t, sizeof(t));
 		return;
 	}
@@ -2110,6 +2168,7 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 static void jit_drop(struct emu_jit *jit)
 {
 	jit->pos = 0;
+	jit->cold_pos = jit->hot_size;
 	jit->gen = jit->gen + 1 ? jit->gen + 1 : 1;
 	memset(jit->lookup, 0xff, JIT_LOOKUP_SIZE * sizeof(*jit->lookup));
 	jit_stubs(jit); /* fits: it did at emu_jit_create() */
