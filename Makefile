@@ -79,7 +79,7 @@ guest:
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
-		LDFLAGS="-fsanitize=address,undefined" build-asan/vmm
+		LDFLAGS="-fsanitize=address,undefined" build-asan/vmm $(UNIT_SRCS:%.c=build-asan/%)
 
 # The software CPU's differential test against the host with many more cases than `make check`
 # runs (EMU_DIFF_ITERS per form, default 2000: ~7M cases) and a new seed each time, printed
