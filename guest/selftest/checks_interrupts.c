@@ -8,6 +8,10 @@
 
 #define TIMER_MIN_INTERRUPTS 3
 #define TIMER_TIMEOUT_MS 1000
+/* Passes of a loop that only reads memory before the next tick must have come: ~300 k
+ * passes of CPU time per tick on the software CPU, which looks at its timer every few
+ * hundred blocks whatever the guest runs. */
+#define TIMER_SPIN_MAX (1ull << 28)
 #define UART_TIMEOUT_MS 500
 #define COM1_IRQ 4
 
@@ -20,6 +24,23 @@
 static bool ticks_reached(void *arg)
 {
 	return tick_count() >= *(const uint64_t *)arg;
+}
+
+/* The tick must also come into a loop with no port or MMIO access (nothing that leaves the
+ * software CPU's compiled code): blocks that went on chaining into each other until something
+ * else stopped them would keep the timer from ever being looked at. */
+static void check_timer_in_spin(void)
+{
+	uint64_t before = tick_count(), spins = 0;
+
+	while (tick_count() == before && ++spins < TIMER_SPIN_MAX)
+		;
+	if (tick_count() == before) {
+		check_fail("lapic-timer-spin", "no tick in %llu passes of a memory-only loop",
+			   (unsigned long long)spins);
+		return;
+	}
+	check_ok("lapic-timer-spin");
 }
 
 void check_lapic_timer(struct selftest *t)
@@ -44,6 +65,7 @@ void check_lapic_timer(struct selftest *t)
 	tick_set_working(true);
 	check_note("lapic-timer: %u counts (bus clock / 16) per %u ms", per_tick, 1000 / TICK_HZ);
 	check_ok("lapic-timer");
+	check_timer_in_spin();
 }
 
 static volatile uint32_t uart_interrupts;

@@ -27,7 +27,7 @@ for check in smc-alias smc-cross-cpu virtio-blk0-dma-into-code; do
 done
 grep -aq "ok - highmem" "$TMP/emu_bzImage_2cpus_5G_above_the_hole.out" && ok emu_highmem_checked_at_5G || fail emu_highmem_checked_at_5G "no highmem check in the 5G run"
 grep -aq "ok - smp" "$TMP/emu_bzImage_4cpus_3G.out" && ok emu_four_aps_came_up || fail emu_four_aps_came_up "$(grep -a smp "$TMP/emu_bzImage_4cpus_3G.out")"
-for check in lapic-timer ioapic cpuid-kvmclock string-io fault-frame-rf debug-exec-breakpoint debug-data-breakpoints debug-single-step; do
+for check in lapic-timer lapic-timer-spin ioapic cpuid-kvmclock string-io fault-frame-rf debug-exec-breakpoint debug-data-breakpoints debug-single-step; do
 	grep -aq "ok - $check" "$TMP/emu_bzImage_1cpu_256M.out" && ok "emu_$check" || fail "emu_$check" "$(grep -a -- "$check" "$TMP/emu_bzImage_1cpu_256M.out")"
 done
 # No instruction the self-test guest runs may be missing from the software CPU.
