@@ -808,6 +808,13 @@ INLINE bool cond(struct emu_cpu *cpu, unsigned cc)
 	return (cc & 1) ? !v : v;
 }
 
+/* The condition for compiled code that cannot work it out from what it knows of the flags
+ * (jit.c: a Jcc, CMOVcc or SETcc whose flags came from another block or a handler). */
+int emu_fast_cond(struct emu_cpu *cpu, unsigned cc)
+{
+	return cond(cpu, cc & 15);
+}
+
 #define DEF_JCC(cc)                                  \
 	HANDLER(jcc_##cc)                            \
 	{                                            \

@@ -22,6 +22,9 @@
 /* Choose insn->fast (and fast_a/fast_b) for an instruction decoded in `mode`. */
 void emu_fast_select(struct emu_insn *insn, enum emu_mode mode);
 
+/* Whether condition code `cc` (0..15, SDM Vol. 1 appendix B) holds for the current flags. */
+int emu_fast_cond(struct emu_cpu *cpu, unsigned cc);
+
 /* Execute one decoded instruction fetched at cpu->s.rip: its handler, or emu_execute(). */
 static inline int emu_execute_insn(struct emu_cpu *cpu, const struct emu_insn *insn)
 {
