@@ -1142,23 +1142,38 @@ static bool emit_alu_mem(struct compile *c, const struct emu_insn *insn, const s
 	return true;
 }
 
-/* INC DEC m, as fast.c's incdec_m(): with live flags the record keeps the guest's CF, which
- * must be known here (else the handler runs). */
+static uint64_t jit_lazy_cf(const struct emu_cpu *cpu);
+
+/* EDX = the guest's CF from emu_lazy_cf(), between a TLB lookup and its access: the host page
+ * (RCX) and the offset (RSI) kept across the call (two pushes keep the stack aligned). For
+ * INC/DEC of memory whose flags are read later and whose CF comes from another block or a
+ * handler: the kernel's preempt_count (`decl %gs:...; je`) went through the handler. */
+static void emit_lazy_cf_keeping_host(struct emit *e)
+{
+	emit_bytes(e, (const uint8_t[]){ 0x51, 0x56 }, 2); /* push rcx; push rsi */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, jit_lazy_cf */
+	emit8(e, (uint64_t)(uintptr_t)jit_lazy_cf);
+	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
+	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC2 }, 2); /* mov edx, eax */
+	emit_bytes(e, (const uint8_t[]){ 0x5E, 0x59 }, 2); /* pop rsi; pop rcx */
+}
+
+/* INC DEC m, as fast.c's incdec_m(): with live flags the record keeps the guest's CF, from
+ * the host's when the record is known here, else from emu_lazy_cf(). */
 static bool emit_incdec_mem(struct compile *c, const struct emu_insn *insn, const struct form *f,
 			    bool record, bool last)
 {
 	struct emit *e = &c->e;
 	struct tlb_jumps t;
 
-	if (record && c->prod == PROD_UNKNOWN)
-		return false;
 	if (!emit_address(c, insn, true))
 		return false;
 	emit_tlb_lookup(c, true, f->size, &t);
-	if (record) {
-		emit_guest_flags(c); /* from the record: the lookup clobbered the host's */
+	if (record && !emit_guest_flags(c)) /* from the record: the lookup clobbered the host's */
+		emit_lazy_cf_keeping_host(e);
+	else if (record)
 		emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
-	}
 	emit_host_load(e, f->size, RAX);
 	if (record) {
 		emit_store(e, true, RAX, CPU_OFF(cc.src1));
