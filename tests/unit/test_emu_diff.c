@@ -3324,11 +3324,18 @@ static uint8_t *seq_insn(uint8_t *p, bool flags_defined, uint64_t *written, uint
 		memcpy(p, &disp, 4);
 		return p + 4;
 	}
-	case 5: { /* ROL/ROR/SHL/SHR/SAR a, imm8 or 1 */
+	case 5: { /* ROL/ROR/SHL/SHR/SAR a, imm8 or 1; SHL/SAL/SHR/SAR a, CL */
 		static const unsigned ops[5] = { 0, 1, 4, 5, 7 };
 		unsigned sop = ops[rnd_below(5)];
 		unsigned mask = w ? 63 : 31, count = rnd_below(70);
 
+		if (rnd_below(3) == 0) { /* the count is whatever CL holds: 0 changes no flag */
+			p = seq_rex(p, w, 0, a, false);
+			*p++ = 0xD3;
+			p = seq_modrm(p, 4 + rnd_below(4), a);
+			*undef = EMU_FLAG_OF | EMU_FLAG_AF;
+			return p;
+		}
 		if (rnd_below(4))
 			count = 1 + (unsigned)(rnd() & mask) % mask;
 
@@ -3441,7 +3448,8 @@ static void test_jit_sequences(void)
 {
 	if (compat)
 		return;
-	group_begin("jit: register sequences (ALU, MOV, LEA, shifts, rotates, INC/DEC/NOT/NEG, "
+	group_begin("jit: register sequences (ALU, MOV, LEA, shifts by imm/1/CL, rotates, "
+		    "INC/DEC/NOT/NEG, "
 		    "IMUL, MOVZX, "
 		    "CMOVcc, SETcc, Jcc)");
 	for (unsigned n = 0; n < iters * 32; n++) {

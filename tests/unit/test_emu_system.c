@@ -2216,7 +2216,7 @@ static uint8_t *tmpl_insn(uint8_t *p)
 	bool mem = tmpl_rnd(4) != 0;
 	unsigned rm = mem ? base : tmpl_reg();
 
-	switch (tmpl_rnd(13)) {
+	switch (tmpl_rnd(14)) {
 	case 0: /* ALU r/m, r and r, r/m */
 		p = tmpl_prefix(p, size, reg, rm);
 		*p++ = (uint8_t)(op << 3 | tmpl_rnd(2) << 1 | byte);
@@ -2302,6 +2302,10 @@ static uint8_t *tmpl_insn(uint8_t *p)
 		p = tmpl_prefix(p, size, reg, rm);
 		*p++ = (uint8_t)((tmpl_rnd(2) ? 0x10 : 0x18) | byte);
 		return tmpl_modrm(p, reg, false, tmpl_reg());
+	case 12: /* SHL/SAL/SHR/SAR r, CL (inlined where a later instruction replaces the flags) */
+		p = tmpl_prefix(p, size < 4 ? 4 : size, 0, rm);
+		*p++ = 0xD3;
+		return tmpl_modrm(p, 4 + tmpl_rnd(4), false, rm);
 	default: /* SHL/SHR/SAR/ROL r, imm (flags for a later condition) */
 		p = tmpl_prefix(p, size < 4 ? 4 : size, 0, rm);
 		*p++ = 0xC1;
