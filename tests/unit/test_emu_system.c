@@ -2216,7 +2216,7 @@ static uint8_t *tmpl_insn(uint8_t *p)
 	bool mem = tmpl_rnd(4) != 0;
 	unsigned rm = mem ? base : tmpl_reg();
 
-	switch (tmpl_rnd(14)) {
+	switch (tmpl_rnd(17)) {
 	case 0: /* ALU r/m, r and r, r/m */
 		p = tmpl_prefix(p, size, reg, rm);
 		*p++ = (uint8_t)(op << 3 | tmpl_rnd(2) << 1 | byte);
@@ -2302,6 +2302,32 @@ static uint8_t *tmpl_insn(uint8_t *p)
 		p = tmpl_prefix(p, size, reg, rm);
 		*p++ = (uint8_t)((tmpl_rnd(2) ? 0x10 : 0x18) | byte);
 		return tmpl_modrm(p, reg, false, tmpl_reg());
+	case 13: /* IMUL r, r (0F AF) or r, r, imm8 (6B), with the flags read or not */
+		p = tmpl_prefix(p, size < 4 ? 4 : size, reg, rm);
+		if (tmpl_rnd(2)) {
+			*p++ = 0x0F;
+			*p++ = 0xAF;
+			return tmpl_modrm(p, reg, false, rm);
+		}
+		*p++ = 0x6B;
+		p = tmpl_modrm(p, reg, false, rm);
+		return tmpl_imm(p, 1);
+	case 14: /* ALU AH..BH, imm8 (80 /op, not ADC/SBB) or TEST AH..BH, imm8 (F6 /0): no REX */
+		if (tmpl_rnd(2)) {
+			*p++ = 0xF6;
+			*p++ = (uint8_t)(0xC4 + tmpl_rnd(4));
+		} else {
+			*p++ = 0x80;
+			*p++ = (uint8_t)(0xC4 +
+					 ((unsigned[]){ 0, 1, 4, 5, 6, 7 }[tmpl_rnd(6)] << 3) +
+					 tmpl_rnd(4));
+		}
+		return tmpl_imm(p, 1);
+	case 15: /* BSWAP r32/r64 */
+		p = tmpl_prefix(p, size < 4 ? 4 : size, 0, rm);
+		*p++ = 0x0F;
+		*p++ = (uint8_t)(0xC8 + (rm & 7));
+		return p;
 	case 12: /* SHL/SAL/SHR/SAR r, CL (inlined where a later instruction replaces the flags) */
 		p = tmpl_prefix(p, size < 4 ? 4 : size, 0, rm);
 		*p++ = 0xD3;

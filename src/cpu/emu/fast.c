@@ -1016,6 +1016,19 @@ INLINE int xchg_rr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned si
 HANDLER(xchg_rr_4) { return xchg_rr(cpu, insn, 4); }
 HANDLER(xchg_rr_8) { return xchg_rr(cpu, insn, 8); }
 
+/* BSWAP r32 zero-extends (a 16-bit operand is undefined: emu_execute()). */
+HANDLER(bswap_4)
+{
+	rset(cpu, insn->fast_a, 4, __builtin_bswap32((uint32_t)cpu->s.gpr[insn->fast_a]));
+	return retire(cpu, insn);
+}
+
+HANDLER(bswap_8)
+{
+	cpu->s.gpr[insn->fast_a] = __builtin_bswap64(cpu->s.gpr[insn->fast_a]);
+	return retire(cpu, insn);
+}
+
 HANDLER(cdqe)
 {
 	cpu->s.gpr[CPU_RAX] = emu_sext(cpu->s.gpr[CPU_RAX], 4);
@@ -1355,6 +1368,9 @@ static emu_fast_fn select_map0f(struct emu_insn *insn)
 		if (size == 1)
 			return NULL;
 		return select_movx(insn, (op & 1) ? 2 : 1, op >= 0xBE);
+	case 0xC8 ... 0xCF:
+		insn->fast_a = (uint8_t)opcode_reg(insn);
+		return size == 8 ? bswap_8 : size == 4 ? bswap_4 : NULL;
 	default:
 		return NULL;
 	}

@@ -352,6 +352,8 @@ enum form_kind {
 	FORM_SHIFT, /* SHL SHR SAR by an immediate or 1 */
 	FORM_ROT, /* ROL ROR by an immediate or 1 */
 	FORM_SHIFT_CL, /* SHL SHR SAR by CL: only where the flags are dead */
+	FORM_ALU_HI, /* ALU (not ADC/SBB) or TEST of AH..BH with an immediate (emu_execute()'s) */
+	FORM_BSWAP,
 	FORM_NOT,
 	FORM_NEG,
 	FORM_INCDEC, /* INC (op 0), DEC (op 1) */
@@ -552,6 +554,10 @@ static struct form classify_map0f(const struct emu_insn *insn)
 		if (insn->mod == 3 && wide(size))
 			f = (struct form){ .kind = FORM_IMUL, .size = size };
 		return f;
+	case 0xC8 ... 0xCF:
+		if (wide(size))
+			f.kind = FORM_BSWAP;
+		return f;
 	case 0xB6:
 	case 0xB7:
 	case 0xBE:
@@ -567,11 +573,33 @@ static struct form classify_map0f(const struct emu_insn *insn)
 	}
 }
 
+/* ALU r/m8, imm8 (80 /0 /1 /4-/7) and TEST r/m8, imm8 (F6 /0 /1) on AH..BH: fast.c leaves
+ * those to emu_execute() (its handlers name whole registers), so blocks give them
+ * emu_block_generic(); compiled code addresses the byte itself. Without any prefix: no REX
+ * (which would make them SPL..DIL), no LOCK (#UD on a register), 66 or segment. On the disk
+ * path, ~11 per 4 KiB request (mostly `test ah, imm8`). */
+static struct form classify_high_byte(const struct emu_insn *insn)
+{
+	unsigned ext = (insn->modrm >> 3) & 7, op = insn->opcode;
+
+	if (insn->map != EMU_MAP_1 || insn->prefix || insn->mod != 3 || insn->rm < 4 ||
+	    insn->rm > 7)
+		return (struct form){ .kind = FORM_CALL };
+	if (op == 0x80 && ext != 2 && ext != 3)
+		return (struct form){ .kind = FORM_ALU_HI, .op = ext, .size = 1, .imm = true };
+	if (op == 0xF6 && ext <= 1)
+		return (struct form){ .kind = FORM_ALU_HI, .op = OP_TEST, .size = 1, .imm = true };
+	return (struct form){ .kind = FORM_CALL };
+}
+
 /* Only forms fast.c has a handler for (64-bit mode, no LOCK/67/F2/F3, no AH..BH): its
- * selection resolved the registers into fast_a/fast_b, which the templates use. */
+ * selection resolved the registers into fast_a/fast_b, which the templates use. The JIT
+ * compiles 64-bit blocks only, so classify_high_byte() may look at the rest. */
 static struct form classify(const struct emu_insn *insn)
 {
-	if (!insn->fast || insn->fast == emu_block_generic)
+	if (insn->fast == emu_block_generic)
+		return classify_high_byte(insn);
+	if (!insn->fast)
 		return (struct form){ .kind = FORM_CALL };
 	if (insn->map == EMU_MAP_1)
 		return classify_map1(insn);
@@ -616,7 +644,7 @@ static bool form_accesses_memory(const struct form *f)
 static bool form_writes_flags(const struct form *f)
 {
 	return f->kind == FORM_ALU || f->kind == FORM_SHIFT || f->kind == FORM_IMUL ||
-	       f->kind == FORM_NEG;
+	       f->kind == FORM_NEG || f->kind == FORM_ALU_HI;
 }
 
 /* The record an ALU handler leaves (fast.c's alu()), for a handler-run instruction. */
@@ -1305,7 +1333,7 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 	return true;
 }
 
-/* SHL SHR SAR by a non-zero count, IMUL: only where their flags are dead (else the handler). */
+/* SHL SHR SAR by a non-zero count where their flags are dead (else emit_shift_flags()). */
 static void emit_shift(struct compile *c, const struct emu_insn *insn, const struct form *f)
 {
 	struct emit *e = &c->e;
@@ -1521,6 +1549,75 @@ static void emit_imul(struct compile *c, const struct emu_insn *insn, const stru
 	emit_store(e, true, RAX, GPR(insn->fast_a));
 	c->host_flags = false;
 	c->prod = PROD_UNKNOWN;
+}
+
+/* After emit_imul() (the product in RAX, the host's CF = OF = overflow) where the flags are
+ * read: as fast.c's imul2(), SF ZF PF of the result, CF = OF = overflow, AF 0, written to
+ * RFLAGS with no record. IMUL with live flags, ~5 per 4 KiB QD32 read request, went through
+ * its handler. */
+static void emit_imul_flags(struct compile *c, const struct form *f)
+{
+	struct emit *e = &c->e;
+
+	emit_bytes(e, (const uint8_t[]){ 0x0F, 0x90, 0xC2 }, 3); /* seto dl */
+	emit_rr(e, 0, f->size == 8, (const uint8_t[]){ 0x85 }, 1, RAX, RAX); /* test rax, rax */
+	emit_bytes(e, (const uint8_t[]){ 0x9C, 0x59 }, 2); /* pushfq; pop rcx */
+	emit_rr(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, RCX); /* and ecx, PF ZF SF */
+	emit4(e, EMU_FLAG_PF | EMU_FLAG_ZF | EMU_FLAG_SF);
+	emit_bytes(e, (const uint8_t[]){ 0x0F, 0xB6, 0xD2 }, 3); /* movzx edx, dl */
+	emit_bytes(e, (const uint8_t[]){ 0x69, 0xD2 }, 2); /* imul edx, edx, CF | OF */
+	emit4(e, EMU_FLAG_CF | EMU_FLAG_OF);
+	emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RDX, RCX); /* or ecx, edx */
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, 4, CPU_OFF(s.rflags)); /* and */
+	emit4(e, (uint32_t) ~(uint32_t)EMU_FLAGS_ARITH);
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x09 }, 1, RCX, CPU_OFF(s.rflags)); /* or */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(cc.op)); /* EMU_CC_NONE */
+	emit1(e, EMU_CC_NONE);
+	c->host_flags = false;
+	c->prod = PROD_UNKNOWN;
+}
+
+/* FORM_ALU_HI: as emit_alu() with an immediate, on the byte of AH..BH (the second byte of
+ * RAX..RBX in struct cpu_state). */
+static void emit_alu_high_byte(struct compile *c, const struct emu_insn *insn, const struct form *f,
+			       bool record)
+{
+	static const uint8_t host_op[9] = { 0x01, 0x09, 0, 0, 0x21, 0x29, 0x31, 0x29, 0x21 };
+	static const uint8_t kind[9] = {
+		EMU_CC_ADD, EMU_CC_LOGIC, 0,	      0,	   EMU_CC_LOGIC,
+		EMU_CC_SUB, EMU_CC_LOGIC, EMU_CC_SUB, EMU_CC_LOGIC
+	};
+	struct emit *e = &c->e;
+	int32_t at = GPR(insn->rm & 3) + 1;
+
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x0F, 0xB6 }, 2, RAX, at); /* movzx eax, [at] */
+	emit_mov_imm(e, 1, RCX, insn->imm);
+	if (record) {
+		emit_store(e, true, RAX, CPU_OFF(cc.src1));
+		emit_store(e, true, RCX, CPU_OFF(cc.src2));
+	}
+	emit_rr_sized(e, 1, host_op[f->op], RCX, RAX);
+	if (f->op != 7 && f->op != OP_TEST)
+		emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RAX, at); /* mov [at], al */
+	if (record)
+		emit_record_result(e, kind[f->op], 1);
+	c->host_flags = true;
+	c->prod = kind[f->op] == EMU_CC_ADD   ? PROD_ADD
+		  : kind[f->op] == EMU_CC_SUB ? PROD_SUB
+					      : PROD_LOGIC;
+	c->prod_size = 1;
+}
+
+/* BSWAP r32 (zero-extended) or r64; the flags stay. */
+static void emit_bswap(struct compile *c, const struct emu_insn *insn, const struct form *f)
+{
+	struct emit *e = &c->e;
+
+	emit_load(e, f->size == 8, RAX, GPR(insn->fast_a));
+	if (f->size == 8)
+		emit1(e, 0x48);
+	emit_bytes(e, (const uint8_t[]){ 0x0F, 0xC8 }, 2); /* bswap eax|rax */
+	emit_store(e, true, RAX, GPR(insn->fast_a));
 }
 
 static void emit_movx(struct compile *c, const struct emu_insn *insn, const struct form *f)
@@ -1996,9 +2093,15 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 			return false;
 		break;
 	case FORM_IMUL:
-		if (live)
-			return false;
 		emit_imul(c, insn, f);
+		if (live)
+			emit_imul_flags(c, f);
+		break;
+	case FORM_ALU_HI:
+		emit_alu_high_byte(c, insn, f, live);
+		break;
+	case FORM_BSWAP:
+		emit_bswap(c, insn, f);
 		break;
 	case FORM_MOVX:
 		emit_movx(c, insn, f);
@@ -2041,7 +2144,7 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 
 /* Flag liveness, backwards: live[i] says whether instruction i's flags may be read after it.
  * Everything after the block and every handler may read them (a handler may fault, and a
- * fault leaves the flags exact); an inlined SHIFT/IMUL only where they are dead. */
+ * fault leaves the flags exact). */
 static void flags_liveness(const struct emu_insn *insn, const struct form *f, unsigned n,
 			   bool *live)
 {
@@ -2052,8 +2155,6 @@ static void flags_liveness(const struct emu_insn *insn, const struct form *f, un
 		if (f[i].kind == FORM_CALL || form_accesses_memory(&f[i]) ||
 		    form_reads_flags(&f[i]))
 			l = true; /* memory forms: their slow path is the handler */
-		else if (f[i].kind == FORM_IMUL && l)
-			l = true; /* its handler runs */
 		else if (f[i].kind == FORM_ROT || f[i].kind == FORM_INCDEC ||
 			 f[i].kind == FORM_SHIFT_CL)
 			continue; /* partial writers: the flags they keep are live as long as theirs */
