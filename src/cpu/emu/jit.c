@@ -66,6 +66,16 @@ struct emu_jit {
 
 static bool jit_stubs(struct emu_jit *jit);
 
+/* Where to ask for the executed view: 256 MiB below vmm's text, so that compiled code reaches
+ * the handlers with call rel32 (emit_call()). Only a hint: the host may put it anywhere, and
+ * calls out of reach then go through a register. */
+static void *jit_near_text(size_t size)
+{
+	uintptr_t text = (uintptr_t)&emu_jit_create, room = (256u << 20) + size;
+
+	return text > room ? (void *)((text - room) & ~(uintptr_t)0x1fffff) : NULL;
+}
+
 struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
 {
 	struct emu_jit *jit = calloc(1, sizeof(*jit));
@@ -82,7 +92,7 @@ struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
 		jit->rw = NULL;
 		goto fail;
 	}
-	jit->rx = mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+	jit->rx = mmap(jit_near_text(size), size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
 	if (jit->rx == MAP_FAILED) {
 		jit->rx = NULL;
 		goto fail;
@@ -296,10 +306,23 @@ struct compile {
 	 * the read-execute view), the page offset of the instruction being compiled, and
 	 * whether the block's exits have been emitted (its last instruction branched). */
 	const struct emu_jit_chain *chain;
+	/* What R13 holds from the body's start (emit_insn_base()): the address of the block's
+	 * instructions + JIT_INSN_BIAS, so that a handler call's `insn` argument is a short LEA. */
+	const struct emu_insn *insn_base;
 	const uint8_t *ret0;
 	unsigned insn_off;
 	bool ended;
 };
+
+/* R13 = the block's instructions + JIT_INSN_BIAS (callee-saved, so handlers keep it): with the
+ * bias, the first six of them are a disp8 away. */
+#define JIT_INSN_BIAS 128
+static void emit_insn_base(struct compile *c, const struct emu_insn *insn)
+{
+	emit_bytes(&c->e, (const uint8_t[]){ 0x49, 0xBD }, 2); /* mov r13, imm64 */
+	emit8(&c->e, (uint64_t)(uintptr_t)insn + JIT_INSN_BIAS);
+	c->insn_base = (const struct emu_insn *)((uintptr_t)insn + JIT_INSN_BIAS);
+}
 
 /* Make RIP, the instruction count and the interrupt shadow exact (clobbers host flags). */
 static void emit_sync(struct compile *c)
@@ -324,13 +347,22 @@ static void emit_handler_call(struct compile *c, const struct emu_insn *insn, bo
 {
 	struct emit *e = &c->e;
 
+	int64_t off = (int64_t)((uintptr_t)insn - (uintptr_t)c->insn_base);
+
 	emit_sync(c);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xBE }, 2); /* mov rsi, insn */
-	emit8(e, (uint64_t)(uintptr_t)insn);
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, insn->fast */
-	emit8(e, (uint64_t)(uintptr_t)insn->fast);
-	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
+	if (c->insn_base && off >= INT32_MIN && off <= INT32_MAX) { /* lea rsi, [r13 + off] */
+		if (off >= -128 && off < 128) {
+			emit_bytes(e, (const uint8_t[]){ 0x49, 0x8D, 0x75, (uint8_t)off }, 4);
+		} else {
+			emit_bytes(e, (const uint8_t[]){ 0x49, 0x8D, 0xB5 }, 3);
+			emit4(e, (uint32_t)(int32_t)off);
+		}
+	} else {
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0xBE }, 2); /* mov rsi, insn */
+		emit8(e, (uint64_t)(uintptr_t)insn);
+	}
+	emit_call(e, c->jit, (uint64_t)(uintptr_t)insn->fast);
 	emit_bytes(e, (const uint8_t[]){ 0x85, 0xC0 }, 2); /* test eax, eax */
 	emit_jump(e, c->jit, CC_NZ, c->exit);
 	if (!last) { /* cmp byte [cpu->block_exit], 0; jnz exit (EAX is 0) */
@@ -852,6 +884,10 @@ static bool emit_address(struct compile *c, const struct emu_insn *insn, bool se
 		if (disp != (int32_t)disp)
 			return false;
 		emit_load(e, true, RAX, CPU_OFF(s.rip));
+	} else if (insn->index == EMU_REG_NONE) { /* mov rax, simm32 (flags kept) */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0xC7, 0xC0 }, 3);
+		emit4(e, (uint32_t)(int32_t)disp);
+		disp = 0;
 	} else {
 		emit1(e, 0xB8); /* mov eax, 0 (flags kept) */
 		emit4(e, 0);
@@ -860,10 +896,13 @@ static bool emit_address(struct compile *c, const struct emu_insn *insn, bool se
 		emit_load(e, true, RCX, GPR(insn->index));
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x84 }, 3);
 		emit1(e, (uint8_t)(ss[insn->scale] << 6 | RCX << 3 | RAX));
-	} else {
+		emit4(e, (uint32_t)(int32_t)disp);
+	} else if (disp >= -128 && disp < 128 && disp) { /* lea rax, [rax + disp8] */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x40, (uint8_t)disp }, 4);
+	} else if (disp) { /* lea rax, [rax + disp32] */
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3);
+		emit4(e, (uint32_t)(int32_t)disp);
 	}
-	emit4(e, (uint32_t)(int32_t)disp);
 	if (seg && insn->seg >= SEG_FS) { /* mov rcx, [segment base]; lea rax, [rax + rcx] */
 		emit_load(e, true, RCX,
 			  CPU_OFF(s.seg) + (int32_t)(insn->seg * sizeof(struct cpu_segment)) +
@@ -1419,9 +1458,7 @@ static void emit_rotate(struct compile *c, const struct emu_insn *insn, const st
 
 	if (live) { /* emu_flags_sync(cpu) */
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, emu_flags_sync */
-		emit8(e, (uint64_t)(uintptr_t)emu_flags_sync);
-		emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
+		emit_call(e, c->jit, (uint64_t)(uintptr_t)emu_flags_sync);
 	}
 	emit_shift(c, insn, f); /* the same group-2 instruction on RAX, stored back */
 	if (!live)
@@ -1509,9 +1546,7 @@ static bool emit_incdec(struct compile *c, const struct emu_insn *insn, const st
 			emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
 		} else { /* edx = jit_lazy_cf(cpu) */
 			emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
-			emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, imm64 */
-			emit8(e, (uint64_t)(uintptr_t)jit_lazy_cf);
-			emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
+			emit_call(e, c->jit, (uint64_t)(uintptr_t)jit_lazy_cf);
 			emit_bytes(e, (const uint8_t[]){ 0x89, 0xC2 }, 2); /* mov edx, eax */
 		}
 	}
@@ -2195,11 +2230,14 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 	bool live[JIT_MAX_INSNS], cond;
 	uint8_t *entry, *chain_at, *entry_at = NULL, *body = NULL;
 	uint32_t dist = 0;
+	unsigned calls = 0; /* handler calls in the hot code, beside the slow paths' */
 
 	if (n > JIT_MAX_INSNS)
 		return NULL;
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < n; i++) {
 		f[i] = classify(&insn[i]);
+		calls += jit->inline_off || f[i].kind == FORM_CALL;
+	}
 	flags_liveness(insn, f, n, live);
 	e->start = e->p = jit->rw + ((jit->pos + 15) & ~(size_t)15);
 	e->end = jit->rw + jit->hot_size;
@@ -2236,6 +2274,8 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 		emit4(e, chain->slot);
 		c.insn_off = (unsigned)(chain->gpa & 0xfff);
 	}
+	if (calls >= 2) /* else each call's insn is a movabs: shorter in all */
+		emit_insn_base(&c, insn);
 	for (unsigned i = 0; i < n; i++) {
 		bool last = i + 1 == n;
 
