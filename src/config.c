@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "api/server.h"
+#include "poll_window.h"
 #include "trace.h"
 
 #define CONFIG_DEFAULT_MEM (256ull << 20)
@@ -111,6 +112,25 @@ static int parse_accel(struct vm_config *cfg, const char *text, char *err, unsig
 		snprintf(err, err_len, "--accel %s: unknown accelerator (use kvm, emu or auto)", text);
 		return -1;
 	}
+	return 0;
+}
+
+/* Up to 10 ms: beyond that a busy poll costs a host CPU for longer than a wake-up ever takes. */
+#define CONFIG_POLL_MAX_US 10000
+
+static int parse_poll_max(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
+{
+	char *end;
+	errno = 0;
+	unsigned long us = strtoul(text, &end, 10);
+	if (!*text || *end || errno || text[0] == '-' || us > CONFIG_POLL_MAX_US) {
+		snprintf(err, err_len,
+			 "--poll-max-us %s: not a number of microseconds from 0 to %u (0 turns "
+			 "polling off)",
+			 text, CONFIG_POLL_MAX_US);
+		return -1;
+	}
+	cfg->poll_max_ns = (uint32_t)us * 1000u;
 	return 0;
 }
 
@@ -243,7 +263,8 @@ enum {
 	OPT_TRACE_FILE,
 	OPT_STATS,
 	OPT_GDB_WAIT,
-	OPT_KERNEL_DECOMPRESS
+	OPT_KERNEL_DECOMPRESS,
+	OPT_POLL_MAX
 };
 
 /* The control socket and the console's other ends (src/api/, docs/vmm.1). */
@@ -264,6 +285,7 @@ static const struct option config_options[] = {
 	{ "accel", required_argument, NULL, OPT_ACCEL },
 	{ "reboot", required_argument, NULL, OPT_REBOOT },
 	{ "kernel-decompress", required_argument, NULL, OPT_KERNEL_DECOMPRESS },
+	{ "poll-max-us", required_argument, NULL, OPT_POLL_MAX },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ "trace", required_argument, NULL, 't' },
 	{ "trace-file", required_argument, NULL, OPT_TRACE_FILE },
@@ -292,6 +314,8 @@ static int parse_option(struct vm_config *cfg, int opt, const char *arg, int bad
 	case OPT_REBOOT: return parse_reboot(cfg, arg, err, err_len);
 	case OPT_KERNEL_DECOMPRESS:
 		return parse_kernel_decompress(cfg, arg, err, err_len);
+	case OPT_POLL_MAX:
+		return parse_poll_max(cfg, arg, err, err_len);
 	case OPT_VERSION: cfg->show_version = true; return 0;
 	case 't': return trace_parse_categories(arg, &cfg->trace_mask, err, err_len);
 	case OPT_TRACE_FILE: cfg->trace_path = arg; return 0;
@@ -316,6 +340,7 @@ int config_parse_args(struct vm_config *cfg, int argc, char **argv, char *err, u
 	cfg->mem_size = CONFIG_DEFAULT_MEM;
 	cfg->nr_cpus = 1;
 	cfg->trace_fd = STDERR_FILENO;
+	cfg->poll_max_ns = POLL_WINDOW_DEFAULT_MAX_NS;
 	err[0] = '\0';
 
 	/* getopt wants argv[0]; "+" stops at the kernel path so kernel arguments pass untouched. */

@@ -78,6 +78,9 @@ struct vm_config {
 	char gdb_host[64]; /* "" when -g was not given; default 127.0.0.1 */
 	uint16_t gdb_port;
 	bool gdb_wait;
+	/* --poll-max-us: the cap of the adaptive busy-poll windows (poll_window.h) of a halted
+	 * software-CPU vCPU and of the event loop with I/O in flight; 0: never poll. */
+	uint32_t poll_max_ns;
 	/* Resolved by main once for every run of the VM, not parsed: */
 	int trace_fd; /* the open --trace-file, or stderr */
 	uint64_t start_ns; /* CLOCK_MONOTONIC at process start (trace and debug-port times) */

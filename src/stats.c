@@ -99,6 +99,11 @@ void stats_format(struct vm *vm, FILE *out)
 	stats_format_irqs(vm, out);
 	if (vm->backend->format_stats)
 		vm->backend->format_stats(vm, out);
+	if (vm->loop && vm->loop->poll.max_ns) {
+		fprintf(out, "event loop polls with I/O in flight: ");
+		poll_window_format(&vm->loop->poll, out);
+		fputc('\n', out);
+	}
 	if (vm->virtio) {
 		fprintf(out, "devices:\n");
 		virtio_devices_format_stats(vm, out);

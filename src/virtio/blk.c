@@ -350,6 +350,7 @@ static bool blk_handle_chain(struct virtio_blk *blk, unsigned q, struct blk_requ
 	blk->inflight++;
 	req->submitted_ns = trace_now_ns();
 	block_io_submit(blk->io, &req->io);
+	event_loop_expect(blk->vm->loop); /* its completion: poll for it before sleeping */
 	return true;
 }
 
@@ -436,6 +437,8 @@ static void blk_on_io(void *opaque, int fd, uint32_t events)
 	if (block_io_reap(blk->io, blk_complete, blk))
 		for (unsigned q = 0; q < blk->vdev.nr_queues; q++)
 			virtio_device_notify_queue(&blk->vdev, q);
+	if (blk->inflight) /* more to complete: poll for them too */
+		event_loop_expect(blk->vm->loop);
 	pthread_mutex_unlock(&blk->vdev.lock);
 }
 

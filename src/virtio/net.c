@@ -641,8 +641,10 @@ static void net_tx(struct virtio_net *net, unsigned pair)
 		net->be->ops->flush(net->be);
 		net->in_transmit = false;
 	}
-	if (vq->used_idx != used_before) /* as in net_rx_tap(): only when chains were used */
+	if (vq->used_idx != used_before) { /* as in net_rx_tap(): only when chains were used */
 		virtio_device_notify_queue(&net->vdev, q);
+		event_loop_expect(net->vm->loop); /* a reply may follow: poll for it */
+	}
 }
 
 /* ---- Control queue (§5.1.6.5) ---- */

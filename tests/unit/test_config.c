@@ -106,6 +106,18 @@ static void errors_name_the_problem(void)
 	CHECK(parse(&c, err, dot, 3) < 0 && strstr(err, "not a VM name"));
 	const char *good[] = { "--name", "web-1.test_a", "k" };
 	CHECK(parse(&c, err, good, 3) == 0 && !strcmp(c.name, "web-1.test_a"));
+	const char *dflt[] = { "k" };
+	CHECK(parse(&c, err, dflt, 1) == 0 && c.poll_max_ns == 200000);
+	const char *off[] = { "--poll-max-us", "0", "k" };
+	CHECK(parse(&c, err, off, 3) == 0 && c.poll_max_ns == 0);
+	const char *poll[] = { "--poll-max-us=50", "k" };
+	CHECK(parse(&c, err, poll, 2) == 0 && c.poll_max_ns == 50000);
+	const char *big[] = { "--poll-max-us", "10001", "k" };
+	CHECK(parse(&c, err, big, 3) < 0 && strstr(err, "--poll-max-us 10001: not a number"));
+	const char *neg[] = { "--poll-max-us", "-5", "k" };
+	CHECK(parse(&c, err, neg, 3) < 0 && strstr(err, "0 turns polling off"));
+	const char *word[] = { "--poll-max-us", "fast", "k" };
+	CHECK(parse(&c, err, word, 3) < 0 && strstr(err, "--poll-max-us fast"));
 }
 
 static void help_and_version_need_no_kernel(void)

@@ -39,6 +39,7 @@
 #include "cpu/emu/ioapic.h"
 #include "cpu/emu/lapic.h"
 #include "cpu/emu/pvclock.h"
+#include "poll_window.h"
 #include "vm.h"
 
 /* Blocks between looks at the clock: what a running vCPU adds to its LAPIC timer's latency
@@ -101,6 +102,12 @@ struct emu_vcpu {
 	 * or waiting for SIPI, sleeps, interrupts taken, and how long a woken vCPU took to run
 	 * again (from the first ev_wake() of a sleep to the thread holding its lock again). */
 	uint64_t sleep_ns, sleeps, interrupts, wakeups, wake_latency_ns;
+	uint64_t halts; /* HLT retired (a halt that finds an interrupt waiting does not sleep) */
+	/* HLT: how long to poll for a wake-up before sleeping (this vCPU's thread updates it),
+	 * and whether one is due: the vCPU notified a device (a disk request, a frame sent) and
+	 * has taken no interrupt since. Other halts (an idle guest's) never poll. */
+	struct poll_window halt_poll;
+	bool io_expect;
 	/* Guarded by `lock`: the thread waits in ev_sleep(), and when it was first woken. */
 	bool sleeping;
 	uint64_t woken_at_ns; /* 0: not woken since it went to sleep */
@@ -509,8 +516,10 @@ static int phys_mmio(struct emu_cpu *cpu, uint64_t gpa, void *data, unsigned len
 		}
 		return EMU_OK;
 	}
-	if (is_write && ioeventfd_signal(evm, gpa))
+	if (is_write && ioeventfd_signal(evm, gpa)) {
+		ev->io_expect = true; /* a completion or a reply will interrupt it */
 		return EMU_OK;
+	}
 	/* Pieces of at most 8 bytes (an MMIO exit's size), naturally split. */
 	for (unsigned off = 0; off < len;) {
 		unsigned n = len - off < 8 ? len - off : 8;
@@ -817,6 +826,10 @@ static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
 		(unsigned long long)stats_load(tlb->misses_read),
 		(unsigned long long)stats_load(tlb->misses_write),
 		(unsigned long long)stats_load(tlb->misses_fetch));
+	fprintf(out, "  vcpu%u: %llu HLT, halt polls: ", ev->vcpu->index,
+		(unsigned long long)stats_load(ev->halts));
+	poll_window_format(&ev->halt_poll, out);
+	fputc('\n', out);
 	ev_format_block_stats(ev, out);
 }
 
@@ -851,6 +864,7 @@ static int emu_vcpu_init(struct vcpu *vcpu)
 	ev->vcpu = vcpu;
 	ev->evm = evm;
 	ev->timer_deadline = LAPIC_NO_DEADLINE;
+	poll_window_init(&ev->halt_poll, vcpu->vm->cfg.poll_max_ns);
 	pthread_mutex_init(&ev->lock, NULL);
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -899,6 +913,7 @@ static void emu_vcpu_destroy(struct vcpu *vcpu)
 		    (unsigned long long)(ev->sleep_ns / 1000000),
 		    ns ? (unsigned long long)(ev->cpu.instructions * 1000000000.0 / (double)ns) : 0ull);
 	emu_cpu_destroy(&ev->cpu);
+	poll_window_destroy(&ev->halt_poll);
 	if (ev->lapic_ready)
 		lapic_destroy(&ev->lapic);
 	if (ev->sync_ready) {
@@ -931,23 +946,53 @@ static int emu_vcpu_set_state(struct vcpu *vcpu, const struct cpu_state *state)
 	return 0;
 }
 
-/* Sleep until something needs this vCPU: an event in its LAPIC, a kick, the timer. */
-static void ev_sleep(struct emu_vcpu *ev, bool want_intr)
+/* Whether something needs this vCPU now: a kick or other attention, an NMI/INIT/SIPI, an
+ * interrupt it can take, its timer. Without the lock: ev_wake() sets `attention` first. */
+static bool ev_wake_due(struct emu_vcpu *ev, bool want_intr)
 {
-	uint64_t start = mono_ns(), woken_at;
+	unsigned pending = lapic_pending(&ev->lapic);
+	uint64_t deadline = __atomic_load_n(&ev->timer_deadline, __ATOMIC_ACQUIRE);
 
+	if (__atomic_load_n(&ev->attention, __ATOMIC_ACQUIRE))
+		return true;
+	if (pending & (LAPIC_PENDING_NMI | LAPIC_PENDING_INIT | LAPIC_PENDING_SIPI))
+		return true;
+	if (want_intr && (pending & LAPIC_PENDING_INTR))
+		return true;
+	return deadline != LAPIC_NO_DEADLINE && virtual_ns(ev->evm) >= deadline;
+}
+
+/* Busy-poll for a wake-up until `until_ns` (monotonic): a completion or a packet that comes
+ * within the window then costs no futex wake-up and no trip through the host scheduler (47 us
+ * on this 2-core host). True when it came. */
+static bool ev_halt_poll(struct emu_vcpu *ev, bool want_intr, uint64_t until_ns)
+{
+	do {
+		if (ev_wake_due(ev, want_intr))
+			return true;
+		poll_window_relax();
+	} while (mono_ns() < until_ns);
+	return false;
+}
+
+/* Sleep on the condition variable until something needs this vCPU: an event in its LAPIC, a
+ * kick, the timer. `poll`: a halt, which first polls for its adaptive window. */
+static void ev_sleep(struct emu_vcpu *ev, bool want_intr, bool poll)
+{
+	uint64_t start = mono_ns(), woken_at, polled = 0;
+	bool hit = false;
+
+	if (poll && poll_window_should_poll(&ev->halt_poll, start)) {
+		hit = ev_halt_poll(ev, want_intr, start + ev->halt_poll.ns);
+		polled = mono_ns() - start;
+	}
 	pthread_mutex_lock(&ev->lock);
 	ev->sleeping = true;
 	ev->woken_at_ns = 0;
-	for (;;) {
-		unsigned pending = lapic_pending(&ev->lapic);
+	while (!hit) {
 		uint64_t deadline = __atomic_load_n(&ev->timer_deadline, __ATOMIC_ACQUIRE);
 
-		if (__atomic_load_n(&ev->attention, __ATOMIC_ACQUIRE))
-			break;
-		if (pending & (LAPIC_PENDING_NMI | LAPIC_PENDING_INIT | LAPIC_PENDING_SIPI))
-			break;
-		if (want_intr && (pending & LAPIC_PENDING_INTR))
+		if (ev_wake_due(ev, want_intr))
 			break;
 		if (deadline == LAPIC_NO_DEADLINE) {
 			pthread_cond_wait(&ev->cond, &ev->lock);
@@ -971,6 +1016,8 @@ static void ev_sleep(struct emu_vcpu *ev, bool want_intr)
 		stats_add(ev->wakeups, 1);
 		stats_add(ev->wake_latency_ns, end > woken_at ? end - woken_at : 0);
 	}
+	if (poll)
+		poll_window_update(&ev->halt_poll, end - start, hit, polled);
 }
 
 static void exit_from_log(struct emu_vcpu *ev, struct vcpu_exit *exit)
@@ -1045,7 +1092,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 			return 0;
 		}
 		if (ev->wait_sipi) {
-			ev_sleep(ev, false);
+			ev_sleep(ev, false, false);
 			continue;
 		}
 		if (!mid_insn)
@@ -1062,6 +1109,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 				rc = emu_inject_interrupt(cpu, vector);
 				lapic_ack_interrupt(&ev->lapic, vector);
 				stats_add(ev->interrupts, 1);
+				ev->io_expect = false;
 				if (rc == EMU_SHUTDOWN) {
 					exit->reason = VCPU_EXIT_SHUTDOWN;
 					return 0;
@@ -1070,7 +1118,12 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 			continue;
 		}
 		if (ev->halted) {
-			ev_sleep(ev, emu_interrupts_enabled(cpu));
+			bool want_intr = emu_interrupts_enabled(cpu);
+
+			/* Poll only for an interrupt that is due (an idle halt sleeps at once) and
+			 * can end the halt (not HLT with IF=0). */
+			ev_sleep(ev, want_intr, want_intr && ev->io_expect);
+			ev->io_expect = false;
 			continue;
 		}
 		for (unsigned n = 0; n < EMU_BATCH; n += cpu->chain_ran) {
@@ -1112,6 +1165,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 			ev_log_reset(ev);
 			if (rc == EMU_HALT) {
 				ev->halted = true;
+				stats_add(ev->halts, 1);
 				break;
 			}
 			if (rc == EMU_EXCEPTION) {
