@@ -123,10 +123,13 @@ static int parse_poll_max(struct vm_config *cfg, const char *text, char *err, un
 	char *end;
 	errno = 0;
 	unsigned long us = strtoul(text, &end, 10);
+	cfg->poll_always = !strcmp(end, ",always");
+	if (cfg->poll_always)
+		end += strlen(end);
 	if (!*text || *end || errno || text[0] == '-' || us > CONFIG_POLL_MAX_US) {
 		snprintf(err, err_len,
 			 "--poll-max-us %s: not a number of microseconds from 0 to %u (0 turns "
-			 "polling off)",
+			 "polling off), optionally followed by ,always",
 			 text, CONFIG_POLL_MAX_US);
 		return -1;
 	}

@@ -13,7 +13,7 @@ int event_loop_init(struct event_loop *loop)
 	for (int i = 0; i < EVENT_LOOP_MAX_HANDLERS; i++)
 		loop->handlers[i].fd = -1;
 	loop->expect = false;
-	poll_window_init(&loop->poll, 0);
+	poll_window_init(&loop->poll, 0, true);
 	loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	return loop->epoll_fd < 0 ? -errno : 0;
 }
@@ -64,10 +64,10 @@ void event_loop_remove(struct event_loop *loop, int fd)
 	loop->handlers[slot].fd = -1;
 }
 
-void event_loop_set_poll_max(struct event_loop *loop, uint32_t max_ns)
+void event_loop_set_poll_max(struct event_loop *loop, uint32_t max_ns, bool check_host)
 {
 	poll_window_destroy(&loop->poll);
-	poll_window_init(&loop->poll, max_ns);
+	poll_window_init(&loop->poll, max_ns, check_host);
 }
 
 static uint64_t event_loop_now_ns(void)

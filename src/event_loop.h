@@ -34,8 +34,9 @@ void event_loop_destroy(struct event_loop *loop);
 int event_loop_add(struct event_loop *loop, int fd, uint32_t events, event_fn fn, void *opaque);
 int event_loop_modify(struct event_loop *loop, int fd, uint32_t events);
 void event_loop_remove(struct event_loop *loop, int fd);
-/* The cap of the adaptive poll window (poll_window.h); 0 (the default): never poll. */
-void event_loop_set_poll_max(struct event_loop *loop, uint32_t max_ns);
+/* The cap of the adaptive poll window (poll_window.h); 0 (the default): never poll.
+ * check_host: not while the host has more runnable threads than CPUs. */
+void event_loop_set_poll_max(struct event_loop *loop, uint32_t max_ns, bool check_host);
 /* An event is due soon (a request or a reply in flight): poll before the next wait blocks.
  * Any thread; a NULL loop (a device in a unit test) is ignored. */
 static inline void event_loop_expect(struct event_loop *loop)

@@ -44,9 +44,11 @@ static const char usage_text[] =
 	"                       where a bzImage's kernel is decompressed: host (default:\n"
 	"                       by vmm when the payload is LZ4, else by the kernel) or guest\n"
 	"                       (always by the kernel's own decompressor)\n"
-	"      --poll-max-us N  busy-poll at most N us (adaptive; default 200, 0: off) in a\n"
+	"      --poll-max-us N[,always]\n"
+	"                       busy-poll at most N us (adaptive; default 200, 0: off) in a\n"
 	"                       halted software-CPU vCPU and in the event loop with I/O in\n"
-	"                       flight, before sleeping: less latency, more host CPU\n"
+	"                       flight, before sleeping: less latency, more host CPU; not\n"
+	"                       while the host is busy, unless ,always\n"
 	"      --name NAME      the VM's name; its control socket is RUNTIME_DIR/NAME.sock\n"
 	"      --api-sock PATH  serve the control API (HTTP, Firecracker's subset) on PATH\n"
 	"                       instead (none: no socket)\n"
@@ -395,7 +397,7 @@ static int run_with_images(struct vm_config *cfg, struct vm_images *img)
 		fprintf(stderr, "vmm: %s\n", err);
 	} else {
 		event_loop_add(&m.events, m.signal_fd, EPOLLIN, on_signal, &m);
-		event_loop_set_poll_max(&m.events, cfg->poll_max_ns);
+		event_loop_set_poll_max(&m.events, cfg->poll_max_ns, !cfg->poll_always);
 		console_init(&m.console, console_relay_input_fd(&m.control.relay));
 		status = main_wait_for_start(&m);
 		if (status < 0)

@@ -8,9 +8,9 @@
 
 #include "stats.h"
 
-void poll_window_init(struct poll_window *w, uint32_t max_ns)
+void poll_window_init(struct poll_window *w, uint32_t max_ns, bool check_host)
 {
-	*w = (struct poll_window){ .max_ns = max_ns, .loadavg_fd = -1 };
+	*w = (struct poll_window){ .max_ns = max_ns, .loadavg_fd = check_host ? -1 : -2 };
 }
 
 void poll_window_destroy(struct poll_window *w)

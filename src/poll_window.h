@@ -47,7 +47,9 @@ static inline void poll_window_relax(void)
 	}
 }
 
-void poll_window_init(struct poll_window *w, uint32_t max_ns);
+/* check_host false: poll whatever the host's load (a VM on CPUs of its own, where the load
+ * of the others says nothing). */
+void poll_window_init(struct poll_window *w, uint32_t max_ns, bool check_host);
 void poll_window_destroy(struct poll_window *w);
 /* Whether to poll now: the window is open and the host has a CPU to spare. A thread that spins
  * while the one that will wake it waits for a CPU only delays the event (KVM stops polling when

@@ -116,6 +116,11 @@ static void errors_name_the_problem(void)
 	CHECK(parse(&c, err, big, 3) < 0 && strstr(err, "--poll-max-us 10001: not a number"));
 	const char *neg[] = { "--poll-max-us", "-5", "k" };
 	CHECK(parse(&c, err, neg, 3) < 0 && strstr(err, "0 turns polling off"));
+	const char *always[] = { "--poll-max-us", "100,always", "k" };
+	CHECK(parse(&c, err, always, 3) == 0 && c.poll_max_ns == 100000 && c.poll_always);
+	CHECK(parse(&c, err, poll, 2) == 0 && !c.poll_always);
+	const char *sometimes[] = { "--poll-max-us", "100,sometimes", "k" };
+	CHECK(parse(&c, err, sometimes, 3) < 0 && strstr(err, "optionally followed by ,always"));
 	const char *word[] = { "--poll-max-us", "fast", "k" };
 	CHECK(parse(&c, err, word, 3) < 0 && strstr(err, "--poll-max-us fast"));
 }

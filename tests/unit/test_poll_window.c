@@ -17,7 +17,7 @@
 static void test_window_starts_closed_and_grows_on_short_sleeps(void)
 {
 	struct poll_window w;
-	poll_window_init(&w, MAX_NS);
+	poll_window_init(&w, MAX_NS, true);
 	CHECK_EQ(w.ns, 0);
 	/* A sleep woken 30 us in: polling would have caught it. */
 	poll_window_update(&w, 30000, false, 0);
@@ -33,7 +33,7 @@ static void test_window_starts_closed_and_grows_on_short_sleeps(void)
 static void test_window_keeps_its_size_on_hits(void)
 {
 	struct poll_window w;
-	poll_window_init(&w, MAX_NS);
+	poll_window_init(&w, MAX_NS, true);
 	w.ns = 40000;
 	poll_window_update(&w, 25000, true, 25000);
 	CHECK_EQ(w.ns, 40000);
@@ -45,7 +45,7 @@ static void test_window_keeps_its_size_on_hits(void)
 static void test_window_shrinks_to_zero_when_nothing_comes(void)
 {
 	struct poll_window w;
-	poll_window_init(&w, MAX_NS);
+	poll_window_init(&w, MAX_NS, true);
 	w.ns = MAX_NS;
 	/* An idle guest: every wait far longer than the cap. */
 	unsigned steps = 0;
@@ -64,7 +64,7 @@ static void test_window_shrinks_to_zero_when_nothing_comes(void)
 static void test_window_off_never_opens(void)
 {
 	struct poll_window w;
-	poll_window_init(&w, 0);
+	poll_window_init(&w, 0, true);
 	for (int i = 0; i < 5; i++)
 		poll_window_update(&w, 1000, false, 0);
 	CHECK_EQ(w.ns, 0);
@@ -79,7 +79,7 @@ static void test_window_holds_back_on_a_busy_host(void)
 	CHECK(fd >= 0);
 	unlink(path);
 	struct poll_window w;
-	poll_window_init(&w, MAX_NS);
+	poll_window_init(&w, MAX_NS, true);
 	CHECK(!poll_window_should_poll(&w, 1000)); /* window closed: no look at the host */
 	w.ns = MAX_NS;
 	w.loadavg_fd = fd;
@@ -95,6 +95,11 @@ static void test_window_holds_back_on_a_busy_host(void)
 	CHECK_EQ(w.host_busy, 2);
 	poll_window_destroy(&w);
 	CHECK_EQ(w.loadavg_fd, -1);
+	/* Told not to check: polls on whatever the host's load, and opens nothing. */
+	poll_window_init(&w, MAX_NS, false);
+	w.ns = MAX_NS;
+	CHECK(poll_window_should_poll(&w, 1000));
+	CHECK_EQ(w.loadavg_fd, -2);
 }
 
 static uint64_t now_ns(void)
@@ -143,9 +148,9 @@ static void test_event_loop_polls_only_when_expecting(void)
 	int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	CHECK(fd >= 0);
 	CHECK_EQ(event_loop_add(&loop, fd, EPOLLIN, on_event, &f), 0);
-	event_loop_set_poll_max(&loop, 50000000); /* 50 ms: a window a busy host does not miss */
+	/* 50 ms: a window a busy host does not miss; polling whatever the host's load. */
+	event_loop_set_poll_max(&loop, 50000000, false);
 	loop.poll.ns = 50000000;
-	loop.poll.loadavg_fd = -2; /* as without /proc/loadavg: this test may run on a busy host */
 
 	/* Not expecting: the wait blocks, the window is neither used nor changed. */
 	struct writer w = { fd, 2000000 };
@@ -195,7 +200,7 @@ static void test_event_loop_polls_only_when_expecting(void)
 	CHECK_EQ(loop.poll.host_busy, busy + 1);
 
 	/* Off: expecting changes nothing. */
-	event_loop_set_poll_max(&loop, 0);
+	event_loop_set_poll_max(&loop, 0, true);
 	event_loop_expect(&loop);
 	w.delay_ns = 1000000;
 	pthread_create(&t, NULL, write_later, &w);

@@ -864,7 +864,7 @@ static int emu_vcpu_init(struct vcpu *vcpu)
 	ev->vcpu = vcpu;
 	ev->evm = evm;
 	ev->timer_deadline = LAPIC_NO_DEADLINE;
-	poll_window_init(&ev->halt_poll, vcpu->vm->cfg.poll_max_ns);
+	poll_window_init(&ev->halt_poll, vcpu->vm->cfg.poll_max_ns, !vcpu->vm->cfg.poll_always);
 	pthread_mutex_init(&ev->lock, NULL);
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
