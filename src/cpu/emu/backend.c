@@ -45,6 +45,10 @@
 /* Blocks between looks at the clock: what a running vCPU adds to its LAPIC timer's latency
  * (512 blocks are ~100 us of guest code at ~30 M instructions/s; a look costs ~0.1 us). */
 #define EMU_BATCH 512
+/* More while the timer's deadline is far (ev_next_batch()): a batch ends in emu_run()'s return
+ * and a block lookup that starts the next, ~17 per 4 KiB QD32 read request with 512 (the
+ * kernel's copy loops run a block per 8 bytes). */
+#define EMU_BATCH_MAX 16384
 #define EMU_LOG_MAX 80 /* replayed accesses per instruction (FXSAVE to MMIO: 64 pieces) */
 #define EMU_UD_LOG_MAX 32 /* distinct #UD instructions reported */
 #define EMU_IOEVENTFD_MAX 256 /* notify addresses that signal an eventfd without an exit */
@@ -78,6 +82,11 @@ struct access_log {
 
 struct emu_vm;
 
+/* The pace of a vCPU's batches of blocks: blocks run since the clock was read at (0: not). */
+struct ev_pace {
+	uint64_t at_ns, blocks;
+};
+
 struct emu_vcpu {
 	struct emu_cpu cpu;
 	struct vcpu *vcpu;
@@ -91,6 +100,7 @@ struct emu_vcpu {
 	unsigned attention; /* set (atomically) by other threads: look at the world again */
 	unsigned kicked; /* vcpu_kick: return from vcpu_run (atomic) */
 	uint64_t timer_deadline; /* virtual ns, LAPIC_NO_DEADLINE; atomic */
+	struct ev_pace pace; /* of the batches (ev_next_batch()); the vCPU thread's */
 	pthread_mutex_t lock; /* with cond: the HLT sleep */
 	pthread_cond_t cond;
 	bool sync_ready;
@@ -1069,10 +1079,36 @@ static void ev_check_timer(struct emu_vcpu *ev)
 	}
 }
 
+/* The blocks the next batch may run: EMU_BATCH, or as many as fit before the LAPIC timer's
+ * deadline at half the pace since the last batch started (halts and exits in between only
+ * make it look slower), up to EMU_BATCH_MAX; that many with no deadline. The timer is looked
+ * at no later than with EMU_BATCH alone unless blocks suddenly run over twice as slowly as
+ * they just did; arming the timer sooner wakes the vCPU, which ends the batch at once. */
+static unsigned ev_next_batch(struct emu_vcpu *ev)
+{
+	struct ev_pace *pace = &ev->pace;
+	uint64_t deadline = __atomic_load_n(&ev->timer_deadline, __ATOMIC_ACQUIRE), now, per, fit;
+	bool known = pace->at_ns && pace->blocks;
+
+	if (deadline == LAPIC_NO_DEADLINE) {
+		pace->at_ns = 0;
+		return EMU_BATCH_MAX;
+	}
+	now = virtual_ns(ev->evm);
+	per = known && now > pace->at_ns ? (now - pace->at_ns) / pace->blocks : 0;
+	pace->at_ns = now;
+	pace->blocks = 0;
+	if (!known || deadline <= now)
+		return EMU_BATCH;
+	fit = (deadline - now) / (2 * per + 1);
+	return fit < EMU_BATCH ? EMU_BATCH : fit > EMU_BATCH_MAX ? EMU_BATCH_MAX : (unsigned)fit;
+}
+
 static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 {
 	struct emu_vcpu *ev = vcpu->backend_data;
 	struct emu_cpu *cpu = &ev->cpu;
+	unsigned batch, n;
 	int rc;
 
 	exit->reason = VCPU_EXIT_NONE;
@@ -1126,7 +1162,8 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 			ev->io_expect = false;
 			continue;
 		}
-		for (unsigned n = 0; n < EMU_BATCH; n += cpu->chain_ran) {
+		batch = ev_next_batch(ev);
+		for (n = 0; n < batch; n += cpu->chain_ran, ev->pace.blocks += cpu->chain_ran) {
 			if (__atomic_load_n(&ev->attention, __ATOMIC_RELAXED))
 				break;
 			if (intr && emu_interrupts_enabled(cpu) && !ev->log.n)
@@ -1139,7 +1176,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 			 * QD32 random-read run on it, each through emu_run(), block_find() and
 			 * this loop again, for nothing. */
 			cpu->chain_attention = &ev->attention;
-			cpu->chain_max = ev->log.n || intr ? 1 : EMU_BATCH - n;
+			cpu->chain_max = ev->log.n || intr ? 1 : batch - n;
 			cpu->chain_ran = 1;
 			rc = ev->debugging ? ev_step_debug(ev, exit) : emu_run(cpu);
 			if (rc == EMU_OK) {
