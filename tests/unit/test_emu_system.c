@@ -1517,6 +1517,45 @@ static void test_blocks_global_pages(void)
 	cpu.chain_max = 0;
 }
 
+/* While an interrupt waits for IF (if_awaited), an instruction that sets IF (STI, POPF) ends
+ * the chain after its block, counted as run, so that the interrupt is taken at once; one that
+ * leaves IF set does not, nor does one that sets it with nothing waiting. */
+static void test_block_chain_ends_at_if(unsigned *attention)
+{
+	/* nop; sti | pushfq | or dword [rsp], 0x200; popfq | 3 x (inc eax; jmp next) | jmp $ */
+	static const uint8_t if_chain[] = { 0x90, 0xFB, 0x9C, 0x81, 0x0C, 0x24, 0x00, 0x02, 0x00,
+					    0x00, 0x9D, 0xFF, 0xC0, 0xEB, 0x00, 0xFF, 0xC0, 0xEB,
+					    0x00, 0xFF, 0xC0, 0xEB, 0x00, 0xEB, 0xFE };
+
+	/* 0: STI, 1: POPF with IF 0, 2: IF 1, 3: STI with nothing waiting */
+	for (unsigned how = 0; how < 4; how++) {
+		machine_reset();
+		code(USER_RW, if_chain, sizeof(if_chain));
+		cpu.chain_attention = attention;
+		*attention = 0;
+		/* IOPL 3: STI and POPF may set IF in user mode */
+		cpu.s.rflags = EMU_FLAG_FIXED1 | (3u << 12) | (how == 2 ? EMU_FLAG_IF : 0);
+		cpu.s.rip = USER_RW + (how == 1 ? 2 : 0);
+		/* the stack off the code's page: a store there would end the chain itself */
+		cpu.s.gpr[CPU_RSP] = 0x206800; /* TMPL_DATA's page, user RW */
+		cpu.chain_max = 8;
+		cpu.if_awaited = how < 3;
+		CHECK_EQ(emu_run(&cpu), EMU_OK);
+		cpu.if_awaited = false;
+		CHECK(cpu.s.rflags & EMU_FLAG_IF);
+		if (how == 0) { /* the STI block, then no more */
+			CHECK_EQ(cpu.chain_ran, 1);
+			CHECK_EQ(cpu.s.rip, USER_RW + 2);
+		} else if (how == 1) { /* PUSHF's block, POPF's, then no more */
+			CHECK_EQ(cpu.chain_ran, 2);
+			CHECK_EQ(cpu.s.rip, USER_RW + 11);
+		} else { /* all 8: sti, pushfq, or+popfq, 3 x inc, jmp $ twice */
+			CHECK_EQ(cpu.chain_ran, 8);
+		}
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], how >= 2 ? 3 : 0);
+	}
+}
+
 /* Chaining: one emu_run() runs up to chain_max blocks, and only one while the attention flag
  * is set or chain_max is 0; an early block end (MMIO) stops the chain. */
 static void test_block_chains(void)
@@ -1554,6 +1593,7 @@ static void test_block_chains(void)
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.chain_ran, 8);
 	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 3);
+	test_block_chain_ends_at_if(&attention);
 	cpu.chain_max = 0;
 	cpu.chain_attention = NULL;
 }

@@ -794,6 +794,7 @@ int emu_run(struct emu_cpu *cpu)
 	int rc;
 
 	cpu->chain_left = max - 1;
+	cpu->chain_cut = 0;
 	for (;;) {
 		rc = run_block(cpu, &block);
 		runs++;
@@ -801,7 +802,7 @@ int emu_run(struct emu_cpu *cpu)
 			break;
 		cpu->chain_left--;
 	}
-	cpu->chain_ran = max - cpu->chain_left;
+	cpu->chain_ran = max - cpu->chain_left - cpu->chain_cut;
 	if (cpu->chain_ran > runs) /* compiled code went on to the others */
 		EMU_STAT_ADD(cpu->blocks.chained, cpu->chain_ran - runs);
 	return rc;
