@@ -1522,7 +1522,7 @@ static void test_blocks_global_pages(void)
  * leaves IF set does not, nor does one that sets it with nothing waiting. */
 static void test_block_chain_ends_at_if(unsigned *attention)
 {
-	/* nop; sti | pushfq | or dword [rsp], 0x200; popfq | 3 x (inc eax; jmp next) | jmp $ */
+	/* nop; sti | pushfq; or dword [rsp], 0x200; popfq | 3 x (inc eax; jmp next) | jmp $ */
 	static const uint8_t if_chain[] = { 0x90, 0xFB, 0x9C, 0x81, 0x0C, 0x24, 0x00, 0x02, 0x00,
 					    0x00, 0x9D, 0xFF, 0xC0, 0xEB, 0x00, 0xFF, 0xC0, 0xEB,
 					    0x00, 0xFF, 0xC0, 0xEB, 0x00, 0xEB, 0xFE };
@@ -1546,13 +1546,55 @@ static void test_block_chain_ends_at_if(unsigned *attention)
 		if (how == 0) { /* the STI block, then no more */
 			CHECK_EQ(cpu.chain_ran, 1);
 			CHECK_EQ(cpu.s.rip, USER_RW + 2);
-		} else if (how == 1) { /* PUSHF's block, POPF's, then no more */
-			CHECK_EQ(cpu.chain_ran, 2);
+		} else if (how == 1) { /* PUSHF's block (to POPF), then no more */
+			CHECK_EQ(cpu.chain_ran, 1);
 			CHECK_EQ(cpu.s.rip, USER_RW + 11);
-		} else { /* all 8: sti, pushfq, or+popfq, 3 x inc, jmp $ twice */
+		} else { /* all 8: sti, pushfq to popfq, 3 x inc, jmp $ three times */
 			CHECK_EQ(cpu.chain_ran, 8);
 		}
 		CHECK_EQ(cpu.s.gpr[CPU_RAX], how >= 2 ? 3 : 0);
+	}
+}
+
+/* CLI and PUSHF do not end blocks (fast.c's handlers): `cli; pushfq; pop rbx; inc eax; jmp $`
+ * is one block, IF cleared before PUSHF pushes the flags; CLI at CPL 3 above
+ * IOPL is #GP with nothing changed, first instruction or not; compiled or interpreted. */
+static void test_cli_pushf_in_block(void)
+{
+	static const uint8_t prog[] = { 0xFA, 0x9C, 0x5B, 0xFF, 0xC0, 0xEB, 0xFE };
+	static const uint8_t late_cli[] = { 0xFF, 0xC0, 0xFA, 0xEB, 0xFE };
+
+	for (unsigned jit = 0; jit < 2; jit++) {
+		if (jit)
+			cpu.jit = emu_jit_create(1 << 20, 0, true);
+		for (unsigned iopl = 0; iopl < 4; iopl += 3) {
+			machine_reset();
+			code(USER_RW, prog, sizeof(prog));
+			cpu.s.gpr[CPU_RSP] = 0x206800; /* off the code's page */
+			cpu.s.rflags = EMU_FLAG_FIXED1 | EMU_FLAG_IF | ((uint64_t)iopl << 12);
+			cpu.chain_max = 0;
+			if (iopl == 0) {
+				CHECK_EQ(emu_run(&cpu), EMU_EXCEPTION);
+				CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+				CHECK_EQ(cpu.s.rip, USER_RW);
+				CHECK(cpu.s.rflags & EMU_FLAG_IF);
+				continue;
+			}
+			CHECK_EQ(emu_run(&cpu), EMU_OK);
+			CHECK_EQ(cpu.s.rip, USER_RW + 5); /* at jmp $: one block */
+			CHECK_EQ(cpu.s.gpr[CPU_RAX], 1);
+			CHECK_EQ(cpu.instructions, 5);
+			CHECK(!(cpu.s.rflags & EMU_FLAG_IF));
+			CHECK_EQ(cpu.s.gpr[CPU_RBX], EMU_FLAG_FIXED1 | (3u << 12));
+		}
+		machine_reset(); /* CLI after an instruction of its block: that one retired */
+		code(USER_RW, late_cli, sizeof(late_cli));
+		CHECK_EQ(emu_run(&cpu), EMU_EXCEPTION);
+		CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+		CHECK_EQ(cpu.s.rip, USER_RW + 2);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 1);
+		emu_jit_destroy(cpu.jit);
+		cpu.jit = NULL;
 	}
 }
 
@@ -3755,6 +3797,7 @@ int main(void)
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_block_chains_linked);
+	RUN_TEST(test_cli_pushf_in_block);
 	RUN_TEST(test_jit_cross_page_links);
 	RUN_TEST(test_jit_return_lookup);
 	RUN_TEST(test_jit_cross_page_exact);

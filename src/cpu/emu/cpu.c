@@ -336,6 +336,7 @@ static bool block_ends(const struct emu_insn *insn)
 		case 0x80 ... 0x8D: /* group 1, TEST, XCHG, MOV, MOV Ev,Sreg, LEA */
 		case 0x8F: /* POP Ev */
 		case 0x90 ... 0x99: /* NOP, XCHG, CBW, CWD */
+		case 0x9C: /* PUSHF */
 		case 0x9E: /* SAHF */
 		case 0x9F: /* LAHF */
 		case 0xA0 ... 0xAF: /* MOV moffs, string instructions (REP stays on them) */
@@ -352,6 +353,7 @@ static bool block_ends(const struct emu_insn *insn)
 		case 0xF6:
 		case 0xF7: /* group 3 */
 		case 0xF8 ... 0xF9: /* CLC, STC */
+		case 0xFA: /* CLI: clearing IF needs no look at pending interrupts */
 		case 0xFC ... 0xFE: /* CLD, STD, group 4 */
 			return false;
 		case 0xFF: /* group 5: INC, DEC, PUSH continue; CALL, JMP end */

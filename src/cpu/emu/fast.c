@@ -1016,6 +1016,24 @@ INLINE int xchg_rr(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned si
 HANDLER(xchg_rr_4) { return xchg_rr(cpu, insn, 4); }
 HANDLER(xchg_rr_8) { return xchg_rr(cpu, insn, 8); }
 
+/* CLI at CPL <= IOPL (the kernel's local_irq_save()/disable()); else emu_execute()'s #GP.
+ * Clearing IF needs no look at pending interrupts, so CLI does not end blocks. */
+HANDLER(cli)
+{
+	if (cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12))
+		return emu_execute(cpu, insn);
+	cpu->s.rflags &= ~EMU_FLAG_IF;
+	return retire(cpu, insn);
+}
+
+/* PUSHFQ: VM and RF are pushed as 0 (SDM: PUSHF). */
+HANDLER(pushf_8)
+{
+	int rc = push(cpu, emu_flags_get(cpu) & ~(EMU_FLAG_VM | EMU_FLAG_RF));
+
+	return rc ? rc : retire(cpu, insn);
+}
+
 /* BSWAP r32 zero-extends (a 16-bit operand is undefined: emu_execute()). */
 HANDLER(bswap_4)
 {
@@ -1314,6 +1332,10 @@ static emu_fast_fn select_map1(struct emu_insn *insn)
 		return plain_reg(insn, insn->rm, size) ? mov_table[FORM_RI][s] : NULL;
 	case 0xC9:
 		return size == 8 ? leave : NULL;
+	case 0x9C:
+		return size == 8 ? pushf_8 : NULL;
+	case 0xFA:
+		return cli;
 	case 0xE8:
 		return size == 8 ? call_rel : NULL;
 	case 0xE9:
