@@ -169,7 +169,12 @@ struct emu_phys_ops {
 #define EMU_STAT_ADD(c, n) __atomic_store_n(&(c), (c) + (n), __ATOMIC_RELAXED)
 
 /* Software TLB (mmu.c): direct-mapped, one array per access kind. The tag is the linear page
- * with bit 0 = user access and bit 1 = valid, so a lookup is one index and one compare.
+ * with bit 0 = user access and bit 1 = valid, so a lookup is one index and one compare; a
+ * page that is not RAM (MMIO) also has EMU_TLB_NOHOST, so that a fast path's compare with
+ * the tag it wants misses it (the memory ops' lookup ignores that bit). For RAM, `addend` is
+ * the host page's address minus the linear page's: the host address of a byte is its linear
+ * address + addend (jit.c's inline lookup compares the tag of the access's last byte, so an
+ * access that crosses a page misses too, and then adds the addend).
  * 4096 entries each (jit.c's inline lookup masks the index with EMU_TLB_SIZE - 1): the guest
  * kernel's I/O paths (scheduler, block layer, interrupts) touch hundreds of pages per request;
  * on a 4 KiB random read loop at depth 1, 256 entries walked the page tables 157-192 times per
@@ -177,12 +182,13 @@ struct emu_phys_ops {
 #define EMU_TLB_SIZE 4096
 struct emu_tlb_entry {
 	uint64_t tag;
-	uint8_t *host; /* host address of the page, NULL for MMIO */
+	uint64_t addend; /* RAM: host page - linear page (mod 2^64); MMIO: 0 */
 	uint64_t gpa; /* guest-physical page */
 	bool global;
 };
 #define EMU_TLB_USER 1ull /* tag bit: filled for a CPL 3 access */
 #define EMU_TLB_VALID 2ull /* tag bit: the entry is in use */
+#define EMU_TLB_NOHOST 0x400ull /* tag bit: the page is not RAM (no host address) */
 /* How many fills emu_tlb remembers for a flush of non-global entries (beyond: a full scan). */
 #define EMU_TLB_FILL_LOG 512
 struct emu_tlb {
@@ -465,12 +471,11 @@ static inline uint8_t *emu_tlb_fast(struct emu_cpu *cpu, const struct emu_tlb_en
 	const struct emu_tlb_entry *e = &array[(linear >> 12) & (EMU_TLB_SIZE - 1)];
 	uint64_t tag = (linear & ~0xfffull) | (cpu->cpl == 3 ? EMU_TLB_USER : 0) | EMU_TLB_VALID;
 
-	if (e->tag != tag || !e->host || (linear & 0xfff) + len > 4096 ||
-	    cpu->mem != &emu_paged_memory_ops)
-		return NULL;
+	if (e->tag != tag || (linear & 0xfff) + len > 4096 || cpu->mem != &emu_paged_memory_ops)
+		return NULL; /* a miss, MMIO (EMU_TLB_NOHOST), a page crossing, a watchpoint */
 	if (array == cpu->tlb.write && e->gpa == cpu->block_page)
 		cpu->block_exit = true;
-	return e->host + (linear & 0xfff);
+	return (uint8_t *)(uintptr_t)(linear + e->addend);
 }
 
 /* After a store of at most one page's bytes at `host` (RAM, from emu_tlb_fast() or the TLB):

@@ -258,12 +258,17 @@ static void emit_store(struct emit *e, bool w, unsigned reg, int32_t disp)
 	emit_mem(e, 0, w, (const uint8_t[]){ 0x89 }, 1, reg, disp);
 }
 
-/* The lazy flags record's result (RAX) and its kind | size << 8, as the handlers write them. */
-static void emit_record_result(struct emit *e, unsigned kind, unsigned size)
+/* The lazy flags record's result (`reg`) and its kind | size << 8, as the handlers write them. */
+static void emit_record_result_from(struct emit *e, unsigned reg, unsigned kind, unsigned size)
 {
-	emit_store(e, true, RAX, CPU_OFF(cc.res));
+	emit_store(e, true, reg, CPU_OFF(cc.res));
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.op));
 	emit4(e, kind | (uint32_t)size << 8);
+}
+
+static void emit_record_result(struct emit *e, unsigned kind, unsigned size)
+{
+	emit_record_result_from(e, RAX, kind, size);
 }
 
 /* A register-register instruction `op reg-field, rm-field` among RAX/RCX/RDX. */
@@ -979,29 +984,53 @@ static void emit_add_retired(struct emit *e, uint64_t rip, unsigned n, bool sub)
 	emit1(e, (uint8_t)n);
 }
 
-/* After a store into the host page in RCX: emu_code_stored() (memory.h's memory_code_store()):
- * the page's version word, and a new version if code was decoded from the page (rare: the
- * call is cold code). */
-static void emit_code_stored(struct compile *c)
+/* After a store through the write TLB entry at [rbx + `entry` + tlb.write] (`entry`: RDX or
+ * RSI, the entry's offset) to the host address in RAX: emu_code_stored() (memory.h's
+ * memory_code_store()): the page's version word, and if code was decoded from the page a new
+ * version (rare: cold code). A store into the page of the block being run (self-modifying
+ * code: that page has decoded code) also sets block_exit, as emu_tlb_fast() does, and for an
+ * instruction the block goes on after (`stay`) ends the block after it, with RIP, the count
+ * and the shadow exact; the flags are too: the caller's lookup sent the store to the slow path
+ * when they would not be (emit_tlb_lookup()'s `page_check`). Clobbers RCX and RDI. */
+static void emit_code_stored(struct compile *c, const struct emu_insn *insn, bool stay,
+			     unsigned entry)
 {
 	struct emit *e = &c->e;
-	uint8_t *cold, *back;
+	uint8_t *cold, *back, *plain;
 
-	emit_load(e, true, RAX, CPU_OFF(code)); /* mov rax, [cpu->code] */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xCA }, 3); /* mov rdx, rcx */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x2B, 0x50 }, 3); /* sub rdx, [rax + base] */
+	emit_load(e, true, RDI, CPU_OFF(code)); /* mov rdi, [cpu->code] */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC1 }, 3); /* mov rcx, rax */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x2B, 0x4F }, 3); /* sub rcx, [rdi + base] */
 	emit1(e, (uint8_t)offsetof(struct memory_code_pages, base));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xEA, 0x0C }, 4); /* shr rdx, 12 */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x40 }, 3); /* mov rax, [rax + version] */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xE9, 0x0C }, 4); /* shr rcx, 12 */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x7F }, 3); /* mov rdi, [rdi + version] */
 	emit1(e, (uint8_t)offsetof(struct memory_code_pages, version));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x3C, 0x90 }, 4); /* lea rdi, [rax+rdx*4] */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x3C, 0x8F }, 4); /* lea rdi, [rdi+rcx*4] */
 	emit_bytes(e, (const uint8_t[]){ 0xF6, 0x07, MEMORY_CODE_DECODED }, 3); /* test [rdi] */
 	cold = emit_jump_fwd(e, CC_NZ);
 	back = e->p;
 	cold_swap(c);
-	patch_jump_to(c, cold, c->e.p);
-	emit_call(&c->e, c->jit, (uint64_t)(uintptr_t)memory_code_bump);
-	emit_jump(&c->e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
+	e = &c->e;
+	patch_jump_to(c, cold, e->p);
+	/* mov rcx, [rbx + entry + gpa]; cmp rcx, [block_page]; jne plain */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x8C, (uint8_t)(entry << 3 | RBX) }, 4);
+	emit4(e, (uint32_t)(CPU_OFF(tlb.write) + (int32_t)offsetof(struct emu_tlb_entry, gpa)));
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x3B }, 1, RCX, CPU_OFF(block_page));
+	plain = emit_jump_fwd(e, CC_NZ);
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(block_exit));
+	emit1(e, 1);
+	emit_call(e, c->jit, (uint64_t)(uintptr_t)memory_code_bump);
+	if (stay) { /* retired, and out (a return with status 0, as after a handler) */
+		emit_add_retired(e, c->pend_rip + insn->len, c->pend_n + 1, false);
+		emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
+		emit1(e, 0);
+		emit_jump(e, c->jit, 16, c->ret0);
+	} else {
+		emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
+	}
+	patch_jump(e, plain);
+	emit_call(e, c->jit, (uint64_t)(uintptr_t)memory_code_bump);
+	emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
 	cold_swap(c);
 }
 
@@ -1009,13 +1038,13 @@ _Static_assert(offsetof(struct memory_code_pages, base) < 128 &&
 		       offsetof(struct memory_code_pages, version) < 128,
 	       "code pages layout");
 
-_Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, host) == 8 &&
+_Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, addend) == 8 &&
 		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE <= 65536 &&
 		       (EMU_TLB_SIZE & (EMU_TLB_SIZE - 1)) == 0,
 	       "TLB entry layout");
 
-/* An instruction `op` whose ModRM names host register `reg` (< 8) and the memory operand
- * [rcx + rsi] (a guest access through the TLB: the host page in RCX, the offset in RSI). */
+/* An instruction `op` whose ModRM names host register `reg` (< 8; as a byte register, AL..BL
+ * only) and the memory operand [rax] (a guest access through the TLB: its host address). */
 static void emit_at_host(struct emit *e, uint8_t pfx, bool w, const uint8_t *op, unsigned oplen,
 			 unsigned reg)
 {
@@ -1024,11 +1053,10 @@ static void emit_at_host(struct emit *e, uint8_t pfx, bool w, const uint8_t *op,
 	if (w)
 		emit1(e, 0x48);
 	emit_bytes(e, op, oplen);
-	emit1(e, (uint8_t)(0x04 | (reg & 7) << 3));
-	emit1(e, 0x31);
+	emit1(e, (uint8_t)((reg & 7) << 3 | RAX));
 }
 
-/* A `size`-byte value at [rcx + rsi] into `reg`, zero-extended to 64 bits. */
+/* A `size`-byte value at [rax] into `reg`, zero-extended to 64 bits. */
 static void emit_host_load(struct emit *e, unsigned size, unsigned reg)
 {
 	if (size < 4)
@@ -1038,7 +1066,7 @@ static void emit_host_load(struct emit *e, unsigned size, unsigned reg)
 		emit_at_host(e, 0, size == 8, (const uint8_t[]){ 0x8B }, 1, reg);
 }
 
-/* The low `size` bytes of `reg` (RAX, RCX or RDX) to [rcx + rsi]. */
+/* The low `size` bytes of `reg` (RCX or RDX) to [rax]. */
 static void emit_host_store(struct emit *e, unsigned size, unsigned reg)
 {
 	emit_at_host(e, size == 2 ? 0x66 : 0, size == 8,
@@ -1047,52 +1075,53 @@ static void emit_host_store(struct emit *e, unsigned size, unsigned reg)
 
 /* The jumps to the slow path that emit_tlb_lookup() leaves for emit_slow_path(). */
 struct tlb_jumps {
-	uint8_t *slow[4];
+	uint8_t *slow[2];
 };
 
-/* emu_tlb_fast() inline for `len` bytes at the linear address in RAX: the entry of its page in
- * RDX, its host page in RCX, the offset in RSI; R12 holds the tag bits the prologue computed
- * (user/valid for the CPL, or an impossible bit while cpu->mem is not the paging layer). A
- * miss, MMIO, a page crossing or a write to the block's own page jumps to the slow path.
- * Clobbers RDI and the host's flags. */
-static void emit_tlb_lookup(struct compile *c, bool write, unsigned len, struct tlb_jumps *t)
+/* emu_tlb_fast() inline for `len` bytes at the linear address in RAX, QEMU-style: the tag of
+ * the access's last byte's page (with R12's bits: user/valid for the CPL, or an impossible bit
+ * while cpu->mem is not the paging layer) against the entry's tag, which only RAM pages have
+ * without EMU_TLB_NOHOST (so a miss, MMIO and a page crossing all mismatch), then the entry's
+ * addend: RAX = the host address, RDX = the entry's offset in its array. With `page_check`, a
+ * write to the block's own page takes the slow path too (emit_code_stored() handles it
+ * otherwise). Mismatches jump to the slow path. Clobbers RCX and the host's flags. */
+static void emit_tlb_lookup(struct compile *c, bool write, unsigned len, bool page_check,
+			    struct tlb_jumps *t)
 {
 	struct emit *e = &c->e;
+	int32_t array = write ? CPU_OFF(tlb.write) : CPU_OFF(tlb.read);
 
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC2 }, 3); /* mov rdx, rax */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xEA, 0x0C }, 4); /* shr rdx, 12 */
-	emit_bytes(e, (const uint8_t[]){ 0x81, 0xE2 }, 2); /* and edx, EMU_TLB_SIZE - 1 */
-	emit4(e, EMU_TLB_SIZE - 1);
-	emit_bytes(e, (const uint8_t[]){ 0xC1, 0xE2, 0x05 }, 3); /* shl edx, 5 */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x94, 0x13 }, 4); /* lea rdx, [rbx+rdx+d] */
-	emit4(e, (uint32_t)(write ? CPU_OFF(tlb.write) : CPU_OFF(tlb.read)));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC1 }, 3); /* mov rcx, rax */
+	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC2 }, 2); /* mov edx, eax */
+	emit_bytes(e, (const uint8_t[]){ 0xC1, 0xEA, 0x07 }, 3); /* shr edx, 12 - 5 */
+	emit_bytes(e, (const uint8_t[]){ 0x81, 0xE2 }, 2); /* and edx, (SIZE - 1) * 32 */
+	emit4(e, (EMU_TLB_SIZE - 1) << 5);
+	if (len > 1) /* lea rcx, [rax + len - 1] */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x48, (uint8_t)(len - 1) }, 4);
+	else /* mov rcx, rax */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC1 }, 3);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x81, 0xE1, 0x00, 0xF0, 0xFF, 0xFF }, 7); /* and */
 	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x09, 0xE1 }, 3); /* or rcx, r12 */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x0A }, 3); /* cmp rcx, [rdx] */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x8C, 0x13 }, 4); /* cmp rcx, [rbx+rdx+d] */
+	emit4(e, (uint32_t)array);
 	t->slow[0] = emit_jump_fwd(e, CC_NZ);
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x4A, 0x08 }, 4); /* mov rcx, [rdx + 8] */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x85, 0xC9 }, 3); /* test rcx, rcx */
-	t->slow[1] = emit_jump_fwd(e, CC_E);
-	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC6 }, 2); /* mov esi, eax */
-	emit_bytes(e, (const uint8_t[]){ 0x81, 0xE6, 0xFF, 0x0F, 0x00, 0x00 }, 6); /* and esi */
-	emit_bytes(e, (const uint8_t[]){ 0x81, 0xFE }, 2); /* cmp esi, 4096 - len */
-	emit4(e, 4096 - len);
-	t->slow[2] = emit_jump_fwd(e, CC_A);
-	t->slow[3] = NULL;
-	if (write) { /* mov rdi, [rdx + 16]; cmp rdi, [block_page]; je slow */
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x7A, 0x10 }, 4);
-		emit_mem(e, 0, true, (const uint8_t[]){ 0x3B }, 1, RDI, CPU_OFF(block_page));
-		t->slow[3] = emit_jump_fwd(e, CC_E);
+	t->slow[1] = NULL;
+	if (page_check) { /* mov rcx, [rbx + rdx + gpa]; cmp rcx, [block_page]; je slow */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x8C, 0x13 }, 4);
+		emit4(e, (uint32_t)(array + (int32_t)offsetof(struct emu_tlb_entry, gpa)));
+		emit_mem(e, 0, true, (const uint8_t[]){ 0x3B }, 1, RCX, CPU_OFF(block_page));
+		t->slow[1] = emit_jump_fwd(e, CC_E);
 	}
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x03, 0x84, 0x13 }, 4); /* add rax, [rbx+rdx+d] */
+	emit4(e, (uint32_t)(array + (int32_t)offsetof(struct emu_tlb_entry, addend)));
 	c->host_flags = false;
 	c->uses_tlb = true;
 }
 
 /* After a template's inline path: the slow path (cold code, jumping back to the end of the
- * inline path), which is the handler with RIP and the count exact. For an instruction that stays in the block (`ends` false) both paths then meet with
- * the same instructions pending (the slow path takes back what it synced); one that ends the
- * block wrote RIP and the count on its inline path, and both meet with nothing pending. */
+ * inline path), which is the handler with RIP and the count exact. For an instruction that
+ * stays in the block (`ends` false) both paths then meet with the same instructions pending
+ * (the slow path takes back what it synced); one that ends the block wrote RIP and the count
+ * on its inline path, and both meet with nothing pending. */
 static void emit_slow_path(struct compile *c, const struct emu_insn *insn, bool last, bool ends,
 			   const struct tlb_jumps *t)
 {
@@ -1103,7 +1132,7 @@ static void emit_slow_path(struct compile *c, const struct emu_insn *insn, bool 
 	struct emit *e = &c->e;
 
 	cold_swap(c);
-	for (unsigned i = 0; i < 4; i++)
+	for (unsigned i = 0; i < 2; i++)
 		patch_jump_to(c, t->slow[i], e->p);
 	if (ends) {
 		emit_handler_call(c, insn, last); /* syncs what is pending first */
@@ -1126,7 +1155,7 @@ static void emit_slow_path(struct compile *c, const struct emu_insn *insn, bool 
 }
 
 /* MOV/MOVZX/MOVSX/MOVSXD loads, MOV stores (of a register or an immediate) through the TLB
- * inline, else the handler. */
+ * inline, else the handler. A store leaves the flags alone: exact if the block ends after it. */
 static bool emit_memory(struct compile *c, const struct emu_insn *insn, const struct form *f,
 			bool last)
 {
@@ -1136,8 +1165,8 @@ static bool emit_memory(struct compile *c, const struct emu_insn *insn, const st
 
 	if (!emit_address(c, insn, true))
 		return false;
-	emit_tlb_lookup(c, store, f->from ? f->from : f->size, &t);
-	if (f->kind == FORM_STORE_IMM) { /* mov size [rcx + rsi], imm */
+	emit_tlb_lookup(c, store, f->from ? f->from : f->size, false, &t);
+	if (f->kind == FORM_STORE_IMM) { /* mov size [rax], imm */
 		emit_at_host(e, f->size == 2 ? 0x66 : 0, f->size == 8,
 			     (const uint8_t[]){ f->size == 1 ? 0xC6 : 0xC7 }, 1, 0);
 		if (f->size == 1)
@@ -1146,15 +1175,15 @@ static bool emit_memory(struct compile *c, const struct emu_insn *insn, const st
 			emit_bytes(e, &(uint16_t){ (uint16_t)insn->imm }, 2);
 		else
 			emit4(e, (uint32_t)insn->imm);
-		emit_code_stored(c);
+		emit_code_stored(c, insn, !last, RDX);
 	} else if (store) {
-		emit_load(e, true, RAX, GPR(insn->fast_b));
-		emit_host_store(e, f->size, RAX);
-		emit_code_stored(c);
+		emit_load(e, true, RCX, GPR(insn->fast_b));
+		emit_host_store(e, f->size, RCX);
+		emit_code_stored(c, insn, !last, RDX);
 	} else {
-		if (f->from == 4 && f->sign) /* movsxd rax, dword [rcx + rsi] */
+		if (f->from == 4 && f->sign) /* movsxd rax, dword [rax] */
 			emit_at_host(e, 0, true, (const uint8_t[]){ 0x63 }, 1, RAX);
-		else if (f->from < 4 && f->sign) /* movsx eax|rax, byte|word [rcx + rsi] */
+		else if (f->from < 4 && f->sign) /* movsx eax|rax, byte|word [rax] */
 			emit_at_host(e, 0, f->size == 8,
 				     (const uint8_t[]){ 0x0F, f->from == 1 ? 0xBE : 0xBF }, 2, RAX);
 		else
@@ -1167,7 +1196,8 @@ static bool emit_memory(struct compile *c, const struct emu_insn *insn, const st
 
 /* ADD OR AND SUB XOR CMP TEST with a memory operand, as fast.c's alu_rm/alu_mr/alu_mi: the
  * operand through the TLB inline (the write TLB when the result goes back to memory: writable
- * implies readable), the other in RDX; the record as alu() leaves it where the flags are live. */
+ * implies readable), a in RCX, b in RDX (the entry's offset then kept in RSI); the record as
+ * alu() leaves it where the flags are live. */
 static bool emit_alu_mem(struct compile *c, const struct emu_insn *insn, const struct form *f,
 			 bool record, bool last)
 {
@@ -1182,30 +1212,32 @@ static bool emit_alu_mem(struct compile *c, const struct emu_insn *insn, const s
 
 	if (!emit_address(c, insn, true))
 		return false;
-	emit_tlb_lookup(c, to_mem, f->size, &t);
+	emit_tlb_lookup(c, to_mem, f->size, to_mem && !record && !last, &t);
+	if (to_mem)
+		emit_bytes(e, (const uint8_t[]){ 0x89, 0xD6 }, 2); /* mov esi, edx */
 	if (f->mem_a) { /* a from memory, b a register or the immediate */
-		emit_host_load(e, f->size, RAX);
+		emit_host_load(e, f->size, RCX);
 		if (f->imm)
 			emit_mov_imm(e, f->size, RDX, insn->imm);
 		else
 			emit_gpr_load(e, f->size, RDX, insn->fast_b);
 	} else { /* a the register, b from memory */
 		emit_host_load(e, f->size, RDX);
-		emit_gpr_load(e, f->size, RAX, insn->fast_a);
+		emit_gpr_load(e, f->size, RCX, insn->fast_a);
 	}
 	if (record) {
-		emit_store(e, true, RAX, CPU_OFF(cc.src1));
+		emit_store(e, true, RCX, CPU_OFF(cc.src1));
 		emit_store(e, true, RDX, CPU_OFF(cc.src2));
 	}
-	emit_rr_sized(e, f->size, host_op[f->op], RDX, RAX);
+	emit_rr_sized(e, f->size, host_op[f->op], RDX, RCX);
 	if (to_mem)
-		emit_host_store(e, f->size, RAX);
+		emit_host_store(e, f->size, RCX);
 	else if (writes)
-		emit_gpr_store(e, f->size, RAX, insn->fast_a);
+		emit_gpr_store(e, f->size, RCX, insn->fast_a);
 	if (record)
-		emit_record_result(e, kind[f->op], f->size);
+		emit_record_result_from(e, RCX, kind[f->op], f->size);
 	if (to_mem)
-		emit_code_stored(c);
+		emit_code_stored(c, insn, !last, RSI);
 	emit_slow_path(c, insn, last, false, &t);
 	/* Either path left alu()'s record (the inline one only where it is live). */
 	c->prod = !record		      ? PROD_UNKNOWN
@@ -1218,49 +1250,49 @@ static bool emit_alu_mem(struct compile *c, const struct emu_insn *insn, const s
 
 static uint64_t jit_lazy_cf(const struct emu_cpu *cpu);
 
-/* EDX = the guest's CF from emu_lazy_cf(), between a TLB lookup and its access: the host page
- * (RCX) and the offset (RSI) kept across the call (two pushes keep the stack aligned). For
- * INC/DEC of memory whose flags are read later and whose CF comes from another block or a
- * handler: the kernel's preempt_count (`decl %gs:...; je`) went through the handler. */
-static void emit_lazy_cf_keeping_host(struct emit *e)
+/* Whether emit_address() can form the instruction's address (a RIP-relative displacement
+ * from the last synced RIP fits 32 bits). */
+static bool address_fits(const struct compile *c, const struct emu_insn *insn)
 {
-	emit_bytes(e, (const uint8_t[]){ 0x51, 0x56 }, 2); /* push rcx; push rsi */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, jit_lazy_cf */
-	emit8(e, (uint64_t)(uintptr_t)jit_lazy_cf);
-	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xD0 }, 2); /* call rax */
-	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC2 }, 2); /* mov edx, eax */
-	emit_bytes(e, (const uint8_t[]){ 0x5E, 0x59 }, 2); /* pop rsi; pop rcx */
+	int64_t disp = (int64_t)insn->disp + (int64_t)(c->pend_rip + insn->len);
+
+	return insn->base != EMU_REG_RIP || disp == (int32_t)disp;
 }
 
-/* INC DEC m, as fast.c's incdec_m(): with live flags the record keeps the guest's CF, from
- * the host's when the record is known here, else from emu_lazy_cf(). */
+/* INC DEC m, as fast.c's incdec_m(): with live flags the record keeps the guest's CF (in SIL
+ * across the lookup), from the host's when the record is known here, else from
+ * emu_lazy_cf() (another block's or a handler's producer: the kernel's preempt_count,
+ * `decl %gs:...; je`). */
 static bool emit_incdec_mem(struct compile *c, const struct emu_insn *insn, const struct form *f,
 			    bool record, bool last)
 {
 	struct emit *e = &c->e;
 	struct tlb_jumps t;
 
-	if (!emit_address(c, insn, true))
+	if (!address_fits(c, insn))
 		return false;
-	emit_tlb_lookup(c, true, f->size, &t);
-	if (record && !emit_guest_flags(c)) /* from the record: the lookup clobbered the host's */
-		emit_lazy_cf_keeping_host(e);
-	else if (record)
-		emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
-	emit_host_load(e, f->size, RAX);
+	if (record && emit_guest_flags(c)) {
+		emit_bytes(e, (const uint8_t[]){ 0x40, 0x0F, 0x92, 0xC6 }, 4); /* setc sil */
+	} else if (record) { /* esi = jit_lazy_cf(cpu) */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
+		emit_call(e, c->jit, (uint64_t)(uintptr_t)jit_lazy_cf);
+		emit_bytes(e, (const uint8_t[]){ 0x89, 0xC6 }, 2); /* mov esi, eax */
+	}
+	emit_address(c, insn, true);
+	emit_tlb_lookup(c, true, f->size, !record && !last, &t);
+	emit_host_load(e, f->size, RCX);
 	if (record) {
-		emit_store(e, true, RAX, CPU_OFF(cc.src1));
+		emit_store(e, true, RCX, CPU_OFF(cc.src1));
 		emit_mem(e, 0, true, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(cc.src2));
 		emit4(e, 1);
 	}
-	emit_rr_sized(e, f->size, 0xFF, f->op, RAX);
-	emit_host_store(e, f->size, RAX);
-	if (record) {
-		emit_record_result(e, f->op ? EMU_CC_DEC : EMU_CC_INC, f->size);
-		emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RDX, CPU_OFF(cc.carry));
+	emit_rr_sized(e, f->size, 0xFF, f->op, RCX);
+	emit_host_store(e, f->size, RCX);
+	if (record) { /* the record, and mov [carry], sil */
+		emit_record_result_from(e, RCX, f->op ? EMU_CC_DEC : EMU_CC_INC, f->size);
+		emit_mem(e, 0x40, false, (const uint8_t[]){ 0x88 }, 1, RSI, CPU_OFF(cc.carry));
 	}
-	emit_code_stored(c);
+	emit_code_stored(c, insn, !last, RDX);
 	emit_slow_path(c, insn, last, false, &t);
 	c->prod = PROD_UNKNOWN;
 	return true;
@@ -1307,7 +1339,7 @@ static void emit_call_slow_path(struct compile *c, const struct emu_insn *insn, 
 				const struct tlb_jumps *t)
 {
 	cold_swap(c);
-	for (unsigned i = 0; i < 4; i++)
+	for (unsigned i = 0; i < 2; i++)
 		patch_jump_to(c, t->slow[i], c->e.p);
 	emit_branch_before_handler(c);
 	emit_handler_call(c, insn, last);
@@ -1331,25 +1363,25 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 	if (ends && (!last || target != (int32_t)target))
 		return false;
 	emit_stack_address(e, push ? -8 : 0);
-	emit_tlb_lookup(c, push, 8, &t);
+	emit_tlb_lookup(c, push, 8, false, &t);
 	switch (f->kind) {
-	case FORM_PUSH:
-		emit_load(e, true, RAX, GPR(insn->fast_a));
-		emit_host_store(e, 8, RAX);
-		emit_code_stored(c);
+	case FORM_PUSH: /* the store, RSP, then the code check (which may end the block) */
+		emit_load(e, true, RCX, GPR(insn->fast_a));
+		emit_host_store(e, 8, RCX);
 		emit_rsp_add(e, -8);
+		emit_code_stored(c, insn, !last, RDX);
 		break;
 	case FORM_POP:
-		emit_host_load(e, 8, RAX);
+		emit_host_load(e, 8, RCX);
 		emit_rsp_add(e, 8);
-		emit_store(e, true, RAX, GPR(insn->fast_a));
+		emit_store(e, true, RCX, GPR(insn->fast_a));
 		break;
 	case FORM_CALL_REL: /* the return address: RIP + next */
-		emit_load(e, true, RAX, CPU_OFF(s.rip));
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + next] */
+		emit_load(e, true, RCX, CPU_OFF(s.rip));
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x89 }, 3); /* lea rcx, [rcx + next] */
 		emit4(e, (uint32_t)next);
-		emit_host_store(e, 8, RAX);
-		emit_code_stored(c);
+		emit_host_store(e, 8, RCX);
+		emit_code_stored(c, insn, false, RDX);
 		emit_rsp_add(e, -8);
 		emit_retire_end(c, true, (int32_t)target);
 		emit_exit_to(c, (int64_t)c->insn_off + insn->len + (int64_t)insn->imm);
@@ -1358,9 +1390,9 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 		c->pend_rip = 0;
 		return true;
 	default: /* RET */
-		emit_host_load(e, 8, RAX);
+		emit_host_load(e, 8, RCX);
 		emit_rsp_add(e, 8);
-		emit_store(e, true, RAX, CPU_OFF(s.rip));
+		emit_store(e, true, RCX, CPU_OFF(s.rip));
 		emit_retire_end(c, false, 0);
 		break;
 	}

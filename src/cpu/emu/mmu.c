@@ -192,6 +192,12 @@ static uint64_t tlb_tag(uint64_t linear, bool user)
 	return (linear & PAGE_MASK) | (user ? TLB_USER : 0) | TLB_VALID;
 }
 
+/* The host address of `linear` through its entry, NULL when the page is not RAM. */
+static uint8_t *tlb_host(const struct emu_tlb_entry *e, uint64_t linear)
+{
+	return e->tag & EMU_TLB_NOHOST ? NULL : (uint8_t *)(uintptr_t)(linear + e->addend);
+}
+
 /* Drop every entry that is not global: the ones filled since the last such flush (the others
  * went then), or all of them when more were filled than the log holds. */
 static void tlb_flush_nonglobal(struct emu_tlb *tlb)
@@ -248,7 +254,7 @@ bool emu_tlb_fetch_global(const struct emu_cpu *cpu, uint64_t linear)
 	const struct emu_tlb_entry *e = &cpu->tlb.fetch[(linear >> 12) & (EMU_TLB_SIZE - 1)];
 
 	/* Filled for either privilege: whether the page is global does not depend on it. */
-	return e->global && (e->tag & ~TLB_USER) == tlb_tag(linear, false);
+	return e->global && (e->tag & ~(TLB_USER | EMU_TLB_NOHOST)) == tlb_tag(linear, false);
 }
 
 static void tlb_count_miss(struct emu_tlb *tlb, enum emu_access access)
@@ -280,15 +286,18 @@ static int tlb_lookup(struct emu_cpu *cpu, uint64_t linear, enum emu_access acce
 	struct walk w;
 	int rc;
 
-	if (e->tag != tag) {
+	if ((e->tag & ~EMU_TLB_NOHOST) != tag) {
+		uint8_t *host;
+
 		tlb_count_miss(&cpu->tlb, access);
 		if ((rc = walk(cpu, linear, access, &w)))
 			return rc;
 		tlb_log_fill(&cpu->tlb, e);
-		e->tag = tag;
 		cpu->tlb.used = true;
 		e->gpa = w.gpa & PAGE_MASK;
-		e->host = cpu->phys->ram_page(cpu->phys_opaque, e->gpa);
+		host = cpu->phys->ram_page(cpu->phys_opaque, e->gpa);
+		e->tag = host ? tag : tag | EMU_TLB_NOHOST;
+		e->addend = host ? (uint64_t)(uintptr_t)host - (linear & PAGE_MASK) : 0;
 		e->global = w.global;
 	}
 	*out = e;
@@ -301,9 +310,10 @@ static int page_read(struct emu_cpu *cpu, struct emu_tlb_entry *e, uint64_t line
 		     unsigned len)
 {
 	unsigned off = (unsigned)(linear & ~PAGE_MASK);
+	uint8_t *host = tlb_host(e, linear);
 
-	if (e->host) {
-		memcpy(dst, e->host + off, len);
+	if (host) {
+		memcpy(dst, host, len);
 		return EMU_OK;
 	}
 	cpu->block_exit = true;
@@ -314,12 +324,13 @@ static int page_write(struct emu_cpu *cpu, struct emu_tlb_entry *e, uint64_t lin
 		      const void *src, unsigned len)
 {
 	unsigned off = (unsigned)(linear & ~PAGE_MASK);
+	uint8_t *host = tlb_host(e, linear);
 
 	if (e->gpa == cpu->block_page)
 		cpu->block_exit = true; /* self-modifying code: fetch the next instruction anew */
-	if (e->host) {
-		memcpy(e->host + off, src, len);
-		emu_code_stored(cpu, e->host + off);
+	if (host) {
+		memcpy(host, src, len);
+		emu_code_stored(cpu, host);
 		return EMU_OK;
 	}
 	cpu->block_exit = true;
@@ -376,7 +387,7 @@ static int paged_fetch(struct emu_cpu *cpu, uint64_t linear, const uint8_t **hos
 
 	if ((rc = tlb_lookup(cpu, linear, EMU_ACCESS_FETCH, &e)))
 		return rc;
-	*host = e->host ? e->host + off : NULL;
+	*host = tlb_host(e, linear);
 	*avail = (unsigned)PAGE_SIZE - off;
 	*gpa = e->gpa + off;
 	return EMU_OK;
@@ -397,8 +408,7 @@ static int paged_lock_operand(struct emu_cpu *cpu, uint64_t linear, unsigned len
 		cpu->block_exit = true;
 	if (off + len > PAGE_SIZE)
 		return tlb_lookup(cpu, linear + (PAGE_SIZE - off), EMU_ACCESS_WRITE, &e);
-	if (e->host)
-		*host = e->host + off;
+	*host = tlb_host(e, linear);
 	return EMU_OK;
 }
 
@@ -420,11 +430,11 @@ static int paged_map(struct emu_cpu *cpu, uint64_t linear, unsigned len, enum em
 		return EMU_OK;
 	if ((rc = tlb_lookup(cpu, linear, access, &e)))
 		return rc;
-	if (!e->host)
+	if (e->tag & EMU_TLB_NOHOST)
 		return EMU_OK; /* MMIO: element by element, through page_read()/page_write() */
 	if (access == EMU_ACCESS_WRITE && e->gpa == cpu->block_page)
 		cpu->block_exit = true;
-	*host = e->host + off;
+	*host = tlb_host(e, linear);
 	return EMU_OK;
 }
 
