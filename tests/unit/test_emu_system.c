@@ -2208,6 +2208,85 @@ static void test_jit_memory_paths(void)
 	emu_jit_destroy(jit);
 }
 
+/* The byte at linear `la` of the crossing test's mapping: XP_PAGE(0) is itself, XP_PAGE(1)
+ * maps the physical page XP_PAGE(4). */
+static uint8_t tlb_cross_byte(uint64_t la)
+{
+	return la < XP_PAGE(1) ? ram[la] : ram[XP_PAGE(4) + (la - XP_PAGE(1))];
+}
+
+static uint64_t tlb_cross_value(uint64_t la, unsigned len)
+{
+	uint64_t v = 0;
+
+	for (unsigned i = 0; i < len; i++)
+		v |= (uint64_t)tlb_cross_byte(la + i) << (8 * i);
+	return v;
+}
+
+/* The inline TLB lookup (jit.c) compares the tag of an access's last byte: an access that
+ * crosses into a linear page mapped elsewhere than the next physical page takes the slow path
+ * and reads and writes the bytes the page tables name (a lookup that checked only the first
+ * byte would read and write the next physical page's, XP_PAGE(1)'s, here 0xEE); one that ends
+ * at a page's last byte is no crossing; an MMIO page's entry (no host address) never serves
+ * the fast path, even when it is in the TLB. Several passes of one compiled block, the TLB
+ * warm after the first: registers, memory, RIP and the count as the page tables say. */
+static void test_jit_tlb_page_crossing(void)
+{
+	/* mov rax, [rsi]; mov ecx, [rsi + 2]; movzx edx, word [rsi + 3]; mov r8, [rsi - 4];
+	 * mov [rdi], r9; mov r10, [r11]; jmp $ */
+	static const uint8_t prog[] = { 0x48, 0x8B, 0x06, 0x8B, 0x4E, 0x02, 0x0F, 0xB7,
+					0x56, 0x03, 0x4C, 0x8B, 0x46, 0xFC, 0x4C, 0x89,
+					0x0F, 0x4D, 0x8B, 0x13, 0xEB, 0xFE };
+	const uint64_t code_la = XP_PAGE(2) + 0x100, end = code_la + sizeof(prog) - 2;
+	const uint64_t r9 = 0x0123456789ABCDEFull;
+
+	xp_reset(true);
+	if (!cpu.jit)
+		return;
+	xp_map(1, XP_PAGE(4), P | W | U);
+	for (unsigned i = 0; i < 4096; i++) {
+		ram[XP_PAGE(0) + i] = (uint8_t)(i * 7 + 1);
+		ram[XP_PAGE(4) + i] = (uint8_t)(0x80 + i);
+	}
+	memset(ram + XP_PAGE(1), 0xEE, 4096);
+	code(code_la, prog, sizeof(prog));
+	for (unsigned pass = 0; pass < 4; pass++) {
+		uint64_t before = cpu.instructions, compiled = cpu.blocks.compiled;
+		uint64_t want[4] = { tlb_cross_value(XP_PAGE(1) - 4, 8),
+				     tlb_cross_value(XP_PAGE(1) - 2, 4),
+				     tlb_cross_value(XP_PAGE(1) - 1, 2),
+				     tlb_cross_value(XP_PAGE(1) - 8, 8) }; /* before the store */
+		unsigned reads = mmio_reads;
+
+		cpu.s.gpr[CPU_RSI] = XP_PAGE(1) - 4;
+		cpu.s.gpr[CPU_RDI] = XP_PAGE(1) - 3 - (pass & 1); /* 3 or 4 bytes, then the rest */
+		cpu.s.gpr[CPU_R9] = r9 + pass;
+		cpu.s.gpr[CPU_R11] = USER_MMIO + 8;
+		CHECK_EQ(xp_run(code_la, 1), EMU_OK);
+		CHECK_EQ(cpu.blocks.compiled - compiled, 1);
+		CHECK_EQ(cpu.s.rip, end); /* the MMIO read ends the block after it */
+		CHECK_EQ(cpu.instructions - before, 6);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], want[0]);
+		CHECK_EQ(cpu.s.gpr[CPU_RCX], want[1]);
+		CHECK_EQ(cpu.s.gpr[CPU_RDX], want[2]);
+		CHECK_EQ(cpu.s.gpr[CPU_R8], want[3]);
+		CHECK_EQ(tlb_cross_value(cpu.s.gpr[CPU_RDI], 8), r9 + pass);
+		CHECK_EQ(cpu.s.gpr[CPU_R10], 0xABABABABABABABABull);
+		CHECK_EQ(mmio_reads - reads, 1);
+		CHECK_EQ(ram[XP_PAGE(1)], 0xEE); /* the next physical page: untouched */
+		CHECK_EQ(ram[XP_PAGE(1) + 4], 0xEE);
+	}
+	/* The MMIO page's entry is in the TLB, as a page without a host address. */
+	CHECK(emu_tlb_fast(&cpu, cpu.tlb.read, USER_MMIO + 8, 8) == NULL);
+	CHECK(emu_tlb_fast(&cpu, cpu.tlb.read, XP_PAGE(1) - 8, 8) == ram + XP_PAGE(1) - 8);
+	CHECK(emu_tlb_fast(&cpu, cpu.tlb.read, XP_PAGE(1) - 4, 8) == NULL); /* crossing */
+	CHECK(emu_tlb_fast(&cpu, cpu.tlb.read, XP_PAGE(1), 8) == ram + XP_PAGE(4));
+	cpu.chain_max = 0;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* ---- the JIT's templates against the interpreter's handlers, with random inputs ---- */
 
 static uint64_t tmpl_rng = 0x9E3779B97F4A7C15ull;
@@ -3802,6 +3881,7 @@ int main(void)
 	RUN_TEST(test_jit_return_lookup);
 	RUN_TEST(test_jit_cross_page_exact);
 	RUN_TEST(test_jit_memory_paths);
+	RUN_TEST(test_jit_tlb_page_crossing);
 	RUN_TEST(test_jit_templates_random);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);
