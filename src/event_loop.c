@@ -91,7 +91,7 @@ static int event_loop_wait(struct event_loop *loop, struct epoll_event *ev, int 
 	uint64_t start = event_loop_now_ns(), now = start;
 	uint64_t until =
 		poll_window_should_poll(&loop->poll, start) ? start + loop->poll.ns : start;
-	while (n == 0 && now < until) {
+	while (n == 0 && now < until && poll_window_host_spare(&loop->poll, now)) {
 		n = epoll_wait(loop->epoll_fd, ev, max, 0);
 		now = event_loop_now_ns();
 	}

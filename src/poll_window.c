@@ -45,17 +45,23 @@ static bool poll_window_host_has_spare_cpu(struct poll_window *w)
 	return !p || cpus <= 0 || strtol(p, NULL, 10) <= cpus;
 }
 
-bool poll_window_should_poll(struct poll_window *w, uint64_t now_ns)
+bool poll_window_host_spare(struct poll_window *w, uint64_t now_ns)
 {
-	if (!w->ns)
-		return false;
 	if (!w->host_checked_ns || now_ns - w->host_checked_ns >= POLL_WINDOW_HOST_CHECK_NS) {
 		w->host_spare = poll_window_host_has_spare_cpu(w);
 		w->host_checked_ns = now_ns;
 	}
-	if (!w->host_spare)
-		stats_add(w->host_busy, 1);
 	return w->host_spare;
+}
+
+bool poll_window_should_poll(struct poll_window *w, uint64_t now_ns)
+{
+	if (!w->ns)
+		return false;
+	if (poll_window_host_spare(w, now_ns))
+		return true;
+	stats_add(w->host_busy, 1);
+	return false;
 }
 
 void poll_window_update(struct poll_window *w, uint64_t waited_ns, bool hit, uint64_t polled_ns)

@@ -29,7 +29,9 @@ struct poll_window {
 	uint64_t host_checked_ns;
 };
 
-#define POLL_WINDOW_HOST_CHECK_NS 2000000u
+/* Often enough to stop a poll when another thread (the I/O worker that will complete the
+ * request, the thread that will wake this one) becomes runnable; each look is one pread. */
+#define POLL_WINDOW_HOST_CHECK_NS 100000u
 
 /* A short pause between two looks: lets the sibling hyperthread run, saves power. */
 static inline void poll_window_relax(void)
@@ -56,6 +58,9 @@ void poll_window_destroy(struct poll_window *w);
  * another task is runnable on its CPU; this is the nearest user space sees): with more runnable
  * threads than online CPUs (/proc/loadavg's running count), wait without polling. */
 bool poll_window_should_poll(struct poll_window *w, uint64_t now_ns);
+/* While polling: whether the host still has a CPU to spare (looked at again every
+ * POLL_WINDOW_HOST_CHECK_NS). */
+bool poll_window_host_spare(struct poll_window *w, uint64_t now_ns);
 /* After one wait: `waited_ns` from its start to the event; `hit` when the poll saw it (no
  * sleep); `polled_ns` how long the poll ran. */
 void poll_window_update(struct poll_window *w, uint64_t waited_ns, bool hit, uint64_t polled_ns);

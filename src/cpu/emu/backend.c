@@ -977,12 +977,15 @@ static bool ev_wake_due(struct emu_vcpu *ev, bool want_intr)
  * on this 2-core host). True when it came. */
 static bool ev_halt_poll(struct emu_vcpu *ev, bool want_intr, uint64_t until_ns)
 {
-	do {
+	for (;;) {
 		if (ev_wake_due(ev, want_intr))
 			return true;
 		poll_window_relax();
-	} while (mono_ns() < until_ns);
-	return false;
+		uint64_t now = mono_ns();
+		/* Another thread runnable (the one that will wake this vCPU?): let it have the CPU. */
+		if (now >= until_ns || !poll_window_host_spare(&ev->halt_poll, now))
+			return false;
+	}
 }
 
 /* Sleep on the condition variable until something needs this vCPU: an event in its LAPIC, a
