@@ -2384,6 +2384,17 @@ static void jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool gl
 	jit->lookup[(la ^ (la >> 12)) & (JIT_LOOKUP_SIZE - 1)] = target_here(cpu, global, at);
 }
 
+/* Write `n` bytes at `off` in the buffer unless they are there already. Most links are made
+ * again and again (a chain that ran out of blocks returns with its last exit in jit_exit, and
+ * emu_run() links it again to the same block), and a store into code the host has just run
+ * costs it a pipeline flush (self-modifying code, detected by physical address whatever the
+ * view), so only a change is written. */
+static void jit_patch(struct emu_jit *jit, size_t off, const void *b, size_t n)
+{
+	if (memcmp(jit->rw + off, b, n))
+		memcpy(jit->rw + off, b, n);
+}
+
 void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
 		  uint64_t gpa, bool global, emu_jit_fn code)
 {
@@ -2404,13 +2415,13 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 		struct jit_target t = target_here(cpu, global, at);
 
 		if (exit + 8 + sizeof(t) <= (exit < jit->hot_size ? jit->pos : jit->cold_pos))
-			memcpy(jit->rw + exit + 8, &t, sizeof(t));
+			jit_patch(jit, exit + 8, &t, sizeof(t));
 		return;
 	}
 	if (want != gpa)
 		return;
 	rel = (int32_t)(at - (jit->rx + exit));
-	memcpy(jit->rw + exit - 4, &rel, 4);
+	jit_patch(jit, exit - 4, &rel, 4);
 }
 
 /* Drop all code (a new generation) and what refers to it, and start the buffer again. */
