@@ -58,9 +58,10 @@ struct emu_jit {
 	 * (emu_jit_link()), for the lookup after RET and indirect JMP/CALL; emptied with the
 	 * buffer. */
 	struct jit_target *lookup;
-	/* The shared code at the start of the buffer (jit_stubs()), read-execute view: check
-	 * the jit_target in RDX against RIP and the CPU and go to its code, else return 0;
-	 * find RIP's entry in the lookup table and do the same. */
+	/* The shared code at the start of the buffer (jit_stubs()), read-execute view, called
+	 * by exits (emit_find()): check the jit_target in RDX against RIP and the CPU and
+	 * return its code in RCX, else the miss (a return with status 0); find RIP's entry in
+	 * the lookup table and do the same. */
 	const uint8_t *stub_check, *stub_lookup;
 };
 
@@ -1746,6 +1747,17 @@ static void emit_cond_call(struct compile *c, unsigned *cc)
 /* No constant target: what emit_exit_to() gets for a block that ends otherwise. */
 #define EXIT_NONE INT64_MIN
 
+/* call stub; jmp rcx: the stub (check or lookup, jit_stubs()) returns where to go, the
+ * successor's chain entry or the miss, and each exit jumps there on its own, so that the
+ * host predicts each one's target from its own history (one jump shared by every RET and
+ * every exit to another page was 4-7 % of the compiled code's samples). */
+static void emit_find(struct compile *c, const uint8_t *stub)
+{
+	emit_bytes(&c->e, (const uint8_t[]){ 0xE8 }, 1);
+	emit4(&c->e, (uint32_t)(int32_t)(stub - (c->jit->rx + (c->e.p + 4 - c->jit->rw))));
+	emit_bytes(&c->e, (const uint8_t[]){ 0xFF, 0xE1 }, 2); /* jmp rcx */
+}
+
 /* The exit record of a jump to another page (jit.h): cpu->jit_exit names it, the check stub
  * compares its struct jit_target (RDX) with RIP, the TLB generations and the CPL, which
  * emu_jit_link() filled in when it linked the exit, and goes to the successor's chain entry
@@ -1755,12 +1767,13 @@ static void emit_exit_xpage(struct compile *c)
 	struct emit *e = &c->e;
 	const struct jit_target never = { .gen = JIT_NEVER, .ggen = JIT_NEVER };
 
-	/* mov dword [jit_exit], the record (after the LEA, 7 bytes, and the JMP, 5) */
+	/* mov dword [jit_exit], the record (after the LEA, 7 bytes, the CALL, 5, and the JMP,
+	 * 2) */
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
-	emit4(e, (uint32_t)(e->p + 4 + 7 + 5 - c->jit->rw));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x15 }, 3); /* lea rdx, [rip + 5 + 8] */
-	emit4(e, 5 + 8);
-	emit_jump(e, c->jit, 16, c->jit->stub_check);
+	emit4(e, (uint32_t)(e->p + 4 + 7 + 5 + 2 - c->jit->rw));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x15 }, 3); /* lea rdx, [rip + 7 + 8] */
+	emit4(e, 5 + 2 + 8);
+	emit_find(c, c->jit->stub_check);
 	emit8(e, JIT_XPAGE);
 	emit_bytes(e, &never, sizeof(never));
 }
@@ -1809,7 +1822,7 @@ static void emit_exit_lookup(struct compile *c)
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit)); /* cmp, 0 */
 	emit1(e, 0);
 	emit_jump(e, c->jit, CC_NZ, c->ret0);
-	emit_jump(e, c->jit, 16, c->jit->stub_lookup);
+	emit_find(c, c->jit->stub_lookup);
 }
 
 /* Whether `insn` (a block's last) is a near RET, or a near JMP/CALL through a register or
@@ -1855,7 +1868,8 @@ static bool ends_at_next(const struct emu_insn *insn)
 }
 
 /* The shared code at the start of each generation of the buffer (struct emu_jit): the check
- * of a struct jit_target, the lookup, and a return with status 0 (after a miss, jit_exit
+ * of a struct jit_target and the lookup, both called (emit_find()) and returning in RCX
+ * where to jump: the successor's chain entry, or the miss, a return with status 0 (jit_exit
  * EMU_JIT_EXIT_LOOKUP unless it names an exit) through the epilogue that every block's code
  * shares (push rbx, r12, r13). Reached only from compiled code, with
  * RBX = cpu and R12 the TLB tag bits, which stay right for the successor: same CPL, same
@@ -1864,7 +1878,7 @@ static bool jit_stubs(struct emu_jit *jit)
 {
 	struct emit em = { .start = jit->rw, .p = jit->rw, .end = jit->rw + jit->size };
 	struct emit *e = &em;
-	const uint8_t *miss, *check_gen;
+	const uint8_t *miss, *find_miss, *check_gen;
 	uint8_t *gen_ok, *keep;
 
 	/* miss: a lookup's (jit_exit 0) says so in jit_exit, for emu_jit_link(); an exit to
@@ -1877,11 +1891,16 @@ static bool jit_stubs(struct emu_jit *jit)
 	emit4(e, EMU_JIT_EXIT_LOOKUP);
 	patch_jump(e, keep);
 	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0, 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 8);
+	/* what check and lookup return on a miss: RCX = miss; ret */
+	find_miss = jit->rx + (e->p - jit->rw);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x0D }, 3); /* lea rcx, [rip + miss] */
+	emit4(e, (uint32_t)(int32_t)(miss - (find_miss + 7)));
+	emit1(e, 0xC3);
 	/* check: RIP against [rdx] (la) */
 	jit->stub_check = jit->rx + (e->p - jit->rw);
 	emit_load(e, true, RAX, CPU_OFF(s.rip));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x02 }, 3); /* cmp rax, [rdx] */
-	emit_jump(e, jit, CC_NZ, miss);
+	emit_jump(e, jit, CC_NZ, find_miss);
 	/* the generation: either the TLB's (the page's translation made in this one), or for
 	 * a global page the global one (kept across CR3 writes) */
 	check_gen = jit->rx + (e->p - jit->rw);
@@ -1890,18 +1909,18 @@ static bool jit_stubs(struct emu_jit *jit)
 	gen_ok = emit_jump_fwd(e, CC_E);
 	emit_load(e, true, RAX, CPU_OFF(tlb.generation_global));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x42, 0x10 }, 4); /* cmp rax, [rdx + 16] */
-	emit_jump(e, jit, CC_NZ, miss);
+	emit_jump(e, jit, CC_NZ, find_miss);
 	patch_jump(e, gen_ok);
 	/* xor ecx, ecx; cmp dword [cpl], 3; sete cl; xor rcx, [rdx + 24]; test cl, 1; jnz miss;
-	 * jmp rcx (the CPL's bit must match) */
+	 * ret (the CPL's bit must match; RCX is the successor's chain entry) */
 	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC9 }, 2);
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(cpl));
 	emit1(e, 3);
 	emit_bytes(e, (const uint8_t[]){ 0x0F, 0x94, 0xC1 }, 3);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x33, 0x4A, 0x18 }, 4);
 	emit_bytes(e, (const uint8_t[]){ 0xF6, 0xC1, 0x01 }, 3);
-	emit_jump(e, jit, CC_NZ, miss);
-	emit_bytes(e, (const uint8_t[]){ 0xFF, 0xE1 }, 2);
+	emit_jump(e, jit, CC_NZ, find_miss);
+	emit1(e, 0xC3);
 	/* lookup: RDX = &lookup[(rip ^ rip >> 12) % size]; then the check */
 	jit->stub_lookup = jit->rx + (e->p - jit->rw);
 	emit_load(e, true, RAX, CPU_OFF(s.rip));
@@ -1915,7 +1934,7 @@ static bool jit_stubs(struct emu_jit *jit)
 	emit8(e, (uint64_t)(uintptr_t)jit->lookup);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x01, 0xCA }, 3); /* add rdx, rcx */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x02 }, 3); /* cmp rax, [rdx] */
-	emit_jump(e, jit, CC_NZ, miss);
+	emit_jump(e, jit, CC_NZ, find_miss);
 	emit_jump(e, jit, 16, check_gen);
 	if (e->overflow)
 		return false;
