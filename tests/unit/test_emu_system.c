@@ -1836,6 +1836,55 @@ static void test_jit_return_lookup(void)
 	cpu.jit = NULL;
 }
 
+/* A successor reached through the lookup table after RET runs only while its block cache slot
+ * still holds that code: after its slot and its instructions' room in the pool were given to
+ * other blocks (an interpreted fill that goes round the pool; the page, the TLB and the CPL
+ * unchanged), the RET that the table still sends to the old code goes back to emu_run(),
+ * which decodes the block again. Handler calls only (templates off), so old code would run
+ * the handlers on whatever the pool holds now. F: ret; G (another page): mov ebx, imm; hlt. */
+static void test_jit_lookup_rebuilt_block(void)
+{
+	const uint64_t f = 0x160000, g = 0x161000, sp = KSTACK_TOP - 0x100;
+	struct emu_jit *jit;
+	uint64_t chained;
+
+	machine_reset();
+	to_kernel_mode(f);
+	cpu.jit = jit = emu_jit_create(1 << 20, 0, false);
+	CHECK(jit != NULL);
+	if (!jit)
+		return;
+	code(f, (const uint8_t[]){ 0xC3 }, 1);
+	code(g, (const uint8_t[]){ 0xBB, 0x11, 0x11, 0x11, 0x11, 0xF4 }, 6);
+	cpu.chain_max = 4;
+	for (unsigned i = 0; i < 4; i++) {
+		/* 0: F runs, its lookup misses, G is remembered; then the table sends F's RET to
+		 * G's code (a chained entry); 3: after the fill */
+		if (i == 3) {
+			cpu.jit = NULL;
+			for (unsigned k = 0; k * 40000 <= EMU_BLOCK_POOL_INSNS; k++)
+				fill_blocks(&cpu, 0, 40000);
+			cpu.jit = jit;
+		}
+		chained = cpu.blocks.chained;
+		cpu.s.rip = f;
+		cpu.s.gpr[CPU_RSP] = sp - 8;
+		put64(sp - 8, g);
+		cpu.s.gpr[CPU_RBX] = 0;
+		CHECK_EQ(emu_run(&cpu), EMU_HALT);
+		CHECK_EQ(cpu.s.rip, g + 6);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x11111111);
+		CHECK_EQ(cpu.s.gpr[CPU_RSP], sp);
+		if (i == 1 || i == 2)
+			CHECK_EQ(cpu.blocks.chained, chained + 1);
+		if (i == 3) /* G's old code refused: G ran from emu_run() */
+			CHECK_EQ(cpu.blocks.chained, chained);
+	}
+	cpu.chain_max = 0;
+	emu_jit_destroy(jit);
+	cpu.jit = NULL;
+}
+
 /* A program of calls and returns across pages, an indirect CALL through a register and a JMP
  * through memory, a block that falls through into the next page, blocks that end at PUSHF
  * and LFENCE, up to a #UD, run emu_run() by emu_run() compiled (linked across pages, returns
@@ -3879,6 +3928,7 @@ int main(void)
 	RUN_TEST(test_cli_pushf_in_block);
 	RUN_TEST(test_jit_cross_page_links);
 	RUN_TEST(test_jit_return_lookup);
+	RUN_TEST(test_jit_lookup_rebuilt_block);
 	RUN_TEST(test_jit_cross_page_exact);
 	RUN_TEST(test_jit_memory_paths);
 	RUN_TEST(test_jit_tlb_page_crossing);

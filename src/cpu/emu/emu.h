@@ -336,13 +336,13 @@ struct emu_cpu {
 	 * (jit_last) and the exit it took last towards a successor (jit_exit, an offset in the
 	 * JIT's buffer, 0: none), which emu_run() may link to the successor's code. */
 	unsigned chain_left;
+	uint32_t jit_exit; /* right after chain_left: the chain entry writes both at once */
 	/* if_awaited (set by the caller): an interrupt waits for IF. An instruction that sets
 	 * IF then ends the chain (emu_execute(): chain_left 0), and what it took from
 	 * chain_left is chain_cut, which emu_run() counts as not run. */
 	bool if_awaited;
 	unsigned chain_cut;
 	uint32_t jit_last;
-	uint32_t jit_exit;
 	uint64_t jit_scratch; /* compiled code's own (RIP before a block's last handler) */
 };
 

@@ -1944,53 +1944,80 @@ static bool jit_stubs(struct emu_jit *jit)
 
 _Static_assert(sizeof(struct jit_target) == 32, "the stubs' jit_target layout");
 
+/* A forward rel8 jump or Jcc (cc < 16; 16: JMP) to a target patched later (patch_jump8()). */
+static uint8_t *emit_jump8_fwd(struct emit *e, unsigned cc)
+{
+	emit1(e, cc < 16 ? (uint8_t)(0x70 | cc) : 0xEB);
+	emit1(e, 0);
+	return e->overflow ? NULL : e->p - 1;
+}
+
+/* Point the rel8 at `at` here; a target out of its reach makes the code not fit (never with
+ * the short distances it is used for). */
+static void patch_jump8(struct emit *e, uint8_t *at)
+{
+	ptrdiff_t rel = at ? e->p - (at + 1) : 0;
+
+	if (!at || e->overflow)
+		return;
+	if (rel > 127) {
+		e->overflow = true;
+		return;
+	}
+	*at = (uint8_t)rel;
+}
+
 /* The chain entry (jit.h) of the block whose code starts at `entry` (read-execute view):
- * the checks, each leaving through the return with status 0, then a jump to the body (whose
- * rel32 this returns, to be patched). Before the epilogue. */
+ * the checks, each leaving through the return with status 0 right after it, then a jump to
+ * the body (whose rel8 this returns, to be patched). `*entry_at`: the rel32 of the LEA that
+ * names `entry`, patched once it is known. Short jumps and 64-bit absolute loads keep it
+ * ~75 bytes (it was ~110 with rel32 jumps and a MOVABS of each address): every block has
+ * one and every chained block runs it. */
 static uint8_t *emit_chain_entry(struct compile *c, const struct emu_jit_ref *ref,
 				 uint8_t **entry_at)
 {
 	struct emit *e = &c->e;
-	uint8_t *skip, *out[4];
+	uint8_t *skip, *out[5];
 
 	/* mov rax, [chain_attention]; test rax, rax; jz skip; cmp dword [rax], 0; jne out */
 	emit_load(e, true, RAX, CPU_OFF(chain_attention));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x85, 0xC0 }, 3);
-	skip = emit_jump_fwd(e, CC_E);
+	skip = emit_jump8_fwd(e, CC_E);
 	emit_bytes(e, (const uint8_t[]){ 0x83, 0x38, 0x00 }, 3);
-	out[0] = emit_jump_fwd(e, CC_NZ);
-	patch_jump(e, skip);
-	/* cmp dword [chain_left], 0; je out */
-	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(chain_left));
-	emit1(e, 0);
-	out[1] = emit_jump_fwd(e, CC_E);
-	/* mov rax, &ref->code; mov rcx, entry; cmp [rax], rcx; jne out */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
+	out[0] = emit_jump8_fwd(e, CC_NZ);
+	patch_jump8(e, skip);
+	/* mov rax, [&ref->code]; lea rcx, [rip + entry]; cmp rax, rcx; jne out */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xA1 }, 2);
 	emit8(e, (uint64_t)(uintptr_t)&ref->code);
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB9 }, 2);
-	*entry_at = e->p; /* the entry's address, once known */
-	emit8(e, 0);
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x39, 0x08 }, 3);
-	out[2] = emit_jump_fwd(e, CC_NZ);
-	/* mov rax, version_word; cmp dword [rax], version; jne out */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
-	emit8(e, (uint64_t)(uintptr_t)c->chain->version_word);
-	emit_bytes(e, (const uint8_t[]){ 0x81, 0x38 }, 2);
-	emit4(e, c->chain->version);
-	out[3] = emit_jump_fwd(e, CC_NZ);
-	/* dec dword [chain_left]; mov dword [jit_exit], 0 (linked: nothing for emu_run() to
-	 * link unless a later exit says so); jmp body */
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xFF }, 1, 1, CPU_OFF(chain_left));
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x0D }, 3);
+	*entry_at = e->p; /* the entry's distance, once known */
 	emit4(e, 0);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x39, 0xC8 }, 3);
+	out[1] = emit_jump8_fwd(e, CC_NZ);
+	/* mov eax, [version_word]; cmp eax, version; jne out */
+	emit1(e, 0xA1);
+	emit8(e, (uint64_t)(uintptr_t)c->chain->version_word);
+	emit1(e, 0x3D);
+	emit4(e, c->chain->version);
+	out[2] = emit_jump8_fwd(e, CC_NZ);
+	/* mov eax, [chain_left]; sub eax, 1; jb out; mov [chain_left], rax: one block taken
+	 * from the chain and jit_exit (the next dword) cleared (linked: nothing for emu_run()
+	 * to link unless a later exit says so); jmp body */
+	emit_load(e, false, RAX, CPU_OFF(chain_left));
+	emit_bytes(e, (const uint8_t[]){ 0x83, 0xE8, 0x01 }, 3);
+	out[3] = emit_jump8_fwd(e, CC_B);
+	emit_store(e, true, RAX, CPU_OFF(chain_left));
 	{
-		uint8_t *body = emit_jump_fwd(e, 16);
+		uint8_t *body = emit_jump8_fwd(e, 16);
 
 		for (unsigned i = 0; i < 4; i++)
-			patch_jump(e, out[i]);
+			patch_jump8(e, out[i]);
 		return body;
 	}
 }
+
+_Static_assert(offsetof(struct emu_cpu, jit_exit) == offsetof(struct emu_cpu, chain_left) + 4,
+	       "the chain entry clears jit_exit with its store of chain_left");
 
 /* Whether `insn` is a relative branch whose targets are known when compiling: Jcc, LOOPcc,
  * JrCXZ, JMP rel, CALL rel (taken: `*cond` false for the unconditional ones). */
@@ -2311,16 +2338,16 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 	emit4(e, dist);
 	entry = e->p;
 	if (entry_at && !e->overflow) {
-		uint64_t rx = (uint64_t)(uintptr_t)(jit->rx + (entry - jit->rw));
+		int32_t rel = (int32_t)(entry - (entry_at + 4));
 
-		memcpy(entry_at, &rx, 8);
+		memcpy(entry_at, &rel, 4);
 	}
 	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
 	emit_bytes(e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
 	if (!jit->inline_off)
 		emit_tlb_tag(e);
 	if (chain) { /* mov dword [jit_last], slot */
-		patch_jump(e, body);
+		patch_jump8(e, body);
 		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
 		emit4(e, chain->slot);
 		c.insn_off = (unsigned)(chain->gpa & 0xfff);
