@@ -36,8 +36,8 @@ struct jit_target {
 #define JIT_NEVER UINT64_MAX
 /* The buffer's cold region is 1/JIT_COLD_PART of it (struct emu_jit). */
 #define JIT_COLD_PART 4
-/* The lookup table's entries (RET, indirect JMP/CALL): 32 KiB. */
-#define JIT_LOOKUP_SIZE 1024
+/* The lookup table's entries (RET, indirect JMP/CALL): 128 KiB. */
+#define JIT_LOOKUP_SIZE 4096
 /* What an exit record to another page starts with (a same-page record is a guest-physical
  * address, below 2^56), followed by its struct jit_target. */
 #define JIT_XPAGE UINT64_MAX
