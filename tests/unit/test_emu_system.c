@@ -1598,6 +1598,79 @@ static void test_cli_pushf_in_block(void)
 	}
 }
 
+/* REP STOS (fast.c's rep_stos: one page's bytes at once, else emu_execute()) in a block,
+ * interpreted and compiled, with the TLB cold and warm: the bytes, RDI, RCX and the block
+ * going on after it; a run that
+ * crosses onto the not-present page stops there with #PF, what fit stored and counted; DF 1
+ * stores downwards; RCX 0 stores nothing; a store into the block's own page ends the block. */
+static void test_rep_stos_in_block(void)
+{
+	/* rep stosq (or rep stosb); inc ebx; jmp $ */
+	static const uint8_t q[] = { 0xF3, 0x48, 0xAB, 0xFF, 0xC3, 0xEB, 0xFE };
+	static const uint8_t b[] = { 0xF3, 0xAA, 0xFF, 0xC3, 0xEB, 0xFE };
+	const uint64_t data = 0x206000; /* TMPL_DATA: user RW, the next page not present */
+	const uint64_t pattern = 0x0123456789abcdefull;
+
+	for (unsigned jit = 0; jit < 2; jit++) {
+		if (jit)
+			cpu.jit = emu_jit_create(1 << 20, 0, true);
+		for (unsigned run = 0; run < 12; run++) { /* each case twice, the TLB then warm */
+			unsigned k = run / 2;
+			bool bytes = k == 4, down = k == 2, own = k == 5;
+			uint64_t rdi = k == 1 ? data + 4096 - 16
+				       : own  ? USER_RW + 0x800
+					      : data + 0x100;
+			uint64_t rcx = k == 1 ? 4 : k == 3 ? 0 : bytes ? 100 : 5;
+			unsigned size = bytes ? 1 : 8, len = bytes ? 6 : 7;
+			int rc;
+
+			if (run % 2 == 0)
+				machine_reset();
+			cpu.s.rflags = EMU_FLAG_FIXED1 | EMU_FLAG_IF;
+			cpu.s.gpr[CPU_RBX] = 0;
+			memset(ram + data, 0x5a, 4096);
+			memset(ram + USER_RW + 0x800, 0x5a, 0x100);
+			code(USER_RW, bytes ? b : q, len);
+			cpu.s.gpr[CPU_RAX] = pattern;
+			cpu.s.gpr[CPU_RCX] = rcx;
+			cpu.s.gpr[CPU_RDI] = rdi;
+			if (down)
+				cpu.s.rflags |= EMU_FLAG_DF;
+			rc = emu_run(&cpu);
+			if (k == 1) { /* two fit, then #PF on 0x207000 */
+				CHECK_EQ(rc, EMU_EXCEPTION);
+				CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+				CHECK_EQ(cpu.s.gpr[CPU_RCX], 2);
+				CHECK_EQ(cpu.s.gpr[CPU_RDI], data + 4096);
+				CHECK_EQ(get64(data + 4096 - 8), pattern);
+				CHECK_EQ(cpu.s.rip, USER_RW);
+				continue;
+			}
+			CHECK_EQ(rc, EMU_OK);
+			CHECK_EQ(cpu.s.gpr[CPU_RCX], 0);
+			CHECK_EQ(cpu.s.gpr[CPU_RDI], down ? rdi - rcx * size : rdi + rcx * size);
+			/* the block went on after it, except after a store into its own page */
+			CHECK_EQ(cpu.s.gpr[CPU_RBX], own ? 0 : 1);
+			CHECK_EQ(cpu.s.rip, USER_RW + (own ? len - 4 : len - 2));
+			if (k == 3) {
+				CHECK_EQ(ram[data + 0x100], 0x5a);
+			} else if (bytes) {
+				CHECK_EQ(ram[rdi], 0xef);
+				CHECK_EQ(ram[rdi + 99], 0xef);
+				CHECK_EQ(ram[rdi + 100], 0x5a);
+			} else {
+				uint64_t first = down ? rdi - 32 : rdi;
+
+				CHECK_EQ(get64(first), pattern);
+				CHECK_EQ(get64(first + 32), pattern);
+				CHECK_EQ(ram[down ? first - 1 : first + 40], 0x5a);
+			}
+		}
+		emu_jit_destroy(cpu.jit);
+		cpu.jit = NULL;
+	}
+}
+
 /* Chaining: one emu_run() runs up to chain_max blocks, and only one while the attention flag
  * is set or chain_max is 0; an early block end (MMIO) stops the chain. */
 static void test_block_chains(void)
@@ -3926,6 +3999,7 @@ int main(void)
 	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_block_chains_linked);
 	RUN_TEST(test_cli_pushf_in_block);
+	RUN_TEST(test_rep_stos_in_block);
 	RUN_TEST(test_jit_cross_page_links);
 	RUN_TEST(test_jit_return_lookup);
 	RUN_TEST(test_jit_lookup_rebuilt_block);

@@ -1034,6 +1034,48 @@ HANDLER(pushf_8)
 	return rc ? rc : retire(cpu, insn);
 }
 
+/* REP STOSB/W/D/Q (the kernel's memset(), ~9 per 4 KiB read request on the disk path) with
+ * DF 0 whose bytes lie in one RAM page writable through the TLB: all of them at once (a REP
+ * may be interrupted between iterations, never must be). Anything else (RCX 0, DF 1, a page
+ * crossing, a TLB miss, MMIO, single steps and breakpoints: one iteration a step) goes to
+ * emu_execute() as a block's generic instruction would, which does it in pieces, and may stop
+ * between them, or raises the fault. */
+INLINE int rep_stos(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	uint64_t n = cpu->s.gpr[CPU_RCX], la = cpu->s.gpr[CPU_RDI], v = cpu->s.gpr[CPU_RAX];
+	uint8_t *p;
+
+	if (!n || n > 4096 / size || (cpu->s.rflags & EMU_FLAG_DF) || emu_debug_active(cpu) ||
+	    !(p = emu_tlb_fast(cpu, cpu->tlb.write, la, (unsigned)n * size)))
+		return emu_block_generic(cpu, insn);
+	if (size == 1)
+		memset(p, (uint8_t)v, n);
+	else
+		for (uint64_t i = 0; i < n; i++)
+			store(p + i * size, size, v);
+	emu_code_stored(cpu, p);
+	cpu->s.gpr[CPU_RDI] = la + n * size;
+	cpu->s.gpr[CPU_RCX] = 0;
+	return retire(cpu, insn);
+}
+
+HANDLER(rep_stos_1)
+{
+	return rep_stos(cpu, insn, 1);
+}
+HANDLER(rep_stos_2)
+{
+	return rep_stos(cpu, insn, 2);
+}
+HANDLER(rep_stos_4)
+{
+	return rep_stos(cpu, insn, 4);
+}
+HANDLER(rep_stos_8)
+{
+	return rep_stos(cpu, insn, 8);
+}
+
 /* BSWAP r32 zero-extends (a 16-bit operand is undefined: emu_execute()). */
 HANDLER(bswap_4)
 {
@@ -1410,6 +1452,12 @@ void emu_fast_select(struct emu_insn *insn, enum emu_mode mode)
 			insn->fast = ret;
 		else if (insn->map == EMU_MAP_0F && insn->opcode >= 0x18 && insn->opcode <= 0x1F)
 			insn->fast = nop; /* ENDBR64 is F3 0F 1E FA */
+		else if (insn->map == EMU_MAP_1 && (insn->opcode & 0xFE) == 0xAA &&
+			 !(insn->prefix & EMU_PFX_REPNE))
+			insn->fast = insn->opcode == 0xAA ? rep_stos_1
+				     : insn->opsize == 2  ? rep_stos_2
+				     : insn->opsize == 4  ? rep_stos_4
+							  : rep_stos_8;
 		return;
 	}
 	if (insn->map == EMU_MAP_1)
