@@ -199,6 +199,11 @@ struct emu_tlb {
 	 * global pages (the kernel's) stays cached across context switches as its TLB entries
 	 * do. */
 	uint64_t generation, generation_global;
+	/* For compiled code's check after a store (jit.c): the address of the version word
+	 * (memory.h) of the RAM page at host address h is code_word_bias + (h >> 12) * 4, i.e.
+	 * the version array minus (its RAM's base >> 12) * 4 (mod 2^64); set by every fill while
+	 * code is tracked (cpu->code), before any compiled access can use the entry. */
+	uint64_t code_word_bias;
 	/* Statistics (written by the owning thread only, read anywhere with relaxed loads):
 	 * flushes of everything, of all but global pages (CR3 writes), of one page (INVLPG);
 	 * misses (page walks) of reads, writes and fetches. */

@@ -999,20 +999,17 @@ static void emit_code_stored(struct compile *c, const struct emu_insn *insn, boo
 	struct emit *e = &c->e;
 	uint8_t *cold, *back, *plain;
 
-	emit_load(e, true, RDI, CPU_OFF(code)); /* mov rdi, [cpu->code] */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC1 }, 3); /* mov rcx, rax */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x2B, 0x4F }, 3); /* sub rcx, [rdi + base] */
-	emit1(e, (uint8_t)offsetof(struct memory_code_pages, base));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0xC1, 0xE9, 0x0C }, 4); /* shr rcx, 12 */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x7F }, 3); /* mov rdi, [rdi + version] */
-	emit1(e, (uint8_t)offsetof(struct memory_code_pages, version));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x3C, 0x8F }, 4); /* lea rdi, [rdi+rcx*4] */
-	emit_bytes(e, (const uint8_t[]){ 0xF6, 0x07, MEMORY_CODE_DECODED }, 3); /* test [rdi] */
+	emit_load(e, true, RDI, CPU_OFF(tlb.code_word_bias)); /* mov rdi, [bias] */
+	/* test byte [rdi + rcx * 4], MEMORY_CODE_DECODED */
+	emit_bytes(e, (const uint8_t[]){ 0xF6, 0x04, 0x8F, MEMORY_CODE_DECODED }, 4);
 	cold = emit_jump_fwd(e, CC_NZ);
 	back = e->p;
 	cold_swap(c);
 	e = &c->e;
 	patch_jump_to(c, cold, e->p);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x3C, 0x8F }, 4); /* lea rdi, [rdi+rcx*4] */
 	/* mov rcx, [rbx + entry + gpa]; cmp rcx, [block_page]; jne plain */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x8C, (uint8_t)(entry << 3 | RBX) }, 4);
 	emit4(e, (uint32_t)(CPU_OFF(tlb.write) + (int32_t)offsetof(struct emu_tlb_entry, gpa)));
@@ -1034,10 +1031,6 @@ static void emit_code_stored(struct compile *c, const struct emu_insn *insn, boo
 	emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
 	cold_swap(c);
 }
-
-_Static_assert(offsetof(struct memory_code_pages, base) < 128 &&
-		       offsetof(struct memory_code_pages, version) < 128,
-	       "code pages layout");
 
 _Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, addend) == 8 &&
 		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE <= 65536 &&

@@ -294,6 +294,9 @@ static int tlb_lookup(struct emu_cpu *cpu, uint64_t linear, enum emu_access acce
 			return rc;
 		tlb_log_fill(&cpu->tlb, e);
 		cpu->tlb.used = true;
+		if (cpu->code && cpu->code->version)
+			cpu->tlb.code_word_bias = (uint64_t)(uintptr_t)cpu->code->version -
+						  ((uint64_t)(uintptr_t)cpu->code->base >> 12) * 4;
 		e->gpa = w.gpa & PAGE_MASK;
 		host = cpu->phys->ram_page(cpu->phys_opaque, e->gpa);
 		e->tag = host ? tag : tag | EMU_TLB_NOHOST;
