@@ -1598,6 +1598,39 @@ static void test_cli_pushf_in_block(void)
 	}
 }
 
+/* RDTSC and RDTSCP (fast.c's handlers) at CPL 3: EDX:EAX the TSC (the upper halves 0, never
+ * going back), RDTSCP's ECX IA32_TSC_AUX; with CR4.TSD #GP, nothing changed. */
+static void test_rdtsc_user(void)
+{
+	/* rdtscp; rdtsc; jmp $ */
+	static const uint8_t prog[] = { 0x0F, 0x01, 0xF9, 0x0F, 0x31, 0xEB, 0xFE };
+	uint64_t first;
+
+	machine_reset();
+	CHECK_EQ(cpu.cpl, 3);
+	code(USER_RW, prog, sizeof(prog));
+	cpu.msr.tsc_aux = 0xabcd12345678ull;
+	cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RDX] = ~0ull;
+	CHECK_EQ(emu_step(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RW + 3);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0x12345678);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] >> 32, 0);
+	CHECK_EQ(cpu.s.gpr[CPU_RDX] >> 32, 0);
+	first = cpu.s.gpr[CPU_RDX] << 32 | cpu.s.gpr[CPU_RAX];
+	CHECK_EQ(emu_run(&cpu), EMU_OK); /* rdtsc in a block */
+	CHECK_EQ(cpu.s.rip, USER_RW + 5);
+	CHECK((cpu.s.gpr[CPU_RDX] << 32 | cpu.s.gpr[CPU_RAX]) >= first);
+	cpu.s.cr4 |= 1ull << 2; /* CR4.TSD */
+	for (unsigned i = 0; i < 2; i++) {
+		cpu.s.rip = USER_RW + (i ? 3 : 0);
+		cpu.s.gpr[CPU_RAX] = 7;
+		CHECK_EQ(i ? emu_run(&cpu) : emu_step(&cpu), EMU_EXCEPTION);
+		CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
+		CHECK_EQ(cpu.s.rip, USER_RW + (i ? 3 : 0));
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 7);
+	}
+}
+
 /* REP STOS (fast.c's rep_stos: one page's bytes at once, else emu_execute()) in a block,
  * interpreted and compiled, with the TLB cold and warm: the bytes, RDI, RCX and the block
  * going on after it; a run that
@@ -4000,6 +4033,7 @@ int main(void)
 	RUN_TEST(test_block_chains_linked);
 	RUN_TEST(test_cli_pushf_in_block);
 	RUN_TEST(test_rep_stos_in_block);
+	RUN_TEST(test_rdtsc_user);
 	RUN_TEST(test_jit_cross_page_links);
 	RUN_TEST(test_jit_return_lookup);
 	RUN_TEST(test_jit_lookup_rebuilt_block);

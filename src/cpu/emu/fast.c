@@ -1036,7 +1036,7 @@ HANDLER(pushf_8)
 
 /* REP STOSB/W/D/Q (the kernel's memset(), ~9 per 4 KiB read request on the disk path) with
  * DF 0 whose bytes lie in one RAM page writable through the TLB: all of them at once (a REP
- * may be interrupted between iterations, never must be). Anything else (RCX 0, DF 1, a page
+ * may be interrupted between iterations, never must be). Anything else (DF 1, a page
  * crossing, a TLB miss, MMIO, single steps and breakpoints: one iteration a step) goes to
  * emu_execute() as a block's generic instruction would, which does it in pieces, and may stop
  * between them, or raises the fault. */
@@ -1045,7 +1045,9 @@ INLINE int rep_stos(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned s
 	uint64_t n = cpu->s.gpr[CPU_RCX], la = cpu->s.gpr[CPU_RDI], v = cpu->s.gpr[CPU_RAX];
 	uint8_t *p;
 
-	if (!n || n > 4096 / size || (cpu->s.rflags & EMU_FLAG_DF) || emu_debug_active(cpu) ||
+	if (!n) /* no iteration, no access: the kernel's memset() tail after REP STOSQ */
+		return retire(cpu, insn);
+	if (n > 4096 / size || (cpu->s.rflags & EMU_FLAG_DF) || emu_debug_active(cpu) ||
 	    !(p = emu_tlb_fast(cpu, cpu->tlb.write, la, (unsigned)n * size)))
 		return emu_block_generic(cpu, insn);
 	if (size == 1)
@@ -1074,6 +1076,33 @@ HANDLER(rep_stos_4)
 HANDLER(rep_stos_8)
 {
 	return rep_stos(cpu, insn, 8);
+}
+
+/* RDTSC, RDTSCP (the kernel's clock reads, ~5 per 4 KiB read request on the disk path); under
+ * CR4.TSD above CPL 0 emu_execute()'s #GP. Both end blocks (cpu.c). */
+#define FAST_CR4_TSD (1ull << 2)
+
+INLINE int rdtsc_to(struct emu_cpu *cpu, const struct emu_insn *insn, bool aux)
+{
+	uint64_t v;
+
+	if ((cpu->s.cr4 & FAST_CR4_TSD) && cpu->cpl)
+		return emu_execute(cpu, insn);
+	v = emu_read_tsc(cpu);
+	cpu->s.gpr[CPU_RAX] = v & 0xffffffff;
+	cpu->s.gpr[CPU_RDX] = v >> 32;
+	if (aux)
+		cpu->s.gpr[CPU_RCX] = cpu->msr.tsc_aux & 0xffffffff;
+	return retire(cpu, insn);
+}
+
+HANDLER(rdtsc)
+{
+	return rdtsc_to(cpu, insn, false);
+}
+HANDLER(rdtscp)
+{
+	return rdtsc_to(cpu, insn, true);
 }
 
 /* BSWAP r32 zero-extends (a 16-bit operand is undefined: emu_execute()). */
@@ -1435,6 +1464,10 @@ static emu_fast_fn select_map0f(struct emu_insn *insn)
 	case 0xC8 ... 0xCF:
 		insn->fast_a = (uint8_t)opcode_reg(insn);
 		return size == 8 ? bswap_8 : size == 4 ? bswap_4 : NULL;
+	case 0x31:
+		return rdtsc;
+	case 0x01:
+		return insn->modrm == 0xF9 ? rdtscp : NULL;
 	default:
 		return NULL;
 	}
