@@ -389,6 +389,17 @@ void emu_debug_update(struct emu_cpu *cpu);
  * trap after it (EMU_EXCEPTION with the instruction retired and RIP at the next one); DR6 says
  * which. */
 int emu_debug_step(struct emu_cpu *cpu);
+
+/* IF went from 0 to 1 (STI, POPF, IRET, SYSRET: emu_execute(), fast.c's STI): with an
+ * interrupt waiting for IF, the chain ends after this block (see chain_cut). */
+static inline void emu_if_raised(struct emu_cpu *cpu)
+{
+	if (cpu->if_awaited) {
+		cpu->chain_cut += cpu->chain_left;
+		cpu->chain_left = 0;
+	}
+}
+
 /* Whether emu_step()/emu_run() must go through emu_debug_step(): DR7 enables a breakpoint, TF is
  * set, or RF is (loaded by an IRET, usually from a fault's frame): the next instruction clears
  * it as it starts. */

@@ -1547,11 +1547,8 @@ retry:
 		cpu->interrupt_shadow = cpu->shadow_next;
 		/* STI, POPF, IRET, SYSRET...: the caller chains while an interrupt waits for
 		 * IF only because these end the chain. */
-		if (cpu->if_awaited && !(saved_rflags & EMU_FLAG_IF) &&
-		    (cpu->s.rflags & EMU_FLAG_IF)) {
-			cpu->chain_cut += cpu->chain_left;
-			cpu->chain_left = 0;
-		}
+		if (!(saved_rflags & EMU_FLAG_IF) && (cpu->s.rflags & EMU_FLAG_IF))
+			emu_if_raised(cpu);
 	} else if (!x.partial) {
 		/* A fault after flags were computed (e.g. on the write of a read-modify-write)
 		 * must not leave them changed. REP string instructions keep partial progress. */

@@ -1026,6 +1026,23 @@ HANDLER(cli)
 	return retire(cpu, insn);
 }
 
+/* STI at CPL <= IOPL (the kernel's local_irq_enable()): IF 0 -> 1 opens the one-instruction
+ * interrupt shadow (SDM: STI) and may end the chain (emu_if_raised()), as emu_execute() does;
+ * above IOPL emu_execute()'s #GP. STI ends blocks (cpu.c). */
+HANDLER(sti)
+{
+	bool rise = !(cpu->s.rflags & EMU_FLAG_IF);
+
+	if (cpu->cpl > ((cpu->s.rflags & EMU_FLAG_IOPL) >> 12))
+		return emu_execute(cpu, insn);
+	cpu->s.rflags |= EMU_FLAG_IF;
+	retire(cpu, insn);
+	cpu->interrupt_shadow = rise;
+	if (rise)
+		emu_if_raised(cpu);
+	return EMU_OK;
+}
+
 /* PUSHFQ: VM and RF are pushed as 0 (SDM: PUSHF). */
 HANDLER(pushf_8)
 {
@@ -1407,6 +1424,8 @@ static emu_fast_fn select_map1(struct emu_insn *insn)
 		return size == 8 ? pushf_8 : NULL;
 	case 0xFA:
 		return cli;
+	case 0xFB:
+		return sti;
 	case 0xE8:
 		return size == 8 ? call_rel : NULL;
 	case 0xE9:
