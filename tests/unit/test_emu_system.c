@@ -1877,17 +1877,35 @@ static void test_jit_cross_page_links(void)
 	cpu.jit = NULL;
 }
 
+/* A call site (5 bytes, then 4) whose return site shares c1's lookup table entry, on a page
+ * XP_PAGE(6..) mapped for it (the entry's index has as many bits as the table's size). */
+static uint64_t lookup_twin(uint64_t c1)
+{
+	for (unsigned k = 6; k < 64; k++)
+		for (uint64_t c = XP_PAGE(k); c + 9 <= XP_PAGE(k) + 4096; c++)
+			if (emu_jit_lookup_entry(c + 5) == emu_jit_lookup_entry(c1 + 5)) {
+				xp_map(k, XP_PAGE(k), P | W | U);
+				return c;
+			}
+	return 0;
+}
+
 /* After RET the lookup table finds the return site's code only for the same linear address
- * in the same TLB generation at the same CPL: two return sites in one table entry (their
- * addresses 0x400 apart), a remapped return site after a CR3 write, and a return site on a
- * supervisor page reached at CPL 0 and then at CPL 3 (#PF). F at XP_PAGE(1): ret. */
+ * in the same TLB generation at the same CPL: two return sites in one table entry, a
+ * remapped return site after a CR3 write, and a return site on a supervisor page reached at
+ * CPL 0 and then at CPL 3 (#PF). F at XP_PAGE(1): ret. */
 static void test_jit_return_lookup(void)
 {
-	const uint64_t f = XP_PAGE(1) + 0x40, c1 = XP_PAGE(0) + 0xFB, c2 = XP_PAGE(0) + 0x4FB;
+	const uint64_t f = XP_PAGE(1) + 0x40, c1 = XP_PAGE(0) + 0xFB;
 	const uint64_t s = 0x100000; /* supervisor, identity (PT_LOW) */
+	uint64_t c2;
 
 	xp_reset(true);
 	if (!cpu.jit)
+		return;
+	c2 = lookup_twin(c1);
+	CHECK(c2 != 0);
+	if (!c2)
 		return;
 	code(f, (const uint8_t[]){ 0xC3 }, 1);
 	/* c1: call f; mov al, 1; jmp $ and c2: call f; mov al, 2; jmp $ */

@@ -2418,9 +2418,13 @@ static struct jit_target target_here(const struct emu_cpu *cpu, bool global, con
 static void jit_remember(struct emu_jit *jit, const struct emu_cpu *cpu, bool global,
 			 const uint8_t *at)
 {
-	uint64_t la = cpu->s.rip;
+	jit->lookup[emu_jit_lookup_entry(cpu->s.rip)] = target_here(cpu, global, at);
+}
 
-	jit->lookup[(la ^ (la >> 12)) & (JIT_LOOKUP_SIZE - 1)] = target_here(cpu, global, at);
+/* jit_stubs()'s lookup computes the same. */
+unsigned emu_jit_lookup_entry(uint64_t la)
+{
+	return (unsigned)((la ^ (la >> 12)) & (JIT_LOOKUP_SIZE - 1));
 }
 
 /* Write `n` bytes at `off` in the buffer unless they are there already. Most links are made
@@ -2576,6 +2580,12 @@ uint64_t emu_jit_flushes(const struct emu_jit *jit)
 int emu_jit_inlines(const struct emu_insn *insn)
 {
 	(void)insn;
+	return 0;
+}
+
+unsigned emu_jit_lookup_entry(uint64_t la)
+{
+	(void)la;
 	return 0;
 }
 

@@ -115,6 +115,10 @@ static inline int emu_jit_run(emu_jit_fn code, struct emu_cpu *cpu)
 /* Times all code was dropped because the buffer was full, and the buffer's generation. */
 uint64_t emu_jit_flushes(const struct emu_jit *jit);
 
+/* The lookup table entry that the lookup after RET and indirect JMP/CALL reads for linear
+ * address `la` (tests: two return sites in one entry). */
+unsigned emu_jit_lookup_entry(uint64_t la);
+
 /* Whether a form would be inlined (tests: each group says how many of its cases were). */
 int emu_jit_inlines(const struct emu_insn *insn);
 
