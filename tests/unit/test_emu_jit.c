@@ -165,7 +165,7 @@ static void test_threshold_and_generation(void)
 static void test_block_larger_than_buffer(void)
 {
 	static uint8_t many[64 * 3];
-	struct emu_jit *jit = emu_jit_create(512, 0, true);
+	struct emu_jit *jit = emu_jit_create(1024, 0, true);
 	struct emu_insn insn[64];
 	struct emu_jit_ref ref = { 0 };
 
