@@ -38,8 +38,9 @@ struct jit_target {
  * benchmark, compiled blocks had ~500-520 bytes of hot code and ~230-240 of cold, so both
  * regions fill at about the same time (a quarter filled the cold one first: more flushes). */
 #define JIT_COLD_PART 3
-/* The lookup table's entries (RET, indirect JMP/CALL): 128 KiB. */
-#define JIT_LOOKUP_SIZE 4096
+/* The lookup table's entries (RET, indirect JMP/CALL): 512 KiB per vCPU (filled at each
+ * flush of the buffer; a lookup reads one entry). */
+#define JIT_LOOKUP_SIZE 16384
 /* What an exit record to another page starts with (a same-page record is a guest-physical
  * address, below 2^56), followed by its struct jit_target. */
 #define JIT_XPAGE UINT64_MAX
