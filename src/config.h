@@ -79,7 +79,7 @@ struct vm_config {
 	uint16_t gdb_port;
 	bool gdb_wait;
 	/* --poll-max-us: the cap of the adaptive busy-poll windows (poll_window.h) of a halted
-	 * software-CPU vCPU and of the event loop with I/O in flight; 0: never poll. */
+	 * software-CPU vCPU and of the event loop waiting for a reply; 0: never poll. */
 	uint32_t poll_max_ns;
 	bool poll_always; /* ,always: poll even while the host has more runnable threads than CPUs */
 	/* Resolved by main once for every run of the VM, not parsed: */

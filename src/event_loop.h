@@ -21,7 +21,7 @@ struct event_handler {
 struct event_loop {
 	int epoll_fd;
 	struct event_handler handlers[EVENT_LOOP_MAX_HANDLERS];
-	/* Set (any thread) when an event should come soon: I/O in flight, a frame just sent. The
+	/* Set (any thread) when an event should come soon: a reply to a frame just sent. The
 	 * next wait then polls for `poll`'s window before it blocks (QEMU's AioContext polling). */
 	bool expect;
 	struct poll_window poll;

@@ -100,7 +100,7 @@ void stats_format(struct vm *vm, FILE *out)
 	if (vm->backend->format_stats)
 		vm->backend->format_stats(vm, out);
 	if (vm->loop && vm->loop->poll.max_ns) {
-		fprintf(out, "event loop polls with I/O in flight: ");
+		fprintf(out, "event loop polls for replies: ");
 		poll_window_format(&vm->loop->poll, out);
 		fputc('\n', out);
 	}

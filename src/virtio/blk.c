@@ -350,7 +350,6 @@ static bool blk_handle_chain(struct virtio_blk *blk, unsigned q, struct blk_requ
 	blk->inflight++;
 	req->submitted_ns = trace_now_ns();
 	block_io_submit(blk->io, &req->io);
-	event_loop_expect(blk->vm->loop); /* its completion: poll for it before sleeping */
 	return true;
 }
 
@@ -437,8 +436,10 @@ static void blk_on_io(void *opaque, int fd, uint32_t events)
 	if (block_io_reap(blk->io, blk_complete, blk))
 		for (unsigned q = 0; q < blk->vdev.nr_queues; q++)
 			virtio_device_notify_queue(&blk->vdev, q);
-	if (blk->inflight) /* more to complete: poll for them too */
-		event_loop_expect(blk->vm->loop);
+	/* No event_loop_expect() for the completions: on this 2-core host a main thread that
+	 * spins for them holds the core the io_uring worker needs to do the read while the vCPU
+	 * runs the guest on the other (4 KiB reads at depth 1 with the loop polling: 0.78, 0.89
+	 * and 0.96 of the IOPS without, three interleaved rounds of bench/disk). */
 	pthread_mutex_unlock(&blk->vdev.lock);
 }
 

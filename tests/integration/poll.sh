@@ -30,7 +30,7 @@ if grep -q 'halt polls:' "$err_off" && [ "$(polls "$err_off")" -eq 0 ] && ! grep
 else
 	fail poll_off_never_polls "$(grep -a 'halt polls\|event loop polls' "$err_off" || echo 'no halt poll counters')"
 fi
-if [ "$(polls "$err_on")" -gt 0 ] && grep -q '^event loop polls with I/O in flight: ' "$err_on"; then
+if [ "$(polls "$err_on")" -gt 0 ] && grep -q '^event loop polls for replies: ' "$err_on"; then
 	ok poll_always_polls_halts_after_a_notify
 else
 	fail poll_always_polls_halts_after_a_notify "$(grep -a 'HLT\|event loop polls' "$err_on" || echo 'no counters')"
