@@ -45,7 +45,7 @@ static const char usage_text[] =
 	"                       by vmm when the payload is LZ4, else by the kernel) or guest\n"
 	"                       (always by the kernel's own decompressor)\n"
 	"      --poll-max-us N[,always]\n"
-	"                       busy-poll at most N us (adaptive; default 200, 0: off) in a\n"
+	"                       busy-poll at most N us (adaptive, e.g. 200; default 0: off) in a\n"
 	"                       halted software-CPU vCPU after a device notify and in the\n"
 	"                       event loop after frames were sent, before sleeping: less\n"
 	"                       latency, more host CPU; not while the host is busy, unless\n"

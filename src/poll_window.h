@@ -10,9 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* The first window after 0, and the default cap (--poll-max-us). */
+/* The first window after 0. */
 #define POLL_WINDOW_START_NS 10000u
-#define POLL_WINDOW_DEFAULT_MAX_NS 200000u
 
 struct poll_window {
 	uint32_t ns; /* the current window; 0: go to sleep at once */

@@ -107,7 +107,7 @@ static void errors_name_the_problem(void)
 	const char *good[] = { "--name", "web-1.test_a", "k" };
 	CHECK(parse(&c, err, good, 3) == 0 && !strcmp(c.name, "web-1.test_a"));
 	const char *dflt[] = { "k" };
-	CHECK(parse(&c, err, dflt, 1) == 0 && c.poll_max_ns == 200000);
+	CHECK(parse(&c, err, dflt, 1) == 0 && c.poll_max_ns == 0);
 	const char *off[] = { "--poll-max-us", "0", "k" };
 	CHECK(parse(&c, err, off, 3) == 0 && c.poll_max_ns == 0);
 	const char *poll[] = { "--poll-max-us=50", "k" };
