@@ -115,7 +115,7 @@ static int parse_accel(struct vm_config *cfg, const char *text, char *err, unsig
 }
 
 /* Up to 10 ms: beyond that a busy poll costs a host CPU for longer than a wake-up ever takes. */
-#define CONFIG_POLL_MAX_US 10000
+#define CONFIG_POLL_MAX_US 10000u
 
 static int parse_poll_max(struct vm_config *cfg, const char *text, char *err, unsigned err_len)
 {
