@@ -1811,6 +1811,38 @@ static void to_user_mode(void)
 	emu_update_mode(&cpu);
 }
 
+/* A store by a chained block into its own page ends that block after the store, as it does
+ * for the first block of an emu_run() pass: the instructions after it are decoded again. A at
+ * XP_PAGE(0) jumps to B at XP_PAGE(1) + 0x10: mov byte [rdi], 0xC2; inc ecx; jmp $. Once A
+ * is linked to B, RDI pointing at inc ecx's ModRM byte turns it into inc edx. */
+static void test_jit_chained_block_writes_own_page(void)
+{
+	static const uint8_t b_code[] = { 0xC6, 0x07, 0xC2, 0xFF, 0xC1, 0xEB, 0xFE };
+	const uint64_t a = XP_PAGE(0) + 0x20, b = XP_PAGE(1) + 0x10;
+
+	xp_reset(true);
+	if (!cpu.jit)
+		return;
+	code(b, b_code, sizeof(b_code));
+	put_rel32(a, 0xE9, b);
+	for (unsigned i = 0; i < 3; i++) { /* compile A and B, link A to B */
+		cpu.s.gpr[CPU_RDI] = USER_RW + 0x800;
+		CHECK_EQ(xp_run(a, 2), EMU_OK);
+		CHECK_EQ(cpu.s.rip, b + 5);
+	}
+	cpu.s.gpr[CPU_RDI] = b + 4;
+	cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RDX] = 0;
+	CHECK_EQ(xp_run(a, 2), EMU_OK);
+	for (unsigned i = 0; i < 4 && cpu.s.rip != b + 5; i++)
+		CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, b + 5);
+	CHECK_EQ(ram[b + 4], 0xC2);
+	CHECK_EQ(cpu.s.gpr[CPU_RDX], 1); /* the new instruction ran */
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0); /* not the old one */
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* A link from a block to a successor in another page holds as long as the successor's
  * translation does: a CR3 write (its page not global), an INVLPG of its page or a CPL change
  * makes the next pass look the successor up again (here: the new code the page tables name,
@@ -4053,6 +4085,7 @@ int main(void)
 	RUN_TEST(test_rep_stos_in_block);
 	RUN_TEST(test_rdtsc_user);
 	RUN_TEST(test_jit_cross_page_links);
+	RUN_TEST(test_jit_chained_block_writes_own_page);
 	RUN_TEST(test_jit_return_lookup);
 	RUN_TEST(test_jit_lookup_rebuilt_block);
 	RUN_TEST(test_jit_cross_page_exact);

@@ -681,6 +681,30 @@ static bool form_accesses_memory(const struct form *f)
 	}
 }
 
+/* Whether the instruction may write memory, compiled as `f` (its handler, an inline store, or a
+ * template's slow path): a block of none needs no cpu->block_page of its own. */
+static bool form_may_write(const struct emu_insn *insn, const struct form *f)
+{
+	switch (f->kind) {
+	case FORM_CALL:
+	case FORM_STORE:
+	case FORM_STORE_IMM:
+	case FORM_ALU_MEM:
+	case FORM_INCDEC_MEM:
+	case FORM_PUSH:
+	case FORM_CALL_REL:
+		return true;
+	case FORM_LOAD:
+	case FORM_POP:
+	case FORM_RET:
+	case FORM_LEA:
+	case FORM_NOP:
+		return false;
+	default: /* register forms; any other with a memory operand, to be safe */
+		return emu_insn_has_mem(insn);
+	}
+}
+
 /* Whether an inlined form replaces all six flags. */
 static bool form_writes_flags(const struct form *f)
 {
@@ -2305,12 +2329,14 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 	uint8_t *entry, *chain_at, *entry_at = NULL, *body = NULL;
 	uint32_t dist = 0;
 	unsigned calls = 0; /* handler calls in the hot code, beside the slow paths' */
+	bool writes = jit->inline_off; /* an instruction may write memory */
 
 	if (n > JIT_MAX_INSNS)
 		return NULL;
 	for (unsigned i = 0; i < n; i++) {
 		f[i] = classify(&insn[i]);
 		calls += jit->inline_off || f[i].kind == FORM_CALL;
+		writes = writes || form_may_write(&insn[i], &f[i]);
 	}
 	flags_liveness(insn, f, n, live);
 	e->start = e->p = jit->rw + ((jit->pos + 15) & ~(size_t)15);
@@ -2346,6 +2372,13 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 		patch_jump8(e, body);
 		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
 		emit4(e, chain->slot);
+		if (writes) { /* mov rax, page; mov [block_page], rax: stores into the block's
+			       * own page end it after them (self-modifying code), in a chain
+			       * as for the first block of a pass (run_block() sets that one) */
+			emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
+			emit8(e, chain->gpa & ~0xfffull);
+			emit_store(e, true, RAX, CPU_OFF(block_page));
+		}
 		c.insn_off = (unsigned)(chain->gpa & 0xfff);
 	}
 	if (calls >= 2) /* else each call's insn is a movabs: shorter in all */
