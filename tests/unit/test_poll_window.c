@@ -186,10 +186,20 @@ static void test_event_loop_polls_only_when_expecting(void)
 	CHECK(loop.poll.ns < before);
 	CHECK(loop.poll.shrinks >= 1);
 
-	/* A busy host (more runnable threads than CPUs): the wait does not poll. */
+	/* A busy host (more runnable threads than CPUs): the wait does not poll. The host's
+	 * load comes from a file that says so, however long this thread takes to get there
+	 * (a fresh look only holds for POLL_WINDOW_HOST_CHECK_NS: under ASan on a loaded host
+	 * the real /proc/loadavg was read again and could show a CPU to spare). */
+	char path[] = "/tmp/vmm-test-loadavg-XXXXXX";
+	int busy_fd = mkstemp(path);
+	CHECK(busy_fd >= 0);
+	unlink(path);
+	CHECK(pwrite(busy_fd, "4.00 3.00 2.00 9999/10000 4242\n", 31, 0) == 31);
+	poll_window_destroy(&loop.poll);
+	loop.poll.loadavg_fd = busy_fd; /* closed by the next poll_window_destroy() */
 	loop.poll.ns = 50000000;
 	loop.poll.host_spare = false;
-	loop.poll.host_checked_ns = now_ns(); /* the check is fresh: no new look at the host */
+	loop.poll.host_checked_ns = now_ns();
 	uint64_t polled = loop.poll.poll_ns, busy = loop.poll.host_busy;
 	event_loop_expect(&loop);
 	w.delay_ns = 1000000;
