@@ -1457,6 +1457,21 @@ static void emit_shift_cl(struct compile *c, const struct emu_insn *insn, const 
 	c->prod = PROD_UNKNOWN;
 }
 
+/* The six arithmetic flags, worked out in `reg`, into RFLAGS: no flag operation pending
+ * (cc.op EMU_CC_NONE), nothing known of the host's flags or the producer. */
+static void emit_arith_flags_store(struct compile *c, unsigned reg)
+{
+	struct emit *e = &c->e;
+
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, 4, CPU_OFF(s.rflags)); /* and */
+	emit4(e, (uint32_t) ~(uint32_t)EMU_FLAGS_ARITH);
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x09 }, 1, reg, CPU_OFF(s.rflags)); /* or */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(cc.op)); /* EMU_CC_NONE */
+	emit1(e, EMU_CC_NONE);
+	c->host_flags = false;
+	c->prod = PROD_UNKNOWN;
+}
+
 /* SHL SHR SAR with their flags, as fast.c's shift_fixed(): all six replaced (AF 0), CF ZF SF
  * PF from the host's shift (the count is 1..width-1), OF computed for every count. */
 static void emit_shift_flags(struct compile *c, const struct emu_insn *insn, const struct form *f)
@@ -1490,13 +1505,7 @@ static void emit_shift_flags(struct compile *c, const struct emu_insn *insn, con
 		emit1(e, 11);
 		emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RSI, RDX);
 	}
-	emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, 4, CPU_OFF(s.rflags)); /* and */
-	emit4(e, (uint32_t) ~(uint32_t)EMU_FLAGS_ARITH);
-	emit_mem(e, 0, true, (const uint8_t[]){ 0x09 }, 1, RDX, CPU_OFF(s.rflags)); /* or */
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(cc.op)); /* EMU_CC_NONE */
-	emit1(e, EMU_CC_NONE);
-	c->host_flags = false;
-	c->prod = PROD_UNKNOWN;
+	emit_arith_flags_store(c, RDX);
 }
 
 /* ROL ROR by a non-zero count, as alu.c's emu_shift(): only CF and OF change, so with live
@@ -1656,13 +1665,7 @@ static void emit_imul_flags(struct compile *c, const struct form *f)
 	emit_bytes(e, (const uint8_t[]){ 0x69, 0xD2 }, 2); /* imul edx, edx, CF | OF */
 	emit4(e, EMU_FLAG_CF | EMU_FLAG_OF);
 	emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RDX, RCX); /* or ecx, edx */
-	emit_mem(e, 0, true, (const uint8_t[]){ 0x81 }, 1, 4, CPU_OFF(s.rflags)); /* and */
-	emit4(e, (uint32_t) ~(uint32_t)EMU_FLAGS_ARITH);
-	emit_mem(e, 0, true, (const uint8_t[]){ 0x09 }, 1, RCX, CPU_OFF(s.rflags)); /* or */
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(cc.op)); /* EMU_CC_NONE */
-	emit1(e, EMU_CC_NONE);
-	c->host_flags = false;
-	c->prod = PROD_UNKNOWN;
+	emit_arith_flags_store(c, RCX);
 }
 
 /* FORM_ALU_HI: as emit_alu() with an immediate, on the byte of AH..BH (the second byte of
