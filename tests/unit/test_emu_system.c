@@ -1531,7 +1531,6 @@ static void test_block_chain_ends_at_if(unsigned *attention)
 	for (unsigned how = 0; how < 4; how++) {
 		machine_reset();
 		code(USER_RW, if_chain, sizeof(if_chain));
-		cpu.chain_attention = attention;
 		*attention = 0;
 		/* IOPL 3: STI and POPF may set IF in user mode */
 		cpu.s.rflags = EMU_FLAG_FIXED1 | (3u << 12) | (how == 2 ? EMU_FLAG_IF : 0);
@@ -1708,7 +1707,6 @@ static void test_rep_stos_in_block(void)
  * is set or chain_max is 0; an early block end (MMIO) stops the chain. */
 static void test_block_chains(void)
 {
-	unsigned attention = 0;
 	/* 4 x (inc eax; jmp next) then jmp $ */
 	static const uint8_t chain[] = { 0xFF, 0xC0, 0xEB, 0x00, 0xFF, 0xC0, 0xEB, 0x00, 0xFF,
 					 0xC0, 0xEB, 0x00, 0xFF, 0xC0, 0xEB, 0x00, 0xEB, 0xFE };
@@ -1721,15 +1719,15 @@ static void test_block_chains(void)
 	CHECK_EQ(cpu.chain_ran, 1);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], 1);
 	cpu.chain_max = 2;
-	cpu.chain_attention = &attention;
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.chain_ran, 2);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], 3);
 	CHECK_EQ(cpu.s.rip, USER_RW + 12);
-	attention = 1;
+	cpu.attention = 1;
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.chain_ran, 1);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], 4);
+	cpu.attention = 0;
 	/* mmio_chain: mov eax, [USER_MMIO + 8]; jmp next; mov bl, 3; jmp $ */
 	machine_reset();
 	code(USER_RW, mmio_chain, sizeof(mmio_chain));
@@ -1741,9 +1739,8 @@ static void test_block_chains(void)
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.chain_ran, 8);
 	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 3);
-	test_block_chain_ends_at_if(&attention);
+	test_block_chain_ends_at_if(&cpu.attention);
 	cpu.chain_max = 0;
-	cpu.chain_attention = NULL;
 }
 
 /* Compiled blocks chain (jit.c): the same counts and state as through emu_run()'s own chain,
@@ -2006,21 +2003,24 @@ static void test_jit_lookup_rebuilt_block(void)
 
 	machine_reset();
 	to_kernel_mode(f);
-	cpu.jit = jit = emu_jit_create(1 << 20, 0, false);
+	/* compiling at the second entry: the fill's blocks, run once, stay interpreted (no
+	 * flush of the buffer), and the JIT sees them take G's slot (emu_jit_unchain()) */
+	cpu.jit = jit = emu_jit_create(1 << 20, 1, false);
 	CHECK(jit != NULL);
 	if (!jit)
 		return;
 	code(f, (const uint8_t[]){ 0xC3 }, 1);
 	code(g, (const uint8_t[]){ 0xBB, 0x11, 0x11, 0x11, 0x11, 0xF4 }, 6);
 	cpu.chain_max = 4;
-	for (unsigned i = 0; i < 4; i++) {
-		/* 0: F runs, its lookup misses, G is remembered; then the table sends F's RET to
-		 * G's code (a chained entry); 3: after the fill */
-		if (i == 3) {
-			cpu.jit = NULL;
+	for (unsigned i = 0; i < 6; i++) {
+		/* 0: interpreted; 1: F runs compiled, its lookup misses, G is remembered; then the
+		 * table sends F's RET to G's code (a chained entry); 4: after the fill, both
+		 * decoded again (and interpreted); 5: F compiled again, its RET finds G's old code
+		 * in the table */
+		if (i == 4) {
 			for (unsigned k = 0; k * 40000 <= EMU_BLOCK_POOL_INSNS; k++)
 				fill_blocks(&cpu, 0, 40000);
-			cpu.jit = jit;
+			CHECK_EQ(emu_jit_flushes(jit), 0);
 		}
 		chained = cpu.blocks.chained;
 		cpu.s.rip = f;
@@ -2031,9 +2031,9 @@ static void test_jit_lookup_rebuilt_block(void)
 		CHECK_EQ(cpu.s.rip, g + 6);
 		CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x11111111);
 		CHECK_EQ(cpu.s.gpr[CPU_RSP], sp);
-		if (i == 1 || i == 2)
+		if (i == 2 || i == 3)
 			CHECK_EQ(cpu.blocks.chained, chained + 1);
-		if (i == 3) /* G's old code refused: G ran from emu_run() */
+		if (i >= 4) /* G's old code refused: G ran from emu_run() */
 			CHECK_EQ(cpu.blocks.chained, chained);
 	}
 	cpu.chain_max = 0;
@@ -2088,13 +2088,12 @@ static void xp_program(void)
 
 static unsigned xp_trace(struct xp_state *out, unsigned cap, unsigned max, unsigned attention_every)
 {
-	unsigned n = 0, attention = 0;
+	unsigned n = 0;
 
-	cpu.chain_attention = &attention;
 	while (n < cap) {
 		struct xp_state *st = &out[n];
 
-		attention = attention_every && n % attention_every == attention_every - 1;
+		cpu.attention = attention_every && n % attention_every == attention_every - 1;
 		cpu.chain_max = max;
 		st->rc = emu_run(&cpu);
 		st->rip = cpu.s.rip;
@@ -2109,7 +2108,7 @@ static unsigned xp_trace(struct xp_state *out, unsigned cap, unsigned max, unsig
 		if (st->rc)
 			break;
 	}
-	cpu.chain_attention = NULL;
+	cpu.attention = 0;
 	cpu.chain_max = 0;
 	return n;
 }
@@ -2179,9 +2178,9 @@ static int chain_run(uint64_t rdx, unsigned max, unsigned attention)
 	cpu.s.gpr[CPU_RAX] = 0;
 	cpu.s.gpr[CPU_RDX] = rdx;
 	cpu.chain_max = max;
-	cpu.chain_attention = &attention;
+	cpu.attention = attention;
 	rc = emu_run(&cpu);
-	cpu.chain_attention = NULL;
+	cpu.attention = 0;
 	return rc;
 }
 
@@ -2200,6 +2199,7 @@ static void test_block_chain_checks(void)
 	const uint64_t page2 = 0x130000, b2_at = page2 + 0x40, other_at = 0x140000;
 	struct emu_jit *jit;
 	uint32_t cpuid[4];
+	uint64_t chained;
 
 	machine_reset();
 	to_kernel_mode(CHAIN_A);
@@ -2233,7 +2233,18 @@ static void test_block_chain_checks(void)
 
 	/* B2 replaced in its slot by another compiled block between two runs of A2 → B2: B2
 	 * decoded first, then A2 (the next slot), so that after EMU_BLOCK_SLOTS - 2 more blocks
-	 * the next new one takes B2's slot and A2 and its link stay. */
+	 * the last of them takes B2's slot (an empty cache, whose slots are taken in order)
+	 * and A2 and its link stay. Nothing compares the slot at B2's chain entry: forgetting
+	 * B2 turns its entry into a return (emu_jit_unchain()), so the JIT stays during the
+	 * fill, compiling blocks at their second entry (the fill's run once: no compiled code,
+	 * no flush of A2's). */
+	emu_cpu_destroy(&cpu);
+	machine_reset();
+	to_kernel_mode(b2_at);
+	cpu.jit = jit = emu_jit_create(1 << 20, 1, true);
+	CHECK(jit != NULL);
+	if (!jit)
+		return;
 	code(page2 + 0x100, a2, sizeof(a2));
 	code(b2_at, b2, sizeof(b2));
 	code(other_at, other, sizeof(other));
@@ -2241,28 +2252,30 @@ static void test_block_chain_checks(void)
 	cpu.chain_max = 4;
 	cpu.s.rip = b2_at;
 	CHECK_EQ(emu_run(&cpu), EMU_HALT);
-	for (unsigned run = 0; run < 2; run++) { /* A2 → B2 (cpuid; hlt); then linked */
+	for (unsigned run = 0; run < 3; run++) { /* A2 → B2 (cpuid; hlt); compiled, linked */
 		cpu.s.rip = page2 + 0x100;
 		cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RBX] = 0;
 		CHECK_EQ(emu_run(&cpu), EMU_HALT);
 		CHECK_EQ(cpu.s.rip, b2_at + 3);
 		CHECK_EQ(cpu.s.gpr[CPU_RBX], cpuid[1]);
 	}
-	jit = cpu.jit; /* the fill interpreted: no compiled code, no flush of A2's */
-	cpu.jit = NULL;
+	CHECK_EQ(cpu.chain_ran, 3); /* A2, B2 (to CPUID), HLT: through the links */
 	fill_blocks(&cpu, 0, EMU_BLOCK_SLOTS - 2);
-	cpu.jit = jit;
-	cpu.s.rip = other_at;
-	cpu.s.gpr[CPU_RBX] = 0;
-	CHECK_EQ(emu_run(&cpu), EMU_HALT);
-	CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x12345678);
+	CHECK_EQ(emu_jit_flushes(jit), 0);
+	for (unsigned run = 0; run < 2; run++) { /* into B2's slot, compiled at the second */
+		cpu.s.rip = other_at;
+		cpu.s.gpr[CPU_RBX] = 0;
+		CHECK_EQ(emu_run(&cpu), EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x12345678);
+	}
 	cpu.s.rip = page2 + 0x100;
 	cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RBX] = 0;
+	chained = cpu.blocks.chained;
 	CHECK_EQ(emu_run(&cpu), EMU_HALT);
 	CHECK_EQ(cpu.s.rip, b2_at + 3);
 	CHECK_EQ(cpu.s.gpr[CPU_RBX], cpuid[1]);
+	CHECK_EQ(cpu.blocks.chained, chained); /* B2 decoded again, through emu_run() */
 	cpu.chain_max = 0;
-	cpu.chain_attention = NULL;
 	emu_jit_destroy(cpu.jit);
 	cpu.jit = NULL;
 }

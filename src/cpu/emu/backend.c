@@ -97,7 +97,6 @@ struct emu_vcpu {
 	bool exit_pending; /* log.a[log.n - 1] went out as an exit */
 	bool halted; /* HLT retired, waiting for an interrupt */
 	bool wait_sipi; /* after INIT (or at creation for APs): waiting for a SIPI */
-	unsigned attention; /* set (atomically) by other threads: look at the world again */
 	unsigned kicked; /* vcpu_kick: return from vcpu_run (atomic) */
 	uint64_t timer_deadline; /* virtual ns, LAPIC_NO_DEADLINE; atomic */
 	struct ev_pace pace; /* of the batches (ev_next_batch()); the vCPU thread's */
@@ -182,7 +181,7 @@ static uint64_t tsc_at_ns(struct emu_vcpu *ev, uint64_t ns)
 
 static void ev_wake(struct emu_vcpu *ev)
 {
-	__atomic_store_n(&ev->attention, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&ev->cpu.attention, 1, __ATOMIC_RELEASE);
 	if (!ev->sync_ready)
 		return;
 	pthread_mutex_lock(&ev->lock);
@@ -308,7 +307,7 @@ static int hook_msr(struct emu_cpu *cpu, uint32_t index, uint64_t *value, bool i
 			return emu_raise(cpu, EMU_VEC_GP, true, 0);
 		if (is_write) {
 			cpu->s.apic_base = lapic_get_base(&ev->lapic);
-			__atomic_store_n(&ev->attention, 1, __ATOMIC_RELAXED);
+			__atomic_store_n(&ev->cpu.attention, 1, __ATOMIC_RELAXED);
 		}
 		return EMU_OK;
 	}
@@ -383,7 +382,7 @@ static void hook_cr8_write(struct emu_cpu *cpu, uint64_t value)
 	struct emu_vcpu *ev = to_ev(cpu);
 
 	lapic_set_cr8(&ev->lapic, value);
-	__atomic_store_n(&ev->attention, 1, __ATOMIC_RELAXED); /* PPR may have dropped */
+	__atomic_store_n(&ev->cpu.attention, 1, __ATOMIC_RELAXED); /* PPR may have dropped */
 }
 
 static const struct emu_platform_ops emu_platform = {
@@ -510,7 +509,7 @@ static int phys_mmio(struct emu_cpu *cpu, uint64_t gpa, void *data, unsigned len
 		}
 		if (handled) {
 			if (is_write) /* EOI, TPR: an interrupt may have become deliverable */
-				__atomic_store_n(&ev->attention, 1, __ATOMIC_RELAXED);
+				__atomic_store_n(&ev->cpu.attention, 1, __ATOMIC_RELAXED);
 			return EMU_OK;
 		}
 	}
@@ -963,7 +962,7 @@ static bool ev_wake_due(struct emu_vcpu *ev, bool want_intr)
 	unsigned pending = lapic_pending(&ev->lapic);
 	uint64_t deadline = __atomic_load_n(&ev->timer_deadline, __ATOMIC_ACQUIRE);
 
-	if (__atomic_load_n(&ev->attention, __ATOMIC_ACQUIRE))
+	if (__atomic_load_n(&ev->cpu.attention, __ATOMIC_ACQUIRE))
 		return true;
 	if (pending & (LAPIC_PENDING_NMI | LAPIC_PENDING_INIT | LAPIC_PENDING_SIPI))
 		return true;
@@ -1120,7 +1119,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 		bool mid_insn = ev->log.n != 0; /* an instruction to finish before any event */
 
 		/* A full barrier: what a waker published before setting it is seen below. */
-		__atomic_exchange_n(&ev->attention, 0, __ATOMIC_SEQ_CST);
+		__atomic_exchange_n(&ev->cpu.attention, 0, __ATOMIC_SEQ_CST);
 		if (__atomic_exchange_n(&ev->kicked, 0, __ATOMIC_ACQ_REL) ||
 		    atomic_load(&vcpu->vm->stopping) || atomic_load(&vcpu->vm->paused))
 			return 0;
@@ -1167,7 +1166,7 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 		}
 		batch = ev_next_batch(ev);
 		for (n = 0; n < batch; n += cpu->chain_ran, ev->pace.blocks += cpu->chain_ran) {
-			if (__atomic_load_n(&ev->attention, __ATOMIC_RELAXED))
+			if (__atomic_load_n(&ev->cpu.attention, __ATOMIC_RELAXED))
 				break;
 			if (intr && emu_interrupts_enabled(cpu) && !ev->log.n)
 				break;
@@ -1182,7 +1181,6 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 			 * may run the rest of the batch. A budget of 16 ended ~22 M passes of a
 			 * QD32 random-read run on it, each through emu_run(), block_find() and
 			 * this loop again, for nothing. */
-			cpu->chain_attention = &ev->attention;
 			cpu->if_awaited = intr && !(cpu->s.rflags & EMU_FLAG_IF);
 			cpu->chain_max = ev->log.n || (intr && (cpu->s.rflags & EMU_FLAG_IF))
 						 ? 1

@@ -139,6 +139,8 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	struct memory_code_pages *code = cpu->code;
 	struct emu_debug *debug = cpu->debug; /* INIT/SIPI keep gdb's breakpoints */
 	struct emu_jit *jit = cpu->jit;
+	/* other threads' (an INIT must not lose a kick that came meanwhile) */
+	unsigned attention = __atomic_load_n(&cpu->attention, __ATOMIC_RELAXED);
 
 	if (cpu->watch_inner) /* the plain memory ops; emu_debug_update() wraps them again */
 		mem = cpu->watch_inner;
@@ -163,6 +165,7 @@ void emu_cpu_init(struct emu_cpu *cpu, const struct cpu_state *state)
 	cpu->platform = platform;
 	cpu->debug = debug;
 	cpu->jit = jit;
+	__atomic_fetch_or(&cpu->attention, attention, __ATOMIC_RELAXED);
 	cpu->block_page = EMU_NO_BLOCK_PAGE;
 	cpu->msr.pat = 0x0007040600070406ull; /* the reset value (SDM Vol. 3 §11.12.4) */
 	cpu->msr.misc_enable = CPU_MISC_ENABLE_RESET; /* an AP after INIT: firmware's value */
@@ -507,16 +510,19 @@ static uint32_t block_lookup(struct emu_icache *ic, uint64_t tag)
 	return index;
 }
 
-/* Forget the block in slot `index` (if any): out of its hash chain, tag and code cleared. Slots
- * are only ever named together with the tag they held (links, the jump cache; compiled code's
- * chain entries compare the head's code ref), so that needs no other bookkeeping. */
-static void block_evict(struct emu_icache *ic, uint32_t index)
+/* Forget the block in slot `index` (if any): out of its hash chain, tag and code cleared, its
+ * compiled code's chain entry a return from now on (links to it and lookups go back to
+ * emu_run()). Slots are only ever named together with the tag they held (links, the jump
+ * cache), so that needs no other bookkeeping. */
+static void block_evict(struct emu_cpu *cpu, uint32_t index)
 {
+	struct emu_icache *ic = cpu->icache;
 	struct emu_block_head *h = &ic->head[index];
 	uint32_t *p;
 
 	if (!h->tag)
 		return;
+	emu_jit_unchain(cpu->jit, &h->jit);
 	for (p = block_bucket(ic, h->tag); *p != index; p = &ic->head[*p].next)
 		;
 	*p = h->next;
@@ -526,12 +532,14 @@ static void block_evict(struct emu_icache *ic, uint32_t index)
 }
 
 /* Forget the blocks whose instructions start in the pool's [from, to). */
-static void pool_forget(struct emu_icache *ic, uint32_t from, uint32_t to)
+static void pool_forget(struct emu_cpu *cpu, uint32_t from, uint32_t to)
 {
+	struct emu_icache *ic = cpu->icache;
+
 	for (uint32_t i = from; i < to; i++)
 		if (ic->owner[i] != BLOCK_NONE) {
 			if (ic->head[ic->owner[i]].first == i)
-				block_evict(ic, ic->owner[i]);
+				block_evict(cpu, ic->owner[i]);
 			ic->owner[i] = BLOCK_NONE;
 		}
 }
@@ -540,28 +548,30 @@ static void pool_forget(struct emu_icache *ic, uint32_t from, uint32_t to)
  * the start when the end has too little), for slot `index`: the blocks whose instructions
  * start there are forgotten first (those that started before and reach into it went when
  * their own start was reached, as the pool is filled in order). */
-static uint32_t block_pool_take(struct emu_icache *ic, uint32_t index)
+static uint32_t block_pool_take(struct emu_cpu *cpu, uint32_t index)
 {
+	struct emu_icache *ic = cpu->icache;
 	uint32_t first = ic->pool_next;
 
 	if (first + BLOCK_MAX_INSNS > BLOCK_POOL_INSNS) {
-		pool_forget(ic, first, BLOCK_POOL_INSNS); /* unused from now on */
+		pool_forget(cpu, first, BLOCK_POOL_INSNS); /* unused from now on */
 		first = 0;
 	}
-	pool_forget(ic, first, first + BLOCK_MAX_INSNS);
+	pool_forget(cpu, first, first + BLOCK_MAX_INSNS);
 	ic->owner[first] = index;
 	return first;
 }
 
 /* A slot for a new block tagged `tag`, in its hash chain: the next one in turn, whose block
  * (the oldest one decoded into a slot) is forgotten. */
-static uint32_t block_alloc(struct emu_icache *ic, uint64_t tag)
+static uint32_t block_alloc(struct emu_cpu *cpu, uint64_t tag)
 {
+	struct emu_icache *ic = cpu->icache;
 	uint32_t index = ic->slot_next, *bucket = block_bucket(ic, tag);
 	struct emu_block_head *h = &ic->head[index];
 
 	ic->slot_next = (index + 1) % BLOCK_SLOTS;
-	block_evict(ic, index);
+	block_evict(cpu, index);
 	h->next = *bucket;
 	*bucket = index;
 	return index;
@@ -576,7 +586,7 @@ static void block_decode(struct emu_cpu *cpu, uint32_t index, const uint8_t *hos
 	struct emu_block_head *h = &ic->head[index];
 
 	h->tag = 0; /* not forgotten for its own instructions' room */
-	h->first = block_pool_take(ic, index);
+	h->first = block_pool_take(cpu, index);
 	block_build(cpu, h, &ic->pool[h->first], host, avail, tag);
 	ic->pool_next = h->first + h->n;
 	if (!h->n) /* nothing in the pool to forget it for */
@@ -595,6 +605,7 @@ static void block_redecode(struct emu_cpu *cpu, uint32_t index, const uint8_t *h
 	struct emu_insn insn[BLOCK_MAX_INSNS];
 	uint64_t tag = h->tag;
 
+	emu_jit_unchain(cpu->jit, &h->jit); /* compiled from the old version */
 	block_build(cpu, &fresh, insn, host, avail, tag);
 	if (fresh.n == h->n && !memcmp(insn, block_insns(ic, h), h->n * sizeof(insn[0]))) {
 		h->version = fresh.version;
@@ -605,7 +616,7 @@ static void block_redecode(struct emu_cpu *cpu, uint32_t index, const uint8_t *h
 		return;
 	}
 	h->tag = 0; /* not forgotten for its own instructions' room */
-	fresh.first = block_pool_take(ic, index);
+	fresh.first = block_pool_take(cpu, index);
 	memcpy(&ic->pool[fresh.first], insn, fresh.n * sizeof(insn[0]));
 	fresh.next = h->next; /* forgetting others in its chain may have changed it */
 	*h = fresh;
@@ -657,7 +668,7 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 	tag = gpa | ((uint64_t)cpu->mode << 56) | BLOCK_VALID;
 	index = block_lookup(ic, tag);
 	if (index == BLOCK_NONE) {
-		index = block_alloc(ic, tag);
+		index = block_alloc(cpu, tag);
 		if (ic->head[index].version_word) /* the slot held a block before */
 			EMU_STAT_INC(cpu->blocks.builds_evicted);
 		else
@@ -782,10 +793,8 @@ out:
  * a debug condition, or the caller's attention flag (interrupts, kicks). */
 static bool chain_goes_on(const struct emu_cpu *cpu)
 {
-	const unsigned *attention = cpu->chain_attention;
-
 	return !cpu->block_exit && !emu_debug_active(cpu) &&
-	       !(attention && __atomic_load_n(attention, __ATOMIC_RELAXED));
+	       !__atomic_load_n(&cpu->attention, __ATOMIC_RELAXED);
 }
 
 /* chain_left counts down the blocks after the first, here and in compiled code's chains. */

@@ -330,8 +330,11 @@ struct emu_cpu {
 	bool block_exit;
 	/* Chaining (set by the caller before each emu_run()): run up to chain_max blocks (0 and
 	 * 1: one), going on only after a block that ended normally (EMU_OK, no block_exit) while
-	 * *chain_attention (if set) stays zero. emu_run() leaves in chain_ran how many it ran. */
-	const unsigned *chain_attention;
+	 * `attention` stays zero. emu_run() leaves in chain_ran how many it ran. Other threads
+	 * set `attention` (atomically) when this CPU must come back to its caller (a kick, an
+	 * interrupt); the caller clears it. It is here, not behind a pointer, so that a compiled
+	 * block's chain entry (jit.c) looks at it with one load from the CPU. */
+	unsigned attention;
 	unsigned chain_max;
 	unsigned chain_ran;
 	/* Compiled blocks that go straight on to their successors (jit.c) share the chain: a
@@ -418,7 +421,7 @@ int emu_step(struct emu_cpu *cpu);
  * MMIO access. Returns what emu_step() returns for the last instruction executed (the state
  * is then as emu_step() leaves it); instructions before it retired. */
 int emu_run(struct emu_cpu *cpu);
-/* (emu_run() runs more blocks after that one as chain_max and chain_attention allow.) */
+/* (emu_run() runs more blocks after that one as chain_max and attention allow.) */
 
 /* Record an exception for the caller of emu_step(); returns EMU_EXCEPTION. Inline so that
  * callers (and static analysers) see that it never returns EMU_OK. */

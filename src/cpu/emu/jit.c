@@ -53,7 +53,7 @@ struct emu_jit {
 	 * [hot_size, size) at cold_pos, so that the hot code of the kernel's paths is dense in
 	 * the host's caches. A block that does not fit in either drops everything. */
 	size_t size, pos, hot_size, cold_pos;
-	uint32_t gen; /* bumped when the buffer is dropped; never 0 */
+	uint32_t gen; /* a new one when the buffer is dropped (jit_next_gen()); never 0 */
 	unsigned threshold;
 	bool inline_off; /* VMM_EMU_JIT=calls: handler calls only (to bisect a template) */
 	uint64_t flushes;
@@ -66,9 +66,26 @@ struct emu_jit {
 	 * return its code in RCX, else the miss (a return with status 0); find RIP's entry in
 	 * the lookup table and do the same. */
 	const uint8_t *stub_check, *stub_lookup;
+	/* The offset of the return after a block's chain entry (emit_chain_entry()), the same
+	 * in every block; 0 until the first one is compiled. */
+	unsigned entry_out;
 };
 
 static bool jit_stubs(struct emu_jit *jit);
+
+/* Generations are numbered across all JITs of the process: a block's ref (jit.h) then never
+ * names code of another JIT that had the same number (tests give a vCPU a new JIT while its
+ * block cache keeps refs to the old one's code; emu_jit_unchain() must not patch what is at
+ * such a ref's address in the new buffer). Never 0. */
+static uint32_t jit_next_gen(void)
+{
+	static uint32_t last;
+	uint32_t gen;
+
+	while (!(gen = __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED)))
+		;
+	return gen;
+}
 
 /* Where to ask for the executed view: 256 MiB below vmm's text, so that compiled code reaches
  * the handlers with call rel32 (emit_call()). Only a hint: the host may put it anywhere, and
@@ -103,7 +120,7 @@ struct emu_jit *emu_jit_create(size_t size, unsigned threshold, bool templates)
 	}
 	close(fd);
 	fd = -1;
-	jit->gen = 1;
+	jit->gen = jit_next_gen();
 	jit->hot_size = size - size / JIT_COLD_PART;
 	jit->cold_pos = jit->hot_size;
 	jit->threshold = threshold;
@@ -1990,53 +2007,52 @@ static void patch_jump8(struct emit *e, uint8_t *at)
 	*at = (uint8_t)rel;
 }
 
-/* The chain entry (jit.h) of the block whose code starts at `entry` (read-execute view):
- * the checks, each leaving through the return with status 0 right after it, then a jump to
- * the body (whose rel8 this returns, to be patched). `*entry_at`: the rel32 of the LEA that
- * names `entry`, patched once it is known. Short jumps and 64-bit absolute loads keep it
- * ~75 bytes (it was ~110 with rel32 jumps and a MOVABS of each address): every block has
- * one and every chained block runs it. */
-static uint8_t *emit_chain_entry(struct compile *c, const struct emu_jit_ref *ref,
-				 uint8_t **entry_at)
+/* The chain entry (jit.h): where exits linked to the block jump, with the checks that let the
+ * chain go on into it, each leaving through the return with status 0 right after it (RIP is
+ * at the block's first instruction, jit_exit names the exit that came here, for emu_run() to
+ * link again); then a jump to the body (whose rel8 this returns, to be patched). From its
+ * start (JIT_ENTRY_FULL, for exits to other pages and lookups): the page's code version
+ * against the block's; from JIT_ENTRY_SAME on (for exits within the block's page, see
+ * emu_jit_link()): the attention flag and the chain's budget. Whether the block's cache slot
+ * still holds this code is not looked at: the block cache calls emu_jit_unchain() when it
+ * forgets or rebuilds a block, which points both entries at the return (a check of the slot
+ * through a MOVABS load, a cache miss more often than not, ran at every entry before). Both
+ * entries' offsets are the same in every block, so that emu_jit_unchain() finds them. */
+#define JIT_ENTRY_SAME 16u
+static uint8_t *emit_chain_entry(struct compile *c)
 {
 	struct emit *e = &c->e;
-	uint8_t *skip, *out[5];
+	uint8_t *start = e->p, *out[3], *body;
 
-	/* mov rax, [chain_attention]; test rax, rax; jz skip; cmp dword [rax], 0; jne out */
-	emit_load(e, true, RAX, CPU_OFF(chain_attention));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x85, 0xC0 }, 3);
-	skip = emit_jump8_fwd(e, CC_E);
-	emit_bytes(e, (const uint8_t[]){ 0x83, 0x38, 0x00 }, 3);
-	out[0] = emit_jump8_fwd(e, CC_NZ);
-	patch_jump8(e, skip);
-	/* mov rax, [&ref->code]; lea rcx, [rip + entry]; cmp rax, rcx; jne out */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xA1 }, 2);
-	emit8(e, (uint64_t)(uintptr_t)&ref->code);
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x0D }, 3);
-	*entry_at = e->p; /* the entry's distance, once known */
-	emit4(e, 0);
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x39, 0xC8 }, 3);
-	out[1] = emit_jump8_fwd(e, CC_NZ);
 	/* mov eax, [version_word]; cmp eax, version; jne out */
 	emit1(e, 0xA1);
 	emit8(e, (uint64_t)(uintptr_t)c->chain->version_word);
 	emit1(e, 0x3D);
 	emit4(e, c->chain->version);
-	out[2] = emit_jump8_fwd(e, CC_NZ);
+	out[0] = emit_jump8_fwd(e, CC_NZ);
+	if (!e->overflow && e->p - start != JIT_ENTRY_SAME)
+		e->overflow = true; /* never: fixed sizes */
+	/* cmp dword [attention], 0; jne out */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(attention));
+	emit1(e, 0);
+	out[1] = emit_jump8_fwd(e, CC_NZ);
 	/* mov eax, [chain_left]; sub eax, 1; jb out; mov [chain_left], rax: one block taken
 	 * from the chain and jit_exit (the next dword) cleared (linked: nothing for emu_run()
 	 * to link unless a later exit says so); jmp body */
 	emit_load(e, false, RAX, CPU_OFF(chain_left));
 	emit_bytes(e, (const uint8_t[]){ 0x83, 0xE8, 0x01 }, 3);
-	out[3] = emit_jump8_fwd(e, CC_B);
+	out[2] = emit_jump8_fwd(e, CC_B);
 	emit_store(e, true, RAX, CPU_OFF(chain_left));
-	{
-		uint8_t *body = emit_jump8_fwd(e, 16);
-
-		for (unsigned i = 0; i < 4; i++)
-			patch_jump8(e, out[i]);
-		return body;
+	body = emit_jump8_fwd(e, 16);
+	for (unsigned i = 0; i < 3; i++)
+		patch_jump8(e, out[i]);
+	if (!e->overflow) { /* where the return is, for emu_jit_unchain() */
+		if (!c->jit->entry_out)
+			c->jit->entry_out = (unsigned)(e->p - start);
+		else if (c->jit->entry_out != (unsigned)(e->p - start))
+			e->overflow = true; /* never: the same bytes in every block */
 	}
+	return body;
 }
 
 _Static_assert(offsetof(struct emu_cpu, jit_exit) == offsetof(struct emu_cpu, chain_left) + 4,
@@ -2321,15 +2337,14 @@ static void emit_tlb_tag(struct emit *e)
 }
 
 /* Compile the block at the buffer's current position; NULL if it does not fit. */
-static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *ref,
-				const struct emu_insn *insn, unsigned n,
+static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn, unsigned n,
 				const struct emu_jit_chain *chain)
 {
 	struct compile c = { .jit = jit, .chain = chain };
 	struct emit *e = &c.e;
 	struct form f[JIT_MAX_INSNS];
 	bool live[JIT_MAX_INSNS], cond;
-	uint8_t *entry, *chain_at, *entry_at = NULL, *body = NULL;
+	uint8_t *entry, *chain_at, *body = NULL;
 	uint32_t dist = 0;
 	unsigned calls = 0; /* handler calls in the hot code, beside the slow paths' */
 	bool writes = jit->inline_off; /* an instruction may write memory */
@@ -2353,7 +2368,7 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 	 * reads it), the entry, and the body that both lead to. */
 	chain_at = e->p;
 	if (chain)
-		body = emit_chain_entry(&c, ref, &entry_at);
+		body = emit_chain_entry(&c);
 	c.ret0 = jit->rx + (e->p - jit->rw);
 	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
 	c.exit = jit->rx + (e->p - jit->rw);
@@ -2362,11 +2377,6 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_jit_ref *r
 		dist = (uint32_t)(e->p + 4 - chain_at);
 	emit4(e, dist);
 	entry = e->p;
-	if (entry_at && !e->overflow) {
-		int32_t rel = (int32_t)(entry - (entry_at + 4));
-
-		memcpy(entry_at, &rel, 4);
-	}
 	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
 	emit_bytes(e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
 	if (!jit->inline_off)
@@ -2506,12 +2516,27 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 	jit_patch(jit, exit - 4, &rel, 4);
 }
 
+void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
+{
+	const uint8_t *at;
+	size_t off;
+
+	if (!jit || !ref->code || ref->gen != jit->gen || !jit->entry_out ||
+	    !(at = chain_entry(jit, ref->code)))
+		return;
+	off = (size_t)(at - jit->rx);
+	/* jmp out at both entries (the return after them: rel8, entry_out is ~45) */
+	jit_patch(jit, off, (const uint8_t[]){ 0xEB, (uint8_t)(jit->entry_out - 2) }, 2);
+	jit_patch(jit, off + JIT_ENTRY_SAME,
+		  (const uint8_t[]){ 0xEB, (uint8_t)(jit->entry_out - JIT_ENTRY_SAME - 2) }, 2);
+}
+
 /* Drop all code (a new generation) and what refers to it, and start the buffer again. */
 static void jit_drop(struct emu_jit *jit)
 {
 	jit->pos = 0;
 	jit->cold_pos = jit->hot_size;
-	jit->gen = jit->gen + 1 ? jit->gen + 1 : 1;
+	jit->gen = jit_next_gen();
 	memset(jit->lookup, 0xff, JIT_LOOKUP_SIZE * sizeof(*jit->lookup));
 	jit_stubs(jit); /* fits: it did at emu_jit_create() */
 }
@@ -2538,12 +2563,12 @@ emu_jit_fn emu_jit_block_chain(struct emu_jit *jit, struct emu_jit_ref *ref,
 		ref->runs++;
 		return NULL;
 	}
-	code = compile_block(jit, ref, insn, n, chain);
+	code = compile_block(jit, insn, n, chain);
 	if (!code) { /* full: drop everything, start again */
 		jit_drop(jit);
 		EMU_STAT_INC(jit->flushes);
 		ref->gen = jit->gen;
-		code = compile_block(jit, ref, insn, n, chain);
+		code = compile_block(jit, insn, n, chain);
 		if (!code) { /* larger than the whole buffer: stay interpreted */
 			ref->runs = 0;
 			return NULL;
@@ -2608,6 +2633,12 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 void emu_jit_forget(struct emu_jit *jit)
 {
 	(void)jit;
+}
+
+void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
+{
+	(void)jit;
+	(void)ref;
 }
 
 uint64_t emu_jit_flushes(const struct emu_jit *jit)

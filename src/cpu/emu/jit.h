@@ -72,10 +72,10 @@ emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const str
  * register or memory, the code looks RIP up in a small table of the blocks that such
  * lookups missed and emu_run() then entered (emu_jit_link() with EMU_JIT_EXIT_LOOKUP: linear
  * address, generation, CPL, as above) and goes to the successor on a hit. Either way the successor's chain entry checks, each time, that the
- * caller's attention flag is clear, the chain has blocks left (cpu->chain_left), its block
- * cache slot still holds this code (`ref` below, cleared when the block is rebuilt) and the
- * block's page still has the version it was decoded from; otherwise it returns to emu_run()
- * with RIP at its first instruction. RIP, the count and the interrupt shadow are exact at
+ * attention flag (cpu->attention) is clear, the chain has blocks left (cpu->chain_left) and
+ * the block's page still has the version it was decoded from; otherwise it returns to
+ * emu_run() with RIP at its first instruction. A block the cache forgets or rebuilds has its
+ * chain entry turned into that return for good (emu_jit_unchain()). RIP, the count and the interrupt shadow are exact at
  * every exit, as for a return. Links and the table live with the code buffer: a flush drops
  * them with the code, so they only ever join code of one generation. */
 struct emu_jit_chain {
@@ -102,6 +102,11 @@ uint32_t emu_jit_generation(const struct emu_jit *jit);
 #define EMU_JIT_EXIT_LOOKUP 1u
 void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
 		  uint64_t gpa, bool global, emu_jit_fn code);
+/* The block cache forgets or rebuilds the block whose code `ref` holds (before it clears the
+ * ref): its chain entry then always returns, so that no exit linked to it and no lookup that
+ * remembers it runs that code again (it calls handlers with the block's instructions, whose
+ * place in the cache another block may take, and was compiled from the old bytes). */
+void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref);
 /* Drop all code, links and remembered blocks (a new generation): the TLB generations they
  * name start again (emu_cpu_init()). */
 void emu_jit_forget(struct emu_jit *jit);
