@@ -2185,10 +2185,11 @@ static int chain_run(uint64_t rdx, unsigned max, unsigned attention)
 }
 
 /* Linked compiled blocks check, at each successor, that the chain may go on (attention flag,
- * chain_max), that the successor's slot still holds its code (a block replaced there since
- * must not run the old code, which calls handlers with the new block's instructions), and that
- * its page has not been written since it was compiled (here by the page walk of the block
- * that jumps to it, which does not end that block). */
+ * chain_max); a successor whose slot was given to another block since must not run its old
+ * code, which calls handlers with the new block's instructions (the cache unchains it); and a
+ * successor in the same page must not run after a write into that page (here by the page
+ * walk of the block that jumps to it, which ends that block after the load: B's chain
+ * entry from its own page does not compare the page's version). */
 static void test_block_chain_checks(void)
 {
 	static const uint8_t a[] = { 0x48, 0x8B, 0x0A, 0xE9, 0x76, 0xFF, 0xFF, 0xFF };
@@ -2226,8 +2227,13 @@ static void test_block_chain_checks(void)
 	CHECK_EQ(chain_run(CHAIN_PAGE, 2, 0), EMU_HALT);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], CHAIN_PTE_VALUE);
 	CHECK_EQ(cpu.s.rip, CHAIN_PTE + 9);
-	/* A's load of linear 0x610000 sets the accessed bit in B's immediate: B decoded again. */
-	CHECK_EQ(chain_run(0x610000, 4, 0), EMU_HALT);
+	/* A's load of linear 0x610000 sets the accessed bit in B's immediate: that write by
+	 * this CPU into a page with decoded code ends the chain after A (B's chain entry from
+	 * A's page does not compare the version), and B is decoded again. */
+	CHECK_EQ(chain_run(0x610000, 4, 0), EMU_OK);
+	CHECK_EQ(cpu.s.rip, CHAIN_A + 3);
+	CHECK_EQ(cpu.chain_ran, 1);
+	CHECK_EQ(emu_run(&cpu), EMU_HALT);
 	CHECK_EQ(cpu.s.gpr[CPU_RAX], CHAIN_PTE_VALUE | 0x20);
 	CHECK_EQ(cpu.s.gpr[CPU_RCX], 0); /* the page at 0x120000 */
 
@@ -2275,6 +2281,57 @@ static void test_block_chain_checks(void)
 	CHECK_EQ(cpu.s.rip, b2_at + 3);
 	CHECK_EQ(cpu.s.gpr[CPU_RBX], cpuid[1]);
 	CHECK_EQ(cpu.blocks.chained, chained); /* B2 decoded again, through emu_run() */
+	cpu.chain_max = 0;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
+#define XMOD_PAGE 0x1B0000ull /* kernel code */
+static uint32_t xmod_value;
+
+/* CPUID as another CPU's write becomes visible to this one at it: the next block's MOV
+ * immediate rewritten (not by this CPU: no block_exit), as cross-modifying code does before
+ * the serialising instruction it has the running CPU execute. */
+static void xmod_cpuid(struct emu_cpu *c, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
+{
+	emu_cpuid(c, leaf, subleaf, out);
+	if (xmod_value) {
+		memcpy(ram + XMOD_PAGE + 3, &xmod_value, 4);
+		memory_code_written(&code_pages, ram + XMOD_PAGE + 3, 4);
+	}
+}
+
+/* A: cpuid; B (after it, in its page): mov ebx, imm32; hlt. Linked, A's exit goes to B's
+ * entry that compares the page's version (after CPUID only: other exits within a page skip
+ * it), so the new immediate is decoded; linked to the other entry, B's old code would run. */
+static void test_chain_cpuid_serialises(void)
+{
+	static const uint8_t prog[] = { 0x0F, 0xA2, 0xBB, 0x11, 0x11, 0x11, 0x11, 0xF4 };
+	static const struct emu_platform_ops ops = { .cpuid = xmod_cpuid };
+
+	machine_reset();
+	to_kernel_mode(XMOD_PAGE);
+	cpu.jit = emu_jit_create(1 << 20, 0, true);
+	CHECK(cpu.jit != NULL);
+	if (!cpu.jit)
+		return;
+	cpu.platform = &ops;
+	code(XMOD_PAGE, prog, sizeof(prog));
+	cpu.chain_max = 4;
+	xmod_value = 0;
+	for (unsigned run = 0; run < 4; run++) {
+		if (run == 3)
+			xmod_value = 0x22222222;
+		cpu.s.rip = XMOD_PAGE;
+		cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RCX] = 0;
+		CHECK_EQ(emu_run(&cpu), EMU_HALT);
+		CHECK_EQ(cpu.s.rip, XMOD_PAGE + 8);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], run == 3 ? 0x22222222 : 0x11111111);
+		if (run == 2) /* A to B through the link */
+			CHECK_EQ(cpu.chain_ran, 2);
+	}
+	xmod_value = 0;
+	cpu.platform = NULL;
 	cpu.chain_max = 0;
 	emu_jit_destroy(cpu.jit);
 	cpu.jit = NULL;
@@ -4093,6 +4150,7 @@ int main(void)
 	RUN_TEST(test_blocks_same_bytes_recompiled);
 	RUN_TEST(test_block_chains);
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
+	RUN_TEST(test_chain_cpuid_serialises);
 	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_block_chains_linked);
 	RUN_TEST(test_cli_pushf_in_block);

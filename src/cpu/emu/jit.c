@@ -44,6 +44,9 @@ struct jit_target {
 /* What an exit record to another page starts with (a same-page record is a guest-physical
  * address, below 2^56), followed by its struct jit_target. */
 #define JIT_XPAGE UINT64_MAX
+/* In a same-page record: link the exit to the successor's full chain entry, with the version
+ * check (the exit after CPUID, a serialising instruction: emit_exit_to()). */
+#define JIT_FULL_ENTRY (1ull << 62)
 
 struct emu_jit {
 	uint8_t *rw; /* the buffer, written here */
@@ -338,6 +341,12 @@ struct compile {
 	const uint8_t *ret0;
 	unsigned insn_off;
 	bool ended;
+	/* The block's last instruction is CPUID: another CPU's writes into code that it made
+	 * visible before are seen after it, so its exit is linked to the successor's full chain
+	 * entry (emu_jit_link()), which compares the page's version (x86 code that modifies code
+	 * another CPU runs has that CPU execute a serialising instruction, SDM Vol. 3 §8.1.3;
+	 * interrupts and IRET end the chain anyway). */
+	bool serialised;
 };
 
 /* R13 = the block's instructions + JIT_INSN_BIAS (callee-saved, so handlers keep it): with the
@@ -1070,7 +1079,9 @@ static void emit_code_stored(struct compile *c, const struct emu_insn *insn, boo
 	} else {
 		emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
 	}
-	patch_jump(e, plain);
+	patch_jump(e, plain); /* another page: the block ends at its next check (block_exit) */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(block_exit));
+	emit1(e, 1);
 	emit_call(e, c->jit, (uint64_t)(uintptr_t)memory_code_bump);
 	emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
 	cold_swap(c);
@@ -1843,7 +1854,7 @@ static void emit_exit_to(struct compile *c, int64_t target)
 		emit_exit_xpage(c);
 		return;
 	}
-	gpa = (c->chain->gpa & ~0xfffull) | (uint64_t)target;
+	gpa = (c->chain->gpa & ~0xfffull) | (uint64_t)target | (c->serialised ? JIT_FULL_ENTRY : 0);
 	/* mov dword [jit_exit], the record's offset: the jump (5 bytes) then the record */
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
 	emit4(e, (uint32_t)(e->p + 4 + 5 - c->jit->rw));
@@ -2416,8 +2427,10 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 		emit_sync(&c);
 		if (chain && n && indirect_branch(&insn[n - 1]))
 			emit_exit_lookup(&c);
-		else if (chain && n && (chain->falls_through || ends_at_next(&insn[n - 1])))
+		else if (chain && n && (chain->falls_through || ends_at_next(&insn[n - 1]))) {
+			c.serialised = insn[n - 1].map == EMU_MAP_0F && insn[n - 1].opcode == 0xA2;
 			emit_exit_to(&c, (int64_t)c.insn_off);
+		}
 		else
 			emit_exit_to(&c, EXIT_NONE);
 	}
@@ -2510,8 +2523,17 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 			jit_patch(jit, exit + 8, &t, sizeof(t));
 		return;
 	}
-	if (want != gpa)
+	if ((want & ~JIT_FULL_ENTRY) != gpa)
 		return;
+	/* In the block's page: past the version check (but after CPUID, JIT_FULL_ENTRY). The predecessor ran from code of the
+	 * page's version of its own decoding, which was the successor's too when emu_run()
+	 * found it (versions only grow, and code keeps the one it was compiled for: a block
+	 * decoded again is unchained); this CPU's writes into a page with decoded code end
+	 * the chain (emu_code_stored()); another thread's are seen at the next entry from
+	 * elsewhere (another page, a lookup, emu_run()), as a CPU running cross-modified code
+	 * needs an interrupt or a serialising instruction to see them (SDM Vol. 3 §8.1.3). */
+	if (!(want & JIT_FULL_ENTRY))
+		at += JIT_ENTRY_SAME;
 	rel = (int32_t)(at - (jit->rx + exit));
 	jit_patch(jit, exit - 4, &rel, 4);
 }
