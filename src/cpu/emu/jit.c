@@ -331,6 +331,17 @@ struct compile {
 	unsigned prod_size;
 	bool host_flags; /* the host's CF ZF SF OF PF equal the guest's (an inlined ALU op) */
 	bool uses_tlb; /* a memory template needs R12 from the prologue */
+	/* On every path to here an instruction retired with the interrupt shadow cleared (a
+	 * sync wrote it, or a handler ran): only the block's first retirement clears it, as
+	 * only a block's last instruction can set it (STI, MOV SS and POP SS end blocks: cpu.c's
+	 * block_ends()), so it can be set only when the block starts. For the region being
+	 * written; cold_swap() keeps the hot one's across a detour into the cold region (which
+	 * branches off the hot code here and joins it again later). */
+	bool shadow_clear, hot_shadow_clear, in_cold;
+	/* A call since the last look at block_exit may have set it (a handler, the store into a
+	 * code page) on some path to here: the exits look at it only then. Where the cold code
+	 * joins the hot code again, either path's (cold_swap()). */
+	bool exit_dirty, hot_exit_dirty;
 	/* Chaining (jit.h): the block's facts (NULL: no chaining), a return with status 0 (in
 	 * the read-execute view), the page offset of the instruction being compiled, and
 	 * whether the block's exits have been emitted (its last instruction branched). */
@@ -359,6 +370,8 @@ static void emit_insn_base(struct compile *c, const struct emu_insn *insn)
 	c->insn_base = (const struct emu_insn *)((uintptr_t)insn + JIT_INSN_BIAS);
 }
 
+static void emit_shadow_clear(struct compile *c);
+
 /* Make RIP, the instruction count and the interrupt shadow exact (clobbers host flags). */
 static void emit_sync(struct compile *c)
 {
@@ -370,8 +383,7 @@ static void emit_sync(struct compile *c)
 	emit4(e, (uint32_t)c->pend_rip);
 	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, CPU_OFF(instructions));
 	emit1(e, (uint8_t)c->pend_n);
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
-	emit1(e, 0);
+	emit_shadow_clear(c);
 	c->pend_n = 0;
 	c->pend_rip = 0;
 	c->host_flags = false;
@@ -400,10 +412,13 @@ static void emit_handler_call(struct compile *c, const struct emu_insn *insn, bo
 	emit_call(e, c->jit, (uint64_t)(uintptr_t)insn->fast);
 	emit_bytes(e, (const uint8_t[]){ 0x85, 0xC0 }, 2); /* test eax, eax */
 	emit_jump(e, c->jit, CC_NZ, c->exit);
+	c->shadow_clear = true; /* retired (one that sets the shadow ends the block) */
+	c->exit_dirty = true;
 	if (!last) { /* cmp byte [cpu->block_exit], 0; jnz exit (EAX is 0) */
 		emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit));
 		emit1(e, 0);
 		emit_jump(e, c->jit, CC_NZ, c->exit);
+		c->exit_dirty = false;
 	}
 	c->host_flags = false;
 }
@@ -1027,6 +1042,24 @@ static void cold_swap(struct compile *c)
 
 	c->e = c->cold;
 	c->cold = hot;
+	c->in_cold = !c->in_cold;
+	if (c->in_cold) {
+		c->hot_shadow_clear = c->shadow_clear;
+		c->hot_exit_dirty = c->exit_dirty;
+	} else {
+		c->shadow_clear = c->hot_shadow_clear;
+		c->exit_dirty = c->exit_dirty || c->hot_exit_dirty;
+	}
+}
+
+/* mov byte [interrupt_shadow], 0 unless every path here has (struct compile). */
+static void emit_shadow_clear(struct compile *c)
+{
+	if (c->shadow_clear)
+		return;
+	emit_mem(&c->e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
+	emit1(&c->e, 0);
+	c->shadow_clear = true;
 }
 
 /* add or subtract (sub) `rip` and `n` to/from RIP and the instruction count. */
@@ -1073,8 +1106,7 @@ static void emit_code_stored(struct compile *c, const struct emu_insn *insn, boo
 	emit_call(e, c->jit, (uint64_t)(uintptr_t)memory_code_bump);
 	if (stay) { /* retired, and out (a return with status 0, as after a handler) */
 		emit_add_retired(e, c->pend_rip + insn->len, c->pend_n + 1, false);
-		emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
-		emit1(e, 0);
+		emit_shadow_clear(c);
 		emit_jump(e, c->jit, 16, c->ret0);
 	} else {
 		emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
@@ -1083,6 +1115,7 @@ static void emit_code_stored(struct compile *c, const struct emu_insn *insn, boo
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(block_exit));
 	emit1(e, 1);
 	emit_call(e, c->jit, (uint64_t)(uintptr_t)memory_code_bump);
+	c->exit_dirty = true;
 	emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
 	cold_swap(c);
 }
@@ -1188,9 +1221,7 @@ static void emit_slow_path(struct compile *c, const struct emu_insn *insn, bool 
 	} else {
 		if (pend_n) {
 			emit_add_retired(e, pend_rip, pend_n, false);
-			emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0,
-				 CPU_OFF(interrupt_shadow));
-			emit1(e, 0);
+			emit_shadow_clear(c);
 		}
 		c->pend_n = 0;
 		emit_handler_call(c, insn, last);
@@ -1374,8 +1405,7 @@ static void emit_retire_end(struct compile *c, bool add_rip, int32_t rel)
 	}
 	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, CPU_OFF(instructions));
 	emit1(e, (uint8_t)(c->pend_n + 1));
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
-	emit1(e, 0);
+	emit_shadow_clear(c);
 }
 
 static void emit_exit_to(struct compile *c, int64_t target);
@@ -1847,9 +1877,11 @@ static void emit_exit_to(struct compile *c, int64_t target)
 		emit_jump(e, c->jit, 16, c->ret0);
 		return;
 	}
-	emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit)); /* cmp, 0 */
-	emit1(e, 0);
-	emit_jump(e, c->jit, CC_NZ, c->ret0);
+	if (c->exit_dirty) { /* cmp byte [block_exit], 0; jnz ret0 */
+		emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit));
+		emit1(e, 0);
+		emit_jump(e, c->jit, CC_NZ, c->ret0);
+	}
 	if (target < 0 || target >= 4096) {
 		emit_exit_xpage(c);
 		return;
@@ -2127,19 +2159,26 @@ static void emit_branch_exit(struct compile *c, const struct emu_insn *insn, boo
 	struct emit *e = &c->e;
 	int64_t target = (int64_t)c->insn_off + insn->len;
 
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + fall] */
-	emit4(e, (uint32_t)(c->pend_rip + insn->len));
-	if (taken) {
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3); /* lea rax, [rax + rel] */
+	int64_t delta = (int64_t)(c->pend_rip + insn->len) + (taken ? (int64_t)insn->imm : 0);
+	bool shadow_clear = c->shadow_clear; /* the same for both ways out */
+
+	if (delta == (int32_t)delta) { /* lea rax, [rax + fall (+ rel)] */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3);
+		emit4(e, (uint32_t)(int32_t)delta);
+	} else { /* lea rax, [rax + fall]; lea rax, [rax + rel] */
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3);
+		emit4(e, (uint32_t)(c->pend_rip + insn->len));
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x80 }, 3);
 		emit4(e, (uint32_t)insn->imm);
-		target += (int64_t)insn->imm;
 	}
+	if (taken)
+		target += (int64_t)insn->imm;
 	emit_store(e, true, RAX, CPU_OFF(s.rip));
 	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, CPU_OFF(instructions));
 	emit1(e, (uint8_t)(c->pend_n + 1));
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
-	emit1(e, 0);
+	emit_shadow_clear(c);
 	emit_exit_to(c, target);
+	c->shadow_clear = shadow_clear;
 }
 
 /* The block's last instruction, a relative jump (taken when `cc` holds, or always for 16):
@@ -2180,8 +2219,7 @@ static void emit_branch(struct compile *c, const struct emu_insn *insn, unsigned
 	c->pend_rip = 0;
 	emit_mem(e, 0, true, (const uint8_t[]){ 0x83 }, 1, 0, CPU_OFF(instructions));
 	emit1(e, (uint8_t)(c->pend_n + 1));
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(interrupt_shadow));
-	emit1(e, 0);
+	emit_shadow_clear(c);
 	c->pend_n = 0;
 }
 
