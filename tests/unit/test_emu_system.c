@@ -2337,6 +2337,47 @@ static void test_chain_cpuid_serialises(void)
 	cpu.jit = NULL;
 }
 
+#define LIMIT_PAGE 0x1C0000ull /* kernel code */
+#define LIMIT_DATA 0x1D0000ull /* kernel data */
+
+/* A compiled store as the last instruction of a block (stopped at its size limit: 39 NOPs and
+ * mov [rdi], al) into its own page rewrites the next block (inc ecx -> inc edx; hlt), which
+ * the block's exit is linked to in that page (entered past the version check): the exit must
+ * look at block_exit after such a store and end the chain. The first runs store elsewhere,
+ * so that the link is made. */
+static void test_chain_store_at_block_limit(void)
+{
+	uint8_t prog[EMU_BLOCK_MAX_INSNS + 1 + 3];
+
+	memset(prog, 0x90, EMU_BLOCK_MAX_INSNS - 1);
+	memcpy(prog + EMU_BLOCK_MAX_INSNS - 1, (const uint8_t[]){ 0x88, 0x07, 0xFF, 0xC1, 0xF4 },
+	       5);
+	machine_reset();
+	to_kernel_mode(LIMIT_PAGE);
+	cpu.jit = emu_jit_create(1 << 20, 0, true);
+	CHECK(cpu.jit != NULL);
+	if (!cpu.jit)
+		return;
+	code(LIMIT_PAGE, prog, sizeof(prog));
+	cpu.chain_max = 4;
+	for (unsigned run = 0; run < 4; run++) {
+		cpu.s.rip = LIMIT_PAGE;
+		cpu.s.gpr[CPU_RAX] = 0xC2;
+		cpu.s.gpr[CPU_RCX] = cpu.s.gpr[CPU_RDX] = 0;
+		cpu.s.gpr[CPU_RDI] = run < 3 ? LIMIT_DATA : LIMIT_PAGE + EMU_BLOCK_MAX_INSNS + 2;
+		for (unsigned i = 0; i < 4 && cpu.s.rip != LIMIT_PAGE + sizeof(prog); i++)
+			CHECK(emu_run(&cpu) == EMU_OK || cpu.s.rip == LIMIT_PAGE + sizeof(prog));
+		CHECK_EQ(cpu.s.rip, LIMIT_PAGE + sizeof(prog));
+		CHECK_EQ(cpu.s.gpr[CPU_RCX], run < 3 ? 1 : 0);
+		CHECK_EQ(cpu.s.gpr[CPU_RDX], run < 3 ? 0 : 1);
+		if (run == 2) /* the whole program through the link */
+			CHECK_EQ(cpu.chain_ran, 2);
+	}
+	cpu.chain_max = 0;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* The same blocks with every block compiled at its first entry (jit.c): code patched behind
  * the CPU's back or by the block itself runs as new code, never the old compiled code; a
  * remap follows the TLB; the MMIO exit and its restart leave the state as the interpreter. */
@@ -4151,6 +4192,7 @@ int main(void)
 	RUN_TEST(test_block_chains);
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_chain_cpuid_serialises);
+	RUN_TEST(test_chain_store_at_block_limit);
 	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_block_chains_linked);
 	RUN_TEST(test_cli_pushf_in_block);

@@ -500,10 +500,11 @@ static inline uint8_t *emu_tlb_fast(struct emu_cpu *cpu, const struct emu_tlb_en
 /* After a store of at most one page's bytes at `host` (RAM, from emu_tlb_fast() or the TLB):
  * code decoded from that page is no longer valid (memory_code_store()). When that makes a
  * new version of a page with decoded code, the block being run ends after this instruction
- * (block_exit), wherever its code is: a compiled block goes to a successor in its own page
- * without comparing that page's version (jit.c), so a write into it must end the chain, and
- * block_page only covers stores from blocks that may store (not a page walk's A/D bits, for
- * one). Such writes are rare: a page is only bumped again after code is decoded there again. */
+ * (block_exit), whichever page it is: a compiled block goes to a successor in its own page
+ * without comparing that page's version (jit.c), so a write into that page must end the
+ * chain, and block_page only covers stores from blocks that may store (not a page walk's
+ * A/D bits in a load's block, for one). Such writes are rare: a page is only bumped again
+ * after code is decoded there again. (Compiled stores check block_page themselves.) */
 static inline void emu_code_stored(struct emu_cpu *cpu, const void *host)
 {
 	uint32_t *word = memory_code_word(cpu->code, host);

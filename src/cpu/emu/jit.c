@@ -1111,13 +1111,14 @@ static void emit_code_stored(struct compile *c, const struct emu_insn *insn, boo
 	} else {
 		emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
 	}
-	patch_jump(e, plain); /* another page: the block ends at its next check (block_exit) */
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(block_exit));
-	emit1(e, 1);
+	/* Another page: the block goes on. Its chain may go on in its own page without comparing
+	 * versions (emu_jit_link()), but not into the page written without the check. */
+	patch_jump(e, plain);
 	emit_call(e, c->jit, (uint64_t)(uintptr_t)memory_code_bump);
-	c->exit_dirty = true;
 	emit_jump(e, c->jit, 16, c->jit->rx + (back - c->jit->rw));
 	cold_swap(c);
+	if (!stay) /* the block's own page: block_exit set, for the exit after it */
+		c->exit_dirty = true;
 }
 
 _Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, addend) == 8 &&
