@@ -2435,12 +2435,20 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 		patch_jump8(e, body);
 		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
 		emit4(e, chain->slot);
-		if (writes) { /* mov rax, page; mov [block_page], rax: stores into the block's
-			       * own page end it after them (self-modifying code), in a chain
-			       * as for the first block of a pass (run_block() sets that one) */
-			emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
-			emit8(e, chain->gpa & ~0xfffull);
-			emit_store(e, true, RAX, CPU_OFF(block_page));
+		if (writes) { /* block_page = page: stores into the block's own page end it
+			       * after them (self-modifying code), in a chain as for the first
+			       * block of a pass (run_block() sets that one) */
+			uint64_t page = chain->gpa & ~0xfffull;
+
+			if (page <= INT32_MAX) { /* mov qword [block_page], imm32 */
+				emit_mem(e, 0, true, (const uint8_t[]){ 0xC7 }, 1, 0,
+					 CPU_OFF(block_page));
+				emit4(e, (uint32_t)page);
+			} else { /* mov rax, page; mov [block_page], rax */
+				emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
+				emit8(e, page);
+				emit_store(e, true, RAX, CPU_OFF(block_page));
+			}
 		}
 		c.insn_off = (unsigned)(chain->gpa & 0xfff);
 	}
