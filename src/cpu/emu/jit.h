@@ -27,8 +27,10 @@
 /* Entries before a block is compiled: compiling costs about as much as running a block a few
  * hundred times through the interpreter, and most blocks of a boot run only a few times. */
 #define EMU_JIT_THRESHOLD 16
-/* Code memory per vCPU (a block's code is ~50-200 bytes per instruction). */
-#define EMU_JIT_BUFFER_SIZE (8u << 20)
+/* Code memory per vCPU (a block's code is ~50-200 bytes per instruction). 8 MiB held the
+ * kernel's 4 KiB random-read path (~10.7 k blocks, ~5.2 MiB of hot code) with little to spare:
+ * the buffer was dropped six times to the shell and again in the middle of the I/O. */
+#define EMU_JIT_BUFFER_SIZE (32u << 20)
 
 /* Host code for one block: returns what the last instruction's handler returned (0 when
  * the block ran to its end or stopped early because block_exit was set). */
