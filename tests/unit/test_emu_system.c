@@ -1381,6 +1381,85 @@ static void test_blocks_same_bytes_recompiled(void)
 	emu_cpu_destroy(&c);
 }
 
+/* An instruction that crosses into the next page is a block of its own, kept decoded like any
+ * other (it went through emu_step() each time, which also ended the emu_run() pass): the next
+ * page's new bytes, its new translation after INVLPG, and a fault on it (not present, NX) are
+ * what the next entry sees. Reached from a block that runs up to it, in a chain. */
+static void test_blocks_cross_page(void)
+{
+	uint64_t builds, runs;
+
+	machine_reset();
+	/* mov ecx, 5; 8 x nop; mov eax, 0x04030201 across USER_RW's end; jmp $ */
+	code(USER_RW + 0xFF0, (const uint8_t[]){ 0xB9, 0x05, 0x00, 0x00, 0x00, 0x90, 0x90, 0x90,
+						0x90, 0x90, 0x90, 0x90, 0x90, 0xB8, 0x01, 0x02 },
+	     16);
+	code(USER_RO, (const uint8_t[]){ 0x03, 0x04, 0xEB, 0xFE }, 4);
+	cpu.s.rip = USER_RW + 0xFFD;
+	runs = cpu.blocks.interpreted + cpu.blocks.compiled;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RO + 2);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x04030201);
+	CHECK_EQ(cpu.blocks.interpreted + cpu.blocks.compiled - runs, 1); /* a block, not a step */
+	builds = cpu.blocks.builds_empty + cpu.blocks.builds_evicted + cpu.blocks.builds_version;
+	cpu.s.rip = USER_RW + 0xFFD;
+	cpu.s.gpr[CPU_RAX] = 0;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x04030201);
+	CHECK_EQ(cpu.blocks.builds_empty + cpu.blocks.builds_evicted + cpu.blocks.builds_version,
+		 builds); /* still decoded */
+	/* In a chain, after the block before it: the pass goes on to the jmp $ */
+	cpu.chain_max = 8;
+	cpu.s.rip = USER_RW + 0xFF0;
+	cpu.s.gpr[CPU_RAX] = 0;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.rip, USER_RO + 2);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x04030201);
+	CHECK_EQ(cpu.s.gpr[CPU_RCX], 5);
+	CHECK(cpu.chain_ran >= 3);
+	cpu.chain_max = 0;
+	/* The second page written (as by DMA): its new bytes */
+	code(USER_RO, (const uint8_t[]){ 0x13, 0x14 }, 2);
+	cpu.s.rip = USER_RW + 0xFFD;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x14130201);
+	CHECK_EQ(cpu.s.rip, USER_RO + 2);
+	/* The second page remapped: the old one until INVLPG of it, then the new one */
+	memcpy(ram + 0x206000, (const uint8_t[]){ 0x23, 0x24, 0xEB, 0xFE }, 4);
+	memory_code_written(&code_pages, ram + 0x206000, 4);
+	put64(PT_USER + 8, 0x206000 | P | U);
+	cpu.s.rip = USER_RW + 0xFFD;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x14130201);
+	emu_tlb_flush_page(&cpu, USER_RO);
+	cpu.s.rip = USER_RW + 0xFFD;
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x24230201);
+	/* Not executable, then not present: #PF on the second page, nothing changed */
+	put64(PT_USER + 8, 0x206000 | P | U | NX);
+	emu_tlb_flush_page(&cpu, USER_RO);
+	cpu.s.rip = USER_RW + 0xFFD;
+	cpu.s.gpr[CPU_RAX] = 0;
+	CHECK_EQ(emu_run(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.exc.error_code, 0x15);
+	CHECK_EQ(cpu.exc.cr2, USER_RO);
+	CHECK_EQ(cpu.s.rip, USER_RW + 0xFFD);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+	put64(PT_USER + 8, 0);
+	emu_tlb_flush_page(&cpu, USER_RO);
+	CHECK_EQ(emu_run(&cpu), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.exc.error_code, 0x14);
+	CHECK_EQ(cpu.exc.cr2, USER_RO);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+	/* Present again: the block runs again */
+	put64(PT_USER + 8, 0x201000 | P | U);
+	emu_tlb_flush_page(&cpu, USER_RO);
+	CHECK_EQ(emu_run(&cpu), EMU_OK);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x14130201);
+}
+
 /* emu_run(): a block runs to its branch; it sees code patched behind its back, code it
  * patches itself in its own block, a new mapping after a TLB flush; an MMIO access ends it. */
 static void test_blocks(void)
@@ -1453,6 +1532,7 @@ static void test_blocks(void)
 	CHECK_EQ(emu_run(&cpu), EMU_OK);
 	CHECK_EQ(cpu.s.gpr[CPU_RBX] & 0xff, 3);
 	test_blocks_other_writers();
+	test_blocks_cross_page();
 }
 
 /* The jump cache and block links keep a block on a global page across a CR3 write (a

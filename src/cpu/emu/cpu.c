@@ -69,6 +69,7 @@ struct emu_block_head {
 	uint8_t n;
 	bool loops; /* ends with a relative jump (Jcc, JMP, LOOP): may branch to itself */
 	bool falls_through; /* its last instruction does not end blocks (it stopped at the limit) */
+	bool cross; /* one instruction that crosses into the next page (struct emu_block_cross) */
 	struct emu_jit_ref jit; /* host code (jit.c), cleared whenever the block is rebuilt */
 	uint32_t first; /* its instructions: the pool's [first, first + n) */
 	uint32_t next; /* the next slot of its hash bucket, BLOCK_NONE at the end */
@@ -87,6 +88,22 @@ struct emu_block_links {
 	uint8_t next; /* the link to replace next */
 } __attribute__((aligned(64)));
 
+/* The second page of a block whose one instruction crosses a page boundary: the page that the
+ * next linear page translated to when it was decoded, and its version then. A cross block is
+ * valid while both pages have their versions and the next linear page still translates to
+ * `page` (checked at each entry: the jump cache and links only vouch for the first page). Such
+ * instructions went through emu_step() each time (two fetches, two decodes, and the end of
+ * the emu_run() pass): ~7.7 per 4 KiB random-read request at depth 32. Kept beside the heads
+ * in a small table indexed by slot, as they are rare (a few dozen); an entry taken over by
+ * another slot makes the block invalid, which decodes it again. */
+#define BLOCK_CROSS_SLOTS 256
+struct emu_block_cross {
+	uint32_t slot; /* the slot whose block this describes, BLOCK_NONE: none */
+	uint32_t version;
+	const uint32_t *version_word;
+	uint64_t page; /* guest-physical address of the second page */
+};
+
 struct emu_icache {
 	void *base; /* what to free */
 	uint32_t prev; /* the slot of the block emu_run() executed last, BLOCK_NONE if none */
@@ -100,6 +117,7 @@ struct emu_icache {
 	struct emu_block_head head[BLOCK_SLOTS];
 	struct emu_block_links links[BLOCK_SLOTS];
 	uint32_t bucket[BLOCK_BUCKETS]; /* the first slot of each hash chain, BLOCK_NONE: none */
+	struct emu_block_cross cross[BLOCK_CROSS_SLOTS];
 	/* For each pool entry, the slot whose block's instructions started there when it was
 	 * decoded (BLOCK_NONE: none); the slot's head says whether they still do. */
 	uint32_t owner[BLOCK_POOL_INSNS];
@@ -120,6 +138,8 @@ static struct emu_icache *icache_alloc(void)
 	ic->base = base;
 	memset(ic->bucket, 0xff, sizeof(ic->bucket));
 	memset(ic->owner, 0xff, sizeof(ic->owner));
+	for (unsigned i = 0; i < BLOCK_CROSS_SLOTS; i++)
+		ic->cross[i].slot = BLOCK_NONE;
 	return ic;
 }
 
@@ -429,17 +449,54 @@ int emu_block_generic(struct emu_cpu *cpu, const struct emu_insn *insn)
 	return rc;
 }
 
-/* Decode the block at `host` (`avail` bytes to the end of the page) into instructions at
- * `insn` (room for BLOCK_MAX_INSNS). An instruction that does not fit in the page or does not
- * decode ends the block before it; h->n = 0 when the first one does. */
+/* A block of the one instruction at linear `la` (`host`, `avail` bytes before the end of its
+ * page) that continues into the next page: decoded from both pages' bytes when the next one is
+ * RAM that fetching may read (else h->n stays 0 and emu_step() runs it, raising its fault),
+ * the second page and its version in `*cross`. */
+static void block_build_cross(struct emu_cpu *cpu, struct emu_block_head *h, struct emu_insn *insn,
+			      const uint8_t *host, unsigned avail, uint64_t la,
+			      struct emu_block_cross *cross)
+{
+	uint8_t bytes[EMU_MAX_INSN_LEN];
+	const uint8_t *host2;
+	unsigned avail2;
+	uint64_t gpa2;
+	uint32_t *word2;
+
+	if (avail >= EMU_MAX_INSN_LEN ||
+	    cpu->mem->fetch(cpu, la + avail, &host2, &avail2, &gpa2) || !host2)
+		return;
+	word2 = memory_code_word(cpu->code, host2);
+	cross->version = memory_code_mark(cpu->code, word2); /* before the bytes are read */
+	cross->version_word = word2;
+	cross->page = gpa2;
+	memcpy(bytes, host, avail);
+	memcpy(bytes + avail, host2, EMU_MAX_INSN_LEN - avail);
+	if (emu_decode(bytes, EMU_MAX_INSN_LEN, cpu->mode, insn) != EMU_DECODE_OK)
+		return;
+	emu_fast_select(insn, cpu->mode);
+	if (!insn->fast)
+		insn->fast = emu_block_generic;
+	h->n = 1;
+	h->cross = true;
+}
+
+/* Decode the block at `host` (`avail` bytes to the end of the page; linear address `la`) into
+ * instructions at `insn` (room for BLOCK_MAX_INSNS). An instruction that does not fit in the
+ * page or does not decode ends the block before it; h->n = 0 when the first one does not
+ * decode, and when it continues into the next page it is the block's only instruction
+ * (h->cross, the second page in `*cross`) if that page can be read. */
 static void block_build(struct emu_cpu *cpu, struct emu_block_head *h, struct emu_insn *b,
-			const uint8_t *host, unsigned avail, uint64_t tag)
+			const uint8_t *host, unsigned avail, uint64_t tag, uint64_t la,
+			struct emu_block_cross *cross)
 {
 	unsigned pos = 0;
 	uint32_t *word = memory_code_word(cpu->code, host);
+	int rc;
 
 	h->tag = 0;
 	h->n = 0;
+	h->cross = false;
 	/* Marked before the bytes are read: a write from now on makes a new version. */
 	h->version = memory_code_mark(cpu->code, word);
 	h->version_word = word;
@@ -448,7 +505,12 @@ static void block_build(struct emu_cpu *cpu, struct emu_block_head *h, struct em
 		struct emu_insn *insn = &b[h->n];
 		unsigned left = avail - pos;
 
-		if (!left || emu_decode(host + pos, left, cpu->mode, insn) != EMU_DECODE_OK)
+		if (!left)
+			break;
+		rc = emu_decode(host + pos, left, cpu->mode, insn);
+		if (rc == EMU_DECODE_SHORT && !pos && cpu->mode == EMU_MODE_64)
+			block_build_cross(cpu, h, insn, host, avail, la, cross);
+		if (rc != EMU_DECODE_OK)
 			break;
 		emu_fast_select(insn, cpu->mode);
 		if (!insn->fast)
@@ -458,7 +520,7 @@ static void block_build(struct emu_cpu *cpu, struct emu_block_head *h, struct em
 		if (block_ends(insn))
 			break;
 	}
-	h->loops = h->n && is_relative_jump(&b[h->n - 1]);
+	h->loops = h->n && is_relative_jump(&b[h->n - 1]) && !h->cross;
 	h->falls_through = h->n && !block_ends(&b[h->n - 1]);
 	h->tag = tag;
 }
@@ -577,17 +639,49 @@ static uint32_t block_alloc(struct emu_cpu *cpu, uint64_t tag)
 	return index;
 }
 
+/* Keep the second page of the block in slot `index` if it crosses one (block_build()). */
+static void block_cross_keep(struct emu_icache *ic, uint32_t index, const struct emu_block_head *h,
+			     const struct emu_block_cross *cross)
+{
+	if (h->cross) {
+		ic->cross[index % BLOCK_CROSS_SLOTS] = *cross;
+		ic->cross[index % BLOCK_CROSS_SLOTS].slot = index;
+	}
+}
+
+/* Whether the block in slot `index`, entered at linear `la`, still has its second page if it
+ * crosses into one: the page's version, and the next linear page's translation (the fetch TLB
+ * at best; a fault there just fails the check, and emu_step() raises it). */
+static bool cross_current(struct emu_cpu *cpu, uint32_t index, uint64_t la)
+{
+	const struct emu_icache *ic = cpu->icache;
+	const struct emu_block_cross *c = &ic->cross[index % BLOCK_CROSS_SLOTS];
+	const uint8_t *host;
+	unsigned avail;
+	uint64_t gpa;
+
+	if (!ic->head[index].cross)
+		return true;
+	if (c->slot != index || __atomic_load_n(c->version_word, __ATOMIC_RELAXED) != c->version)
+		return false;
+	if (cpu->mem->fetch(cpu, (la | (EMU_PAGE_SIZE - 1)) + 1, &host, &avail, &gpa) || !host)
+		return false;
+	return gpa == c->page;
+}
+
 /* Decode the block tagged `tag` into slot `index` (a new one, or the block's own when its page
  * has a new version), its instructions at the next place in the pool. */
 static void block_decode(struct emu_cpu *cpu, uint32_t index, const uint8_t *host, unsigned avail,
-			 uint64_t tag)
+			 uint64_t tag, uint64_t la)
 {
 	struct emu_icache *ic = cpu->icache;
 	struct emu_block_head *h = &ic->head[index];
+	struct emu_block_cross cross;
 
 	h->tag = 0; /* not forgotten for its own instructions' room */
 	h->first = block_pool_take(cpu, index);
-	block_build(cpu, h, &ic->pool[h->first], host, avail, tag);
+	block_build(cpu, h, &ic->pool[h->first], host, avail, tag, la, &cross);
+	block_cross_keep(ic, index, h, &cross);
 	ic->pool_next = h->first + h->n;
 	if (!h->n) /* nothing in the pool to forget it for */
 		ic->owner[h->first] = BLOCK_NONE;
@@ -598,16 +692,20 @@ static void block_decode(struct emu_cpu *cpu, uint32_t index, const uint8_t *hos
  * page was written, not their bytes. Those keep their place in the pool, and the
  * next entry compiles them again at once (their compiled code checks the old version) instead
  * of counting EMU_JIT_THRESHOLD entries in the interpreter. */
-static void block_redecode(struct emu_cpu *cpu, uint32_t index, const uint8_t *host, unsigned avail)
+static void block_redecode(struct emu_cpu *cpu, uint32_t index, const uint8_t *host, unsigned avail,
+			   uint64_t la)
 {
 	struct emu_icache *ic = cpu->icache;
 	struct emu_block_head *h = &ic->head[index], fresh = *h;
 	struct emu_insn insn[BLOCK_MAX_INSNS];
+	struct emu_block_cross cross;
 	uint64_t tag = h->tag;
 
 	emu_jit_unchain(cpu->jit, &h->jit); /* compiled from the old version */
-	block_build(cpu, &fresh, insn, host, avail, tag);
-	if (fresh.n == h->n && !memcmp(insn, block_insns(ic, h), h->n * sizeof(insn[0]))) {
+	block_build(cpu, &fresh, insn, host, avail, tag, la, &cross);
+	block_cross_keep(ic, index, &fresh, &cross);
+	if (fresh.n == h->n && fresh.cross == h->cross &&
+	    !memcmp(insn, block_insns(ic, h), h->n * sizeof(insn[0]))) {
 		h->version = fresh.version;
 		h->jit = (struct emu_jit_ref){
 			.gen = cpu->jit ? emu_jit_generation(cpu->jit) : 0,
@@ -626,7 +724,8 @@ static void block_redecode(struct emu_cpu *cpu, uint32_t index, const uint8_t *h
 }
 
 /* The slot of the block at CS:RIP, BLOCK_NONE when there is none (not RAM, or its first
- * instruction crosses the page or does not decode: emu_step() handles those). */
+ * instruction does not decode, or crosses into a page that is not RAM or faults: emu_step()
+ * handles those). */
 static int block_find(struct emu_cpu *cpu, uint32_t *out)
 {
 	struct emu_icache *ic = cpu->icache;
@@ -649,7 +748,8 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 
 		for (unsigned k = 0; k < BLOCK_LINKS; k++) {
 			if (l->la[k] == la && (l->ctx[k] == ctx || l->ctx[k] == gctx) &&
-			    slot_current(ic, l->index[k], l->tag[k])) {
+			    slot_current(ic, l->index[k], l->tag[k]) &&
+			    cross_current(cpu, l->index[k], la)) {
 				EMU_STAT_INC(cpu->blocks.link_hits);
 				*out = l->index[k];
 				return EMU_OK;
@@ -657,7 +757,7 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 		}
 	}
 	if (j->la == la && (j->ctx == ctx || j->ctx == gctx) &&
-	    slot_current(ic, j->index, j->tag)) {
+	    slot_current(ic, j->index, j->tag) && cross_current(cpu, j->index, la)) {
 		EMU_STAT_INC(cpu->blocks.jump_hits);
 		block_link(ic, prev, j);
 		*out = j->index;
@@ -673,10 +773,10 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 			EMU_STAT_INC(cpu->blocks.builds_evicted);
 		else
 			EMU_STAT_INC(cpu->blocks.builds_empty);
-		block_decode(cpu, index, host, avail, tag);
-	} else if (!block_current(&ic->head[index])) {
+		block_decode(cpu, index, host, avail, tag, la);
+	} else if (!block_current(&ic->head[index]) || !cross_current(cpu, index, la)) {
 		EMU_STAT_INC(cpu->blocks.builds_version);
-		block_redecode(cpu, index, host, avail);
+		block_redecode(cpu, index, host, avail, la);
 	}
 	h = &ic->head[index];
 	if (!h->n)
@@ -762,7 +862,7 @@ static int run_block(struct emu_cpu *cpu, bool *block)
 	cpu->icache->prev_ctx = ctx;
 	cpu->block_exit = false;
 	cpu->block_page = h->tag & BLOCK_GPA_MASK & ~0xfffull;
-	if (cpu->jit && cpu->mode == EMU_MODE_64)
+	if (cpu->jit && cpu->mode == EMU_MODE_64 && !h->cross) /* compiled code checks one page */
 		code = block_code(cpu, h, index);
 	else
 		cpu->icache->link_exit = 0;
