@@ -3199,7 +3199,23 @@ static void test_fast_selection(void)
 		{ { 0x65, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0 }, EMU_MODE_64, true }, /* mov rax, gs:[0] */
 		{ { 0xf0, 0x48, 0x01, 0x18 }, EMU_MODE_64, false }, /* lock add [rax], rbx */
 		{ { 0x88, 0xe0 }, EMU_MODE_64, false }, /* mov al, ah */
-		{ { 0x48, 0xf7, 0xf3 }, EMU_MODE_64, false }, /* div rbx */
+		{ { 0x48, 0xf7, 0xf3 }, EMU_MODE_64, true }, /* div rbx */
+		{ { 0xf7, 0x30 }, EMU_MODE_64, true }, /* div dword [rax] */
+		{ { 0x48, 0xf7, 0xfb }, EMU_MODE_64, false }, /* idiv rbx */
+		{ { 0x66, 0xf7, 0xf3 }, EMU_MODE_64, false }, /* div bx */
+		{ { 0x48, 0x0f, 0xa3, 0xd8 }, EMU_MODE_64, true }, /* bt rax, rbx */
+		{ { 0x65, 0x48, 0x0f, 0xab, 0x18 }, EMU_MODE_64, true }, /* bts gs:[rax], rbx */
+		{ { 0x0f, 0xba, 0x28, 0x05 }, EMU_MODE_64, true }, /* bts dword [rax], 5 */
+		{ { 0xf0, 0x0f, 0xba, 0x28, 0x05 }, EMU_MODE_64, false }, /* lock bts [rax], 5 */
+		{ { 0x65, 0x48, 0x0f, 0xc7, 0x0e }, EMU_MODE_64, true }, /* cmpxchg16b gs:[rsi] */
+		{ { 0xf0, 0x48, 0x0f, 0xc7, 0x0e }, EMU_MODE_64, false }, /* lock cmpxchg16b */
+		{ { 0x0f, 0xc7, 0x0e }, EMU_MODE_64, false }, /* cmpxchg8b [rsi] */
+		{ { 0x65, 0x0f, 0xc1, 0x06 }, EMU_MODE_64, true }, /* xadd gs:[rsi], eax */
+		{ { 0xf0, 0x0f, 0xc1, 0x06 }, EMU_MODE_64, false }, /* lock xadd [rsi], eax */
+		{ { 0x48, 0x0f, 0xbc, 0xc3 }, EMU_MODE_64, true }, /* bsf rax, rbx */
+		{ { 0xf3, 0x48, 0x0f, 0xbc, 0xc3 }, EMU_MODE_64, true }, /* tzcnt: bsf here */
+		{ { 0x0f, 0xae, 0xe8 }, EMU_MODE_64, true }, /* lfence */
+		{ { 0x0f, 0xae, 0x00 }, EMU_MODE_64, false }, /* fxsave [rax] */
 		{ { 0x67, 0x8b, 0x00 }, EMU_MODE_64, false }, /* mov eax, [eax] */
 		{ { 0x48, 0x87, 0x18 }, EMU_MODE_64, false }, /* xchg [rax], rbx: locked */
 		{ { 0x01, 0xd8 }, EMU_MODE_32, false }, /* add eax, ebx */

@@ -1677,6 +1677,40 @@ static void test_cli_pushf_in_block(void)
 	}
 }
 
+/* F3 0F BC/BD without BMI1/LZCNT in CPUID are BSF/BSR (the prefix ignored), through fast.c's
+ * handler as through emu_execute(): a zero source leaves the destination and sets ZF (the host,
+ * which has TZCNT, cannot be the reference in test_emu_diff.c). */
+static void test_tzcnt_is_bsf(void)
+{
+	static const uint8_t tzcnt[] = { 0xF3, 0x48, 0x0F, 0xBC, 0xC3, 0xF3, 0x0F, 0xBD, 0xCB };
+
+	for (unsigned generic = 0; generic < 2; generic++) {
+		machine_reset();
+		code(USER_RW, tzcnt, sizeof(tzcnt));
+		cpu.s.gpr[CPU_RAX] = 0x1234;
+		cpu.s.gpr[CPU_RBX] = 0;
+		cpu.s.gpr[CPU_RCX] = 0xffffffff00000077ull;
+		if (generic) {
+			struct emu_insn insn;
+
+			CHECK_EQ(emu_decode(tzcnt, 5, EMU_MODE_64, &insn), EMU_DECODE_OK);
+			CHECK_EQ(emu_execute(&cpu, &insn), EMU_OK);
+		} else {
+			CHECK_EQ(emu_step(&cpu), EMU_OK);
+		}
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 0x1234);
+		CHECK_EQ(emu_flags_get(&cpu) & (EMU_FLAG_ZF | EMU_FLAG_CF), EMU_FLAG_ZF);
+		cpu.s.rip = USER_RW;
+		cpu.s.gpr[CPU_RBX] = 0x8000000000000100ull;
+		CHECK_EQ(emu_step(&cpu), EMU_OK);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 8);
+		CHECK_EQ(emu_flags_get(&cpu) & (EMU_FLAG_ZF | EMU_FLAG_CF), 0);
+		CHECK_EQ(emu_step(&cpu), EMU_OK); /* bsr ecx, ebx: 8, zero-extended */
+		CHECK_EQ(cpu.s.gpr[CPU_RCX], 8);
+		CHECK_EQ(cpu.s.rip, USER_RW + sizeof(tzcnt));
+	}
+}
+
 /* RDTSC and RDTSCP (fast.c's handlers) at CPL 3: EDX:EAX the TSC (the upper halves 0, never
  * going back), RDTSCP's ECX IA32_TSC_AUX; with CR4.TSD #GP, nothing changed. */
 static void test_rdtsc_user(void)
@@ -4278,6 +4312,7 @@ int main(void)
 	RUN_TEST(test_cli_pushf_in_block);
 	RUN_TEST(test_rep_stos_in_block);
 	RUN_TEST(test_rdtsc_user);
+	RUN_TEST(test_tzcnt_is_bsf);
 	RUN_TEST(test_jit_cross_page_links);
 	RUN_TEST(test_jit_chained_block_writes_own_page);
 	RUN_TEST(test_jit_return_lookup);

@@ -406,6 +406,8 @@ static bool block_ends(const struct emu_insn *insn)
 		case 0xC0 ... 0xC6: /* XADD, SSE */
 		case 0xC8 ... 0xFF: /* BSWAP, SSE */
 			return false;
+		case 0xAE: /* LFENCE, MFENCE, SFENCE */
+			return !(insn->mod == 3 && ((insn->modrm >> 3) & 7) >= 5);
 		}
 	}
 	return true;

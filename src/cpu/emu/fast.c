@@ -1192,6 +1192,174 @@ HANDLER(cdq)
 	return retire(cpu, insn);
 }
 
+/* CMPXCHG16B m128 without LOCK (SLUB's this_cpu_cmpxchg_double(), %gs-relative: ~6 per 4 KiB
+ * QD32 read request on the disk path) on 16 aligned bytes of RAM writable through the TLB, as
+ * system.c's exec_cmpxchg_wide() does it: ZF alone, the old value written back on failure and
+ * loaded into RDX:RAX. Misaligned (#GP), a TLB miss or MMIO: emu_execute(). Without LOCK it
+ * need not be atomic against other vCPUs (SDM: CMPXCHG16B); LOCK never gets here. */
+HANDLER(cmpxchg16b)
+{
+	uint64_t la = fast_la(cpu, insn), m[2];
+	uint8_t *p;
+
+	if ((la & 15) || !(p = emu_tlb_fast(cpu, cpu->tlb.write, la, 16)))
+		return emu_execute(cpu, insn);
+	memcpy(m, p, 16);
+	if (m[0] == cpu->s.gpr[CPU_RAX] && m[1] == cpu->s.gpr[CPU_RDX]) {
+		memcpy(p, &cpu->s.gpr[CPU_RBX], 8);
+		memcpy(p + 8, &cpu->s.gpr[CPU_RCX], 8);
+		emu_code_stored(cpu, p);
+		emu_flags_set(cpu, EMU_FLAG_ZF, EMU_FLAG_ZF);
+	} else {
+		cpu->s.gpr[CPU_RAX] = m[0];
+		cpu->s.gpr[CPU_RDX] = m[1];
+		emu_flags_set(cpu, EMU_FLAG_ZF, 0);
+	}
+	return retire(cpu, insn);
+}
+
+/* BT/BTS/BTR/BTC (op 0-3) with a register (0F A3/AB/B3/BB) or imm8 (0F BA /4-/7) offset, as
+ * exec.c's exec_bit_test(): a register offset into memory addresses the bit string beyond the
+ * operand (signed, in operand-size units); CF = the bit, OF SF AF PF left unchanged
+ * (undefined), ZF unaffected. The kernel's test_bit()/__set_bit() on the disk path (~11 per
+ * 4 KiB QD32 read request, BTS mostly %gs-relative) went through emu_execute(). */
+INLINE int bit_test(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned op, bool imm)
+{
+	unsigned size = insn->opsize, bits = 8 * size;
+	uint64_t offset = imm ? insn->imm & 0xff : rget(cpu, insn->reg, size), v, la = 0, bit;
+	int rc;
+
+	if (imm || insn->mod == 3) {
+		offset &= bits - 1;
+		if (insn->mod != 3)
+			la = fast_la(cpu, insn);
+	} else {
+		int64_t soff = (int64_t)emu_sext(offset, size);
+		unsigned log2_bits = size == 8 ? 6 : size == 4 ? 5 : 4;
+
+		la = fast_la(cpu, insn) + (uint64_t)((soff >> log2_bits) * (int64_t)size);
+		offset = (uint64_t)soff & (bits - 1);
+	}
+	if (insn->mod == 3)
+		v = rget(cpu, insn->rm, size);
+	else if ((rc = mread(cpu, la, size, &v)))
+		return rc;
+	bit = (v >> offset) & 1;
+	if (op) {
+		if (op == 1)
+			v |= 1ull << offset;
+		else if (op == 2)
+			v &= ~(1ull << offset);
+		else
+			v ^= 1ull << offset;
+		if (insn->mod == 3)
+			rset(cpu, insn->rm, size, v);
+		else if ((rc = mwrite(cpu, la, size, v)))
+			return rc;
+	}
+	emu_flags_set(cpu, EMU_FLAG_CF, bit);
+	return retire(cpu, insn);
+}
+
+HANDLER(bit_test_r) /* 0F A3/AB/B3/BB: the operation in opcode bits 3-4 */
+{
+	return bit_test(cpu, insn, (insn->opcode >> 3) & 3, false);
+}
+HANDLER(bit_test_i) /* 0F BA /4-/7 */
+{
+	return bit_test(cpu, insn, (insn->modrm >> 3) & 3, true);
+}
+
+/* DIV r/m32, r/m64 (the kernel's do_div()/div_u64() on the disk path, ~3.4 per 4 KiB QD32 read
+ * request): a zero divisor or a quotient that does not fit goes to emu_execute()'s #DE; the
+ * flags are undefined and left unchanged, as exec.c does. */
+INLINE int div_to(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned size)
+{
+	uint64_t d, mask = emu_size_mask(size);
+	unsigned __int128 n, q;
+	int rc;
+
+	if (insn->mod == 3)
+		d = rget(cpu, insn->rm, size);
+	else if ((rc = mread(cpu, fast_la(cpu, insn), size, &d)))
+		return rc;
+	n = ((unsigned __int128)rget(cpu, CPU_RDX, size) << (8 * size)) | rget(cpu, CPU_RAX, size);
+	if (!d || (q = n / d) > mask)
+		return emu_execute(cpu, insn);
+	rset(cpu, CPU_RAX, size, (uint64_t)q);
+	rset(cpu, CPU_RDX, size, (uint64_t)(n % d));
+	return retire(cpu, insn);
+}
+
+HANDLER(div_4)
+{
+	return div_to(cpu, insn, 4);
+}
+HANDLER(div_8)
+{
+	return div_to(cpu, insn, 8);
+}
+
+/* BSF/BSR (0F BC/BD), also with F3 (TZCNT/LZCNT, which CPUID does not advertise: the prefix
+ * is ignored, as exec.c does; ~2 TZCNT per 4 KiB QD32 read request on the disk path): a zero
+ * source sets ZF, clears the other five and leaves the destination unchanged; otherwise all
+ * six cleared (undefined but for ZF). */
+INLINE int bit_scan(struct emu_cpu *cpu, const struct emu_insn *insn, bool reverse)
+{
+	unsigned size = insn->opsize;
+	uint64_t v;
+	int rc;
+
+	if (insn->mod == 3)
+		v = rget(cpu, insn->rm, size);
+	else if ((rc = mread(cpu, fast_la(cpu, insn), size, &v)))
+		return rc;
+	if (!v) {
+		emu_flags_set(cpu, EMU_FLAGS_ARITH, EMU_FLAG_ZF);
+		return retire(cpu, insn);
+	}
+	emu_flags_set(cpu, EMU_FLAGS_ARITH, 0);
+	rset(cpu, insn->reg, size,
+	     reverse ? 63u - (unsigned)__builtin_clzll(v) : (unsigned)__builtin_ctzll(v));
+	return retire(cpu, insn);
+}
+
+HANDLER(bsf)
+{
+	return bit_scan(cpu, insn, false);
+}
+HANDLER(bsr)
+{
+	return bit_scan(cpu, insn, true);
+}
+
+/* XADD m, r without LOCK (the kernel's this_cpu_add_return(), %gs-relative: ~2 per 4 KiB QD32
+ * read request): flags as ADD, the sum to memory, then the old value to the register. */
+HANDLER(xadd_m)
+{
+	unsigned size = insn->opsize;
+	uint64_t la = fast_la(cpu, insn), dst, sum;
+	struct emu_lazy_flags cc;
+	int rc;
+
+	if ((rc = mread(cpu, la, size, &dst)))
+		return rc;
+	sum = alu(cpu, ALU_ADD, size, dst, rget(cpu, insn->reg, size), &cc);
+	if ((rc = mwrite(cpu, la, size, sum)))
+		return rc;
+	cpu->cc = cc;
+	rset(cpu, insn->reg, size, dst);
+	return retire(cpu, insn);
+}
+
+/* LFENCE, MFENCE, SFENCE: this vCPU's accesses are in program order already; made visible to
+ * the others as exec_group15() does. */
+HANDLER(fence)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return retire(cpu, insn);
+}
+
 /* ---- selection ---- */
 
 /* A register operand of `size` bytes that is not AH..BH (byte registers 4-7 without REX). */
@@ -1303,8 +1471,10 @@ static emu_fast_fn select_group3(struct emu_insn *insn)
 		if (size == 4)
 			return mem ? imul1_m_4 : imul1_r_4;
 		return NULL;
+	case 6: /* DIV: #DE through emu_execute() */
+		return size == 8 ? div_8 : size == 4 ? div_4 : NULL;
 	default:
-		return NULL; /* DIV, IDIV: #DE */
+		return NULL; /* IDIV */
 	}
 }
 
@@ -1525,6 +1695,27 @@ static emu_fast_fn select_map0f(struct emu_insn *insn)
 		return size == 2 ? cmpxchg_m_2 : size == 4 ? cmpxchg_m_4 : cmpxchg_m_8;
 	case 0x01:
 		return insn->modrm == 0xF9 ? rdtscp : NULL;
+	case 0xC7:
+		return insn->mod != 3 && ((insn->modrm >> 3) & 7) == 1 && size == 8 ? cmpxchg16b
+										      : NULL;
+	case 0xA3:
+	case 0xAB:
+	case 0xB3:
+	case 0xBB:
+		return size == 1 ? NULL : bit_test_r;
+	case 0xBA:
+		return size == 1 || ((insn->modrm >> 3) & 7) < 4 ? NULL : bit_test_i;
+	case 0xBC:
+		return size == 1 ? NULL : bsf;
+	case 0xBD:
+		return size == 1 ? NULL : bsr;
+	case 0xC1:
+		return insn->mod == 3 || size == 1 ? NULL : xadd_m;
+	case 0xAE: /* LFENCE, MFENCE, SFENCE (no 66: prefixed forms are others or #UD) */
+		return insn->mod == 3 && ((insn->modrm >> 3) & 7) >= 5 &&
+				       !(insn->prefix & EMU_PFX_OPSIZE)
+			       ? fence
+			       : NULL;
 	default:
 		return NULL;
 	}
@@ -1542,6 +1733,9 @@ void emu_fast_select(struct emu_insn *insn, enum emu_mode mode)
 			insn->fast = ret;
 		else if (insn->map == EMU_MAP_0F && insn->opcode >= 0x18 && insn->opcode <= 0x1F)
 			insn->fast = nop; /* ENDBR64 is F3 0F 1E FA */
+		else if (insn->map == EMU_MAP_0F && (insn->opcode & 0xFE) == 0xBC &&
+			 insn->opsize > 1 && !(insn->prefix & EMU_PFX_REPNE))
+			insn->fast = insn->opcode == 0xBC ? bsf : bsr; /* TZCNT/LZCNT: not ours */
 		else if (insn->map == EMU_MAP_1 && (insn->opcode & 0xFE) == 0xAA &&
 			 !(insn->prefix & EMU_PFX_REPNE))
 			insn->fast = insn->opcode == 0xAA ? rep_stos_1
