@@ -69,9 +69,6 @@ struct emu_jit {
 	 * return its code in RCX, else the miss (a return with status 0); find RIP's entry in
 	 * the lookup table and do the same. */
 	const uint8_t *stub_check, *stub_lookup;
-	/* The offset of the return after a block's chain entry (emit_chain_entry()), the same
-	 * in every block; 0 until the first one is compiled. */
-	unsigned entry_out;
 };
 
 static bool jit_stubs(struct emu_jit *jit);
@@ -2051,52 +2048,56 @@ static void patch_jump8(struct emit *e, uint8_t *at)
 	*at = (uint8_t)rel;
 }
 
+/* A backward rel8 jump or Jcc (cc < 16; 16: JMP) to `to`, a position in the read-write view
+ * (the short distances it is used for always reach). */
+static void emit_jump8_back(struct emit *e, unsigned cc, const uint8_t *to)
+{
+	ptrdiff_t rel = to - (e->p + 2);
+
+	if (rel < -128) {
+		e->overflow = true;
+		return;
+	}
+	emit1(e, cc < 16 ? (uint8_t)(0x70 | cc) : 0xEB);
+	emit1(e, (uint8_t)(int8_t)rel);
+}
+
 /* The chain entry (jit.h): where exits linked to the block jump, with the checks that let the
- * chain go on into it, each leaving through the return with status 0 right after it (RIP is
- * at the block's first instruction, jit_exit names the exit that came here, for emu_run() to
- * link again); then a jump to the body (whose rel8 this returns, to be patched). From its
- * start (JIT_ENTRY_FULL, for exits to other pages and lookups): the page's code version
- * against the block's; from JIT_ENTRY_SAME on (for exits within the block's page, see
- * emu_jit_link()): the attention flag and the chain's budget. Whether the block's cache slot
- * still holds this code is not looked at: the block cache calls emu_jit_unchain() when it
- * forgets or rebuilds a block, which points both entries at the return (a check of the slot
- * through a MOVABS load, a cache miss more often than not, ran at every entry before). Both
- * entries' offsets are the same in every block, so that emu_jit_unchain() finds them. */
+ * chain go on into it, each leaving through the return with status 0 just before it
+ * (JIT_ENTRY_OUT bytes back; RIP is at the block's first instruction, jit_exit names the exit
+ * that came here, for emu_run() to link again); then the body follows. From its start (for
+ * exits to other pages and lookups): the page's code version against the block's; from
+ * JIT_ENTRY_SAME on (for exits within the block's page, see emu_jit_link()): the attention
+ * flag and the chain's budget. Whether the block's cache slot still holds this code is not
+ * looked at: the block cache calls emu_jit_unchain() when it forgets or rebuilds a block,
+ * which points both entries at the return (a check of the slot through a MOVABS load, a
+ * cache miss more often than not, ran at every entry before). */
 #define JIT_ENTRY_SAME 16u
-static uint8_t *emit_chain_entry(struct compile *c)
+#define JIT_ENTRY_OUT 8u /* xor eax, eax; pop r13; pop r12; pop rbx; ret */
+static void emit_chain_entry(struct compile *c)
 {
 	struct emit *e = &c->e;
-	uint8_t *start = e->p, *out[3], *body;
+	uint8_t *start = e->p, *out = e->p - JIT_ENTRY_OUT;
 
 	/* mov eax, [version_word]; cmp eax, version; jne out */
 	emit1(e, 0xA1);
 	emit8(e, (uint64_t)(uintptr_t)c->chain->version_word);
 	emit1(e, 0x3D);
 	emit4(e, c->chain->version);
-	out[0] = emit_jump8_fwd(e, CC_NZ);
+	emit_jump8_back(e, CC_NZ, out);
 	if (!e->overflow && e->p - start != JIT_ENTRY_SAME)
 		e->overflow = true; /* never: fixed sizes */
 	/* cmp dword [attention], 0; jne out */
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(attention));
 	emit1(e, 0);
-	out[1] = emit_jump8_fwd(e, CC_NZ);
+	emit_jump8_back(e, CC_NZ, out);
 	/* mov eax, [chain_left]; sub eax, 1; jb out; mov [chain_left], rax: one block taken
 	 * from the chain and jit_exit (the next dword) cleared (linked: nothing for emu_run()
-	 * to link unless a later exit says so); jmp body */
+	 * to link unless a later exit says so) */
 	emit_load(e, false, RAX, CPU_OFF(chain_left));
 	emit_bytes(e, (const uint8_t[]){ 0x83, 0xE8, 0x01 }, 3);
-	out[2] = emit_jump8_fwd(e, CC_B);
+	emit_jump8_back(e, CC_B, out);
 	emit_store(e, true, RAX, CPU_OFF(chain_left));
-	body = emit_jump8_fwd(e, 16);
-	for (unsigned i = 0; i < 3; i++)
-		patch_jump8(e, out[i]);
-	if (!e->overflow) { /* where the return is, for emu_jit_unchain() */
-		if (!c->jit->entry_out)
-			c->jit->entry_out = (unsigned)(e->p - start);
-		else if (c->jit->entry_out != (unsigned)(e->p - start))
-			e->overflow = true; /* never: the same bytes in every block */
-	}
-	return body;
 }
 
 _Static_assert(offsetof(struct emu_cpu, jit_exit) == offsetof(struct emu_cpu, chain_left) + 4,
@@ -2386,6 +2387,18 @@ static void emit_tlb_tag(struct emit *e)
 	emit_bytes(e, (const uint8_t[]){ 0x44, 0x0F, 0x45, 0xE0 }, 4); /* cmovne r12d, eax */
 }
 
+/* The return with status 0 (c->ret0) and the epilogue (c->exit: EAX is the status), which
+ * every exit of the block jumps back to; JIT_ENTRY_OUT bytes. */
+static void emit_return(struct compile *c)
+{
+	struct emit *e = &c->e;
+
+	c->ret0 = c->jit->rx + (e->p - c->jit->rw);
+	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
+	c->exit = c->jit->rx + (e->p - c->jit->rw);
+	emit_bytes(e, (const uint8_t[]){ 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 6);
+}
+
 /* Compile the block at the buffer's current position; NULL if it does not fit. */
 static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn, unsigned n,
 				const struct emu_jit_chain *chain)
@@ -2394,8 +2407,7 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	struct emit *e = &c.e;
 	struct form f[JIT_MAX_INSNS];
 	bool live[JIT_MAX_INSNS], cond;
-	uint8_t *entry, *chain_at, *body = NULL;
-	uint32_t dist = 0;
+	uint8_t *entry, *chain_at, *to_body = NULL;
 	unsigned calls = 0; /* handler calls in the hot code, beside the slow paths' */
 	bool writes = jit->inline_off; /* an instruction may write memory */
 
@@ -2413,26 +2425,31 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	c.cold.end = jit->rw + jit->size;
 	if (e->p > e->end)
 		return NULL;
-	/* The chain entry, the return with status 0 and the epilogue first, so that every exit
-	 * is a backward jump to a known address; then where the chain entry is (emu_jit_link()
-	 * reads it), the entry, and the body that both lead to. */
-	chain_at = e->p;
-	if (chain)
-		body = emit_chain_entry(&c);
-	c.ret0 = jit->rx + (e->p - jit->rw);
-	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
-	c.exit = jit->rx + (e->p - jit->rw);
-	emit_bytes(e, (const uint8_t[]){ 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 6);
-	if (chain)
-		dist = (uint32_t)(e->p + 4 - chain_at);
-	emit4(e, dist);
+	/* Where the chain entry is, as an offset from the entry (emu_jit_link() reads it; 0:
+	 * none), the entry from emu_run() (the prologue), the return with status 0 and the
+	 * epilogue, so that every exit is a backward jump to a known address; then the chain
+	 * entry, which goes on into the body (chained entries are most of them: ~90 % on 4 KiB
+	 * random reads), and the body, which the prologue jumps to. */
+	if (!chain) /* the return and the epilogue before: the prologue goes on into the body */
+		emit_return(&c);
+	emit4(e, 0);
 	entry = e->p;
 	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
 	emit_bytes(e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
 	if (!jit->inline_off)
 		emit_tlb_tag(e);
-	if (chain) { /* mov dword [jit_last], slot */
-		patch_jump8(e, body);
+	if (chain) {
+		to_body = emit_jump8_fwd(e, 16);
+		emit_return(&c);
+	}
+	chain_at = e->p;
+	if (chain) { /* the chain entry, then mov dword [jit_last], slot */
+		uint32_t dist = (uint32_t)(chain_at - entry);
+
+		if (!e->overflow)
+			memcpy(entry - 4, &dist, 4);
+		emit_chain_entry(&c);
+		patch_jump8(e, to_body);
 		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
 		emit4(e, chain->slot);
 		if (writes) { /* block_page = page: stores into the block's own page end it
@@ -2508,7 +2525,7 @@ static const uint8_t *chain_entry(const struct emu_jit *jit, emu_jit_fn code)
 	if (entry < jit->rx + 4 || entry > jit->rx + jit->pos)
 		return NULL;
 	memcpy(&dist, jit->rw + (entry - jit->rx) - 4, 4);
-	return dist ? entry - dist : NULL;
+	return dist && dist < (size_t)(jit->rx + jit->pos - entry) ? entry + dist : NULL;
 }
 
 /* Where the CPU is now, as a successor at its RIP (jit_target): valid in this TLB generation,
@@ -2590,14 +2607,16 @@ void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
 	const uint8_t *at;
 	size_t off;
 
-	if (!jit || !ref->code || ref->gen != jit->gen || !jit->entry_out ||
-	    !(at = chain_entry(jit, ref->code)))
+	if (!jit || !ref->code || ref->gen != jit->gen || !(at = chain_entry(jit, ref->code)))
 		return;
 	off = (size_t)(at - jit->rx);
-	/* jmp out at both entries (the return after them: rel8, entry_out is ~45) */
-	jit_patch(jit, off, (const uint8_t[]){ 0xEB, (uint8_t)(jit->entry_out - 2) }, 2);
+	/* jmp out at both entries (the return just before them) */
+	jit_patch(jit, off, (const uint8_t[]){ 0xEB, (uint8_t)(int8_t)-(int)(JIT_ENTRY_OUT + 2) },
+		  2);
 	jit_patch(jit, off + JIT_ENTRY_SAME,
-		  (const uint8_t[]){ 0xEB, (uint8_t)(jit->entry_out - JIT_ENTRY_SAME - 2) }, 2);
+		  (const uint8_t[]){ 0xEB,
+				     (uint8_t)(int8_t)-(int)(JIT_ENTRY_OUT + JIT_ENTRY_SAME + 2) },
+		  2);
 }
 
 /* Drop all code (a new generation) and what refers to it, and start the buffer again. */
