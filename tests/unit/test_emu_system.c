@@ -2400,6 +2400,55 @@ static void test_block_chain_checks(void)
 	cpu.jit = NULL;
 }
 
+/* A same-page link to a block that the cache then forgets is undone (its exit goes back to its
+ * stub, which tells emu_run() to link it again), so that the exit goes straight to the block's
+ * new code once that is compiled: A (jmp B) keeps its slot while B's is given to another
+ * block (an empty cache: B, a dummy, A, then EMU_BLOCK_SLOTS - 3 fill blocks and one more
+ * take the slots in order); B decoded again takes the dummy's. */
+static void test_chain_relinked_after_eviction(void)
+{
+	const uint64_t page = 0x1E0000, a_at = page + 0x100, b_at = page + 0x40;
+	const uint64_t dummy_at = page + 0x200, other_at = 0x1F0000;
+	uint64_t chained;
+
+	emu_cpu_destroy(&cpu);
+	machine_reset();
+	to_kernel_mode(b_at);
+	cpu.jit = emu_jit_create(1 << 20, 1, true);
+	CHECK(cpu.jit != NULL);
+	if (!cpu.jit)
+		return;
+	code(b_at, (const uint8_t[]){ 0xBB, 0x11, 0x11, 0x11, 0x11, 0xF4 }, 6);
+	code(dummy_at, (const uint8_t[]){ 0xF4 }, 1);
+	code(other_at, (const uint8_t[]){ 0xF4 }, 1);
+	put_rel32(a_at, 0xE9, b_at);
+	cpu.chain_max = 4;
+	cpu.s.rip = b_at;
+	CHECK_EQ(emu_run(&cpu), EMU_HALT);
+	cpu.s.rip = dummy_at;
+	CHECK_EQ(emu_run(&cpu), EMU_HALT);
+	for (unsigned run = 0; run < 8; run++) {
+		if (run == 3) { /* B's slot to another block */
+			fill_blocks(&cpu, 0, EMU_BLOCK_SLOTS - 3);
+			cpu.s.rip = other_at;
+			CHECK_EQ(emu_run(&cpu), EMU_HALT);
+			CHECK_EQ(emu_jit_flushes(cpu.jit), 0);
+		}
+		cpu.s.rip = a_at;
+		cpu.s.gpr[CPU_RBX] = 0;
+		chained = cpu.blocks.chained;
+		CHECK_EQ(emu_run(&cpu), EMU_HALT);
+		CHECK_EQ(cpu.s.rip, b_at + 6);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x11111111);
+		/* 2: linked; 3: B's old code refused; 4: B's new code compiled, A's exit
+		 * linked again; from 5 on through the link */
+		CHECK_EQ(cpu.blocks.chained, chained + (run == 2 || run >= 5));
+	}
+	cpu.chain_max = 0;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 #define XMOD_PAGE 0x1B0000ull /* kernel code */
 static uint32_t xmod_value;
 
@@ -4306,6 +4355,7 @@ int main(void)
 	RUN_TEST(test_block_chains);
 	RUN_TEST(test_block_chain_checks); /* before the loops that need its chain budget */
 	RUN_TEST(test_chain_cpuid_serialises);
+	RUN_TEST(test_chain_relinked_after_eviction);
 	RUN_TEST(test_chain_store_at_block_limit);
 	RUN_TEST(test_blocks_compiled);
 	RUN_TEST(test_block_chains_linked);

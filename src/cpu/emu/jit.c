@@ -1857,18 +1857,46 @@ static void emit_exit_xpage(struct compile *c)
 	emit_bytes(e, &never, sizeof(never));
 }
 
+/* A same-page exit's record (jit.h, emu_jit_link()), after its stub: the successor's
+ * guest-physical address (| JIT_FULL_ENTRY), where the exit's jump keeps its rel32, and the
+ * next record linked to the same successor (its list of incoming exits, 0 at the end). */
+struct jit_same_page {
+	uint64_t gpa;
+	uint32_t jump; /* buffer offset of the rel32 */
+	uint32_t next; /* buffer offset of the next record, 0: none */
+};
+/* mov dword [jit_exit], imm32 (10 bytes); jmp rel32 (5): the stub before the record */
+#define JIT_STUB_LEN 15u
+
+/* What a same-page exit's jump (its rel32 at `jump`) goes to while it is not linked: jit_exit
+ * names the record after it, for emu_jit_link(), and the block returns with status 0. */
+static void emit_same_page_stub(struct compile *c, uint64_t gpa, const uint8_t *jump)
+{
+	struct emit *e = &c->e;
+	struct jit_same_page rec = { .gpa = gpa, .jump = (uint32_t)(jump - c->jit->rw) };
+
+	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
+	emit4(e, (uint32_t)(e->p + 4 + 5 - c->jit->rw));
+	emit_jump(e, c->jit, 16, c->ret0);
+	emit_bytes(e, &rec, sizeof(rec));
+}
+
 /* Leave the block towards the instruction at page offset `target` of the block's page
  * (outside [0, 4096): another page; EXIT_NONE: not known when compiling), with RIP, the count
  * and the shadow exact: a return with status 0, or for a chained block a jump that
  * emu_jit_link() can point at the successor's chain entry (jit.h). In the block's page, until
- * it does, the jump goes to the return; either way cpu->jit_exit says which exit it was, and
- * after it comes the exit's record: the successor's guest-physical address, which
- * emu_jit_link() checks (the jump's rel32 is the four bytes before it). In another page, the
+ * it does, the jump goes to a stub in the cold region that sets cpu->jit_exit to the exit's
+ * record (struct jit_same_page: the successor's guest-physical address, which emu_jit_link()
+ * checks) and returns; once linked, the exit is only the jump (it wrote jit_exit each time
+ * before: a 10-byte store on every block's way out), and the successor keeps it in its list
+ * of incoming exits, which emu_jit_unchain() points back at their stubs. In another page, the
  * record says where the link holds (emit_exit_xpage()). A block that stopped early
  * (block_exit) returns. */
 static void emit_exit_to(struct compile *c, int64_t target)
 {
 	struct emit *e = &c->e;
+	bool swap = !c->in_cold;
+	uint8_t *jump, *stub;
 	uint64_t gpa;
 
 	if (!c->chain || target == EXIT_NONE) {
@@ -1885,11 +1913,14 @@ static void emit_exit_to(struct compile *c, int64_t target)
 		return;
 	}
 	gpa = (c->chain->gpa & ~0xfffull) | (uint64_t)target | (c->serialised ? JIT_FULL_ENTRY : 0);
-	/* mov dword [jit_exit], the record's offset: the jump (5 bytes) then the record */
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
-	emit4(e, (uint32_t)(e->p + 4 + 5 - c->jit->rw));
-	emit_jump(e, c->jit, 16, c->ret0);
-	emit8(e, gpa);
+	jump = emit_jump_fwd(e, 16);
+	if (swap) /* the stub in the cold region (from cold code: right after the jump) */
+		cold_swap(c);
+	stub = c->e.p;
+	emit_same_page_stub(c, gpa, jump);
+	patch_jump_to(c, jump, stub);
+	if (swap)
+		cold_swap(c);
 }
 
 /* The exit after a RET or an indirect JMP/CALL (RIP written by it): the lookup table may
@@ -2432,6 +2463,7 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	 * random reads), and the body, which the prologue jumps to. */
 	if (!chain) /* the return and the epilogue before: the prologue goes on into the body */
 		emit_return(&c);
+	emit4(e, 0); /* the incoming same-page exits' list (emu_jit_link()) */
 	emit4(e, 0);
 	entry = e->p;
 	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
@@ -2564,12 +2596,87 @@ static void jit_patch(struct emu_jit *jit, size_t off, const void *b, size_t n)
 		memcpy(jit->rw + off, b, n);
 }
 
+/* The buffer offset of the list of incoming same-page exits of the block whose entry (from
+ * emu_run()) is `code`: the four bytes before the chain entry's offset (compile_block()). */
+static size_t incoming_head(const struct emu_jit *jit, const uint8_t *code)
+{
+	return (size_t)(code - jit->rx) - 8;
+}
+
+/* Whether the record at `exit` (a buffer offset) and the rel32 it names lie in compiled code
+ * (the hot region below pos, or the cold one below cold_pos). */
+static bool record_fits(const struct emu_jit *jit, size_t exit, size_t len)
+{
+	return (exit + len <= jit->pos && exit >= 4) ||
+	       (exit >= jit->hot_size && exit + len <= jit->cold_pos);
+}
+
+/* Point the same-page exit whose record is at `exit` at the chain entry `at` of the block
+ * whose entry is `code`: in the block's page, past the version check (but after CPUID,
+ * `full`). The predecessor ran from code of the page's version of its own decoding, which
+ * was the successor's too when emu_run() found it (versions only grow, and code keeps the
+ * one it was compiled for: a block decoded again is unchained); this CPU's writes into a
+ * page with decoded code end the chain (emu_code_stored()); another thread's are seen at the
+ * next entry from elsewhere (another page, a lookup, emu_run()), as a CPU running
+ * cross-modified code needs an interrupt or a serialising instruction to see them (SDM Vol.
+ * 3 §8.1.3). The exit joins the successor's list of incoming exits. */
+static void link_same_page(struct emu_jit *jit, uint32_t exit, const uint8_t *code,
+			   const uint8_t *at, bool full)
+{
+	struct jit_same_page rec;
+	size_t head = incoming_head(jit, code);
+	int32_t rel, now;
+
+	memcpy(&rec, jit->rw + exit, sizeof(rec));
+	if (!record_fits(jit, rec.jump, 4))
+		return;
+	if (!full)
+		at += JIT_ENTRY_SAME;
+	rel = (int32_t)(at - (jit->rx + rec.jump + 4));
+	memcpy(&now, jit->rw + rec.jump, 4);
+	if (now == rel) /* linked already (a chain that ran out of blocks returned here) */
+		return;
+	memcpy(&rec.next, jit->rw + head, 4);
+	memcpy(jit->rw + exit, &rec, sizeof(rec));
+	memcpy(jit->rw + head, &exit, 4);
+	memcpy(jit->rw + rec.jump, &rel, 4);
+}
+
+/* Point each exit in the incoming list of the block whose entry is `code` (chain entry `at`)
+ * back at its stub, and empty the list. */
+static void unlink_incoming(struct emu_jit *jit, const uint8_t *code, const uint8_t *at)
+{
+	size_t head = incoming_head(jit, code);
+	uint32_t exit, zero = 0;
+	unsigned guard = 0;
+
+	memcpy(&exit, jit->rw + head, 4);
+	while (exit && record_fits(jit, exit, sizeof(struct jit_same_page)) && guard++ < (1u << 24)) {
+		struct jit_same_page rec;
+		int32_t now, stub;
+
+		memcpy(&rec, jit->rw + exit, sizeof(rec));
+		if (record_fits(jit, rec.jump, 4)) {
+			const uint8_t *to;
+
+			memcpy(&now, jit->rw + rec.jump, 4);
+			to = jit->rx + rec.jump + 4 + now;
+			stub = (int32_t)((int64_t)exit - JIT_STUB_LEN - (int64_t)(rec.jump + 4));
+			if (to != at && to != at + JIT_ENTRY_SAME)
+				break; /* never: an exit is linked to one block at a time */
+			jit_patch(jit, rec.jump, &stub, 4);
+		}
+		memcpy(jit->rw + exit + offsetof(struct jit_same_page, next), &zero, 4);
+		exit = rec.next;
+	}
+	memcpy(jit->rw + head, &zero, 4);
+}
+
 void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
 		  uint64_t gpa, bool global, emu_jit_fn code)
 {
 	const uint8_t *at = chain_entry(jit, code);
 	uint64_t want;
-	int32_t rel;
 
 	if (exit == EMU_JIT_EXIT_LOOKUP && gen == jit->gen && at) {
 		jit_remember(jit, cpu, global, at);
@@ -2577,7 +2684,7 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 	}
 	if (!exit || gen != jit->gen || exit < 4 || !at)
 		return;
-	if (exit + 8 > jit->pos && (exit < jit->hot_size + 4 || exit + 8 > jit->cold_pos))
+	if (!record_fits(jit, exit, 8))
 		return; /* neither in the hot code nor in the cold code (a slow path's exit) */
 	memcpy(&want, jit->rw + exit, 8);
 	if (want == JIT_XPAGE) {
@@ -2587,19 +2694,9 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 			jit_patch(jit, exit + 8, &t, sizeof(t));
 		return;
 	}
-	if ((want & ~JIT_FULL_ENTRY) != gpa)
+	if ((want & ~JIT_FULL_ENTRY) != gpa || !record_fits(jit, exit, sizeof(struct jit_same_page)))
 		return;
-	/* In the block's page: past the version check (but after CPUID, JIT_FULL_ENTRY). The predecessor ran from code of the
-	 * page's version of its own decoding, which was the successor's too when emu_run()
-	 * found it (versions only grow, and code keeps the one it was compiled for: a block
-	 * decoded again is unchained); this CPU's writes into a page with decoded code end
-	 * the chain (emu_code_stored()); another thread's are seen at the next entry from
-	 * elsewhere (another page, a lookup, emu_run()), as a CPU running cross-modified code
-	 * needs an interrupt or a serialising instruction to see them (SDM Vol. 3 §8.1.3). */
-	if (!(want & JIT_FULL_ENTRY))
-		at += JIT_ENTRY_SAME;
-	rel = (int32_t)(at - (jit->rx + exit));
-	jit_patch(jit, exit - 4, &rel, 4);
+	link_same_page(jit, exit, (const uint8_t *)(uintptr_t)code, at, want & JIT_FULL_ENTRY);
 }
 
 void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
@@ -2609,6 +2706,7 @@ void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
 
 	if (!jit || !ref->code || ref->gen != jit->gen || !(at = chain_entry(jit, ref->code)))
 		return;
+	unlink_incoming(jit, (const uint8_t *)(uintptr_t)ref->code, at);
 	off = (size_t)(at - jit->rx);
 	/* jmp out at both entries (the return just before them) */
 	jit_patch(jit, off, (const uint8_t[]){ 0xEB, (uint8_t)(int8_t)-(int)(JIT_ENTRY_OUT + 2) },
