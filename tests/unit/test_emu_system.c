@@ -2103,6 +2103,104 @@ static void test_jit_return_lookup(void)
 	cpu.jit = NULL;
 }
 
+/* The ring entry that the last CALL wrote (struct emu_cpu's return prediction). */
+static const struct emu_ret_pred *ret_last_pushed(void)
+{
+	return &cpu.ret_ring[((cpu.ret_top - 16) & (EMU_RET_RING * 16 - 1)) / 16];
+}
+
+/* The return prediction (jit.c): a RET goes to the return site's code through the CALL's
+ * ring entry only when the entry names the address returned to, in the JIT's current
+ * generation, and the site's link holds for the TLB generation and the CPL. C at XP_PAGE(0):
+ * call F; mov al, 1; mov bl, 2; jmp $. F (XP_PAGE(1)): ret; F2: add qword [rsp], 2; ret (to
+ * C + 7, not where the CALL pushed). */
+static void test_jit_return_prediction(void)
+{
+	const uint64_t c = XP_PAGE(0) + 0x20, f = XP_PAGE(1) + 0x40, f2 = XP_PAGE(1) + 0x80;
+	const uint64_t s = 0x100000; /* supervisor, identity (PT_LOW) */
+	static const uint8_t site[] = { 0xB0, 0x01, 0xB3, 0x02, 0xEB, 0xFE };
+
+	xp_reset(true);
+	if (!cpu.jit)
+		return;
+	code(f, (const uint8_t[]){ 0xC3 }, 1);
+	code(f2, (const uint8_t[]){ 0x48, 0x83, 0x04, 0x24, 0x02, 0xC3 }, 6);
+	code(put_rel32(c, 0xE8, f), site, sizeof(site));
+	/* Compiled (the CALL's push misses the TLB: its slow path writes no entry). Then the
+	 * CALL writes the entry; the RET takes it to the site's (unlinked) record: emu_run() is
+	 * told to link that record, not the lookup table. */
+	CHECK_EQ(xp_run(c, 3), EMU_OK);
+	CHECK_EQ(xp_run(c, 1), EMU_OK);
+	CHECK_EQ(cpu.s.rip, f);
+	CHECK_EQ(ret_last_pushed()->la, c + 5);
+	CHECK_EQ(ret_last_pushed()->gen, emu_jit_generation(cpu.jit));
+	CHECK_EQ(xp_run(f, 1), EMU_OK);
+	CHECK_EQ(cpu.s.rip, c + 5);
+	CHECK(cpu.jit_exit != 0 && cpu.jit_exit != EMU_JIT_EXIT_LOOKUP);
+	/* After a flush of the buffer, an entry written before it names a record that is no
+	 * longer one: the RET takes the lookup. */
+	CHECK_EQ(xp_run(c, 1), EMU_OK);
+	emu_jit_forget(cpu.jit);
+	CHECK_EQ(xp_run(f, 1), EMU_OK);
+	CHECK_EQ(cpu.s.rip, c + 5);
+	CHECK_EQ(cpu.jit_exit, EMU_JIT_EXIT_LOOKUP);
+	/* Linked: C, F and the site in one pass; a RET elsewhere (F2) still lands right. */
+	for (unsigned i = 0; i < 3; i++) {
+		cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RBX] = 0;
+		CHECK_EQ(xp_run(c, 3), EMU_OK);
+		CHECK_EQ(cpu.s.rip, c + 9);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 1);
+		CHECK_EQ(cpu.chain_ran, 3);
+		CHECK_EQ(cpu.s.gpr[CPU_RSP], USER_RW + 0xF00);
+	}
+	put_rel32(c, 0xE8, f2);
+	for (unsigned i = 0; i < 3; i++) {
+		cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RBX] = 0;
+		CHECK_EQ(xp_run(c, 3), EMU_OK);
+		CHECK_EQ(cpu.s.rip, c + 9);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 2);
+		CHECK_EQ(cpu.s.gpr[CPU_RSP], USER_RW + 0xF00);
+	}
+	put_rel32(c, 0xE8, f);
+	for (unsigned i = 0; i < 3; i++)
+		CHECK_EQ(xp_run(c, 3), EMU_OK);
+	/* The CALL's entry written, then C's page remapped to a copy with mov al, 7 and CR3
+	 * written: the RET's entry still names C + 5, the new code runs. */
+	code(XP_PAGE(4) + 0x20, ram + c, 11);
+	ram[XP_PAGE(4) + 0x26] = 7;
+	memory_code_written(&code_pages, ram + XP_PAGE(4), 4096);
+	CHECK_EQ(xp_run(c, 1), EMU_OK);
+	xp_map(0, XP_PAGE(4), P | W | U);
+	emu_tlb_flush(&cpu, false);
+	cpu.s.gpr[CPU_RAX] = 0;
+	CHECK_EQ(xp_run(f, 2), EMU_OK);
+	CHECK_EQ(cpu.s.rip, c + 9);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 7);
+	/* At CPL 0, S calls F and returns, linked at CPL 0; then S's CALL alone, and F's RET at
+	 * CPL 3 to S + 5 (a supervisor page): the fetch fault, not S's code. */
+	code(put_rel32(s, 0xE8, f), (const uint8_t[]){ 0xB0, 0x03, 0xEB, 0xFE }, 4);
+	to_kernel_mode(s);
+	cpu.s.gpr[CPU_RSP] = USER_RW + 0xF00;
+	for (unsigned i = 0; i < 3; i++) {
+		cpu.s.gpr[CPU_RAX] = 0;
+		CHECK_EQ(xp_run(s, 3), EMU_OK);
+		CHECK_EQ(cpu.s.rip, s + 7);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 3);
+	}
+	CHECK_EQ(xp_run(s, 1), EMU_OK);
+	CHECK_EQ(ret_last_pushed()->la, s + 5);
+	to_user_mode();
+	cpu.s.gpr[CPU_RAX] = 0;
+	CHECK_EQ(xp_run(f, 3), EMU_EXCEPTION);
+	CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+	CHECK_EQ(cpu.s.rip, s + 5);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+	cpu.chain_max = 0;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* A successor reached through the lookup table after RET runs only while its block cache slot
  * still holds that code: after its slot and its instructions' room in the pool were given to
  * other blocks (an interpreted fill that goes round the pool; the page, the TLB and the CPL
@@ -2268,6 +2366,63 @@ static void test_jit_cross_page_exact(void)
 					CHECK_EQ(compiled[i].rbx, interp[i].rbx);
 					break;
 				}
+			}
+		}
+	}
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
+/* Recursion deeper than the return prediction's ring, with two return sites (the upper and
+ * the lower half of the depth), three times, ending at a #UD: the same states compiled as
+ * interpreted. C: mov ecx, 40; call R; dec edx; jnz C; ud2. R: dec ecx; jz done; cmp ecx, 20;
+ * jb low; call R; jmp done; low: call R; done: ret. */
+static void ret_deep_program(void)
+{
+	const uint64_t c = XP_PAGE(0) + 0x300, r = XP_PAGE(2) + 0x100;
+	uint64_t p;
+
+	code(c, (const uint8_t[]){ 0xB9, 0x28, 0x00, 0x00, 0x00 }, 5);
+	p = put_rel32(c + 5, 0xE8, r);
+	code(p, (const uint8_t[]){ 0xFF, 0xCA, 0x75, (uint8_t)(c - (p + 4)), 0x0F, 0x0B }, 6);
+	code(r, (const uint8_t[]){ 0xFF, 0xC9, 0x74, 0x11, 0x83, 0xF9, 0x14, 0x72, 0x07 }, 9);
+	put_rel32(r + 9, 0xE8, r);
+	code(r + 0xE, (const uint8_t[]){ 0xEB, 0x05 }, 2);
+	put_rel32(r + 0x10, 0xE8, r);
+	code(r + 0x15, (const uint8_t[]){ 0xC3 }, 1);
+	cpu.s.gpr[CPU_RDX] = 3;
+	cpu.s.rip = c;
+}
+
+static void test_jit_return_ring_overflow(void)
+{
+	static struct xp_state interp[4096], compiled[4096];
+	static const unsigned max[] = { 1, 3, 64 };
+
+	for (unsigned k = 0; k < sizeof(max) / sizeof(max[0]); k++) {
+		unsigned n, m;
+
+		xp_reset(false);
+		ret_deep_program();
+		n = xp_trace(interp, 4096, max[k], 0);
+		xp_reset(true);
+		if (!cpu.jit)
+			return;
+		ret_deep_program();
+		m = xp_trace(compiled, 4096, max[k], 0);
+		CHECK_EQ(m, n);
+		CHECK(n < 4096);
+		CHECK_EQ(interp[n - 1].rc, EMU_EXCEPTION);
+		CHECK_EQ(interp[n - 1].rip, XP_PAGE(0) + 0x300 + 14);
+		CHECK_EQ(interp[n - 1].rsp, USER_RW + 0xF00);
+		for (unsigned i = 0; i < n && i < m; i++) {
+			if (!xp_same(&interp[i], &compiled[i])) {
+				printf("  max %u: run %u\n", max[k], i);
+				CHECK_EQ(compiled[i].rip, interp[i].rip);
+				CHECK_EQ(compiled[i].instructions, interp[i].instructions);
+				CHECK_EQ(compiled[i].ran, interp[i].ran);
+				CHECK_EQ(compiled[i].rsp, interp[i].rsp);
+				break;
 			}
 		}
 	}
@@ -4366,8 +4521,10 @@ int main(void)
 	RUN_TEST(test_jit_cross_page_links);
 	RUN_TEST(test_jit_chained_block_writes_own_page);
 	RUN_TEST(test_jit_return_lookup);
+	RUN_TEST(test_jit_return_prediction);
 	RUN_TEST(test_jit_lookup_rebuilt_block);
 	RUN_TEST(test_jit_cross_page_exact);
+	RUN_TEST(test_jit_return_ring_overflow);
 	RUN_TEST(test_jit_memory_paths);
 	RUN_TEST(test_jit_tlb_page_crossing);
 	RUN_TEST(test_jit_templates_random);

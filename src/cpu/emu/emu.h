@@ -284,6 +284,9 @@ struct emu_platform_ops {
 	void (*cr8_write)(struct emu_cpu *cpu, uint64_t value);
 };
 
+/* Entries of struct emu_cpu's return prediction ring (a power of two). */
+#define EMU_RET_RING 32
+
 struct emu_cpu {
 	struct cpu_state s; /* the arithmetic flags in s.rflags are stale while cc.op != NONE */
 	struct emu_lazy_flags cc;
@@ -352,6 +355,19 @@ struct emu_cpu {
 	unsigned chain_cut;
 	uint32_t jit_last;
 	uint64_t jit_scratch; /* compiled code's own (RIP before a block's last handler) */
+	/* The return prediction of compiled code (jit.c), a ring like a host CPU's return stack
+	 * buffer: a compiled CALL writes its return address and where its code keeps the return
+	 * site's link (an offset in the JIT's buffer, with the buffer's generation) at ret_top
+	 * (a byte offset into ret_ring) and moves it on; a compiled RET moves it back and, when
+	 * the entry names the address it returned to in the buffer's current generation, checks
+	 * that link as it checks an exit to another page, instead of the lookup table. A wrong
+	 * or stale entry only costs the lookup; all zero (emu_cpu_init()) matches nothing. */
+	uint32_t ret_top;
+	struct emu_ret_pred {
+		uint64_t la; /* the return address pushed */
+		uint32_t record; /* the link's exit record in the JIT's buffer */
+		uint32_t gen; /* the buffer's generation it was written in (never 0) */
+	} ret_ring[EMU_RET_RING];
 };
 
 /* Set up `cpu` from an architectural state; the memory callbacks (mem, phys and their opaque

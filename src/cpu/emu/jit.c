@@ -1425,6 +1425,61 @@ static void emit_call_slow_path(struct compile *c, const struct emu_insn *insn, 
 	c->host_flags = false;
 }
 
+/* ---- return prediction (struct emu_cpu's ret_ring) ---- */
+
+#define RET_RING_MASK (EMU_RET_RING * 16 - 1)
+_Static_assert(sizeof(struct emu_ret_pred) == 16 && (EMU_RET_RING & (EMU_RET_RING - 1)) == 0,
+	       "the return ring's layout");
+
+/* An instruction `op` (one byte) whose ModRM names host register `reg` (< 8) and the memory
+ * operand [rbx + rax + disp]: a field of ret_ring's entry at the byte offset in RAX. */
+static void emit_ring_mem(struct emit *e, bool w, uint8_t op, unsigned reg, int32_t disp)
+{
+	if (w)
+		emit1(e, 0x48);
+	emit_bytes(e, (const uint8_t[]){ op, (uint8_t)(0x84 | (reg << 3)), 0x03 }, 3);
+	emit4(e, (uint32_t)(CPU_OFF(ret_ring) + disp));
+}
+
+/* A compiled CALL, after its push, while RIP is still the block's (plus `next` the return
+ * address): the ring's entry at ret_top gets the return address and the exit record that
+ * emit_ret_record() places after the CALL's exit; ret_top moves on. Returns where the
+ * record's offset goes (the low half of a MOVABS immediate), NULL if it did not fit. */
+static uint8_t *emit_ret_push(struct compile *c, int64_t next)
+{
+	struct emit *e = &c->e;
+	uint8_t *at;
+
+	emit_load(e, false, RAX, CPU_OFF(ret_top));
+	emit_load(e, true, RCX, CPU_OFF(s.rip));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x89 }, 3); /* lea rcx, [rcx + next] */
+	emit4(e, (uint32_t)next);
+	emit_ring_mem(e, true, 0x89, RCX, 0); /* mov [entry.la], rcx */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB9 }, 2); /* mov rcx, gen << 32 | record */
+	at = e->p;
+	emit8(e, (uint64_t)c->jit->gen << 32);
+	emit_ring_mem(e, true, 0x89, RCX, 8); /* mov [entry.record], rcx (and .gen) */
+	emit_bytes(e, (const uint8_t[]){ 0x83, 0xC0, 0x10 }, 3); /* add eax, 16 */
+	emit1(e, 0x25); /* and eax, RET_RING_MASK */
+	emit4(e, RET_RING_MASK);
+	emit_store(e, false, RAX, CPU_OFF(ret_top));
+	return e->overflow ? NULL : at;
+}
+
+/* The CALL's return site's exit record (as emit_exit_xpage()'s, never linked yet), after
+ * the CALL's exits, where compiled code never runs; its offset goes to `at`. */
+static void emit_ret_record(struct compile *c, uint8_t *at)
+{
+	struct emit *e = &c->e;
+	const struct jit_target never = { .gen = JIT_NEVER, .ggen = JIT_NEVER };
+	uint32_t record = (uint32_t)(e->p - c->jit->rw);
+
+	emit8(e, JIT_XPAGE);
+	emit_bytes(e, &never, sizeof(never));
+	if (at && !e->overflow)
+		memcpy(at, &record, 4);
+}
+
 /* PUSH r64, POP r64, CALL rel32, RET as fast.c's handlers: the stack slot through the TLB
  * inline; PUSH reads its register before RSP moves, POP writes RSP before its register (POP
  * RSP keeps the popped value); CALL and RET end the block with RIP written. */
@@ -1436,6 +1491,7 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 	bool ends = f->kind == FORM_CALL_REL || f->kind == FORM_RET;
 	int64_t next = (int64_t)(c->pend_rip + insn->len), target = next + (int64_t)insn->imm;
 	struct tlb_jumps t;
+	uint8_t *record_at = NULL;
 
 	if (ends && (!last || target != (int32_t)target))
 		return false;
@@ -1460,8 +1516,12 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 		emit_host_store(e, 8, RCX);
 		emit_code_stored(c, insn, false, RDX);
 		emit_rsp_add(e, -8);
+		if (c->chain)
+			record_at = emit_ret_push(c, next);
 		emit_retire_end(c, true, (int32_t)target);
 		emit_exit_to(c, (int64_t)c->insn_off + insn->len + (int64_t)insn->imm);
+		if (c->chain)
+			emit_ret_record(c, record_at);
 		emit_call_slow_path(c, insn, last, &t);
 		c->pend_n = 0;
 		c->pend_rip = 0;
@@ -1923,17 +1983,53 @@ static void emit_exit_to(struct compile *c, int64_t target)
 		cold_swap(c);
 }
 
+static uint8_t *emit_jump8_fwd(struct emit *e, unsigned cc);
+static void patch_jump8(struct emit *e, uint8_t *at);
+
+/* After a RET: ret_top moves back to the entry of the CALL this RET most likely returns
+ * from; if that entry names the address RET returned to (RIP) and was written in this
+ * generation of the buffer (so its record is one of this generation's CALL exit records),
+ * the check stub checks the record (jit_exit names it, so that a miss has emu_run() link it
+ * to the block there), else the lookup follows. */
+static void emit_ret_predict(struct compile *c)
+{
+	struct emit *e = &c->e;
+	uint8_t *miss[2];
+
+	emit_load(e, false, RAX, CPU_OFF(ret_top));
+	emit_bytes(e, (const uint8_t[]){ 0x83, 0xE8, 0x10 }, 3); /* sub eax, 16 */
+	emit1(e, 0x25); /* and eax, RET_RING_MASK */
+	emit4(e, RET_RING_MASK);
+	emit_store(e, false, RAX, CPU_OFF(ret_top));
+	emit_load(e, true, RCX, CPU_OFF(s.rip));
+	emit_ring_mem(e, true, 0x3B, RCX, 0); /* cmp rcx, [entry.la] */
+	miss[0] = emit_jump8_fwd(e, CC_NZ);
+	emit_ring_mem(e, false, 0x81, 7, 12); /* cmp dword [entry.gen], gen */
+	emit4(e, c->jit->gen);
+	miss[1] = emit_jump8_fwd(e, CC_NZ);
+	emit_ring_mem(e, false, 0x8B, RDX, 8); /* mov edx, [entry.record] */
+	emit_store(e, false, RDX, CPU_OFF(jit_exit));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x05 }, 3); /* lea rax, [buffer + 8] */
+	emit4(e, (uint32_t)(int32_t)(c->jit->rx + 8 - (c->jit->rx + (e->p + 4 - c->jit->rw))));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x01, 0xC2 }, 3); /* add rdx, rax */
+	emit_find(c, c->jit->stub_check);
+	patch_jump8(e, miss[0]);
+	patch_jump8(e, miss[1]);
+}
+
 /* The exit after a RET or an indirect JMP/CALL (RIP written by it): the lookup table may
  * know the successor, else the return with jit_exit EMU_JIT_EXIT_LOOKUP, so that emu_run()
  * has emu_jit_link() remember the block it finds. jit_exit is 0 here (a successful chain
- * entry cleared it). */
-static void emit_exit_lookup(struct compile *c)
+ * entry cleared it). A RET tries the return prediction first. */
+static void emit_exit_lookup(struct compile *c, bool ret)
 {
 	struct emit *e = &c->e;
 
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit)); /* cmp, 0 */
 	emit1(e, 0);
 	emit_jump(e, c->jit, CC_NZ, c->ret0);
+	if (ret)
+		emit_ret_predict(c);
 	emit_find(c, c->jit->stub_lookup);
 }
 
@@ -2522,7 +2618,7 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	if (!c.ended) {
 		emit_sync(&c);
 		if (chain && n && indirect_branch(&insn[n - 1]))
-			emit_exit_lookup(&c);
+			emit_exit_lookup(&c, insn[n - 1].opcode == 0xC3);
 		else if (chain && n && (chain->falls_through || ends_at_next(&insn[n - 1]))) {
 			c.serialised = insn[n - 1].map == EMU_MAP_0F && insn[n - 1].opcode == 0xA2;
 			emit_exit_to(&c, (int64_t)c.insn_off);
