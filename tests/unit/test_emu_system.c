@@ -2710,6 +2710,56 @@ static void test_blocks_compiled(void)
 	cpu.jit = NULL;
 }
 
+/* 16-bit shifts by an immediate compiled (jit.c's shift templates): bits 16-63 of the register
+ * kept, the flags as the handler leaves them, and nothing but the six arithmetic flags
+ * changed in RFLAGS (the OF worked out from the whole register once spilled its upper bits
+ * into IOPL, NT, RF... which test_emu_diff.c does not compare). */
+static void test_jit_shift_16(void)
+{
+	static const uint8_t prog[] = {
+		0x66, 0xD1, 0xE8, /* shr ax, 1 */
+		0x66, 0xC1, 0xE3, 0x03, /* shl bx, 3 */
+		0x66, 0xC1, 0xF9, 0x04, /* sar cx, 4 */
+		0xEB, 0xFE, /* jmp $ */
+	};
+	uint64_t other = EMU_FLAG_FIXED1 | EMU_FLAG_IF;
+
+	cpu.jit = emu_jit_create(1 << 20, 0, true);
+	CHECK(cpu.jit != NULL);
+	if (!cpu.jit)
+		return;
+	for (unsigned last = 0; last < 3; last++) {
+		static const uint64_t want[3] = {
+			EMU_FLAG_CF | EMU_FLAG_OF | EMU_FLAG_PF, /* 0x8001 >> 1 = 0x4000 */
+			EMU_FLAG_CF | EMU_FLAG_OF | EMU_FLAG_PF | EMU_FLAG_ZF, /* 0xe000 << 3 = 0 */
+			EMU_FLAG_SF | EMU_FLAG_PF, /* 0x8f00 >> 4 (signed) = 0xf8f0 */
+		};
+		uint8_t p[sizeof(prog)];
+
+		machine_reset();
+		/* each shift in turn the last before the jmp, so that its flags are the live ones */
+		memset(p, 0x90, sizeof(p));
+		memcpy(p + 11 - (last == 0 ? 3 : last == 1 ? 7 : 11), prog, 3 + 4 * last);
+		memcpy(p + 11, prog + 11, 2);
+		code(USER_RW, p, sizeof(p));
+		cpu.s.gpr[CPU_RAX] = 0xffffffffffff8001ull;
+		cpu.s.gpr[CPU_RBX] = 0x123456789abce000ull;
+		cpu.s.gpr[CPU_RCX] = 0xfedcba9876548f00ull;
+		for (unsigned i = 0; i < 4 && cpu.s.rip != USER_RW + 11; i++)
+			CHECK_EQ(emu_run(&cpu), EMU_OK);
+		CHECK_EQ(cpu.s.rip, USER_RW + 11);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 0xffffffffffff4000ull);
+		if (last >= 1)
+			CHECK_EQ(cpu.s.gpr[CPU_RBX], 0x123456789abc0000ull);
+		if (last >= 2)
+			CHECK_EQ(cpu.s.gpr[CPU_RCX], 0xfedcba987654f8f0ull);
+		CHECK_EQ(emu_flags_get(&cpu), other | want[last]);
+	}
+	CHECK(cpu.blocks.compiled > 0);
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* Loads and stores compiled with the inline TLB path (jit.c) end exactly as the interpreter's
  * handlers: the same registers, RIP, count, exception (#PF on a read-only, not-present or
  * supervisor page, a write crossing onto a read-only page), MMIO accesses, and a store into the
@@ -4513,6 +4563,7 @@ int main(void)
 	RUN_TEST(test_chain_relinked_after_eviction);
 	RUN_TEST(test_chain_store_at_block_limit);
 	RUN_TEST(test_blocks_compiled);
+	RUN_TEST(test_jit_shift_16);
 	RUN_TEST(test_block_chains_linked);
 	RUN_TEST(test_cli_pushf_in_block);
 	RUN_TEST(test_rep_stos_in_block);

@@ -430,7 +430,7 @@ enum form_kind {
 	FORM_LEA,
 	FORM_SHIFT, /* SHL SHR SAR by an immediate or 1 */
 	FORM_ROT, /* ROL ROR by an immediate or 1 */
-	FORM_SHIFT_CL, /* SHL SHR SAR by CL: only where the flags are dead */
+	FORM_SHIFT_CL, /* SHL SHR SAR by CL */
 	FORM_ALU_HI, /* ALU (not ADC/SBB) or TEST of AH..BH with an immediate (emu_execute()'s) */
 	FORM_BSWAP,
 	FORM_NOT,
@@ -560,11 +560,14 @@ static struct form classify_map1(const struct emu_insn *insn)
 		return f;
 	case 0xC1:
 	case 0xD1:
-		if (insn->mod == 3 && wide(size) && ext != 2 && ext != 3) {
+		if (insn->mod == 3 && (wide(size) || (size == 2 && ext >= 4)) && ext != 2 &&
+		    ext != 3) {
 			unsigned count = op == 0xD1 ? 1 : (unsigned)insn->imm & 0xff;
 
 			count &= size == 8 ? 63 : 31;
-			if (count) /* a count of 0 changes no flag: the handler */
+			/* a count of 0 changes no flag, and one of 16 or more leaves CF
+			 * undefined for a 16-bit operand: the handler */
+			if (count && (size != 2 || count < 16))
 				f = (struct form){ .kind = ext <= 1 ? FORM_ROT : FORM_SHIFT,
 						   .op = ext == 6 ? 4 : ext,
 						   .size = size,
@@ -1547,8 +1550,9 @@ static void emit_shift(struct compile *c, const struct emu_insn *insn, const str
 	struct emit *e = &c->e;
 	bool w = f->size == 8;
 
-	emit_load(e, w, RAX, GPR(insn->fast_a));
-	emit_rr(e, 0, w, (const uint8_t[]){ 0xC1 }, 1, f->op, RAX);
+	/* a 16-bit operand: the whole register, the host's 66-prefixed shift keeps bits 16-63 */
+	emit_load(e, f->size != 4, RAX, GPR(insn->fast_a));
+	emit_rr(e, f->size == 2 ? 0x66 : 0, w, (const uint8_t[]){ 0xC1 }, 1, f->op, RAX);
 	emit1(e, (uint8_t)f->count);
 	emit_store(e, true, RAX, GPR(insn->fast_a));
 	c->host_flags = false;
@@ -1596,13 +1600,15 @@ static void emit_shift_flags(struct compile *c, const struct emu_insn *insn, con
 	bool w = f->size == 8;
 	uint8_t top = (uint8_t)(8 * f->size - 1);
 
-	emit_load(e, w, RAX, GPR(insn->fast_a));
+	emit_load(e, f->size != 4, RAX, GPR(insn->fast_a)); /* 16-bit: as emit_shift() */
 	if (f->op == 5) { /* SHR: OF = the operand's sign; mov rsi, rax; shr rsi, top */
 		emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RSI);
 		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RSI);
 		emit1(e, top);
+		if (f->size == 2) /* and esi, 1: bits 16-63 are the register's */
+			emit_bytes(e, (const uint8_t[]){ 0x83, 0xE6, 0x01 }, 3);
 	}
-	emit_rr(e, 0, w, (const uint8_t[]){ 0xC1 }, 1, f->op, RAX);
+	emit_rr(e, f->size == 2 ? 0x66 : 0, w, (const uint8_t[]){ 0xC1 }, 1, f->op, RAX);
 	emit1(e, (uint8_t)f->count);
 	emit_store(e, true, RAX, GPR(insn->fast_a));
 	emit_bytes(e, (const uint8_t[]){ 0x9C, 0x5A }, 2); /* pushfq; pop rdx */
@@ -2352,6 +2358,54 @@ static void emit_branch(struct compile *c, const struct emu_insn *insn, unsigned
 	c->pend_n = 0;
 }
 
+/* SHL SHR SAR by CL where the flags are live, as fast.c's shift_fixed() with the guest's CL:
+ * the host's shift (which masks the count as the guest does, and still writes a 32-bit
+ * operand zero-extended for a count of 0), its flags taken at once, and for a count that
+ * masks to 0 nothing more (no flag changes: the record stays the guest's); else all six
+ * replaced as emit_shift_flags() does (the count is 1..width-1, so the host's CF ZF SF PF are
+ * defined; OF computed). ~11 per 4 KiB QD32 read request went through their handlers. */
+static void emit_shift_cl_flags(struct compile *c, const struct emu_insn *insn,
+				const struct form *f)
+{
+	struct emit *e = &c->e;
+	bool w = f->size == 8;
+	uint8_t top = (uint8_t)(8 * f->size - 1), *skip;
+
+	/* movzx ecx, byte [guest rcx]; mov rax, [a] */
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x0F, 0xB6 }, 2, RCX, GPR(CPU_RCX));
+	emit_load(e, w, RAX, GPR(insn->fast_a));
+	if (f->op == 5) { /* SHR: OF = the operand's sign; mov rsi, rax; shr rsi, top */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RSI);
+		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RSI);
+		emit1(e, top);
+	}
+	emit_rr(e, 0, w, (const uint8_t[]){ 0xD3 }, 1, f->op, RAX); /* shl|shr|sar rax, cl */
+	emit_store(e, true, RAX, GPR(insn->fast_a));
+	emit_bytes(e, (const uint8_t[]){ 0x9C, 0x5A }, 2); /* pushfq; pop rdx */
+	emit_rr(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 4, RCX); /* and ecx, width - 1 */
+	emit1(e, top);
+	skip = emit_jump8_fwd(e, CC_E);
+	emit_rr(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, RDX); /* and edx, CF PF ZF SF */
+	emit4(e, EMU_FLAG_CF | EMU_FLAG_PF | EMU_FLAG_ZF | EMU_FLAG_SF);
+	if (f->op == 4) { /* SHL: OF = the result's sign ^ CF */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RSI); /* mov rsi, rax */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RSI); /* shr rsi, top */
+		emit1(e, top);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x31 }, 1, RDX, RSI); /* xor esi, edx */
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 4, RSI); /* and esi, 1 */
+		emit1(e, 1);
+	}
+	if (f->op != 7) { /* shl esi, 11; or edx, esi */
+		emit_rr(e, 0, false, (const uint8_t[]){ 0xC1 }, 1, 4, RSI);
+		emit1(e, 11);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RSI, RDX);
+	}
+	emit_arith_flags_store(c, RDX);
+	patch_jump8(e, skip);
+	c->host_flags = false;
+	c->prod = PROD_UNKNOWN;
+}
+
 /* Inline one instruction if its form has a template and what it needs is known; false: the
  * caller calls the handler. `live`: its flags are read later (by an instruction of the block,
  * a handler, or whatever runs after the block). */
@@ -2409,8 +2463,9 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 		break;
 	case FORM_SHIFT_CL:
 		if (live)
-			return false;
-		emit_shift_cl(c, insn, f);
+			emit_shift_cl_flags(c, insn, f);
+		else
+			emit_shift_cl(c, insn, f);
 		break;
 	case FORM_NOT:
 		emit_not(c, insn, f);
