@@ -1749,9 +1749,10 @@ static void test_flags_then_condition(void)
 {
 	static const unsigned regs[] = { 0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
 
-	group_begin("flags then condition (ALU/TEST/INC/DEC, then Jcc/SETcc/CMOVcc)");
+	group_begin("flags then condition (ALU/TEST/INC/DEC/BT/BSF/shifts, then Jcc/SETcc/CMOVcc)");
 	for (unsigned n = 0; n < iters * 32; n++) {
-		unsigned size = size_at(rnd_below(4)), cc = rnd() & 15, form = rnd_below(10);
+		unsigned size = size_at(rnd_below(4)), cc = rnd() & 15, form = rnd_below(13);
+		unsigned modrm_reg;
 		unsigned nregs = compat ? 7 : 15; /* compat32: EAX..EDI, no REX, no 64-bit size */
 		unsigned a = regs[rnd_below(nregs)], b = regs[rnd_below(nregs)];
 		unsigned d = regs[rnd_below(nregs)];
@@ -1759,6 +1760,8 @@ static void test_flags_then_condition(void)
 		struct tcase c;
 
 		if (compat && size == 8)
+			size = 4;
+		if (form >= 10 && form <= 11 && size == 1) /* BT, BSF: no 8-bit form */
 			size = 4;
 		case_init(&c);
 		c.gpr[a] = rnd_value(size);
@@ -1778,11 +1781,36 @@ static void test_flags_then_condition(void)
 		} else if (form == 8) { /* TEST a, b */
 			*p++ = (uint8_t)(0x84 + (size > 1));
 			c.flags_undef = EMU_FLAG_AF;
+		} else if (form == 10) { /* BT a, b: CF, ZF kept; the rest undefined */
+			*p++ = 0x0F;
+			*p++ = 0xA3;
+			cc = 2 + rnd_below(6); /* B AE E NE BE A */
+			c.flags_undef = EMU_FLAG_OF | EMU_FLAG_SF | EMU_FLAG_AF | EMU_FLAG_PF;
+		} else if (form == 11) { /* BSF b, a: ZF; the rest undefined */
+			*p++ = 0x0F;
+			*p++ = 0xBC;
+			cc = 4 + rnd_below(2);
+			c.flags_undef = EMU_FLAG_CF | EMU_FLAG_OF | EMU_FLAG_SF | EMU_FLAG_AF |
+					EMU_FLAG_PF;
+			if (rnd_below(4) == 0)
+				c.gpr[a] &= ~emu_size_mask(size);
+		} else if (form == 12) { /* SHL/SHR/SAR a, 1..width-1: OF undefined above 1 */
+			unsigned count = 1 + rnd_below(size * 8 - 1);
+
+			*p++ = (uint8_t)(0xC0 + (size > 1));
+			b = rnd_below(3) == 0 ? 4 : rnd_below(2) ? 5 : 7;
+			p[1] = (uint8_t)count;
+			c.flags_undef = EMU_FLAG_AF | (count > 1 ? EMU_FLAG_OF : 0);
+			if (count > 1 && (cc < 2 || cc >= 12)) /* conditions that read OF */
+				cc = 2 + rnd_below(10);
 		} else { /* INC/DEC a */
 			*p++ = (uint8_t)(0xFE + (size > 1));
 			b = rnd_below(2);
 		}
-		*p++ = (uint8_t)(0xC0 | ((b & 7) << 3) | (a & 7));
+		modrm_reg = b;
+		*p++ = (uint8_t)(0xC0 | ((modrm_reg & 7) << 3) | (a & 7));
+		if (form == 12)
+			p++; /* the count, written above */
 		switch (rnd_below(3)) {
 		case 0: /* Jcc rel8 */
 			*p++ = (uint8_t)(0x70 + cc);

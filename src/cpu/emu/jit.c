@@ -313,6 +313,7 @@ enum producer {
 	PROD_ADD, /* the record holds an ADD of prod_size bytes */
 	PROD_SUB, /* SUB or CMP */
 	PROD_LOGIC, /* AND, OR, XOR, TEST */
+	PROD_RFLAGS, /* no record (cc.op EMU_CC_NONE): the six flags are in RFLAGS */
 };
 
 struct compile {
@@ -759,7 +760,14 @@ static enum producer handler_producer(const struct emu_insn *insn, unsigned *siz
 	unsigned op = insn->opcode, alu_op;
 
 	*size = insn->opsize;
-	if (insn->map != EMU_MAP_1 || !insn->fast || insn->fast == emu_block_generic)
+	if (!insn->fast || insn->fast == emu_block_generic)
+		return PROD_UNKNOWN;
+	if (insn->map == EMU_MAP_0F) /* fast.c's BT/BTS/BTR/BTC, BSF/BSR, CMPXCHG16B */
+		return (op == 0xA3 || op == 0xAB || op == 0xB3 || op == 0xBB || op == 0xBA ||
+			op == 0xBC || op == 0xBD || op == 0xC7)
+			       ? PROD_RFLAGS
+			       : PROD_UNKNOWN;
+	if (insn->map != EMU_MAP_1)
 		return PROD_UNKNOWN;
 	if (op < 0x40 && (op & 7) < 6)
 		alu_op = op >> 3;
@@ -826,6 +834,12 @@ static bool emit_guest_flags(struct compile *c)
 	case PROD_LOGIC: /* mov rdx, [res]; test rdx, rdx */
 		emit_load(e, true, RDX, CPU_OFF(cc.res));
 		emit_rr(e, pfx, w, (const uint8_t[]){ (uint8_t)(0x85 - byte) }, 1, RDX, RDX);
+		break;
+	case PROD_RFLAGS: /* mov edx, [rflags]; and edx, CF PF AF ZF SF OF; push rdx; popfq */
+		emit_load(e, false, RDX, CPU_OFF(s.rflags));
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, RDX);
+		emit4(e, EMU_FLAGS_ARITH);
+		emit_bytes(e, (const uint8_t[]){ 0x52, 0x9D }, 2);
 		break;
 	default:
 		return false;
@@ -1589,7 +1603,7 @@ static void emit_arith_flags_store(struct compile *c, unsigned reg)
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(cc.op)); /* EMU_CC_NONE */
 	emit1(e, EMU_CC_NONE);
 	c->host_flags = false;
-	c->prod = PROD_UNKNOWN;
+	c->prod = PROD_RFLAGS;
 }
 
 /* SHL SHR SAR with their flags, as fast.c's shift_fixed(): all six replaced (AF 0), CF ZF SF
