@@ -1839,6 +1839,52 @@ static void test_flags_then_condition(void)
 	group_end();
 }
 
+/* INC/DEC m and CMPXCHG m, r followed by Jcc: compiled, the condition comes from their
+ * records (jit.c: ZF SF PF of an INC/DEC's result, CMPXCHG's CMP) after the template's or the
+ * handler's path (the kernel's `decl %gs:preempt_count; je`, `cmpxchg; jne`). */
+static void test_memory_flags_then_condition(void)
+{
+	group_begin("memory flags then condition (INC/DEC m, CMPXCHG m, r, then Jcc)");
+	for (unsigned n = 0; n < iters * 16; n++) {
+		unsigned size = size_at(rnd_below(4)), cc = rnd() & 15, reg;
+		bool incdec = rnd_below(2);
+		struct tcase c;
+		struct insn_spec s;
+		uint8_t *p;
+
+		case_init(&c);
+		spec_init(&s, size);
+		if (incdec) {
+			static const unsigned zsp[6] = { 4, 5, 8, 9, 10, 11 };
+
+			unsigned dec = rnd_below(2);
+
+			spec_op(&s, 0xFE + (size > 1), -1);
+			build_modrm(&c, &s, true, size, dec);
+			if (rnd_below(4)) /* mostly conditions on ZF SF PF; now and then CF OF */
+				cc = zsp[rnd_below(6)];
+			if (rnd_below(4) == 0) /* a result of 0 */
+				s.rm.value = dec ? 1 : emu_size_mask(size);
+		} else {
+			c.used |= 1u << CPU_RAX;
+			reg = pick_free_reg(&c);
+			spec_op(&s, 0x0F, 0xB0 + (size > 1));
+			build_modrm(&c, &s, true, size, reg);
+			if (rnd_below(2)) /* make the comparison succeed */
+				c.gpr[CPU_RAX] = (c.gpr[CPU_RAX] & ~emu_size_mask(size)) |
+						 (s.rm.value & emu_size_mask(size));
+		}
+		encode(&c, &s);
+		p = c.code + c.len;
+		*p++ = (uint8_t)(0x70 + cc);
+		*p++ = BRANCH_DISTANCE;
+		c.len = (unsigned)(p - c.code);
+		c.insns = 2;
+		check_case(&c);
+	}
+	group_end();
+}
+
 static void test_branches(void)
 {
 	group_begin("jcc/jmp/call/ret/loop (70-7F, 0F 80-8F, E0-E3, E8, E9, EB, C2, C3, FF /2 /4)");
@@ -3535,6 +3581,7 @@ static void run_groups(void)
 	test_extend();
 	test_exchange();
 	test_cmpxchg_wide();
+	test_memory_flags_then_condition();
 	test_bit_test();
 	test_bit_scan();
 	test_conditional();

@@ -314,6 +314,7 @@ enum producer {
 	PROD_SUB, /* SUB or CMP */
 	PROD_LOGIC, /* AND, OR, XOR, TEST */
 	PROD_RFLAGS, /* no record (cc.op EMU_CC_NONE): the six flags are in RFLAGS */
+	PROD_INCDEC, /* INC or DEC: the result gives ZF SF PF (CF and OF need the handler) */
 };
 
 struct compile {
@@ -762,6 +763,8 @@ static enum producer handler_producer(const struct emu_insn *insn, unsigned *siz
 	*size = insn->opsize;
 	if (!insn->fast || insn->fast == emu_block_generic)
 		return PROD_UNKNOWN;
+	if (insn->map == EMU_MAP_0F && op == 0xB1) /* fast.c's CMPXCHG m, r: CMP rAX, m */
+		return PROD_SUB;
 	if (insn->map == EMU_MAP_0F) /* fast.c's BT/BTS/BTR/BTC, BSF/BSR, CMPXCHG16B */
 		return (op == 0xA3 || op == 0xAB || op == 0xB3 || op == 0xBB || op == 0xBA ||
 			op == 0xBC || op == 0xBD || op == 0xC7)
@@ -846,6 +849,31 @@ static bool emit_guest_flags(struct compile *c)
 	}
 	c->host_flags = true;
 	return true;
+}
+
+/* Set the host's flags for condition `cc` from what is known (emit_guest_flags(), or for ZF,
+ * SF and PF alone the result of an INC/DEC: the kernel's `decl %gs:preempt_count; je`,
+ * ~14 per 4 KiB QD32 read request, called emu_fast_cond()); false when nothing is. */
+static bool emit_guest_flags_for(struct compile *c, unsigned cc)
+{
+	struct emit *e = &c->e;
+	unsigned size = c->prod_size;
+
+	if (c->host_flags || c->prod != PROD_INCDEC)
+		return emit_guest_flags(c);
+	if ((cc >> 1) != 2 && (cc >> 1) != 4 && (cc >> 1) != 5) /* E/NE, S/NS, P/NP */
+		return false;
+	emit_load(e, true, RDX, CPU_OFF(cc.res)); /* mov rdx, [res]; test rdx, rdx (sized) */
+	emit_rr(e, size == 2 ? 0x66 : 0, size == 8, (const uint8_t[]){ (uint8_t)(0x85 - (size == 1)) },
+		1, RDX, RDX);
+	return true; /* host_flags stays false: CF and OF are not the guest's */
+}
+
+/* Whether the guest's CF can be had (emit_guest_flags()) without a call. */
+static bool carry_known(const struct compile *c)
+{
+	return c->host_flags || c->prod == PROD_ADD || c->prod == PROD_SUB ||
+	       c->prod == PROD_LOGIC || c->prod == PROD_RFLAGS;
 }
 
 /* ---- templates ---- */
@@ -1389,7 +1417,8 @@ static bool emit_incdec_mem(struct compile *c, const struct emu_insn *insn, cons
 	}
 	emit_code_stored(c, insn, !last, RDX);
 	emit_slow_path(c, insn, last, false, &t);
-	c->prod = PROD_UNKNOWN;
+	c->prod = record ? PROD_INCDEC : PROD_UNKNOWN; /* the handler records INC/DEC too */
+	c->prod_size = f->size;
 	return true;
 }
 
@@ -1763,7 +1792,8 @@ static bool emit_incdec(struct compile *c, const struct emu_insn *insn, const st
 		emit_mem(e, 0, false, (const uint8_t[]){ 0x88 }, 1, RDX, CPU_OFF(cc.carry));
 	}
 	c->host_flags = record;
-	c->prod = PROD_UNKNOWN;
+	c->prod = record ? PROD_INCDEC : PROD_UNKNOWN;
+	c->prod_size = f->size;
 	return true;
 }
 
@@ -2458,7 +2488,7 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 		emit_mov_ri(c, insn, f);
 		break;
 	case FORM_ALU:
-		if ((f->op == 2 || f->op == 3) && !c->host_flags && c->prod == PROD_UNKNOWN)
+		if ((f->op == 2 || f->op == 3) && !carry_known(c))
 			return false;
 		emit_alu(c, insn, f, live);
 		break;
@@ -2507,7 +2537,7 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 		break;
 	case FORM_CMOV:
 	case FORM_SETCC:
-		if (emit_guest_flags(c)) {
+		if (emit_guest_flags_for(c, f->op)) {
 			if (f->kind == FORM_CMOV)
 				emit_cmov(c, insn, f);
 			else
@@ -2525,7 +2555,7 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 	case FORM_JCC: {
 		unsigned cc = f->op;
 
-		if (!emit_guest_flags(c))
+		if (!emit_guest_flags_for(c, cc))
 			emit_cond_call(c, &cc);
 		emit_branch(c, insn, cc);
 		return true;
