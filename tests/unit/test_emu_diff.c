@@ -3289,6 +3289,11 @@ static void test_fast_selection(void)
 		{ { 0x48, 0x0f, 0xbc, 0xc3 }, EMU_MODE_64, true }, /* bsf rax, rbx */
 		{ { 0xf3, 0x48, 0x0f, 0xbc, 0xc3 }, EMU_MODE_64, true }, /* tzcnt: bsf here */
 		{ { 0x0f, 0xae, 0xe8 }, EMU_MODE_64, true }, /* lfence */
+		{ { 0x41, 0x0f, 0x11, 0x1f }, EMU_MODE_64, true }, /* movups [r15], xmm3 */
+		{ { 0x66, 0x0f, 0x6f, 0x00 }, EMU_MODE_64, true }, /* movdqa xmm0, [rax] */
+		{ { 0x0f, 0x6f, 0x00 }, EMU_MODE_64, false }, /* movq mm0, [rax] */
+		{ { 0xf3, 0x0f, 0x10, 0x00 }, EMU_MODE_64, false }, /* movss xmm0, [rax] */
+		{ { 0x0f, 0x28, 0xc1 }, EMU_MODE_64, false }, /* movaps xmm0, xmm1 */
 		{ { 0x0f, 0xae, 0x00 }, EMU_MODE_64, false }, /* fxsave [rax] */
 		{ { 0x67, 0x8b, 0x00 }, EMU_MODE_64, false }, /* mov eax, [eax] */
 		{ { 0x48, 0x87, 0x18 }, EMU_MODE_64, false }, /* xchg [rax], rbx: locked */

@@ -1360,6 +1360,50 @@ HANDLER(fence)
 	return retire(cpu, insn);
 }
 
+/* 128-bit SSE moves between an XMM register and memory (MOVUPS/MOVUPD 0F 10/11, MOVAPS/MOVAPD
+ * 0F 28/29, MOVDQA 66 0F 6F/7F; ~5 MOVUPS stores per 4 KiB QD32 read request on the disk path
+ * went through emu_execute()): the 16 bytes in one RAM page through the TLB. SSE unusable
+ * (CR0.EM, CR0.TS, no CR4.OSFXSR: #UD/#NM), a misaligned aligned form (#GP), a TLB miss, a
+ * page crossing or MMIO: emu_execute(), as sse.c's sse_move128(). */
+#define FAST_CR0_EM (1ull << 2)
+#define FAST_CR0_TS (1ull << 3)
+#define FAST_CR4_OSFXSR (1ull << 9)
+
+INLINE int sse_move(struct emu_cpu *cpu, const struct emu_insn *insn, bool load, bool aligned)
+{
+	uint64_t la = fast_la(cpu, insn);
+	uint8_t *p;
+
+	if ((cpu->s.cr0 & (FAST_CR0_EM | FAST_CR0_TS)) || !(cpu->s.cr4 & FAST_CR4_OSFXSR) ||
+	    (aligned && (la & 15)) ||
+	    !(p = emu_tlb_fast(cpu, load ? cpu->tlb.read : cpu->tlb.write, la, 16)))
+		return emu_execute(cpu, insn);
+	if (load) {
+		memcpy(cpu->fx.xmm[insn->reg], p, 16);
+	} else {
+		memcpy(p, cpu->fx.xmm[insn->reg], 16);
+		emu_code_stored(cpu, p);
+	}
+	return retire(cpu, insn);
+}
+
+HANDLER(sse_load_u)
+{
+	return sse_move(cpu, insn, true, false);
+}
+HANDLER(sse_store_u)
+{
+	return sse_move(cpu, insn, false, false);
+}
+HANDLER(sse_load_a)
+{
+	return sse_move(cpu, insn, true, true);
+}
+HANDLER(sse_store_a)
+{
+	return sse_move(cpu, insn, false, true);
+}
+
 /* ---- selection ---- */
 
 /* A register operand of `size` bytes that is not AH..BH (byte registers 4-7 without REX). */
@@ -1711,6 +1755,19 @@ static emu_fast_fn select_map0f(struct emu_insn *insn)
 		return size == 1 ? NULL : bsr;
 	case 0xC1:
 		return insn->mod == 3 || size == 1 ? NULL : xadd_m;
+	case 0x10:
+	case 0x11:
+	case 0x28:
+	case 0x29: /* MOVUPS/MOVUPD, MOVAPS/MOVAPD with memory (F2/F3 forms never get here) */
+		if (insn->mod == 3)
+			return NULL;
+		return op == 0x10 ? sse_load_u : op == 0x11 ? sse_store_u : op == 0x28 ? sse_load_a
+											 : sse_store_a;
+	case 0x6F:
+	case 0x7F: /* MOVDQA with memory (without 66: MMX MOVQ) */
+		if (insn->mod == 3 || !(insn->prefix & EMU_PFX_OPSIZE))
+			return NULL;
+		return op == 0x6F ? sse_load_a : sse_store_a;
 	case 0xAE: /* LFENCE, MFENCE, SFENCE (no 66: prefixed forms are others or #UD) */
 		return insn->mod == 3 && ((insn->modrm >> 3) & 7) >= 5 &&
 				       !(insn->prefix & EMU_PFX_OPSIZE)
