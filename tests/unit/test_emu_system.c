@@ -2020,6 +2020,38 @@ static void test_jit_cross_page_links(void)
 	cpu.jit = NULL;
 }
 
+/* The same code at two linear addresses (one page mapped twice, in one TLB generation): a
+ * direct jump into the next page goes on to whatever page follows each mapping; a link to
+ * another page holds only for the linear address it was made at. */
+static void test_jit_cross_page_alias(void)
+{
+	const uint64_t a = XP_PAGE(0) + 0x20, b = XP_PAGE(1) + 0x10;
+
+	xp_reset(true);
+	if (!cpu.jit)
+		return;
+	xp_map(2, XP_PAGE(0), P | W | U); /* A's page again */
+	xp_map(3, XP_PAGE(5), P | W | U); /* after it: other code than B's */
+	code(b, (const uint8_t[]){ 0xB0, 0x01, 0xEB, 0xFE }, 4);
+	code(XP_PAGE(5) + 0x10, (const uint8_t[]){ 0xB0, 0x07, 0xEB, 0xFE }, 4);
+	code(a, (const uint8_t[]){ 0xFF, 0xC1 }, 2);
+	put_rel32(a + 2, 0xE9, b);
+	for (unsigned i = 0; i < 3; i++) { /* compiles, links, follows the link */
+		cpu.s.gpr[CPU_RAX] = 0;
+		CHECK_EQ(xp_run(a, 2), EMU_OK);
+		CHECK_EQ(cpu.s.rip, b + 2);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
+		CHECK_EQ(cpu.chain_ran, 2);
+	}
+	cpu.s.gpr[CPU_RAX] = 0;
+	CHECK_EQ(xp_run(XP_PAGE(2) + 0x20, 2), EMU_OK);
+	CHECK_EQ(cpu.s.rip, XP_PAGE(3) + 0x12);
+	CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 7);
+	cpu.chain_max = 0;
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* A call site (5 bytes, then 4) whose return site shares c1's lookup table entry, on a page
  * XP_PAGE(6..) mapped for it (the entry's index has as many bits as the table's size). */
 static uint64_t lookup_twin(uint64_t c1)
@@ -4570,6 +4602,7 @@ int main(void)
 	RUN_TEST(test_rdtsc_user);
 	RUN_TEST(test_tzcnt_is_bsf);
 	RUN_TEST(test_jit_cross_page_links);
+	RUN_TEST(test_jit_cross_page_alias);
 	RUN_TEST(test_jit_chained_block_writes_own_page);
 	RUN_TEST(test_jit_return_lookup);
 	RUN_TEST(test_jit_return_prediction);

@@ -22,7 +22,8 @@
 #include <unistd.h>
 
 /* A successor that compiled code may go to when its target is not fixed by its block's page
- * (jit.h): the entries of the lookup table, and the record of an exit to another page. The
+ * (jit.h): the entries of the lookup table, and the record of a return site (exits to other
+ * pages have their own check: emit_exit_xpage()). The
  * pair (linear address, TLB generation) names one guest-physical address, as a TLB entry
  * does; CPL and mode must be the ones it was made at (the mode always is: compiled code is
  * 64-bit and a near branch keeps the mode). The successor's chain entry checks the rest. */
@@ -41,9 +42,12 @@ struct jit_target {
 /* The lookup table's entries (RET, indirect JMP/CALL): 512 KiB per vCPU (filled at each
  * flush of the buffer; a lookup reads one entry). */
 #define JIT_LOOKUP_SIZE 16384
-/* What an exit record to another page starts with (a same-page record is a guest-physical
- * address, below 2^56), followed by its struct jit_target. */
+/* What the record of a target that the check stub compares starts with (a return site's,
+ * emit_ret_record()), followed by its struct jit_target. */
 #define JIT_XPAGE UINT64_MAX
+/* An exit record's gpa for an exit to another page with its own check (emit_exit_xpage(); a
+ * same-page record's is a guest-physical address, below 2^56: struct jit_link_rec). */
+#define JIT_XPAGE_CHECK (UINT64_MAX - 1)
 /* In a same-page record: link the exit to the successor's full chain entry, with the version
  * check (the exit after CPUID, a serialising instruction: emit_exit_to()). */
 #define JIT_FULL_ENTRY (1ull << 62)
@@ -1947,67 +1951,97 @@ static void emit_find(struct compile *c, const uint8_t *stub)
 	emit_bytes(&c->e, (const uint8_t[]){ 0xFF, 0xE1 }, 2); /* jmp rcx */
 }
 
-/* The exit record of a jump to another page (jit.h): cpu->jit_exit names it, the check stub
- * compares its struct jit_target (RDX) with RIP, the TLB generations and the CPL, which
- * emu_jit_link() filled in when it linked the exit, and goes to the successor's chain entry
- * or returns. Never linked, its generations match nothing. */
-static void emit_exit_xpage(struct compile *c)
-{
-	struct emit *e = &c->e;
-	const struct jit_target never = { .gen = JIT_NEVER, .ggen = JIT_NEVER };
-
-	/* mov dword [jit_exit], the record (after the LEA, 7 bytes, the CALL, 5, and the JMP,
-	 * 2) */
-	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
-	emit4(e, (uint32_t)(e->p + 4 + 7 + 5 + 2 - c->jit->rw));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x15 }, 3); /* lea rdx, [rip + 7 + 8] */
-	emit4(e, 5 + 2 + 8);
-	emit_find(c, c->jit->stub_check);
-	emit8(e, JIT_XPAGE);
-	emit_bytes(e, &never, sizeof(never));
-}
-
-/* A same-page exit's record (jit.h, emu_jit_link()), after its stub: the successor's
- * guest-physical address (| JIT_FULL_ENTRY), where the exit's jump keeps its rel32, and the
- * next record linked to the same successor (its list of incoming exits, 0 at the end). */
-struct jit_same_page {
+/* The record of a linkable exit (jit.h, emu_jit_link()), after its stub: the successor's
+ * guest-physical address (| JIT_FULL_ENTRY) for an exit in the block's page, JIT_XPAGE_CHECK
+ * for one to another page; where the exit's jump keeps its rel32; the next record linked to
+ * the same successor (its list of incoming exits, 0 at the end); and for JIT_XPAGE_CHECK
+ * where the exit's check is and the offsets in it of what emu_jit_link() fills in. */
+struct jit_link_rec {
 	uint64_t gpa;
 	uint32_t jump; /* buffer offset of the rel32 */
 	uint32_t next; /* buffer offset of the next record, 0: none */
+	uint32_t check; /* JIT_XPAGE_CHECK: buffer offset of the check (emit_exit_xpage()) */
+	uint8_t gen_imm, gen_disp, cpl_cc, pad; /* JIT_XPAGE_CHECK: their offsets in it */
 };
 /* mov dword [jit_exit], imm32 (10 bytes); jmp rel32 (5): the stub before the record */
 #define JIT_STUB_LEN 15u
 
-/* What a same-page exit's jump (its rel32 at `jump`) goes to while it is not linked: jit_exit
- * names the record after it, for emu_jit_link(), and the block returns with status 0. */
-static void emit_same_page_stub(struct compile *c, uint64_t gpa, const uint8_t *jump)
+/* What a linkable exit's jump and checks (the rel32s at `to_stub`) go to while it is not
+ * linked: jit_exit names the record after it, for emu_jit_link(), and the block returns with
+ * status 0. In the cold region (or, for an exit in cold code, right there). */
+static void emit_exit_stub(struct compile *c, const struct jit_link_rec *rec,
+			   uint8_t *const *to_stub, unsigned n)
 {
-	struct emit *e = &c->e;
-	struct jit_same_page rec = { .gpa = gpa, .jump = (uint32_t)(jump - c->jit->rw) };
+	bool swap = !c->in_cold;
+	struct emit *e;
+	uint8_t *stub;
 
+	if (swap)
+		cold_swap(c);
+	e = &c->e;
+	stub = e->p;
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
 	emit4(e, (uint32_t)(e->p + 4 + 5 - c->jit->rw));
 	emit_jump(e, c->jit, 16, c->ret0);
-	emit_bytes(e, &rec, sizeof(rec));
+	emit_bytes(e, rec, sizeof(*rec));
+	for (unsigned i = 0; i < n; i++)
+		patch_jump_to(c, to_stub[i], stub);
+	if (swap)
+		cold_swap(c);
+}
+
+/* The exit of a jump to another page (jit.h): the successor's linear address, TLB generation
+ * (of a global page: the global one) and CPL bit are immediates of the check, which
+ * emu_jit_link() fills in when it links the exit's jump to the successor's chain entry (the
+ * full one, with the version check); a mismatch goes to the stub. Never linked, the jump
+ * goes to the stub too. (It called the shared check stub before, which loaded a record kept
+ * with the code, and jumped through RCX: ~15 instructions, a call, a return and an indirect
+ * jump on every way out to another page, and data loads from lines of code.) */
+static void emit_exit_xpage(struct compile *c)
+{
+	struct emit *e = &c->e;
+	struct jit_link_rec rec = { .gpa = JIT_XPAGE_CHECK,
+				    .check = (uint32_t)(e->p - c->jit->rw) };
+	uint8_t *check = e->p, *to_stub[4];
+
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, la */
+	emit8(e, JIT_NEVER);
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x39 }, 1, RAX, CPU_OFF(s.rip)); /* cmp [rip], rax */
+	to_stub[0] = emit_jump_fwd(e, CC_NZ);
+	rec.gen_imm = (uint8_t)(e->p + 2 - check); /* mov rax, generation */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
+	emit8(e, JIT_NEVER);
+	rec.gen_disp = (uint8_t)(e->p + 3 - check); /* cmp [rbx + disp32], rax */
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x39, 0x83 }, 3);
+	emit4(e, (uint32_t)CPU_OFF(tlb.generation));
+	to_stub[1] = emit_jump_fwd(e, CC_NZ);
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(cpl)); /* cmp [cpl], 3 */
+	emit1(e, 3);
+	rec.cpl_cc = (uint8_t)(e->p + 1 - check); /* jne (CPL 3) or je (not) */
+	to_stub[2] = emit_jump_fwd(e, CC_NZ);
+	to_stub[3] = emit_jump_fwd(e, 16);
+	if (!to_stub[3])
+		return;
+	rec.jump = (uint32_t)(to_stub[3] - c->jit->rw);
+	emit_exit_stub(c, &rec, to_stub, 4);
 }
 
 /* Leave the block towards the instruction at page offset `target` of the block's page
  * (outside [0, 4096): another page; EXIT_NONE: not known when compiling), with RIP, the count
  * and the shadow exact: a return with status 0, or for a chained block a jump that
- * emu_jit_link() can point at the successor's chain entry (jit.h). In the block's page, until
- * it does, the jump goes to a stub in the cold region that sets cpu->jit_exit to the exit's
- * record (struct jit_same_page: the successor's guest-physical address, which emu_jit_link()
- * checks) and returns; once linked, the exit is only the jump (it wrote jit_exit each time
- * before: a 10-byte store on every block's way out), and the successor keeps it in its list
- * of incoming exits, which emu_jit_unchain() points back at their stubs. In another page, the
- * record says where the link holds (emit_exit_xpage()). A block that stopped early
- * (block_exit) returns. */
+ * emu_jit_link() can point at the successor's chain entry (jit.h). Until it does, the jump
+ * goes to a stub in the cold region that sets cpu->jit_exit to the exit's record (struct
+ * jit_link_rec: in the block's page, the successor's guest-physical address, which
+ * emu_jit_link() checks) and returns; once linked, the exit is only the jump (it wrote
+ * jit_exit each time before: a 10-byte store on every block's way out), and the successor
+ * keeps it in its list of incoming exits, which emu_jit_unchain() points back at their
+ * stubs. In another page, a check comes first (emit_exit_xpage()). A block that stopped
+ * early (block_exit) returns. */
 static void emit_exit_to(struct compile *c, int64_t target)
 {
 	struct emit *e = &c->e;
-	bool swap = !c->in_cold;
-	uint8_t *jump, *stub;
-	uint64_t gpa;
+	struct jit_link_rec rec = { 0 };
+	uint8_t *jump;
 
 	if (!c->chain || target == EXIT_NONE) {
 		emit_jump(e, c->jit, 16, c->ret0);
@@ -2022,15 +2056,13 @@ static void emit_exit_to(struct compile *c, int64_t target)
 		emit_exit_xpage(c);
 		return;
 	}
-	gpa = (c->chain->gpa & ~0xfffull) | (uint64_t)target | (c->serialised ? JIT_FULL_ENTRY : 0);
+	rec.gpa = (c->chain->gpa & ~0xfffull) | (uint64_t)target |
+		  (c->serialised ? JIT_FULL_ENTRY : 0);
 	jump = emit_jump_fwd(e, 16);
-	if (swap) /* the stub in the cold region (from cold code: right after the jump) */
-		cold_swap(c);
-	stub = c->e.p;
-	emit_same_page_stub(c, gpa, jump);
-	patch_jump_to(c, jump, stub);
-	if (swap)
-		cold_swap(c);
+	if (!jump)
+		return;
+	rec.jump = (uint32_t)(jump - c->jit->rw);
+	emit_exit_stub(c, &rec, &jump, 1);
 }
 
 static uint8_t *emit_jump8_fwd(struct emit *e, unsigned cc);
@@ -2658,7 +2690,6 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	 * random reads), and the body, which the prologue jumps to. */
 	if (!chain) /* the return and the epilogue before: the prologue goes on into the body */
 		emit_return(&c);
-	emit4(e, 0); /* the incoming same-page exits' list (emu_jit_link()) */
 	emit4(e, 0);
 	entry = e->p;
 	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
@@ -2667,6 +2698,7 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 		emit_tlb_tag(e);
 	if (chain) {
 		to_body = emit_jump8_fwd(e, 16);
+		emit4(e, 0); /* the list of incoming exits (emu_jit_link()) */
 		emit_return(&c);
 	}
 	chain_at = e->p;
@@ -2791,80 +2823,123 @@ static void jit_patch(struct emu_jit *jit, size_t off, const void *b, size_t n)
 		memcpy(jit->rw + off, b, n);
 }
 
-/* The buffer offset of the list of incoming same-page exits of the block whose entry (from
- * emu_run()) is `code`: the four bytes before the chain entry's offset (compile_block()). */
-static size_t incoming_head(const struct emu_jit *jit, const uint8_t *code)
+/* The buffer offset of the list of incoming exits of the block whose chain entry is `at`:
+ * the four bytes before its return (compile_block()). */
+static size_t incoming_head(const struct emu_jit *jit, const uint8_t *at)
 {
-	return (size_t)(code - jit->rx) - 8;
+	return (size_t)(at - jit->rx) - JIT_ENTRY_OUT - 4;
 }
 
-/* Whether the record at `exit` (a buffer offset) and the rel32 it names lie in compiled code
- * (the hot region below pos, or the cold one below cold_pos). */
-static bool record_fits(const struct emu_jit *jit, size_t exit, size_t len)
+/* Whether `len` bytes at `off` (a buffer offset) lie in compiled code (the hot region below
+ * pos, or the cold one below cold_pos). */
+static bool record_fits(const struct emu_jit *jit, size_t off, size_t len)
 {
-	return (exit + len <= jit->pos && exit >= 4) ||
-	       (exit >= jit->hot_size && exit + len <= jit->cold_pos);
+	return (off + len <= jit->pos && off >= 4) ||
+	       (off >= jit->hot_size && off + len <= jit->cold_pos);
 }
 
-/* Point the same-page exit whose record is at `exit` at the chain entry `at` of the block
- * whose entry is `code`: in the block's page, past the version check (but after CPUID,
- * `full`). The predecessor ran from code of the page's version of its own decoding, which
- * was the successor's too when emu_run() found it (versions only grow, and code keeps the
- * one it was compiled for: a block decoded again is unchained); this CPU's writes into a
- * page with decoded code end the chain (emu_code_stored()); another thread's are seen at the
- * next entry from elsewhere (another page, a lookup, emu_run()), as a CPU running
- * cross-modified code needs an interrupt or a serialising instruction to see them (SDM Vol.
- * 3 §8.1.3). The exit joins the successor's list of incoming exits. */
-static void link_same_page(struct emu_jit *jit, uint32_t exit, const uint8_t *code,
-			   const uint8_t *at, bool full)
+/* Where the exit whose record is `rec` jumps now (read-execute view). */
+static const uint8_t *link_now(const struct emu_jit *jit, const struct jit_link_rec *rec)
 {
-	struct jit_same_page rec;
-	size_t head = incoming_head(jit, code);
-	int32_t rel, now;
+	int32_t now;
+
+	memcpy(&now, jit->rw + rec->jump, 4);
+	return jit->rx + rec->jump + 4 + now;
+}
+
+/* Take the exit whose record is at `exit` off the incoming list of the block whose chain entry
+ * is `at`. */
+static void unlist(struct emu_jit *jit, const uint8_t *at, uint32_t exit)
+{
+	size_t link = incoming_head(jit, at);
+	uint32_t next;
+	unsigned guard = 0;
+
+	if (at < jit->rx + JIT_ENTRY_OUT + 4 || !record_fits(jit, link, 4))
+		return;
+	for (;;) {
+		memcpy(&next, jit->rw + link, 4);
+		if (!next || !record_fits(jit, next, sizeof(struct jit_link_rec)) ||
+		    guard++ >= (1u << 24))
+			return;
+		if (next == exit)
+			break;
+		link = next + offsetof(struct jit_link_rec, next);
+	}
+	memcpy(jit->rw + link, jit->rw + exit + offsetof(struct jit_link_rec, next), 4);
+}
+
+/* Point the exit whose record is at `exit` at chain entry `at` (+ JIT_ENTRY_SAME for `same`),
+ * and put it on that block's list of incoming exits (off the list of the block it was linked
+ * to before, if any). */
+static void link_jump(struct emu_jit *jit, uint32_t exit, const uint8_t *at, bool same)
+{
+	struct jit_link_rec rec;
+	size_t head = incoming_head(jit, at);
+	const uint8_t *to = at + (same ? JIT_ENTRY_SAME : 0), *now,
+		      *stub = jit->rx + exit - JIT_STUB_LEN;
+	int32_t rel;
 
 	memcpy(&rec, jit->rw + exit, sizeof(rec));
-	if (!record_fits(jit, rec.jump, 4))
-		return;
-	if (!full)
-		at += JIT_ENTRY_SAME;
-	rel = (int32_t)(at - (jit->rx + rec.jump + 4));
-	memcpy(&now, jit->rw + rec.jump, 4);
-	if (now == rel) /* linked already (a chain that ran out of blocks returned here) */
-		return;
+	if (!record_fits(jit, rec.jump, 4) || (now = link_now(jit, &rec)) == to)
+		return; /* linked already (a chain that ran out of blocks returned here) */
+	if (now != stub)
+		unlist(jit, now - (same ? JIT_ENTRY_SAME : 0), exit);
 	memcpy(&rec.next, jit->rw + head, 4);
 	memcpy(jit->rw + exit, &rec, sizeof(rec));
 	memcpy(jit->rw + head, &exit, 4);
+	rel = (int32_t)(to - (jit->rx + rec.jump + 4));
 	memcpy(jit->rw + rec.jump, &rel, 4);
 }
 
-/* Point each exit in the incoming list of the block whose entry is `code` (chain entry `at`)
- * back at its stub, and empty the list. */
-static void unlink_incoming(struct emu_jit *jit, const uint8_t *code, const uint8_t *at)
+/* Point each exit on the incoming list of the block whose chain entry is `at` back at its
+ * stub, and empty the list. */
+static void unlink_incoming(struct emu_jit *jit, const uint8_t *at)
 {
-	size_t head = incoming_head(jit, code);
+	size_t head = incoming_head(jit, at);
 	uint32_t exit, zero = 0;
 	unsigned guard = 0;
 
 	memcpy(&exit, jit->rw + head, 4);
-	while (exit && record_fits(jit, exit, sizeof(struct jit_same_page)) && guard++ < (1u << 24)) {
-		struct jit_same_page rec;
-		int32_t now, stub;
+	while (exit && record_fits(jit, exit, sizeof(struct jit_link_rec)) && guard++ < (1u << 24)) {
+		struct jit_link_rec rec;
+		const uint8_t *now;
+		int32_t stub;
 
 		memcpy(&rec, jit->rw + exit, sizeof(rec));
-		if (record_fits(jit, rec.jump, 4)) {
-			const uint8_t *to;
-
-			memcpy(&now, jit->rw + rec.jump, 4);
-			to = jit->rx + rec.jump + 4 + now;
-			stub = (int32_t)((int64_t)exit - JIT_STUB_LEN - (int64_t)(rec.jump + 4));
-			if (to != at && to != at + JIT_ENTRY_SAME)
-				break; /* never: an exit is linked to one block at a time */
-			jit_patch(jit, rec.jump, &stub, 4);
-		}
-		memcpy(jit->rw + exit + offsetof(struct jit_same_page, next), &zero, 4);
+		if (!record_fits(jit, rec.jump, 4))
+			break;
+		now = link_now(jit, &rec);
+		if (now != at && now != at + JIT_ENTRY_SAME)
+			break; /* never: link_jump() keeps one list per exit */
+		stub = (int32_t)((int64_t)exit - JIT_STUB_LEN - (int64_t)(rec.jump + 4));
+		jit_patch(jit, rec.jump, &stub, 4);
+		memcpy(jit->rw + exit + offsetof(struct jit_link_rec, next), &zero, 4);
 		exit = rec.next;
 	}
 	memcpy(jit->rw + head, &zero, 4);
+}
+
+/* Fill in the check of the exit to another page whose record is at `exit` for where the CPU
+ * is now (RIP, the TLB generation, or the global one for a global page, which every flush of
+ * the other bumps too, and the CPL), and link its jump to chain entry `at`. */
+static void link_xpage(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, bool global,
+		       const uint8_t *at)
+{
+	struct jit_link_rec rec;
+	uint64_t la = cpu->s.rip, gen = global ? cpu->tlb.generation_global : cpu->tlb.generation;
+	int32_t disp = global ? CPU_OFF(tlb.generation_global) : CPU_OFF(tlb.generation);
+	uint8_t cc = cpu->cpl == 3 ? 0x80 | CC_NZ : 0x80 | CC_E;
+
+	memcpy(&rec, jit->rw + exit, sizeof(rec));
+	if (!record_fits(jit, rec.check, (size_t)rec.cpl_cc + 1) || rec.gen_imm < 2 ||
+	    rec.gen_disp <= rec.gen_imm || rec.cpl_cc <= rec.gen_disp)
+		return;
+	jit_patch(jit, rec.check + 2, &la, 8);
+	jit_patch(jit, rec.check + rec.gen_imm, &gen, 8);
+	jit_patch(jit, rec.check + rec.gen_disp, &disp, 4);
+	jit_patch(jit, rec.check + rec.cpl_cc, &cc, 1);
+	link_jump(jit, exit, at, false);
 }
 
 void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
@@ -2879,19 +2954,31 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 	}
 	if (!exit || gen != jit->gen || exit < 4 || !at)
 		return;
-	if (!record_fits(jit, exit, 8))
-		return; /* neither in the hot code nor in the cold code (a slow path's exit) */
+	if (!record_fits(jit, exit, sizeof(struct jit_link_rec)))
+		return; /* neither in the hot code nor in the cold code */
 	memcpy(&want, jit->rw + exit, 8);
-	if (want == JIT_XPAGE) {
+	if (want == JIT_XPAGE) { /* the check stub's: where the CPU is now */
 		struct jit_target t = target_here(cpu, global, at);
 
-		if (exit + 8 + sizeof(t) <= (exit < jit->hot_size ? jit->pos : jit->cold_pos))
+		if (record_fits(jit, exit, 8 + sizeof(t)))
 			jit_patch(jit, exit + 8, &t, sizeof(t));
 		return;
 	}
-	if ((want & ~JIT_FULL_ENTRY) != gpa || !record_fits(jit, exit, sizeof(struct jit_same_page)))
+	if (want == JIT_XPAGE_CHECK) {
+		link_xpage(jit, cpu, exit, global, at);
 		return;
-	link_same_page(jit, exit, (const uint8_t *)(uintptr_t)code, at, want & JIT_FULL_ENTRY);
+	}
+	if ((want & ~JIT_FULL_ENTRY) != gpa)
+		return;
+	/* In the block's page: past the version check (but after CPUID, JIT_FULL_ENTRY). The
+	 * predecessor ran from code of the page's version of its own decoding, which was the
+	 * successor's too when emu_run() found it (versions only grow, and code keeps the one
+	 * it was compiled for: a block decoded again is unchained); this CPU's writes into a
+	 * page with decoded code end the chain (emu_code_stored()); another thread's are seen
+	 * at the next entry from elsewhere (another page, a lookup, emu_run()), as a CPU
+	 * running cross-modified code needs an interrupt or a serialising instruction to see
+	 * them (SDM Vol. 3 §8.1.3). */
+	link_jump(jit, exit, at, !(want & JIT_FULL_ENTRY));
 }
 
 void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
@@ -2901,7 +2988,7 @@ void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
 
 	if (!jit || !ref->code || ref->gen != jit->gen || !(at = chain_entry(jit, ref->code)))
 		return;
-	unlink_incoming(jit, (const uint8_t *)(uintptr_t)ref->code, at);
+	unlink_incoming(jit, at);
 	off = (size_t)(at - jit->rx);
 	/* jmp out at both entries (the return just before them) */
 	jit_patch(jit, off, (const uint8_t[]){ 0xEB, (uint8_t)(int8_t)-(int)(JIT_ENTRY_OUT + 2) },
