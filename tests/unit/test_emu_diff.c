@@ -1876,10 +1876,22 @@ static void test_memory_flags_then_condition(void)
 		}
 		encode(&c, &s);
 		p = c.code + c.len;
+		c.insns = 2;
+		if (incdec && rnd_below(2)) { /* INC/DEC r next: its CF is the record's carry */
+			unsigned r = pick_free_reg(&c);
+
+			while (r == CPU_RSP) /* the native stub's stack */
+				r = pick_free_reg(&c);
+			if (r & 8)
+				*p++ = 0x41;
+			*p++ = 0xFF;
+			*p++ = (uint8_t)(0xC0 | (rnd_below(2) << 3) | (r & 7));
+			cc = rnd() & 15;
+			c.insns = 3;
+		}
 		*p++ = (uint8_t)(0x70 + cc);
 		*p++ = BRANCH_DISTANCE;
 		c.len = (unsigned)(p - c.code);
-		c.insns = 2;
 		check_case(&c);
 	}
 	group_end();

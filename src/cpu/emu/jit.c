@@ -1400,6 +1400,8 @@ static bool emit_incdec_mem(struct compile *c, const struct emu_insn *insn, cons
 		return false;
 	if (record && emit_guest_flags(c)) {
 		emit_bytes(e, (const uint8_t[]){ 0x40, 0x0F, 0x92, 0xC6 }, 4); /* setc sil */
+	} else if (record && c->prod == PROD_INCDEC) { /* movzx esi, byte [carry]: its CF */
+		emit_mem(e, 0, false, (const uint8_t[]){ 0x0F, 0xB6 }, 2, RSI, CPU_OFF(cc.carry));
 	} else if (record) { /* esi = jit_lazy_cf(cpu) */
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
 		emit_call(e, c->jit, (uint64_t)(uintptr_t)jit_lazy_cf);
@@ -1775,6 +1777,9 @@ static bool emit_incdec(struct compile *c, const struct emu_insn *insn, const st
 		known = emit_guest_flags(c);
 		if (known) {
 			emit_bytes(e, (const uint8_t[]){ 0x0F, 0x92, 0xC2 }, 3); /* setc dl */
+		} else if (c->prod == PROD_INCDEC) { /* movzx edx, byte [carry]: its CF */
+			emit_mem(e, 0, false, (const uint8_t[]){ 0x0F, 0xB6 }, 2, RDX,
+				 CPU_OFF(cc.carry));
 		} else { /* edx = jit_lazy_cf(cpu) */
 			emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
 			emit_call(e, c->jit, (uint64_t)(uintptr_t)jit_lazy_cf);
