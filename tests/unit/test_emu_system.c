@@ -2037,11 +2037,14 @@ static void test_jit_cross_page_alias(void)
 	code(a, (const uint8_t[]){ 0xFF, 0xC1 }, 2);
 	put_rel32(a + 2, 0xE9, b);
 	for (unsigned i = 0; i < 3; i++) { /* compiles, links, follows the link */
+		uint64_t chained = cpu.blocks.chained;
+
 		cpu.s.gpr[CPU_RAX] = 0;
 		CHECK_EQ(xp_run(a, 2), EMU_OK);
 		CHECK_EQ(cpu.s.rip, b + 2);
 		CHECK_EQ(cpu.s.gpr[CPU_RAX] & 0xff, 1);
 		CHECK_EQ(cpu.chain_ran, 2);
+		CHECK_EQ(cpu.blocks.chained, chained + (i > 0));
 	}
 	cpu.s.gpr[CPU_RAX] = 0;
 	CHECK_EQ(xp_run(XP_PAGE(2) + 0x20, 2), EMU_OK);
