@@ -2662,6 +2662,15 @@ static void emit_return(struct compile *c)
 	emit_bytes(e, (const uint8_t[]){ 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 6);
 }
 
+/* The entry from emu_run(): push rbx, r12, r13 (the stack is then 16-byte aligned for calls);
+ * mov rbx, rdi; R12 (emit_tlb_tag()). */
+static void emit_prologue(struct compile *c)
+{
+	emit_bytes(&c->e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
+	if (!c->jit->inline_off)
+		emit_tlb_tag(&c->e);
+}
+
 /* Compile the block at the buffer's current position; NULL if it does not fit. */
 static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn, unsigned n,
 				const struct emu_jit_chain *chain)
@@ -2670,7 +2679,7 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	struct emit *e = &c.e;
 	struct form f[JIT_MAX_INSNS];
 	bool live[JIT_MAX_INSNS], cond;
-	uint8_t *entry, *chain_at, *to_body = NULL;
+	uint8_t *entry, *chain_at;
 	unsigned calls = 0; /* handler calls in the hot code, beside the slow paths' */
 	bool writes = jit->inline_off; /* an instruction may write memory */
 
@@ -2688,32 +2697,31 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	c.cold.end = jit->rw + jit->size;
 	if (e->p > e->end)
 		return NULL;
-	/* Where the chain entry is, as an offset from the entry (emu_jit_link() reads it; 0:
-	 * none), the entry from emu_run() (the prologue), the return with status 0 and the
-	 * epilogue, so that every exit is a backward jump to a known address; then the chain
-	 * entry, which goes on into the body (chained entries are most of them: ~90 % on 4 KiB
-	 * random reads), and the body, which the prologue jumps to. */
-	if (!chain) /* the return and the epilogue before: the prologue goes on into the body */
-		emit_return(&c);
-	emit4(e, 0);
-	entry = e->p;
-	/* push rbx, r12, r13 (the stack is then 16-byte aligned for calls); mov rbx, rdi */
-	emit_bytes(e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
-	if (!jit->inline_off)
-		emit_tlb_tag(e);
+	/* A chained block: the list of its incoming exits (emu_jit_link()), the return with
+	 * status 0 and the epilogue, so that every exit is a backward jump to a known address,
+	 * the chain entry, which goes on into the body (chained entries are most of them: ~90 %
+	 * on 4 KiB random reads), and the body; the entry from emu_run() (the prologue, after
+	 * where the chain entry is, as an offset from it: emu_jit_link() reads it) is cold code
+	 * that jumps to the body, so the hot code of the kernel's paths is denser by its ~55
+	 * bytes per block. Otherwise: the return, 0 (no chain entry), and the prologue, which
+	 * goes on into the body. */
 	if (chain) {
-		to_body = emit_jump8_fwd(e, 16);
-		emit4(e, 0); /* the list of incoming exits (emu_jit_link()) */
+		emit4(e, 0);
 		emit_return(&c);
-	}
-	chain_at = e->p;
-	if (chain) { /* the chain entry, then mov dword [jit_last], slot */
-		uint32_t dist = (uint32_t)(chain_at - entry);
-
-		if (!e->overflow)
-			memcpy(entry - 4, &dist, 4);
+		chain_at = e->p;
 		emit_chain_entry(&c);
-		patch_jump8(e, to_body);
+		cold_swap(&c);
+		emit4(e, 0);
+		entry = e->p;
+		emit_prologue(&c);
+		emit_jump(e, jit, 16, jit->rx + (c.cold.p - jit->rw)); /* to the body */
+		if (!e->overflow) {
+			int32_t dist = (int32_t)(chain_at - entry);
+
+			memcpy(entry - 4, &dist, 4);
+		}
+		cold_swap(&c);
+		/* mov dword [jit_last], slot */
 		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
 		emit4(e, chain->slot);
 		if (writes) { /* block_page = page: stores into the block's own page end it
@@ -2732,6 +2740,11 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 			}
 		}
 		c.insn_off = (unsigned)(chain->gpa & 0xfff);
+	} else {
+		emit_return(&c);
+		emit4(e, 0);
+		entry = e->p;
+		emit_prologue(&c);
 	}
 	if (calls >= 2) /* else each call's insn is a movabs: shorter in all */
 		emit_insn_base(&c, insn);
@@ -2784,12 +2797,17 @@ uint32_t emu_jit_generation(const struct emu_jit *jit)
 static const uint8_t *chain_entry(const struct emu_jit *jit, emu_jit_fn code)
 {
 	const uint8_t *entry = (const uint8_t *)(uintptr_t)code;
-	uint32_t dist;
+	const uint8_t *at;
+	int32_t dist;
 
-	if (entry < jit->rx + 4 || entry > jit->rx + jit->pos)
-		return NULL;
+	if (!(entry >= jit->rx + 4 && entry <= jit->rx + jit->pos) &&
+	    !(entry >= jit->rx + jit->hot_size + 4 && entry <= jit->rx + jit->cold_pos))
+		return NULL; /* not this generation's (the prologue of a chained block is cold) */
 	memcpy(&dist, jit->rw + (entry - jit->rx) - 4, 4);
-	return dist && dist < (size_t)(jit->rx + jit->pos - entry) ? entry + dist : NULL;
+	if (!dist)
+		return NULL;
+	at = entry + dist;
+	return at >= jit->rx + JIT_ENTRY_OUT + 4 && at < jit->rx + jit->pos ? at : NULL;
 }
 
 /* Where the CPU is now, as a successor at its RIP (jit_target): valid in this TLB generation,
