@@ -2287,7 +2287,8 @@ static void emit_jump8_back(struct emit *e, unsigned cc, const uint8_t *to)
  * which points both entries at the return (a check of the slot through a MOVABS load, a
  * cache miss more often than not, ran at every entry before). */
 #define JIT_ENTRY_SAME 16u
-#define JIT_ENTRY_OUT 8u /* xor eax, eax; pop r13; pop r12; pop rbx; ret */
+/* xor eax, eax; mov dword [jit_last], slot; pop r13; pop r12; pop rbx; ret */
+#define JIT_ENTRY_OUT 18u
 static void emit_chain_entry(struct compile *c)
 {
 	struct emit *e = &c->e;
@@ -2655,11 +2656,18 @@ static void emit_tlb_tag(struct emit *e)
 static void emit_return(struct compile *c)
 {
 	struct emit *e = &c->e;
+	uint8_t *start = e->p;
 
 	c->ret0 = c->jit->rx + (e->p - c->jit->rw);
 	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
 	c->exit = c->jit->rx + (e->p - c->jit->rw);
+	if (c->chain) { /* mov dword [jit_last], slot (the chain entry's checks come here too) */
+		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
+		emit4(e, c->chain->slot);
+	}
 	emit_bytes(e, (const uint8_t[]){ 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 6);
+	if (c->chain && !e->overflow && e->p - start != JIT_ENTRY_OUT)
+		e->overflow = true; /* never: fixed sizes */
 }
 
 /* The entry from emu_run(): push rbx, r12, r13 (the stack is then 16-byte aligned for calls);
@@ -2721,9 +2729,6 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 			memcpy(entry - 4, &dist, 4);
 		}
 		cold_swap(&c);
-		/* mov dword [jit_last], slot */
-		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
-		emit4(e, chain->slot);
 		if (writes) { /* block_page = page: stores into the block's own page end it
 			       * after them (self-modifying code), in a chain as for the first
 			       * block of a pass (run_block() sets that one) */

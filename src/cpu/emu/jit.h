@@ -82,7 +82,7 @@ emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const str
  * them with the code, so they only ever join code of one generation. */
 struct emu_jit_chain {
 	uint64_t gpa; /* guest-physical address of the block's first instruction */
-	uint32_t slot; /* its block cache slot: compiled code sets cpu->jit_last to it */
+	uint32_t slot; /* its block cache slot: its code's return sets cpu->jit_last to it */
 	const uint32_t *version_word; /* its page's code version (memory.h), and the value */
 	uint32_t version; /* it had when the block was decoded */
 	bool falls_through; /* the last instruction is not a block end: the next one follows */
