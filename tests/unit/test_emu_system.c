@@ -1672,6 +1672,17 @@ static void test_cli_pushf_in_block(void)
 		CHECK_EQ(cpu.exc.vector, EMU_VEC_GP);
 		CHECK_EQ(cpu.s.rip, USER_RW + 2);
 		CHECK_EQ(cpu.s.gpr[CPU_RAX], 1);
+		machine_reset(); /* at CPL 0 (compiled: inline) whatever IOPL, flags kept */
+		code(USER_RW, late_cli, sizeof(late_cli));
+		to_kernel_mode(USER_RW);
+		cpu.s.gpr[CPU_RAX] = ~0ull; /* inc eax: ZF, PF, AF, CF kept */
+		cpu.s.rflags = EMU_FLAG_FIXED1 | EMU_FLAG_IF | EMU_FLAG_CF;
+		CHECK_EQ(emu_run(&cpu), EMU_OK);
+		CHECK_EQ(cpu.s.rip, USER_RW + 3); /* at jmp $: inc, cli, jmp */
+		CHECK_EQ(cpu.instructions, 3);
+		CHECK(!(cpu.s.rflags & EMU_FLAG_IF));
+		CHECK_EQ(emu_flags_get(&cpu), EMU_FLAG_FIXED1 | EMU_FLAG_CF | EMU_FLAG_ZF |
+						      EMU_FLAG_PF | EMU_FLAG_AF);
 		emu_jit_destroy(cpu.jit);
 		cpu.jit = NULL;
 	}

@@ -458,6 +458,7 @@ enum form_kind {
 	FORM_CALL_REL, /* CALL rel32: the block's last instruction */
 	FORM_RET, /* RET: the block's last instruction */
 	FORM_NOP, /* NOP, NOP r/m (no memory access), PREFETCH, ENDBR64 */
+	FORM_CLI, /* CLI at CPL 0 inline, else the handler (IOPL, #GP) */
 };
 
 #define OP_TEST 8
@@ -609,6 +610,9 @@ static struct form classify_map1(const struct emu_insn *insn)
 	case 0xE8:
 		f.kind = FORM_CALL_REL;
 		return f;
+	case 0xFA:
+		f.kind = FORM_CLI;
+		return f;
 	case 0xE9:
 	case 0xEB:
 		f.kind = FORM_JMP;
@@ -722,6 +726,7 @@ static bool form_accesses_memory(const struct form *f)
 	case FORM_POP:
 	case FORM_CALL_REL:
 	case FORM_RET:
+	case FORM_CLI: /* its slow path is the handler, which may raise #GP */
 		return true;
 	default:
 		return false;
@@ -2488,6 +2493,25 @@ static void emit_shift_cl_flags(struct compile *c, const struct emu_insn *insn,
 	c->prod = PROD_UNKNOWN;
 }
 
+/* CLI (the kernel's local_irq_save()/disable(), ~5 per 4 KiB QD32 read request): at CPL 0 IF
+ * is cleared inline (CPL 0 is never above IOPL); at any other CPL the handler decides (IOPL,
+ * #GP), as the slow path. No arithmetic flag changes: what is known of them stays known. */
+static void emit_cli(struct compile *c, const struct emu_insn *insn, bool last)
+{
+	struct emit *e = &c->e;
+	struct tlb_jumps t = { { NULL, NULL } };
+	enum producer prod = c->prod;
+
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(cpl)); /* cmp [cpl], 0 */
+	emit1(e, 0);
+	t.slow[0] = emit_jump_fwd(e, CC_NZ);
+	emit_mem(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, CPU_OFF(s.rflags)); /* and */
+	emit4(e, (uint32_t)~(uint32_t)EMU_FLAG_IF);
+	emit_slow_path(c, insn, last, false, &t);
+	c->host_flags = false;
+	c->prod = prod; /* both paths leave the record as it was */
+}
+
 /* Inline one instruction if its form has a template and what it needs is known; false: the
  * caller calls the handler. `live`: its flags are read later (by an instruction of the block,
  * a handler, or whatever runs after the block). */
@@ -2518,6 +2542,9 @@ static bool emit_inline(struct compile *c, const struct emu_insn *insn, const st
 	case FORM_RET:
 		return emit_stack(c, insn, f, last);
 	case FORM_NOP:
+		break;
+	case FORM_CLI:
+		emit_cli(c, insn, last);
 		break;
 	case FORM_MOV_RR:
 		emit_mov_rr(c, insn, f);
