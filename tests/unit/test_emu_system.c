@@ -445,6 +445,91 @@ static void test_tlb_flush_kinds(void)
 	}
 }
 
+/* Two pages whose numbers agree in their low 12 bits share a TLB index: the second way keeps
+ * the one a fill replaced, so alternating between them walks the page tables once each, and
+ * every flush (CR3 write through the fill log or its overflow scan, INVLPG, full) drops the
+ * second way's entries too. A is RAM (phys 0x300000, first byte 0x5A), B is MMIO. */
+#define WAY_A (BIG_1G + 0x300000)
+#define WAY_B (WAY_A + 4096ull * EMU_TLB_SIZE)
+
+/* Reads A then B, which leaves A in the second way; returns the MMIO reads they caused. */
+static unsigned way_fill(void)
+{
+	unsigned before = mmio_reads;
+	uint8_t v;
+
+	CHECK_EQ(cpu.mem->read(&cpu, WAY_A, &v, 1, EMU_ACCESS_READ), EMU_OK);
+	CHECK_EQ(v, 0x5A);
+	CHECK_EQ(cpu.mem->read(&cpu, WAY_B, &v, 1, EMU_ACCESS_READ), EMU_OK);
+	return mmio_reads - before;
+}
+
+/* Whether a read of A (remapped to MMIO since it was cached) went to the new mapping. */
+static bool way_a_remapped(void)
+{
+	unsigned before = mmio_reads;
+	uint8_t v;
+
+	CHECK_EQ(cpu.mem->read(&cpu, WAY_A, &v, 1, EMU_ACCESS_READ), EMU_OK);
+	return mmio_reads == before + 1;
+}
+
+static void test_tlb_second_way(void)
+{
+	uint64_t walks, hits;
+	uint8_t v;
+
+	machine_reset();
+	to_kernel_mode(0x50000);
+	ram[0x300000] = 0x5A;
+	put64(PDPT + 8, 0 | P | W | PS); /* BIG_1G -> phys 0 */
+	emu_tlb_flush(&cpu, true);
+	walks = cpu.tlb.misses_read;
+	hits = cpu.tlb.way2_hits;
+	CHECK_EQ(way_fill(), 1);
+	/* A, B, A, B: two walks, then each comes back from the second way. */
+	CHECK_EQ(cpu.mem->read(&cpu, WAY_A, &v, 1, EMU_ACCESS_READ), EMU_OK);
+	CHECK_EQ(v, 0x5A);
+	CHECK_EQ(cpu.mem->read(&cpu, WAY_B, &v, 1, EMU_ACCESS_READ), EMU_OK);
+	CHECK_EQ(cpu.tlb.misses_read, walks + 2);
+	CHECK_EQ(cpu.tlb.way2_hits, hits + 2);
+
+	/* A remapped (to MMIO) without a flush stays cached in the second way. */
+	put64(PDPT + 8, (1ull << 30) | P | W | PS);
+	CHECK(!way_a_remapped());
+	CHECK_EQ(cpu.mem->read(&cpu, WAY_B, &v, 1, EMU_ACCESS_READ), EMU_OK); /* A to way 2 */
+	/* A CR3 write drops it from the second way (the fill log names both ways). */
+	emu_tlb_flush(&cpu, false);
+	CHECK(way_a_remapped());
+
+	/* The same when more were filled than the log holds (the flush scans both ways). */
+	put64(PDPT + 8, 0 | P | W | PS);
+	emu_tlb_flush(&cpu, true);
+	way_fill();
+	put64(PDPT + 8, (1ull << 30) | P | W | PS);
+	cpu.tlb.nr_fills = EMU_TLB_FILL_LOG + 1;
+	emu_tlb_flush(&cpu, false);
+	CHECK(way_a_remapped());
+
+	/* INVLPG of A drops it from the second way. */
+	put64(PDPT + 8, 0 | P | W | PS);
+	emu_tlb_flush(&cpu, true);
+	way_fill();
+	put64(PDPT + 8, (1ull << 30) | P | W | PS);
+	emu_tlb_flush_page(&cpu, WAY_A);
+	CHECK(way_a_remapped());
+
+	/* A full flush drops it too. */
+	put64(PDPT + 8, 0 | P | W | PS);
+	emu_tlb_flush(&cpu, true);
+	way_fill();
+	put64(PDPT + 8, (1ull << 30) | P | W | PS);
+	emu_tlb_flush(&cpu, true);
+	CHECK(way_a_remapped());
+	put64(PDPT + 8, 0 | P | W | PS);
+	emu_tlb_flush(&cpu, true);
+}
+
 /* A TLB entry filled by a supervisor access is not one for a user access of the page. */
 static void test_tlb_privilege(void)
 {
@@ -2756,6 +2841,51 @@ static void test_blocks_compiled(void)
 	cpu.jit = NULL;
 }
 
+/* Compiled loads of two pages that share a TLB index (linear 0x101000, mapped to phys 0x103000,
+ * and BIG_1G + 0x101000, phys 0x101000) in a loop: after one walk each, the one not in the
+ * first way comes from the second way's check in the cold code, inline (no handler call, no
+ * swap in mmu.c: way2_hits stays 0), with that page's own bytes; after a remap and a CR3
+ * write the loads see the new page. */
+static void test_jit_tlb_second_way(void)
+{
+	/* loop: mov rax, [rsi]; add rcx, rax; mov rax, [rdi]; add rcx, rax; dec edx; jnz loop; hlt */
+	static const uint8_t prog[] = { 0x48, 0x8B, 0x06, 0x48, 0x01, 0xC1, 0x48, 0x8B, 0x07,
+					0x48, 0x01, 0xC1, 0xFF, 0xCA, 0x75, 0xF0, 0xF4 };
+	const uint64_t a = 0x101000, b = BIG_1G + 0x101000;
+
+	machine_reset();
+	to_kernel_mode(0x50000);
+	cpu.jit = emu_jit_create(1 << 20, 0, true);
+	CHECK(cpu.jit != NULL);
+	if (!cpu.jit)
+		return;
+	put64(PT_LOW + 8 * (a >> 12), 0x103000 | P | W);
+	put64(0x103000, 0x3300);
+	put64(0x101000, 0x11);
+	put64(0x102000, 0x220000);
+	for (unsigned round = 0; round < 2; round++) {
+		uint64_t walks = cpu.tlb.misses_read, hits = cpu.tlb.way2_hits;
+		int rc = EMU_OK;
+
+		code(0x50000, prog, sizeof(prog));
+		cpu.s.gpr[CPU_RSI] = a;
+		cpu.s.gpr[CPU_RDI] = b;
+		cpu.s.gpr[CPU_RCX] = 0;
+		cpu.s.gpr[CPU_RDX] = 100;
+		for (unsigned i = 0; i < 1000 && rc == EMU_OK; i++)
+			rc = emu_run(&cpu);
+		CHECK_EQ(rc, EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RCX], 100 * ((round ? 0x220000 : 0x3300) + 0x11));
+		CHECK_EQ(cpu.tlb.misses_read, walks + 2);
+		CHECK_EQ(cpu.tlb.way2_hits, hits);
+		/* a to phys 0x102000, then a CR3 write */
+		put64(PT_LOW + 8 * (a >> 12), 0x102000 | P | W);
+		emu_tlb_flush(&cpu, false);
+	}
+	emu_jit_destroy(cpu.jit);
+	cpu.jit = NULL;
+}
+
 /* 16-bit shifts by an immediate compiled (jit.c's shift templates): bits 16-63 of the register
  * kept, the flags as the handler leaves them, and nothing but the six arithmetic flags
  * changed in RFLAGS (the OF worked out from the whole register once spilled its upper bits
@@ -4575,6 +4705,8 @@ int main(void)
 	RUN_TEST(test_paging_faults);
 	RUN_TEST(test_tlb_caches_until_invlpg);
 	RUN_TEST(test_tlb_flush_kinds);
+	RUN_TEST(test_tlb_second_way);
+	RUN_TEST(test_jit_tlb_second_way);
 	RUN_TEST(test_tlb_privilege);
 	RUN_TEST(test_page_crossing_write_is_all_or_nothing);
 	RUN_TEST(test_mmio_and_pio);

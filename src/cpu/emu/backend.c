@@ -822,7 +822,8 @@ static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
 	fprintf(out,
 		"  vcpu%u: %llu instructions, %llu interrupts taken; halted %.6f s in %llu sleeps, "
 		"%llu wake-ups %.1f us each to run again; TLB flushes: %llu all, %llu non-global, "
-		"%llu pages; TLB misses: %llu reads, %llu writes, %llu fetches\n",
+		"%llu pages; TLB misses: %llu reads, %llu writes, %llu fetches, %llu more found "
+		"in the second way\n",
 		ev->vcpu->index,
 		(unsigned long long)__atomic_load_n(&ev->cpu.instructions, __ATOMIC_RELAXED),
 		(unsigned long long)stats_load(ev->interrupts),
@@ -834,7 +835,8 @@ static void ev_format_stats(struct emu_vcpu *ev, FILE *out)
 		(unsigned long long)stats_load(tlb->flushes_page),
 		(unsigned long long)stats_load(tlb->misses_read),
 		(unsigned long long)stats_load(tlb->misses_write),
-		(unsigned long long)stats_load(tlb->misses_fetch));
+		(unsigned long long)stats_load(tlb->misses_fetch),
+		(unsigned long long)stats_load(tlb->way2_hits));
 	fprintf(out, "  vcpu%u: %llu HLT, halt polls: ", ev->vcpu->index,
 		(unsigned long long)stats_load(ev->halts));
 	poll_window_format(&ev->halt_poll, out);

@@ -178,7 +178,12 @@ struct emu_phys_ops {
  * 4096 entries each (jit.c's inline lookup masks the index with EMU_TLB_SIZE - 1): the guest
  * kernel's I/O paths (scheduler, block layer, interrupts) touch hundreds of pages per request;
  * on a 4 KiB random read loop at depth 1, 256 entries walked the page tables 157-192 times per
- * request (140-162 reads, 15-27 writes, 2-3 fetches), 4096 entries 10-31 times. */
+ * request (140-162 reads, 15-27 writes, 2-3 fetches), 4096 entries 10-31 times.
+ * Each entry has a second way (`way2`, same index) that only the slow path looks at: a fill
+ * moves the entry it replaces there, and a miss that finds its page there swaps the two, so
+ * two hot pages whose numbers agree in their low 12 bits cost a swap instead of a page walk
+ * each time they alternate. Which pages collide changes with every boot (KASLR, allocation
+ * order): a 4 KiB depth-32 read run walked 1-2 or ~28 times per request depending on the boot. */
 #define EMU_TLB_SIZE 4096
 struct emu_tlb_entry {
 	uint64_t tag;
@@ -209,9 +214,11 @@ struct emu_tlb {
 	 * misses (page walks) of reads, writes and fetches. */
 	uint64_t flushes_all, flushes_nonglobal, flushes_page;
 	uint64_t misses_read, misses_write, misses_fetch;
+	uint64_t way2_hits; /* misses of the first way found in the second (no walk) */
 	/* The entries filled since the last flush of non-global entries (index into `all`),
 	 * `nr_fills` of them; more than EMU_TLB_FILL_LOG: the flush scans every entry. A CR3
-	 * write then costs what was filled since the last one, not the size of the TLB. */
+	 * write then costs what was filled since the last one, not the size of the TLB. Indices
+	 * from 3 * EMU_TLB_SIZE on name `way2` entries. */
 	unsigned nr_fills;
 	uint16_t fills[EMU_TLB_FILL_LOG];
 	union {
@@ -221,8 +228,9 @@ struct emu_tlb {
 		};
 		struct emu_tlb_entry all[3 * EMU_TLB_SIZE];
 	};
+	struct emu_tlb_entry way2[3 * EMU_TLB_SIZE]; /* the second way of all[i] */
 };
-_Static_assert(3 * EMU_TLB_SIZE <= 65536, "fill log indices are 16 bits");
+_Static_assert(6 * EMU_TLB_SIZE <= 65536, "fill log indices are 16 bits");
 
 /* The block cache's counters (cpu.c), written by the owning thread only (EMU_STAT_INC), read
  * anywhere with relaxed loads. finds: blocks looked up by emu_run(), of which link_hits came

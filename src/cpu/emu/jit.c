@@ -1210,6 +1210,9 @@ static void emit_host_store(struct emit *e, unsigned size, unsigned reg)
 /* The jumps to the slow path that emit_tlb_lookup() leaves for emit_slow_path(). */
 struct tlb_jumps {
 	uint8_t *slow[2];
+	/* A read's lookup: where the inline path goes on with RAX = the host address (read-execute
+	 * view), for the check of the entry's second way in cold code (NULL for a write). */
+	const uint8_t *way2_back;
 };
 
 /* emu_tlb_fast() inline for `len` bytes at the linear address in RAX, QEMU-style: the tag of
@@ -1247,8 +1250,36 @@ static void emit_tlb_lookup(struct compile *c, bool write, unsigned len, bool pa
 	}
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x03, 0x84, 0x13 }, 4); /* add rax, [rbx+rdx+d] */
 	emit4(e, (uint32_t)(array + (int32_t)offsetof(struct emu_tlb_entry, addend)));
+	t->way2_back = write ? NULL : c->jit->rx + (e->p - c->jit->rw);
 	c->host_flags = false;
 	c->uses_tlb = true;
+}
+
+/* At the start of a slow path (cold code): the lookup's jumps come here. A read's mismatch
+ * first compares the tag in RCX with the entry's second way (mmu.c's `way2`: the page the last
+ * fill at that index replaced) and on a match goes back to the inline path with that way's
+ * addend: two hot pages sharing an index then cost a detour, not a handler call. Writes go
+ * straight to the handler (the store's code check reads the first way's gpa). */
+static void patch_slow_jumps(struct compile *c, const struct tlb_jumps *t)
+{
+	struct emit *e = &c->e;
+	int32_t way2 = CPU_OFF(tlb.way2); /* the read kind's second ways come first */
+	uint8_t *miss;
+
+	if (t->way2_back) {
+		patch_jump_to(c, t->slow[0], e->p);
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x8C, 0x13 }, 4); /* cmp rcx, [..] */
+		emit4(e, (uint32_t)way2);
+		miss = emit_jump_fwd(e, CC_NZ);
+		emit_bytes(e, (const uint8_t[]){ 0x48, 0x03, 0x84, 0x13 }, 4); /* add rax, [..] */
+		emit4(e, (uint32_t)(way2 + (int32_t)offsetof(struct emu_tlb_entry, addend)));
+		emit_jump(e, c->jit, 16, t->way2_back);
+		patch_jump(e, miss);
+		patch_jump_to(c, t->slow[1], e->p);
+		return;
+	}
+	for (unsigned i = 0; i < 2; i++)
+		patch_jump_to(c, t->slow[i], e->p);
 }
 
 /* After a template's inline path: the slow path (cold code, jumping back to the end of the
@@ -1266,8 +1297,7 @@ static void emit_slow_path(struct compile *c, const struct emu_insn *insn, bool 
 	struct emit *e = &c->e;
 
 	cold_swap(c);
-	for (unsigned i = 0; i < 2; i++)
-		patch_jump_to(c, t->slow[i], e->p);
+	patch_slow_jumps(c, t);
 	if (ends) {
 		emit_handler_call(c, insn, last); /* syncs what is pending first */
 	} else {
@@ -1473,8 +1503,7 @@ static void emit_call_slow_path(struct compile *c, const struct emu_insn *insn, 
 				const struct tlb_jumps *t)
 {
 	cold_swap(c);
-	for (unsigned i = 0; i < 2; i++)
-		patch_jump_to(c, t->slow[i], c->e.p);
+	patch_slow_jumps(c, t);
 	emit_branch_before_handler(c);
 	emit_handler_call(c, insn, last);
 	emit_branch_after_handler(c, insn, false);

@@ -198,18 +198,27 @@ static uint8_t *tlb_host(const struct emu_tlb_entry *e, uint64_t linear)
 	return e->tag & EMU_TLB_NOHOST ? NULL : (uint8_t *)(uintptr_t)(linear + e->addend);
 }
 
+/* The entry at fill-log index `pos`: all[pos], or way2[pos - 3 * EMU_TLB_SIZE]. */
+static struct emu_tlb_entry *tlb_at(struct emu_tlb *tlb, unsigned pos)
+{
+	return pos < 3 * EMU_TLB_SIZE ? &tlb->all[pos] : &tlb->way2[pos - 3 * EMU_TLB_SIZE];
+}
+
 /* Drop every entry that is not global: the ones filled since the last such flush (the others
- * went then), or all of them when more were filled than the log holds. */
+ * went then), or all of them (both ways) when more were filled than the log holds. */
 static void tlb_flush_nonglobal(struct emu_tlb *tlb)
 {
 	if (tlb->nr_fills <= EMU_TLB_FILL_LOG) {
-		for (unsigned i = 0; i < tlb->nr_fills; i++)
-			if (!tlb->all[tlb->fills[i]].global)
-				tlb->all[tlb->fills[i]].tag = 0;
+		for (unsigned i = 0; i < tlb->nr_fills; i++) {
+			struct emu_tlb_entry *e = tlb_at(tlb, tlb->fills[i]);
+
+			if (!e->global)
+				e->tag = 0;
+		}
 	} else {
-		for (unsigned i = 0; i < 3 * EMU_TLB_SIZE; i++)
-			if (!tlb->all[i].global)
-				tlb->all[i].tag = 0;
+		for (unsigned i = 0; i < 6 * EMU_TLB_SIZE; i++)
+			if (!tlb_at(tlb, i)->global)
+				tlb_at(tlb, i)->tag = 0;
 	}
 	tlb->nr_fills = 0;
 }
@@ -234,7 +243,7 @@ void emu_tlb_flush(struct emu_cpu *cpu, bool include_global)
 	tlb->used = false;
 	tlb->nr_fills = 0;
 	for (unsigned i = 0; i < 3 * EMU_TLB_SIZE; i++)
-		tlb->all[i].tag = 0;
+		tlb->all[i].tag = tlb->way2[i].tag = 0;
 }
 
 void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear)
@@ -246,7 +255,8 @@ void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear)
 	cpu->tlb.generation++;
 	cpu->tlb.generation_global++;
 	EMU_STAT_INC(cpu->tlb.flushes_page);
-	cpu->tlb.read[i].tag = cpu->tlb.write[i].tag = cpu->tlb.fetch[i].tag = 0;
+	for (unsigned k = 0; k < 3; k++)
+		cpu->tlb.all[k * EMU_TLB_SIZE + i].tag = cpu->tlb.way2[k * EMU_TLB_SIZE + i].tag = 0;
 }
 
 bool emu_tlb_fetch_global(const struct emu_cpu *cpu, uint64_t linear)
@@ -267,42 +277,74 @@ static void tlb_count_miss(struct emu_tlb *tlb, enum emu_access access)
 		EMU_STAT_INC(tlb->misses_read);
 }
 
-/* Remember a fill for tlb_flush_nonglobal() (counting on past the log's size: it overflowed). */
-static void tlb_log_fill(struct emu_tlb *tlb, const struct emu_tlb_entry *e)
+/* Remember a fill for tlb_flush_nonglobal() (counting on past the log's size: it overflowed):
+ * the entry at fill-log index `pos` may hold a non-global page. */
+static void tlb_log_fill(struct emu_tlb *tlb, unsigned pos)
 {
 	if (tlb->nr_fills < EMU_TLB_FILL_LOG)
-		tlb->fills[tlb->nr_fills] = (uint16_t)(e - tlb->all);
+		tlb->fills[tlb->nr_fills] = (uint16_t)pos;
 	if (tlb->nr_fills <= EMU_TLB_FILL_LOG)
 		tlb->nr_fills++;
 }
 
-/* The TLB entry for the page of `linear`, walking the page tables on a miss. */
+/* What every fill of an entry (or a swap of the ways) does before compiled code may use it. */
+static void tlb_note_fill(struct emu_cpu *cpu)
+{
+	cpu->tlb.used = true;
+	if (cpu->code && cpu->code->version)
+		cpu->tlb.code_word_bias = (uint64_t)(uintptr_t)cpu->code->version -
+					  ((uint64_t)(uintptr_t)cpu->code->base >> 12) * 4;
+}
+
+/* A miss of entry `e` (all[pos]) whose page is in its second way: swap the ways, so the page
+ * is where the fast paths look and the one it replaces stays a swap away. */
+static void tlb_swap_ways(struct emu_cpu *cpu, struct emu_tlb_entry *e, unsigned pos)
+{
+	struct emu_tlb_entry *w2 = &cpu->tlb.way2[pos], t = *e;
+
+	*e = *w2;
+	*w2 = t;
+	tlb_log_fill(&cpu->tlb, pos);
+	tlb_log_fill(&cpu->tlb, 3 * EMU_TLB_SIZE + pos);
+	EMU_STAT_INC(cpu->tlb.way2_hits);
+	tlb_note_fill(cpu);
+}
+
+/* The TLB entry for the page of `linear`, walking the page tables on a miss of both ways. */
 static int tlb_lookup(struct emu_cpu *cpu, uint64_t linear, enum emu_access access,
 		      struct emu_tlb_entry **out)
 {
 	bool user = is_user_access(cpu, access);
 	struct emu_tlb_entry *e = &tlb_array(cpu, access)[(linear >> 12) & (EMU_TLB_SIZE - 1)];
+	unsigned pos = (unsigned)(e - cpu->tlb.all);
 	uint64_t tag = tlb_tag(linear, user);
 	struct walk w;
+	uint8_t *host;
 	int rc;
 
-	if ((e->tag & ~EMU_TLB_NOHOST) != tag) {
-		uint8_t *host;
-
-		tlb_count_miss(&cpu->tlb, access);
-		if ((rc = walk(cpu, linear, access, &w)))
-			return rc;
-		tlb_log_fill(&cpu->tlb, e);
-		cpu->tlb.used = true;
-		if (cpu->code && cpu->code->version)
-			cpu->tlb.code_word_bias = (uint64_t)(uintptr_t)cpu->code->version -
-						  ((uint64_t)(uintptr_t)cpu->code->base >> 12) * 4;
-		e->gpa = w.gpa & PAGE_MASK;
-		host = cpu->phys->ram_page(cpu->phys_opaque, e->gpa);
-		e->tag = host ? tag : tag | EMU_TLB_NOHOST;
-		e->addend = host ? (uint64_t)(uintptr_t)host - (linear & PAGE_MASK) : 0;
-		e->global = w.global;
+	if ((e->tag & ~EMU_TLB_NOHOST) == tag) {
+		*out = e;
+		return EMU_OK;
 	}
+	if ((cpu->tlb.way2[pos].tag & ~EMU_TLB_NOHOST) == tag) {
+		tlb_swap_ways(cpu, e, pos);
+		*out = e;
+		return EMU_OK;
+	}
+	tlb_count_miss(&cpu->tlb, access);
+	if ((rc = walk(cpu, linear, access, &w)))
+		return rc;
+	if (e->tag) { /* the page it replaces moves to the second way */
+		cpu->tlb.way2[pos] = *e;
+		tlb_log_fill(&cpu->tlb, 3 * EMU_TLB_SIZE + pos);
+	}
+	tlb_log_fill(&cpu->tlb, pos);
+	tlb_note_fill(cpu);
+	e->gpa = w.gpa & PAGE_MASK;
+	host = cpu->phys->ram_page(cpu->phys_opaque, e->gpa);
+	e->tag = host ? tag : tag | EMU_TLB_NOHOST;
+	e->addend = host ? (uint64_t)(uintptr_t)host - (linear & PAGE_MASK) : 0;
+	e->global = w.global;
 	*out = e;
 	return EMU_OK;
 }
