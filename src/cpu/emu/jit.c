@@ -2528,7 +2528,7 @@ static void emit_shift_cl_flags(struct compile *c, const struct emu_insn *insn,
 static void emit_cli(struct compile *c, const struct emu_insn *insn, bool last)
 {
 	struct emit *e = &c->e;
-	struct tlb_jumps t = { { NULL, NULL } };
+	struct tlb_jumps t = { .slow = { NULL, NULL }, .way2_back = NULL };
 	enum producer prod = c->prod;
 
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(cpl)); /* cmp [cpl], 0 */
