@@ -2237,7 +2237,7 @@ static void test_jit_return_lookup(void)
 /* The ring entry that the last CALL wrote (struct emu_cpu's return prediction). */
 static const struct emu_ret_pred *ret_last_pushed(void)
 {
-	return &cpu.ret_ring[((cpu.ret_top - 16) & (EMU_RET_RING * 16 - 1)) / 16];
+	return &cpu.ret_ring[((cpu.ret_top - 64) & (EMU_RET_RING * 64 - 1)) / 64];
 }
 
 /* The return prediction (jit.c): a RET goes to the return site's code through the CALL's

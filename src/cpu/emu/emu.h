@@ -364,17 +364,22 @@ struct emu_cpu {
 	uint32_t jit_last;
 	uint64_t jit_scratch; /* compiled code's own (RIP before a block's last handler) */
 	/* The return prediction of compiled code (jit.c), a ring like a host CPU's return stack
-	 * buffer: a compiled CALL writes its return address and where its code keeps the return
-	 * site's link (an offset in the JIT's buffer, with the buffer's generation) at ret_top
-	 * (a byte offset into ret_ring) and moves it on; a compiled RET moves it back and, when
-	 * the entry names the address it returned to in the buffer's current generation, checks
-	 * that link as it checks an exit to another page, instead of the lookup table. A wrong
-	 * or stale entry only costs the lookup; all zero (emu_cpu_init()) matches nothing. */
+	 * buffer: a compiled CALL writes its return address, which of the JIT's return site
+	 * links is its own (with the buffer's generation) and a copy of that link at ret_top (a
+	 * byte offset into ret_ring) and moves it on; a compiled RET moves it back and, when the
+	 * entry names the address it returned to in the buffer's current generation, checks the
+	 * copy as it checks an exit to another page (and on a miss has emu_run() link the
+	 * return site), instead of the lookup table. A wrong or stale entry only costs the
+	 * lookup; all zero (emu_cpu_init()) matches nothing. */
 	uint32_t ret_top;
 	struct emu_ret_pred {
+		/* the link when the CALL ran (jit.c's struct jit_target): the return site's
+		 * linear address, TLB and global generations, code | CPL 3 */
+		uint64_t link[4];
 		uint64_t la; /* the return address pushed */
-		uint32_t record; /* the link's exit record in the JIT's buffer */
+		uint32_t record; /* the link, as jit_exit names it (jit.c) */
 		uint32_t gen; /* the buffer's generation it was written in (never 0) */
+		uint64_t pad[2]; /* one entry per cache line's worth */
 	} ret_ring[EMU_RET_RING];
 };
 

@@ -42,9 +42,12 @@ struct jit_target {
 /* The lookup table's entries (RET, indirect JMP/CALL): 512 KiB per vCPU (filled at each
  * flush of the buffer; a lookup reads one entry). */
 #define JIT_LOOKUP_SIZE 16384
-/* What the record of a target that the check stub compares starts with (a return site's,
- * emit_ret_record()), followed by its struct jit_target. */
-#define JIT_XPAGE UINT64_MAX
+/* In jit_exit: a CALL's return site link (emit_ret_push()) at the buffer offset in the
+ * other bits, not an exit record. */
+#define JIT_RET_LINK 0x80000000u
+/* A return site link: mov rdx, la; mov r8, gen; mov r9, ggen; mov r10, code (4 x 10 bytes):
+ * where each immediate is. */
+#define JIT_RET_LINK_LEN 40u
 /* An exit record's gpa for an exit to another page with its own check (emit_exit_xpage(); a
  * same-page record's is a guest-physical address, below 2^56: struct jit_link_rec). */
 #define JIT_XPAGE_CHECK (UINT64_MAX - 1)
@@ -73,6 +76,9 @@ struct emu_jit {
 	 * return its code in RCX, else the miss (a return with status 0); find RIP's entry in
 	 * the lookup table and do the same. */
 	const uint8_t *stub_check, *stub_lookup;
+	/* The return prediction's (struct emu_cpu's ret_ring): the push of a CALL's entry, and
+	 * after a RET the check of the entry it pops, else the lookup (jit_ret_stubs()). */
+	const uint8_t *stub_ret_push, *stub_ret;
 };
 
 static bool jit_stubs(struct emu_jit *jit);
@@ -1513,57 +1519,52 @@ static void emit_call_slow_path(struct compile *c, const struct emu_insn *insn, 
 
 /* ---- return prediction (struct emu_cpu's ret_ring) ---- */
 
-#define RET_RING_MASK (EMU_RET_RING * 16 - 1)
-_Static_assert(sizeof(struct emu_ret_pred) == 16 && (EMU_RET_RING & (EMU_RET_RING - 1)) == 0,
+#define RET_RING_MASK (EMU_RET_RING * 64 - 1)
+_Static_assert(sizeof(struct emu_ret_pred) == 64 && (EMU_RET_RING & (EMU_RET_RING - 1)) == 0 &&
+		       offsetof(struct emu_ret_pred, la) == 32 &&
+		       offsetof(struct emu_ret_pred, record) == 40 &&
+		       offsetof(struct emu_ret_pred, gen) == 44 &&
+		       sizeof(((struct emu_ret_pred *)0)->link) == sizeof(struct jit_target),
 	       "the return ring's layout");
 
-/* An instruction `op` (one byte) whose ModRM names host register `reg` (< 8) and the memory
- * operand [rbx + rax + disp]: a field of ret_ring's entry at the byte offset in RAX. */
-static void emit_ring_mem(struct emit *e, bool w, uint8_t op, unsigned reg, int32_t disp)
+/* An instruction `op` (`oplen` bytes) whose ModRM names host register `reg` (< 8) and the
+ * memory operand [rbx + rax + disp]: a field of ret_ring's entry at the byte offset in RAX. */
+static void emit_ring_mem(struct emit *e, bool w, const uint8_t *op, unsigned oplen, unsigned reg,
+			  int32_t disp)
 {
-	if (w)
-		emit1(e, 0x48);
-	emit_bytes(e, (const uint8_t[]){ op, (uint8_t)(0x84 | (reg << 3)), 0x03 }, 3);
+	if (w || reg >= 8)
+		emit1(e, (uint8_t)(0x40 | (w ? 8 : 0) | (reg >= 8 ? 4 : 0)));
+	emit_bytes(e, op, oplen);
+	emit_bytes(e, (const uint8_t[]){ (uint8_t)(0x84 | ((reg & 7) << 3)), 0x03 }, 2);
 	emit4(e, (uint32_t)(CPU_OFF(ret_ring) + disp));
 }
 
 /* A compiled CALL, after its push, while RIP is still the block's (plus `next` the return
- * address): the ring's entry at ret_top gets the return address and the exit record that
- * emit_ret_record() places after the CALL's exit; ret_top moves on. Returns where the
- * record's offset goes (the low half of a MOVABS immediate), NULL if it did not fit. */
-static uint8_t *emit_ret_push(struct compile *c, int64_t next)
+ * address): RCX = the return address, ESI = JIT_RET_LINK | where the return site's link is,
+ * the link (a struct jit_target as four MOVABS immediates in RDX, R8, R9, R10, which
+ * emu_jit_link() patches: in the instruction stream, they cost no load that misses the
+ * caches, as a record in memory did after the callee's code had evicted it), never linked
+ * yet, and a call of the push stub (jit_ret_stubs()), shared by all CALLs. */
+static void emit_ret_push(struct compile *c, int64_t next)
 {
 	struct emit *e = &c->e;
-	uint8_t *at;
+	static const uint8_t mov[4][2] = {
+		{ 0x48, 0xBA }, { 0x49, 0xB8 }, { 0x49, 0xB9 }, { 0x49, 0xBA }
+	};
+	const uint64_t never[4] = { 0, JIT_NEVER, JIT_NEVER, 0 };
 
-	emit_load(e, false, RAX, CPU_OFF(ret_top));
 	emit_load(e, true, RCX, CPU_OFF(s.rip));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x89 }, 3); /* lea rcx, [rcx + next] */
 	emit4(e, (uint32_t)next);
-	emit_ring_mem(e, true, 0x89, RCX, 0); /* mov [entry.la], rcx */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB9 }, 2); /* mov rcx, gen << 32 | record */
-	at = e->p;
-	emit8(e, (uint64_t)c->jit->gen << 32);
-	emit_ring_mem(e, true, 0x89, RCX, 8); /* mov [entry.record], rcx (and .gen) */
-	emit_bytes(e, (const uint8_t[]){ 0x83, 0xC0, 0x10 }, 3); /* add eax, 16 */
-	emit1(e, 0x25); /* and eax, RET_RING_MASK */
-	emit4(e, RET_RING_MASK);
-	emit_store(e, false, RAX, CPU_OFF(ret_top));
-	return e->overflow ? NULL : at;
-}
-
-/* The CALL's return site's exit record (as emit_exit_xpage()'s, never linked yet), after
- * the CALL's exits, where compiled code never runs; its offset goes to `at`. */
-static void emit_ret_record(struct compile *c, uint8_t *at)
-{
-	struct emit *e = &c->e;
-	const struct jit_target never = { .gen = JIT_NEVER, .ggen = JIT_NEVER };
-	uint32_t record = (uint32_t)(e->p - c->jit->rw);
-
-	emit8(e, JIT_XPAGE);
-	emit_bytes(e, &never, sizeof(never));
-	if (at && !e->overflow)
-		memcpy(at, &record, 4);
+	emit1(e, 0xBE); /* mov esi, JIT_RET_LINK | the link's offset (after these 5 bytes) */
+	emit4(e, JIT_RET_LINK | (uint32_t)(e->p + 4 - c->jit->rw));
+	for (unsigned i = 0; i < 4; i++) {
+		emit_bytes(e, mov[i], 2);
+		emit8(e, never[i]);
+	}
+	emit1(e, 0xE8); /* call stub_ret_push */
+	emit4(e,
+	      (uint32_t)(int32_t)(c->jit->stub_ret_push - (c->jit->rx + (e->p + 4 - c->jit->rw))));
 }
 
 /* PUSH r64, POP r64, CALL rel32, RET as fast.c's handlers: the stack slot through the TLB
@@ -1577,7 +1578,6 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 	bool ends = f->kind == FORM_CALL_REL || f->kind == FORM_RET;
 	int64_t next = (int64_t)(c->pend_rip + insn->len), target = next + (int64_t)insn->imm;
 	struct tlb_jumps t;
-	uint8_t *record_at = NULL;
 
 	if (ends && (!last || target != (int32_t)target))
 		return false;
@@ -1603,11 +1603,9 @@ static bool emit_stack(struct compile *c, const struct emu_insn *insn, const str
 		emit_code_stored(c, insn, false, RDX);
 		emit_rsp_add(e, -8);
 		if (c->chain)
-			record_at = emit_ret_push(c, next);
+			emit_ret_push(c, next);
 		emit_retire_end(c, true, (int32_t)target);
 		emit_exit_to(c, (int64_t)c->insn_off + insn->len + (int64_t)insn->imm);
-		if (c->chain)
-			emit_ret_record(c, record_at);
 		emit_call_slow_path(c, insn, last, &t);
 		c->pend_n = 0;
 		c->pend_rip = 0;
@@ -2104,40 +2102,6 @@ static void emit_exit_to(struct compile *c, int64_t target)
 	emit_exit_stub(c, &rec, &jump, 1);
 }
 
-static uint8_t *emit_jump8_fwd(struct emit *e, unsigned cc);
-static void patch_jump8(struct emit *e, uint8_t *at);
-
-/* After a RET: ret_top moves back to the entry of the CALL this RET most likely returns
- * from; if that entry names the address RET returned to (RIP) and was written in this
- * generation of the buffer (so its record is one of this generation's CALL exit records),
- * the check stub checks the record (jit_exit names it, so that a miss has emu_run() link it
- * to the block there), else the lookup follows. */
-static void emit_ret_predict(struct compile *c)
-{
-	struct emit *e = &c->e;
-	uint8_t *miss[2];
-
-	emit_load(e, false, RAX, CPU_OFF(ret_top));
-	emit_bytes(e, (const uint8_t[]){ 0x83, 0xE8, 0x10 }, 3); /* sub eax, 16 */
-	emit1(e, 0x25); /* and eax, RET_RING_MASK */
-	emit4(e, RET_RING_MASK);
-	emit_store(e, false, RAX, CPU_OFF(ret_top));
-	emit_load(e, true, RCX, CPU_OFF(s.rip));
-	emit_ring_mem(e, true, 0x3B, RCX, 0); /* cmp rcx, [entry.la] */
-	miss[0] = emit_jump8_fwd(e, CC_NZ);
-	emit_ring_mem(e, false, 0x81, 7, 12); /* cmp dword [entry.gen], gen */
-	emit4(e, c->jit->gen);
-	miss[1] = emit_jump8_fwd(e, CC_NZ);
-	emit_ring_mem(e, false, 0x8B, RDX, 8); /* mov edx, [entry.record] */
-	emit_store(e, false, RDX, CPU_OFF(jit_exit));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x05 }, 3); /* lea rax, [buffer + 8] */
-	emit4(e, (uint32_t)(int32_t)(c->jit->rx + 8 - (c->jit->rx + (e->p + 4 - c->jit->rw))));
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x01, 0xC2 }, 3); /* add rdx, rax */
-	emit_find(c, c->jit->stub_check);
-	patch_jump8(e, miss[0]);
-	patch_jump8(e, miss[1]);
-}
-
 /* The exit after a RET or an indirect JMP/CALL (RIP written by it): the lookup table may
  * know the successor, else the return with jit_exit EMU_JIT_EXIT_LOOKUP, so that emu_run()
  * has emu_jit_link() remember the block it finds. jit_exit is 0 here (a successful chain
@@ -2149,9 +2113,7 @@ static void emit_exit_lookup(struct compile *c, bool ret)
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x80 }, 1, 7, CPU_OFF(block_exit)); /* cmp, 0 */
 	emit1(e, 0);
 	emit_jump(e, c->jit, CC_NZ, c->ret0);
-	if (ret)
-		emit_ret_predict(c);
-	emit_find(c, c->jit->stub_lookup);
+	emit_find(c, ret ? c->jit->stub_ret : c->jit->stub_lookup);
 }
 
 /* Whether `insn` (a block's last) is a near RET, or a near JMP/CALL through a register or
@@ -2194,6 +2156,60 @@ static bool ends_at_next(const struct emu_insn *insn)
 	default:
 		return false;
 	}
+}
+
+static uint8_t *emit_jump8_fwd(struct emit *e, unsigned cc);
+static void patch_jump8(struct emit *e, uint8_t *at);
+
+/* The return prediction's stubs (struct emu_jit), in each generation of the buffer (whose
+ * number they hold). Push, called by a CALL (emit_ret_push()) with RCX = the return address,
+ * RDX, R8, R9, R10 = its return site's link (a struct jit_target) and ESI = what jit_exit
+ * calls that link: the entry at ret_top gets them and the generation; ret_top moves on.
+ * Clobbers RAX. Ret, called after a RET (emit_exit_lookup()) as the lookup is: ret_top moves
+ * back to the entry of the CALL that the RET most likely returns from; if that entry names
+ * the address the RET returned to (RIP) in this generation, the check stub checks the
+ * link's copy, with jit_exit naming the link (so that a miss has emu_run() link it to the
+ * block there), else the lookup. The entry only chooses what to check: a wrong or stale one
+ * costs the lookup. */
+static void jit_ret_stubs(struct emu_jit *jit, struct emit *e)
+{
+	uint8_t *miss[2];
+
+	jit->stub_ret_push = jit->rx + (e->p - jit->rw);
+	emit_load(e, false, RAX, CPU_OFF(ret_top));
+	emit_ring_mem(e, true, (const uint8_t[]){ 0x89 }, 1, RCX, 32); /* mov [entry.la], rcx */
+	emit_ring_mem(e, true, (const uint8_t[]){ 0x89 }, 1, RDX, 0); /* the link */
+	emit_ring_mem(e, true, (const uint8_t[]){ 0x89 }, 1, 8, 8);
+	emit_ring_mem(e, true, (const uint8_t[]){ 0x89 }, 1, 9, 16);
+	emit_ring_mem(e, true, (const uint8_t[]){ 0x89 }, 1, 10, 24);
+	emit_ring_mem(e, false, (const uint8_t[]){ 0x89 }, 1, RSI, 40); /* mov [.record], esi */
+	emit_ring_mem(e, false, (const uint8_t[]){ 0xC7 }, 1, 0, 44); /* mov [entry.gen], gen */
+	emit4(e, jit->gen);
+	emit_bytes(e, (const uint8_t[]){ 0x83, 0xC0, 0x40 }, 3); /* add eax, 64 */
+	emit1(e, 0x25); /* and eax, RET_RING_MASK */
+	emit4(e, RET_RING_MASK);
+	emit_store(e, false, RAX, CPU_OFF(ret_top));
+	emit1(e, 0xC3);
+
+	jit->stub_ret = jit->rx + (e->p - jit->rw);
+	emit_load(e, false, RAX, CPU_OFF(ret_top));
+	emit_bytes(e, (const uint8_t[]){ 0x83, 0xE8, 0x40 }, 3); /* sub eax, 64 */
+	emit1(e, 0x25); /* and eax, RET_RING_MASK */
+	emit4(e, RET_RING_MASK);
+	emit_store(e, false, RAX, CPU_OFF(ret_top));
+	emit_load(e, true, RCX, CPU_OFF(s.rip));
+	emit_ring_mem(e, true, (const uint8_t[]){ 0x3B }, 1, RCX, 32); /* cmp rcx, [entry.la] */
+	miss[0] = emit_jump8_fwd(e, CC_NZ);
+	emit_ring_mem(e, false, (const uint8_t[]){ 0x81 }, 1, 7, 44); /* cmp [entry.gen], gen */
+	emit4(e, jit->gen);
+	miss[1] = emit_jump8_fwd(e, CC_NZ);
+	emit_ring_mem(e, false, (const uint8_t[]){ 0x8B }, 1, RDX, 40); /* mov edx, [.record] */
+	emit_store(e, false, RDX, CPU_OFF(jit_exit));
+	emit_ring_mem(e, true, (const uint8_t[]){ 0x8D }, 1, RDX, 0); /* lea rdx, [entry.link] */
+	emit_jump(e, jit, 16, jit->stub_check);
+	patch_jump8(e, miss[0]);
+	patch_jump8(e, miss[1]);
+	emit_jump(e, jit, 16, jit->stub_lookup);
 }
 
 /* The shared code at the start of each generation of the buffer (struct emu_jit): the check
@@ -2265,6 +2281,7 @@ static bool jit_stubs(struct emu_jit *jit)
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x02 }, 3); /* cmp rax, [rdx] */
 	emit_jump(e, jit, CC_NZ, find_miss);
 	emit_jump(e, jit, 16, check_gen);
+	jit_ret_stubs(jit, e);
 	if (e->overflow)
 		return false;
 	jit->pos = (size_t)(e->p - jit->rw);
@@ -3026,6 +3043,24 @@ static void link_xpage(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t 
 	link_jump(jit, exit, at, false);
 }
 
+/* A CALL's return site link at buffer offset `off` (emit_ret_push()): the immediates of its
+ * four MOVABS, in the hot code, get where the CPU is now. */
+static void link_return_site(struct emu_jit *jit, const struct emu_cpu *cpu, size_t off,
+			     bool global, const uint8_t *at)
+{
+	struct jit_target t = target_here(cpu, global, at);
+	const uint64_t v[4] = { t.la, t.gen, t.ggen, t.code };
+	uint8_t op[2];
+
+	if (off + JIT_RET_LINK_LEN > jit->pos)
+		return;
+	memcpy(op, jit->rw + off, 2);
+	if (op[0] != 0x48 || op[1] != 0xBA) /* never: jit_exit named it */
+		return;
+	for (unsigned i = 0; i < 4; i++)
+		jit_patch(jit, off + 10 * i + 2, &v[i], 8);
+}
+
 void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit, uint32_t gen,
 		  uint64_t gpa, bool global, emu_jit_fn code)
 {
@@ -3036,18 +3071,16 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 		jit_remember(jit, cpu, global, at);
 		return;
 	}
+	if (exit & JIT_RET_LINK) { /* a CALL's return site link (the return prediction's) */
+		if (gen == jit->gen && at)
+			link_return_site(jit, cpu, exit & ~JIT_RET_LINK, global, at);
+		return;
+	}
 	if (!exit || gen != jit->gen || exit < 4 || !at)
 		return;
 	if (!record_fits(jit, exit, sizeof(struct jit_link_rec)))
 		return; /* neither in the hot code nor in the cold code */
 	memcpy(&want, jit->rw + exit, 8);
-	if (want == JIT_XPAGE) { /* the check stub's: where the CPU is now */
-		struct jit_target t = target_here(cpu, global, at);
-
-		if (record_fits(jit, exit, 8 + sizeof(t)))
-			jit_patch(jit, exit + 8, &t, sizeof(t));
-		return;
-	}
 	if (want == JIT_XPAGE_CHECK) {
 		link_xpage(jit, cpu, exit, global, at);
 		return;
