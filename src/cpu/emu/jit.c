@@ -2043,7 +2043,8 @@ static void emit_exit_xpage(struct compile *c)
 
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, la */
 	emit8(e, JIT_NEVER);
-	emit_mem(e, 0, true, (const uint8_t[]){ 0x39 }, 1, RAX, CPU_OFF(s.rip)); /* cmp [rip], rax */
+	/* cmp [rip], rax */
+	emit_mem(e, 0, true, (const uint8_t[]){ 0x39 }, 1, RAX, CPU_OFF(s.rip));
 	to_stub[0] = emit_jump_fwd(e, CC_NZ);
 	rec.gen_imm = (uint8_t)(e->p + 2 - check); /* mov rax, generation */
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2);
@@ -2849,9 +2850,9 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 		else if (chain && n && (chain->falls_through || ends_at_next(&insn[n - 1]))) {
 			c.serialised = insn[n - 1].map == EMU_MAP_0F && insn[n - 1].opcode == 0xA2;
 			emit_exit_to(&c, (int64_t)c.insn_off);
-		}
-		else
+		} else {
 			emit_exit_to(&c, EXIT_NONE);
+		}
 	}
 	if (e->overflow || c.cold.overflow)
 		return NULL;
@@ -3002,7 +3003,8 @@ static void unlink_incoming(struct emu_jit *jit, const uint8_t *at)
 	unsigned guard = 0;
 
 	memcpy(&exit, jit->rw + head, 4);
-	while (exit && record_fits(jit, exit, sizeof(struct jit_link_rec)) && guard++ < (1u << 24)) {
+	while (exit && record_fits(jit, exit, sizeof(struct jit_link_rec)) &&
+	       guard++ < (1u << 24)) {
 		struct jit_link_rec rec;
 		const uint8_t *now;
 		int32_t stub;
@@ -3100,6 +3102,7 @@ void emu_jit_link(struct emu_jit *jit, const struct emu_cpu *cpu, uint32_t exit,
 
 void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
 {
+	uint8_t full[2] = { 0xEB }, same[2] = { 0xEB };
 	const uint8_t *at;
 	size_t off;
 
@@ -3108,12 +3111,10 @@ void emu_jit_unchain(struct emu_jit *jit, const struct emu_jit_ref *ref)
 	unlink_incoming(jit, at);
 	off = (size_t)(at - jit->rx);
 	/* jmp out at both entries (the return just before them) */
-	jit_patch(jit, off, (const uint8_t[]){ 0xEB, (uint8_t)(int8_t)-(int)(JIT_ENTRY_OUT + 2) },
-		  2);
-	jit_patch(jit, off + JIT_ENTRY_SAME,
-		  (const uint8_t[]){ 0xEB,
-				     (uint8_t)(int8_t)-(int)(JIT_ENTRY_OUT + JIT_ENTRY_SAME + 2) },
-		  2);
+	full[1] = (uint8_t)(256 - (JIT_ENTRY_OUT + 2));
+	same[1] = (uint8_t)(256 - (JIT_ENTRY_OUT + JIT_ENTRY_SAME + 2));
+	jit_patch(jit, off, full, 2);
+	jit_patch(jit, off + JIT_ENTRY_SAME, same, 2);
 }
 
 /* Drop all code (a new generation) and what refers to it, and start the buffer again. */
