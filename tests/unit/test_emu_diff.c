@@ -1790,8 +1790,8 @@ static void test_flags_then_condition(void)
 			*p++ = 0x0F;
 			*p++ = 0xBC;
 			cc = 4 + rnd_below(2);
-			c.flags_undef = EMU_FLAG_CF | EMU_FLAG_OF | EMU_FLAG_SF | EMU_FLAG_AF |
-					EMU_FLAG_PF;
+			c.flags_undef =
+				EMU_FLAG_CF | EMU_FLAG_OF | EMU_FLAG_SF | EMU_FLAG_AF | EMU_FLAG_PF;
 			if (rnd_below(4) == 0)
 				c.gpr[a] &= ~emu_size_mask(size);
 		} else if (form == 12) { /* SHL/SHR/SAR a, 1..width-1: OF undefined above 1 */
@@ -3282,7 +3282,9 @@ static void test_fast_selection(void)
 		{ { 0x75, 0x00 }, EMU_MODE_64, true }, /* jne */
 		{ { 0x48, 0xf7, 0xe3 }, EMU_MODE_64, true }, /* mul rbx */
 		{ { 0xf3, 0x0f, 0x1e, 0xfa }, EMU_MODE_64, true }, /* endbr64 */
-		{ { 0x65, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0 }, EMU_MODE_64, true }, /* mov rax, gs:[0] */
+		{ { 0x65, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0 },
+		  EMU_MODE_64,
+		  true }, /* mov rax, gs:[0] */
 		{ { 0xf0, 0x48, 0x01, 0x18 }, EMU_MODE_64, false }, /* lock add [rax], rbx */
 		{ { 0x88, 0xe0 }, EMU_MODE_64, false }, /* mov al, ah */
 		{ { 0x48, 0xf7, 0xf3 }, EMU_MODE_64, true }, /* div rbx */

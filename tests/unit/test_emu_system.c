@@ -1476,8 +1476,9 @@ static void test_blocks_cross_page(void)
 
 	machine_reset();
 	/* mov ecx, 5; 8 x nop; mov eax, 0x04030201 across USER_RW's end; jmp $ */
-	code(USER_RW + 0xFF0, (const uint8_t[]){ 0xB9, 0x05, 0x00, 0x00, 0x00, 0x90, 0x90, 0x90,
-						0x90, 0x90, 0x90, 0x90, 0x90, 0xB8, 0x01, 0x02 },
+	code(USER_RW + 0xFF0,
+	     (const uint8_t[]){ 0xB9, 0x05, 0x00, 0x00, 0x00, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+				0x90, 0x90, 0xB8, 0x01, 0x02 },
 	     16);
 	code(USER_RO, (const uint8_t[]){ 0x03, 0x04, 0xEB, 0xFE }, 4);
 	cpu.s.rip = USER_RW + 0xFFD;
@@ -1766,8 +1767,8 @@ static void test_cli_pushf_in_block(void)
 		CHECK_EQ(cpu.s.rip, USER_RW + 3); /* at jmp $: inc, cli, jmp */
 		CHECK_EQ(cpu.instructions, 3);
 		CHECK(!(cpu.s.rflags & EMU_FLAG_IF));
-		CHECK_EQ(emu_flags_get(&cpu), EMU_FLAG_FIXED1 | EMU_FLAG_CF | EMU_FLAG_ZF |
-						      EMU_FLAG_PF | EMU_FLAG_AF);
+		CHECK_EQ(emu_flags_get(&cpu),
+			 EMU_FLAG_FIXED1 | EMU_FLAG_CF | EMU_FLAG_ZF | EMU_FLAG_PF | EMU_FLAG_AF);
 		emu_jit_destroy(cpu.jit);
 		cpu.jit = NULL;
 	}

@@ -465,8 +465,8 @@ static void block_build_cross(struct emu_cpu *cpu, struct emu_block_head *h, str
 	uint64_t gpa2;
 	uint32_t *word2;
 
-	if (avail >= EMU_MAX_INSN_LEN ||
-	    cpu->mem->fetch(cpu, la + avail, &host2, &avail2, &gpa2) || !host2)
+	if (avail >= EMU_MAX_INSN_LEN || cpu->mem->fetch(cpu, la + avail, &host2, &avail2, &gpa2) ||
+	    !host2)
 		return;
 	word2 = memory_code_word(cpu->code, host2);
 	cross->version = memory_code_mark(cpu->code, word2); /* before the bytes are read */

@@ -1741,7 +1741,7 @@ static emu_fast_fn select_map0f(struct emu_insn *insn)
 		return insn->modrm == 0xF9 ? rdtscp : NULL;
 	case 0xC7:
 		return insn->mod != 3 && ((insn->modrm >> 3) & 7) == 1 && size == 8 ? cmpxchg16b
-										      : NULL;
+										    : NULL;
 	case 0xA3:
 	case 0xAB:
 	case 0xB3:
@@ -1761,8 +1761,10 @@ static emu_fast_fn select_map0f(struct emu_insn *insn)
 	case 0x29: /* MOVUPS/MOVUPD, MOVAPS/MOVAPD with memory (F2/F3 forms never get here) */
 		if (insn->mod == 3)
 			return NULL;
-		return op == 0x10 ? sse_load_u : op == 0x11 ? sse_store_u : op == 0x28 ? sse_load_a
-											 : sse_store_a;
+		return op == 0x10   ? sse_load_u
+		       : op == 0x11 ? sse_store_u
+		       : op == 0x28 ? sse_load_a
+				    : sse_store_a;
 	case 0x6F:
 	case 0x7F: /* MOVDQA with memory (without 66: MMX MOVQ) */
 		if (insn->mod == 3 || !(insn->prefix & EMU_PFX_OPSIZE))

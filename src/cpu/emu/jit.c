@@ -879,8 +879,8 @@ static bool emit_guest_flags_for(struct compile *c, unsigned cc)
 	if ((cc >> 1) != 2 && (cc >> 1) != 4 && (cc >> 1) != 5) /* E/NE, S/NS, P/NP */
 		return false;
 	emit_load(e, true, RDX, CPU_OFF(cc.res)); /* mov rdx, [res]; test rdx, rdx (sized) */
-	emit_rr(e, size == 2 ? 0x66 : 0, size == 8, (const uint8_t[]){ (uint8_t)(0x85 - (size == 1)) },
-		1, RDX, RDX);
+	emit_rr(e, size == 2 ? 0x66 : 0, size == 8,
+		(const uint8_t[]){ (uint8_t)(0x85 - (size == 1)) }, 1, RDX, RDX);
 	return true; /* host_flags stays false: CF and OF are not the guest's */
 }
 
@@ -2553,7 +2553,7 @@ static void emit_cli(struct compile *c, const struct emu_insn *insn, bool last)
 	emit1(e, 0);
 	t.slow[0] = emit_jump_fwd(e, CC_NZ);
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, CPU_OFF(s.rflags)); /* and */
-	emit4(e, (uint32_t)~(uint32_t)EMU_FLAG_IF);
+	emit4(e, (uint32_t) ~(uint32_t)EMU_FLAG_IF);
 	emit_slow_path(c, insn, last, false, &t);
 	c->host_flags = false;
 	c->prod = prod; /* both paths leave the record as it was */
