@@ -255,8 +255,10 @@ void emu_tlb_flush_page(struct emu_cpu *cpu, uint64_t linear)
 	cpu->tlb.generation++;
 	cpu->tlb.generation_global++;
 	EMU_STAT_INC(cpu->tlb.flushes_page);
-	for (unsigned k = 0; k < 3; k++)
-		cpu->tlb.all[k * EMU_TLB_SIZE + i].tag = cpu->tlb.way2[k * EMU_TLB_SIZE + i].tag = 0;
+	for (unsigned k = i; k < 3 * EMU_TLB_SIZE; k += EMU_TLB_SIZE) { /* each kind's entry */
+		cpu->tlb.all[k].tag = 0;
+		cpu->tlb.way2[k].tag = 0;
+	}
 }
 
 bool emu_tlb_fetch_global(const struct emu_cpu *cpu, uint64_t linear)
