@@ -104,6 +104,9 @@ struct emu_block_cross {
 	uint64_t page; /* guest-physical address of the second page */
 };
 
+#define COMPILED_TAGS_LOG2 14
+#define COMPILED_TAGS (1u << COMPILED_TAGS_LOG2)
+
 struct emu_icache {
 	void *base; /* what to free */
 	uint32_t prev; /* the slot of the block emu_run() executed last, BLOCK_NONE if none */
@@ -122,7 +125,17 @@ struct emu_icache {
 	 * decoded (BLOCK_NONE: none); the slot's head says whether they still do. */
 	uint32_t owner[BLOCK_POOL_INSNS];
 	struct emu_insn pool[BLOCK_POOL_INSNS];
+	/* Tags of blocks that were compiled, by compiled_index(): a block the cache forgot and
+	 * decodes again is compiled at its first entry, not after EMU_JIT_THRESHOLD entries in
+	 * the interpreter. A path that runs once a second (a ping's) came back after bulk I/O had
+	 * pushed its ~1500 blocks out, and ran interpreted for 16 pings (1.5-5 ms each). */
+	uint64_t compiled[COMPILED_TAGS];
 };
+
+static unsigned compiled_index(uint64_t tag)
+{
+	return (unsigned)((tag * 0x9E3779B97F4A7C15ull) >> (64 - COMPILED_TAGS_LOG2));
+}
 
 /* A cache with every slot empty (calloc: pages the host zeroes as they are first touched; the
  * BLOCK_NONE bytes of the buckets and owners are touched at once), 64-byte aligned so that
@@ -776,6 +789,11 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 		else
 			EMU_STAT_INC(cpu->blocks.builds_empty);
 		block_decode(cpu, index, host, avail, tag, la);
+		if (cpu->jit && ic->compiled[compiled_index(tag)] == tag) /* hot before */
+			ic->head[index].jit = (struct emu_jit_ref){
+				.gen = emu_jit_generation(cpu->jit),
+				.runs = UINT32_MAX,
+			};
 	} else if (!block_current(&ic->head[index]) || !cross_current(cpu, index, la)) {
 		EMU_STAT_INC(cpu->blocks.builds_version);
 		block_redecode(cpu, index, host, avail, la);
@@ -812,6 +830,8 @@ static emu_jit_fn block_code(struct emu_cpu *cpu, struct emu_block_head *h, uint
 	};
 	emu_jit_fn code = emu_jit_block_chain(cpu->jit, &h->jit, block_insns(ic, h), h->n, &chain);
 
+	if (code && ic->compiled[compiled_index(h->tag)] != h->tag)
+		ic->compiled[compiled_index(h->tag)] = h->tag;
 	if (code && ic->link_exit) /* 64-bit mode: RIP is the linear address */
 		emu_jit_link(cpu->jit, cpu, ic->link_exit, ic->link_gen, chain.gpa,
 			     emu_tlb_fetch_global(cpu, cpu->s.rip), code);
