@@ -474,6 +474,16 @@ static bool way_a_remapped(void)
 	return mmio_reads == before + 1;
 }
 
+/* A back on phys 0x300000, cached in the second way (behind B), then remapped to MMIO
+ * without a flush. */
+static void way_cached_then_remapped(void)
+{
+	put64(PDPT + 8, 0 | P | W | PS);
+	emu_tlb_flush(&cpu, true);
+	way_fill();
+	put64(PDPT + 8, (1ull << 30) | P | W | PS);
+}
+
 static void test_tlb_second_way(void)
 {
 	uint64_t walks, hits;
@@ -503,27 +513,18 @@ static void test_tlb_second_way(void)
 	CHECK(way_a_remapped());
 
 	/* The same when more were filled than the log holds (the flush scans both ways). */
-	put64(PDPT + 8, 0 | P | W | PS);
-	emu_tlb_flush(&cpu, true);
-	way_fill();
-	put64(PDPT + 8, (1ull << 30) | P | W | PS);
+	way_cached_then_remapped();
 	cpu.tlb.nr_fills = EMU_TLB_FILL_LOG + 1;
 	emu_tlb_flush(&cpu, false);
 	CHECK(way_a_remapped());
 
 	/* INVLPG of A drops it from the second way. */
-	put64(PDPT + 8, 0 | P | W | PS);
-	emu_tlb_flush(&cpu, true);
-	way_fill();
-	put64(PDPT + 8, (1ull << 30) | P | W | PS);
+	way_cached_then_remapped();
 	emu_tlb_flush_page(&cpu, WAY_A);
 	CHECK(way_a_remapped());
 
 	/* A full flush drops it too. */
-	put64(PDPT + 8, 0 | P | W | PS);
-	emu_tlb_flush(&cpu, true);
-	way_fill();
-	put64(PDPT + 8, (1ull << 30) | P | W | PS);
+	way_cached_then_remapped();
 	emu_tlb_flush(&cpu, true);
 	CHECK(way_a_remapped());
 	put64(PDPT + 8, 0 | P | W | PS);
@@ -2464,6 +2465,28 @@ static bool xp_same(const struct xp_state *a, const struct xp_state *b)
 	       a->rsp == b->rsp && a->ran == b->ran;
 }
 
+/* The first of `n` runs whose compiled state differs from the interpreted one (each field
+ * checked there, so that a failure names it), or `n` when none does. */
+static unsigned xp_first_difference(const struct xp_state *interp, const struct xp_state *compiled,
+				    unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (xp_same(&interp[i], &compiled[i]))
+			continue;
+		CHECK_EQ(compiled[i].rc, interp[i].rc);
+		CHECK_EQ(compiled[i].rip, interp[i].rip);
+		CHECK_EQ(compiled[i].instructions, interp[i].instructions);
+		CHECK_EQ(compiled[i].ran, interp[i].ran);
+		CHECK_EQ(compiled[i].rax, interp[i].rax);
+		CHECK_EQ(compiled[i].rbx, interp[i].rbx);
+		CHECK_EQ(compiled[i].rcx, interp[i].rcx);
+		CHECK_EQ(compiled[i].rdx, interp[i].rdx);
+		CHECK_EQ(compiled[i].rsp, interp[i].rsp);
+		return i;
+	}
+	return n;
+}
+
 static void test_jit_cross_page_exact(void)
 {
 	static struct xp_state interp[1024], compiled[1024];
@@ -2488,17 +2511,11 @@ static void test_jit_cross_page_exact(void)
 			/* eax 3 + 5 (i - 1) added to ebx in pass i, and 2 from h */
 			CHECK_EQ(interp[n - 1].rax, 100);
 			CHECK_EQ(interp[n - 1].rbx, 1050);
-			for (unsigned i = 0; i < n && i < m; i++) {
-				if (!xp_same(&interp[i], &compiled[i])) {
-					printf("  max %u attention %u: run %u\n", max[k], att, i);
-					CHECK_EQ(compiled[i].rip, interp[i].rip);
-					CHECK_EQ(compiled[i].instructions, interp[i].instructions);
-					CHECK_EQ(compiled[i].ran, interp[i].ran);
-					CHECK_EQ(compiled[i].rax, interp[i].rax);
-					CHECK_EQ(compiled[i].rbx, interp[i].rbx);
-					break;
-				}
-			}
+			unsigned runs = n < m ? n : m;
+			unsigned first = xp_first_difference(interp, compiled, runs);
+
+			if (first < runs)
+				printf("  max %u attention %u: run %u\n", max[k], att, first);
 		}
 	}
 	emu_jit_destroy(cpu.jit);
@@ -2547,16 +2564,11 @@ static void test_jit_return_ring_overflow(void)
 		CHECK_EQ(interp[n - 1].rc, EMU_EXCEPTION);
 		CHECK_EQ(interp[n - 1].rip, XP_PAGE(0) + 0x300 + 14);
 		CHECK_EQ(interp[n - 1].rsp, USER_RW + 0xF00);
-		for (unsigned i = 0; i < n && i < m; i++) {
-			if (!xp_same(&interp[i], &compiled[i])) {
-				printf("  max %u: run %u\n", max[k], i);
-				CHECK_EQ(compiled[i].rip, interp[i].rip);
-				CHECK_EQ(compiled[i].instructions, interp[i].instructions);
-				CHECK_EQ(compiled[i].ran, interp[i].ran);
-				CHECK_EQ(compiled[i].rsp, interp[i].rsp);
-				break;
-			}
-		}
+		unsigned runs = n < m ? n : m;
+		unsigned first = xp_first_difference(interp, compiled, runs);
+
+		if (first < runs)
+			printf("  max %u: run %u\n", max[k], first);
 	}
 	emu_jit_destroy(cpu.jit);
 	cpu.jit = NULL;

@@ -40,6 +40,16 @@ static inline __attribute__((always_inline)) void emu_gpr_write(uint64_t *r, uns
 	}
 }
 
+/* BTS (op 1), BTR (2), BTC (3): `v` with bit `offset` set, cleared or flipped; BT (0): `v`. */
+static inline uint64_t emu_bit_op(uint64_t v, uint64_t offset, unsigned op)
+{
+	if (op == 1)
+		return v | 1ull << offset;
+	if (op == 2)
+		return v & ~(1ull << offset);
+	return op == 3 ? v ^ 1ull << offset : v;
+}
+
 static inline uint64_t emu_sign_bit(unsigned size)
 {
 	return 1ull << (8 * size - 1);

@@ -598,12 +598,7 @@ static int exec_bit_test(struct exec *x, unsigned op, uint64_t offset, bool imm)
 	emu_flags_set(x->cpu, EMU_FLAG_CF, bit);
 	if (op == 0)
 		return EMU_OK;
-	if (op == 1)
-		v |= 1ull << offset;
-	else if (op == 2)
-		v &= ~(1ull << offset);
-	else
-		v ^= 1ull << offset;
+	v = emu_bit_op(v, offset, op);
 	if (x->insn->mod == 3) {
 		exec_reg_set(x, x->insn->rm, size, v);
 		return EMU_OK;

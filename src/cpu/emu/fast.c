@@ -1246,12 +1246,7 @@ INLINE int bit_test(struct emu_cpu *cpu, const struct emu_insn *insn, unsigned o
 		return rc;
 	bit = (v >> offset) & 1;
 	if (op) {
-		if (op == 1)
-			v |= 1ull << offset;
-		else if (op == 2)
-			v &= ~(1ull << offset);
-		else
-			v ^= 1ull << offset;
+		v = emu_bit_op(v, offset, op);
 		if (insn->mod == 3)
 			rset(cpu, insn->rm, size, v);
 		else if ((rc = mwrite(cpu, la, size, v)))

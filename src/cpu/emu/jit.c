@@ -1673,6 +1673,31 @@ static void emit_arith_flags_store(struct compile *c, unsigned reg)
 	c->prod = PROD_RFLAGS;
 }
 
+/* After SHL (op 4), SHR (5) or SAR (7) by 1..top in RAX (the result), with the host's flags in
+ * RDX (pushfq; pop rdx) and, for SHR, the operand's sign in RSI: CF PF ZF SF from the host,
+ * OF the result's sign ^ CF (SHL), the operand's sign (SHR) or 0 (SAR), AF 0, into RFLAGS. */
+static void emit_shift_flags_store(struct compile *c, unsigned op, uint8_t top)
+{
+	struct emit *e = &c->e;
+
+	emit_rr(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, RDX); /* and edx, CF PF ZF SF */
+	emit4(e, EMU_FLAG_CF | EMU_FLAG_PF | EMU_FLAG_ZF | EMU_FLAG_SF);
+	if (op == 4) { /* SHL: OF = the result's sign ^ CF */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RSI); /* mov rsi, rax */
+		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RSI); /* shr rsi, top */
+		emit1(e, top);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x31 }, 1, RDX, RSI); /* xor esi, edx */
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 4, RSI); /* and esi, 1 */
+		emit1(e, 1);
+	}
+	if (op != 7) { /* shl esi, 11; or edx, esi */
+		emit_rr(e, 0, false, (const uint8_t[]){ 0xC1 }, 1, 4, RSI);
+		emit1(e, 11);
+		emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RSI, RDX);
+	}
+	emit_arith_flags_store(c, RDX);
+}
+
 /* SHL SHR SAR with their flags, as fast.c's shift_fixed(): all six replaced (AF 0), CF ZF SF
  * PF from the host's shift (the count is 1..width-1), OF computed for every count. */
 static void emit_shift_flags(struct compile *c, const struct emu_insn *insn, const struct form *f)
@@ -1693,22 +1718,7 @@ static void emit_shift_flags(struct compile *c, const struct emu_insn *insn, con
 	emit1(e, (uint8_t)f->count);
 	emit_store(e, true, RAX, GPR(insn->fast_a));
 	emit_bytes(e, (const uint8_t[]){ 0x9C, 0x5A }, 2); /* pushfq; pop rdx */
-	emit_rr(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, RDX); /* and edx, CF PF ZF SF */
-	emit4(e, EMU_FLAG_CF | EMU_FLAG_PF | EMU_FLAG_ZF | EMU_FLAG_SF);
-	if (f->op == 4) { /* SHL: OF = the result's sign ^ CF */
-		emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RSI); /* mov rsi, rax */
-		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RSI); /* shr rsi, top */
-		emit1(e, top);
-		emit_rr(e, 0, false, (const uint8_t[]){ 0x31 }, 1, RDX, RSI); /* xor esi, edx */
-		emit_rr(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 4, RSI); /* and esi, 1 */
-		emit1(e, 1);
-	}
-	if (f->op != 7) { /* shl esi, 11; or edx, esi */
-		emit_rr(e, 0, false, (const uint8_t[]){ 0xC1 }, 1, 4, RSI);
-		emit1(e, 11);
-		emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RSI, RDX);
-	}
-	emit_arith_flags_store(c, RDX);
+	emit_shift_flags_store(c, f->op, top);
 }
 
 /* ROL ROR by a non-zero count, as alu.c's emu_shift(): only CF and OF change, so with live
@@ -2519,22 +2529,7 @@ static void emit_shift_cl_flags(struct compile *c, const struct emu_insn *insn,
 	emit_rr(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 4, RCX); /* and ecx, width - 1 */
 	emit1(e, top);
 	skip = emit_jump8_fwd(e, CC_E);
-	emit_rr(e, 0, false, (const uint8_t[]){ 0x81 }, 1, 4, RDX); /* and edx, CF PF ZF SF */
-	emit4(e, EMU_FLAG_CF | EMU_FLAG_PF | EMU_FLAG_ZF | EMU_FLAG_SF);
-	if (f->op == 4) { /* SHL: OF = the result's sign ^ CF */
-		emit_rr(e, 0, true, (const uint8_t[]){ 0x89 }, 1, RAX, RSI); /* mov rsi, rax */
-		emit_rr(e, 0, true, (const uint8_t[]){ 0xC1 }, 1, 5, RSI); /* shr rsi, top */
-		emit1(e, top);
-		emit_rr(e, 0, false, (const uint8_t[]){ 0x31 }, 1, RDX, RSI); /* xor esi, edx */
-		emit_rr(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 4, RSI); /* and esi, 1 */
-		emit1(e, 1);
-	}
-	if (f->op != 7) { /* shl esi, 11; or edx, esi */
-		emit_rr(e, 0, false, (const uint8_t[]){ 0xC1 }, 1, 4, RSI);
-		emit1(e, 11);
-		emit_rr(e, 0, false, (const uint8_t[]){ 0x09 }, 1, RSI, RDX);
-	}
-	emit_arith_flags_store(c, RDX);
+	emit_shift_flags_store(c, f->op, top);
 	patch_jump8(e, skip);
 	c->host_flags = false;
 	c->prod = PROD_UNKNOWN;
