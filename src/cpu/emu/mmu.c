@@ -289,6 +289,18 @@ static void tlb_log_fill(struct emu_tlb *tlb, unsigned pos)
 		tlb->nr_fills++;
 }
 
+/* Entry `old` (fill-log index `pos`) is about to hold a page, non-global or not: the log must
+ * name the position if it will hold a non-global page. One that holds a non-global page now
+ * is named already (every such position is, since the last flush of them), so only a position
+ * that held none does: a swap of two hot kernel pages (global) or of two user pages (both
+ * non-global) logs nothing, and alternating pages do not overflow the log into full scans. */
+static void tlb_log_move(struct emu_tlb *tlb, unsigned pos, const struct emu_tlb_entry *old,
+			 bool global)
+{
+	if (!global && (!old->tag || old->global))
+		tlb_log_fill(tlb, pos);
+}
+
 /* What every fill of an entry (or a swap of the ways) does before compiled code may use it. */
 static void tlb_note_fill(struct emu_cpu *cpu)
 {
@@ -304,10 +316,10 @@ static void tlb_swap_ways(struct emu_cpu *cpu, struct emu_tlb_entry *e, unsigned
 {
 	struct emu_tlb_entry *w2 = &cpu->tlb.way2[pos], t = *e;
 
+	tlb_log_move(&cpu->tlb, pos, e, w2->global);
+	tlb_log_move(&cpu->tlb, 3 * EMU_TLB_SIZE + pos, w2, t.global);
 	*e = *w2;
 	*w2 = t;
-	tlb_log_fill(&cpu->tlb, pos);
-	tlb_log_fill(&cpu->tlb, 3 * EMU_TLB_SIZE + pos);
 	EMU_STAT_INC(cpu->tlb.way2_hits);
 	tlb_note_fill(cpu);
 }
@@ -337,10 +349,10 @@ static int tlb_lookup(struct emu_cpu *cpu, uint64_t linear, enum emu_access acce
 	if ((rc = walk(cpu, linear, access, &w)))
 		return rc;
 	if (e->tag) { /* the page it replaces moves to the second way */
+		tlb_log_move(&cpu->tlb, 3 * EMU_TLB_SIZE + pos, &cpu->tlb.way2[pos], e->global);
 		cpu->tlb.way2[pos] = *e;
-		tlb_log_fill(&cpu->tlb, 3 * EMU_TLB_SIZE + pos);
 	}
-	tlb_log_fill(&cpu->tlb, pos);
+	tlb_log_move(&cpu->tlb, pos, e, w.global);
 	tlb_note_fill(cpu);
 	e->gpa = w.gpa & PAGE_MASK;
 	host = cpu->phys->ram_page(cpu->phys_opaque, e->gpa);
