@@ -2391,8 +2391,9 @@ static void test_jit_lookup_rebuilt_block(void)
 }
 
 /* A program of calls and returns across pages, an indirect CALL through a register and a JMP
- * through memory, a block that falls through into the next page, blocks that end at PUSHF
- * and LFENCE, up to a #UD, run emu_run() by emu_run() compiled (linked across pages, returns
+ * through memory, a block that falls through into the next page, an instruction that crosses
+ * into the next page (a block of its own, reached from its page's block before it), blocks
+ * that end at PUSHF and LFENCE, up to a #UD, run emu_run() by emu_run() compiled (linked across pages, returns
  * found by the lookup) and interpreted: after every emu_run() the same status, RIP,
  * instruction count, blocks run, registers and stack; and with the attention flag set now
  * and then, the same. */
@@ -2404,7 +2405,7 @@ struct xp_state {
 
 static void xp_program(void)
 {
-	const uint64_t m = XP_PAGE(0) + 0x100, f = XP_PAGE(1) + 0x200, g = XP_PAGE(2) + 0xFFA;
+	const uint64_t m = XP_PAGE(0) + 0x100, f = XP_PAGE(1) + 0xFFC, g = XP_PAGE(2) + 0xFFA;
 	const uint64_t h = XP_PAGE(4) + 0x30, slot = XP_PAGE(5) + 0x80;
 	uint64_t p;
 	uint8_t b[10] = { 0x48, 0xBA };
@@ -2424,7 +2425,8 @@ static void xp_program(void)
 	/* M at p + 20: dec ecx; jnz L (rel8); ud2 */
 	code(p + 20, (const uint8_t[]){ 0xFF, 0xC9, 0x75, (uint8_t)(m + 5 - (p + 24)), 0x0F, 0x0B },
 	     6);
-	/* f: pushf (a block end that goes on to the next instruction); pop rdx; add eax, 3; ret */
+	/* f: pushf (a block end that goes on to the next instruction); pop rdx; add eax, 3 (across
+	 * into XP_PAGE(2)); ret */
 	code(f, (const uint8_t[]){ 0x9C, 0x5A, 0x83, 0xC0, 0x03, 0xC3 }, 6);
 	/* g: add eax, 1; nop; nop; nop (the page ends) | inc eax; ret */
 	code(g, (const uint8_t[]){ 0x83, 0xC0, 0x01, 0x90, 0x90, 0x90 }, 6);
@@ -3166,6 +3168,158 @@ static void test_jit_tlb_page_crossing(void)
 	cpu.chain_max = 0;
 	emu_jit_destroy(cpu.jit);
 	cpu.jit = NULL;
+}
+
+/* A page-crossing instruction (mov eax, imm32 whose last immediate byte is on the next page)
+ * in a hot loop of kernel code, reached by a jump from its own page or by a RET (the return
+ * prediction): L: add ebx, eax; dec ecx; jz done; then either jmp X (rel8) or five NOPs and
+ * call f (f: ret), X: the MOV across the page, then jmp L on the next page; done: hlt. */
+#define CROSS_PAGE 0x180000ull /* the MOV's first page (kernel code, identity) */
+#define CROSS_NEXT (CROSS_PAGE + 0x1000) /* the next linear page */
+#define CROSS_OTHER 0x190000ull /* another physical page for it */
+#define CROSS_LOOP (CROSS_PAGE + 0xFE8)
+#define CROSS_MOV (CROSS_PAGE + 0xFFC)
+#define CROSS_DONE (CROSS_PAGE + 0x100)
+#define CROSS_RET 0x183040ull
+
+/* The next page's bytes at physical `phys`: the MOV's last immediate byte, then jmp L. */
+static void cross_next_page(uint64_t phys, uint8_t imm3)
+{
+	uint8_t b[6] = { imm3, 0xE9 };
+	int32_t rel = (int32_t)(CROSS_LOOP - (CROSS_NEXT + 6));
+
+	memcpy(b + 2, &rel, 4);
+	memcpy(ram + phys, b, sizeof(b));
+	memory_code_written(&code_pages, ram + phys, sizeof(b));
+}
+
+static void cross_program(bool via_ret)
+{
+	static const uint8_t loop[] = { 0x01, 0xC3, 0xFF, 0xC9, 0x0F, 0x84 };
+	static const uint8_t jump[] = {
+		0xEB, 0x08, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC
+	};
+	static const uint8_t mov[] = { 0xB8, 0x01, 0x02, 0x03 };
+	int32_t rel = (int32_t)(CROSS_DONE - (CROSS_LOOP + 10));
+	uint8_t b[10];
+
+	code(CROSS_LOOP, loop, sizeof(loop));
+	memcpy(b, &rel, 4);
+	code(CROSS_LOOP + 6, b, 4);
+	if (via_ret) {
+		memset(b, 0x90, 5);
+		code(CROSS_LOOP + 10, b, 5);
+		put_rel32(CROSS_LOOP + 15, 0xE8, CROSS_RET);
+	} else {
+		code(CROSS_LOOP + 10, jump, sizeof(jump));
+	}
+	code(CROSS_MOV, mov, sizeof(mov));
+	code(CROSS_DONE, (const uint8_t[]){ 0xF4 }, 1);
+	code(CROSS_RET, (const uint8_t[]){ 0xC3 }, 1);
+	cross_next_page(CROSS_NEXT, 0x04);
+}
+
+/* `n` passes of the loop from L with EAX = EBX = 0 (EBX then holds n - 1 times the MOV's
+ * immediate), to the HLT or a fault; *interpreted: blocks emu_run() ran interpreted. */
+static int cross_loop(unsigned n, uint64_t *interpreted)
+{
+	uint64_t before = cpu.blocks.interpreted;
+	int rc = EMU_OK;
+
+	cpu.s.rip = CROSS_LOOP;
+	cpu.s.gpr[CPU_RAX] = cpu.s.gpr[CPU_RBX] = 0;
+	cpu.s.gpr[CPU_RCX] = n;
+	cpu.chain_max = 4096;
+	for (unsigned i = 0; i < 64 && rc == EMU_OK; i++)
+		rc = emu_run(&cpu);
+	if (interpreted)
+		*interpreted = cpu.blocks.interpreted - before;
+	return rc;
+}
+
+/* The block of the crossing instruction runs compiled, and chains go through it (its code
+ * checks the next page at its chain entry, from either entry point: its own page's blocks
+ * vouch for that page only): its bytes on the next page rewritten (as by DMA), the next page
+ * remapped (the old bytes until INVLPG, the new ones after it; back after a CR3 write), its
+ * TLB entry in the second way, and the page not present (#PF on it, nothing changed). In
+ * each case L, the first block of each emu_run() pass, is checked by emu_run() (its page's
+ * version), and the MOV only by its chain entry. */
+static void test_jit_cross_block_chained(void)
+{
+	for (unsigned via_ret = 0; via_ret < 2; via_ret++) {
+		const uint64_t pte = PT_LOW + 8 * (CROSS_NEXT >> 12);
+		uint64_t interpreted, walks, chained;
+		const uint8_t *host;
+		unsigned avail;
+		uint64_t gpa;
+
+		machine_reset();
+		to_kernel_mode(CROSS_LOOP);
+		cpu.jit = emu_jit_create(1 << 20, 0, true);
+		CHECK(cpu.jit != NULL);
+		if (!cpu.jit)
+			return;
+		cross_program(via_ret);
+		CHECK_EQ(cross_loop(3, NULL), EMU_HALT); /* compiled, linked */
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 2 * 0x04030201u);
+		/* Hot: nothing interpreted, chained through the MOV */
+		chained = cpu.blocks.chained;
+		CHECK_EQ(cross_loop(200, &interpreted), EMU_HALT);
+		CHECK_EQ(cpu.s.rip, CROSS_DONE + 1);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], (uint32_t)(199 * 0x04030201u));
+		CHECK_EQ(interpreted, 0);
+		CHECK(cpu.blocks.chained - chained >= 199 * 3);
+		/* The next page's byte rewritten: the new immediate from the first pass on */
+		cross_next_page(CROSS_NEXT, 0x14);
+		CHECK_EQ(cross_loop(3, NULL), EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 2 * 0x14030201u);
+		CHECK_EQ(cross_loop(50, &interpreted), EMU_HALT);
+		CHECK_EQ(interpreted, 0);
+		/* Remapped: the old page while the TLB holds it, the new one after INVLPG, the old
+		 * one again after a CR3 write */
+		cross_next_page(CROSS_OTHER, 0x24);
+		put64(pte, CROSS_OTHER | P | W);
+		CHECK_EQ(cross_loop(3, NULL), EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 2 * 0x14030201u);
+		emu_tlb_flush_page(&cpu, CROSS_NEXT);
+		CHECK_EQ(cross_loop(3, NULL), EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 2 * 0x24030201u);
+		put64(pte, CROSS_NEXT | P | W);
+		emu_tlb_flush(&cpu, false);
+		CHECK_EQ(cross_loop(3, NULL), EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 2 * 0x14030201u);
+		/* The next page's fetch entry moved to the second way by a fetch of a page at the
+		 * same index (BIG_1G + the page: the 1 GiB page, physical 0): the MOV's chain entry
+		 * finds it there, so nothing goes back to emu_run() (whose fetch would swap the
+		 * ways back) */
+		CHECK_EQ(cross_loop(3, NULL), EMU_HALT);
+		walks = cpu.tlb.way2_hits;
+		CHECK_EQ(cpu.mem->fetch(&cpu, BIG_1G + CROSS_NEXT, &host, &avail, &gpa), EMU_OK);
+		CHECK_EQ(gpa, CROSS_NEXT);
+		CHECK_EQ(cross_loop(20, &interpreted), EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 19 * 0x14030201u);
+		CHECK_EQ(cpu.tlb.way2_hits, walks);
+		/* Not present: #PF on the next page (a supervisor fetch: I, not P), the MOV not run */
+		put64(pte, 0);
+		emu_tlb_flush_page(&cpu, CROSS_NEXT);
+		CHECK_EQ(cross_loop(3, NULL), EMU_EXCEPTION);
+		CHECK_EQ(cpu.exc.vector, EMU_VEC_PF);
+		CHECK_EQ(cpu.exc.error_code, 0x10);
+		CHECK_EQ(cpu.exc.cr2, CROSS_NEXT);
+		CHECK_EQ(cpu.s.rip, CROSS_MOV);
+		CHECK_EQ(cpu.s.gpr[CPU_RAX], 0);
+		CHECK_EQ(cpu.s.gpr[CPU_RCX], 2);
+		/* Present again: the loop runs compiled again */
+		put64(pte, CROSS_NEXT | P | W);
+		emu_tlb_flush_page(&cpu, CROSS_NEXT);
+		CHECK_EQ(cross_loop(3, NULL), EMU_HALT);
+		CHECK_EQ(cross_loop(50, &interpreted), EMU_HALT);
+		CHECK_EQ(cpu.s.gpr[CPU_RBX], 49 * 0x14030201u);
+		CHECK_EQ(interpreted, 0);
+		cpu.chain_max = 0;
+		emu_jit_destroy(cpu.jit);
+		cpu.jit = NULL;
+	}
 }
 
 /* ---- the JIT's templates against the interpreter's handlers, with random inputs ---- */
@@ -4778,6 +4932,7 @@ int main(void)
 	RUN_TEST(test_jit_return_ring_overflow);
 	RUN_TEST(test_jit_memory_paths);
 	RUN_TEST(test_jit_tlb_page_crossing);
+	RUN_TEST(test_jit_cross_block_chained);
 	RUN_TEST(test_jit_templates_random);
 	RUN_TEST(test_segment_probes);
 	RUN_TEST(test_sse_state);

@@ -95,7 +95,12 @@ struct emu_block_links {
  * instructions went through emu_step() each time (two fetches, two decodes, and the end of
  * the emu_run() pass): ~7.7 per 4 KiB random-read request at depth 32. Kept beside the heads
  * in a small table indexed by slot, as they are rare (a few dozen); an entry taken over by
- * another slot makes the block invalid, which decodes it again. */
+ * another slot makes the block invalid, which decodes it again. Compiled, such a block's code
+ * holds the second page, its version and its guest-physical address as constants, and its
+ * chain entry checks them at every entry from compiled code (jit.c's emit_cross_check(): the
+ * version, and the fetch TLB's entry for the next linear page); emu_run()'s entries come here
+ * (cross_current()). Interpreted, these were ~10 of the ~20 blocks entered from emu_run() per
+ * 4 KiB random write at depth 32, each the end of a chain. */
 #define BLOCK_CROSS_SLOTS 256
 struct emu_block_cross {
 	uint32_t slot; /* the slot whose block this describes, BLOCK_NONE: none */
@@ -821,14 +826,26 @@ static int block_find(struct emu_cpu *cpu, uint32_t *out)
 static emu_jit_fn block_code(struct emu_cpu *cpu, struct emu_block_head *h, uint32_t index)
 {
 	struct emu_icache *ic = cpu->icache;
-	const struct emu_jit_chain chain = {
+	const struct emu_block_cross *cross = &ic->cross[index % BLOCK_CROSS_SLOTS];
+	struct emu_jit_chain chain = {
 		.gpa = h->tag & BLOCK_GPA_MASK,
 		.slot = index,
 		.version_word = h->version_word,
 		.version = h->version,
 		.falls_through = h->falls_through,
 	};
-	emu_jit_fn code = emu_jit_block_chain(cpu->jit, &h->jit, block_insns(ic, h), h->n, &chain);
+	emu_jit_fn code;
+
+	if (h->cross) { /* its code checks the second page as cross_current() does */
+		if (cross->slot != index) { /* never: block_find() just checked it */
+			ic->link_exit = 0;
+			return NULL;
+		}
+		chain.cross_version_word = cross->version_word;
+		chain.cross_version = cross->version;
+		chain.cross_gpa = cross->page;
+	}
+	code = emu_jit_block_chain(cpu->jit, &h->jit, block_insns(ic, h), h->n, &chain);
 
 	if (code && ic->compiled[compiled_index(h->tag)] != h->tag)
 		ic->compiled[compiled_index(h->tag)] = h->tag;
@@ -884,7 +901,7 @@ static int run_block(struct emu_cpu *cpu, bool *block)
 	cpu->icache->prev_ctx = ctx;
 	cpu->block_exit = false;
 	cpu->block_page = h->tag & BLOCK_GPA_MASK & ~0xfffull;
-	if (cpu->jit && cpu->mode == EMU_MODE_64 && !h->cross) /* compiled code checks one page */
+	if (cpu->jit && cpu->mode == EMU_MODE_64)
 		code = block_code(cpu, h, index);
 	else
 		cpu->icache->link_exit = 0;

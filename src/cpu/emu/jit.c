@@ -2351,6 +2351,70 @@ static void emit_jump8_back(struct emit *e, unsigned cc, const uint8_t *to)
 #define JIT_ENTRY_SAME 16u
 /* xor eax, eax; mov dword [jit_last], slot; pop r13; pop r12; pop rbx; ret */
 #define JIT_ENTRY_OUT 18u
+
+/* A jump or Jcc (cc < 16; 16: JMP) back to `to`, a position in the read-write view: rel8 when
+ * it reaches, else rel32. */
+static void emit_jump_back(struct compile *c, unsigned cc, const uint8_t *to)
+{
+	struct emit *e = &c->e;
+
+	if (to - (e->p + 2) >= -128)
+		emit_jump8_back(e, cc, to);
+	else
+		emit_jump(e, c->jit, cc, c->jit->rx + (to - c->jit->rw));
+}
+
+/* The chain entry's checks of a block whose one instruction crosses into the next page
+ * (jit.h's cross_*), from both entry points: a predecessor in the block's own page vouches
+ * for that page only. The next page's code version, then the next linear page's
+ * translation: the fetch TLB's entry for it (RIP's page + 4096, the tag with R12's CPL bits,
+ * either way) must name the guest-physical page the block was decoded from. An entry that
+ * is not there (a flush, INVLPG, another page at that index) or names another page fails:
+ * emu_run() then checks as for an interpreted block (a walk: the old page, a new one, or
+ * the fault). The TLB holds what paging gave this CPU, so this is what emu_run()'s own
+ * check (the fetch of the page) finds whenever it finds an entry. Out to `out` on a
+ * mismatch. */
+static void emit_cross_check(struct compile *c, const uint8_t *out)
+{
+	static const uint8_t cmp_entry[] = { 0x48, 0x3B, 0x84, 0x0B }; /* cmp rax, [rbx+rcx+d] */
+	const struct emu_jit_chain *chain = c->chain;
+	struct emit *e = &c->e;
+	const int32_t fetch = CPU_OFF(tlb.fetch),
+		      way2 = CPU_OFF(tlb.way2) +
+			     (int32_t)(2 * EMU_TLB_SIZE * sizeof(struct emu_tlb_entry)),
+		      gpa = (int32_t)offsetof(struct emu_tlb_entry, gpa);
+	uint8_t *first;
+
+	/* mov eax, [version_word]; cmp eax, version; jne out */
+	emit1(e, 0xA1);
+	emit8(e, (uint64_t)(uintptr_t)chain->cross_version_word);
+	emit1(e, 0x3D);
+	emit4(e, chain->cross_version);
+	emit_jump_back(c, CC_NZ, out);
+	/* mov rax, [rip]; add rax, 4096 - offset: the next page (RIP's offset is the block's) */
+	emit_load(e, true, RAX, CPU_OFF(s.rip));
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0x05 }, 2);
+	emit4(e, (uint32_t)(4096 - (chain->gpa & 0xfff)));
+	/* mov ecx, eax; shr ecx, 12 - 5; and ecx, (SIZE - 1) * 32: its entry's offset */
+	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC1, 0xC1, 0xE9, 0x07, 0x81, 0xE1 }, 7);
+	emit4(e, (EMU_TLB_SIZE - 1) << 5);
+	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x09, 0xE0 }, 3); /* or rax, r12: the tag */
+	emit_bytes(e, cmp_entry, sizeof(cmp_entry)); /* the first way; je first */
+	emit4(e, (uint32_t)fetch);
+	first = emit_jump8_fwd(e, CC_E);
+	emit_bytes(e, cmp_entry, sizeof(cmp_entry)); /* the second way (mmu.c's way2); jne out */
+	emit4(e, (uint32_t)way2);
+	emit_jump_back(c, CC_NZ, out);
+	emit_bytes(e, (const uint8_t[]){ 0x81, 0xC1 }, 2); /* add ecx, way2 - fetch */
+	emit4(e, (uint32_t)(way2 - fetch));
+	patch_jump8(e, first);
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xB8 }, 2); /* mov rax, page; cmp rax, [.gpa] */
+	emit8(e, chain->cross_gpa);
+	emit_bytes(e, cmp_entry, sizeof(cmp_entry));
+	emit4(e, (uint32_t)(fetch + gpa));
+	emit_jump_back(c, CC_NZ, out);
+}
+
 static void emit_chain_entry(struct compile *c)
 {
 	struct emit *e = &c->e;
@@ -2364,16 +2428,19 @@ static void emit_chain_entry(struct compile *c)
 	emit_jump8_back(e, CC_NZ, out);
 	if (!e->overflow && e->p - start != JIT_ENTRY_SAME)
 		e->overflow = true; /* never: fixed sizes */
+	/* a block across two pages: the second one (before anything counts the block) */
+	if (c->chain->cross_version_word)
+		emit_cross_check(c, out);
 	/* cmp dword [attention], 0; jne out */
 	emit_mem(e, 0, false, (const uint8_t[]){ 0x83 }, 1, 7, CPU_OFF(attention));
 	emit1(e, 0);
-	emit_jump8_back(e, CC_NZ, out);
+	emit_jump_back(c, CC_NZ, out);
 	/* mov eax, [chain_left]; sub eax, 1; jb out; mov [chain_left], rax: one block taken
 	 * from the chain and jit_exit (the next dword) cleared (linked: nothing for emu_run()
 	 * to link unless a later exit says so) */
 	emit_load(e, false, RAX, CPU_OFF(chain_left));
 	emit_bytes(e, (const uint8_t[]){ 0x83, 0xE8, 0x01 }, 3);
-	emit_jump8_back(e, CC_B, out);
+	emit_jump_back(c, CC_B, out);
 	emit_store(e, true, RAX, CPU_OFF(chain_left));
 }
 
@@ -2744,8 +2811,7 @@ static void emit_return(struct compile *c)
 static void emit_prologue(struct compile *c)
 {
 	emit_bytes(&c->e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
-	if (!c->jit->inline_off)
-		emit_tlb_tag(&c->e);
+	emit_tlb_tag(&c->e); /* with handler calls only too: a cross block's chain entry uses it */
 }
 
 /* Compile the block at the buffer's current position; NULL if it does not fit. */

@@ -75,7 +75,8 @@ emu_jit_fn emu_jit_block(struct emu_jit *jit, struct emu_jit_ref *ref, const str
  * lookups missed and emu_run() then entered (emu_jit_link() with EMU_JIT_EXIT_LOOKUP: linear
  * address, generation, CPL, as above) and goes to the successor on a hit. Either way the successor's chain entry checks, each time, that the
  * attention flag (cpu->attention) is clear, the chain has blocks left (cpu->chain_left) and
- * the block's page still has the version it was decoded from; otherwise it returns to
+ * the block's page still has the version it was decoded from (a block across two pages: the
+ * second page too, cross_* below); otherwise it returns to
  * emu_run() with RIP at its first instruction. A block the cache forgets or rebuilds has its
  * chain entry turned into that return for good (emu_jit_unchain()). RIP, the count and the interrupt shadow are exact at
  * every exit, as for a return. Links and the table live with the code buffer: a flush drops
@@ -86,6 +87,15 @@ struct emu_jit_chain {
 	const uint32_t *version_word; /* its page's code version (memory.h), and the value */
 	uint32_t version; /* it had when the block was decoded */
 	bool falls_through; /* the last instruction is not a block end: the next one follows */
+	/* A block of one instruction that crosses into the next page (cpu.c's cross blocks):
+	 * that page's guest-physical address, its code version word and the version it had
+	 * when the block was decoded (cross_version_word NULL: the block lies in one page).
+	 * Its chain entry checks both, from either entry point: the version, and the fetch
+	 * TLB's entry for the next linear page (either way) naming that page at this CPL;
+	 * otherwise it returns to emu_run(), which checks them as for an interpreted block. */
+	const uint32_t *cross_version_word;
+	uint32_t cross_version;
+	uint64_t cross_gpa;
 };
 
 /* emu_jit_block() for a block that may be chained (chain: its facts) or not (NULL). */
