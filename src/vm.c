@@ -70,6 +70,22 @@ void vm_resume(struct vm *vm)
 	pthread_mutex_unlock(&vm->pause_lock);
 }
 
+int vm_add_idle_hook(struct vm *vm, bool (*fn)(void *opaque), void *opaque)
+{
+	if (vm->nr_idle_hooks >= VM_MAX_IDLE_HOOKS)
+		return -ENOSPC;
+	vm->idle_hooks[vm->nr_idle_hooks++] = (struct vm_idle_hook){ .fn = fn, .opaque = opaque };
+	return 0;
+}
+
+bool vm_run_idle_hooks(struct vm *vm)
+{
+	bool any = false;
+	for (unsigned i = 0; i < vm->nr_idle_hooks; i++)
+		any |= vm->idle_hooks[i].fn(vm->idle_hooks[i].opaque);
+	return any;
+}
+
 int vm_irq_line(struct vm *vm, unsigned gsi, bool level)
 {
 	if (level)

@@ -40,6 +40,15 @@ struct vcpu {
 	struct vcpu_stats stats; /* written only by this vCPU's thread (stats.h) */
 };
 
+/* Work a device holds back while the guest is busy, handed over as soon as a vCPU goes idle
+ * (virtio-blk's paced completions). `fn` returns true when it handed something over (an
+ * interrupt may be pending now). */
+#define VM_MAX_IDLE_HOOKS 16
+struct vm_idle_hook {
+	bool (*fn)(void *opaque);
+	void *opaque;
+};
+
 struct vm {
 	struct vm_config cfg;
 	const struct cpu_backend *backend;
@@ -71,6 +80,13 @@ struct vm {
 	struct vm_irq_stats irq_stats;
 	uint64_t created_ns, started_ns; /* monitor set-up done / vCPUs started (trace_now_ns) */
 	struct gdb_server *gdb; /* -g: the gdb stub (gdb/gdb.h), or NULL */
+
+	/* Set by a backend's vm_init when it sees its vCPUs go idle and calls vm_run_idle_hooks()
+	 * before one sleeps (the software CPU; KVM halts in the kernel). Devices add hooks while
+	 * the machine is built (fixed once the vCPUs run: read without a lock). */
+	bool idle_hooks_run;
+	unsigned nr_idle_hooks;
+	struct vm_idle_hook idle_hooks[VM_MAX_IDLE_HOOKS];
 };
 
 /* The kernel and initrd files, read once (a restart after reboot loads them again from here). */
@@ -97,6 +113,12 @@ void vm_pause_begin(struct vm *vm);
 
 /* Ask every thread to stop; the process will exit with `status` (first caller wins). Any thread. */
 void vm_request_stop(struct vm *vm, enum vm_status status);
+/* Add a hook that runs when a vCPU goes idle (only while the machine is built; -ENOSPC when
+ * full). */
+int vm_add_idle_hook(struct vm *vm, bool (*fn)(void *opaque), void *opaque);
+/* A vCPU is about to sleep with nothing to run: every hook; true when one handed work over.
+ * That vCPU's thread. */
+bool vm_run_idle_hooks(struct vm *vm);
 /* Raise/lower a GSI or send an MSI through the backend. Any thread. */
 int vm_irq_line(struct vm *vm, unsigned gsi, bool level);
 /* Edge interrupt: raise then lower. */

@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "virtio/block_io.h"
@@ -106,6 +107,13 @@ struct virtio_blk {
 	/* Requests whose host I/O finished, and their time from submission to completion (the
 	 * host's share of a request's latency, next to the guest's own work). */
 	uint64_t io_completed, io_ns;
+	/* Paced completions (blk_on_io()): finished reads and writes not handed to the guest
+	 * yet, oldest first; `held_any` is read by the idle hook without the lock. */
+	struct block_io_request *held, **held_tail;
+	bool held_any;
+	int pace_timer; /* timerfd: the longest a completion is held */
+	uint64_t paced_batches, paced_held; /* stats: batches split, completions held */
+	uint64_t released_kick, released_idle, released_timer; /* stats: what handed them over */
 };
 
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -353,11 +361,41 @@ static bool blk_handle_chain(struct virtio_blk *blk, unsigned q, struct blk_requ
 	return true;
 }
 
+static void blk_complete(void *opaque, struct block_io_request *io);
+
+/* Hand every held completion to the guest (without the interrupt: the caller sends it). Lock
+ * held. `count`: the stat of what released them. */
+static void blk_release(struct virtio_blk *blk, uint64_t *count)
+{
+	struct block_io_request *list = blk->held;
+	if (!list)
+		return;
+	blk->held = NULL;
+	blk->held_tail = &blk->held;
+	__atomic_store_n(&blk->held_any, false, __ATOMIC_RELAXED);
+	struct itimerspec off = { 0 };
+	timerfd_settime(blk->pace_timer, 0, &off, NULL);
+	if (count)
+		(*count)++;
+	while (list) {
+		struct block_io_request *next = list->next;
+		blk_complete(blk, list);
+		list = next;
+	}
+}
+
+static void blk_notify_all(struct virtio_blk *blk)
+{
+	for (unsigned q = 0; q < blk->vdev.nr_queues; q++)
+		virtio_device_notify_queue(&blk->vdev, q);
+}
+
 static void blk_queue_notify(struct virtio_device *vdev, unsigned q)
 {
 	struct virtio_blk *blk = vdev->opaque;
 	struct virtq *vq = &vdev->queues[q].vq;
 	int r;
+	blk_release(blk, &blk->released_kick); /* the guest is done with the first part */
 	block_io_plug(blk->io);
 	do {
 		for (;;) {
@@ -427,15 +465,78 @@ static void blk_complete(void *opaque, struct block_io_request *io)
 	}
 }
 
+/* Pacing. The host often finishes a whole batch of the guest's requests at once (this host's
+ * disk: 32 random 4 KiB writes all within ~15 us, ~400 us after they were submitted). Handed
+ * over together, they make a guest that reaps whatever has completed and submits as much again
+ * (Linux AIO, fio, databases) run lock-step: it completes and resubmits all 32 while the disk
+ * has nothing to do, then waits for all 32 with nothing to do itself. When at least
+ * BLK_PACE_MIN reads and writes finish together, the older half goes to the guest at once and
+ * the rest when the guest is done with those: at its next queue notify (it has submitted new
+ * requests, which then overlap with its completion of the second half), when a vCPU goes idle
+ * (a guest that waits for all of them loses only an interrupt: vm.h's idle hooks), or after
+ * BLK_PACE_MAX_NS at most. Only where the backend runs idle hooks (the software CPU, whose
+ * guest spends ~25 us per request on its side: on KVM it is a few and nothing would overlap).
+ * 4 KiB random writes at depth 32, the software CPU, interleaved: see the commit. */
+#define BLK_PACE_MIN 8
+#define BLK_PACE_MAX_NS 500000
+
+static void blk_collect(void *opaque, struct block_io_request *io)
+{
+	struct block_io_request ***tail = opaque;
+	io->next = NULL;
+	**tail = io;
+	*tail = &io->next;
+}
+
+static bool blk_pace_candidate(const struct block_io_request *io)
+{
+	return io->op == BLOCK_IO_READ || io->op == BLOCK_IO_WRITE;
+}
+
+/* Completions just reaped (`list`, `n` of them): the guest gets them all, or the older half of
+ * the reads and writes now and the rest held. Lock held. */
+static void blk_complete_batch(struct virtio_blk *blk, struct block_io_request *list, unsigned n)
+{
+	unsigned candidates = 0, give = n;
+	for (struct block_io_request *io = list; io; io = io->next)
+		candidates += blk_pace_candidate(io);
+	if (blk->pace_timer >= 0 && !blk->held && candidates >= BLK_PACE_MIN)
+		give = candidates / 2;
+	while (list) {
+		struct block_io_request *next = list->next;
+		if (give || !blk_pace_candidate(list)) {
+			give -= give && blk_pace_candidate(list);
+			blk_complete(blk, list);
+		} else {
+			list->next = NULL;
+			*blk->held_tail = list;
+			blk->held_tail = &list->next;
+			blk->paced_held++;
+		}
+		list = next;
+	}
+	if (blk->held && !__atomic_load_n(&blk->held_any, __ATOMIC_RELAXED)) {
+		struct itimerspec at = { .it_value = { .tv_nsec = BLK_PACE_MAX_NS } };
+		timerfd_settime(blk->pace_timer, 0, &at, NULL);
+		blk->paced_batches++;
+		__atomic_store_n(&blk->held_any, true, __ATOMIC_RELEASE);
+	}
+}
+
 static void blk_on_io(void *opaque, int fd, uint32_t events)
 {
 	struct virtio_blk *blk = opaque;
+	struct block_io_request *list = NULL, **tail = &list;
 	(void)fd;
 	(void)events;
 	pthread_mutex_lock(&blk->vdev.lock);
-	if (block_io_reap(blk->io, blk_complete, blk))
-		for (unsigned q = 0; q < blk->vdev.nr_queues; q++)
-			virtio_device_notify_queue(&blk->vdev, q);
+	unsigned n = block_io_reap(blk->io, blk_collect, &tail);
+	if (n) {
+		/* More finished while some were held: the guest is slow to come back for them. */
+		blk_release(blk, &blk->released_timer);
+		blk_complete_batch(blk, list, n);
+		blk_notify_all(blk);
+	}
 	/* No event_loop_expect() for the completions: on this 2-core host a main thread that
 	 * spins for them holds the core the io_uring worker needs to do the read while the vCPU
 	 * runs the guest on the other (4 KiB reads at depth 1 with the loop polling: 0.78, 0.89
@@ -443,11 +544,45 @@ static void blk_on_io(void *opaque, int fd, uint32_t events)
 	pthread_mutex_unlock(&blk->vdev.lock);
 }
 
+static void blk_on_pace_timer(void *opaque, int fd, uint32_t events)
+{
+	struct virtio_blk *blk = opaque;
+	uint64_t expirations;
+	(void)events;
+	if (read(fd, &expirations, sizeof(expirations)) < 0) {
+		/* not expired after all (disarmed meanwhile) */
+	}
+	pthread_mutex_lock(&blk->vdev.lock);
+	if (blk->held) {
+		blk_release(blk, &blk->released_timer);
+		blk_notify_all(blk);
+	}
+	pthread_mutex_unlock(&blk->vdev.lock);
+}
+
+/* A vCPU goes idle (vm.h): the guest waits, so whatever is held is due. Its thread. */
+static bool blk_on_idle(void *opaque)
+{
+	struct virtio_blk *blk = opaque;
+	bool released = false;
+	if (!__atomic_load_n(&blk->held_any, __ATOMIC_ACQUIRE))
+		return false;
+	pthread_mutex_lock(&blk->vdev.lock);
+	if (blk->held) {
+		blk_release(blk, &blk->released_idle);
+		blk_notify_all(blk);
+		released = true;
+	}
+	pthread_mutex_unlock(&blk->vdev.lock);
+	return released;
+}
+
 /* §2.4: wait for the I/O the old driver started (it may still write guest memory), drop it. */
 static void blk_reset(struct virtio_device *vdev)
 {
 	struct virtio_blk *blk = vdev->opaque;
 	blk->generation++;
+	blk_release(blk, NULL); /* dropped: their generation is gone */
 	block_io_drain(blk->io);
 	block_io_reap(blk->io, blk_complete, blk);
 	blk->inflight = 0;
@@ -465,6 +600,12 @@ static void blk_format_stats(struct virtio_device *vdev, FILE *out)
 		"(%.1f us each)\n",
 		(unsigned long long)blk->io_completed, (unsigned long long)(blk->io_ns / 1000),
 		blk->io_completed ? (double)blk->io_ns / 1e3 / (double)blk->io_completed : 0.0);
+	fprintf(out,
+		"      paced: %llu batches split, %llu completions held, released by notify %llu, "
+		"idle vCPU %llu, timer or more completions %llu\n",
+		(unsigned long long)blk->paced_batches, (unsigned long long)blk->paced_held,
+		(unsigned long long)blk->released_kick, (unsigned long long)blk->released_idle,
+		(unsigned long long)blk->released_timer);
 }
 
 static const struct virtio_device_ops blk_ops = { .queue_notify = blk_queue_notify,
@@ -602,6 +743,15 @@ void virtio_blk_destroy(struct virtio_blk *blk)
 		event_loop_remove(blk->vm->loop, block_io_fd(blk->io));
 		block_io_destroy(blk->io);
 	}
+	while (blk->held) { /* the guest is gone: nothing to hand over */
+		struct block_io_request *next = blk->held->next;
+		blk_request_put(blk, (struct blk_request *)blk->held);
+		blk->held = next;
+	}
+	if (blk->pace_timer >= 0) {
+		event_loop_remove(blk->vm->loop, blk->pace_timer);
+		close(blk->pace_timer);
+	}
 	virtio_device_destroy(&blk->vdev);
 	while (blk->free_requests) {
 		struct blk_request *req = blk->free_requests;
@@ -621,8 +771,9 @@ struct virtio_blk *virtio_blk_create(struct vm *vm, struct pci_host *host,
 	struct virtio_blk *blk = calloc(1, sizeof(*blk));
 	if (!blk)
 		return NULL;
-	blk->fd = blk->fd_buffered = -1;
+	blk->fd = blk->fd_buffered = blk->pace_timer = -1;
 	blk->vm = vm;
+	blk->held_tail = &blk->held;
 	snprintf(blk->name, sizeof(blk->name), "virtio-blk%u", index);
 	snprintf(blk->path, sizeof(blk->path), "%s", d->path);
 	memcpy(blk->serial, d->serial, strnlen(d->serial, VIRTIO_BLK_ID_BYTES));
@@ -647,6 +798,22 @@ struct virtio_blk *virtio_blk_create(struct vm *vm, struct pci_host *host,
 	blk->io = block_io_create(blk->name);
 	int ret = blk->io ? event_loop_add(vm->loop, block_io_fd(blk->io), EPOLLIN, blk_on_io, blk)
 			  : -ENOMEM;
+	if (ret == 0 && vm->idle_hooks_run) {
+		blk->pace_timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		ret = blk->pace_timer < 0 ? -errno
+					  : event_loop_add(vm->loop, blk->pace_timer, EPOLLIN,
+							   blk_on_pace_timer, blk);
+		if (ret == 0)
+			ret = vm_add_idle_hook(vm, blk_on_idle, blk);
+		if (ret < 0) { /* no pacing, the disk works without it */
+			if (blk->pace_timer >= 0) {
+				event_loop_remove(vm->loop, blk->pace_timer);
+				close(blk->pace_timer);
+			}
+			blk->pace_timer = -1;
+			ret = 0;
+		}
+	}
 	if (ret == 0)
 		ret = virtio_device_init(&blk->vdev, vm, host);
 	if (ret < 0) {

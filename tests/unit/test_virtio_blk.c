@@ -56,9 +56,10 @@ static uint64_t find_blk(struct rig *r)
 	return 0;
 }
 
-static int rig_init(struct rig *r, const char *opts)
+static int rig_init_idle(struct rig *r, const char *opts, bool idle_hooks)
 {
 	memset(r, 0, sizeof(*r));
+	r->vm.idle_hooks_run = idle_hooks; /* as a backend's vm_init sets it */
 	strcpy(r->img, "/tmp/vmm-test-blk.XXXXXX");
 	int fd = mkstemp(r->img);
 	if (fd < 0 || ftruncate(fd, 1 << 20) < 0)
@@ -86,6 +87,11 @@ static int rig_init(struct rig *r, const char *opts)
 	return r->bar ? 0 : -1;
 }
 
+static int rig_init(struct rig *r, const char *opts)
+{
+	return rig_init_idle(r, opts, false);
+}
+
 static void rig_free(struct rig *r)
 {
 	virtio_devices_destroy(&r->vm);
@@ -96,8 +102,8 @@ static void rig_free(struct rig *r)
 	unlink(r->img);
 }
 
-/* The driver's initialisation sequence (§3.1.1) with one queue. */
-static uint8_t driver_start(struct rig *r)
+/* The driver's initialisation sequence (§3.1.1) with one queue of `size`. */
+static uint8_t driver_start_size(struct rig *r, uint16_t size)
 {
 	uint64_t c = r->bar + VIRTIO_BAR_COMMON;
 	mmio_w(r, c + 0x14, 0, 1);
@@ -108,7 +114,7 @@ static uint8_t driver_start(struct rig *r)
 	mmio_w(r, c + 0x0C, 1u << VIRTIO_RING_F_INDIRECT_DESC, 4);
 	mmio_w(r, c + 0x14, 0x0B, 1);
 	mmio_w(r, c + 0x16, 0, 2);
-	mmio_w(r, c + 0x18, QSIZE, 2);
+	mmio_w(r, c + 0x18, size, 2);
 	mmio_w(r, c + 0x20, DESC, 4);
 	mmio_w(r, c + 0x24, 0, 4);
 	mmio_w(r, c + 0x28, AVAIL, 4);
@@ -116,6 +122,15 @@ static uint8_t driver_start(struct rig *r)
 	mmio_w(r, c + 0x1C, 1, 2);
 	mmio_w(r, c + 0x14, 0x0F, 1);
 	return (uint8_t)mmio_r(r, c + 0x14, 1);
+}
+
+static uint8_t driver_start(struct rig *r)
+{
+	return driver_start_size(r, QSIZE);
+}
+static uint8_t driver_start64(struct rig *r)
+{
+	return driver_start_size(r, 64);
 }
 
 static void desc(struct rig *r, unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
@@ -293,11 +308,98 @@ static void test_virtio_blk_seg_max_is_queue_size_less_two(void)
 	rig_free(&r);
 }
 
+/* Make `n` 512-byte reads available at once (heads 3 * i, data and status of their own) and
+ * notify; the main loop takes the notify, and the host finishes them all together (reads from
+ * the host's page cache complete as io_uring submits them). */
+static void offer_reads(struct rig *r, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct {
+			uint32_t type, reserved;
+			uint64_t sector;
+		} hdr = { 0, 0, 2 * i };
+		uint16_t head = (uint16_t)(3 * i);
+		uint8_t st = 0xEE;
+		memory_write(&r->vm.mem, HDR + 16 * i, &hdr, 16);
+		memory_write(&r->vm.mem, STATUS + i, &st, 1);
+		desc(r, 3 * i, HDR + 16 * i, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(3 * i + 1));
+		desc(r, 3 * i + 1, DATA + 512 * i, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+		     (uint16_t)(3 * i + 2));
+		desc(r, 3 * i + 2, STATUS + i, 1, VIRTQ_DESC_F_WRITE, 0);
+		memory_write(&r->vm.mem, AVAIL + 4 + 2 * (r->avail_idx % 64), &head, 2);
+		r->avail_idx++;
+	}
+	memory_write(&r->vm.mem, AVAIL + 2, &r->avail_idx, 2);
+	mmio_w(r, r->bar + VIRTIO_BAR_NOTIFY, 0, 2);
+	event_loop_run_once(&r->loop, 100); /* the notify */
+}
+
+static uint16_t used_idx(struct rig *r)
+{
+	uint16_t used = 0;
+	memory_read(&r->vm.mem, USED + 2, &used, 2);
+	return used;
+}
+
+/* The main loop until the used index moves (at most ~1 s). */
+static uint16_t run_until_used(struct rig *r, uint16_t from)
+{
+	for (int i = 0; i < 10 && used_idx(r) == from; i++)
+		event_loop_run_once(&r->loop, 100);
+	return used_idx(r);
+}
+
+/* Pacing (blk.c): 16 reads that finish together reach the guest as 8, then 8 more when the
+ * guest notifies again, when a vCPU goes idle, or after the time limit. */
+static void test_virtio_blk_paces_batches_that_finish_together(void)
+{
+	struct rig r;
+	uint8_t st[16];
+	CHECK_EQ(rig_init_idle(&r, "", true), 0);
+	CHECK_EQ(r.vm.nr_idle_hooks, 1u);
+	CHECK_EQ(driver_start64(&r), 0x0F);
+	offer_reads(&r, 16);
+	CHECK_EQ(run_until_used(&r, 0), 8);
+	CHECK(vm_run_idle_hooks(&r.vm)); /* an idle vCPU gets the rest */
+	CHECK_EQ(used_idx(&r), 16);
+	memory_read(&r.vm.mem, STATUS, st, 16);
+	for (unsigned i = 0; i < 16; i++)
+		CHECK_EQ(st[i], 0);
+	CHECK(!vm_run_idle_hooks(&r.vm)); /* nothing held: nothing to do */
+
+	offer_reads(&r, 16); /* by a notify: the guest submitted more */
+	CHECK_EQ(run_until_used(&r, 16), 24);
+	offer_reads(&r, 1); /* its notify hands over the 8 held before its own */
+	CHECK_EQ(used_idx(&r), 32);
+	CHECK_EQ(run_until_used(&r, 32), 33);
+
+	offer_reads(&r, 16); /* by the time limit: the main loop alone */
+	CHECK_EQ(run_until_used(&r, 33), 41);
+	CHECK_EQ(run_until_used(&r, 41), 49);
+	char *stats = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&stats, &len);
+	virtio_devices_format_stats(&r.vm, f);
+	fclose(f);
+	CHECK(strstr(stats, "paced: 3 batches split, 24 completions held, released by notify 1, "
+			    "idle vCPU 1, timer or more completions 1") != NULL);
+	free(stats);
+	rig_free(&r);
+
+	/* Without idle hooks (KVM) nothing is held. */
+	CHECK_EQ(rig_init_idle(&r, "", false), 0);
+	CHECK_EQ(driver_start64(&r), 0x0F);
+	offer_reads(&r, 16);
+	CHECK_EQ(run_until_used(&r, 0), 16);
+	rig_free(&r);
+}
+
 int main(void)
 {
 	RUN_TEST(test_virtio_blk_read_write_flush_get_id);
 	RUN_TEST(test_virtio_blk_read_only_refuses_writes);
 	RUN_TEST(test_virtio_blk_hostile_requests_need_reset);
 	RUN_TEST(test_virtio_blk_seg_max_is_queue_size_less_two);
+	RUN_TEST(test_virtio_blk_paces_batches_that_finish_together);
 	return TEST_EXIT();
 }

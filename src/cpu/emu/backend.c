@@ -793,6 +793,7 @@ static int emu_vm_init(struct vm *vm)
 	if (ret < 0)
 		return ret;
 	evm->ioapic_ready = true;
+	vm->idle_hooks_run = true; /* a halted vCPU runs them before it sleeps */
 	return 0;
 }
 
@@ -1183,6 +1184,11 @@ static int emu_vcpu_run(struct vcpu *vcpu, struct vcpu_exit *exit)
 		}
 		if (ev->halted) {
 			bool want_intr = emu_interrupts_enabled(cpu);
+
+			/* Work held back for a busy guest is due now (vm.h); what it hands over
+			 * may already have raised an interrupt, which the next pass takes. */
+			if (want_intr && vm_run_idle_hooks(vcpu->vm))
+				continue;
 
 			/* Poll only for an interrupt that is due (an idle halt sleeps at once) and
 			 * can end the halt (not HLT with IF=0). */
