@@ -893,10 +893,23 @@ static int exec_string(struct exec *x, enum string_op op)
 	bool debug = emu_debug_active(x->cpu);
 	bool bulk = (op == STR_MOVS || op == STR_STOS) && x->cpu->mem->map && !debug;
 	unsigned budget = EXEC_REP_BATCH_BYTES;
+	struct emu_lazy_flags saved_cc = x->cpu->cc;
+	uint64_t saved_rflags = x->cpu->s.rflags;
 	int rc;
 
 	if (!rep)
 		return string_once(x, op, size);
+	/* Before the first iteration (with a zero count too, and when it faults) Intel writes
+	 * the count register at the address size, and MOVS its rSI and rDI, STOS its rDI, as
+	 * they are: with 32-bit addresses in 64-bit mode (67) that clears their upper halves.
+	 * AMD writes them only with the iterations (the SDM's pseudo-code too); CPUID says
+	 * Intel, and this is what the Intel host of test_emu_diff.c did (a Xeon of family 6,
+	 * model 207). With 16- or 64-bit addresses these writes change nothing. */
+	exec_reg_set(x, CPU_RCX, as, x->cpu->s.gpr[CPU_RCX]);
+	if (op == STR_MOVS)
+		exec_reg_set(x, CPU_RSI, as, x->cpu->s.gpr[CPU_RSI]);
+	if (op == STR_MOVS || op == STR_STOS)
+		exec_reg_set(x, CPU_RDI, as, x->cpu->s.gpr[CPU_RDI]);
 	do {
 		uint64_t count = x->cpu->s.gpr[CPU_RCX] & emu_size_mask(as), n;
 
@@ -923,7 +936,18 @@ static int exec_string(struct exec *x, enum string_op op)
 	rc = EMU_OK;
 interrupted:
 	/* Not finished (batch done, or a fault): execute this instruction again. Iterations
-	 * already done stay done; that is what the CPU does on an interrupt or fault. */
+	 * already done stay done; that is what the CPU does on an interrupt or fault. REPE/REPNE
+	 * CMPS/SCAS leave the flags as they were before the instruction: the SDM says so for a
+	 * fault (REP: "the EFLAGS value is restored to the state prior to the execution of the
+	 * instruction"; CMPS/SCAS do not read them, so the resumed instruction does not need
+	 * them), and the Intel host of test_emu_diff.c showed the same flags at an interrupt
+	 * (a timer signal) and at TF's single-step traps between iterations, so only the
+	 * iteration that ends the instruction writes them. AMD hosts leave the flags of the
+	 * last iteration done. */
+	if (cond) {
+		x->cpu->cc = saved_cc;
+		x->cpu->s.rflags = saved_rflags;
+	}
 	x->next_rip = x->cpu->s.rip;
 	return rc;
 }
