@@ -395,6 +395,7 @@ static void blk_queue_notify(struct virtio_device *vdev, unsigned q)
 	struct virtio_blk *blk = vdev->opaque;
 	struct virtq *vq = &vdev->queues[q].vq;
 	int r;
+	bool released = blk->held != NULL;
 	blk_release(blk, &blk->released_kick); /* the guest is done with the first part */
 	block_io_plug(blk->io);
 	do {
@@ -419,7 +420,10 @@ static void blk_queue_notify(struct virtio_device *vdev, unsigned q)
 		}
 	} while (r == 0 && virtq_enable_notify(vq));
 	block_io_unplug(blk->io);
-	virtio_device_notify_queue(vdev, q);
+	if (released) /* held completions of any queue */
+		blk_notify_all(blk);
+	else
+		virtio_device_notify_queue(vdev, q);
 }
 
 /* One finished I/O, on the main thread with the device lock held. */
