@@ -79,6 +79,8 @@ struct emu_jit {
 	/* The return prediction's (struct emu_cpu's ret_ring): the push of a CALL's entry, and
 	 * after a RET the check of the entry it pops, else the lookup (jit_ret_stubs()). */
 	const uint8_t *stub_ret_push, *stub_ret;
+	/* The epilogue (jit_epilogue) that every return from compiled code jumps to. */
+	const uint8_t *stub_epilogue;
 };
 
 static bool jit_stubs(struct emu_jit *jit);
@@ -202,7 +204,14 @@ static void emit8(struct emit *e, uint64_t v)
 	emit_bytes(e, &v, 8);
 }
 
-/* Host registers. RBX holds cpu for the whole function (callee-saved). */
+/* pop rcx (RAX's push); pop r15; pop r14; pop r13; pop r12; pop rbp; pop rbx; ret: what every
+ * exit from compiled code ends with (emit_prologue() pushed them), shared (stub_epilogue) */
+static const uint8_t jit_epilogue[12] = { 0x59, 0x41, 0x5F, 0x41, 0x5E, 0x41,
+					  0x5D, 0x41, 0x5C, 0x5D, 0x5B, 0xC3 };
+
+/* Host registers, all callee-saved: RBX holds cpu for the whole function, R12 the TLB tag bits
+ * (emit_tlb_tag()), R13 the block's instructions (emit_insn_base()), R14 and R15 the read
+ * and write TLB arrays and EBP the mask of an entry's offset in them (emit_tlb_lookup()). */
 enum {
 	RAX,
 	RCX,
@@ -1128,7 +1137,14 @@ static void emit_add_retired(struct emit *e, uint64_t rip, unsigned n, bool sub)
 	emit1(e, (uint8_t)n);
 }
 
-/* After a store through the write TLB entry at [rbx + `entry` + tlb.write] (`entry`: RDX or
+#define TLB_ADDEND 8 /* disp8s of an entry's fields */
+#define TLB_GPA 16
+_Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, addend) == 8 &&
+		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE <= 65536 &&
+		       (EMU_TLB_SIZE & (EMU_TLB_SIZE - 1)) == 0,
+	       "TLB entry layout");
+
+/* After a store through the write TLB entry at [r15 + `entry`] (`entry`: RDX or
  * RSI, the entry's offset) to the host address in RAX: emu_code_stored() (memory.h's
  * memory_code_store()): the page's version word, and if code was decoded from the page a new
  * version (rare: cold code). A store into the page of the block being run (self-modifying
@@ -1153,9 +1169,8 @@ static void emit_code_stored(struct compile *c, const struct emu_insn *insn, boo
 	e = &c->e;
 	patch_jump_to(c, cold, e->p);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x3C, 0x8F }, 4); /* lea rdi, [rdi+rcx*4] */
-	/* mov rcx, [rbx + entry + gpa]; cmp rcx, [block_page]; jne plain */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x8C, (uint8_t)(entry << 3 | RBX) }, 4);
-	emit4(e, (uint32_t)(CPU_OFF(tlb.write) + (int32_t)offsetof(struct emu_tlb_entry, gpa)));
+	/* mov rcx, [r15 + entry + gpa]; cmp rcx, [block_page]; jne plain */
+	emit_bytes(e, (const uint8_t[]){ 0x49, 0x8B, 0x4C, (uint8_t)(entry << 3 | 7), TLB_GPA }, 5);
 	emit_mem(e, 0, true, (const uint8_t[]){ 0x3B }, 1, RCX, CPU_OFF(block_page));
 	plain = emit_jump_fwd(e, CC_NZ);
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC6 }, 1, 0, CPU_OFF(block_exit));
@@ -1177,11 +1192,6 @@ static void emit_code_stored(struct compile *c, const struct emu_insn *insn, boo
 	if (!stay) /* the block's own page: block_exit set, for the exit after it */
 		c->exit_dirty = true;
 }
-
-_Static_assert(sizeof(struct emu_tlb_entry) == 32 && offsetof(struct emu_tlb_entry, addend) == 8 &&
-		       offsetof(struct emu_tlb_entry, gpa) == 16 && EMU_TLB_SIZE <= 65536 &&
-		       (EMU_TLB_SIZE & (EMU_TLB_SIZE - 1)) == 0,
-	       "TLB entry layout");
 
 /* An instruction `op` whose ModRM names host register `reg` (< 8; as a byte register, AL..BL
  * only) and the memory operand [rax] (a guest access through the TLB: its host address). */
@@ -1227,35 +1237,35 @@ struct tlb_jumps {
  * without EMU_TLB_NOHOST (so a miss, MMIO and a page crossing all mismatch), then the entry's
  * addend: RAX = the host address, RDX = the entry's offset in its array. With `page_check`, a
  * write to the block's own page takes the slow path too (emit_code_stored() handles it
- * otherwise). Mismatches jump to the slow path. Clobbers RCX and the host's flags. */
+ * otherwise). Mismatches jump to the slow path. Clobbers RCX and the host's flags. The arrays'
+ * addresses (R14, R15) and the index's mask (EBP) are in registers from the prologue on: the
+ * lookups are ~27 % of the hot code's bytes on the disk path, and [rbx + rdx + disp32] twice
+ * and an AND with an imm32 made each 11 bytes longer (47 bytes, now 36). */
 static void emit_tlb_lookup(struct compile *c, bool write, unsigned len, bool page_check,
 			    struct tlb_jumps *t)
 {
 	struct emit *e = &c->e;
-	int32_t array = write ? CPU_OFF(tlb.write) : CPU_OFF(tlb.read);
+	uint8_t base = write ? 0x17 : 0x16; /* SIB: [r15 + rdx] or [r14 + rdx] */
 
 	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC2 }, 2); /* mov edx, eax */
 	emit_bytes(e, (const uint8_t[]){ 0xC1, 0xEA, 0x07 }, 3); /* shr edx, 12 - 5 */
-	emit_bytes(e, (const uint8_t[]){ 0x81, 0xE2 }, 2); /* and edx, (SIZE - 1) * 32 */
-	emit4(e, (EMU_TLB_SIZE - 1) << 5);
+	emit_bytes(e, (const uint8_t[]){ 0x21, 0xEA }, 2); /* and edx, ebp: (SIZE - 1) * 32 */
 	if (len > 1) /* lea rcx, [rax + len - 1] */
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x48, (uint8_t)(len - 1) }, 4);
 	else /* mov rcx, rax */
 		emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xC1 }, 3);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x81, 0xE1, 0x00, 0xF0, 0xFF, 0xFF }, 7); /* and */
 	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x09, 0xE1 }, 3); /* or rcx, r12 */
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x8C, 0x13 }, 4); /* cmp rcx, [rbx+rdx+d] */
-	emit4(e, (uint32_t)array);
+	emit_bytes(e, (const uint8_t[]){ 0x49, 0x3B, 0x0C, base }, 4); /* cmp rcx, [r14|r15+rdx] */
 	t->slow[0] = emit_jump_fwd(e, CC_NZ);
 	t->slow[1] = NULL;
-	if (page_check) { /* mov rcx, [rbx + rdx + gpa]; cmp rcx, [block_page]; je slow */
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0x8B, 0x8C, 0x13 }, 4);
-		emit4(e, (uint32_t)(array + (int32_t)offsetof(struct emu_tlb_entry, gpa)));
+	if (page_check) { /* mov rcx, [r15 + rdx + gpa]; cmp rcx, [block_page]; je slow */
+		emit_bytes(e, (const uint8_t[]){ 0x49, 0x8B, 0x4C, base, TLB_GPA }, 5);
 		emit_mem(e, 0, true, (const uint8_t[]){ 0x3B }, 1, RCX, CPU_OFF(block_page));
 		t->slow[1] = emit_jump_fwd(e, CC_E);
 	}
-	emit_bytes(e, (const uint8_t[]){ 0x48, 0x03, 0x84, 0x13 }, 4); /* add rax, [rbx+rdx+d] */
-	emit4(e, (uint32_t)(array + (int32_t)offsetof(struct emu_tlb_entry, addend)));
+	/* add rax, [r14|r15 + rdx + addend] */
+	emit_bytes(e, (const uint8_t[]){ 0x49, 0x03, 0x44, base, TLB_ADDEND }, 5);
 	t->way2_back = write ? NULL : c->jit->rx + (e->p - c->jit->rw);
 	c->host_flags = false;
 	c->uses_tlb = true;
@@ -1269,15 +1279,16 @@ static void emit_tlb_lookup(struct compile *c, bool write, unsigned len, bool pa
 static void patch_slow_jumps(struct compile *c, const struct tlb_jumps *t)
 {
 	struct emit *e = &c->e;
-	int32_t way2 = CPU_OFF(tlb.way2); /* the read kind's second ways come first */
+	/* the read kind's second ways come first: from R14 (the read array) */
+	int32_t way2 = CPU_OFF(tlb.way2) - CPU_OFF(tlb.read);
 	uint8_t *miss;
 
 	if (t->way2_back) {
 		patch_jump_to(c, t->slow[0], e->p);
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0x3B, 0x8C, 0x13 }, 4); /* cmp rcx, [..] */
+		emit_bytes(e, (const uint8_t[]){ 0x49, 0x3B, 0x8C, 0x16 }, 4); /* cmp rcx, [..] */
 		emit4(e, (uint32_t)way2);
 		miss = emit_jump_fwd(e, CC_NZ);
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0x03, 0x84, 0x13 }, 4); /* add rax, [..] */
+		emit_bytes(e, (const uint8_t[]){ 0x49, 0x03, 0x84, 0x16 }, 4); /* add rax, [..] */
 		emit4(e, (uint32_t)(way2 + (int32_t)offsetof(struct emu_tlb_entry, addend)));
 		emit_jump(e, c->jit, 16, t->way2_back);
 		patch_jump(e, miss);
@@ -2227,7 +2238,7 @@ static void jit_ret_stubs(struct emu_jit *jit, struct emit *e)
  * of a struct jit_target and the lookup, both called (emit_find()) and returning in RCX
  * where to jump: the successor's chain entry, or the miss, a return with status 0 (jit_exit
  * EMU_JIT_EXIT_LOOKUP unless it names an exit) through the epilogue that every block's code
- * shares (push rbx, r12, r13). Reached only from compiled code, with
+ * shares (stub_epilogue). Reached only from compiled code, with
  * RBX = cpu and R12 the TLB tag bits, which stay right for the successor: same CPL, same
  * memory ops. false: the buffer is too small. */
 static bool jit_stubs(struct emu_jit *jit)
@@ -2246,7 +2257,9 @@ static bool jit_stubs(struct emu_jit *jit)
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
 	emit4(e, EMU_JIT_EXIT_LOOKUP);
 	patch_jump(e, keep);
-	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0, 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 8);
+	emit_bytes(e, (const uint8_t[]){ 0x31, 0xC0 }, 2); /* xor eax, eax */
+	jit->stub_epilogue = jit->rx + (e->p - jit->rw);
+	emit_bytes(e, jit_epilogue, sizeof(jit_epilogue));
 	/* what check and lookup return on a miss: RCX = miss; ret */
 	find_miss = jit->rx + (e->p - jit->rw);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x8D, 0x0D }, 3); /* lea rcx, [rip + miss] */
@@ -2349,7 +2362,8 @@ static void emit_jump8_back(struct emit *e, unsigned cc, const uint8_t *to)
  * which points both entries at the return (a check of the slot through a MOVABS load, a
  * cache miss more often than not, ran at every entry before). */
 #define JIT_ENTRY_SAME 16u
-/* xor eax, eax; mov dword [jit_last], slot; pop r13; pop r12; pop rbx; ret */
+/* xor eax, eax; mov dword [jit_last], slot; jmp stub_epilogue; int3: an even length, as a
+ * chain entry's address must be even (struct jit_target keeps the CPL in bit 0) */
 #define JIT_ENTRY_OUT 18u
 
 /* A jump or Jcc (cc < 16; 16: JMP) back to `to`, a position in the read-write view: rel8 when
@@ -2787,8 +2801,8 @@ static void emit_tlb_tag(struct emit *e)
 	emit_bytes(e, (const uint8_t[]){ 0x44, 0x0F, 0x45, 0xE0 }, 4); /* cmovne r12d, eax */
 }
 
-/* The return with status 0 (c->ret0) and the epilogue (c->exit: EAX is the status), which
- * every exit of the block jumps back to; JIT_ENTRY_OUT bytes. */
+/* The return with status 0 (c->ret0) and the way to the shared epilogue (c->exit: EAX is the
+ * status), which every exit of the block jumps back to; JIT_ENTRY_OUT bytes. */
 static void emit_return(struct compile *c)
 {
 	struct emit *e = &c->e;
@@ -2801,17 +2815,31 @@ static void emit_return(struct compile *c)
 		emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_last));
 		emit4(e, c->chain->slot);
 	}
-	emit_bytes(e, (const uint8_t[]){ 0x41, 0x5D, 0x41, 0x5C, 0x5B, 0xC3 }, 6);
+	emit_jump(e, c->jit, 16, c->jit->stub_epilogue);
+	if (c->chain) /* int3, never reached: the chain entry after it at an even address */
+		emit1(e, 0xCC);
 	if (c->chain && !e->overflow && e->p - start != JIT_ENTRY_OUT)
 		e->overflow = true; /* never: fixed sizes */
 }
 
-/* The entry from emu_run(): push rbx, r12, r13 (the stack is then 16-byte aligned for calls);
- * mov rbx, rdi; R12 (emit_tlb_tag()). */
+/* The entry from emu_run(): push rbx, rbp, r12-r15 and RAX (the stack is then 16-byte
+ * aligned for calls); mov rbx, rdi; R12 (emit_tlb_tag()), R14, R15 and EBP for the TLB
+ * lookups (emit_tlb_lookup()). */
 static void emit_prologue(struct compile *c)
 {
-	emit_bytes(&c->e, (const uint8_t[]){ 0x53, 0x41, 0x54, 0x41, 0x55, 0x48, 0x89, 0xFB }, 8);
-	emit_tlb_tag(&c->e); /* with handler calls only too: a cross block's chain entry uses it */
+	struct emit *e = &c->e;
+
+	emit_bytes(e,
+		   (const uint8_t[]){ 0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57,
+				      0x50, 0x48, 0x89, 0xFB },
+		   14);
+	emit_tlb_tag(e); /* with handler calls only too: a cross block's chain entry uses it */
+	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x8D, 0xB3 }, 3); /* lea r14, [rbx + read] */
+	emit4(e, (uint32_t)CPU_OFF(tlb.read));
+	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x8D, 0xBB }, 3); /* lea r15, [rbx + write] */
+	emit4(e, (uint32_t)CPU_OFF(tlb.write));
+	emit1(e, 0xBD); /* mov ebp, (SIZE - 1) * 32 */
+	emit4(e, (EMU_TLB_SIZE - 1) << 5);
 }
 
 /* Compile the block at the buffer's current position; NULL if it does not fit. */
@@ -2841,7 +2869,7 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	if (e->p > e->end)
 		return NULL;
 	/* A chained block: the list of its incoming exits (emu_jit_link()), the return with
-	 * status 0 and the epilogue, so that every exit is a backward jump to a known address,
+	 * status 0 and the jump to the epilogue, so that every exit is a backward jump to a known address,
 	 * the chain entry, which goes on into the body (chained entries are most of them: ~90 %
 	 * on 4 KiB random reads), and the body; the entry from emu_run() (the prologue, after
 	 * where the chain entry is, as an offset from it: emu_jit_link() reads it) is cold code
