@@ -244,6 +244,42 @@ static void test_inlined_load_code_size(void)
 	emu_jit_destroy(jit);
 }
 
+/* The fields that compiled code uses in most blocks (emu.h: the lazy flags to jit_scratch) are
+ * addressed from R13 with a one-byte displacement: a block's end adds to the instruction count
+ * with `add qword [r13 + d8], n` (5 bytes), not `add qword [rbx + d32], n` (8). */
+static void test_hot_fields_short_displacements(void)
+{
+	struct emu_jit *jit = emu_jit_create(1 << 16, 0, true);
+	struct emu_insn insn[3];
+	struct emu_jit_ref ref[2];
+	emu_jit_fn code[2];
+	unsigned short_form = 0, long_form = 0;
+
+	CHECK(jit != NULL);
+	if (!jit)
+		return;
+	block_decode(prog, sizeof(prog), insn, 3);
+	memset(ref, 0, sizeof(ref));
+	code[0] = emu_jit_block(jit, &ref[0], insn, 3);
+	code[1] = emu_jit_block(jit, &ref[1], insn, 3); /* where the first one's hot code ends */
+	CHECK(code[0] && code[1]);
+	if (code[0] && code[1]) {
+		const uint8_t *p = (const uint8_t *)(uintptr_t)code[0],
+			      *end = (const uint8_t *)(uintptr_t)code[1];
+
+		for (; p + 5 <= end; p++) {
+			short_form += p[0] == 0x49 && p[1] == 0x83 && p[2] == 0x45 && p[4] == 3;
+			long_form += p[0] == 0x48 && p[1] == 0x83 && p[2] == 0x83 && p + 7 <= end &&
+				     p[7] == 3;
+		}
+		CHECK_EQ(short_form, 1); /* add qword [r13 + instructions], 3 */
+		CHECK_EQ(long_form, 0);
+		CHECK_EQ(run_prog(code[0]), EMU_OK);
+		check_prog_result();
+	}
+	emu_jit_destroy(jit);
+}
+
 int main(void)
 {
 	RUN_TEST(test_buffer_reused_after_flush);
@@ -251,6 +287,7 @@ int main(void)
 	RUN_TEST(test_block_larger_than_buffer);
 	RUN_TEST(test_no_writable_executable_pages);
 	RUN_TEST(test_inlined_load_code_size);
+	RUN_TEST(test_hot_fields_short_displacements);
 	emu_cpu_destroy(&cpu);
 	return TEST_EXIT();
 }

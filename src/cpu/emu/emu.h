@@ -310,29 +310,9 @@ struct emu_cpu {
 	bool interrupt_shadow; /* after STI or MOV/POP SS: no interrupt before the next one */
 	bool shadow_next; /* set by the instruction executing now */
 	uint64_t instructions; /* retired */
-	struct emu_msrs msr;
-	uint64_t dr[8]; /* debug registers DR0-DR7 (4 and 5 alias 6 and 7); debug.c */
-	/* The guest's own breakpoints (debug.c): DR7's enable bits L0-G3, and the data
-	 * breakpoints hit by the instruction executing now (DR6 B0-B3). While DR7 enables
-	 * something or RFLAGS.TF or RF is set, emu_step()/emu_run() take debug.c's path, one
-	 * instruction at a time; otherwise they cost one test per block. */
-	uint8_t dr7_enabled;
-	uint8_t dr_data_hits;
-	bool no_single_step; /* set by IDT delivery and SYSCALL: no TF trap after them */
-	bool dr_mov_ss; /* set by MOV SS/POP SS: #DB traps wait for the next instruction */
-	/* The memory ops under debug.c's watchpoint wrapper while it is installed (gdb's
-	 * watchpoints or the guest's data breakpoints), else NULL. */
-	const struct emu_memory_ops *watch_inner;
-	struct emu_fxstate fx; /* x87/MMX registers, XMM registers, MXCSR */
-	struct emu_tlb tlb;
-	struct emu_icache *icache; /* decoded blocks by guest-physical address (cpu.c) */
-	struct emu_block_stats blocks; /* what the block cache did (cpu.c) */
-	/* The code-page versions of the RAM that cpu->phys->ram_page() returns (memory.h): set
-	 * with phys, needed by emu_paged_memory_ops (every store into RAM reports itself) and by
-	 * emu_run()'s blocks (without it, emu_run() steps one instruction at a time). */
-	struct memory_code_pages *code;
-	struct emu_jit *jit; /* host code for hot blocks (jit.c), NULL: interpreter only */
-	struct emu_debug *debug; /* guest debugging on (emu_debug_set), else NULL */
+	/* From the lazy flags (cc) to jit_scratch below: the fields that compiled code uses most,
+	 * within 256 bytes, which it addresses from R13 with one-byte displacements (jit.c's
+	 * JIT_HOT_BASE). */
 	/* While emu_run() executes a block: the guest-physical page of its code. A write to it
 	 * or any MMIO access sets block_exit (mmu.c), which ends the block after the
 	 * instruction, so modified code is decoded again and an MMIO exit's replay log is only
@@ -363,6 +343,29 @@ struct emu_cpu {
 	unsigned chain_cut;
 	uint32_t jit_last;
 	uint64_t jit_scratch; /* compiled code's own (RIP before a block's last handler) */
+	struct emu_msrs msr;
+	uint64_t dr[8]; /* debug registers DR0-DR7 (4 and 5 alias 6 and 7); debug.c */
+	/* The guest's own breakpoints (debug.c): DR7's enable bits L0-G3, and the data
+	 * breakpoints hit by the instruction executing now (DR6 B0-B3). While DR7 enables
+	 * something or RFLAGS.TF or RF is set, emu_step()/emu_run() take debug.c's path, one
+	 * instruction at a time; otherwise they cost one test per block. */
+	uint8_t dr7_enabled;
+	uint8_t dr_data_hits;
+	bool no_single_step; /* set by IDT delivery and SYSCALL: no TF trap after them */
+	bool dr_mov_ss; /* set by MOV SS/POP SS: #DB traps wait for the next instruction */
+	/* The memory ops under debug.c's watchpoint wrapper while it is installed (gdb's
+	 * watchpoints or the guest's data breakpoints), else NULL. */
+	const struct emu_memory_ops *watch_inner;
+	struct emu_fxstate fx; /* x87/MMX registers, XMM registers, MXCSR */
+	struct emu_tlb tlb;
+	struct emu_icache *icache; /* decoded blocks by guest-physical address (cpu.c) */
+	struct emu_block_stats blocks; /* what the block cache did (cpu.c) */
+	/* The code-page versions of the RAM that cpu->phys->ram_page() returns (memory.h): set
+	 * with phys, needed by emu_paged_memory_ops (every store into RAM reports itself) and by
+	 * emu_run()'s blocks (without it, emu_run() steps one instruction at a time). */
+	struct memory_code_pages *code;
+	struct emu_jit *jit; /* host code for hot blocks (jit.c), NULL: interpreter only */
+	struct emu_debug *debug; /* guest debugging on (emu_debug_set), else NULL */
 	/* The return prediction of compiled code (jit.c), a ring like a host CPU's return stack
 	 * buffer: a compiled CALL writes its return address, which of the JIT's return site
 	 * links is its own (with the buffer's generation) and a copy of that link at ret_top (a

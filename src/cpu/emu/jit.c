@@ -210,8 +210,9 @@ static const uint8_t jit_epilogue[12] = { 0x59, 0x41, 0x5F, 0x41, 0x5E, 0x41,
 					  0x5D, 0x41, 0x5C, 0x5D, 0x5B, 0xC3 };
 
 /* Host registers, all callee-saved: RBX holds cpu for the whole function, R12 the TLB tag bits
- * (emit_tlb_tag()), R13 the block's instructions (emit_insn_base()), R14 and R15 the read
- * and write TLB arrays and EBP the mask of an entry's offset in them (emit_tlb_lookup()). */
+ * (emit_tlb_tag()), R13 points near the fields that compiled code uses most (JIT_HOT_BASE),
+ * R14 and R15 at the read and write TLB arrays, and EBP is the mask of an entry's offset in
+ * them (emit_tlb_lookup()). */
 enum {
 	RAX,
 	RCX,
@@ -223,16 +224,40 @@ enum {
 	RDI
 };
 
+/* R13 = cpu + JIT_HOT_BASE from the prologue on: the fields from the lazy flags (cc) to
+ * jit_scratch (emu.h), which compiled code reads and writes in most blocks (the flags' record,
+ * the instruction count, the interrupt shadow, the chain entry's attention and chain_left),
+ * are a one-byte displacement from it instead of four from RBX: 3 bytes less each (2 with a
+ * REX prefix the instruction did not need). */
+#define JIT_HOT_BASE ((int32_t)offsetof(struct emu_cpu, cc) + 128)
+_Static_assert(offsetof(struct emu_cpu, jit_scratch) + 8 <= offsetof(struct emu_cpu, cc) + 256,
+	       "compiled code's hot fields are within R13's reach");
+
 /* An instruction `op` with a ModRM naming host register `reg` and the memory operand
- * [rbx + disp] (a field of struct emu_cpu). `w`: REX.W; `pfx`: a 66 prefix or 0. */
+ * [rbx + disp] (a field of struct emu_cpu), as [r13 + disp8] when that reaches. `w`: REX.W;
+ * `pfx`: a 66 prefix, a REX prefix (0x40: SIL/DIL as a byte register) or 0. */
 static void emit_mem(struct emit *e, uint8_t pfx, bool w, const uint8_t *op, unsigned oplen,
 		     unsigned reg, int32_t disp)
 {
 	uint8_t rex = (uint8_t)(0x40 | (w ? 8 : 0) | ((reg & 8) ? 4 : 0));
+	int32_t hot = disp - JIT_HOT_BASE;
+	bool force_rex = false;
 
+	if ((pfx & 0xF0) == 0x40) { /* a REX prefix: merged into this one */
+		rex |= pfx;
+		pfx = 0;
+		force_rex = true;
+	}
 	if (pfx)
 		emit1(e, pfx);
-	if (rex != 0x40)
+	if (hot >= -128 && hot < 128) { /* [r13 + disp8] (REX.B; mod 01, r/m 101: no SIB) */
+		emit1(e, (uint8_t)(rex | 1));
+		emit_bytes(e, op, oplen);
+		emit1(e, (uint8_t)(0x40 | ((reg & 7) << 3) | 5));
+		emit1(e, (uint8_t)hot);
+		return;
+	}
+	if (rex != 0x40 || force_rex)
 		emit1(e, rex);
 	emit_bytes(e, op, oplen);
 	if (disp >= -128 && disp < 128) {
@@ -364,9 +389,6 @@ struct compile {
 	 * the read-execute view), the page offset of the instruction being compiled, and
 	 * whether the block's exits have been emitted (its last instruction branched). */
 	const struct emu_jit_chain *chain;
-	/* What R13 holds from the body's start (emit_insn_base()): the address of the block's
-	 * instructions + JIT_INSN_BIAS, so that a handler call's `insn` argument is a short LEA. */
-	const struct emu_insn *insn_base;
 	const uint8_t *ret0;
 	unsigned insn_off;
 	bool ended;
@@ -377,16 +399,6 @@ struct compile {
 	 * interrupts and IRET end the chain anyway). */
 	bool serialised;
 };
-
-/* R13 = the block's instructions + JIT_INSN_BIAS (callee-saved, so handlers keep it): with the
- * bias, the first six of them are a disp8 away. */
-#define JIT_INSN_BIAS 128
-static void emit_insn_base(struct compile *c, const struct emu_insn *insn)
-{
-	emit_bytes(&c->e, (const uint8_t[]){ 0x49, 0xBD }, 2); /* mov r13, imm64 */
-	emit8(&c->e, (uint64_t)(uintptr_t)insn + JIT_INSN_BIAS);
-	c->insn_base = (const struct emu_insn *)((uintptr_t)insn + JIT_INSN_BIAS);
-}
 
 static void emit_shadow_clear(struct compile *c);
 
@@ -412,21 +424,10 @@ static void emit_handler_call(struct compile *c, const struct emu_insn *insn, bo
 {
 	struct emit *e = &c->e;
 
-	int64_t off = (int64_t)((uintptr_t)insn - (uintptr_t)c->insn_base);
-
 	emit_sync(c);
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x89, 0xDF }, 3); /* mov rdi, rbx */
-	if (c->insn_base && off >= INT32_MIN && off <= INT32_MAX) { /* lea rsi, [r13 + off] */
-		if (off >= -128 && off < 128) {
-			emit_bytes(e, (const uint8_t[]){ 0x49, 0x8D, 0x75, (uint8_t)off }, 4);
-		} else {
-			emit_bytes(e, (const uint8_t[]){ 0x49, 0x8D, 0xB5 }, 3);
-			emit4(e, (uint32_t)(int32_t)off);
-		}
-	} else {
-		emit_bytes(e, (const uint8_t[]){ 0x48, 0xBE }, 2); /* mov rsi, insn */
-		emit8(e, (uint64_t)(uintptr_t)insn);
-	}
+	emit_bytes(e, (const uint8_t[]){ 0x48, 0xBE }, 2); /* mov rsi, insn */
+	emit8(e, (uint64_t)(uintptr_t)insn);
 	emit_call(e, c->jit, (uint64_t)(uintptr_t)insn->fast);
 	emit_bytes(e, (const uint8_t[]){ 0x85, 0xC0 }, 2); /* test eax, eax */
 	emit_jump(e, c->jit, CC_NZ, c->exit);
@@ -2053,8 +2054,8 @@ struct jit_link_rec {
 	uint32_t check; /* JIT_XPAGE_CHECK: buffer offset of the check (emit_exit_xpage()) */
 	uint8_t gen_imm, gen_disp, cpl_cc, pad; /* JIT_XPAGE_CHECK: their offsets in it */
 };
-/* mov dword [jit_exit], imm32 (10 bytes); jmp rel32 (5): the stub before the record */
-#define JIT_STUB_LEN 15u
+/* mov dword [r13 + jit_exit], imm32 (8 bytes); jmp rel32 (5): the stub before the record */
+#define JIT_STUB_LEN 13u
 
 /* What a linkable exit's jump and checks (the rel32s at `to_stub`) go to while it is not
  * linked: jit_exit names the record after it, for emu_jit_link(), and the block returns with
@@ -2073,6 +2074,8 @@ static void emit_exit_stub(struct compile *c, const struct jit_link_rec *rec,
 	emit_mem(e, 0, false, (const uint8_t[]){ 0xC7 }, 1, 0, CPU_OFF(jit_exit));
 	emit4(e, (uint32_t)(e->p + 4 + 5 - c->jit->rw));
 	emit_jump(e, c->jit, 16, c->ret0);
+	if (!e->overflow && e->p - stub != JIT_STUB_LEN)
+		e->overflow = true; /* never: fixed sizes */
 	emit_bytes(e, rec, sizeof(*rec));
 	for (unsigned i = 0; i < n; i++)
 		patch_jump_to(c, to_stub[i], stub);
@@ -2394,9 +2397,9 @@ static void emit_jump8_back(struct emit *e, unsigned cc, const uint8_t *to)
  * which points both entries at the return (a check of the slot through a MOVABS load, a
  * cache miss more often than not, ran at every entry before). */
 #define JIT_ENTRY_SAME 16u
-/* xor eax, eax; mov dword [jit_last], slot; jmp stub_epilogue; int3: an even length, as a
- * chain entry's address must be even (struct jit_target keeps the CPL in bit 0) */
-#define JIT_ENTRY_OUT 18u
+/* xor eax, eax; mov dword [r13 + jit_last], slot; jmp stub_epilogue; int3: an even length, as
+ * a chain entry's address must be even (struct jit_target keeps the CPL in bit 0) */
+#define JIT_ENTRY_OUT 16u
 
 /* A jump or Jcc (cc < 16; 16: JMP) back to `to`, a position in the read-write view: rel8 when
  * it reaches, else rel32. */
@@ -2859,8 +2862,8 @@ static void emit_return(struct compile *c)
 }
 
 /* The entry from emu_run(): push rbx, rbp, r12-r15 and RAX (the stack is then 16-byte
- * aligned for calls); mov rbx, rdi; R12 (emit_tlb_tag()), R14, R15 and EBP for the TLB
- * lookups (emit_tlb_lookup()). */
+ * aligned for calls); mov rbx, rdi; R13 (JIT_HOT_BASE), R12 (emit_tlb_tag(), which uses R13),
+ * R14, R15 and EBP for the TLB lookups (emit_tlb_lookup()). */
 static void emit_prologue(struct compile *c)
 {
 	struct emit *e = &c->e;
@@ -2869,6 +2872,8 @@ static void emit_prologue(struct compile *c)
 		   (const uint8_t[]){ 0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57,
 				      0x50, 0x48, 0x89, 0xFB },
 		   14);
+	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x8D, 0xAB }, 3); /* lea r13, [rbx + hot base] */
+	emit4(e, (uint32_t)JIT_HOT_BASE);
 	emit_tlb_tag(e); /* with handler calls only too: a cross block's chain entry uses it */
 	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x8D, 0xB3 }, 3); /* lea r14, [rbx + read] */
 	emit4(e, (uint32_t)CPU_OFF(tlb.read));
@@ -2887,14 +2892,12 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 	struct form f[JIT_MAX_INSNS];
 	bool live[JIT_MAX_INSNS], cond;
 	uint8_t *entry, *chain_at;
-	unsigned calls = 0; /* handler calls in the hot code, beside the slow paths' */
 	bool writes = jit->inline_off; /* an instruction may write memory */
 
 	if (n > JIT_MAX_INSNS)
 		return NULL;
 	for (unsigned i = 0; i < n; i++) {
 		f[i] = classify(&insn[i]);
-		calls += jit->inline_off || f[i].kind == FORM_CALL;
 		writes = writes || form_may_write(&insn[i], &f[i]);
 	}
 	flags_liveness(insn, f, n, live);
@@ -2950,8 +2953,6 @@ static emu_jit_fn compile_block(struct emu_jit *jit, const struct emu_insn *insn
 		entry = e->p;
 		emit_prologue(&c);
 	}
-	if (calls >= 2) /* else each call's insn is a movabs: shorter in all */
-		emit_insn_base(&c, insn);
 	for (unsigned i = 0; i < n; i++) {
 		bool last = i + 1 == n;
 
