@@ -238,6 +238,16 @@ static void to_kernel_mode(uint64_t rip)
 	cpu.s.gpr[CPU_RSP] = KSTACK_TOP - 0x100;
 }
 
+/* A reset machine in kernel mode at `rip` with a JIT of 1 MiB; false (a failed check) without. */
+static bool kernel_with_jit(uint64_t rip)
+{
+	machine_reset();
+	to_kernel_mode(rip);
+	cpu.jit = emu_jit_create(1 << 20, 0, true);
+	CHECK(cpu.jit != NULL);
+	return cpu.jit != NULL;
+}
+
 static void test_paging_translations(void)
 {
 	uint64_t gpa = 0;
@@ -2621,11 +2631,7 @@ static void test_block_chain_checks(void)
 	uint32_t cpuid[4];
 	uint64_t chained, interpreted;
 
-	machine_reset();
-	to_kernel_mode(CHAIN_A);
-	cpu.jit = emu_jit_create(1 << 20, 0, true);
-	CHECK(cpu.jit != NULL);
-	if (!cpu.jit)
+	if (!kernel_with_jit(CHAIN_A))
 		return;
 	put64(PD + 24, CHAIN_PAGE | P | W);
 	put64(CHAIN_PTE, CHAIN_PTE_VALUE);
@@ -2781,11 +2787,7 @@ static void test_chain_cpuid_serialises(void)
 	static const uint8_t prog[] = { 0x0F, 0xA2, 0xBB, 0x11, 0x11, 0x11, 0x11, 0xF4 };
 	static const struct emu_platform_ops ops = { .cpuid = xmod_cpuid };
 
-	machine_reset();
-	to_kernel_mode(XMOD_PAGE);
-	cpu.jit = emu_jit_create(1 << 20, 0, true);
-	CHECK(cpu.jit != NULL);
-	if (!cpu.jit)
+	if (!kernel_with_jit(XMOD_PAGE))
 		return;
 	cpu.platform = &ops;
 	code(XMOD_PAGE, prog, sizeof(prog));
@@ -2824,11 +2826,7 @@ static void test_chain_store_at_block_limit(void)
 	memset(prog, 0x90, EMU_BLOCK_MAX_INSNS - 1);
 	memcpy(prog + EMU_BLOCK_MAX_INSNS - 1, (const uint8_t[]){ 0x88, 0x07, 0xFF, 0xC1, 0xF4 },
 	       5);
-	machine_reset();
-	to_kernel_mode(LIMIT_PAGE);
-	cpu.jit = emu_jit_create(1 << 20, 0, true);
-	CHECK(cpu.jit != NULL);
-	if (!cpu.jit)
+	if (!kernel_with_jit(LIMIT_PAGE))
 		return;
 	code(LIMIT_PAGE, prog, sizeof(prog));
 	cpu.chain_max = 4;
@@ -2876,11 +2874,7 @@ static void test_jit_tlb_second_way(void)
 					0x48, 0x01, 0xC1, 0xFF, 0xCA, 0x75, 0xF0, 0xF4 };
 	const uint64_t a = 0x101000, b = BIG_1G + 0x101000;
 
-	machine_reset();
-	to_kernel_mode(0x50000);
-	cpu.jit = emu_jit_create(1 << 20, 0, true);
-	CHECK(cpu.jit != NULL);
-	if (!cpu.jit)
+	if (!kernel_with_jit(0x50000))
 		return;
 	put64(PT_LOW + 8 * (a >> 12), 0x103000 | P | W);
 	put64(0x103000, 0x3300);
@@ -3253,11 +3247,7 @@ static void test_jit_cross_block_chained(void)
 		unsigned avail;
 		uint64_t gpa;
 
-		machine_reset();
-		to_kernel_mode(CROSS_LOOP);
-		cpu.jit = emu_jit_create(1 << 20, 0, true);
-		CHECK(cpu.jit != NULL);
-		if (!cpu.jit)
+		if (!kernel_with_jit(CROSS_LOOP))
 			return;
 		cross_program(via_ret);
 		CHECK_EQ(cross_loop(3, NULL), EMU_HALT); /* compiled, linked */
