@@ -3733,7 +3733,7 @@ static void run_groups(void)
 /* CPUID leaf 0's vendor string is "GenuineIntel". */
 static bool host_is_intel(void)
 {
-	unsigned a, b, c, d;
+	unsigned a = 0, b = 0, c = 0, d = 0;
 
 	return __get_cpuid(0, &a, &b, &c, &d) && b == 0x756e6547 && d == 0x49656e69 &&
 	       c == 0x6c65746e;
