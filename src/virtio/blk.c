@@ -484,7 +484,9 @@ static void blk_complete(void *opaque, struct block_io_request *io)
 #define BLK_PACE_MIN 8
 #define BLK_PACE_MAX_NS 500000
 
-static void blk_collect(void *opaque, struct block_io_request *io)
+/* Append `io` to the list whose tail pointer is at `opaque` (a struct block_io_request ***):
+ * block_io_reap()'s callback for the reaped list, and how completions join the held one. */
+static void blk_list_append(void *opaque, struct block_io_request *io)
 {
 	struct block_io_request ***tail = opaque;
 	io->next = NULL;
@@ -497,14 +499,15 @@ static bool blk_pace_candidate(const struct block_io_request *io)
 	return io->op == BLOCK_IO_READ || io->op == BLOCK_IO_WRITE;
 }
 
-/* Completions just reaped (`list`, `n` of them): the guest gets them all, or the older half of
- * the reads and writes now and the rest held. Lock held. */
+/* Completions just reaped (`list`, `n` of them), with nothing held (the caller released it):
+ * the guest gets them all, or the older half of the reads and writes now and the rest held.
+ * Lock held. */
 static void blk_complete_batch(struct virtio_blk *blk, struct block_io_request *list, unsigned n)
 {
 	unsigned candidates = 0, give = n;
 	for (struct block_io_request *io = list; io; io = io->next)
 		candidates += blk_pace_candidate(io);
-	if (blk->pace_timer >= 0 && !blk->held && candidates >= BLK_PACE_MIN)
+	if (blk->pace_timer >= 0 && candidates >= BLK_PACE_MIN)
 		give = candidates / 2;
 	while (list) {
 		struct block_io_request *next = list->next;
@@ -512,14 +515,12 @@ static void blk_complete_batch(struct virtio_blk *blk, struct block_io_request *
 			give -= give && blk_pace_candidate(list);
 			blk_complete(blk, list);
 		} else {
-			list->next = NULL;
-			*blk->held_tail = list;
-			blk->held_tail = &list->next;
+			blk_list_append(&blk->held_tail, list);
 			blk->paced_held++;
 		}
 		list = next;
 	}
-	if (blk->held && !__atomic_load_n(&blk->held_any, __ATOMIC_RELAXED)) {
+	if (blk->held) {
 		struct itimerspec at = { .it_value = { .tv_nsec = BLK_PACE_MAX_NS } };
 		timerfd_settime(blk->pace_timer, 0, &at, NULL);
 		blk->paced_batches++;
@@ -534,7 +535,7 @@ static void blk_on_io(void *opaque, int fd, uint32_t events)
 	(void)fd;
 	(void)events;
 	pthread_mutex_lock(&blk->vdev.lock);
-	unsigned n = block_io_reap(blk->io, blk_collect, &tail);
+	unsigned n = block_io_reap(blk->io, blk_list_append, &tail);
 	if (n) {
 		/* More finished while some were held: the guest is slow to come back for them. */
 		blk_release(blk, &blk->released_timer);
@@ -546,6 +547,16 @@ static void blk_on_io(void *opaque, int fd, uint32_t events)
 	 * runs the guest on the other (4 KiB reads at depth 1 with the loop polling: 0.78, 0.89
 	 * and 0.96 of the IOPS without, three interleaved rounds of bench/disk). */
 	pthread_mutex_unlock(&blk->vdev.lock);
+}
+
+/* No pacing from here on: the timer out of the loop and closed. */
+static void blk_pace_close(struct virtio_blk *blk)
+{
+	if (blk->pace_timer < 0)
+		return;
+	event_loop_remove(blk->vm->loop, blk->pace_timer);
+	close(blk->pace_timer);
+	blk->pace_timer = -1;
 }
 
 static void blk_on_pace_timer(void *opaque, int fd, uint32_t events)
@@ -752,10 +763,7 @@ void virtio_blk_destroy(struct virtio_blk *blk)
 		blk_request_put(blk, (struct blk_request *)blk->held);
 		blk->held = next;
 	}
-	if (blk->pace_timer >= 0) {
-		event_loop_remove(blk->vm->loop, blk->pace_timer);
-		close(blk->pace_timer);
-	}
+	blk_pace_close(blk);
 	virtio_device_destroy(&blk->vdev);
 	while (blk->free_requests) {
 		struct blk_request *req = blk->free_requests;
@@ -810,11 +818,7 @@ struct virtio_blk *virtio_blk_create(struct vm *vm, struct pci_host *host,
 		if (ret == 0)
 			ret = vm_add_idle_hook(vm, blk_on_idle, blk);
 		if (ret < 0) { /* no pacing, the disk works without it */
-			if (blk->pace_timer >= 0) {
-				event_loop_remove(vm->loop, blk->pace_timer);
-				close(blk->pace_timer);
-			}
-			blk->pace_timer = -1;
+			blk_pace_close(blk);
 			ret = 0;
 		}
 	}
