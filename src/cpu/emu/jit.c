@@ -2444,9 +2444,9 @@ static void emit_cross_check(struct compile *c, const uint8_t *out)
 	emit_load(e, true, RAX, CPU_OFF(s.rip));
 	emit_bytes(e, (const uint8_t[]){ 0x48, 0x05 }, 2);
 	emit4(e, (uint32_t)(4096 - (chain->gpa & 0xfff)));
-	/* mov ecx, eax; shr ecx, 12 - 5; and ecx, (SIZE - 1) * 32: its entry's offset */
-	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC1, 0xC1, 0xE9, 0x07, 0x81, 0xE1 }, 7);
-	emit4(e, (EMU_TLB_SIZE - 1) << 5);
+	/* mov ecx, eax; shr ecx, 12 - 5; and ecx, ebp (the prologue's (SIZE - 1) * 32, as
+	 * emit_tlb_lookup()'s): its entry's offset */
+	emit_bytes(e, (const uint8_t[]){ 0x89, 0xC1, 0xC1, 0xE9, 0x07, 0x21, 0xE9 }, 7);
 	emit_bytes(e, (const uint8_t[]){ 0x4C, 0x09, 0xE0 }, 3); /* or rax, r12: the tag */
 	emit_bytes(e, cmp_entry, sizeof(cmp_entry)); /* the first way; je first */
 	emit4(e, (uint32_t)fetch);
